@@ -1,0 +1,58 @@
+"""The MCP authorization server: ``create_app`` assembles it and does nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from flask import Flask
+
+from . import cli, errors, i18n, logs, rate_limits, redis_store, security
+from .blueprints import (
+    account,
+    api_keys,
+    auth,
+    authorize,
+    health,
+    mcp,
+    oauth,
+    wellknown,
+)
+from .config import settings_from_environment
+from .db import db
+from .oauth import server as oauth_server
+from .templating import init_app as init_templating
+
+
+def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
+    """Build the app from the environment; ``overrides`` replace variables (tests)."""
+    settings = settings_from_environment(overrides)
+    app = Flask(__name__, template_folder="../templates")
+    app.config["SETTINGS"] = settings
+
+    logs.configure_logging(settings.log_level)
+    logs.init_app(app)
+    security.init_app(app, settings)
+    errors.init_app(app)
+    i18n.init_app(app)
+    init_templating(app)
+
+    db.init_app(app, settings.database_url)
+    redis_store.init_app(app, settings.redis_url)
+    oauth_server.init_app(app, settings)
+
+    for blueprint in (
+        health.bp,
+        wellknown.bp,
+        oauth.bp,
+        authorize.bp,
+        auth.bp,
+        account.bp,
+        api_keys.bp,
+        mcp.bp,
+    ):
+        app.register_blueprint(blueprint)
+    for api in (oauth.bp, api_keys.bp, mcp.bp):
+        security.csrf.exempt(api)
+    rate_limits.init_app(app, settings.redis_url)
+    cli.init_app(app)
+    return app

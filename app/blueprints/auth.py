@@ -1,0 +1,62 @@
+"""Signing in and out."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, render_template, request
+from flask_babel import gettext as _
+
+from ..rate_limits import limit, setting
+from ..sessions import current_user, is_local_target, issuer_redirect, sign_in, sign_out
+from ..users import authenticate, normalize_email
+
+bp = Blueprint("auth", __name__)
+
+#: Where people land after signing in when no ``next`` was given.
+DEFAULT_TARGET = "/account"
+
+
+def _failed_attempt(response: Response) -> bool:
+    return response.status_code != 302
+
+
+def _account_key() -> str:
+    return "login-account:" + normalize_email(request.form.get("email", ""))[:320]
+
+
+def _target() -> str:
+    target = request.values.get("next")
+    return target if is_local_target(target) else DEFAULT_TARGET
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@limit(setting("login_rate_limit"), methods=["POST"], deduct_when=_failed_attempt)
+@limit(
+    setting("login_rate_limit"),
+    methods=["POST"],
+    key_func=_account_key,
+    deduct_when=_failed_attempt,
+)
+def login() -> Response | tuple[str, int] | str:
+    if request.method == "GET":
+        if current_user() is not None:
+            return issuer_redirect(_target())
+        return render_template("auth/login.html", next=_target())
+    user = authenticate(request.form.get("email", ""), request.form.get("password", ""))
+    if user is None:
+        # One message for every failure: unknown email, wrong password, disabled.
+        error = _("The email or password is incorrect.")
+        page = render_template(
+            "auth/login.html",
+            next=_target(),
+            error=error,
+            email=request.form.get("email", ""),
+        )
+        return page, 401
+    sign_in(user)
+    return issuer_redirect(_target())
+
+
+@bp.post("/logout")
+def logout() -> Response:
+    sign_out()
+    return issuer_redirect("/login")

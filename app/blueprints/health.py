@@ -1,0 +1,45 @@
+"""Liveness and readiness probes for the platform."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify
+from sqlalchemy import text
+
+from ..db import db
+from ..redis_store import get_redis
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    """Answer while the process runs."""
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz() -> tuple[Response, int]:
+    """Answer 200 only when Postgres and Redis both answer."""
+    checks = {"postgres": _check_postgres(), "redis": _check_redis()}
+    ready = all(state == "ok" for state in checks.values())
+    body = {"status": "ok" if ready else "unavailable", "checks": checks}
+    return jsonify(body), 200 if ready else 503
+
+
+def _check_postgres() -> str:
+    try:
+        db.session.execute(text("SELECT 1"))
+        return "ok"
+    except Exception:  # any failure means "not ready"; the reason is logged
+        db.session.rollback()
+        return "unavailable"
+    finally:
+        db.session.close()
+
+
+def _check_redis() -> str:
+    try:
+        get_redis().ping()
+        return "ok"
+    except Exception:
+        return "unavailable"

@@ -1,0 +1,56 @@
+"""Discovery: RFC 8414 authorization server and RFC 9728 protected resource metadata."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, abort, current_app, jsonify
+
+from ..config import Settings
+from ..oauth.metadata import (
+    authorization_server_metadata,
+    issuer_path,
+    protected_resource_metadata,
+)
+
+bp = Blueprint("wellknown", __name__, url_prefix="/.well-known")
+
+#: Metadata changes only with a deploy; let clients and proxies cache it briefly.
+CACHE_CONTROL = "public, max-age=300"
+
+
+def _settings() -> Settings:
+    return current_app.config["SETTINGS"]
+
+
+def _document(body: dict) -> Response:
+    response = jsonify(body)
+    response.headers["Cache-Control"] = CACHE_CONTROL
+    return response
+
+
+@bp.get("/oauth-authorization-server")
+@bp.get("/openid-configuration")
+def authorization_server() -> Response:
+    return _document(authorization_server_metadata(_settings()))
+
+
+@bp.get("/oauth-authorization-server/<path:suffix>")
+def authorization_server_for_path(suffix: str) -> Response:
+    # RFC 8414 §3.1: an issuer with a path has its metadata at
+    # /.well-known/oauth-authorization-server/<path> on the host.
+    if "/" + suffix != issuer_path(_settings()):
+        abort(404)
+    return authorization_server()
+
+
+@bp.get("/oauth-protected-resource")
+@bp.get("/oauth-protected-resource/mcp")
+def protected_resource() -> Response:
+    return _document(protected_resource_metadata(_settings()))
+
+
+@bp.get("/oauth-protected-resource/<path:suffix>")
+def protected_resource_for_path(suffix: str) -> Response:
+    # RFC 9728 §3.1: the resource's path follows the well-known segment.
+    if "/" + suffix != issuer_path(_settings()) + "/mcp":
+        abort(404)
+    return protected_resource()

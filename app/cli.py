@@ -1,0 +1,92 @@
+"""Operator commands: ``flask --app app users|clients|db ...``."""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
+from sqlalchemy import select
+
+from . import migrate
+from .db import db
+from .models import User, utcnow
+from .oauth.clients import prune_unused_clients
+from .revocation import revoke_user
+from .users import UserError, create_user, find_by_email
+
+users_cli = AppGroup("users", help="Manage people's accounts.")
+clients_cli = AppGroup("clients", help="Manage registered OAuth clients.")
+db_cli = AppGroup("db", help="Apply database migrations.")
+
+
+@users_cli.command("create")
+@click.argument("email")
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
+def create_user_command(email: str, password_stdin: bool) -> None:
+    """Create an account."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        user = create_user(email, password)
+    except UserError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"created {user.email} ({user.id})")
+
+
+@users_cli.command("list")
+def list_users_command() -> None:
+    """List accounts, oldest first."""
+    for user in db.session.scalars(select(User).order_by(User.created_at)):
+        state = "active" if user.is_active else "disabled"
+        click.echo(f"{user.id}  {user.email}  {state}  {user.created_at:%Y-%m-%d}")
+
+
+@users_cli.command("disable")
+@click.argument("email")
+def disable_user_command(email: str) -> None:
+    """Disable an account and cut off the tokens it holds."""
+    user = find_by_email(email)
+    if user is None:
+        raise click.ClickException(f"no user with email {email}")
+    user.is_active = False
+    db.session.commit()
+    revoke_user(str(user.id))
+    click.echo(f"disabled {user.email}")
+
+
+@clients_cli.command("prune")
+@click.option(
+    "--older-than-days",
+    type=click.IntRange(min=1),
+    default=7,
+    show_default=True,
+    help="Only clients registered longer ago than this.",
+)
+def prune_clients_command(older_than_days: int) -> None:
+    """Delete clients that never completed an authorization."""
+    count = prune_unused_clients(utcnow() - timedelta(days=older_than_days))
+    click.echo(f"pruned {count} client(s)")
+
+
+@db_cli.command("upgrade")
+@click.argument("revision", default="head")
+def upgrade_command(revision: str) -> None:
+    """Apply migrations up to REVISION (default: head)."""
+    migrate.upgrade(current_app.config["SETTINGS"].database_url, revision)
+
+
+@db_cli.command("downgrade")
+@click.argument("revision", default="-1")
+def downgrade_command(revision: str) -> None:
+    """Revert migrations down to REVISION (default: one step; 'base' for all)."""
+    migrate.downgrade(current_app.config["SETTINGS"].database_url, revision)
+
+
+def init_app(app: Flask) -> None:
+    for group in (users_cli, clients_cli, db_cli):
+        app.cli.add_command(group)

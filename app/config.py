@@ -1,0 +1,192 @@
+"""Read and validate the service's settings; the only reader of ``os.environ``."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, fields
+from typing import Any
+from urllib.parse import urlsplit
+
+from limits import parse_many
+from sqlalchemy.engine import URL, make_url
+
+#: Hosts for which an ``http`` issuer is acceptable (development and tests).
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+#: Shortest accepted ``SECRET_KEY`` / ``JWT_SECRET``; HS256 wants >= 256 bits.
+MIN_SECRET_LENGTH = 32
+
+
+class ConfigError(SystemExit):
+    """A setting is missing or malformed.
+
+    It derives from ``SystemExit`` so that, left uncaught, the process prints the
+    one-line message and exits with status 1 instead of printing a traceback.
+    """
+
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"configuration error: {name} {problem}")
+        self.name = name
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """Tell whether ``host`` (as ``urlsplit().hostname`` gives it) is loopback."""
+    if not host:
+        return False
+    if host in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _database_url(value: str) -> str:
+    # PaaS add-ons hand out ``postgres://``, which SQLAlchemy refuses; name the
+    # psycopg 3 driver explicitly because SQLAlchemy 2.0 would pick psycopg2.
+    if value.startswith("postgres://"):
+        value = "postgresql://" + value[len("postgres://") :]
+    url: URL = make_url(value)
+    if url.get_backend_name() != "postgresql":
+        raise ValueError("must be a postgresql:// URL")
+    if url.drivername in ("postgresql", "postgresql+psycopg2"):
+        url = url.set(drivername="postgresql+psycopg")
+    return url.render_as_string(hide_password=False)
+
+
+def _redis_url(value: str) -> str:
+    if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+        raise ValueError("must be a redis://, rediss:// or unix:// URL")
+    return value
+
+
+def _issuer(value: str) -> str:
+    value = value.rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an absolute http(s) URL")
+    if parts.query or parts.fragment or "#" in value or "?" in value:
+        raise ValueError("must not have a query or fragment")
+    if parts.username or parts.password:
+        raise ValueError("must not carry credentials")
+    # RFC 8414 §2: the issuer uses https; plain http only for local development.
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        raise ValueError("must use https unless the host is loopback")
+    return value
+
+
+def _secret(value: str) -> str:
+    if len(value) < MIN_SECRET_LENGTH:
+        raise ValueError(f"must be at least {MIN_SECRET_LENGTH} characters")
+    return value
+
+
+def _int(low: int, high: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise ValueError("must be a whole number") from None
+        if not low <= number <= high:
+            raise ValueError(f"must be between {low} and {high}")
+        return number
+
+    return parse
+
+
+def _rate_limit(value: str) -> str:
+    parse_many(value)
+    return value
+
+
+def _client_id_prefix(value: str) -> str:
+    if not value or not value.replace("_", "").replace(".", "").isalnum():
+        raise ValueError("must be letters, digits, '.' or '_'")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated settings; field names are the environment variables, lowered."""
+
+    database_url: str
+    redis_url: str
+    secret_key: str
+    jwt_secret: str
+    issuer: str
+    port: int = 8000
+    web_concurrency: int = 2
+    trusted_proxy_hops: int = 0
+    access_token_ttl: int = 3600
+    auth_code_ttl: int = 600
+    registration_rate_limit: str = "20 per hour"
+    max_clients_per_address: int = 100
+    max_clients: int = 100000
+    login_rate_limit: str = "10 per minute"
+    client_id_prefix: str = "lessie"
+    api_key_rate_limit: str = "60 per minute"
+    max_api_keys_per_user: int = 50
+    log_level: str = "INFO"
+
+    @property
+    def mcp_resource(self) -> str:
+        """The RFC 8707 resource indicator of the ``/mcp`` endpoint."""
+        return self.issuer + "/mcp"
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.issuer.startswith("https://")
+
+
+#: How each variable is parsed; a parser raises ``ValueError`` on bad input.
+PARSERS: dict[str, Callable[[str], Any]] = {
+    "database_url": _database_url,
+    "redis_url": _redis_url,
+    "secret_key": _secret,
+    "jwt_secret": _secret,
+    "issuer": _issuer,
+    "port": _int(1, 65535),
+    "web_concurrency": _int(1, 256),
+    "trusted_proxy_hops": _int(0, 10),
+    "access_token_ttl": _int(60, 86400),
+    "auth_code_ttl": _int(30, 600),
+    "registration_rate_limit": _rate_limit,
+    "max_clients_per_address": _int(1, 10**9),
+    "max_clients": _int(1, 10**9),
+    "login_rate_limit": _rate_limit,
+    "client_id_prefix": _client_id_prefix,
+    "api_key_rate_limit": _rate_limit,
+    "max_api_keys_per_user": _int(1, 10000),
+    "log_level": lambda v: v.upper() if v.upper() in _LOG_LEVELS else _bad_level(),
+}
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _bad_level() -> str:
+    raise ValueError(f"must be one of {', '.join(_LOG_LEVELS)}")
+
+
+def load_settings(environ: Mapping[str, str]) -> Settings:
+    """Build :class:`Settings` from ``environ``; raise :class:`ConfigError`."""
+    values: dict[str, Any] = {}
+    for field in fields(Settings):
+        name = field.name.upper()
+        raw = environ.get(name, "").strip()
+        if not raw:
+            if field.default is MISSING:
+                raise ConfigError(name, "is required but not set")
+            continue
+        try:
+            values[field.name] = PARSERS[field.name](raw)
+        except ValueError as exc:
+            raise ConfigError(name, f"is malformed: {exc}") from None
+    return Settings(**values)
+
+
+def settings_from_environment(overrides: Mapping[str, str] | None = None) -> Settings:
+    """Load settings from ``os.environ``, with ``overrides`` layered on top."""
+    import os
+
+    return load_settings({**os.environ, **(overrides or {})})

@@ -1,0 +1,104 @@
+"""Error pages for people and JSON errors for programs; never a traceback."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify, render_template, request
+from flask_babel import gettext as _
+from limits.errors import StorageError
+from redis.exceptions import RedisError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+from .db import db
+
+log = logging.getLogger(__name__)
+
+#: Blueprints whose routes are pages for people; every other route speaks JSON.
+HTML_BLUEPRINTS = frozenset({"authorize", "auth", "account"})
+
+#: Largest request body accepted (bytes); larger bodies get a 413.
+MAX_CONTENT_LENGTH = 64 * 1024
+
+
+def wants_html() -> bool:
+    if request.blueprint is not None:
+        return request.blueprint in HTML_BLUEPRINTS
+    best = request.accept_mimetypes.best_match(["application/json", "text/html"])
+    return best == "text/html"
+
+
+def error_response(
+    status: int, error: str, description: str, html_title: str | None = None
+) -> tuple[Response | str, int]:
+    """Render one error in the current route's format."""
+    if wants_html():
+        page = render_template(
+            "error.html",
+            status=status,
+            title=html_title or description,
+            description=description,
+        )
+        return page, status
+    return jsonify(error=error, error_description=description), status
+
+
+def _error_code(exc: HTTPException) -> str:
+    return (exc.name or "error").lower().replace(" ", "_").replace("'", "")
+
+
+def handle_http_exception(exc: HTTPException) -> Response | tuple[Response | str, int]:
+    # A response built on purpose (e.g. a 401 with WWW-Authenticate) goes out as is.
+    if exc.response is not None:
+        return exc.response
+    status = exc.code or 500
+    return error_response(status, _error_code(exc), _(exc.description or exc.name))
+
+
+def handle_unavailable(exc: Exception) -> tuple[Response | str, int]:
+    _rollback()
+    log.error("backing store unavailable: %s", type(exc).__name__)
+    response, status = error_response(
+        503,
+        "temporarily_unavailable",
+        _("The service is temporarily unavailable. Please try again shortly."),
+    )
+    return response, status
+
+
+def handle_unexpected(exc: Exception) -> tuple[Response | str, int]:
+    _rollback()
+    log.exception("unhandled error")
+    return handle_http_exception(InternalServerError())  # type: ignore[return-value]
+
+
+def _rollback() -> None:
+    try:
+        db.session.rollback()
+    except SQLAlchemyError:
+        pass
+
+
+#: Failures of a backing store (connection lost, timeout), not bugs or bad data.
+UNAVAILABLE = (
+    RedisError,
+    StorageError,
+    PoolTimeoutError,
+    OperationalError,
+    InterfaceError,
+)
+
+
+def _dispatch(exc: Exception) -> Response | tuple[Response | str, int]:
+    if isinstance(exc, HTTPException):
+        return handle_http_exception(exc)
+    if isinstance(exc, UNAVAILABLE):
+        return handle_unavailable(exc)
+    return handle_unexpected(exc)
+
+
+def init_app(app: Flask) -> None:
+    app.config["MAX_CONTENT_LENGTH"] = MAX_CONTENT_LENGTH
+    app.register_error_handler(Exception, _dispatch)

@@ -1,0 +1,187 @@
+"""Registered clients: lookup, secrets, redirect URI rules, pruning.
+
+Every client lookup goes through :func:`query_client`, so a future source of
+clients (Client ID Metadata Documents) slots in at one place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import datetime
+from urllib.parse import urlsplit
+
+from authlib.oauth2.rfc6749 import ClientMixin
+from sqlalchemy import delete, exists, func, select, update
+
+from ..db import db
+from ..models import Grant, OAuthClient, utcnow
+
+#: Scopes this service knows; a client may ask for any of them.
+SCOPES = ("read", "write")
+#: Client authentication methods at the token endpoint (CONTRACT §2).
+AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")
+#: Hosts that RFC 8252 §7.3 treats as loopback for redirect URIs.
+LOOPBACK_REDIRECT_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def hash_secret(secret: str) -> str:
+    """SHA-256 suffices: secrets are 256 random bits, not guessable passwords."""
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def generate_client_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_urlsafe(18)}"
+
+
+def generate_client_secret() -> str:
+    return "sk-" + secrets.token_urlsafe(32)
+
+
+def redirect_uri_problem(uri: object) -> str | None:
+    """Say what is wrong with a redirect URI offered at registration, or ``None``."""
+    if not isinstance(uri, str) or not uri or len(uri) > 2000:
+        return "must be a non-empty string"
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in uri):
+        return "must not contain spaces or control characters"
+    try:
+        parts = urlsplit(uri)
+        port = parts.port
+    except ValueError:
+        return "is not a valid URI"
+    if "#" in uri:
+        return "must not contain a fragment"
+    if "*" in uri:
+        return "must not contain a wildcard"
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        return "must not contain user information"
+    if not parts.hostname or port == 0:
+        return "must be an absolute URI with a host"
+    if parts.scheme == "https":
+        return None
+    if parts.scheme == "http" and parts.hostname in LOOPBACK_REDIRECT_HOSTS:
+        return None
+    return "must use https, or http on a loopback address"
+
+
+def redirect_uri_matches(registered: str, requested: str) -> bool:
+    """Compare exactly, except that a loopback port may vary (RFC 8252 §7.3)."""
+    if hmac.compare_digest(registered.encode(), requested.encode()):
+        return True
+    try:
+        want, got = urlsplit(registered), urlsplit(requested)
+        got_port = got.port
+    except ValueError:
+        return False
+    if got_port is not None and not 1 <= got_port <= 65535:
+        return False
+    return (
+        want.scheme == got.scheme == "http"
+        and want.hostname in LOOPBACK_REDIRECT_HOSTS
+        and want.hostname == got.hostname
+        and want.path == got.path
+        and want.query == got.query
+        and not got.fragment
+        and "#" not in requested
+        and got.username is None
+        and got.password is None
+        and "@" not in got.netloc
+    )
+
+
+class Client(ClientMixin):
+    """Authlib's view of a registered client row."""
+
+    def __init__(self, row: OAuthClient) -> None:
+        self.row = row
+
+    @property
+    def client_id(self) -> str:
+        return self.row.client_id
+
+    @property
+    def client_name(self) -> str:
+        return self.row.client_name
+
+    @property
+    def is_public(self) -> bool:
+        return self.row.token_endpoint_auth_method == "none"
+
+    def get_client_id(self) -> str:
+        return self.row.client_id
+
+    def get_default_redirect_uri(self) -> str | None:
+        # Only an unambiguous default; with several URIs the client must choose.
+        uris = self.row.redirect_uris
+        return uris[0] if len(uris) == 1 else None
+
+    def get_allowed_scope(self, scope: str | None) -> str | None:
+        """Return the scope to grant; ``None`` (``invalid_scope``) if any is not allowed."""
+        allowed = self.row.scope.split()
+        if not scope:
+            return " ".join(allowed)
+        requested = scope.split()
+        if not requested or any(s not in allowed for s in requested):
+            return None
+        return " ".join(s for s in allowed if s in requested)
+
+    def check_redirect_uri(self, redirect_uri: str) -> bool:
+        return any(
+            redirect_uri_matches(r, redirect_uri) for r in self.row.redirect_uris
+        )
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        stored = self.row.client_secret_hash
+        if stored is None:
+            return False
+        return hmac.compare_digest(stored, hash_secret(client_secret))
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        # A client uses the one method it registered, at every endpoint.
+        return method == self.row.token_endpoint_auth_method
+
+    def check_response_type(self, response_type: str) -> bool:
+        return response_type in self.row.response_types
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        return grant_type in self.row.grant_types
+
+
+def query_client(client_id: str | None) -> Client | None:
+    """Find a client by ``client_id``; the one lookup every endpoint uses."""
+    if not client_id or len(client_id) > 128:
+        return None
+    row = db.session.get(OAuthClient, client_id)
+    return Client(row) if row is not None else None
+
+
+def count_clients(registered_from: str | None = None) -> int:
+    query = select(func.count()).select_from(OAuthClient)
+    if registered_from is not None:
+        query = query.where(OAuthClient.registered_from == registered_from)
+    return db.session.scalar(query) or 0
+
+
+def mark_authorized(client_id: str) -> None:
+    """Record that a client completed an authorization (it is in use)."""
+    db.session.execute(
+        update(OAuthClient)
+        .where(OAuthClient.client_id == client_id)
+        .values(last_authorized_at=utcnow())
+    )
+    db.session.commit()
+
+
+def prune_unused_clients(registered_before: datetime) -> int:
+    """Delete clients registered before a time that never completed an authorization."""
+    has_grant = exists().where(Grant.client_id == OAuthClient.client_id)
+    result = db.session.execute(
+        delete(OAuthClient).where(
+            OAuthClient.created_at < registered_before,
+            OAuthClient.last_authorized_at.is_(None),
+            ~has_grant,
+        )
+    )
+    db.session.commit()
+    return result.rowcount or 0

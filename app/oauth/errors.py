@@ -1,0 +1,26 @@
+"""OAuth errors the contract names that Authlib does not define."""
+
+from __future__ import annotations
+
+from authlib.oauth2 import OAuth2Error
+
+
+class InvalidTargetError(OAuth2Error):
+    """RFC 8707 §2: the ``resource`` is not one this server issues tokens for."""
+
+    error = "invalid_target"
+    description = "The requested resource is not served by this authorization server."
+
+
+class ClientLimitExceededError(OAuth2Error):
+    """Too many live clients, from one address or in all (CONTRACT §2)."""
+
+    error = "client_limit_exceeded"
+    status_code = 403
+    description = "No more clients can be registered."
+
+
+class TooManyRequestsError(OAuth2Error):
+    error = "too_many_requests"
+    status_code = 429
+    description = "Too many requests; retry later."

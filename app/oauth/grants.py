@@ -1,0 +1,138 @@
+"""The authorization-code grant with PKCE (S256 only) and resource indicators."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from authlib.oauth2.rfc6749 import grants
+from authlib.oauth2.rfc6749.errors import (
+    InvalidGrantError,
+    InvalidRequestError,
+    UnauthorizedClientError,
+)
+from authlib.oauth2.rfc6749.hooks import hooked
+from authlib.oauth2.rfc7636 import CodeChallenge
+from authlib.oauth2.rfc7636.challenge import compare_s256_code_challenge
+from flask import current_app, g, session
+
+from ..config import Settings
+from ..models import User
+from ..revocation import revoke_jti
+from ..users import get_active_user
+from .clients import AUTH_METHODS, Client
+from .codes import AuthorizationCode, CodeStore
+from .errors import InvalidTargetError
+from .tokens import new_jti
+
+#: Parameters the token request must carry (CONTRACT §4); checked before the code
+#: is consumed, so a malformed request does not burn a good code.
+REQUIRED_TOKEN_PARAMETERS = ("code", "redirect_uri", "code_verifier")
+
+
+def _settings() -> Settings:
+    return current_app.config["SETTINGS"]
+
+
+def code_store() -> CodeStore:
+    settings = _settings()
+    return CodeStore(settings.auth_code_ttl, settings.access_token_ttl)
+
+
+def check_resource(values: list[str]) -> str:
+    """Accept RFC 8707 ``resource`` values only if each names our ``/mcp``."""
+    resource = _settings().mcp_resource
+    if any(value != resource for value in values):
+        raise InvalidTargetError()
+    return resource
+
+
+class S256CodeChallenge(CodeChallenge):
+    """PKCE that every client must use, with ``S256`` only (OAuth 2.1 §4.1.1)."""
+
+    DEFAULT_CODE_CHALLENGE_METHOD = "S256"
+    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
+    CODE_CHALLENGE_METHODS = {"S256": compare_s256_code_challenge}
+
+    def validate_code_challenge(self, grant: Any, redirect_uri: str) -> None:
+        data = grant.request.payload.data
+        if not data.get("code_challenge"):
+            raise InvalidRequestError("Missing 'code_challenge'.")
+        # RFC 7636 §4.3 defaults an absent method to "plain", which we refuse.
+        if data.get("code_challenge_method") != "S256":
+            raise InvalidRequestError("'code_challenge_method' must be 'S256'.")
+        super().validate_code_challenge(grant, redirect_uri)
+
+
+class ResourceIndicator:
+    """RFC 8707 at the authorization endpoint: only our ``/mcp`` resource."""
+
+    def __call__(self, grant: Any) -> None:
+        grant.register_hook(
+            "after_validate_authorization_request_payload", self.validate_resource
+        )
+
+    def validate_resource(self, grant: Any, redirect_uri: str) -> None:
+        check_resource(grant.request.payload.datalist.get("resource", []))
+
+
+class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = list(AUTH_METHODS)
+    #: 32 bytes of URL-safe randomness: about 190 bits, beyond the 128 required.
+    AUTHORIZATION_CODE_LENGTH = 32
+
+    def save_authorization_code(self, code: str, request: Any) -> None:
+        client: Client = request.client
+        code_store().save(
+            code,
+            AuthorizationCode(
+                client_id=client.client_id,
+                # The URI as sent, port included; /token must repeat it exactly.
+                redirect_uri=request.payload.redirect_uri
+                or client.get_default_redirect_uri(),
+                scope=request.scope,
+                user_id=request.user.get_user_id(),
+                code_challenge=request.payload.data["code_challenge"],
+                code_challenge_method="S256",
+                resource=_settings().mcp_resource,
+                auth_time=int(session.get("auth_time") or time.time()),
+            ),
+        )
+
+    @hooked
+    def validate_token_request(self) -> None:
+        client = self.authenticate_token_endpoint_client()
+        if not client.check_grant_type(self.GRANT_TYPE):
+            raise UnauthorizedClientError("The client may not use this grant type.")
+        form = self.request.form
+        for name in REQUIRED_TOKEN_PARAMETERS:
+            if not form.get(name):
+                raise InvalidRequestError(f"Missing '{name}' in request.")
+        check_resource(self.request.payload.datalist.get("resource", []))
+
+        jti = new_jti()
+        consumed = code_store().consume(form["code"], jti)
+        if consumed.code is None:
+            if consumed.replayed_jti:
+                # RFC 6749 §4.1.2: a code used twice revokes what it produced.
+                revoke_jti(consumed.replayed_jti)
+            raise InvalidGrantError("Invalid 'code' in request.")
+        code = consumed.code
+        if code.client_id != client.client_id:
+            raise InvalidGrantError("Invalid 'code' in request.")
+        if form["redirect_uri"] != code.redirect_uri:
+            raise InvalidGrantError("Invalid 'redirect_uri' in request.")
+
+        g.oauth_token_jti = jti
+        self.request.client = client
+        self.request.authorization_code = code
+
+    def query_authorization_code(self, code: str, client: Client) -> None:
+        # Codes are consumed atomically in validate_token_request instead.
+        return None
+
+    def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
+        """Nothing to do: consuming the code already deleted it."""
+
+    def authenticate_user(self, authorization_code: AuthorizationCode) -> User | None:
+        return get_active_user(authorization_code.user_id)

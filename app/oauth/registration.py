@@ -1,0 +1,205 @@
+"""Dynamic client registration (RFC 7591), strict where it matters.
+
+The request is reduced to the fields this service stores before Authlib's
+claims validation sees it: redirect URIs are held to the contract's rules,
+grant and response types the service does not offer are dropped (RFC 7591 §2
+lets the server replace requested values), and every other field is ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from authlib.oauth2.rfc6749.requests import JsonPayload
+from authlib.oauth2.rfc7591 import ClientRegistrationEndpoint
+from authlib.oauth2.rfc7591.errors import (
+    InvalidClientMetadataError,
+    InvalidRedirectURIError,
+)
+from flask import current_app, request
+from sqlalchemy import func, select, text
+
+from ..db import db
+from ..models import OAuthClient
+from .clients import (
+    AUTH_METHODS,
+    SCOPES,
+    generate_client_id,
+    generate_client_secret,
+    hash_secret,
+    redirect_uri_problem,
+)
+from .errors import ClientLimitExceededError
+from .metadata import authorization_server_metadata
+
+DEFAULT_CLIENT_NAME = "MCP Client"
+MAX_CLIENT_NAME_LENGTH = 200
+MAX_REDIRECT_URIS = 20
+#: Grant and response types a client may register.
+OFFERED_GRANT_TYPES = ("authorization_code",)
+OFFERED_RESPONSE_TYPES = ("code",)
+#: Serialises registrations so the client caps cannot be raced past.
+REGISTRATION_LOCK_ID = 7591
+
+
+class _Payload(JsonPayload):
+    def __init__(self, data: dict[str, Any]) -> None:
+        self._data = data
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self._data
+
+
+def _string_list(data: dict[str, Any], name: str, default: list[str]) -> list[str]:
+    value = data.get(name)
+    if value is None:
+        return list(default)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidClientMetadataError(f"'{name}' must be a list of strings.")
+    return value
+
+
+def _redirect_uris(data: dict[str, Any]) -> list[str]:
+    uris = data.get("redirect_uris")
+    if not isinstance(uris, list) or not uris:
+        raise InvalidRedirectURIError("'redirect_uris' must be a non-empty list.")
+    if len(uris) > MAX_REDIRECT_URIS:
+        raise InvalidRedirectURIError("Too many redirect URIs.")
+    for uri in uris:
+        problem = redirect_uri_problem(uri)
+        if problem:
+            raise InvalidRedirectURIError(f"Each redirect URI {problem}.")
+    return list(dict.fromkeys(uris))
+
+
+def _offered(requested: list[str], offered: tuple[str, ...], name: str) -> list[str]:
+    kept = [value for value in offered if value in requested]
+    if not kept:
+        raise InvalidClientMetadataError(f"'{name}' must include '{offered[0]}'.")
+    return kept
+
+
+def _client_name(data: dict[str, Any]) -> str:
+    name = data.get("client_name")
+    if name is None or (isinstance(name, str) and not name.strip()):
+        return DEFAULT_CLIENT_NAME
+    if not isinstance(name, str) or len(name) > MAX_CLIENT_NAME_LENGTH:
+        raise InvalidClientMetadataError(
+            "'client_name' must be a string of at most "
+            f"{MAX_CLIENT_NAME_LENGTH} characters."
+        )
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        raise InvalidClientMetadataError(
+            "'client_name' must not contain control characters."
+        )
+    return name.strip()
+
+
+def _auth_method(data: dict[str, Any]) -> str:
+    method = data.get("token_endpoint_auth_method", "client_secret_basic")
+    if method not in AUTH_METHODS:
+        raise InvalidClientMetadataError(
+            "'token_endpoint_auth_method' must be one of "
+            + ", ".join(AUTH_METHODS)
+            + "."
+        )
+    return method
+
+
+def _scope(data: dict[str, Any]) -> str:
+    scope = data.get("scope")
+    if not isinstance(scope, str):
+        return " ".join(SCOPES)
+    kept = [s for s in SCOPES if s in scope.split()]
+    return " ".join(kept or SCOPES)
+
+
+def clean_metadata(data: Any) -> dict[str, Any]:
+    """Reduce a registration request to what is registered, or raise."""
+    if not isinstance(data, dict):
+        raise InvalidClientMetadataError("The request body must be a JSON object.")
+    return {
+        "redirect_uris": _redirect_uris(data),
+        "token_endpoint_auth_method": _auth_method(data),
+        "grant_types": _offered(
+            _string_list(data, "grant_types", ["authorization_code"]),
+            OFFERED_GRANT_TYPES,
+            "grant_types",
+        ),
+        "response_types": _offered(
+            _string_list(data, "response_types", ["code"]),
+            OFFERED_RESPONSE_TYPES,
+            "response_types",
+        ),
+        "client_name": _client_name(data),
+        "scope": _scope(data),
+    }
+
+
+class RegistrationEndpoint(ClientRegistrationEndpoint):
+    """RFC 7591 with open registration, capped per source address and in total."""
+
+    def authenticate_token(self, request: Any) -> bool:
+        return True  # open registration, as MCP clients expect; limits apply instead
+
+    def get_server_metadata(self) -> dict[str, Any]:
+        return authorization_server_metadata(current_app.config["SETTINGS"])
+
+    def extract_client_metadata(self, request: Any) -> dict[str, Any]:
+        request.payload = _Payload(clean_metadata(request.payload.data))
+        return super().extract_client_metadata(request)
+
+    def generate_client_id(self, request: Any) -> str:
+        return generate_client_id(current_app.config["SETTINGS"].client_id_prefix)
+
+    def generate_client_secret(self, request: Any) -> str:
+        return generate_client_secret()
+
+    def create_registration_response(self, request: Any) -> tuple[int, dict, list]:
+        status, body, headers = super().create_registration_response(request)
+        if body["token_endpoint_auth_method"] == "none":
+            body.pop("client_secret", None)  # public clients get no secret
+        return status, body, headers
+
+    def save_client(
+        self, client_info: dict[str, Any], client_metadata: dict[str, Any], request: Any
+    ) -> OAuthClient:
+        settings = current_app.config["SETTINGS"]
+        source = flask_remote_addr()
+        session = db.session
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(:id)"), {"id": REGISTRATION_LOCK_ID}
+        )
+        count = select(func.count()).select_from(OAuthClient)
+        from_source = count.where(OAuthClient.registered_from == source)
+        if session.scalar(from_source) >= settings.max_clients_per_address:
+            session.rollback()
+            raise ClientLimitExceededError(
+                "Too many clients registered from this address."
+            )
+        if session.scalar(count) >= settings.max_clients:
+            session.rollback()
+            raise ClientLimitExceededError("The server holds too many clients.")
+        public = client_metadata["token_endpoint_auth_method"] == "none"
+        row = OAuthClient(
+            client_id=client_info["client_id"],
+            client_secret_hash=None
+            if public
+            else hash_secret(client_info["client_secret"]),
+            client_name=client_metadata["client_name"],
+            redirect_uris=client_metadata["redirect_uris"],
+            grant_types=client_metadata["grant_types"],
+            response_types=client_metadata["response_types"],
+            token_endpoint_auth_method=client_metadata["token_endpoint_auth_method"],
+            scope=client_metadata["scope"],
+            registered_from=source,
+        )
+        session.add(row)
+        session.commit()
+        return row
+
+
+def flask_remote_addr() -> str:
+    """The registering peer, as ProxyFix (``TRUSTED_PROXY_HOPS``) determined it."""
+    return (request.remote_addr or "unknown")[:64]

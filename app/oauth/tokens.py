@@ -1,0 +1,122 @@
+"""Access tokens: JWTs (RFC 9068 profile) signed with the shared ``JWT_SECRET``.
+
+OAuth tokens come out of Authlib's generator (:class:`AccessTokenGenerator`);
+API-key tokens out of :func:`issue_access_token`. Both sign through
+:func:`sign_claims`, and :func:`decode_access_token` is the one verifier.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
+from flask import current_app, g
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import OctKey
+from joserfc.jwt import JWTClaimsRegistry
+
+from ..config import Settings
+
+#: The only algorithm ever used or accepted.
+ALGORITHM = "HS256"
+#: RFC 9068 §2.1: access tokens are typed, so an ID token cannot pass for one.
+TOKEN_TYPE = "at+jwt"
+#: The token type named in token responses (CONTRACT §4).
+TOKEN_TYPE_NAME = "bearer"
+
+
+class InvalidAccessToken(Exception):
+    """A token failed verification; deliberately carries no detail to callers."""
+
+
+def _settings() -> Settings:
+    return current_app.config["SETTINGS"]
+
+
+def signing_key(settings: Settings) -> OctKey:
+    return OctKey.import_key(settings.jwt_secret.encode())
+
+
+def new_jti() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def sign_claims(claims: dict[str, Any], settings: Settings) -> str:
+    header = {"alg": ALGORITHM, "typ": TOKEN_TYPE}
+    return jwt.encode(header, claims, signing_key(settings), algorithms=[ALGORITHM])
+
+
+def issue_access_token(
+    subject: str, scope: str, extra: dict[str, Any] | None = None
+) -> tuple[str, dict[str, Any]]:
+    """Sign a token for ``subject``; return it with its claims."""
+    settings = _settings()
+    now = int(time.time())
+    claims = {
+        "iss": settings.issuer,
+        "sub": subject,
+        "aud": settings.mcp_resource,
+        "iat": now,
+        "exp": now + settings.access_token_ttl,
+        "jti": new_jti(),
+        "scope": scope,
+        **(extra or {}),
+    }
+    return sign_claims(claims, settings), claims
+
+
+def decode_access_token(token: str) -> dict[str, Any]:
+    """Verify signature, type, issuer, audience and lifetime; return the claims."""
+    settings = _settings()
+    try:
+        decoded = jwt.decode(token, signing_key(settings), algorithms=[ALGORITHM])
+        if decoded.header.get("typ", "").lower() not in (
+            TOKEN_TYPE,
+            "application/at+jwt",
+        ):
+            raise InvalidAccessToken
+        JWTClaimsRegistry(
+            iss={"essential": True, "value": settings.issuer},
+            aud={"essential": True, "value": settings.mcp_resource},
+            sub={"essential": True},
+            exp={"essential": True},
+            iat={"essential": True},
+            jti={"essential": True},
+        ).validate(decoded.claims)
+    except (JoseError, ValueError, TypeError) as exc:
+        raise InvalidAccessToken from exc
+    claims = decoded.claims
+    if not isinstance(claims.get("scope", ""), str):
+        raise InvalidAccessToken
+    return claims
+
+
+class AccessTokenGenerator(JWTBearerTokenGenerator):
+    """Authlib's RFC 9068 generator with our key, lifetime, audience and jti."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(
+            issuer=settings.issuer,
+            alg=ALGORITHM,
+            expires_generator=settings.access_token_ttl,
+        )
+        self.settings = settings
+
+    def get_jwks(self) -> OctKey:
+        return signing_key(self.settings)
+
+    def get_audiences(self, client: Any, user: Any, scope: str) -> str:
+        # RFC 8707: the one resource we serve; a different one never gets this far.
+        return self.settings.mcp_resource
+
+    def get_jti(self, client: Any, grant_type: str, user: Any, scope: str) -> str:
+        # The grant picks the jti before issuing, so a replayed code can revoke it.
+        return g.pop("oauth_token_jti", None) or new_jti()
+
+    def generate(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        token = super().generate(*args, **kwargs)
+        token["token_type"] = TOKEN_TYPE_NAME
+        return token

@@ -1,0 +1,31 @@
+"""The Redis client shared by the app (codes, revocations, counters)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from flask import Flask, current_app
+
+#: Seconds before a Redis call gives up; a hung Redis must become a 503, not a hang.
+SOCKET_TIMEOUT = 2.0
+
+
+def redis_options() -> dict[str, Any]:
+    """Options shared by our client and flask-limiter's storage."""
+    return {
+        "socket_connect_timeout": SOCKET_TIMEOUT,
+        "socket_timeout": SOCKET_TIMEOUT,
+        "health_check_interval": 30,
+    }
+
+
+def init_app(app: Flask, redis_url: str) -> None:
+    app.extensions["redis"] = redis.Redis.from_url(
+        redis_url, decode_responses=True, **redis_options()
+    )
+
+
+def get_redis() -> redis.Redis:
+    """Return the current app's Redis client."""
+    return current_app.extensions["redis"]

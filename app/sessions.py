@@ -1,0 +1,73 @@
+"""Who is signed in: the people's side of the service (cookie sessions)."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import urlencode, urlsplit
+
+from flask import current_app, g, redirect, request, session
+from werkzeug.wrappers import Response
+
+from .models import User
+from .users import get_active_user
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def current_user() -> User | None:
+    """The signed-in, enabled user of this request, or ``None``."""
+    if "current_user" not in g:
+        user_id = session.get("user_id")
+        g.current_user = get_active_user(user_id) if user_id else None
+    return g.current_user
+
+
+def sign_in(user: User) -> None:
+    # A fresh session on sign-in: nothing set before it (CSRF token included)
+    # survives, so a session planted by someone else is of no use to them.
+    session.clear()
+    session["user_id"] = str(user.id)
+    session["auth_time"] = int(time.time())
+    session.permanent = True
+    g.current_user = user
+
+
+def sign_out() -> None:
+    session.clear()
+    g.pop("current_user", None)
+
+
+def is_local_target(target: str | None) -> bool:
+    """Accept only a path on this service: no scheme, host or protocol-relative form."""
+    if not target or len(target) > 4096 or not target.startswith("/"):
+        return False
+    if target.startswith("//") or "\\" in target:
+        return False
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in target):
+        return False
+    parts = urlsplit(target)
+    return not parts.scheme and not parts.netloc
+
+
+def issuer_redirect(path: str) -> Response:
+    """Redirect to a path under the issuer (which may carry a path prefix)."""
+    return redirect(current_app.config["SETTINGS"].issuer + path, code=302)
+
+
+def login_redirect() -> Response:
+    """Send the visitor to the login page, to come back to this very request."""
+    target = request.full_path if request.query_string else request.path
+    return issuer_redirect("/login?" + urlencode({"next": target}))
+
+
+def login_required(view: F) -> F:
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if current_user() is None:
+            return login_redirect()
+        return view(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]

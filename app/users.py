@@ -1,0 +1,79 @@
+"""People: creating, finding and signing in accounts."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from .db import db
+from .models import User
+from .passwords import hash_password, verify_password
+
+#: RFC 5321 limits a mailbox to 254 characters in practice.
+MAX_EMAIL_LENGTH = 254
+MIN_PASSWORD_LENGTH = 8
+#: argon2 hashes whatever it is given; a cap keeps huge inputs from costing CPU.
+MAX_PASSWORD_LENGTH = 1024
+
+
+class UserError(ValueError):
+    """A user could not be created; the message says why."""
+
+
+def normalize_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def is_plausible_email(email: str) -> bool:
+    local, _, domain = email.partition("@")
+    return (
+        bool(local)
+        and "." in domain.strip(".")
+        and len(email) <= MAX_EMAIL_LENGTH
+        and not any(c.isspace() for c in email)
+    )
+
+
+def create_user(email: str, password: str) -> User:
+    """Create an account; raise :class:`UserError` on bad input or a duplicate."""
+    email = normalize_email(email)
+    if not is_plausible_email(email):
+        raise UserError(f"not a valid email address: {email!r}")
+    if not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
+        raise UserError(
+            f"password must be {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} "
+            "characters"
+        )
+    user = User(email=email, password_hash=hash_password(password))
+    db.session.add(user)
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        raise UserError(f"a user with email {email} already exists") from None
+    return user
+
+
+def find_by_email(email: str) -> User | None:
+    return db.session.scalar(select(User).where(User.email == normalize_email(email)))
+
+
+def get_active_user(user_id: str | uuid.UUID | None) -> User | None:
+    """Load an enabled user by id; ``None`` for anything else, bad ids included."""
+    try:
+        key = user_id if isinstance(user_id, uuid.UUID) else uuid.UUID(str(user_id))
+    except ValueError:
+        return None
+    user = db.session.get(User, key)
+    return user if user is not None and user.is_active else None
+
+
+def authenticate(email: str, password: str) -> User | None:
+    """Return the enabled user with these credentials, spending equal time on misses."""
+    user = find_by_email(email) if len(email) <= MAX_EMAIL_LENGTH else None
+    if len(password) > MAX_PASSWORD_LENGTH:
+        password = ""
+    ok = verify_password(user.password_hash if user else None, password)
+    return user if ok and user is not None and user.is_active else None

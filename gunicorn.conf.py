@@ -1,0 +1,22 @@
+"""gunicorn settings; the values come from the same validated settings as the app."""
+
+from app.config import settings_from_environment
+
+# Fail in the master with one clear line instead of letting workers crash-loop.
+_settings = settings_from_environment()
+
+bind = f"0.0.0.0:{_settings.port}"
+workers = _settings.web_concurrency
+worker_class = "gthread"
+threads = 4
+timeout = 30
+graceful_timeout = 20
+keepalive = 5
+# The app logs one JSON line per request itself; gunicorn's access log would repeat it.
+accesslog = None
+errorlog = "-"
+loglevel = "warning"
+# Bounded request lines and headers; bodies are capped by the app (413).
+limit_request_line = 8190
+limit_request_fields = 100
+forwarded_allow_ips = "*" if _settings.trusted_proxy_hops else "127.0.0.1"

@@ -1,0 +1,162 @@
+"""Real Postgres and Redis, the real app on a real socket, clean state per test."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import sqlalchemy
+from werkzeug.serving import make_server as make_wsgi_server
+
+from app import create_app
+from app.config import settings_from_environment
+from app.migrate import upgrade
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+
+from helpers import Browser  # noqa: E402
+
+TABLES = ("api_keys", "grants", "oauth_clients", "users")
+
+
+@pytest.fixture(scope="session")
+def service_urls() -> Iterator[dict[str, str]]:
+    """URLs of the test Postgres and Redis; started here unless `make test` did."""
+    database_url = os.environ.get("TEST_DATABASE_URL")
+    redis_url = os.environ.get("TEST_REDIS_URL")
+    if database_url and redis_url:
+        yield {"DATABASE_URL": database_url, "REDIS_URL": redis_url}
+        return
+    import devservices
+
+    with tempfile.TemporaryDirectory(prefix="mcp-auth-test-") as tmp:
+        Path(tmp).chmod(0o755)
+        with devservices.services(Path(tmp), durable=False) as urls:
+            yield urls
+
+
+@pytest.fixture(scope="session")
+def base_env(service_urls: dict[str, str]) -> dict[str, str]:
+    env = {
+        **service_urls,
+        "SECRET_KEY": secrets.token_urlsafe(32),
+        "JWT_SECRET": secrets.token_urlsafe(32),
+        "ISSUER": "http://127.0.0.1:8000",
+        # Generous limits by default; the rate-limit tests set their own.
+        "LOGIN_RATE_LIMIT": "1000 per minute",
+        "REGISTRATION_RATE_LIMIT": "1000 per minute",
+        "API_KEY_RATE_LIMIT": "1000 per minute",
+        "LOG_LEVEL": "WARNING",
+    }
+    upgrade(settings_from_environment(env).database_url)
+    return env
+
+
+@pytest.fixture(scope="session")
+def engine(base_env: dict[str, str]) -> Iterator[sqlalchemy.Engine]:
+    engine = sqlalchemy.create_engine(settings_from_environment(base_env).database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_client(base_env: dict[str, str]) -> redis.Redis:
+    return redis.Redis.from_url(base_env["REDIS_URL"], decode_responses=True)
+
+
+@pytest.fixture(autouse=True)
+def clean_state(engine: sqlalchemy.Engine, redis_client: redis.Redis) -> None:
+    """Empty every table and Redis before each test."""
+    with engine.begin() as connection:
+        connection.execute(sqlalchemy.text(f"TRUNCATE {', '.join(TABLES)} CASCADE"))
+    redis_client.flushdb()
+
+
+class LiveServer:
+    """The app served over HTTP on a free loopback port, in a thread."""
+
+    def __init__(self, env: dict[str, str], overrides: dict[str, str]) -> None:
+        self._app: Any = None
+        self.httpd = make_wsgi_server(
+            "127.0.0.1",
+            0,
+            lambda environ, start: self._app(environ, start),
+            threaded=True,
+        )
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
+        self.app = create_app({**env, "ISSUER": self.url, **overrides})
+        self._app = self.app
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def issuer(self) -> str:
+        return self.app.config["SETTINGS"].issuer
+
+    def browser(self) -> Browser:
+        return Browser(self)
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(scope="session")
+def server(base_env: dict[str, str]) -> Iterator[LiveServer]:
+    live = LiveServer(base_env, {})
+    yield live
+    live.stop()
+
+
+@pytest.fixture
+def make_server(base_env: dict[str, str]) -> Iterator[Callable[..., LiveServer]]:
+    """Start extra servers with settings overridden (limits, TTLs, issuer path)."""
+    started: list[LiveServer] = []
+
+    def start(**overrides: str) -> LiveServer:
+        live = LiveServer(base_env, overrides)
+        started.append(live)
+        return live
+
+    yield start
+    for live in started:
+        live.stop()
+
+
+@pytest.fixture
+def app(server: LiveServer) -> Any:
+    return server.app
+
+
+@pytest.fixture
+def browser(server: LiveServer) -> Browser:
+    return server.browser()
+
+
+@pytest.fixture
+def user(server: LiveServer) -> dict[str, str]:
+    """A person with an account, as ``{"email", "password", "id"}``."""
+    return make_user(server, "alice@example.com")
+
+
+def make_user(server: LiveServer, email: str, password: str | None = None) -> dict:
+    from app.users import create_user
+
+    password = password or secrets.token_urlsafe(12)
+    with server.app.app_context():
+        created = create_user(email, password)
+        return {"email": created.email, "password": password, "id": str(created.id)}
+
+
+@pytest.fixture
+def other_user(server: LiveServer) -> dict[str, str]:
+    return make_user(server, "mallory@example.com")
