@@ -1,0 +1,147 @@
+"""Bearer-token protection for resource routes (RFC 6750, RFC 9728).
+
+``require_token("read")`` guards a view; the verified claims are then in
+:func:`current_claims`. Failures answer exactly as CONTRACT §6 says:
+
+- no token: ``401 Bearer resource_metadata="<PRM URL>"``
+- bad, expired, forged, revoked or foreign token:
+  ``401 Bearer error="invalid_token", resource_metadata="<PRM URL>"``
+- missing scope: ``403 Bearer error="insufficient_scope", scope="..."``
+
+A view that learns only later what it needs (an MCP tool's scopes) refuses
+with :func:`deny_insufficient_scope` or :func:`deny_invalid_token`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+from authlib.integrations.flask_oauth2 import ResourceProtector
+from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749 import TokenMixin
+from authlib.oauth2.rfc6750 import BearerTokenValidator
+from authlib.oauth2.rfc6750.errors import InsufficientScopeError, InvalidTokenError
+from flask import Response, abort, current_app, g, jsonify
+
+from ..revocation import is_revoked
+from .metadata import resource_metadata_url
+from .tokens import InvalidAccessToken, decode_access_token
+
+
+class AccessToken(TokenMixin):
+    """Verified claims of a JWT access token, in Authlib's token interface."""
+
+    def __init__(self, claims: dict[str, Any]) -> None:
+        self.claims = claims
+
+    def get_scope(self) -> str:
+        return self.claims.get("scope", "")
+
+    def check_client(self, client: Any) -> bool:
+        return self.claims.get("client_id") == client.get_client_id()
+
+    def get_expires_in(self) -> int:
+        return int(self.claims["exp"]) - int(self.claims["iat"])
+
+    def is_expired(self) -> bool:
+        return False  # decode_access_token already refused expired tokens
+
+    def is_revoked(self) -> bool:
+        return False  # authenticate_token already consulted the revocation lists
+
+
+class JWTAccessTokenValidator(BearerTokenValidator):
+    """Verify our own JWTs: signature, type, issuer, audience, expiry, revocation."""
+
+    def authenticate_token(self, token_string: str) -> AccessToken | None:
+        try:
+            claims = decode_access_token(token_string)
+        except InvalidAccessToken:
+            return None
+        if is_revoked(claims):
+            return None
+        return AccessToken(claims)
+
+
+class BearerProtector(ResourceProtector):
+    """Authlib's protector with the exact RFC 6750/9728 challenges of the contract."""
+
+    def raise_error_response(self, error: OAuth2Error) -> NoReturn:
+        metadata = resource_metadata_url(current_app.config["SETTINGS"])
+        if isinstance(error, InsufficientScopeError):
+            scope = " ".join(g.get("required_scopes") or [])
+            challenge = f'Bearer error="insufficient_scope", scope="{scope}"'
+            body = {
+                "error": "insufficient_scope",
+                "error_description": f"This request needs the scope '{scope}'.",
+            }
+            status = 403
+        elif isinstance(error, InvalidTokenError):
+            challenge = f'Bearer error="invalid_token", resource_metadata="{metadata}"'
+            body = {
+                "error": "invalid_token",
+                "error_description": "The access token is invalid, expired or revoked.",
+            }
+            status = 401
+        else:
+            # No token, or not a Bearer one: RFC 6750 §3.1 says to add no error code.
+            challenge = f'Bearer resource_metadata="{metadata}"'
+            body = {
+                "error": "unauthorized",
+                "error_description": "A Bearer access token is required.",
+            }
+            status = 401
+        response: Response = jsonify(body)
+        response.status_code = status
+        response.headers["WWW-Authenticate"] = challenge
+        response.headers["Cache-Control"] = "no-store"
+        abort(response)
+
+
+protector = BearerProtector()
+protector.register_token_validator(JWTAccessTokenValidator())
+
+
+def require_token(*scopes: str) -> Callable:
+    """Guard a view with a bearer token holding every scope in ``scopes``."""
+    required = " ".join(scopes) or None
+
+    def decorator(view: Callable) -> Callable:
+        protected = protector(required)(view)
+
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            g.required_scopes = list(scopes)
+            return protected(*args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+def current_claims() -> dict[str, Any]:
+    """The verified claims of the token on this request (inside ``require_token``)."""
+    return g.authlib_server_oauth2_token.claims
+
+
+def authenticate_request(*scopes: str) -> dict[str, Any]:
+    """Check the request's bearer token without a decorator; abort as above."""
+    g.required_scopes = list(scopes)
+    try:
+        token = protector.acquire_token(" ".join(scopes) or None)
+    except OAuth2Error as error:
+        protector.raise_error_response(error)
+    return token.claims
+
+
+def deny_insufficient_scope(*scopes: str) -> NoReturn:
+    """Abort with the 403 ``insufficient_scope`` challenge naming ``scopes``."""
+    g.required_scopes = list(scopes)
+    protector.raise_error_response(InsufficientScopeError())
+
+
+def deny_invalid_token() -> NoReturn:
+    """Abort with the 401 ``invalid_token`` challenge (e.g. the account is gone)."""
+    protector.raise_error_response(InvalidTokenError())
