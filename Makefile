@@ -27,7 +27,7 @@ format: $(INSTALLED)
 	$(BIN)/ruff check --fix .
 
 translations: $(INSTALLED)
-	$(BIN)/pybabel extract -F babel.cfg -o app/translations/messages.pot .
+	$(BIN)/pybabel extract -F babel.cfg -o app/translations/messages.pot app templates
 	$(BIN)/pybabel update -i app/translations/messages.pot -d app/translations
 	$(BIN)/pybabel compile -d app/translations
 

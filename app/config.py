@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from limits import parse_many
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 
 #: Hosts for which an ``http`` issuer is acceptable (development and tests).
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -47,7 +48,10 @@ def _database_url(value: str) -> str:
     # psycopg 3 driver explicitly because SQLAlchemy 2.0 would pick psycopg2.
     if value.startswith("postgres://"):
         value = "postgresql://" + value[len("postgres://") :]
-    url: URL = make_url(value)
+    try:
+        url: URL = make_url(value)
+    except ArgumentError:
+        raise ValueError("not a database URL") from None
     if url.get_backend_name() != "postgresql":
         raise ValueError("must be a postgresql:// URL")
     if url.drivername in ("postgresql", "postgresql+psycopg2"):

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from flask import Flask, Response, jsonify, render_template, request
+from flask.json.provider import DefaultJSONProvider
 from flask_babel import gettext as _
 from limits.errors import StorageError
 from redis.exceptions import RedisError
-from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    DataError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
@@ -94,11 +101,27 @@ UNAVAILABLE = (
 def _dispatch(exc: Exception) -> Response | tuple[Response | str, int]:
     if isinstance(exc, HTTPException):
         return handle_http_exception(exc)
+    if isinstance(exc, DataError):
+        # Input Postgres refuses to store or compare (a NUL byte, say) is bad
+        # input, not a fault of ours; the views screen what they can first.
+        _rollback()
+        return error_response(400, "invalid_request", _("The request is malformed."))
     if isinstance(exc, UNAVAILABLE):
         return handle_unavailable(exc)
     return handle_unexpected(exc)
 
 
+class SafeJSONProvider(DefaultJSONProvider):
+    """Treat JSON nested too deeply to parse as malformed, not as a crash."""
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
+
+
 def init_app(app: Flask) -> None:
     app.config["MAX_CONTENT_LENGTH"] = MAX_CONTENT_LENGTH
+    app.json = SafeJSONProvider(app)
     app.register_error_handler(Exception, _dispatch)

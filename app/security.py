@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from flask import Flask, Response
+from flask import Flask, Response, request
 from flask_cors import CORS
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .config import Settings
+from .errors import HTML_BLUEPRINTS
 
 csrf = CSRFProtect()
 
@@ -57,6 +58,9 @@ def init_app(app: Flask, settings: Settings) -> None:
 
 
 def _security_headers(response: Response) -> Response:
+    if request.blueprint in HTML_BLUEPRINTS:
+        # Pages carry CSRF tokens, keys shown once and personal data.
+        response.headers.setdefault("Cache-Control", "no-store")
     response.headers.setdefault("X-Frame-Options", "DENY")
     response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")

@@ -95,7 +95,9 @@ class LiveServer:
         self.url = f"http://127.0.0.1:{self.httpd.server_port}"
         self.app = create_app({**env, "ISSUER": self.url, **overrides})
         self._app = self.app
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, args=(0.05,), daemon=True
+        )
         self.thread.start()
 
     @property
@@ -108,6 +110,8 @@ class LiveServer:
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+        self.app.extensions["db"].kw["bind"].dispose()
+        self.app.extensions["redis"].close()
 
 
 @pytest.fixture(scope="session")

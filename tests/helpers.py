@@ -27,7 +27,8 @@ class Browser(requests.Session):
     def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
         if url.startswith("/"):
             url = self.server.url + url
-        kwargs.setdefault("allow_redirects", False)
+        # Redirects are what these tests inspect; follow one only when asked.
+        kwargs["allow_redirects"] = kwargs.pop("follow", False)
         kwargs.setdefault("timeout", 30)
         return super().request(method, url, *args, **kwargs)
 

@@ -116,7 +116,8 @@ class Server:
     def stop(self) -> None:
         if self.process.poll() is None:
             # SIGINT is Postgres's "fast shutdown"; redis-server also exits on it.
-            self.process.send_signal(signal.SIGINT)
+            # The whole group: runuser, when used, does not pass signals on.
+            os.killpg(self.process.pid, signal.SIGINT)
             try:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
@@ -166,14 +167,15 @@ def start_postgres(data_dir: Path, durable: bool) -> Server:
             "-c",
             "full_page_writes=off",
         ]
-    process = subprocess.Popen(
-        _as_postgres_user(
-            [find_postgres_binary("postgres"), "-D", str(data_dir), *options]
-        ),
-        stdout=subprocess.DEVNULL,
-        stderr=open(data_dir / "server.log", "ab"),  # noqa: SIM115
-        start_new_session=True,
-    )
+    with open(data_dir / "server.log", "ab") as server_log:
+        process = subprocess.Popen(
+            _as_postgres_user(
+                [find_postgres_binary("postgres"), "-D", str(data_dir), *options]
+            ),
+            stdout=subprocess.DEVNULL,
+            stderr=server_log,
+            start_new_session=True,
+        )
     wait_for_port(port, process, "postgres")
     base = f"postgresql://postgres@127.0.0.1:{port}"
     _create_database(base)
@@ -217,12 +219,10 @@ def start_redis(data_dir: Path, durable: bool) -> Server:
         "--daemonize",
         "no",
     ]
-    process = subprocess.Popen(
-        command,
-        stdout=open(data_dir / "redis.log", "ab"),  # noqa: SIM115
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    with open(data_dir / "redis.log", "ab") as server_log:
+        process = subprocess.Popen(
+            command, stdout=server_log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     wait_for_port(port, process, "redis-server")
     return Server(process, f"redis://127.0.0.1:{port}/0", "redis")
 

@@ -1,0 +1,71 @@
+"""Errors: JSON for programs, an HTML page for people, never a traceback."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+
+def test_unknown_api_route_is_json_404(browser) -> None:
+    response = browser.get("/no-such-route", headers={"Accept": "application/json"})
+    assert response.status_code == 404
+    assert response.json()["error"] == "not_found"
+
+
+def test_unknown_route_is_an_html_page_for_browsers(browser) -> None:
+    response = browser.get("/no-such-page", headers={"Accept": "text/html"})
+    assert response.status_code == 404
+    assert response.headers["Content-Type"].startswith("text/html")
+    assert "<h1>" in response.text
+
+
+def test_wrong_method_on_an_api_route_is_json_405(browser) -> None:
+    response = browser.get("/token")
+    assert response.status_code == 405
+    assert response.json()["error"] == "method_not_allowed"
+
+
+def test_oversized_body_is_refused_with_413(browser) -> None:
+    response = browser.post(
+        "/register",
+        data=b"{" + b" " * (1024 * 1024) + b"}",
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 413
+    assert response.json()["error"] == "request_entity_too_large"
+
+
+def test_a_generated_request_id_is_returned(browser) -> None:
+    first = browser.get("/healthz").headers["X-Request-ID"]
+    second = browser.get("/healthz").headers["X-Request-ID"]
+    assert re.fullmatch(r"[0-9a-f]{32}", first) and first != second
+
+
+def test_a_sane_incoming_request_id_is_kept(browser) -> None:
+    response = browser.get("/healthz", headers={"X-Request-ID": "abc-123.def"})
+    assert response.headers["X-Request-ID"] == "abc-123.def"
+
+
+@pytest.mark.parametrize("hostile", ["x" * 500, "a b", "id\u00e9", "<script>"])
+def test_a_hostile_request_id_is_replaced(browser, hostile: str) -> None:
+    response = browser.get("/healthz", headers={"X-Request-ID": hostile.encode()})
+    assert response.headers["X-Request-ID"] != hostile
+    assert re.fullmatch(r"[0-9a-f]{32}", response.headers["X-Request-ID"])
+
+
+def test_logs_are_json_lines_with_the_request_id(make_server, capfd) -> None:
+    import json
+
+    live = make_server(LOG_LEVEL="INFO")
+    browser = live.browser()
+    browser.get("/healthz", headers={"X-Request-ID": "trace-me-42"})
+    lines = [
+        line for line in capfd.readouterr().out.splitlines() if "trace-me-42" in line
+    ]
+    records = [json.loads(line) for line in lines]
+    request_log = [r for r in records if r.get("message") == "request"]
+    assert request_log, lines
+    assert request_log[0]["request_id"] == "trace-me-42"
+    assert request_log[0]["status"] == 200
+    assert request_log[0]["path"] == "/healthz"

@@ -1,0 +1,80 @@
+"""Migrations apply to an empty database, revert to nothing, and apply again."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+
+import psycopg
+import pytest
+from sqlalchemy import create_engine, inspect
+from sqlalchemy.engine import make_url
+
+from app.config import settings_from_environment
+from app.migrate import current_heads
+from app.models import Base
+
+
+@pytest.fixture
+def empty_database(base_env: dict[str, str]):
+    """A brand-new database on the test server, dropped afterwards."""
+    url = make_url(settings_from_environment(base_env).database_url)
+    name = f"migrations_{uuid.uuid4().hex[:12]}"
+    admin = url.set(drivername="postgresql", database="postgres")
+    dsn = admin.render_as_string(hide_password=False)
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    yield url.set(database=name).render_as_string(hide_password=False)
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def flask_db(base_env: dict[str, str], database_url: str, *args: str) -> None:
+    env = {**os.environ, **base_env, "DATABASE_URL": database_url}
+    result = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", "db", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def tables(database_url: str) -> set[str]:
+    engine = create_engine(database_url)
+    try:
+        return set(inspect(engine).get_table_names()) - {"alembic_version"}
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_downgrade_upgrade(base_env, empty_database) -> None:
+    expected = set(Base.metadata.tables)
+
+    flask_db(base_env, empty_database, "upgrade")
+    assert tables(empty_database) == expected
+    assert current_heads(empty_database) == {"0001"}
+
+    flask_db(base_env, empty_database, "downgrade", "base")
+    assert tables(empty_database) == set()
+
+    flask_db(base_env, empty_database, "upgrade")
+    assert tables(empty_database) == expected
+
+
+def test_models_and_migrations_agree(base_env, empty_database) -> None:
+    """Autogenerate finds nothing to do: the models are fully migrated."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    flask_db(base_env, empty_database, "upgrade")
+    engine = create_engine(empty_database)
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection)
+            assert compare_metadata(context, Base.metadata) == []
+    finally:
+        engine.dispose()
