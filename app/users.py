@@ -57,6 +57,8 @@ def create_user(email: str, password: str) -> User:
 
 
 def find_by_email(email: str) -> User | None:
+    if "\x00" in email:
+        return None  # Postgres text cannot hold NUL, so no account has one
     return db.session.scalar(select(User).where(User.email == normalize_email(email)))
 
 

@@ -117,7 +117,7 @@ class Client(ClientMixin):
         return uris[0] if len(uris) == 1 else None
 
     def get_allowed_scope(self, scope: str | None) -> str | None:
-        """Return the scope to grant; ``None`` (``invalid_scope``) if any is not allowed."""
+        """Return the scope to grant, or ``None`` (``invalid_scope``) if not allowed."""
         allowed = self.row.scope.split()
         if not scope:
             return " ".join(allowed)
@@ -150,7 +150,8 @@ class Client(ClientMixin):
 
 def query_client(client_id: str | None) -> Client | None:
     """Find a client by ``client_id``; the one lookup every endpoint uses."""
-    if not client_id or len(client_id) > 128:
+    # Postgres text cannot hold NUL; such an id cannot be registered anyway.
+    if not client_id or len(client_id) > 128 or "\x00" in client_id:
         return None
     row = db.session.get(OAuthClient, client_id)
     return Client(row) if row is not None else None

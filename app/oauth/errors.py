@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749.errors import (
+    UnsupportedGrantTypeError,
+    UnsupportedResponseTypeError,
+)
 
 
 class InvalidTargetError(OAuth2Error):
@@ -24,3 +28,25 @@ class TooManyRequestsError(OAuth2Error):
     error = "too_many_requests"
     status_code = 429
     description = "Too many requests; retry later."
+
+
+class UnsupportedResponseType(UnsupportedResponseTypeError):
+    """Authlib's error with a fixed message: echoing the input invites trouble."""
+
+    description = "Only 'response_type=code' is supported."
+
+    def __init__(self, redirect_uri: str | None = None) -> None:
+        super().__init__(None, redirect_uri=redirect_uri)
+
+    def get_error_description(self) -> str:
+        return self.description
+
+
+class UnsupportedGrantType(UnsupportedGrantTypeError):
+    description = "Only 'grant_type=authorization_code' is supported."
+
+    def __init__(self) -> None:
+        super().__init__(None)
+
+    def get_error_description(self) -> str:
+        return self.description

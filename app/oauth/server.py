@@ -12,10 +12,8 @@ from authlib.integrations.flask_oauth2.requests import (
     FlaskOAuth2Request,
 )
 from authlib.oauth2.rfc6749 import OAuth2Request
-from authlib.oauth2.rfc6749.errors import (
-    UnsupportedGrantTypeError,
-    UnsupportedResponseTypeError,
-)
+from authlib.oauth2.rfc6749.authorization_server import _create_grant
+from authlib.oauth2.rfc6749.errors import UnsupportedGrantTypeError
 from authlib.oauth2.rfc6749.requests import JsonRequest
 from flask import Flask, Response, current_app
 from flask import request as flask_request
@@ -23,6 +21,7 @@ from flask import request as flask_request
 from ..config import Settings
 from . import client_auth
 from .clients import mark_authorized, query_client
+from .errors import UnsupportedGrantType, UnsupportedResponseType
 from .grants import AuthorizationCodeGrant, ResourceIndicator, S256CodeChallenge
 from .metadata import validate_metadata
 from .registration import RegistrationEndpoint
@@ -72,23 +71,27 @@ class AuthServer(AuthorizationServer):
         return _JsonRequest(flask_request, self.settings.issuer)
 
     def get_authorization_grant(self, request: OAuth2Request) -> Any:
-        try:
-            return super().get_authorization_grant(request)
-        except UnsupportedResponseTypeError as error:
-            # Authlib echoes the response_type into the description, and a quote
-            # in it would make the error itself fail (a 500); say it plainly.
-            raise UnsupportedResponseTypeError(
-                "Only 'response_type=code' is supported.",
-                redirect_uri=error.redirect_uri,
-            ) from None
+        for grant_cls, extensions in self._authorization_grants:
+            if grant_cls.check_authorization_endpoint(request):
+                return _create_grant(grant_cls, extensions, request, self)
+        # Authlib's own version quotes the response_type in its message, and a
+        # quote in it makes the error itself fail (a 500). RFC 6749 §4.1.2.1:
+        # redirect only once the client and its redirect URI are known good.
+        client = self.query_client(request.payload.client_id)
+        redirect_uri = None
+        if client is not None:
+            requested = request.payload.redirect_uri
+            if not requested:
+                redirect_uri = client.get_default_redirect_uri()
+            elif client.check_redirect_uri(requested):
+                redirect_uri = requested
+        raise UnsupportedResponseType(redirect_uri=redirect_uri)
 
     def get_token_grant(self, request: OAuth2Request) -> Any:
         try:
             return super().get_token_grant(request)
         except UnsupportedGrantTypeError:
-            error = UnsupportedGrantTypeError("")
-            error.description = "Only 'grant_type=authorization_code' is supported."
-            raise error from None
+            raise UnsupportedGrantType() from None
 
     def handle_response(self, status: int, body: Any, headers: Any) -> Response:
         # RFC 9207 §2: every authorization response, success or error, names us.

@@ -24,6 +24,7 @@ from ..config import Settings
 ALGORITHM = "HS256"
 #: RFC 9068 §2.1: access tokens are typed, so an ID token cannot pass for one.
 TOKEN_TYPE = "at+jwt"
+TOKEN_TYPES_ACCEPTED = (TOKEN_TYPE, "application/at+jwt")
 #: The token type named in token responses (CONTRACT §4).
 TOKEN_TYPE_NAME = "bearer"
 
@@ -73,10 +74,8 @@ def decode_access_token(token: str) -> dict[str, Any]:
     settings = _settings()
     try:
         decoded = jwt.decode(token, signing_key(settings), algorithms=[ALGORITHM])
-        if decoded.header.get("typ", "").lower() not in (
-            TOKEN_TYPE,
-            "application/at+jwt",
-        ):
+        typ = decoded.header.get("typ")
+        if not isinstance(typ, str) or typ.lower() not in TOKEN_TYPES_ACCEPTED:
             raise InvalidAccessToken
         JWTClaimsRegistry(
             iss={"essential": True, "value": settings.issuer},

@@ -1,0 +1,289 @@
+"""Signing in: the form, one generic error, limits, sessions and page headers (§8)."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy
+from bs4 import BeautifulSoup
+from helpers import authorize_params, pkce_pair, register_client
+
+
+def attempt(browser, email: str, password: str, headers: dict | None = None):
+    """Fill in and submit the login form as a person would."""
+    page = browser.get("/login", headers=headers)
+    assert page.status_code == 200, page.text[:500]
+    form = {**browser.form(page), "email": email, "password": password}
+    return browser.post("/login", data=form, headers=headers)
+
+
+def signed_in(browser) -> bool:
+    """A signed-in visitor is sent on from the login page; others see the form."""
+    return browser.get("/login").status_code == 302
+
+
+def visible_text(response) -> str:
+    return " ".join(BeautifulSoup(response.text, "html.parser").get_text().split())
+
+
+# --- The form -----------------------------------------------------------------
+
+
+def test_login_page_is_a_form_with_email_password_and_csrf(browser):
+    response = browser.get("/login")
+
+    assert response.status_code == 200
+    soup = BeautifulSoup(response.text, "html.parser")
+    form = soup.select_one("form[method=post]")
+    assert form.select_one("input[name=email]")
+    assert form.select_one("input[name=password][type=password]")
+    assert form.select_one("input[type=hidden][name=csrf_token]")["value"]
+
+
+def test_sign_in_returns_to_a_local_next(browser, server, user):
+    target = "/authorize?client_id=abc&state=x%20y"
+
+    response = browser.login(user["email"], user["password"], next_path=target)
+
+    assert response.status_code == 302
+    assert response.headers["Location"] == server.issuer + target
+    assert signed_in(browser)
+
+
+def test_sign_in_without_next_stays_on_the_issuer(browser, server, user):
+    response = browser.login(user["email"], user["password"])
+
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith(server.issuer + "/")
+
+
+def test_email_is_not_case_sensitive(browser, user):
+    response = attempt(browser, user["email"].upper(), user["password"])
+
+    assert response.status_code == 302
+
+
+# --- One generic error for every failure --------------------------------------
+
+
+def test_failures_all_say_the_same_thing(server, user, other_user, engine):
+    with engine.begin() as connection:
+        connection.execute(
+            sqlalchemy.text("UPDATE users SET is_active = false WHERE email = :email"),
+            {"email": other_user["email"]},
+        )
+    attempts = {
+        "wrong password": (user["email"], user["password"] + "x"),
+        "unknown email": ("nobody@example.com", user["password"]),
+        "disabled account": (other_user["email"], other_user["password"]),
+        "empty password": (user["email"], ""),
+    }
+    answers = {}
+    for kind, (email, password) in attempts.items():
+        browser = server.browser()
+        response = attempt(browser, email, password)
+        assert response.status_code not in (200, 302), kind
+        assert not signed_in(browser), kind
+        answers[kind] = (response.status_code, visible_text(response))
+
+    assert len(set(answers.values())) == 1, answers
+    # ...and it is an error message, not just the blank form again.
+    assert answers["wrong password"][1] != visible_text(server.browser().get("/login"))
+
+
+# --- Rate limits, per address and per account ---------------------------------
+
+
+def test_failed_logins_are_limited_per_address(make_server, user):
+    live = make_server(LOGIN_RATE_LIMIT="3 per minute")
+    browser = live.browser()
+    for n in range(3):
+        failed = attempt(browser, f"guess{n}@example.com", "wrong-password")
+        assert failed.status_code not in (302, 429)
+
+    response = attempt(browser, user["email"], user["password"])
+
+    assert response.status_code == 429
+    assert response.headers["Content-Type"].startswith("text/html")
+    assert not signed_in(browser)
+
+
+def test_spoofed_forwarded_for_does_not_escape_the_address_limit(make_server, user):
+    live = make_server(LOGIN_RATE_LIMIT="3 per minute", TRUSTED_PROXY_HOPS="0")
+    browser = live.browser()
+    for n in range(3):
+        spoofed = {"X-Forwarded-For": f"203.0.113.{n + 1}"}
+        attempt(browser, f"guess{n}@example.com", "wrong-password", spoofed)
+
+    response = attempt(
+        browser, user["email"], user["password"], {"X-Forwarded-For": "203.0.113.9"}
+    )
+
+    assert response.status_code == 429
+
+
+def test_failed_logins_are_limited_per_account(make_server, user, other_user):
+    live = make_server(LOGIN_RATE_LIMIT="3 per minute", TRUSTED_PROXY_HOPS="1")
+    for n in range(3):
+        address = {"X-Forwarded-For": f"203.0.113.{n + 1}"}
+        response = attempt(live.browser(), user["email"], "wrong-password", address)
+        assert response.status_code not in (302, 429)
+
+    fresh_address = {"X-Forwarded-For": "203.0.113.50"}
+    locked = attempt(live.browser(), user["email"], user["password"], fresh_address)
+    other = attempt(
+        live.browser(), other_user["email"], other_user["password"], fresh_address
+    )
+
+    assert locked.status_code == 429
+    assert other.status_code == 302
+
+
+def test_account_limit_ignores_email_case(make_server, user):
+    live = make_server(LOGIN_RATE_LIMIT="3 per minute", TRUSTED_PROXY_HOPS="1")
+    for n, email in enumerate(
+        [user["email"], user["email"].upper(), user["email"].title()]
+    ):
+        address = {"X-Forwarded-For": f"203.0.113.{n + 1}"}
+        attempt(live.browser(), email, "wrong-password", address)
+
+    response = attempt(
+        live.browser(),
+        user["email"],
+        user["password"],
+        {"X-Forwarded-For": "203.0.113.50"},
+    )
+
+    assert response.status_code == 429
+
+
+# --- CSRF ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "csrf_token",
+    [None, "", "forged", "IjEyMyI.ZzZzZw.aaaaaaaaaaaaaaaaaaaaaaaaaaa"],
+    ids=["missing", "empty", "garbage", "well-formed but forged"],
+)
+def test_login_without_a_valid_csrf_token_is_refused(browser, user, csrf_token):
+    browser.get("/login")
+    form = {"email": user["email"], "password": user["password"]}
+    if csrf_token is not None:
+        form["csrf_token"] = csrf_token
+
+    response = browser.post("/login", data=form)
+
+    assert response.status_code == 400
+    assert response.headers["Content-Type"].startswith("text/html")
+    assert "Location" not in response.headers
+    assert not signed_in(browser)
+
+
+def test_login_with_another_visitors_csrf_token_is_refused(server, browser, user):
+    other = server.browser()
+    foreign = other.form(other.get("/login"))
+    browser.get("/login")
+
+    response = browser.post(
+        "/login",
+        data={**foreign, "email": user["email"], "password": user["password"]},
+    )
+
+    assert response.status_code == 400
+    assert not signed_in(browser)
+
+
+# --- Sessions -----------------------------------------------------------------
+
+
+def test_signing_in_starts_a_fresh_session(server, browser, user):
+    before = browser.form(browser.get("/login"))
+    planted = dict(browser.cookies)
+
+    assert browser.login(user["email"], user["password"]).status_code == 302
+
+    # A CSRF token issued before signing in is void afterwards...
+    stale = browser.post(
+        "/login",
+        data={**before, "email": user["email"], "password": user["password"]},
+    )
+    assert stale.status_code == 400
+    # ...and whoever planted the pre-login cookie is not signed in by it.
+    attacker = server.browser()
+    attacker.cookies.update(planted)
+    assert not signed_in(attacker)
+    assert signed_in(browser)
+
+
+def session_cookie_header(response) -> str:
+    cookies = response.raw.headers.getlist("Set-Cookie")
+    [header] = [c for c in cookies if "session=" in c.split(";")[0]]
+    return header
+
+
+def test_session_cookie_is_http_only_and_same_site_lax(browser, user):
+    response = browser.login(user["email"], user["password"])
+
+    attributes = [a.strip().lower() for a in session_cookie_header(response).split(";")]
+    assert "httponly" in attributes
+    assert "samesite=lax" in attributes
+    assert "secure" not in attributes  # the test issuer is plain http
+
+
+def test_session_cookie_is_secure_when_the_issuer_is_https(make_server):
+    live = make_server(ISSUER="https://auth.example.com")
+
+    response = live.browser().get("/login")
+
+    attributes = [a.strip().lower() for a in session_cookie_header(response).split(";")]
+    assert "secure" in attributes
+    assert "httponly" in attributes
+    assert "samesite=lax" in attributes
+
+
+# --- Pages deny framing; language follows Accept-Language ---------------------
+
+
+def assert_not_frameable(response) -> None:
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+
+
+@pytest.mark.parametrize(
+    "path", ["/login", "/authorize", "/authorize?client_id=unknown"]
+)
+def test_pages_deny_framing(browser, path):
+    assert_not_frameable(browser.get(path))
+
+
+def test_failed_login_page_denies_framing(browser, user):
+    assert_not_frameable(attempt(browser, user["email"], "wrong-password"))
+
+
+def test_consent_page_denies_framing(browser, user):
+    client = register_client(browser)
+    browser.login(user["email"], user["password"])
+    params = authorize_params(client, pkce_pair()[1])
+
+    response = browser.get("/authorize", params=params)
+
+    assert response.status_code == 200
+    assert_not_frameable(response)
+
+
+@pytest.mark.parametrize(
+    ("accept_language", "lang"),
+    [
+        ("zh-CN,zh;q=0.9,en;q=0.8", "zh"),
+        ("zh", "zh"),
+        ("en-US,en;q=0.9", "en"),
+        (None, "en"),
+        ("fr-FR", "en"),
+    ],
+)
+def test_page_language_follows_accept_language(browser, accept_language, lang):
+    headers = {"Accept-Language": accept_language} if accept_language else {}
+
+    response = browser.get("/login", headers=headers)
+
+    html = BeautifulSoup(response.text, "html.parser").html
+    assert html["lang"].split("-")[0].split("_")[0] == lang

@@ -1,0 +1,333 @@
+"""Dynamic client registration, RFC 7591 (CONTRACT §2)."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+import sqlalchemy
+from helpers import LOOPBACK_REDIRECT, register_client
+
+#: ``<prefix>-<at least 16 URL-safe characters>``.
+CLIENT_ID = re.compile(r"^lessie-[A-Za-z0-9_-]{16,}$")
+#: ``sk-`` then at least 256 bits: 43 base64url characters carry 258 bits.
+CLIENT_SECRET = re.compile(r"^sk-[A-Za-z0-9_-]{43,}$")
+
+
+def client_rows(engine) -> list[dict]:
+    with engine.connect() as connection:
+        rows = connection.execute(sqlalchemy.text("SELECT * FROM oauth_clients"))
+        return [dict(row._mapping) for row in rows]
+
+
+def assert_error(response, status: int, error: str) -> None:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["error"] == error
+    assert isinstance(body.get("error_description"), str)
+
+
+# --- What a registration returns ----------------------------------------------
+
+
+def test_defaults_are_applied(browser):
+    before = int(time.time())
+    client = register_client(browser, redirect_uris=[LOOPBACK_REDIRECT])
+
+    assert CLIENT_ID.match(client["client_id"])
+    assert CLIENT_SECRET.match(client["client_secret"])
+    assert before - 5 <= client["client_id_issued_at"] <= time.time() + 5
+    assert client["client_secret_expires_at"] == 0
+    assert client["client_name"] == "MCP Client"
+    assert client["redirect_uris"] == [LOOPBACK_REDIRECT]
+    assert client["grant_types"] == ["authorization_code"]
+    assert client["response_types"] == ["code"]
+    assert client["token_endpoint_auth_method"] == "client_secret_basic"
+
+
+def test_registration_answers_201_json(browser):
+    response = browser.post("/register", json={"redirect_uris": [LOOPBACK_REDIRECT]})
+
+    assert response.status_code == 201
+    assert response.headers["Content-Type"].startswith("application/json")
+
+
+def test_every_registration_gets_fresh_credentials(browser):
+    first, second = register_client(browser), register_client(browser)
+
+    assert first["client_id"] != second["client_id"]
+    assert first["client_secret"] != second["client_secret"]
+
+
+def test_requested_metadata_is_registered(browser):
+    uris = ["https://app.example.com/cb", "http://localhost:3000/callback"]
+    client = register_client(
+        browser,
+        redirect_uris=uris,
+        client_name="Claude Desktop",
+        token_endpoint_auth_method="client_secret_post",
+        grant_types=["authorization_code"],
+        response_types=["code"],
+    )
+
+    assert client["redirect_uris"] == uris
+    assert client["client_name"] == "Claude Desktop"
+    assert client["token_endpoint_auth_method"] == "client_secret_post"
+    assert CLIENT_SECRET.match(client["client_secret"])
+
+
+def test_public_client_gets_no_secret(browser):
+    client = register_client(browser, token_endpoint_auth_method="none")
+
+    assert client["token_endpoint_auth_method"] == "none"
+    assert "client_secret" not in client
+    assert CLIENT_ID.match(client["client_id"])
+
+
+def test_client_id_prefix_is_configurable(make_server):
+    client = register_client(make_server(CLIENT_ID_PREFIX="acme").browser())
+
+    assert re.match(r"^acme-[A-Za-z0-9_-]{16,}$", client["client_id"])
+
+
+def test_secret_is_stored_only_as_a_hash(browser, engine):
+    client = register_client(browser)
+
+    [row] = client_rows(engine)
+    assert row["client_id"] == client["client_id"]
+    stored = " ".join(str(value) for value in row.values())
+    assert client["client_secret"] not in stored
+    assert client["client_secret"].removeprefix("sk-") not in stored
+
+
+@pytest.mark.parametrize(
+    "redirect_uri",
+    [
+        "http://127.0.0.1/callback",
+        "http://127.0.0.1:33418/callback",
+        "http://localhost:3000/oauth/callback",
+        "http://[::1]:8080/callback",
+        "https://client.example.com/cb",
+        "https://client.example.com:8443/oauth/cb?tenant=a",
+    ],
+)
+def test_loopback_http_and_https_redirect_uris_are_accepted(browser, redirect_uri):
+    client = register_client(browser, redirect_uris=[redirect_uri])
+
+    assert client["redirect_uris"] == [redirect_uri]
+
+
+# --- Lenient about the merely unknown (RFC 7591 §2) ---------------------------
+
+
+def test_grant_types_not_offered_are_dropped(browser):
+    client = register_client(
+        browser,
+        grant_types=[
+            "authorization_code",
+            "refresh_token",
+            "urn:ietf:params:oauth:grant-type:device_code",
+        ],
+    )
+
+    assert client["grant_types"] == ["authorization_code"]
+
+
+def test_unknown_fields_are_ignored(browser):
+    client = register_client(
+        browser,
+        application_type="native",
+        software_id="4NRB1-0XZABZI9E6-5SM3R",
+        software_version="2.1",
+        resource="https://elsewhere.example/mcp",
+        logo_uri="https://client.example.com/logo.png",
+        contacts=["ops@client.example.com"],
+        made_up_field={"nested": [1, 2, 3]},
+    )
+
+    assert client["grant_types"] == ["authorization_code"]
+    for field in ("software_id", "resource", "made_up_field", "application_type"):
+        assert field not in client
+
+
+# --- Refused: dangerous redirect URIs and malformed metadata -------------------
+
+INVALID_REDIRECT_URIS = {
+    "missing": {},
+    "null": {"redirect_uris": None},
+    "empty list": {"redirect_uris": []},
+    "a string, not a list": {"redirect_uris": LOOPBACK_REDIRECT},
+    "an object": {"redirect_uris": {"uri": LOOPBACK_REDIRECT}},
+    "a number entry": {"redirect_uris": [42]},
+    "a null entry": {"redirect_uris": [None]},
+    "a list entry": {"redirect_uris": [[LOOPBACK_REDIRECT]]},
+    "one good, one bad": {"redirect_uris": [LOOPBACK_REDIRECT, "http://x.example/"]},
+    "http, not loopback": {"redirect_uris": ["http://client.example.com/cb"]},
+    "http, loopback-looking host": {"redirect_uris": ["http://127.0.0.1.nip.io/cb"]},
+    "http, localhost subdomain": {"redirect_uris": ["http://localhost.evil.example/"]},
+    "javascript:": {"redirect_uris": ["javascript:alert(document.cookie)"]},
+    "data:": {"redirect_uris": ["data:text/html,<script>alert(1)</script>"]},
+    "file:": {"redirect_uris": ["file:///etc/passwd"]},
+    "private-use scheme": {"redirect_uris": ["com.example.app:/oauth2redirect"]},
+    "fragment": {"redirect_uris": ["https://client.example.com/cb#frag"]},
+    "empty fragment": {"redirect_uris": ["https://client.example.com/cb#"]},
+    "userinfo": {"redirect_uris": ["https://user:pw@client.example.com/cb"]},
+    "user only": {"redirect_uris": ["https://client.example.com@evil.example/cb"]},
+    "wildcard host": {"redirect_uris": ["https://*.example.com/cb"]},
+    "wildcard path": {"redirect_uris": ["https://client.example.com/*"]},
+    "relative path": {"redirect_uris": ["/callback"]},
+    "bare word": {"redirect_uris": ["callback"]},
+    "no host": {"redirect_uris": ["https:///cb"]},
+    "protocol-relative": {"redirect_uris": ["//client.example.com/cb"]},
+    "empty string": {"redirect_uris": [""]},
+}
+
+
+@pytest.mark.parametrize(
+    "body", INVALID_REDIRECT_URIS.values(), ids=INVALID_REDIRECT_URIS.keys()
+)
+def test_bad_redirect_uris_are_refused(browser, engine, body):
+    response = browser.post("/register", json=body)
+
+    assert_error(response, 400, "invalid_redirect_uri")
+    assert client_rows(engine) == []
+
+
+INVALID_METADATA = {
+    "auth method private_key_jwt": {"token_endpoint_auth_method": "private_key_jwt"},
+    "auth method client_secret_jwt": {
+        "token_endpoint_auth_method": "client_secret_jwt"
+    },
+    "auth method not a string": {"token_endpoint_auth_method": 7},
+    "auth method empty": {"token_endpoint_auth_method": ""},
+    "grant types without authorization_code": {"grant_types": ["refresh_token"]},
+    "grant types empty": {"grant_types": []},
+    "grant types not a list": {"grant_types": "authorization_code"},
+    "grant types with a non-string": {"grant_types": ["authorization_code", 1]},
+    "response types without code": {"response_types": ["token"]},
+    "client name not a string": {"client_name": ["a", "b"]},
+}
+
+
+@pytest.mark.parametrize(
+    "fields", INVALID_METADATA.values(), ids=INVALID_METADATA.keys()
+)
+def test_bad_metadata_is_refused(browser, engine, fields):
+    response = browser.post(
+        "/register", json={"redirect_uris": [LOOPBACK_REDIRECT], **fields}
+    )
+
+    assert_error(response, 400, "invalid_client_metadata")
+    assert client_rows(engine) == []
+
+
+NOT_A_JSON_OBJECT = {
+    "JSON array": ("application/json", '[{"redirect_uris": ["http://127.0.0.1/cb"]}]'),
+    "JSON string": ("application/json", '"http://127.0.0.1/callback"'),
+    "JSON null": ("application/json", "null"),
+    "JSON number": ("application/json", "1"),
+    "invalid JSON": ("application/json", '{"redirect_uris": ['),
+    "empty body": ("application/json", ""),
+    "form-encoded": (
+        "application/x-www-form-urlencoded",
+        "redirect_uris=http%3A%2F%2F127.0.0.1%2Fcallback",
+    ),
+    "plain text": ("text/plain", "redirect_uris"),
+}
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"), NOT_A_JSON_OBJECT.values(), ids=NOT_A_JSON_OBJECT.keys()
+)
+def test_body_that_is_not_a_json_object_is_refused(browser, engine, content_type, body):
+    response = browser.post(
+        "/register", data=body.encode(), headers={"Content-Type": content_type}
+    )
+
+    assert_error(response, 400, "invalid_client_metadata")
+    assert client_rows(engine) == []
+
+
+# --- Limits: rate per address, caps per address and in all --------------------
+
+
+def register_from(live, forwarded_for: str | None = None):
+    headers = {"X-Forwarded-For": forwarded_for} if forwarded_for else {}
+    return live.browser().post(
+        "/register", json={"redirect_uris": [LOOPBACK_REDIRECT]}, headers=headers
+    )
+
+
+def assert_rate_limited(response) -> None:
+    assert_error(response, 429, "too_many_requests")
+    assert int(response.headers["Retry-After"]) > 0
+
+
+def test_registrations_per_address_are_rate_limited(make_server):
+    live = make_server(REGISTRATION_RATE_LIMIT="2 per hour")
+
+    assert register_from(live).status_code == 201
+    assert register_from(live).status_code == 201
+    assert_rate_limited(register_from(live))
+
+
+def test_spoofed_forwarded_for_does_not_escape_the_rate_limit(make_server):
+    live = make_server(REGISTRATION_RATE_LIMIT="2 per hour", TRUSTED_PROXY_HOPS="0")
+
+    assert register_from(live, "203.0.113.1").status_code == 201
+    assert register_from(live, "203.0.113.2").status_code == 201
+    assert_rate_limited(register_from(live, "203.0.113.3"))
+
+
+def test_trusted_proxy_addresses_are_counted_separately(make_server):
+    live = make_server(REGISTRATION_RATE_LIMIT="2 per hour", TRUSTED_PROXY_HOPS="1")
+
+    assert register_from(live, "203.0.113.1").status_code == 201
+    assert register_from(live, "203.0.113.1").status_code == 201
+    assert_rate_limited(register_from(live, "203.0.113.1"))
+    assert register_from(live, "203.0.113.2").status_code == 201
+
+
+def test_rate_limit_is_shared_by_every_instance(make_server):
+    first = make_server(REGISTRATION_RATE_LIMIT="2 per hour")
+    second = make_server(REGISTRATION_RATE_LIMIT="2 per hour")
+
+    assert register_from(first).status_code == 201
+    assert register_from(second).status_code == 201
+    assert_rate_limited(register_from(first))
+
+
+def test_live_clients_per_address_are_capped(make_server, engine):
+    live = make_server(MAX_CLIENTS_PER_ADDRESS="2")
+
+    assert register_from(live).status_code == 201
+    assert register_from(live).status_code == 201
+    assert_error(register_from(live), 403, "client_limit_exceeded")
+    assert len(client_rows(engine)) == 2
+
+
+def test_spoofed_forwarded_for_does_not_escape_the_address_cap(make_server):
+    live = make_server(MAX_CLIENTS_PER_ADDRESS="2", TRUSTED_PROXY_HOPS="0")
+
+    assert register_from(live, "203.0.113.1").status_code == 201
+    assert register_from(live, "203.0.113.2").status_code == 201
+    assert_error(register_from(live, "203.0.113.3"), 403, "client_limit_exceeded")
+
+
+def test_address_cap_counts_trusted_proxy_addresses_separately(make_server):
+    live = make_server(MAX_CLIENTS_PER_ADDRESS="2", TRUSTED_PROXY_HOPS="1")
+
+    assert register_from(live, "203.0.113.1").status_code == 201
+    assert register_from(live, "203.0.113.1").status_code == 201
+    assert_error(register_from(live, "203.0.113.1"), 403, "client_limit_exceeded")
+    assert register_from(live, "203.0.113.2").status_code == 201
+
+
+def test_live_clients_are_capped_in_all(make_server, engine):
+    live = make_server(MAX_CLIENTS="3", TRUSTED_PROXY_HOPS="1")
+
+    for address in ("203.0.113.1", "203.0.113.2", "203.0.113.3"):
+        assert register_from(live, address).status_code == 201
+    assert_error(register_from(live, "203.0.113.4"), 403, "client_limit_exceeded")
+    assert len(client_rows(engine)) == 3
