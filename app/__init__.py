@@ -12,6 +12,7 @@ from .blueprints import (
     api_keys,
     auth,
     authorize,
+    forward_auth,
     health,
     mcp,
     oauth,
@@ -49,6 +50,7 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
         account.bp,
         api_keys.bp,
         mcp.bp,
+        forward_auth.bp,
     ):
         app.register_blueprint(blueprint)
     for api in (oauth.bp, api_keys.bp, mcp.bp):

@@ -1,5 +1,118 @@
-"""Placeholder."""
+"""The protected MCP endpoint: Streamable HTTP, stateless, JSON responses.
 
-from flask import Blueprint
+MCP basic/transports §Streamable HTTP: the client POSTs one JSON-RPC message
+per request; a request gets an ``application/json`` answer, a notification
+or response gets ``202 Accepted``. Without sessions there is no server stream
+to open with GET and nothing to end with DELETE, so both are ``405``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from ..mcp import jsonrpc, protocol
+from ..mcp.jsonrpc import INVALID_REQUEST, RpcError
+from ..mcp.tools import ScopeRequired, UnknownCaller
+from ..oauth.resource import (
+    current_claims,
+    deny_insufficient_scope,
+    deny_invalid_token,
+    require_token,
+)
 
 bp = Blueprint("mcp", __name__)
+
+MCP_PATH = "/mcp"
+PROTOCOL_VERSION_HEADER = "MCP-Protocol-Version"
+
+
+def _reply(body: dict[str, Any] | None, status: int = 200) -> Response:
+    response = jsonify(body) if body is not None else Response(status=status)
+    response.status_code = status
+    # Answers describe the caller; no shared cache may keep them.
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _refuse(status: int, exc: RpcError) -> Response:
+    # The message's id is unknown or irrelevant here, so it is null (JSON-RPC §5).
+    return _reply(jsonrpc.error(None, exc), status)
+
+
+def _check_transport() -> Response | None:
+    """Refuse requests the transport rules out before reading the body."""
+    if (
+        request.headers.get("Accept")
+        and not request.accept_mimetypes["application/json"]
+    ):
+        return _refuse(
+            406, RpcError(INVALID_REQUEST, "Not Acceptable: accept application/json.")
+        )
+    if request.mimetype != "application/json":
+        return _refuse(
+            415,
+            RpcError(INVALID_REQUEST, "Unsupported Media Type: send application/json."),
+        )
+    return None
+
+
+def _check_protocol_version(message: jsonrpc.Message) -> Response | None:
+    # MCP basic/transports §Protocol Version Header: an unsupported value is a
+    # 400. ``initialize`` is exempt: it negotiates the version in its body.
+    requested = request.headers.get(PROTOCOL_VERSION_HEADER)
+    if requested is None or message.method == "initialize":
+        return None
+    if requested in protocol.SUPPORTED_VERSIONS:
+        return None
+    supported = ", ".join(protocol.SUPPORTED_VERSIONS)
+    return _refuse(
+        400,
+        RpcError(
+            INVALID_REQUEST,
+            f"Bad Request: unsupported protocol version {requested[:40]!r} "
+            f"(supported: {supported}).",
+        ),
+    )
+
+
+@bp.post(MCP_PATH)
+@require_token()
+def endpoint() -> Response:
+    """Answer one JSON-RPC message from an authenticated MCP client."""
+    refused = _check_transport()
+    if refused is not None:
+        return refused
+    try:
+        message = jsonrpc.parse(jsonrpc.decode(request.get_data(cache=False)))
+    except RequestEntityTooLarge:
+        return _refuse(413, RpcError(INVALID_REQUEST, "The body is too large."))
+    except RpcError as exc:
+        return _refuse(400, exc)
+    refused = _check_protocol_version(message)
+    if refused is not None:
+        return refused
+    try:
+        answer = protocol.handle(message, current_claims())
+    except ScopeRequired as exc:
+        # MCP authorization §Scope Challenge Handling: 403 names what is missing.
+        deny_insufficient_scope(*exc.scopes)
+    except UnknownCaller:
+        deny_invalid_token()
+    if answer is None:
+        return _reply(None, 202)
+    return _reply(answer)
+
+
+@bp.route(MCP_PATH, methods=["GET", "DELETE"])
+def no_stream() -> Response:
+    """Refuse GET (no server-initiated stream) and DELETE (no session to end).
+
+    No token is needed to learn that: the answer reveals nothing, and
+    CONTRACT §6 names a 405 for GET whoever asks.
+    """
+    response = _refuse(405, RpcError(INVALID_REQUEST, "Method Not Allowed."))
+    response.headers["Allow"] = "POST"
+    return response

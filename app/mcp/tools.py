@@ -1,0 +1,111 @@
+"""The tools this MCP server offers, each with the scopes a caller needs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..users import get_active_user
+
+Claims = Mapping[str, Any]
+
+
+class ScopeRequired(Exception):
+    """The token lacks a scope the tool needs (answered 403 insufficient_scope)."""
+
+    def __init__(self, scopes: tuple[str, ...]) -> None:
+        super().__init__(" ".join(scopes))
+        self.scopes = scopes
+
+
+class UnknownCaller(Exception):
+    """The token's subject is no longer an enabled account (answered 401)."""
+
+
+class ToolInputError(Exception):
+    """Arguments the tool cannot use; reported as a tool execution error."""
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    title: str
+    description: str
+    #: OAuth scopes the access token must carry to call the tool.
+    scopes: tuple[str, ...]
+    input_schema: dict[str, Any]
+    output_schema: dict[str, Any]
+    run: Callable[[Claims, dict[str, Any]], dict[str, Any]]
+
+    def describe(self) -> dict[str, Any]:
+        """The tool as ``tools/list`` shows it (MCP server/tools §Tool)."""
+        return {
+            "name": self.name,
+            "title": self.title,
+            "description": self.description,
+            "inputSchema": self.input_schema,
+            "outputSchema": self.output_schema,
+            "annotations": {"readOnlyHint": True, "openWorldHint": False},
+        }
+
+    def call(self, claims: Claims, arguments: dict[str, Any]) -> dict[str, Any]:
+        """Run the tool for the token's owner; return a ``CallToolResult``."""
+        granted = set(str(claims.get("scope", "")).split())
+        if not granted.issuperset(self.scopes):
+            raise ScopeRequired(self.scopes)
+        try:
+            output = self.run(claims, arguments)
+        except ToolInputError as exc:
+            # MCP 2025-11-25 server/tools §Error Handling: input problems are
+            # tool execution errors, so a model can read them and correct itself.
+            return {"content": [{"type": "text", "text": str(exc)}], "isError": True}
+        return {
+            "content": [{"type": "text", "text": json.dumps(output)}],
+            "structuredContent": output,
+            "isError": False,
+        }
+
+
+def whoami(claims: Claims, arguments: dict[str, Any]) -> dict[str, Any]:
+    """Describe the caller: account, email, client or API key, and scope."""
+    if arguments:
+        raise ToolInputError("whoami takes no arguments.")
+    user = get_active_user(claims.get("sub"))
+    if user is None:
+        raise UnknownCaller
+    output: dict[str, Any] = {"sub": str(user.id), "email": user.email}
+    if claims.get("api_key_id"):
+        output["api_key_id"] = str(claims["api_key_id"])
+    else:
+        output["client_id"] = str(claims.get("client_id", ""))
+    output["scope"] = str(claims.get("scope", ""))
+    return output
+
+
+WHOAMI = Tool(
+    name="whoami",
+    title="Who am I",
+    description=(
+        "Return the signed-in account behind this access token: user id (sub), "
+        "email, the OAuth client_id or API key id, and the granted scope."
+    ),
+    scopes=("read",),
+    input_schema={"type": "object", "properties": {}, "additionalProperties": False},
+    output_schema={
+        "type": "object",
+        "properties": {
+            "sub": {"type": "string", "description": "The user id."},
+            "email": {"type": "string"},
+            "client_id": {"type": "string"},
+            "api_key_id": {"type": "string"},
+            "scope": {"type": "string", "description": "Space-separated scopes."},
+        },
+        "required": ["sub", "email", "scope"],
+    },
+    run=whoami,
+)
+
+#: Every tool, by name.
+TOOLS: dict[str, Tool] = {tool.name: tool for tool in (WHOAMI,)}

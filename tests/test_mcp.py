@@ -1,0 +1,419 @@
+"""POST /mcp: MCP JSON-RPC over Streamable HTTP (stateless, JSON responses)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import sqlalchemy
+from helpers import obtain_token
+
+from app.oauth.tokens import issue_access_token
+
+SUPPORTED = ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"]
+ORIGIN = "https://inspector.example"
+
+
+@pytest.fixture
+def token(browser: Any, user: dict[str, str]) -> str:
+    return obtain_token(browser, user)
+
+
+def rpc(
+    browser: Any,
+    token: str,
+    method: str,
+    params: dict[str, Any] | None = None,
+    request_id: Any = 1,
+    **kwargs: Any,
+) -> Any:
+    message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+    if request_id is not None:
+        message["id"] = request_id
+    if params is not None:
+        message["params"] = params
+    return post(browser, token, json=message, **kwargs)
+
+
+def post(browser: Any, token: str, headers: dict | None = None, **kwargs: Any) -> Any:
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "Accept": "application/json, text/event-stream",
+        **(headers or {}),
+    }
+    return browser.post("/mcp", headers=headers, **kwargs)
+
+
+def result_of(response: Any, request_id: Any = 1) -> dict[str, Any]:
+    assert response.status_code == 200, response.text
+    assert response.headers["Content-Type"] == "application/json"
+    body = response.json()
+    assert body["jsonrpc"] == "2.0" and body["id"] == request_id, body
+    assert "error" not in body, body
+    return body["result"]
+
+
+def error_of(response: Any, status: int, code: int, request_id: Any = None) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["jsonrpc"] == "2.0" and body["id"] == request_id, body
+    assert body["error"]["code"] == code, body
+    assert isinstance(body["error"]["message"], str)
+    return body["error"]
+
+
+# The lifecycle ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", SUPPORTED)
+def test_initialize_echoes_a_supported_version(browser: Any, token: str, version):
+    params = {
+        "protocolVersion": version,
+        "capabilities": {},
+        "clientInfo": {"name": "test", "version": "1"},
+    }
+
+    result = result_of(rpc(browser, token, "initialize", params))
+
+    assert result["protocolVersion"] == version
+    assert result["capabilities"] == {"tools": {"listChanged": False}}
+    assert result["serverInfo"]["name"] == "mcp-auth-server"
+    assert result["serverInfo"]["version"]
+
+
+@pytest.mark.parametrize("version", ["2026-07-28", "1999-01-01", "latest"])
+def test_initialize_offers_the_latest_for_an_unknown_version(
+    browser: Any, token: str, version: str
+):
+    # MCP lifecycle §Version Negotiation: answer with a version we support.
+    params = {"protocolVersion": version, "capabilities": {}, "clientInfo": {}}
+
+    result = result_of(
+        rpc(
+            browser,
+            token,
+            "initialize",
+            params,
+            headers={"MCP-Protocol-Version": version},
+        )
+    )
+
+    assert result["protocolVersion"] == "2025-11-25"
+
+
+@pytest.mark.parametrize("params", [{}, {"protocolVersion": 20251125}])
+def test_initialize_without_a_version_is_invalid_params(
+    browser: Any, token: str, params: dict
+):
+    error_of(rpc(browser, token, "initialize", params), 200, -32602, 1)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {}},
+        {"jsonrpc": "2.0", "method": "notifications/unknown", "params": []},
+        {"jsonrpc": "2.0", "id": 3, "result": {}},
+        {"jsonrpc": "2.0", "id": 4, "error": {"code": -1, "message": "no"}},
+    ],
+)
+def test_notifications_and_responses_are_accepted(
+    browser: Any, token: str, message: dict
+):
+    response = post(browser, token, json=message)
+
+    assert response.status_code == 202
+    assert response.content == b""
+
+
+@pytest.mark.parametrize("request_id", [1, 0, -5, "abc", ""])
+def test_ping_echoes_the_id(browser: Any, token: str, request_id: Any):
+    response = rpc(browser, token, "ping", request_id=request_id)
+
+    assert result_of(response, request_id) == {}
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+# Tools -----------------------------------------------------------------------
+
+
+def test_tools_list_names_whoami(browser: Any, token: str):
+    (tool,) = result_of(rpc(browser, token, "tools/list", {}))["tools"]
+
+    assert tool["name"] == "whoami"
+    assert tool["inputSchema"]["type"] == "object"
+    assert tool["outputSchema"]["required"] == ["sub", "email", "scope"]
+
+
+def whoami(browser: Any, token: str, arguments: Any = None) -> Any:
+    params = {"name": "whoami", "arguments": {} if arguments is None else arguments}
+    return rpc(browser, token, "tools/call", params)
+
+
+def test_whoami_describes_an_oauth_caller(
+    browser: Any, token: str, user: dict[str, str]
+):
+    result = result_of(whoami(browser, token))
+
+    assert result["isError"] is False
+    (content,) = result["content"]
+    assert content["type"] == "text"
+    caller = json.loads(content["text"])
+    assert set(caller) == {"sub", "email", "client_id", "scope"}
+    assert caller["sub"] == user["id"]
+    assert caller["email"] == user["email"]
+    assert caller["client_id"].startswith("lessie-")
+    assert caller["scope"] == "read write"
+    assert result["structuredContent"] == caller
+
+
+def test_whoami_describes_an_api_key_caller(
+    browser: Any, server: Any, user: dict[str, str]
+):
+    with server.app.app_context():
+        token, _ = issue_access_token(
+            user["id"], "read", {"api_key_id": "key-7", "via": "api_key"}
+        )
+
+    result = result_of(whoami(browser, token))
+
+    assert json.loads(result["content"][0]["text"]) == {
+        "sub": user["id"],
+        "email": user["email"],
+        "api_key_id": "key-7",
+        "scope": "read",
+    }
+
+
+def test_whoami_for_a_disabled_account_is_invalid_token(
+    browser: Any, server: Any, token: str, user: dict[str, str], engine: Any
+):
+    # Disabled behind the service's back (no revocation marker): still refused.
+    with engine.begin() as connection:
+        connection.execute(sqlalchemy.text("UPDATE users SET is_active = false"))
+
+    response = whoami(browser, token)
+
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == (
+        f'Bearer error="invalid_token", resource_metadata="{server.issuer}'
+        '/.well-known/oauth-protected-resource"'
+    )
+
+
+def test_whoami_with_arguments_is_a_tool_error(browser: Any, token: str):
+    # MCP 2025-11-25: input errors are tool results, so a model can correct them.
+    result = result_of(whoami(browser, token, {"verbose": True}))
+
+    assert result["isError"] is True
+    assert "no arguments" in result["content"][0]["text"]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"name": "rm -rf"},
+        {"name": 5},
+        {},
+        {"name": "whoami", "arguments": ["x"]},
+        {"name": "whoami", "arguments": "x"},
+    ],
+)
+def test_bad_tool_calls_are_invalid_params(browser: Any, token: str, params: dict):
+    error_of(rpc(browser, token, "tools/call", params), 200, -32602, 1)
+
+
+# Malformed JSON-RPC ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["resources/list", "server/discover", "", "x" * 500])
+def test_unknown_methods_are_method_not_found(browser: Any, token: str, method: str):
+    error_of(rpc(browser, token, method), 200, -32601, 1)
+
+
+def test_positional_params_are_invalid_params(browser: Any, token: str):
+    response = post(
+        browser, token, json={"jsonrpc": "2.0", "id": 9, "method": "ping", "params": []}
+    )
+
+    error_of(response, 200, -32602, 9)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"{", b"", b"\xff\xfe", b"NaN", b'{"a": Infinity}', b"[" * 60_000, b"{'a': 1}"],
+)
+def test_unparseable_bodies_are_parse_errors(browser: Any, token: str, body: bytes):
+    response = post(
+        browser, token, data=body, headers={"Content-Type": "application/json"}
+    )
+
+    error_of(response, 400, -32700)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        [],
+        [{"jsonrpc": "2.0", "id": 1, "method": "ping"}],
+        42,
+        "ping",
+        None,
+        {},
+        {"id": 1, "method": "ping"},
+        {"jsonrpc": "1.0", "id": 1, "method": "ping"},
+        {"jsonrpc": "2.0", "id": 1},
+        {"jsonrpc": "2.0", "id": 1, "method": 7},
+        {"jsonrpc": "2.0", "id": None, "method": "ping"},
+        {"jsonrpc": "2.0", "id": 1.5, "method": "ping"},
+        {"jsonrpc": "2.0", "id": True, "method": "ping"},
+        {"jsonrpc": "2.0", "id": {}, "method": "ping"},
+        {"jsonrpc": "2.0", "id": 1, "method": "ping", "params": "x"},
+        {"jsonrpc": "2.0", "id": 1, "method": "ping", "params": None},
+    ],
+)
+def test_invalid_messages_are_invalid_request(browser: Any, token: str, message):
+    response = post(
+        browser,
+        token,
+        data=json.dumps(message).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+
+    error_of(response, 400, -32600)
+
+
+def test_a_body_too_large_is_refused_in_json_rpc(browser: Any, token: str):
+    padding = "x" * 70_000
+    response = rpc(browser, token, "ping", {"_meta": {"padding": padding}})
+
+    error_of(response, 413, -32600)
+
+
+# Transport rules -------------------------------------------------------------
+
+
+def test_other_content_types_are_refused(browser: Any, token: str):
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping"})
+    response = post(browser, token, data=body, headers={"Content-Type": "text/plain"})
+
+    error_of(response, 415, -32600)
+
+
+def test_a_client_that_cannot_accept_json_is_refused(browser: Any, token: str):
+    response = rpc(browser, token, "ping", headers={"Accept": "text/event-stream"})
+
+    error_of(response, 406, -32600)
+
+
+@pytest.mark.parametrize("version", SUPPORTED)
+def test_supported_protocol_version_headers_pass(browser: Any, token: str, version):
+    response = rpc(browser, token, "ping", headers={"MCP-Protocol-Version": version})
+
+    assert result_of(response) == {}
+
+
+@pytest.mark.parametrize("version", ["1999-01-01", "2026-07-28", "not-a-version", ""])
+def test_unsupported_protocol_version_headers_are_bad_requests(
+    browser: Any, token: str, version: str
+):
+    # MCP basic/transports §Protocol Version Header: MUST answer 400.
+    headers = {"MCP-Protocol-Version": version}
+
+    request = rpc(browser, token, "tools/list", headers=headers)
+    notification = rpc(
+        browser, token, "notifications/initialized", request_id=None, headers=headers
+    )
+
+    error = error_of(request, 400, -32600)
+    assert "2025-11-25" in error["message"]
+    error_of(notification, 400, -32600)
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+def test_no_server_stream_and_no_session(browser: Any, token: str, method: str):
+    response = browser.request(
+        method,
+        "/mcp",
+        headers={"Authorization": f"Bearer {token}", "Accept": "text/event-stream"},
+    )
+
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "POST"
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+def test_get_and_delete_are_405_even_without_a_token(browser: Any, method: str):
+    response = browser.request(method, "/mcp")
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "POST"
+
+
+# Browser-based clients (CORS) ------------------------------------------------
+
+
+def test_cors_preflight_on_mcp(browser: Any):
+    response = browser.options(
+        "/mcp",
+        headers={
+            "Origin": ORIGIN,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": (
+                "authorization, content-type, mcp-protocol-version"
+            ),
+        },
+    )
+
+    assert response.status_code == 200
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+    assert "POST" in response.headers["Access-Control-Allow-Methods"]
+    allowed = {
+        h.strip().lower()
+        for h in response.headers["Access-Control-Allow-Headers"].split(",")
+    }
+    assert {"authorization", "content-type", "mcp-protocol-version"} <= allowed
+
+
+def test_a_browser_can_read_the_challenge(browser: Any, server: Any):
+    response = browser.post("/mcp", json={}, headers={"Origin": ORIGIN})
+
+    assert response.status_code == 401
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+    exposed = response.headers["Access-Control-Expose-Headers"].lower()
+    assert "www-authenticate" in exposed
+
+
+def test_a_browser_can_read_answers(browser: Any, token: str):
+    response = rpc(browser, token, "ping", headers={"Origin": ORIGIN})
+
+    assert result_of(response) == {}
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/.well-known/oauth-protected-resource",
+        "/.well-known/oauth-protected-resource/mcp",
+    ],
+)
+def test_protected_resource_metadata_for_browsers(browser: Any, server: Any, path):
+    preflight = browser.options(
+        path,
+        headers={"Origin": ORIGIN, "Access-Control-Request-Method": "GET"},
+    )
+    response = browser.get(path, headers={"Origin": ORIGIN})
+
+    assert preflight.status_code == 200
+    assert preflight.headers["Access-Control-Allow-Origin"] == "*"
+    assert response.status_code == 200
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+    assert response.json() == {
+        "resource": server.issuer + "/mcp",
+        "authorization_servers": [server.issuer],
+        "scopes_supported": ["read", "write"],
+        "bearer_methods_supported": ["header"],
+        "resource_name": "MCP",
+    }
