@@ -1,0 +1,261 @@
+"""The account page over HTTP: keys and authorized clients, behind a session."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import pytest
+import requests
+from bs4 import BeautifulSoup
+from helpers import Browser, obtain_token
+from test_api_keys import (
+    INVALID_CREDENTIALS,
+    bearer,
+    exchange,
+    key_token,
+    list_keys,
+    new_key,
+    whoami,
+)
+
+KEY_PATTERN = re.compile(r"lsk_[A-Za-z0-9_-]{43}")
+
+
+def soup(response: requests.Response) -> BeautifulSoup:
+    return BeautifulSoup(response.text, "html.parser")
+
+
+def csrf_token(browser: Browser) -> str:
+    page = browser.get("/account")
+    assert page.status_code == 200, page.text
+    return browser.form(page)["csrf_token"]
+
+
+def form_actions(page: requests.Response) -> list[str]:
+    return [form["action"] for form in soup(page).select("form[method=post]")]
+
+
+def action_for(page: requests.Response, fragment: str) -> str:
+    [action] = [a for a in form_actions(page) if fragment in a]
+    return action
+
+
+def create_on_page(browser: Browser, **fields: Any) -> requests.Response:
+    data = {"csrf_token": csrf_token(browser), "name": "laptop", "scopes": "read"}
+    data.update(fields)
+    return browser.post("/account/api-keys", data=data)
+
+
+def created_key(response: requests.Response) -> str:
+    assert response.status_code == 201, response.text
+    return soup(response).select_one("#new-key").get_text(strip=True)
+
+
+@pytest.fixture
+def manager(server: Any, user: dict[str, str]) -> str:
+    """An OAuth token of ``user``, got in a browser of its own (which grants it)."""
+    return obtain_token(server.browser(), user)
+
+
+@pytest.fixture
+def signed_in(browser: Browser, user: dict[str, str]) -> Browser:
+    assert browser.login(user["email"], user["password"]).status_code == 302
+    return browser
+
+
+def test_the_page_needs_a_session(browser: Browser) -> None:
+    response = browser.get("/account")
+    assert response.status_code == 302
+    assert response.headers["Location"].endswith("/login?next=%2Faccount")
+    token = browser.form(browser.get("/login"))["csrf_token"]
+    for path in ("/account/api-keys", f"/account/api-keys/{uuid.uuid4()}/revoke"):
+        response = browser.post(path, data={"csrf_token": token, "name": "x"})
+        assert response.status_code == 302
+        assert "/login?next=" in response.headers["Location"]
+
+
+def test_signing_in_lands_on_the_account_page(signed_in: Browser, user: dict) -> None:
+    page = signed_in.get("/account")
+    assert page.status_code == 200
+    assert user["email"] in page.text
+    assert page.headers["X-Frame-Options"] == "DENY"
+    assert "You have no API keys." in page.text
+
+
+def test_create_a_key_on_the_page_shows_it_once(signed_in: Browser) -> None:
+    response = create_on_page(
+        signed_in, name="ci <runner>", scopes=["read", "write"], expires_in_days="30"
+    )
+    key = created_key(response)
+    assert KEY_PATTERN.fullmatch(key)
+    assert response.headers["Cache-Control"] == "no-store"
+    assert "ci &lt;runner&gt;" in response.text  # escaped
+    page = soup(response)
+    button = page.select_one("button[data-copy=new-key]")
+    assert button is not None and button["type"] == "button"
+    # The CSP allows only our own files: no inline script or style anywhere.
+    scripts = page.find_all("script")
+    assert scripts and all(
+        s.get("src", "").endswith("/static/copy.js") for s in scripts
+    )
+    assert all(not s.string for s in scripts)
+    assert not page.find_all("style") and not page.select("[style]")
+    assert signed_in.get("/static/copy.js").status_code == 200
+
+    account = signed_in.get("/account")
+    assert key not in account.text
+    assert not KEY_PATTERN.search(account.text)
+    assert "ci &lt;runner&gt;" in account.text
+    assert key[:12] in account.text  # the prefix, to recognise it by
+
+    token = key_token(signed_in, key)
+    assert whoami(signed_in, token).status_code == 200
+
+
+def test_key_made_on_the_page_is_listed_by_the_api(
+    signed_in: Browser, manager: str
+) -> None:
+    key = created_key(create_on_page(signed_in, name="from the page"))
+    [listed] = list_keys(signed_in, manager)
+    assert listed["name"] == "from the page" and listed["scopes"] == ["read"]
+    assert key.startswith(listed["prefix"])
+
+
+def test_revoke_a_key_on_the_page(signed_in: Browser) -> None:
+    key = created_key(create_on_page(signed_in))
+    token = key_token(signed_in, key)
+    page = signed_in.get("/account")
+    action = action_for(page, "/account/api-keys/")
+    revoked = signed_in.post(action, data=signed_in.form(page))
+    assert revoked.status_code == 302
+    assert revoked.headers["Location"].endswith("/account")
+
+    response = exchange(signed_in, key)
+    assert response.status_code == 401 and response.json() == INVALID_CREDENTIALS
+    assert whoami(signed_in, token).status_code == 401
+    assert "You have no API keys." in signed_in.get("/account").text
+    again = signed_in.post(action, data=signed_in.form(page))
+    assert again.status_code == 404
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"name": ""}, "Give the key a name."),
+        ({"name": "   "}, "Give the key a name."),
+        ({"name": "x" * 101}, "at most 100 characters"),
+        ({"scopes": []}, "Choose at least one scope"),
+        ({"scopes": ["admin"]}, "Choose at least one scope"),
+        ({"expires_in_days": "soon"}, "whole number of days"),
+        ({"expires_in_days": "0"}, "whole number of days"),
+        ({"expires_in_days": "3651"}, "whole number of days"),
+        ({"expires_in_days": "1.5"}, "whole number of days"),
+        ({"expires_in_days": "9" * 5000}, "whole number of days"),
+    ],
+)
+def test_page_refuses_bad_input_with_a_message(
+    signed_in: Browser, fields: dict[str, Any], message: str
+) -> None:
+    response = create_on_page(signed_in, **fields)
+    assert response.status_code == 400
+    assert message in soup(response).select_one("p.error").get_text()
+    assert not KEY_PATTERN.search(response.text)
+    assert "You have no API keys." in response.text
+
+
+def test_page_respects_the_key_cap(make_server: Any, user: dict) -> None:
+    browser = make_server(MAX_API_KEYS_PER_USER="1").browser()
+    browser.login(user["email"], user["password"])
+    created_key(create_on_page(browser))
+    refused = create_on_page(browser, name="second")
+    assert refused.status_code == 403
+    assert "Revoke one first" in refused.text
+    assert not KEY_PATTERN.search(refused.text)
+
+
+def test_revoking_a_grant_cuts_off_the_clients_tokens(
+    server: Any, signed_in: Browser, user: dict
+) -> None:
+    token = obtain_token(server.browser(), user, client_name="Editor <b>Plugin</b>")
+    assert whoami(signed_in, token).status_code == 200
+    page = signed_in.get("/account")
+    assert "Editor &lt;b&gt;Plugin&lt;/b&gt;" in page.text
+    [row] = [r for r in soup(page).select("tr") if "Editor <b>" in r.get_text()]
+    assert "read write" in row.get_text()
+
+    action = action_for(page, "/account/grants/")
+    revoked = signed_in.post(action, data=signed_in.form(page))
+    assert revoked.status_code == 302
+    assert whoami(signed_in, token).status_code == 401
+    assert "Editor" not in signed_in.get("/account").text
+    assert signed_in.post(action, data=signed_in.form(page)).status_code == 404
+
+
+def test_people_cannot_touch_each_others_keys_or_grants(
+    server: Any, signed_in: Browser, manager: str, other_user: dict
+) -> None:
+    token = manager
+    key = new_key(signed_in, token)
+    page = signed_in.get("/account")
+    grant_action = action_for(page, "/account/grants/")
+
+    intruder = server.browser()
+    intruder.login(other_user["email"], other_user["password"])
+    theirs = intruder.get("/account")
+    assert key["prefix"] not in theirs.text and "/account/grants/" not in theirs.text
+    data = intruder.form(theirs)
+    for path in (
+        f"/account/api-keys/{key['id']}/revoke",
+        "/account/api-keys/not-a-uuid/revoke",
+        grant_action,
+        "/account/grants/not-a-uuid/revoke",
+    ):
+        response = intruder.post(path, data=data)
+        assert response.status_code == 404, path
+        assert response.headers["Content-Type"].startswith("text/html")
+    assert exchange(signed_in, key["key"]).status_code == 200
+    assert whoami(signed_in, token).status_code == 200
+
+
+def test_every_form_on_the_page_needs_the_csrf_token(
+    signed_in: Browser, manager: str
+) -> None:
+    key = created_key(create_on_page(signed_in))
+    page = signed_in.get("/account")
+    actions = form_actions(page)
+    assert len(actions) == 4  # sign out, revoke key, create key, revoke grant
+    fields = {"name": "sneaky", "scopes": "read"}
+    for action in actions:
+        for token in (None, "wrong", csrf_token(signed_in) + "x"):
+            data = dict(fields, **({"csrf_token": token} if token else {}))
+            response = signed_in.post(action, data=data)
+            assert response.status_code == 400, (action, token)
+            assert response.headers["Content-Type"].startswith("text/html")
+    # Nothing happened: still signed in, one key that still works, one grant.
+    page = signed_in.get("/account")
+    assert page.status_code == 200 and "sneaky" not in page.text
+    assert "/account/grants/" in page.text
+    assert exchange(signed_in, key).status_code == 200
+
+
+def test_sign_out_from_the_page(signed_in: Browser) -> None:
+    page = signed_in.get("/account")
+    action = action_for(page, "/logout")
+    response = signed_in.post(action, data=signed_in.form(page))
+    assert response.status_code == 302
+    assert signed_in.get("/account").status_code == 302
+
+
+def test_page_speaks_the_visitors_language(signed_in: Browser) -> None:
+    page = signed_in.get("/account", headers={"Accept-Language": "zh-CN,zh;q=0.9"})
+    assert page.status_code == 200
+    assert soup(page).html["lang"] == "zh"
+
+
+def test_the_api_token_does_not_open_the_page(browser: Browser, user: dict) -> None:
+    token = obtain_token(browser, user)
+    browser.cookies.clear()
+    response = browser.get("/account", headers=bearer(token))
+    assert response.status_code == 302
