@@ -162,5 +162,12 @@ def make_user(server: LiveServer, email: str, password: str | None = None) -> di
 
 
 @pytest.fixture
+def signed_in(browser: Browser, user: dict[str, str]) -> Browser:
+    """The browser with ``user`` signed in through the real form."""
+    assert browser.login(user["email"], user["password"]).status_code == 302
+    return browser
+
+
+@pytest.fixture
 def other_user(server: LiveServer) -> dict[str, str]:
     return make_user(server, "mallory@example.com")

@@ -78,9 +78,13 @@ def authorize_params(client: dict[str, Any], challenge: str, **extra: str) -> di
     return {k: v for k, v in params.items() if v is not None}
 
 
+def authorize_path(params: dict[str, str]) -> str:
+    return "/authorize?" + urlencode(params)
+
+
 def consent(browser: Browser, params: dict[str, str], decision: str = "approve") -> Any:
     """Open the consent page for ``params`` and press a button; return the 302."""
-    path = "/authorize?" + urlencode(params)
+    path = authorize_path(params)
     page = browser.get(path)
     assert page.status_code == 200, (page.status_code, page.text[:500])
     return browser.post(path, data={**browser.form(page), "decision": decision})

@@ -59,12 +59,6 @@ def manager(server: Any, user: dict[str, str]) -> str:
     return obtain_token(server.browser(), user)
 
 
-@pytest.fixture
-def signed_in(browser: Browser, user: dict[str, str]) -> Browser:
-    assert browser.login(user["email"], user["password"]).status_code == 302
-    return browser
-
-
 def test_the_page_needs_a_session(browser: Browser) -> None:
     response = browser.get("/account")
     assert response.status_code == 302

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
 from bs4 import BeautifulSoup
 from helpers import (
     LOOPBACK_REDIRECT,
     authorize_params,
+    authorize_path,
     consent,
     pkce_pair,
     query_of,
@@ -22,17 +23,6 @@ HTTPS_REDIRECT = "https://client.example.com/cb?tenant=a"
 @pytest.fixture
 def client(browser):
     return register_client(browser, client_name="Inspector")
-
-
-@pytest.fixture
-def signed_in(browser, user):
-    """The browser with ``user`` signed in."""
-    assert browser.login(user["email"], user["password"]).status_code == 302
-    return browser
-
-
-def authorize_path(params: dict) -> str:
-    return "/authorize?" + urlencode(params)
 
 
 def redirect_query(response, redirect_uri: str) -> dict[str, str]:

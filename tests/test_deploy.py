@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import requests
+from devservices import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -19,12 +19,6 @@ ROOT = Path(__file__).resolve().parent.parent
 def procfile() -> dict[str, str]:
     lines = (ROOT / "Procfile").read_text().splitlines()
     return dict(line.split(": ", 1) for line in lines if line.strip())
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_procfile_release_and_web_serve_a_ready_app(base_env) -> None:

@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 from conftest import LiveServer, make_user
+from devservices import free_port
 from helpers import Browser, get_code, obtain_token, redeem, register_client
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "nginx-forward-auth.conf"
@@ -55,12 +56,6 @@ def find_nginx() -> str:
     if found is None or not os.access(found, os.X_OK):
         pytest.fail("nginx is not installed; install Debian's nginx package")
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for_port(port: int, process: subprocess.Popen, log: Path) -> None:

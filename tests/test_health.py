@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import devservices
@@ -11,9 +10,7 @@ import requests
 
 
 def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return devservices.free_port()  # free now, and nothing will listen there
 
 
 @pytest.fixture

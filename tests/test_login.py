@@ -16,7 +16,7 @@ def attempt(browser, email: str, password: str, headers: dict | None = None):
     return browser.post("/login", data=form, headers=headers)
 
 
-def signed_in(browser) -> bool:
+def is_signed_in(browser) -> bool:
     """A signed-in visitor is sent on from the login page; others see the form."""
     return browser.get("/login").status_code == 302
 
@@ -46,7 +46,7 @@ def test_sign_in_returns_to_a_local_next(browser, server, user):
 
     assert response.status_code == 302
     assert response.headers["Location"] == server.issuer + target
-    assert signed_in(browser)
+    assert is_signed_in(browser)
 
 
 def test_sign_in_without_next_stays_on_the_issuer(browser, server, user):
@@ -82,7 +82,7 @@ def test_failures_all_say_the_same_thing(server, user, other_user, engine):
         browser = server.browser()
         response = attempt(browser, email, password)
         assert response.status_code not in (200, 302), kind
-        assert not signed_in(browser), kind
+        assert not is_signed_in(browser), kind
         answers[kind] = (response.status_code, visible_text(response))
 
     assert len(set(answers.values())) == 1, answers
@@ -104,7 +104,7 @@ def test_failed_logins_are_limited_per_address(make_server, user):
 
     assert response.status_code == 429
     assert response.headers["Content-Type"].startswith("text/html")
-    assert not signed_in(browser)
+    assert not is_signed_in(browser)
 
 
 def test_spoofed_forwarded_for_does_not_escape_the_address_limit(make_server, user):
@@ -175,7 +175,7 @@ def test_login_without_a_valid_csrf_token_is_refused(browser, user, csrf_token):
     assert response.status_code == 400
     assert response.headers["Content-Type"].startswith("text/html")
     assert "Location" not in response.headers
-    assert not signed_in(browser)
+    assert not is_signed_in(browser)
 
 
 def test_login_with_another_visitors_csrf_token_is_refused(server, browser, user):
@@ -189,7 +189,7 @@ def test_login_with_another_visitors_csrf_token_is_refused(server, browser, user
     )
 
     assert response.status_code == 400
-    assert not signed_in(browser)
+    assert not is_signed_in(browser)
 
 
 # --- Sessions -----------------------------------------------------------------
@@ -210,8 +210,8 @@ def test_signing_in_starts_a_fresh_session(server, browser, user):
     # ...and whoever planted the pre-login cookie is not signed in by it.
     attacker = server.browser()
     attacker.cookies.update(planted)
-    assert not signed_in(attacker)
-    assert signed_in(browser)
+    assert not is_signed_in(attacker)
+    assert is_signed_in(browser)
 
 
 def session_cookie_header(response) -> str:

@@ -13,6 +13,7 @@ from bs4 import BeautifulSoup
 from helpers import (
     LOOPBACK_REDIRECT,
     authorize_params,
+    authorize_path,
     consent,
     get_code,
     pkce_pair,
@@ -28,16 +29,6 @@ EVIL = "https://evil.example/cb"
 @pytest.fixture
 def client(browser):
     return register_client(browser, redirect_uris=[LOOPBACK_REDIRECT])
-
-
-@pytest.fixture
-def signed_in(browser, user):
-    assert browser.login(user["email"], user["password"]).status_code == 302
-    return browser
-
-
-def authorize_path(params: dict) -> str:
-    return "/authorize?" + urlencode(params)
 
 
 def assert_error_page(response) -> None:

@@ -31,13 +31,6 @@ UNKNOWN_CODE = "never-issued-code-0123456789abcdefghij"
 
 
 @pytest.fixture
-def signed_in(browser, user):
-    """The browser with ``user`` signed in."""
-    assert browser.login(user["email"], user["password"]).status_code == 302
-    return browser
-
-
-@pytest.fixture
 def client(browser):
     return register_client(browser)
 
