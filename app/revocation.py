@@ -49,12 +49,19 @@ def revoke_jti(jti: str, expires_at: int | None = None) -> None:
 
 
 def _revoke_issued_until_now(key: str) -> None:
-    get_redis().set(key, str(int(time.time())), ex=_marker_ttl())
+    # Sub-second precision: codes carry exact issue times, tokens whole seconds.
+    get_redis().set(key, f"{time.time():.6f}", ex=_marker_ttl())
 
 
 def revoke_grant(user_id: str, client_id: str) -> None:
     """Deny every token issued so far to ``client_id`` on behalf of ``user_id``."""
     _revoke_issued_until_now(_grant_key(user_id, client_id))
+
+
+def grant_revoked_at(user_id: str, client_id: str) -> float | None:
+    """When ``user_id`` last revoked ``client_id`` (if within the token lifetime)."""
+    cutoff = get_redis().get(_grant_key(user_id, client_id))
+    return float(cutoff) if cutoff is not None else None
 
 
 def revoke_api_key(key_id: str) -> None:
@@ -79,4 +86,4 @@ def is_revoked(claims: Mapping[str, Any]) -> bool:
     if jti_marker is not None:
         return True
     issued_at = int(claims.get("iat", 0))
-    return any(cutoff is not None and issued_at <= int(cutoff) for cutoff in cutoffs)
+    return any(cutoff is not None and issued_at <= float(cutoff) for cutoff in cutoffs)

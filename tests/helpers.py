@@ -42,6 +42,8 @@ class Browser(requests.Session):
         page = self.get(
             "/login" + (f"?{urlencode({'next': next_path})}" if next_path else "")
         )
+        if page.status_code == 302:
+            return page  # already signed in
         assert page.status_code == 200, page.text
         data = {**self.form(page), "email": email, "password": password}
         return self.post("/login", data=data)

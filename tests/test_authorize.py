@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import pytest
 from bs4 import BeautifulSoup
@@ -398,3 +398,28 @@ def test_consent_needs_an_explicit_decision(signed_in, client, redis_client, dec
 
     assert_error_page(response)
     assert code_keys(redis_client) == []
+
+
+@pytest.mark.parametrize("repeated", ["scope", "response_type", "state"])
+def test_repeated_parameters_redirect_once_the_client_is_known(
+    browser, server, client, repeated
+):
+    params = authorize_params(client, pkce_pair()[1], scope="read")
+    path = authorize_path(params) + "&" + urlencode({repeated: params[repeated]})
+
+    query = redirect_query(browser.get(path), LOOPBACK_REDIRECT)
+
+    assert query["error"] == "invalid_request"
+    assert query["iss"] == server.issuer
+    assert query["state"] == params["state"]
+
+
+@pytest.mark.parametrize("repeated", ["client_id", "redirect_uri"])
+def test_repeated_client_or_redirect_uri_is_a_page(browser, client, repeated):
+    params = authorize_params(client, pkce_pair()[1])
+    path = authorize_path(params) + "&" + urlencode({repeated: params[repeated]})
+
+    response = browser.get(path)
+
+    assert response.status_code == 400
+    assert "Location" not in response.headers

@@ -400,3 +400,13 @@ def test_expired_code_is_invalid_grant(make_server, redis_client):
     redis_client.expire(key, 0)  # its lifetime is over
 
     assert_error(redeem(browser, client, code, verifier), 400, "invalid_grant")
+
+
+@pytest.mark.parametrize("verifier", ["short", "x" * 129, "has spaces" * 5])
+def test_malformed_verifier_is_invalid_grant_and_spares_the_code(
+    signed_in, client, verifier
+):
+    code, good_verifier, _ = approve(signed_in, client)
+
+    assert_error(redeem(signed_in, client, code, verifier), 400, "invalid_grant")
+    assert redeem(signed_in, client, code, good_verifier).status_code == 200

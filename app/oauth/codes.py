@@ -37,6 +37,9 @@ class AuthorizationCode:
     code_challenge_method: str
     resource: str
     auth_time: int
+    #: When the code was issued (seconds, sub-second precision), so that a
+    #: grant revoked afterwards also voids the code.
+    issued_at: float
 
     def get_redirect_uri(self) -> str:
         return self.redirect_uri

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import time
+import uuid
 from typing import Any
 
 from authlib.oauth2.rfc6749 import grants
@@ -13,15 +15,19 @@ from authlib.oauth2.rfc6749.errors import (
 )
 from authlib.oauth2.rfc6749.hooks import hooked
 from authlib.oauth2.rfc7636 import CodeChallenge
-from authlib.oauth2.rfc7636.challenge import compare_s256_code_challenge
+from authlib.oauth2.rfc7636.challenge import (
+    CODE_VERIFIER_PATTERN,
+    compare_s256_code_challenge,
+)
 from flask import current_app, g, session
 
 from ..config import Settings
 from ..models import User
-from ..revocation import revoke_jti
+from ..revocation import grant_revoked_at, revoke_jti
 from ..users import get_active_user
 from .clients import AUTH_METHODS, Client
 from .codes import AuthorizationCode, CodeStore
+from .consent import find_grant
 from .errors import InvalidTargetError
 from .tokens import new_jti
 
@@ -45,6 +51,29 @@ def check_resource(values: list[str]) -> str:
     if any(value != resource for value in values):
         raise InvalidTargetError()
     return resource
+
+
+def _check_token_parameters(form: Any) -> None:
+    """Refuse a malformed request before its code is consumed."""
+    for name in REQUIRED_TOKEN_PARAMETERS:
+        if not form.get(name):
+            raise InvalidRequestError(f"Missing '{name}' in request.")
+    # RFC 7636 §4.1: a verifier of another shape can never match the challenge.
+    if not CODE_VERIFIER_PATTERN.match(form["code_verifier"]):
+        raise InvalidGrantError("Code challenge failed.")
+
+
+def _check_grant_still_live(code: AuthorizationCode) -> None:
+    """Refuse a code whose grant the person revoked after it was issued."""
+    cutoff = grant_revoked_at(code.user_id, code.client_id)
+    if cutoff is not None and code.issued_at <= cutoff:
+        raise InvalidGrantError("The authorization was revoked.")
+    if find_grant(uuid.UUID(code.user_id), code.client_id) is None:
+        raise InvalidGrantError("The authorization was revoked.")
+    if cutoff is not None:
+        # Tokens carry whole-second times and the revocation covers the
+        # second it happened in; let a token issued after it land later.
+        time.sleep(max(0.0, math.floor(cutoff) + 1 - time.time()))
 
 
 class S256CodeChallenge(CodeChallenge):
@@ -76,10 +105,37 @@ class ResourceIndicator:
         check_resource(grant.request.payload.datalist.get("resource", []))
 
 
+class SingleParameters:
+    """RFC 6749 §3.1: parameters appear once; once the redirect URI is known
+    good, a repeat is reported to the client rather than on a page."""
+
+    PARAMETERS = ("response_type", "scope", "state", "code_challenge_method")
+
+    def __call__(self, grant: Any) -> None:
+        grant.register_hook(
+            "after_validate_authorization_request_payload", self.validate_single
+        )
+
+    def validate_single(self, grant: Any, redirect_uri: str) -> None:
+        datalist = grant.request.payload.datalist
+        for name in self.PARAMETERS:
+            if len(datalist.get(name, [])) > 1:
+                raise InvalidRequestError(f"Multiple '{name}' in request.")
+
+
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = list(AUTH_METHODS)
     #: 32 bytes of URL-safe randomness: about 190 bits, beyond the 128 required.
     AUTHORIZATION_CODE_LENGTH = 32
+
+    @staticmethod
+    def validate_no_multiple_request_parameter(request: Any) -> None:
+        # Only repeats that leave the client or its redirect URI in doubt are
+        # shown on a page; SingleParameters reports the rest by redirect.
+        datalist = request.payload.datalist
+        for name in ("client_id", "redirect_uri"):
+            if len(datalist.get(name, [])) > 1:
+                raise InvalidRequestError(f"Multiple '{name}' in request.")
 
     @staticmethod
     def validate_authorization_redirect_uri(request: Any, client: Client) -> str:
@@ -112,6 +168,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
                 code_challenge_method="S256",
                 resource=_settings().mcp_resource,
                 auth_time=int(session.get("auth_time") or time.time()),
+                issued_at=time.time(),
             ),
         )
 
@@ -121,9 +178,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         if not client.check_grant_type(self.GRANT_TYPE):
             raise UnauthorizedClientError("The client may not use this grant type.")
         form = self.request.form
-        for name in REQUIRED_TOKEN_PARAMETERS:
-            if not form.get(name):
-                raise InvalidRequestError(f"Missing '{name}' in request.")
+        _check_token_parameters(form)
         check_resource(self.request.payload.datalist.get("resource", []))
 
         jti = new_jti()
@@ -138,6 +193,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             raise InvalidGrantError("Invalid 'code' in request.")
         if form["redirect_uri"] != code.redirect_uri:
             raise InvalidGrantError("Invalid 'redirect_uri' in request.")
+        _check_grant_still_live(code)
 
         g.oauth_token_jti = jti
         self.request.client = client

@@ -22,7 +22,12 @@ from ..config import Settings
 from . import client_auth
 from .clients import mark_authorized, query_client
 from .errors import UnsupportedGrantType, UnsupportedResponseType
-from .grants import AuthorizationCodeGrant, ResourceIndicator, S256CodeChallenge
+from .grants import (
+    AuthorizationCodeGrant,
+    ResourceIndicator,
+    S256CodeChallenge,
+    SingleParameters,
+)
 from .metadata import validate_metadata
 from .registration import RegistrationEndpoint
 from .tokens import AccessTokenGenerator
@@ -118,7 +123,8 @@ def init_app(app: Flask, settings: Settings) -> None:
     server.register_token_generator("default", AccessTokenGenerator(settings))
     client_auth.register(server)
     server.register_grant(
-        AuthorizationCodeGrant, [S256CodeChallenge(required=True), ResourceIndicator()]
+        AuthorizationCodeGrant,
+        [S256CodeChallenge(required=True), ResourceIndicator(), SingleParameters()],
     )
     server.register_endpoint(RegistrationEndpoint)
     app.extensions["oauth_server"] = server

@@ -1,0 +1,72 @@
+"""Revoking a grant ends everything it produced, and nothing it did not."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bs4 import BeautifulSoup
+from helpers import Browser, consent, get_code, query_of, redeem, register_client
+from test_api_keys import whoami
+
+
+def revoke_from_account_page(browser: Browser) -> None:
+    page = browser.get("/account")
+    [form] = [
+        f
+        for f in BeautifulSoup(page.text, "html.parser").select("form[method=post]")
+        if "/account/grants/" in f["action"]
+    ]
+    response = browser.post(form["action"], data=browser.form(page))
+    assert response.status_code == 302
+
+
+def test_a_code_issued_before_revocation_cannot_be_redeemed(
+    browser: Browser, user: dict[str, str]
+) -> None:
+    client = register_client(browser)
+    first_code, first_verifier, params = get_code(browser, client, user)
+    token = redeem(browser, client, first_code, first_verifier).json()["access_token"]
+    held_code, held_verifier, _ = get_code(browser, client, user)
+
+    revoke_from_account_page(browser)
+
+    assert whoami(browser, token).status_code == 401
+    refused = redeem(browser, client, held_code, held_verifier)
+    assert refused.status_code == 400
+    assert refused.json()["error"] == "invalid_grant"
+
+
+def test_approving_again_right_after_revoking_gives_a_working_token(
+    browser: Browser, user: dict[str, str]
+) -> None:
+    client = register_client(browser)
+    code, verifier, params = get_code(browser, client, user)
+    old = redeem(browser, client, code, verifier).json()["access_token"]
+
+    revoke_from_account_page(browser)
+    approved = consent(browser, {**params, "state": "again"})
+    new_code = query_of(approved.headers["Location"])["code"]
+    new = redeem(browser, client, new_code, verifier).json()["access_token"]
+
+    assert whoami(browser, old).status_code == 401
+    assert whoami(browser, new).status_code == 200
+
+
+def test_revoking_one_client_leaves_another_working(
+    server: Any, browser: Browser, user: dict[str, str]
+) -> None:
+    kept_client, revoked_client = register_client(browser), register_client(browser)
+    kept = redeem(browser, kept_client, *get_code(browser, kept_client, user)[:2])
+    gone = redeem(browser, revoked_client, *get_code(browser, revoked_client, user)[:2])
+
+    page = browser.get("/account")
+    [form] = [
+        f
+        for f in BeautifulSoup(page.text, "html.parser").select("form[method=post]")
+        if "/account/grants/" in f["action"]
+        and revoked_client["client_id"] in f.find_parent("tr").get_text()
+    ]
+    browser.post(form["action"], data=browser.form(page))
+
+    assert whoami(browser, kept.json()["access_token"]).status_code == 200
+    assert whoami(browser, gone.json()["access_token"]).status_code == 401
