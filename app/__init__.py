@@ -29,6 +29,9 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     settings = settings_from_environment(overrides)
     app = Flask(__name__, template_folder="../templates")
     app.config["SETTINGS"] = settings
+    # Werkzeug would answer '//' in a path with a redirect built from the Host
+    # header; every URL we print must come from ISSUER instead.
+    app.url_map.merge_slashes = False
 
     logs.configure_logging(settings.log_level)
     logs.init_app(app)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from flask import current_app
+from flask import Response, current_app
 from flask_babel import gettext as _
 from redis.exceptions import RedisError
 from sqlalchemy import func, or_, select, update
@@ -240,13 +240,22 @@ def exchange(candidate: object) -> tuple[str, dict[str, Any]] | None:
     ).first()
     if row is None:
         return None
-    issued = issue_access_token(
+    return issue_access_token(
         str(row.user_id),
         " ".join(row.scopes),
         {"via": VIA_API_KEY, "api_key_id": str(row.id)},
     )
-    _note_use(row.id)
-    return issued
+
+
+def note_use_after(response: Response, key_id: str) -> None:
+    """Record the key's use once ``response`` has gone out, not before."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+
+    def record() -> None:
+        with app.app_context():
+            _note_use(uuid.UUID(key_id))
+
+    response.call_on_close(record)
 
 
 def _note_use(key_id: uuid.UUID) -> None:

@@ -68,6 +68,13 @@ def _redis_url(value: str) -> str:
 def _issuer(value: str) -> str:
     value = value.rstrip("/")
     parts = urlsplit(value)
+    # Scheme and host are case-insensitive (RFC 3986 §6.2.2.1); settle on
+    # lower case so the issuer is one exact string and https is recognised.
+    if parts.scheme and parts.netloc:
+        value = parts._replace(
+            scheme=parts.scheme.lower(), netloc=parts.netloc.lower()
+        ).geturl()
+        parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an absolute http(s) URL")
     if parts.query or parts.fragment or "#" in value or "?" in value:

@@ -21,6 +21,11 @@ def make_engine(database_url: str) -> Engine:
     )
 
 
+def is_storable(text: str) -> bool:
+    """Tell whether Postgres can hold ``text``: no NUL, no lone surrogates."""
+    return "\x00" not in text and not any("\ud800" <= c <= "\udfff" for c in text)
+
+
 class Database:
     """Bind an engine to an app and hand out one session per app context."""
 

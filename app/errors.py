@@ -101,7 +101,7 @@ UNAVAILABLE = (
 def _dispatch(exc: Exception) -> Response | tuple[Response | str, int]:
     if isinstance(exc, HTTPException):
         return handle_http_exception(exc)
-    if isinstance(exc, DataError):
+    if isinstance(exc, DataError | UnicodeError):
         # Input Postgres refuses to store or compare (a NUL byte, say) is bad
         # input, not a fault of ours; the views screen what they can first.
         _rollback()

@@ -7,16 +7,35 @@ the tests) never share a storage backend.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import Flask, current_app
+from flask import Flask, current_app, request
 from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 
 from .redis_store import redis_options
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def client_address() -> str:
+    """The caller's address for limits; IPv6 callers are grouped by /64.
+
+    The address is the socket peer, or what ``TRUSTED_PROXY_HOPS`` proxies
+    said (werkzeug's ProxyFix). An IPv6 host usually holds a whole /64, so
+    counting single addresses would let it pick a fresh one per request.
+    """
+    address = request.remote_addr or "unknown"
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address[:64]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
 def setting(name: str) -> Callable[[], str]:
@@ -36,7 +55,7 @@ def limit(limit_value: str | Callable[[], str], **kwargs: Any) -> Callable[[F], 
 
 def init_app(app: Flask, redis_url: str) -> Limiter:
     limiter = Limiter(
-        get_remote_address,
+        client_address,
         app=app,
         storage_uri=redis_url,
         storage_options=redis_options(),

@@ -17,8 +17,6 @@ CORS_ROUTES = (
     r"/.well-known/*",
     r"/register",
     r"/token",
-    r"/revoke",
-    r"/introspect",
     r"/mcp",
     r"/auth/token",
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -12,6 +13,7 @@ from flask import current_app, g, redirect, request, session
 from werkzeug.wrappers import Response
 
 from .models import User
+from .redis_store import get_redis
 from .users import get_active_user
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -20,15 +22,27 @@ F = TypeVar("F", bound=Callable[..., Any])
 def current_user() -> User | None:
     """The signed-in, enabled user of this request, or ``None``."""
     if "current_user" not in g:
-        user_id = session.get("user_id")
-        g.current_user = get_active_user(user_id) if user_id else None
+        user_id, session_id = session.get("user_id"), session.get("sid")
+        live = bool(user_id and session_id) and not _ended(session_id)
+        g.current_user = get_active_user(user_id) if live else None
     return g.current_user
+
+
+def _ended_key(session_id: str) -> str:
+    return f"session:ended:{session_id}"
+
+
+def _ended(session_id: str) -> bool:
+    # Sessions live in signed cookies; a copy taken before sign-out would stay
+    # valid, so sign-out records the session as ended until it would expire.
+    return bool(get_redis().exists(_ended_key(session_id)))
 
 
 def sign_in(user: User) -> None:
     # A fresh session on sign-in: nothing set before it (CSRF token included)
     # survives, so a session planted by someone else is of no use to them.
     session.clear()
+    session["sid"] = secrets.token_urlsafe(16)
     session["user_id"] = str(user.id)
     session["auth_time"] = int(time.time())
     session.permanent = True
@@ -36,6 +50,10 @@ def sign_in(user: User) -> None:
 
 
 def sign_out() -> None:
+    session_id = session.get("sid")
+    if session_id:
+        lifetime = current_app.permanent_session_lifetime
+        get_redis().set(_ended_key(session_id), "1", ex=lifetime)
     session.clear()
     g.pop("current_user", None)
 

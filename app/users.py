@@ -7,7 +7,7 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from .db import db
+from .db import db, is_storable
 from .models import User
 from .passwords import hash_password, verify_password
 
@@ -57,8 +57,8 @@ def create_user(email: str, password: str) -> User:
 
 
 def find_by_email(email: str) -> User | None:
-    if "\x00" in email:
-        return None  # Postgres text cannot hold NUL, so no account has one
+    if not is_storable(email):
+        return None  # no account can have an address Postgres cannot store
     return db.session.scalar(select(User).where(User.email == normalize_email(email)))
 
 

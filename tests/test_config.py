@@ -97,6 +97,7 @@ def test_rediss_url_is_accepted() -> None:
         ("https://www.example.com/prod-api/", "https://www.example.com/prod-api"),
         ("http://127.0.0.1:8000", "http://127.0.0.1:8000"),
         ("http://localhost:8000/", "http://localhost:8000"),
+        ("HTTPS://Auth.Example.COM/Prod-Api", "https://auth.example.com/Prod-Api"),
     ],
 )
 def test_issuer_is_one_exact_string_without_trailing_slash(
@@ -135,3 +136,7 @@ def test_gunicorn_start_up_without_jwt_secret_prints_one_line_and_fails() -> Non
     assert result.stderr.strip().splitlines() == [
         "configuration error: JWT_SECRET is required but not set"
     ]
+
+
+def test_an_upper_case_https_issuer_still_gets_secure_cookies() -> None:
+    assert settings(ISSUER="HTTPS://Auth.Example.com").secure_cookies

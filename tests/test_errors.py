@@ -69,3 +69,12 @@ def test_logs_are_json_lines_with_the_request_id(make_server, capfd) -> None:
     assert request_log[0]["request_id"] == "trace-me-42"
     assert request_log[0]["status"] == 200
     assert request_log[0]["path"] == "/healthz"
+
+
+@pytest.mark.parametrize(
+    "path", ["/.well-known//oauth-authorization-server", "/auth//token", "//token"]
+)
+def test_doubled_slashes_never_redirect_to_the_host_header(browser, path) -> None:
+    response = browser.post(path, headers={"Host": "evil.example"})
+    assert "evil.example" not in response.headers.get("Location", "")
+    assert response.status_code in (400, 404, 405)

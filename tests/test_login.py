@@ -287,3 +287,33 @@ def test_page_language_follows_accept_language(browser, accept_language, lang):
 
     html = BeautifulSoup(response.text, "html.parser").html
     assert html["lang"].split("-")[0].split("_")[0] == lang
+
+
+def test_parallel_guesses_cannot_slip_under_the_limit(make_server, user):
+    from concurrent.futures import ThreadPoolExecutor
+
+    live = make_server(LOGIN_RATE_LIMIT="5 per minute")
+    browsers = [live.browser() for _ in range(20)]
+    forms = [b.form(b.get("/login")) for b in browsers]
+
+    def guess(n: int) -> int:
+        data = {**forms[n], "email": user["email"], "password": f"guess-{n}"}
+        return browsers[n].post("/login", data=data).status_code
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        statuses = list(pool.map(guess, range(20)))
+
+    assert statuses.count(429) == 15, statuses
+
+
+def test_signing_out_ends_the_session_even_for_a_copied_cookie(server, browser, user):
+    browser.login(user["email"], user["password"])
+    assert browser.get("/account").status_code == 200
+    copied = server.browser()
+    copied.cookies.update(browser.cookies)
+
+    page = browser.get("/account")
+    assert browser.post("/logout", data=browser.form(page)).status_code == 302
+
+    assert copied.get("/account").status_code == 302
+    assert not is_signed_in(copied)

@@ -331,3 +331,30 @@ def test_live_clients_are_capped_in_all(make_server, engine):
         assert register_from(live, address).status_code == 201
     assert_error(register_from(live, "203.0.113.4"), 403, "client_limit_exceeded")
     assert len(client_rows(engine)) == 3
+
+
+def test_an_ipv6_network_counts_as_one_address(make_server):
+    live = make_server(REGISTRATION_RATE_LIMIT="2 per hour", TRUSTED_PROXY_HOPS="1")
+
+    assert register_from(live, "2001:db8:1:2::1").status_code == 201
+    assert register_from(live, "2001:db8:1:2::ffff").status_code == 201
+    assert_rate_limited(register_from(live, "2001:db8:1:2:abcd::9"))
+    assert register_from(live, "2001:db8:1:3::1").status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("metadata", "error"),
+    [
+        ({"redirect_uris": ["https://a.example/\ud800"]}, "invalid_redirect_uri"),
+        ({"redirect_uris": ["https://exämple.com/cb"]}, "invalid_redirect_uri"),
+        ({"redirect_uris": ["https://a.example/c\u00a0b"]}, "invalid_redirect_uri"),
+        ({"client_name": "x\ud800"}, "invalid_client_metadata"),
+        ({"client_name": "Goo\u202eelgoog"}, "invalid_client_metadata"),
+        ({"client_name": "tab\u0085name"}, "invalid_client_metadata"),
+    ],
+)
+def test_unicode_tricks_are_refused(browser, metadata, error):
+    body = {"redirect_uris": ["https://a.example/cb"], **metadata}
+    response = browser.post("/register", json=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == error

@@ -20,6 +20,7 @@ from ..api_keys import (
     exchange,
     isoformat_utc,
     list_api_keys,
+    note_use_after,
     parse_id,
     revoke,
     validate_new_key,
@@ -64,7 +65,10 @@ def exchange_token() -> Response:
     if issued is None:
         return _json(INVALID_CREDENTIALS, 401)
     token, claims = issued
-    return _json({"token": token, "expiresIn": claims["exp"] - claims["iat"]})
+    response = _json({"token": token, "expiresIn": claims["exp"] - claims["iat"]})
+    # CONTRACT §7: last_used_at is kept without slowing the answer.
+    note_use_after(response, claims["api_key_id"])
+    return response
 
 
 def _owner_id() -> uuid.UUID:

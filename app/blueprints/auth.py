@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from flask import Blueprint, Response, render_template, request
 from flask_babel import gettext as _
 
@@ -15,12 +17,11 @@ bp = Blueprint("auth", __name__)
 DEFAULT_TARGET = "/account"
 
 
-def _failed_attempt(response: Response) -> bool:
-    return response.status_code != 302
-
-
 def _account_key() -> str:
-    return "login-account:" + normalize_email(request.form.get("email", ""))[:320]
+    # Hashed, so the limiter's own log lines never carry an email address.
+    email = normalize_email(request.form.get("email", ""))[:320]
+    digest = hashlib.sha256(email.encode("utf-8", "surrogatepass")).hexdigest()
+    return "login-account:" + digest[:32]
 
 
 def _target() -> str:
@@ -29,13 +30,10 @@ def _target() -> str:
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limit(setting("login_rate_limit"), methods=["POST"], deduct_when=_failed_attempt)
-@limit(
-    setting("login_rate_limit"),
-    methods=["POST"],
-    key_func=_account_key,
-    deduct_when=_failed_attempt,
-)
+# Every attempt counts, and is counted before the password is checked: counting
+# only failures afterwards would let parallel guesses all slip under the limit.
+@limit(setting("login_rate_limit"), methods=["POST"])
+@limit(setting("login_rate_limit"), methods=["POST"], key_func=_account_key)
 def login() -> Response | tuple[str, int] | str:
     if request.method == "GET":
         if current_user() is not None:

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from authlib.oauth2.rfc6749 import ClientMixin
 from sqlalchemy import delete, exists, func, select, update
 
-from ..db import db
+from ..db import db, is_storable
 from ..models import Grant, OAuthClient, utcnow
 
 #: Scopes this service knows; a client may ask for any of them.
@@ -43,8 +43,10 @@ def redirect_uri_problem(uri: object) -> str | None:
     """Say what is wrong with a redirect URI offered at registration, or ``None``."""
     if not isinstance(uri, str) or not uri or len(uri) > 2000:
         return "must be a non-empty string"
-    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in uri):
-        return "must not contain spaces or control characters"
+    # RFC 3986: a URI is printable ASCII; anything else (spaces, controls,
+    # look-alike Unicode) would be shown to people differently from where it goes.
+    if any(not 0x21 <= ord(c) <= 0x7E for c in uri):
+        return "must be printable ASCII with no spaces"
     try:
         parts = urlsplit(uri)
         port = parts.port
@@ -150,8 +152,8 @@ class Client(ClientMixin):
 
 def query_client(client_id: str | None) -> Client | None:
     """Find a client by ``client_id``; the one lookup every endpoint uses."""
-    # Postgres text cannot hold NUL; such an id cannot be registered anyway.
-    if not client_id or len(client_id) > 128 or "\x00" in client_id:
+    # Text Postgres cannot hold could never have been registered.
+    if not client_id or len(client_id) > 128 or not is_storable(client_id):
         return None
     row = db.session.get(OAuthClient, client_id)
     return Client(row) if row is not None else None

@@ -8,6 +8,7 @@ lets the server replace requested values), and every other field is ignored.
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 from authlib.oauth2.rfc6749.requests import JsonPayload
@@ -16,11 +17,12 @@ from authlib.oauth2.rfc7591.errors import (
     InvalidClientMetadataError,
     InvalidRedirectURIError,
 )
-from flask import current_app, request
+from flask import current_app
 from sqlalchemy import func, select, text
 
 from ..db import db
 from ..models import OAuthClient
+from ..rate_limits import client_address
 from .clients import (
     AUTH_METHODS,
     SCOPES,
@@ -89,9 +91,11 @@ def _client_name(data: dict[str, Any]) -> str:
             "'client_name' must be a string of at most "
             f"{MAX_CLIENT_NAME_LENGTH} characters."
         )
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+    # Control, format (bidi overrides) and surrogate characters let a name
+    # display as something it is not on the consent page.
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Cs") for c in name):
         raise InvalidClientMetadataError(
-            "'client_name' must not contain control characters."
+            "'client_name' must not contain control or formatting characters."
         )
     return name.strip()
 
@@ -166,7 +170,7 @@ class RegistrationEndpoint(ClientRegistrationEndpoint):
         self, client_info: dict[str, Any], client_metadata: dict[str, Any], request: Any
     ) -> OAuthClient:
         settings = current_app.config["SETTINGS"]
-        source = flask_remote_addr()
+        source = client_address()
         session = db.session
         session.execute(
             text("SELECT pg_advisory_xact_lock(:id)"), {"id": REGISTRATION_LOCK_ID}
@@ -198,8 +202,3 @@ class RegistrationEndpoint(ClientRegistrationEndpoint):
         session.add(row)
         session.commit()
         return row
-
-
-def flask_remote_addr() -> str:
-    """The registering peer, as ProxyFix (``TRUSTED_PROXY_HOPS``) determined it."""
-    return (request.remote_addr or "unknown")[:64]
