@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -29,7 +27,7 @@ from typing import Any
 
 import pytest
 from conftest import LiveServer, make_user
-from devservices import free_port
+from devservices import find_or_install, free_port
 from helpers import Browser, get_code, obtain_token, redeem, register_client
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "nginx-forward-auth.conf"
@@ -37,25 +35,8 @@ PLACEHOLDER = re.compile(r"\$\{([A-Z_]+)\}")
 
 
 def find_nginx() -> str:
-    """Find nginx, installing Debian's package when we are root (as devservices)."""
-    found = shutil.which("nginx") or next(
-        (
-            p
-            for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx")
-            if os.access(p, os.X_OK)
-        ),
-        None,
-    )
-    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "nginx"], check=True, env=env
-        )
-        found = shutil.which("nginx") or "/usr/sbin/nginx"
-    if found is None or not os.access(found, os.X_OK):
-        pytest.fail("nginx is not installed; install Debian's nginx package")
-    return found
+    """Find nginx, installing Debian's package when we are root (as for Redis)."""
+    return find_or_install("nginx", "nginx")
 
 
 def wait_for_port(port: int, process: subprocess.Popen, log: Path) -> None:

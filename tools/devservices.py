@@ -74,22 +74,27 @@ def find_postgres_binary(name: str) -> str:
     return candidates[-1]
 
 
-def find_redis_server() -> str:
-    """Find redis-server, installing Debian's package when we are root."""
-    found = shutil.which("redis-server")
+def find_or_install(binary: str, package: str) -> str:
+    """Find a server binary, installing its Debian package when we are root."""
+    search = f"{os.environ.get('PATH', '')}{os.pathsep}/usr/sbin{os.pathsep}/sbin"
+    found = shutil.which(binary, path=search)
     if found:
         return found
     if os.geteuid() == 0 and shutil.which("apt-get"):
-        log("redis-server is missing; installing Debian's redis-server package")
+        log(f"{binary} is missing; installing Debian's {package} package")
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
         subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "redis-server"], check=True, env=env
+            ["apt-get", "install", "-y", "-qq", package], check=True, env=env
         )
-        found = shutil.which("redis-server")
+        found = shutil.which(binary, path=search)
     if not found:
-        raise SystemExit("cannot find redis-server; install Debian's redis-server")
+        raise SystemExit(f"cannot find {binary}; install Debian's {package}")
     return found
+
+
+def find_redis_server() -> str:
+    return find_or_install("redis-server", "redis-server")
 
 
 def _as_postgres_user(command: list[str]) -> list[str]:
