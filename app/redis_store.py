@@ -6,6 +6,7 @@ from typing import Any
 
 import redis
 from flask import Flask, current_app
+from redis.commands.core import Script
 
 #: Seconds before a Redis call gives up; a hung Redis must become a 503, not a hang.
 SOCKET_TIMEOUT = 2.0
@@ -29,3 +30,11 @@ def init_app(app: Flask, redis_url: str) -> None:
 def get_redis() -> redis.Redis:
     """Return the current app's Redis client."""
     return current_app.extensions["redis"]
+
+
+def get_script(source: str) -> Script:
+    """A Lua script bound to the app's client; sent once, then run by its SHA."""
+    scripts = current_app.extensions.setdefault("redis_scripts", {})
+    if source not in scripts:
+        scripts[source] = get_redis().register_script(source)
+    return scripts[source]

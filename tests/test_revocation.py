@@ -9,12 +9,14 @@ from helpers import Browser, consent, get_code, query_of, redeem, register_clien
 from test_api_keys import whoami
 
 
-def revoke_from_account_page(browser: Browser) -> None:
+def revoke_from_account_page(browser: Browser, client_id: str = "") -> None:
+    """Press the account page's revoke button for a client (the only one, if none)."""
     page = browser.get("/account")
     [form] = [
         f
         for f in BeautifulSoup(page.text, "html.parser").select("form[method=post]")
         if "/account/grants/" in f["action"]
+        and client_id in f.find_parent("tr").get_text()
     ]
     response = browser.post(form["action"], data=browser.form(page))
     assert response.status_code == 302
@@ -59,14 +61,7 @@ def test_revoking_one_client_leaves_another_working(
     kept = redeem(browser, kept_client, *get_code(browser, kept_client, user)[:2])
     gone = redeem(browser, revoked_client, *get_code(browser, revoked_client, user)[:2])
 
-    page = browser.get("/account")
-    [form] = [
-        f
-        for f in BeautifulSoup(page.text, "html.parser").select("form[method=post]")
-        if "/account/grants/" in f["action"]
-        and revoked_client["client_id"] in f.find_parent("tr").get_text()
-    ]
-    browser.post(form["action"], data=browser.form(page))
+    revoke_from_account_page(browser, revoked_client["client_id"])
 
     assert whoami(browser, kept.json()["access_token"]).status_code == 200
     assert whoami(browser, gone.json()["access_token"]).status_code == 401

@@ -6,7 +6,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
-from ..redis_store import get_redis
+from ..redis_store import get_redis, get_script
 
 #: Atomically take a code and leave a tombstone naming the token it will become;
 #: a second redemption finds only the tombstone (RFC 6749 §4.1.2, replay).
@@ -78,9 +78,8 @@ class CodeStore:
         """Take the code, recording ``token_jti`` as the token issued for it."""
         digest = _digest(code)
         keys = [self.PREFIX + digest, self.USED_PREFIX + digest]
-        value, used_by = get_redis().eval(
-            _CONSUME, 2, *keys, token_jti, self.tombstone_ttl
-        )
+        consume = get_script(_CONSUME)
+        value, used_by = consume(keys=keys, args=[token_jti, self.tombstone_ttl])
         if not value:
             return Consumed(None, used_by or None)
         return Consumed(AuthorizationCode(**json.loads(value)), None)

@@ -7,6 +7,7 @@ API-key tokens out of :func:`issue_access_token`. Both sign through
 
 from __future__ import annotations
 
+import functools
 import secrets
 import time
 from typing import Any
@@ -38,7 +39,13 @@ def _settings() -> Settings:
 
 
 def signing_key(settings: Settings) -> OctKey:
-    return OctKey.import_key(settings.jwt_secret.encode())
+    return _import_key(settings.jwt_secret)
+
+
+@functools.lru_cache(maxsize=4)
+def _import_key(secret: str) -> OctKey:
+    # Imported once per secret, not on every token issued or checked.
+    return OctKey.import_key(secret.encode())
 
 
 def new_jti() -> str:
