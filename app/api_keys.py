@@ -23,8 +23,10 @@ from redis.exceptions import RedisError
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from .config import current_settings
 from .db import db
 from .models import ApiKey, User, utcnow
+from .oauth.clients import SCOPES
 from .oauth.tokens import issue_access_token
 from .redis_store import get_redis
 from .revocation import revoke_api_key as revoke_api_key_tokens
@@ -41,7 +43,6 @@ DISPLAY_PREFIX_LENGTH = len(KEY_PREFIX) + 8
 #: Longer candidates are hashed as the empty string, so a huge body costs no more
 #: to check than a short one. A real key is 47 characters.
 MAX_CANDIDATE_LENGTH = 256
-SCOPES = ("read", "write")
 DEFAULT_SCOPES = ("read",)
 MAX_NAME_LENGTH = 100
 MAX_EXPIRES_IN_DAYS = 3650
@@ -151,7 +152,7 @@ def _valid_days(days: object) -> int | None:
 
 def create_api_key(owner_id: uuid.UUID, request: NewKey) -> tuple[ApiKey, str]:
     """Store a new key for ``owner_id``; return the row and the key, shown once."""
-    cap = current_app.config["SETTINGS"].max_api_keys_per_user
+    cap = current_settings().max_api_keys_per_user
     # Lock the owner's row so two concurrent creations cannot both pass the cap.
     db.session.execute(select(User.id).where(User.id == owner_id).with_for_update())
     if _live_key_count(owner_id) >= cap:

@@ -6,11 +6,12 @@ import sys
 from datetime import timedelta
 
 import click
-from flask import Flask, current_app
+from flask import Flask
 from flask.cli import AppGroup
 from sqlalchemy import select
 
 from . import migrate
+from .config import current_settings
 from .db import db
 from .models import User, utcnow
 from .oauth.clients import prune_unused_clients
@@ -77,14 +78,14 @@ def prune_clients_command(older_than_days: int) -> None:
 @click.argument("revision", default="head")
 def upgrade_command(revision: str) -> None:
     """Apply migrations up to REVISION (default: head)."""
-    migrate.upgrade(current_app.config["SETTINGS"].database_url, revision)
+    migrate.upgrade(current_settings().database_url, revision)
 
 
 @db_cli.command("downgrade")
 @click.argument("revision", default="-1")
 def downgrade_command(revision: str) -> None:
     """Revert migrations down to REVISION (default: one step; 'base' for all)."""
-    migrate.downgrade(current_app.config["SETTINGS"].database_url, revision)
+    migrate.downgrade(current_settings().database_url, revision)
 
 
 def init_app(app: Flask) -> None:

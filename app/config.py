@@ -196,6 +196,13 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     return Settings(**values)
 
 
+def current_settings() -> Settings:
+    """The settings of the app handling the current request or command."""
+    from flask import current_app
+
+    return current_app.config["SETTINGS"]
+
+
 def settings_from_environment(overrides: Mapping[str, str] | None = None) -> Settings:
     """Load settings from ``os.environ``, with ``overrides`` layered on top."""
     import os

@@ -11,9 +11,10 @@ import ipaddress
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import Flask, current_app, request
+from flask import Flask, request
 from flask_limiter import Limiter
 
+from .config import current_settings
 from .redis_store import redis_options
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -40,7 +41,7 @@ def client_address() -> str:
 
 def setting(name: str) -> Callable[[], str]:
     """Read a limit such as ``"20 per hour"`` from the settings at request time."""
-    return lambda: getattr(current_app.config["SETTINGS"], name)
+    return lambda: getattr(current_settings(), name)
 
 
 def limit(limit_value: str | Callable[[], str], **kwargs: Any) -> Callable[[F], F]:

@@ -13,8 +13,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from flask import current_app
-
+from .config import current_settings
 from .redis_store import get_redis
 
 #: Extra seconds a marker outlives the tokens it covers (clock skew between hosts).
@@ -22,7 +21,7 @@ MARKER_MARGIN = 60
 
 
 def _marker_ttl() -> int:
-    return current_app.config["SETTINGS"].access_token_ttl + MARKER_MARGIN
+    return current_settings().access_token_ttl + MARKER_MARGIN
 
 
 def _jti_key(jti: str) -> str:

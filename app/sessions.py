@@ -12,6 +12,7 @@ from urllib.parse import urlencode, urlsplit
 from flask import current_app, g, redirect, request, session
 from werkzeug.wrappers import Response
 
+from .config import current_settings
 from .models import User
 from .redis_store import get_redis
 from .users import get_active_user
@@ -72,7 +73,7 @@ def is_local_target(target: str | None) -> bool:
 
 def issuer_redirect(path: str) -> Response:
     """Redirect to a path under the issuer (which may carry a path prefix)."""
-    return redirect(current_app.config["SETTINGS"].issuer + path, code=302)
+    return redirect(current_settings().issuer + path, code=302)
 
 
 def login_redirect() -> Response:

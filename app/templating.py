@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, current_app, request, url_for
+from flask import Flask, request, url_for
 from flask_babel import get_locale
+
+from .config import current_settings
 
 
 def public_url(endpoint: str, **values: Any) -> str:
@@ -14,7 +16,7 @@ def public_url(endpoint: str, **values: Any) -> str:
     root = request.script_root if request else ""
     if root and path.startswith(root):
         path = path[len(root) :]
-    return current_app.config["SETTINGS"].issuer + path
+    return current_settings().issuer + path
 
 
 def init_app(app: Flask) -> None:

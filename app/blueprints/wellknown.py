@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, abort, current_app, jsonify
+from flask import Blueprint, Response, abort, jsonify
 
-from ..config import Settings
+from ..config import current_settings
 from ..oauth.metadata import (
     authorization_server_metadata,
     issuer_path,
@@ -17,10 +17,6 @@ bp = Blueprint("wellknown", __name__, url_prefix="/.well-known")
 CACHE_CONTROL = "public, max-age=300"
 
 
-def _settings() -> Settings:
-    return current_app.config["SETTINGS"]
-
-
 def _document(body: dict) -> Response:
     response = jsonify(body)
     response.headers["Cache-Control"] = CACHE_CONTROL
@@ -30,14 +26,14 @@ def _document(body: dict) -> Response:
 @bp.get("/oauth-authorization-server")
 @bp.get("/openid-configuration")
 def authorization_server() -> Response:
-    return _document(authorization_server_metadata(_settings()))
+    return _document(authorization_server_metadata(current_settings()))
 
 
 @bp.get("/oauth-authorization-server/<path:suffix>")
 def authorization_server_for_path(suffix: str) -> Response:
     # RFC 8414 §3.1: an issuer with a path has its metadata at
     # /.well-known/oauth-authorization-server/<path> on the host.
-    if "/" + suffix != issuer_path(_settings()):
+    if "/" + suffix != issuer_path(current_settings()):
         abort(404)
     return authorization_server()
 
@@ -45,12 +41,12 @@ def authorization_server_for_path(suffix: str) -> Response:
 @bp.get("/oauth-protected-resource")
 @bp.get("/oauth-protected-resource/mcp")
 def protected_resource() -> Response:
-    return _document(protected_resource_metadata(_settings()))
+    return _document(protected_resource_metadata(current_settings()))
 
 
 @bp.get("/oauth-protected-resource/<path:suffix>")
 def protected_resource_for_path(suffix: str) -> Response:
     # RFC 9728 §3.1: the resource's path follows the well-known segment.
-    if "/" + suffix != issuer_path(_settings()) + "/mcp":
+    if "/" + suffix != issuer_path(current_settings()) + "/mcp":
         abort(404)
     return protected_resource()

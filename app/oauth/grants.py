@@ -19,9 +19,9 @@ from authlib.oauth2.rfc7636.challenge import (
     CODE_VERIFIER_PATTERN,
     compare_s256_code_challenge,
 )
-from flask import current_app, g, session
+from flask import g, session
 
-from ..config import Settings
+from ..config import current_settings
 from ..models import User
 from ..revocation import grant_revoked_at, revoke_jti
 from ..users import get_active_user
@@ -36,18 +36,14 @@ from .tokens import new_jti
 REQUIRED_TOKEN_PARAMETERS = ("code", "redirect_uri", "code_verifier")
 
 
-def _settings() -> Settings:
-    return current_app.config["SETTINGS"]
-
-
 def code_store() -> CodeStore:
-    settings = _settings()
+    settings = current_settings()
     return CodeStore(settings.auth_code_ttl, settings.access_token_ttl)
 
 
 def check_resource(values: list[str]) -> str:
     """Accept RFC 8707 ``resource`` values only if each names our ``/mcp``."""
-    resource = _settings().mcp_resource
+    resource = current_settings().mcp_resource
     if any(value != resource for value in values):
         raise InvalidTargetError()
     return resource
@@ -166,7 +162,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
                 user_id=request.user.get_user_id(),
                 code_challenge=request.payload.data["code_challenge"],
                 code_challenge_method="S256",
-                resource=_settings().mcp_resource,
+                resource=current_settings().mcp_resource,
                 auth_time=int(session.get("auth_time") or time.time()),
                 issued_at=time.time(),
             ),

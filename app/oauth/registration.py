@@ -17,9 +17,9 @@ from authlib.oauth2.rfc7591.errors import (
     InvalidClientMetadataError,
     InvalidRedirectURIError,
 )
-from flask import current_app
 from sqlalchemy import func, select, text
 
+from ..config import current_settings
 from ..db import db
 from ..models import OAuthClient
 from ..rate_limits import client_address
@@ -148,14 +148,14 @@ class RegistrationEndpoint(ClientRegistrationEndpoint):
         return True  # open registration, as MCP clients expect; limits apply instead
 
     def get_server_metadata(self) -> dict[str, Any]:
-        return authorization_server_metadata(current_app.config["SETTINGS"])
+        return authorization_server_metadata(current_settings())
 
     def extract_client_metadata(self, request: Any) -> dict[str, Any]:
         request.payload = _Payload(clean_metadata(request.payload.data))
         return super().extract_client_metadata(request)
 
     def generate_client_id(self, request: Any) -> str:
-        return generate_client_id(current_app.config["SETTINGS"].client_id_prefix)
+        return generate_client_id(current_settings().client_id_prefix)
 
     def generate_client_secret(self, request: Any) -> str:
         return generate_client_secret()
@@ -169,7 +169,7 @@ class RegistrationEndpoint(ClientRegistrationEndpoint):
     def save_client(
         self, client_info: dict[str, Any], client_metadata: dict[str, Any], request: Any
     ) -> OAuthClient:
-        settings = current_app.config["SETTINGS"]
+        settings = current_settings()
         source = client_address()
         session = db.session
         session.execute(

@@ -23,8 +23,9 @@ from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import TokenMixin
 from authlib.oauth2.rfc6750 import BearerTokenValidator
 from authlib.oauth2.rfc6750.errors import InsufficientScopeError, InvalidTokenError
-from flask import Response, abort, current_app, g, jsonify
+from flask import Response, abort, g, jsonify
 
+from ..config import current_settings
 from ..revocation import is_revoked
 from .metadata import resource_metadata_url
 from .tokens import InvalidAccessToken, decode_access_token
@@ -69,7 +70,7 @@ class BearerProtector(ResourceProtector):
     """Authlib's protector with the exact RFC 6750/9728 challenges of the contract."""
 
     def raise_error_response(self, error: OAuth2Error) -> NoReturn:
-        metadata = resource_metadata_url(current_app.config["SETTINGS"])
+        metadata = resource_metadata_url(current_settings())
         if isinstance(error, InsufficientScopeError):
             scope = " ".join(g.get("required_scopes") or [])
             challenge = f'Bearer error="insufficient_scope", scope="{scope}"'

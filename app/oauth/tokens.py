@@ -13,13 +13,13 @@ import time
 from typing import Any
 
 from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
-from flask import current_app, g
+from flask import g
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import OctKey
 from joserfc.jwt import JWTClaimsRegistry
 
-from ..config import Settings
+from ..config import Settings, current_settings
 
 #: The only algorithm ever used or accepted.
 ALGORITHM = "HS256"
@@ -32,10 +32,6 @@ TOKEN_TYPE_NAME = "bearer"
 
 class InvalidAccessToken(Exception):
     """A token failed verification; deliberately carries no detail to callers."""
-
-
-def _settings() -> Settings:
-    return current_app.config["SETTINGS"]
 
 
 def signing_key(settings: Settings) -> OctKey:
@@ -61,7 +57,7 @@ def issue_access_token(
     subject: str, scope: str, extra: dict[str, Any] | None = None
 ) -> tuple[str, dict[str, Any]]:
     """Sign a token for ``subject``; return it with its claims."""
-    settings = _settings()
+    settings = current_settings()
     now = int(time.time())
     claims = {
         "iss": settings.issuer,
@@ -78,7 +74,7 @@ def issue_access_token(
 
 def decode_access_token(token: str) -> dict[str, Any]:
     """Verify signature, type, issuer, audience and lifetime; return the claims."""
-    settings = _settings()
+    settings = current_settings()
     try:
         decoded = jwt.decode(token, signing_key(settings), algorithms=[ALGORITHM])
         typ = decoded.header.get("typ")
