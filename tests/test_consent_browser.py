@@ -104,7 +104,11 @@ def approve_in_chromium(
     chromium.find_element(By.NAME, "email").send_keys(user["email"])
     chromium.find_element(By.NAME, "password").send_keys(user["password"])
     chromium.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
-    shown = chromium.find_element(By.ID, "redirect-host").text
+    shown = (
+        WebDriverWait(chromium, 30)
+        .until(lambda browser: browser.find_elements(By.ID, "redirect-host"))[0]
+        .text
+    )
     approve = 'button[name="decision"][value="approve"]'
     chromium.find_element(By.CSS_SELECTOR, approve).click()
     WebDriverWait(chromium, 30).until(
