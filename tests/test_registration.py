@@ -358,3 +358,92 @@ def test_unicode_tricks_are_refused(browser, metadata, error):
     response = browser.post("/register", json=body)
     assert response.status_code == 400, response.text
     assert response.json()["error"] == error
+
+
+# --- client_name: what the consent page shows must be what it looks like -----
+
+HIDDEN_OR_LOOKALIKE_NAMES = {
+    "line separator": "Claude\u2028Desktop",
+    "paragraph separator": "Claude\u2029Desktop",
+    "zero-width space": "Cla\u200bude",
+    "soft hyphen": "Cla\u00adude",
+    "private use": "Claude\ue000",
+    "unassigned": "Claude\u0378",
+    "Hangul filler": "\u3164",
+    "Hangul choseong filler": "Claude\u115f",
+    "Hangul jungseong filler": "Claude\u1160",
+    "halfwidth Hangul filler": "\uffa0Claude",
+    "Braille blank": "\u2800",
+    "combining grapheme joiner": "Cla\u034fude",
+    "variation selector": "Claude\ufe0f",
+    "Latin with a Cyrillic a": "Cl\u0430ude",
+    "Latin with a Greek omicron": "G\u03bfogle Drive",
+    "Cyrillic with a Latin o": "\u041a\u043bo\u0434",
+    "Latin with a Cherokee A": "\u13aaPI Client",
+    "Latin and Cyrillic joined by a hyphen": "Claude-\u0430pp",
+}
+
+
+@pytest.mark.parametrize(
+    "name", HIDDEN_OR_LOOKALIKE_NAMES.values(), ids=HIDDEN_OR_LOOKALIKE_NAMES.keys()
+)
+def test_hidden_or_lookalike_client_names_are_refused(browser, engine, name):
+    response = browser.post(
+        "/register", json={"redirect_uris": [LOOPBACK_REDIRECT], "client_name": name}
+    )
+
+    assert_error(response, 400, "invalid_client_metadata")
+    assert client_rows(engine) == []
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Claude Desktop",
+        "Caf\u00e9 Helper",
+        "Cafe\u0301 Helper",
+        "\u041a\u043b\u043e\u0434",
+        "\u514b\u52b3\u5fb7",
+        "\u65e5\u672c\u8a9e\u30c6\u30ad\u30b9\u30c8",
+        "\ud55c\uad6d\uc5b4 \uc571",
+        "Cursor \u4e2d\u6587\u7248",
+        "Claude \u0434\u043b\u044f VS Code",
+        "\u0395\u03bb\u03bb\u03b7\u03bd\u03b9\u03ba\u03ac",
+        "Bob's app 2.0 \U0001f680",
+    ],
+)
+def test_names_in_one_script_per_word_are_accepted(browser, name):
+    client = register_client(browser, client_name=name)
+
+    assert client["client_name"] == name
+
+
+# --- scope: never wider than asked --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "registered"),
+    [
+        ({}, "read write"),
+        ({"scope": None}, "read write"),
+        ({"scope": ""}, "read write"),
+        ({"scope": "read"}, "read"),
+        ({"scope": "write read"}, "read write"),
+        ({"scope": "read admin"}, "read"),
+        ({"scope": "offline_access write"}, "write"),
+    ],
+)
+def test_known_scopes_asked_for_are_registered(browser, engine, fields, registered):
+    register_client(browser, **fields)
+
+    assert [row["scope"] for row in client_rows(engine)] == [registered]
+
+
+@pytest.mark.parametrize("scope", ["admin", "admin openid", ["read"], 7], ids=str)
+def test_a_scope_with_nothing_known_is_refused(browser, engine, scope):
+    response = browser.post(
+        "/register", json={"redirect_uris": [LOOPBACK_REDIRECT], "scope": scope}
+    )
+
+    assert_error(response, 400, "invalid_client_metadata")
+    assert client_rows(engine) == []

@@ -93,6 +93,14 @@ def find_or_install(binary: str, package: str) -> str:
     return found
 
 
+def find_chromium() -> tuple[str, str]:
+    """Debian's Chromium and its ChromeDriver, for the browser tests."""
+    return (
+        find_or_install("chromium", "chromium"),
+        find_or_install("chromedriver", "chromium-driver"),
+    )
+
+
 def find_redis_server() -> str:
     return find_or_install("redis-server", "redis-server")
 

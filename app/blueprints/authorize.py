@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from authlib.oauth2 import OAuth2Error
 from flask import Blueprint, Response, abort, render_template
 from flask import request as flask_request
 from flask_babel import gettext as _
 
+from ..oauth.clients import browser_host
 from ..oauth.consent import covers, find_grant, record_grant
 from ..oauth.server import get_server
 from ..sessions import current_user, login_redirect
@@ -66,7 +65,7 @@ def authorize() -> Response | tuple[str, int] | str:
     return render_template(
         "authorize/consent.html",
         client_name=client.client_name,
-        redirect_host=urlsplit(grant.redirect_uri).netloc,
+        redirect_host=browser_host(grant.redirect_uri),
         scopes=scopes,
         user=user,
         approved_before=previous if covers(previous, grant.request.scope) else None,

@@ -10,9 +10,12 @@ import hashlib
 import hmac
 import secrets
 from datetime import datetime
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
+import ada_url
+import idna
 from authlib.oauth2.rfc6749 import ClientMixin
+from rfc3986_validator import validate_rfc3986
 from sqlalchemy import delete, exists, func, select, update
 
 from ..db import db, is_storable
@@ -24,6 +27,10 @@ SCOPES = ("read", "write")
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")
 #: Hosts that RFC 8252 §7.3 treats as loopback for redirect URIs.
 LOOPBACK_REDIRECT_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+#: The same hosts as a browser writes them (IPv6 in brackets).
+LOOPBACK_BROWSER_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
+#: Web schemes a redirect URI may use, with their default ports.
+WEB_PORTS = {"https": 443, "http": 80}
 
 
 def hash_secret(secret: str) -> str:
@@ -47,24 +54,91 @@ def redirect_uri_problem(uri: object) -> str | None:
     # look-alike Unicode) would be shown to people differently from where it goes.
     if any(not 0x21 <= ord(c) <= 0x7E for c in uri):
         return "must be printable ASCII with no spaces"
-    try:
-        parts = urlsplit(uri)
-        port = parts.port
-    except ValueError:
-        return "is not a valid URI"
     if "#" in uri:
         return "must not contain a fragment"
     if "*" in uri:
         return "must not contain a wildcard"
-    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
-        return "must not contain user information"
-    if not parts.hostname or port == 0:
-        return "must be an absolute URI with a host"
-    if parts.scheme == "https":
-        return None
-    if parts.scheme == "http" and parts.hostname in LOOPBACK_REDIRECT_HOSTS:
-        return None
+    # RFC 3986 Appendix A grammar: refuses backslashes, " < > ^ ` { | } and
+    # other characters that browsers repair in their own ways.
+    if not validate_rfc3986(uri, rule="URI"):
+        return "is not a valid URI (RFC 3986)"
+    scheme = uri.split(":", 1)[0].lower()
+    if scheme in WEB_PORTS:
+        return _web_redirect_problem(uri, scheme)
     return "must use https, or http on a loopback address"
+
+
+def _web_redirect_problem(uri: str, scheme: str) -> str | None:
+    """Check an ``http``/``https`` redirect URI that is valid RFC 3986 syntax."""
+    try:
+        parts = urlsplit(uri)
+        port = parts.port
+        url = ada_url.URL(uri)
+    except ValueError:
+        return "is not a valid URL"
+    if "@" in parts.netloc:
+        return "must not contain user information"
+    if not parts.hostname:
+        return "must be an absolute URI with a host"
+    if port == 0:
+        return "must not use port 0"
+    if url.href != _as_browsers_write(uri, parts, scheme, port):
+        return "must be written as a browser reads it (WHATWG URL Standard)"
+    problem = _host_problem(url)
+    if problem:
+        return problem
+    if scheme == "http" and url.hostname not in LOOPBACK_BROWSER_HOSTS:
+        return "must use https, or http on a loopback address"
+    return None
+
+
+def _as_browsers_write(
+    uri: str, parts: SplitResult, scheme: str, port: int | None
+) -> str:
+    """Serialise an RFC 3986 reading of a URI as the WHATWG URL Standard does.
+
+    Only the differences RFC 3986 §6.2.2.1 and §6.2.3 call equivalent are
+    applied (case of scheme and host, default port, empty path); any other
+    difference means a browser would go somewhere the text does not say:
+    ``\\`` read as ``/``, ``0x7f.1`` read as ``127.0.0.1``, ``%2e%2e`` segments
+    removed, percent-encoded hosts decoded.
+    """
+    netloc = parts.netloc
+    # Only an IPv6 literal holds colons before the port's.
+    end = netloc.index("]") + 1 if netloc.startswith("[") else netloc.find(":")
+    host = (netloc[:end] if end >= 0 else netloc).lower()
+    shown_port = "" if port in (None, WEB_PORTS[scheme]) else f":{port}"
+    query = "?" + uri.split("?", 1)[1] if "?" in uri else ""
+    return f"{scheme}://{host}{shown_port}{parts.path or '/'}{query}"
+
+
+def _host_problem(url: ada_url.URL) -> str | None:
+    """Hosts are DNS names of LDH labels, dotted-quad IPv4 or bracketed IPv6."""
+    if url.host_type != ada_url.HostType.DEFAULT:
+        return None  # ada accepted an IPv4 or IPv6 address, written canonically
+    host = url.hostname
+    if host.endswith(".") or len(host) > 253:
+        return "must name a valid host"
+    try:
+        # RFC 5891 §4: LDH labels of 1-63 characters, no hyphen at either
+        # end, and any xn-- label a valid A-label.
+        idna.encode(host)
+    except UnicodeError:
+        return "must name a valid host"
+    return None
+
+
+def browser_host(uri: str) -> str:
+    """The host (and non-default port) a browser goes to for ``uri``.
+
+    This is what the consent page names: the WHATWG URL Standard's reading,
+    not Python's, so a client cannot show one host and send people to another.
+    """
+    try:
+        return ada_url.URL(uri).host
+    except ValueError:
+        # A browser cannot follow it either; show the text, never a guess.
+        return urlsplit(uri).netloc
 
 
 def redirect_uri_matches(registered: str, requested: str) -> bool:

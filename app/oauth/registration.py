@@ -17,6 +17,7 @@ from authlib.oauth2.rfc7591.errors import (
     InvalidClientMetadataError,
     InvalidRedirectURIError,
 )
+from confusable_homoglyphs import categories as confusable_categories
 from sqlalchemy import func, select, text
 
 from ..config import current_settings
@@ -40,6 +41,26 @@ MAX_REDIRECT_URIS = 20
 #: Grant and response types a client may register.
 OFFERED_GRANT_TYPES = ("authorization_code",)
 OFFERED_RESPONSE_TYPES = ("code",)
+#: Invisible or non-text: controls, formats (bidi overrides), surrogates,
+#: private use, unassigned, line and paragraph separators.
+HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+#: Letters and marks that render blank: Unicode's Default_Ignorable_Code_Point
+#: outside the C categories (Hangul fillers, variation selectors ...), the
+#: Braille blank and the musical null notehead.
+BLANK_CHARACTERS = frozenset(
+    {0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x2800, 0x3164, 0xFFA0, 0x1D159}
+    | set(range(0x180B, 0x1810))
+    | set(range(0xFE00, 0xFE10))
+    | set(range(0xE0100, 0xE01F0))
+)
+#: Script values any word may contain (digits, punctuation, combining marks).
+SHARED_SCRIPTS = frozenset({"COMMON", "INHERITED"})
+#: Scripts one word may combine: UTS #39 §5.2, "Highly Restrictive".
+SCRIPT_MIXES = (
+    frozenset({"LATIN", "HAN", "HIRAGANA", "KATAKANA"}),
+    frozenset({"LATIN", "HAN", "BOPOMOFO"}),
+    frozenset({"LATIN", "HAN", "HANGUL"}),
+)
 #: Serialises registrations so the client caps cannot be raced past.
 REGISTRATION_LOCK_ID = 7591
 
@@ -91,13 +112,30 @@ def _client_name(data: dict[str, Any]) -> str:
             "'client_name' must be a string of at most "
             f"{MAX_CLIENT_NAME_LENGTH} characters."
         )
-    # Control, format (bidi overrides) and surrogate characters let a name
-    # display as something it is not on the consent page.
-    if any(unicodedata.category(c) in ("Cc", "Cf", "Cs") for c in name):
+    # The consent page shows the name; hidden characters and look-alike
+    # letters would let it read as another application's (UTS #39 §5).
+    if any(_hidden(c) for c in name):
         raise InvalidClientMetadataError(
-            "'client_name' must not contain control or formatting characters."
+            "'client_name' must not contain invisible or formatting characters."
+        )
+    if any(_mixes_scripts(word) for word in name.split()):
+        raise InvalidClientMetadataError(
+            "'client_name' must not mix look-alike scripts within a word."
         )
     return name.strip()
+
+
+def _hidden(char: str) -> bool:
+    """True for characters that render as nothing or are not text at all."""
+    return (
+        unicodedata.category(char) in HIDDEN_CATEGORIES or ord(char) in BLANK_CHARACTERS
+    )
+
+
+def _mixes_scripts(word: str) -> bool:
+    """True if one word mixes scripts beyond UTS #39's Highly Restrictive level."""
+    scripts = {confusable_categories.alias(c) for c in word} - SHARED_SCRIPTS
+    return len(scripts) > 1 and not any(scripts <= mix for mix in SCRIPT_MIXES)
 
 
 def _auth_method(data: dict[str, Any]) -> str:
@@ -113,10 +151,18 @@ def _auth_method(data: dict[str, Any]) -> str:
 
 def _scope(data: dict[str, Any]) -> str:
     scope = data.get("scope")
-    if not isinstance(scope, str):
+    if scope is None or (isinstance(scope, str) and not scope.strip()):
         return " ".join(SCOPES)
-    kept = [s for s in SCOPES if s in scope.split()]
-    return " ".join(kept or SCOPES)
+    if not isinstance(scope, str):
+        raise InvalidClientMetadataError("'scope' must be a space-separated string.")
+    # Unknown scopes are dropped (RFC 7591 §2), but never replaced by wider ones.
+    requested = scope.split()
+    kept = [s for s in SCOPES if s in requested]
+    if not kept:
+        raise InvalidClientMetadataError(
+            "'scope' must include at least one of: " + ", ".join(SCOPES) + "."
+        )
+    return " ".join(kept)
 
 
 def clean_metadata(data: Any) -> dict[str, Any]:
