@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749.errors import InvalidRequestError
+from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
 from flask import Blueprint, Response, abort, render_template
 from flask import request as flask_request
 from flask_babel import gettext as _
 
-from ..oauth.clients import browser_host
+from ..models import User
+from ..oauth.clients import browser_host, redirect_uri_is_trusted
 from ..oauth.consent import covers, find_grant, record_grant
+from ..oauth.grants import AuthorizationCodeGrant
 from ..oauth.server import get_server
 from ..sessions import current_user, login_redirect
 
 bp = Blueprint("authorize", __name__)
+
+#: Every refusal to go ahead is a page with this status: the request as sent
+#: cannot be completed, whether malformed or needing interaction it forbade.
+ERROR_PAGE_STATUS = 400
 
 
 def _scope_descriptions() -> dict[str, str]:
@@ -29,13 +37,59 @@ def _error_page(error: OAuth2Error) -> tuple[str, int]:
         error=error.error,
         description=error.get_error_description(),
     )
-    return page, 400
+    return page, ERROR_PAGE_STATUS
 
 
-def _handle_error(error: OAuth2Error) -> Response | tuple[str, int]:
-    if error.redirect_uri:
-        return get_server().handle_error_response(None, error)
-    return _error_page(error)
+def _error_link_page(error: OAuth2Error, location: str) -> tuple[str, int]:
+    """Show the error and let the person take it to the client themselves."""
+    page = render_template(
+        "authorize/error_link.html",
+        error=error.error,
+        description=error.get_error_description(),
+        host=browser_host(location),
+        location=location,
+    )
+    return page, ERROR_PAGE_STATUS
+
+
+def _may_redirect(redirect_uri: str, user: User | None) -> bool:
+    """RFC 9700 §4.11.2: redirect unasked only to a URI we can trust."""
+    if redirect_uri_is_trusted(redirect_uri):
+        return True
+    if user is None:
+        return False
+    client_id = get_server().create_oauth2_request(None).payload.client_id
+    return bool(client_id) and find_grant(user.id, client_id) is not None
+
+
+def _handle_error(error: OAuth2Error, user: User | None) -> Response | tuple[str, int]:
+    if not error.redirect_uri:
+        return _error_page(error)
+    # Built by Authlib and the server's RFC 9207 hook, so the link shown
+    # carries exactly what a redirect would: error, description, state, iss.
+    response = get_server().handle_error_response(None, error)
+    if _may_redirect(error.redirect_uri, user):
+        return response
+    return _error_link_page(error, response.headers["Location"])
+
+
+def _prompt_none(grant: AuthorizationCodeGrant, user: User | None) -> bool:
+    """Whether ``prompt=none`` asks to skip every page (OIDC Core §3.1.2.1).
+
+    Raises the error to answer when a page would be needed.
+    """
+    values = (grant.request.payload.data.get("prompt") or "").split()
+    if "none" not in values:
+        return False
+    where = {"redirect_uri": grant.redirect_uri, "state": grant.request.payload.state}
+    if len(values) > 1:
+        raise InvalidRequestError("'prompt=none' cannot be combined.", **where)
+    if user is None:
+        raise LoginRequiredError("The person is not signed in.", **where)
+    approval = find_grant(user.id, grant.client.client_id)
+    if not covers(approval, grant.request.scope):
+        raise ConsentRequiredError("The requested scope is not approved.", **where)
+    return True
 
 
 @bp.route("/authorize", methods=["GET", "POST"])
@@ -44,10 +98,14 @@ def authorize() -> Response | tuple[str, int] | str:
     user = current_user()
     try:
         grant = server.get_consent_grant(end_user=user)
+        # On a POST the person has decided; their decision is the answer.
+        silent = flask_request.method == "GET" and _prompt_none(grant, user)
     except OAuth2Error as error:
-        return _handle_error(error)
+        return _handle_error(error, user)
     if user is None:
         return login_redirect()
+    if silent:
+        return server.create_authorization_response(grant=grant, grant_user=user)
 
     if flask_request.method == "POST":
         decision = flask_request.form.get("decision")
@@ -58,6 +116,10 @@ def authorize() -> Response | tuple[str, int] | str:
             return server.create_authorization_response(grant=grant, grant_user=user)
         return server.create_authorization_response(grant=grant, grant_user=None)
 
+    return _consent_page(grant, user)
+
+
+def _consent_page(grant: AuthorizationCodeGrant, user: User) -> str:
     client = grant.client
     previous = find_grant(user.id, client.client_id)
     descriptions = _scope_descriptions()

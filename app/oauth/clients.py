@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from datetime import datetime
 from urllib.parse import SplitResult, urlsplit
@@ -31,6 +32,20 @@ LOOPBACK_REDIRECT_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 LOOPBACK_BROWSER_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
 #: Web schemes a redirect URI may use, with their default ports.
 WEB_PORTS = {"https": 443, "http": 80}
+#: Schemes that leave the device; any other registered scheme is private-use.
+WEB_SCHEMES = ("http", "https")
+
+#: A loopback ``http`` URI split where RFC 8252 §7.3 lets it vary: scheme and
+#: host as spelled, then an optional port, then the rest (path and query).
+_LOOPBACK_URI = re.compile(
+    r"(?P<origin>http://(?:127\.0\.0\.1|localhost|\[::1\]))"
+    r"(?::[0-9]*)?"
+    r"(?P<rest>[/?].*)?",
+    re.IGNORECASE,
+)
+_PORT = re.compile(r":[0-9]*")
+#: RFC 3986 §3.1.
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 
 
 def hash_secret(secret: str) -> str:
@@ -142,28 +157,48 @@ def browser_host(uri: str) -> str:
 
 
 def redirect_uri_matches(registered: str, requested: str) -> bool:
-    """Compare exactly, except that a loopback port may vary (RFC 8252 §7.3)."""
-    if hmac.compare_digest(registered.encode(), requested.encode()):
+    """Compare the raw strings exactly, except that a loopback port may vary.
+
+    RFC 8252 §7.3 lets only the port differ. Parsing first would let
+    ``urlsplit``'s clean-up (it drops tabs and newlines, strips leading
+    controls) turn a different string into a match.
+    """
+    if requested == registered:
         return True
-    try:
-        want, got = urlsplit(registered), urlsplit(requested)
-        got_port = got.port
-    except ValueError:
+    loopback = _LOOPBACK_URI.fullmatch(registered)
+    if loopback is None:
         return False
-    if got_port is not None and not 1 <= got_port <= 65535:
+    origin, rest = loopback["origin"], loopback["rest"] or ""
+    if len(requested) < len(origin) + len(rest):
         return False
-    return (
-        want.scheme == got.scheme == "http"
-        and want.hostname in LOOPBACK_REDIRECT_HOSTS
-        and want.hostname == got.hostname
-        and want.path == got.path
-        and want.query == got.query
-        and not got.fragment
-        and "#" not in requested
-        and got.username is None
-        and got.password is None
-        and "@" not in got.netloc
-    )
+    if not (requested.startswith(origin) and requested.endswith(rest)):
+        return False
+    port = requested[len(origin) : len(requested) - len(rest)]
+    return port == "" or _is_port(port)
+
+
+def _is_port(spelling: str) -> bool:
+    """Accept ``:`` and ``:1``-``:65535``, leading zeros allowed (RFC 3986 §3.2.3)."""
+    if _PORT.fullmatch(spelling) is None:
+        return False
+    digits = spelling[1:].lstrip("0")
+    if not digits:
+        # ":" alone is an empty port, RFC 3986's other spelling of none; ":0" is not.
+        return spelling == ":"
+    return len(digits) <= 5 and int(digits) <= 65535
+
+
+def redirect_uri_is_trusted(uri: str) -> bool:
+    """Whether an error may be redirected to this registered URI unasked.
+
+    RFC 9700 §4.11.2: anyone can register an https URI, so sending people there
+    before they have approved the client would make us an open redirector.
+    Loopback and private-use-scheme URIs (RFC 8252 §7.1) stay on the device.
+    """
+    if _LOOPBACK_URI.fullmatch(uri):
+        return True
+    scheme = _SCHEME.match(uri)
+    return scheme is not None and scheme[1].lower() not in WEB_SCHEMES
 
 
 class Client(ClientMixin):

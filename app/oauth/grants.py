@@ -105,7 +105,13 @@ class SingleParameters:
     """RFC 6749 §3.1: parameters appear once; once the redirect URI is known
     good, a repeat is reported to the client rather than on a page."""
 
-    PARAMETERS = ("response_type", "scope", "state", "code_challenge_method")
+    PARAMETERS = (
+        "response_type",
+        "scope",
+        "state",
+        "code_challenge_method",
+        "prompt",
+    )
 
     def __call__(self, grant: Any) -> None:
         grant.register_hook(
