@@ -10,6 +10,9 @@ workers = _settings.web_concurrency
 worker_class = "gthread"
 threads = 4
 timeout = 30
+# Every deploy sends SIGTERM, then SIGKILL some 30 s later (Heroku, Render,
+# Kubernetes' default). gunicorn stops accepting at once (the platform routes new
+# requests to other instances) and gives requests in flight this long to finish.
 graceful_timeout = 20
 keepalive = 5
 # The app logs one JSON line per request itself; gunicorn's access log would repeat it.

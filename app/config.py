@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
+import os.path
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, fields
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from limits import parse_many
 from sqlalchemy.engine import URL, make_url
@@ -14,6 +15,12 @@ from sqlalchemy.exc import ArgumentError
 
 #: Hosts for which an ``http`` issuer is acceptable (development and tests).
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+#: libpq's ``sslmode`` values; a typo would otherwise only fail at first connect.
+SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+#: redis-py's ``ssl_cert_reqs`` values; ``none`` skips certificate verification.
+REDIS_CERT_REQS = ("none", "optional", "required")
 
 #: Shortest accepted ``SECRET_KEY`` / ``JWT_SECRET``; HS256 wants >= 256 bits.
 MIN_SECRET_LENGTH = 32
@@ -56,13 +63,44 @@ def _database_url(value: str) -> str:
         raise ValueError("must be a postgresql:// URL")
     if url.drivername in ("postgresql", "postgresql+psycopg2"):
         url = url.set(drivername="postgresql+psycopg")
+    # The query goes to libpq as is (sslmode, sslrootcert, ...): check it now.
+    options = {name: _single(name, value) for name, value in url.query.items()}
+    if options.get("sslmode", "prefer") not in SSLMODES:
+        raise ValueError(f"sslmode must be one of {', '.join(SSLMODES)}")
+    for name in ("sslrootcert", "sslcert", "sslkey"):
+        # libpq 16 reads sslrootcert=system as "the system's trusted CAs".
+        if name in options and options[name] != "system":
+            _readable_file(name, options[name])
     return url.render_as_string(hide_password=False)
 
 
 def _redis_url(value: str) -> str:
-    if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+    parts = urlsplit(value)
+    if parts.scheme not in ("redis", "rediss", "unix"):
         raise ValueError("must be a redis://, rediss:// or unix:// URL")
+    # redis-py turns every query option into a connection argument, unchecked.
+    options = {k: _single(k, v) for k, v in parse_qs(parts.query).items()}
+    for name in options:
+        if name.startswith("ssl_") and parts.scheme != "rediss":
+            raise ValueError(f"{name} needs a rediss:// URL")
+    if options.get("ssl_cert_reqs", "required") not in REDIS_CERT_REQS:
+        raise ValueError(f"ssl_cert_reqs must be one of {', '.join(REDIS_CERT_REQS)}")
+    if "ssl_ca_certs" in options:
+        _readable_file("ssl_ca_certs", options["ssl_ca_certs"])
     return value
+
+
+def _single(name: str, value: str | list[str] | tuple[str, ...]) -> str:
+    if isinstance(value, str):
+        return value
+    if len(value) != 1:
+        raise ValueError(f"{name} is given more than once")
+    return value[0]
+
+
+def _readable_file(name: str, path: str) -> None:
+    if not (os.path.isfile(path) and os.access(path, os.R_OK)):
+        raise ValueError(f"{name} {path} is not a readable file")
 
 
 def _issuer(value: str) -> str:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy.exc import OperationalError
 
 #: The Alembic environment; it sits at the top of the repository.
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -20,12 +21,26 @@ def alembic_config(database_url: str) -> Config:
     return config
 
 
+class DatabaseUnreachable(SystemExit):
+    """Postgres failed us (down, certificate not trusted, pg_hba): say it in a line."""
+
+    def __init__(self, exc: OperationalError) -> None:
+        reason = " ".join(str(exc.orig or exc).split())
+        super().__init__(f"cannot migrate the DATABASE_URL database: {reason}")
+
+
 def upgrade(database_url: str, revision: str = "head") -> None:
-    command.upgrade(alembic_config(database_url), revision)
+    try:
+        command.upgrade(alembic_config(database_url), revision)
+    except OperationalError as exc:
+        raise DatabaseUnreachable(exc) from None
 
 
 def downgrade(database_url: str, revision: str = "-1") -> None:
-    command.downgrade(alembic_config(database_url), revision)
+    try:
+        command.downgrade(alembic_config(database_url), revision)
+    except OperationalError as exc:
+        raise DatabaseUnreachable(exc) from None
 
 
 def current_heads(database_url: str) -> set[str]:

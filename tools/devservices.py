@@ -1,21 +1,25 @@
 """Private Postgres and Redis servers for development and tests.
 
-``python tools/devservices.py run`` starts them under ``.devdata/`` (kept between
-runs), applies migrations, creates a demo user and serves the app on
-http://127.0.0.1:8000. ``python tools/devservices.py test [pytest args]`` starts
-throwaway servers on free ports and runs the test suite against them. Ctrl-C
-stops everything that was started.
+``python tools/devservices.py run [--data-dir DIR]`` starts them under
+``.devdata/`` (kept between runs), applies migrations, creates a demo user and
+serves the app on http://127.0.0.1:$PORT (8000). When the postgres account cannot
+reach that folder, the data lives in a stable per-folder one under /var/tmp.
+``python tools/devservices.py test [pytest args]`` starts throwaway servers on
+free ports and runs the test suite against them. Ctrl-C, SIGTERM or SIGHUP stops
+everything that was started.
 """
 
 from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import os
 import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -29,6 +33,10 @@ DEV_DATA = ROOT / ".devdata"
 DATABASE_NAME = "mcp_auth"
 #: The unprivileged account Postgres runs as when we are root (initdb refuses root).
 POSTGRES_OS_USER = "postgres"
+#: Where data lives when the postgres account cannot reach the requested folder.
+FALLBACK_PARENT = Path("/var/tmp")
+#: Signals that mean "stop everything".
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def log(message: str) -> None:
@@ -111,13 +119,46 @@ def _as_postgres_user(command: list[str]) -> list[str]:
     return ["runuser", "-u", POSTGRES_OS_USER, "--", *command]
 
 
-def _usable_by_postgres_user(path: Path) -> bool:
+def _reachable_by_postgres_user(path: Path) -> bool:
+    """Tell whether the postgres account can enter ``path`` (and every parent)."""
     if os.geteuid() != 0:
         return True
     probe = subprocess.run(
-        _as_postgres_user(["test", "-w", str(path)]), capture_output=True
+        _as_postgres_user(["test", "-x", str(path)]), capture_output=True
     )
     return probe.returncode == 0
+
+
+def fallback_data_dir(data_dir: Path) -> Path:
+    """The stable stand-in for ``data_dir``, which the postgres account cannot reach."""
+    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
+    return FALLBACK_PARENT / f"mcp-auth-{digest}"
+
+
+def _private_dir(path: Path) -> Path:
+    """Create or reuse ``path`` as ours: others may pass through, not list or write."""
+    # FALLBACK_PARENT is world-writable: someone else could plant a symlink or a
+    # folder of theirs under our name, to read or swap the database in it.
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o711)
+    info = path.lstat()
+    if (
+        not stat.S_ISDIR(info.st_mode)
+        or info.st_uid != os.geteuid()
+        or info.st_mode & 0o022
+    ):
+        raise SystemExit(f"refusing to use {path}: not a folder only we can write")
+    path.chmod(0o711)
+    return path
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A server certificate, its key, and the CA that signed it (PEM files)."""
+
+    cert: Path
+    key: Path
+    ca: Path
 
 
 @dataclass
@@ -138,8 +179,14 @@ class Server:
                 self.process.wait()
 
 
-def start_postgres(data_dir: Path, durable: bool) -> Server:
-    """Start (initialising if needed) a Postgres cluster in ``data_dir``."""
+def start_postgres(
+    data_dir: Path, durable: bool, tls: TlsFiles | None = None
+) -> Server:
+    """Start (initialising if needed) a Postgres cluster in ``data_dir``.
+
+    With ``tls`` it accepts TCP connections over TLS only, and its URL asks
+    psycopg to verify the certificate against ``tls.ca``.
+    """
     data_dir.mkdir(parents=True, exist_ok=True)
     if os.geteuid() == 0:
         shutil.chown(data_dir, POSTGRES_OS_USER, POSTGRES_OS_USER)
@@ -171,6 +218,8 @@ def start_postgres(data_dir: Path, durable: bool) -> Server:
         "-p",
         str(port),
     ]
+    if tls:
+        options += _postgres_tls_options(data_dir, tls)
     if not durable:
         options += [
             "-c",
@@ -189,19 +238,61 @@ def start_postgres(data_dir: Path, durable: bool) -> Server:
             stderr=server_log,
             start_new_session=True,
         )
-    wait_for_port(port, process, "postgres")
+    server = Server(process, "", "postgres")
     base = f"postgresql://postgres@127.0.0.1:{port}"
-    _create_database(base)
-    return Server(process, f"{base}/{DATABASE_NAME}", "postgres")
+    query = f"?sslmode=verify-full&sslrootcert={tls.ca}" if tls else ""
+    with _stopped_on_failure(server):
+        wait_for_port(port, process, "postgres")
+        _create_database(base, query)
+    server.url = f"{base}/{DATABASE_NAME}{query}"
+    return server
 
 
-def _create_database(base_url: str) -> None:
+def _postgres_tls_options(data_dir: Path, tls: TlsFiles) -> list[str]:
+    """Serve TLS and refuse plain TCP (pg_hba ``hostnossl ... reject``)."""
+    # Postgres refuses a key readable by anyone but its owner, the server account.
+    for source, name in ((tls.cert, "server.crt"), (tls.key, "server.key")):
+        target = data_dir / name
+        shutil.copyfile(source, target)
+        target.chmod(0o600)
+        if os.geteuid() == 0:
+            shutil.chown(target, POSTGRES_OS_USER, POSTGRES_OS_USER)
+    hba = data_dir / "pg_hba_tls.conf"
+    hba.write_text(
+        "local all all trust\n"
+        "hostssl all all 127.0.0.1/32 trust\n"
+        "hostnossl all all all reject\n"
+    )
+    return [
+        "-c",
+        "ssl=on",
+        "-c",
+        f"ssl_cert_file={data_dir / 'server.crt'}",
+        "-c",
+        f"ssl_key_file={data_dir / 'server.key'}",
+        "-c",
+        f"hba_file={hba}",
+    ]
+
+
+@contextlib.contextmanager
+def _stopped_on_failure(server: Server) -> Iterator[None]:
+    """Stop a just-started server if it never became usable (or we were stopped)."""
+    try:
+        yield
+    except BaseException:
+        server.stop()
+        raise
+
+
+def _create_database(base_url: str, query: str = "") -> None:
     import psycopg
 
     deadline = time.monotonic() + 30
     while True:
         try:
-            with psycopg.connect(f"{base_url}/postgres", autocommit=True) as conn:
+            dsn = f"{base_url}/postgres{query}"
+            with psycopg.connect(dsn, autocommit=True) as conn:
                 exists = conn.execute(
                     "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)
                 ).fetchone()
@@ -214,13 +305,18 @@ def _create_database(base_url: str) -> None:
             time.sleep(0.2)
 
 
-def start_redis(data_dir: Path, durable: bool) -> Server:
+def start_redis(data_dir: Path, durable: bool, tls: TlsFiles | None = None) -> Server:
+    """Start Redis; with ``tls`` it listens for TLS only (``--port 0``)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
+    listen = ["--port", str(port)]
+    if tls:
+        listen = ["--port", "0", "--tls-port", str(port)]
+        listen += ["--tls-cert-file", str(tls.cert), "--tls-key-file", str(tls.key)]
+        listen += ["--tls-ca-cert-file", str(tls.ca), "--tls-auth-clients", "no"]
     command = [
         find_redis_server(),
-        "--port",
-        str(port),
+        *listen,
         "--bind",
         "127.0.0.1",
         "--dir",
@@ -236,29 +332,40 @@ def start_redis(data_dir: Path, durable: bool) -> Server:
         process = subprocess.Popen(
             command, stdout=server_log, stderr=subprocess.STDOUT, start_new_session=True
         )
-    wait_for_port(port, process, "redis-server")
-    return Server(process, f"redis://127.0.0.1:{port}/0", "redis")
+    url = f"redis://127.0.0.1:{port}/0"
+    if tls:
+        url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={tls.ca}"
+    server = Server(process, url, "redis")
+    with _stopped_on_failure(server):
+        wait_for_port(port, process, "redis-server")
+    return server
 
 
 @contextlib.contextmanager
-def services(data_dir: Path, durable: bool) -> Iterator[dict[str, str]]:
+def services(
+    data_dir: Path, durable: bool, tls: TlsFiles | None = None
+) -> Iterator[dict[str, str]]:
     """Run Postgres and Redis for the duration of the block; yield their URLs."""
-    if not _usable_by_postgres_user(data_dir.parent):
-        data_dir = Path(tempfile.mkdtemp(prefix="mcp-auth-"))
-        data_dir.chmod(0o755)
-    started: list[Server] = []
-    try:
-        started.append(start_postgres(data_dir / "postgres", durable))
-        started.append(start_redis(data_dir / "redis", durable))
-        yield {"DATABASE_URL": started[0].url, "REDIS_URL": started[1].url}
-    finally:
-        for server in reversed(started):
-            server.stop()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        if not _reachable_by_postgres_user(data_dir):
+            if durable:
+                data_dir = _private_dir(fallback_data_dir(data_dir))
+            else:
+                tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="mcp-"))
+                data_dir = Path(tmp)
+                data_dir.chmod(0o711)
+            log(f"the postgres account cannot reach the data folder; using {data_dir}")
+        postgres = start_postgres(data_dir / "postgres", durable, tls)
+        stack.callback(postgres.stop)
+        redis = start_redis(data_dir / "redis", durable, tls)
+        stack.callback(redis.stop)
+        yield {"DATABASE_URL": postgres.url, "REDIS_URL": redis.url}
 
 
-def _dev_secrets() -> dict[str, str]:
+def _dev_secrets(data_dir: Path) -> dict[str, str]:
     """Keep development secrets stable across runs, so sessions survive restarts."""
-    path = DEV_DATA / "secrets.env"
+    path = data_dir / "secrets.env"
     if not path.exists():
         path.write_text(
             f"SECRET_KEY={secrets.token_urlsafe(48)}\nJWT_SECRET={secrets.token_urlsafe(48)}\n"
@@ -295,14 +402,14 @@ def _create_demo_user(env: dict[str, str]) -> None:
         raise SystemExit(result.stderr.strip())
 
 
-def run() -> int:
-    DEV_DATA.mkdir(exist_ok=True)
-    env = {**os.environ, **_dev_secrets()}
-    env.setdefault("ISSUER", "http://127.0.0.1:8000")
+def run(data_dir: Path = DEV_DATA) -> int:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **_dev_secrets(data_dir)}
     env.setdefault("PORT", "8000")
+    env.setdefault("ISSUER", f"http://127.0.0.1:{env['PORT']}")
     with contextlib.ExitStack() as stack:
         if not (env.get("DATABASE_URL") and env.get("REDIS_URL")):
-            urls = stack.enter_context(services(DEV_DATA, durable=True))
+            urls = stack.enter_context(services(data_dir, durable=True))
             for name, url in urls.items():
                 env[name] = env.get(name) or url
         if _flask(env, "db", "upgrade").returncode != 0:
@@ -322,12 +429,26 @@ def run() -> int:
             ],
             env=env,
         )
-        try:
-            return server.wait()
-        except KeyboardInterrupt:
-            server.send_signal(signal.SIGTERM)
-            server.wait()
-            return 0
+        stack.callback(_terminate, server)
+        return server.wait()
+
+
+def _terminate(process: subprocess.Popen) -> None:
+    """Stop gunicorn gracefully: requests in flight finish (``graceful_timeout``)."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _raise_stop(signum: int, _frame: object) -> None:
+    # Only once: the clean-up that follows must not be cut short by another signal.
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def test(pytest_args: list[str]) -> int:
@@ -341,13 +462,29 @@ def test(pytest_args: list[str]) -> int:
             ).returncode
 
 
+def _run_data_dir(args: list[str]) -> Path:
+    if not args:
+        return DEV_DATA
+    if len(args) == 2 and args[0] == "--data-dir":
+        return Path(args[1]).resolve()
+    raise SystemExit("usage: devservices.py run [--data-dir DIR]")
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("run", "test"):
         print(__doc__, file=sys.stderr)
         return 2
-    if argv[0] == "run":
-        return run()
-    return test(argv[1:])
+    # Whatever stops us (Ctrl-C, a process manager's or `timeout`'s TERM, a closed
+    # terminal's HUP) unwinds the same way, stopping every server we started.
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _raise_stop)
+    try:
+        if argv[0] == "run":
+            return run(_run_data_dir(argv[1:]))
+        return test(argv[1:])
+    except KeyboardInterrupt:
+        log("stopped")
+        return 0 if argv[0] == "run" else 130
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from flask import Blueprint, Response, jsonify
 from sqlalchemy import text
 
@@ -9,6 +11,7 @@ from ..db import db
 from ..redis_store import get_redis
 
 bp = Blueprint("health", __name__)
+log = logging.getLogger(__name__)
 
 
 @bp.get("/healthz")
@@ -30,8 +33,10 @@ def _check_postgres() -> str:
     try:
         db.session.execute(text("SELECT 1"))
         return "ok"
-    except Exception:  # any failure means "not ready"; the reason is logged
+    except Exception as exc:  # any failure means "not ready"; the reason is logged
         db.session.rollback()
+        # The driver's own words (e.g. "certificate verify failed"), never the URL.
+        log.warning("postgres not ready: %s", getattr(exc, "orig", None) or exc)
         return "unavailable"
     finally:
         db.session.close()
@@ -41,5 +46,6 @@ def _check_redis() -> str:
     try:
         get_redis().ping()
         return "ok"
-    except Exception:
+    except Exception as exc:
+        log.warning("redis not ready: %s", exc)
         return "unavailable"
