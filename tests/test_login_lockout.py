@@ -7,6 +7,7 @@ import json
 import secrets
 import time
 
+import devservices
 import pytest
 from conftest import make_user
 
@@ -297,3 +298,35 @@ def test_device_cookie_is_secure_under_an_https_issuer_with_a_path(make_server, 
     assert "secure" in attributes
     assert "httponly" in attributes
     assert attributes["path"] == "/sso/login"
+
+
+# --- Faults -------------------------------------------------------------------
+
+
+@pytest.fixture
+def doomed_redis(tmp_path):
+    """A Redis of our own that the test may stop."""
+    tmp_path.chmod(0o755)
+    redis_server = devservices.start_redis(tmp_path / "redis", durable=False)
+    yield redis_server
+    redis_server.stop()
+
+
+@pytest.mark.parametrize("known_browser", [True, False], ids=["known", "fresh"])
+def test_sign_in_without_redis_is_a_clear_503_page(
+    make_server, doomed_redis, user, known_browser
+):
+    live = make_server(**LIMIT, REDIS_URL=doomed_redis.url)
+    with live.browser() as browser:
+        if known_browser:
+            attempt(browser, user["email"], user["password"], HOME)
+            sign_out(browser)
+            assert device_cookies(browser)
+        page = browser.get("/login")
+        doomed_redis.stop()
+        form = {**browser.form(page), "email": user["email"], "password": "x"}
+        response = browser.post("/login", data=form, headers=HOME)
+
+    assert response.status_code == 503
+    assert response.headers["Content-Type"].startswith("text/html")
+    assert "Traceback" not in response.text
