@@ -17,7 +17,7 @@ from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from flask import current_app, g, request
-from itsdangerous import BadSignature, URLSafeSerializer
+from itsdangerous import BadData, URLSafeSerializer
 from werkzeug.wrappers import Response
 
 from .config import current_settings
@@ -76,7 +76,7 @@ def _read(account: str) -> Device | None:
     try:
         # itsdangerous compares signatures in constant time.
         claims = _serializer().loads(value)
-    except BadSignature:
+    except BadData:
         return None
     if not isinstance(claims, dict) or claims.get("account") != account:
         return None
