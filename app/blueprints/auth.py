@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
-
 from flask import Blueprint, Response, render_template, request
 from flask_babel import gettext as _
+from flask_limiter import RequestLimit
 
+from ..device_cookies import lock_device, login_account, remember_device, trusted_device
 from ..rate_limits import limit, setting
 from ..sessions import current_user, is_local_target, issuer_redirect, sign_in, sign_out
-from ..users import authenticate, normalize_email
+from ..users import authenticate
 
 bp = Blueprint("auth", __name__)
 
@@ -17,11 +17,30 @@ bp = Blueprint("auth", __name__)
 DEFAULT_TARGET = "/account"
 
 
+def _email() -> str:
+    return request.form.get("email", "")
+
+
+def _is_trusted() -> bool:
+    return trusted_device(_email()) is not None
+
+
+def _is_untrusted() -> bool:
+    return trusted_device(_email()) is None
+
+
 def _account_key() -> str:
-    # Hashed, so the limiter's own log lines never carry an email address.
-    email = normalize_email(request.form.get("email", ""))[:320]
-    digest = hashlib.sha256(email.encode("utf-8", "surrogatepass")).hexdigest()
-    return "login-account:" + digest[:32]
+    return "login-account:" + login_account(_email())
+
+
+def _device_key() -> str:
+    return "login-device:" + (trusted_device(_email()) or "")
+
+
+def _device_budget_spent(_: RequestLimit) -> None:
+    # A stolen device cookie must not be an endless oracle: once its budget
+    # is spent it counts for nothing, and its attempts fall to the shared one.
+    lock_device()
 
 
 def _target() -> str:
@@ -32,8 +51,23 @@ def _target() -> str:
 @bp.route("/login", methods=["GET", "POST"])
 # Every attempt counts, and is counted before the password is checked: counting
 # only failures afterwards would let parallel guesses all slip under the limit.
-@limit(setting("login_rate_limit"), methods=["POST"])
-@limit(setting("login_rate_limit"), methods=["POST"], key_func=_account_key)
+# A browser holding a device cookie for the account spends its own budget;
+# every other attempt spends the address's and the account's, so guessing from
+# any number of addresses stays bounded without locking the owner out.
+@limit(setting("login_rate_limit"), methods=["POST"], exempt_when=_is_trusted)
+@limit(
+    setting("login_rate_limit"),
+    methods=["POST"],
+    key_func=_account_key,
+    exempt_when=_is_trusted,
+)
+@limit(
+    setting("login_rate_limit"),
+    methods=["POST"],
+    key_func=_device_key,
+    exempt_when=_is_untrusted,
+    on_breach=_device_budget_spent,
+)
 def login() -> Response | tuple[str, int] | str:
     if request.method == "GET":
         if current_user() is not None:
@@ -51,7 +85,9 @@ def login() -> Response | tuple[str, int] | str:
         )
         return page, 401
     sign_in(user)
-    return issuer_redirect(_target())
+    response = issuer_redirect(_target())
+    remember_device(response, user.email)
+    return response
 
 
 @bp.post("/logout")
