@@ -4,12 +4,15 @@ A key is ``lsk_`` followed by 256 random bits, so secret scanners can spot a
 leaked one. It is shown once, when created; Postgres keeps only its SHA-256
 and a short prefix for people to recognise it by. The JSON API and the
 account page both go through this module.
+
+A key a client makes through the JSON API is bound to the consent it was made
+under (CONTRACT §7): the client sees only those keys, and withdrawing the
+consent revokes them. Keys made on the account page belong to no consent.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
 import secrets
 import unicodedata
 import uuid
@@ -17,21 +20,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from flask import Response, current_app
 from flask_babel import gettext as _
-from redis.exceptions import RedisError
-from sqlalchemy import func, or_, select, update
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import func, select, update
 
 from .config import current_settings
 from .db import db
-from .models import ApiKey, User, utcnow
+from .models import ApiKey, Grant, User, utcnow
 from .oauth.clients import SCOPES
-from .oauth.tokens import issue_access_token
-from .redis_store import get_redis
 from .revocation import revoke_api_key as revoke_api_key_tokens
-
-log = logging.getLogger(__name__)
 
 #: Marks our keys so that secret scanners can recognise a leaked one.
 KEY_PREFIX = "lsk_"
@@ -40,16 +36,9 @@ KEY_BYTES = 32
 #: Characters kept in clear: the marker and 8 random ones (48 of the 256 bits),
 #: enough to tell keys apart and far too few to help guess the rest.
 DISPLAY_PREFIX_LENGTH = len(KEY_PREFIX) + 8
-#: Longer candidates are hashed as the empty string, so a huge body costs no more
-#: to check than a short one. A real key is 47 characters.
-MAX_CANDIDATE_LENGTH = 256
 DEFAULT_SCOPES = ("read",)
 MAX_NAME_LENGTH = 100
 MAX_EXPIRES_IN_DAYS = 3650
-#: ``last_used_at`` is written at most once per key in this many seconds.
-LAST_USED_INTERVAL = 60
-#: The ``via`` claim of tokens exchanged from a key.
-VIA_API_KEY = "api_key"
 
 
 class ApiKeyError(ValueError):
@@ -58,6 +47,10 @@ class ApiKeyError(ValueError):
 
 class KeyLimitReached(ApiKeyError):
     """The owner already has as many live keys as allowed."""
+
+
+class ConsentWithdrawn(ApiKeyError):
+    """The consent a client would make the key under is no longer live."""
 
 
 @dataclass(frozen=True)
@@ -96,11 +89,23 @@ def is_expired(key: ApiKey, now: datetime | None = None) -> bool:
 
 
 def validate_new_key(
-    name: object, scopes: object = None, expires_in_days: object = None
+    name: object,
+    scopes: object = None,
+    expires_in_days: object = None,
+    *,
+    max_days: int = MAX_EXPIRES_IN_DAYS,
+    default_days: int | None = None,
 ) -> NewKey:
-    """Check a request for a key; ``None`` means the default. Raise ApiKeyError."""
+    """Check a request for a key; ``None`` means the default. Raise ApiKeyError.
+
+    ``default_days`` is the lifetime of a key whose request names none
+    (``None``: it never expires); a longer one than ``max_days`` is refused.
+    """
+    days = _valid_days(expires_in_days, max_days)
     return NewKey(
-        _valid_name(name), _valid_scopes(scopes), _valid_days(expires_in_days)
+        _valid_name(name),
+        _valid_scopes(scopes),
+        default_days if days is None else days,
     )
 
 
@@ -132,29 +137,33 @@ def _valid_scopes(scopes: object) -> tuple[str, ...]:
     return tuple(s for s in SCOPES if s in scopes)
 
 
-def _valid_days(days: object) -> int | None:
+def _valid_days(days: object, max_days: int) -> int | None:
     if days is None:
         return None
     # bool is a subclass of int, but "expires_in_days": true is no number of days.
-    if (
-        isinstance(days, bool)
-        or not isinstance(days, int)
-        or not 1 <= days <= MAX_EXPIRES_IN_DAYS
-    ):
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= max_days:
         raise ApiKeyError(
             _(
                 "The lifetime must be a whole number of days from 1 to %(max)d.",
-                max=MAX_EXPIRES_IN_DAYS,
+                max=max_days,
             )
         )
     return days
 
 
-def create_api_key(owner_id: uuid.UUID, request: NewKey) -> tuple[ApiKey, str]:
-    """Store a new key for ``owner_id``; return the row and the key, shown once."""
+def create_api_key(
+    owner_id: uuid.UUID, request: NewKey, consent_id: uuid.UUID | None = None
+) -> tuple[ApiKey, str]:
+    """Store a new key for ``owner_id``; return the row and the key, shown once.
+
+    With ``consent_id`` the key is a client's, made under that live consent.
+    """
     cap = current_settings().max_api_keys_per_user
     # Lock the owner's row so two concurrent creations cannot both pass the cap.
     db.session.execute(select(User.id).where(User.id == owner_id).with_for_update())
+    if consent_id is not None and not _lock_live_consent(owner_id, consent_id):
+        db.session.rollback()
+        raise ConsentWithdrawn(str(consent_id))
     if _live_key_count(owner_id) >= cap:
         db.session.rollback()
         raise KeyLimitReached(
@@ -165,6 +174,7 @@ def create_api_key(owner_id: uuid.UUID, request: NewKey) -> tuple[ApiKey, str]:
     row = ApiKey(
         id=uuid.uuid4(),
         user_id=owner_id,
+        consent_id=consent_id,
         name=request.name,
         key_hash=hash_key(key),
         prefix=key[:DISPLAY_PREFIX_LENGTH],
@@ -181,6 +191,24 @@ def create_api_key(owner_id: uuid.UUID, request: NewKey) -> tuple[ApiKey, str]:
     return row, key
 
 
+def _lock_live_consent(owner_id: uuid.UUID, consent_id: uuid.UUID) -> bool:
+    # A shared lock until commit: withdrawing the consent (an UPDATE of this
+    # row) waits for the new key and then revokes it, or has already happened
+    # and the key is refused. Either way no key outlives its consent.
+    return (
+        db.session.scalar(
+            select(Grant.id)
+            .where(
+                Grant.id == consent_id,
+                Grant.user_id == owner_id,
+                Grant.revoked_at.is_(None),
+            )
+            .with_for_update(read=True)
+        )
+        is not None
+    )
+
+
 def _live_key_count(owner_id: uuid.UUID) -> int:
     return db.session.scalar(
         select(func.count())
@@ -189,26 +217,41 @@ def _live_key_count(owner_id: uuid.UUID) -> int:
     )
 
 
-def list_api_keys(owner_id: uuid.UUID) -> list[ApiKey]:
-    """List the owner's keys that are not revoked (expired ones too), newest first."""
+def _visible(owner_id: uuid.UUID, consent_id: uuid.UUID | None) -> list[Any]:
+    """Conditions for the owner's live keys; only one consent's when one is named."""
+    conditions = [ApiKey.user_id == owner_id, ApiKey.revoked_at.is_(None)]
+    if consent_id is not None:
+        conditions.append(ApiKey.consent_id == consent_id)
+    return conditions
+
+
+def list_api_keys(
+    owner_id: uuid.UUID, consent_id: uuid.UUID | None = None
+) -> list[ApiKey]:
+    """List live keys (expired ones too), newest first.
+
+    Without ``consent_id``, every key of the owner, as the owner sees them;
+    with it, only the keys a client made under that consent.
+    """
     return list(
         db.session.scalars(
             select(ApiKey)
-            .where(ApiKey.user_id == owner_id, ApiKey.revoked_at.is_(None))
+            .where(*_visible(owner_id, consent_id))
             .order_by(ApiKey.created_at.desc())
         )
     )
 
 
-def revoke(owner_id: uuid.UUID, key_id: uuid.UUID) -> bool:
-    """Revoke one of the owner's live keys and every token exchanged from it."""
+def revoke(
+    owner_id: uuid.UUID, key_id: uuid.UUID, consent_id: uuid.UUID | None = None
+) -> bool:
+    """Revoke a live key and every token exchanged from it.
+
+    ``consent_id`` narrows the keys that can be revoked as in :func:`list_api_keys`.
+    """
     revoked_id = db.session.scalar(
         update(ApiKey)
-        .where(
-            ApiKey.id == key_id,
-            ApiKey.user_id == owner_id,
-            ApiKey.revoked_at.is_(None),
-        )
+        .where(ApiKey.id == key_id, *_visible(owner_id, consent_id))
         .values(revoked_at=utcnow())
         .returning(ApiKey.id)
     )
@@ -224,52 +267,26 @@ def revoke(owner_id: uuid.UUID, key_id: uuid.UUID) -> bool:
     return True
 
 
-def exchange(candidate: object) -> tuple[str, dict[str, Any]] | None:
-    """Trade a key for an access token; ``None`` for any key that is not good."""
-    # Every failure takes the same path: one hash, one indexed lookup, no row.
-    if not isinstance(candidate, str) or len(candidate) > MAX_CANDIDATE_LENGTH:
-        candidate = ""
-    row = db.session.execute(
-        select(ApiKey.id, ApiKey.user_id, ApiKey.scopes)
-        .join(User, User.id == ApiKey.user_id)
-        .where(
-            ApiKey.key_hash == hash_key(candidate),
-            ApiKey.revoked_at.is_(None),
-            or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > func.now()),
-            User.is_active.is_(True),
+def revoke_consent_keys(consent_id: uuid.UUID) -> list[str]:
+    """Revoke, in the caller's transaction, the live keys made under a consent.
+
+    Their tokens are denied before the caller commits (as in :func:`revoke`);
+    the caller denies them again with :func:`deny_key_tokens` once it has.
+    """
+    key_ids = [
+        str(key_id)
+        for key_id in db.session.scalars(
+            update(ApiKey)
+            .where(ApiKey.consent_id == consent_id, ApiKey.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+            .returning(ApiKey.id)
         )
-    ).first()
-    if row is None:
-        return None
-    return issue_access_token(
-        str(row.user_id),
-        " ".join(row.scopes),
-        {"via": VIA_API_KEY, "api_key_id": str(row.id)},
-    )
+    ]
+    deny_key_tokens(key_ids)
+    return key_ids
 
 
-def note_use_after(response: Response, key_id: str) -> None:
-    """Record the key's use once ``response`` has gone out, not before."""
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
-
-    def record() -> None:
-        with app.app_context():
-            _note_use(uuid.UUID(key_id))
-
-    response.call_on_close(record)
-
-
-def _note_use(key_id: uuid.UUID) -> None:
-    # One write a minute per key at most, however often it is exchanged and on
-    # whichever instance: the Redis gate is shared. Bookkeeping must not cost
-    # the caller a token it is owed, so a failure here is only logged.
-    try:
-        gate = f"api_key:last_used:{key_id}"
-        if get_redis().set(gate, "1", nx=True, ex=LAST_USED_INTERVAL):
-            db.session.execute(
-                update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=utcnow())
-            )
-            db.session.commit()
-    except (RedisError, SQLAlchemyError) as exc:
-        db.session.rollback()
-        log.warning("could not record API key use: %s", type(exc).__name__)
+def deny_key_tokens(key_ids: list[str]) -> None:
+    """Deny every token exchanged so far from each of ``key_ids``."""
+    for key_id in key_ids:
+        revoke_api_key_tokens(key_id)

@@ -176,6 +176,8 @@ class Settings:
     client_id_prefix: str = "lessie"
     api_key_rate_limit: str = "60 per minute"
     max_api_keys_per_user: int = 50
+    #: Longest lifetime, in days, of a key an application creates (CONTRACT §7).
+    api_key_max_days: int = 90
     log_level: str = "INFO"
 
     @property
@@ -207,6 +209,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "client_id_prefix": _client_id_prefix,
     "api_key_rate_limit": _rate_limit,
     "max_api_keys_per_user": _int(1, 10000),
+    "api_key_max_days": _int(1, 3650),
     "log_level": lambda v: v.upper() if v.upper() in _LOG_LEVELS else _bad_level(),
 }
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from sqlalchemy import (
     ARRAY,
     Boolean,
+    CheckConstraint,
     DateTime,
     ForeignKey,
     Index,
@@ -97,12 +98,28 @@ class Grant(Timestamped, Base):
 
 
 class ApiKey(Timestamped, Base):
+    """A key its owner exchanges for tokens; made on the account page or by a client.
+
+    A key a client made through the JSON API names the consent it was made
+    under, so withdrawing that consent revokes it, and always expires.
+    """
+
     __tablename__ = "api_keys"
-    __table_args__ = (Index("ix_api_keys_user_id_live", "user_id", "revoked_at"),)
+    __table_args__ = (
+        Index("ix_api_keys_user_id_live", "user_id", "revoked_at"),
+        CheckConstraint(
+            "consent_id IS NULL OR expires_at IS NOT NULL", name="client_keys_expire"
+        ),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     user_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE")
+    )
+    #: The consent (``grants`` row) of the client that made the key; NULL for a
+    #: key made on the account page. Deleting the consent deletes its keys.
+    consent_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("grants.id", ondelete="CASCADE"), index=True
     )
     name: Mapped[str] = mapped_column(String(100))
     #: SHA-256 of the key; the key itself is never stored.
@@ -115,3 +132,4 @@ class ApiKey(Timestamped, Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     owner: Mapped[User] = relationship(lazy="joined")
+    consent: Mapped[Grant | None] = relationship(lazy="joined")

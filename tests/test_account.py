@@ -108,13 +108,29 @@ def test_create_a_key_on_the_page_shows_it_once(signed_in: Browser) -> None:
     assert whoami(signed_in, token).status_code == 200
 
 
-def test_key_made_on_the_page_is_listed_by_the_api(
+def test_key_made_on_the_page_is_not_the_applications(
     signed_in: Browser, manager: str
 ) -> None:
-    key = created_key(create_on_page(signed_in, name="from the page"))
-    [listed] = list_keys(signed_in, manager)
-    assert listed["name"] == "from the page" and listed["scopes"] == ["read"]
-    assert key.startswith(listed["prefix"])
+    created_key(create_on_page(signed_in, name="from the page"))
+    assert list_keys(signed_in, manager) == []
+
+
+def test_the_page_makes_keys_that_never_expire_or_outlive_the_api_maximum(
+    signed_in: Browser,
+) -> None:
+    forever = create_on_page(signed_in, name="forever")
+    assert "It does not expire." in forever.text
+    long = create_on_page(signed_in, name="long", expires_in_days="3650")
+    assert created_key(long) and "Expires:" in long.text
+    # Cells: name, key, scopes, created by, created, expires, last used.
+    rows = {
+        cells[0]: cells
+        for r in soup(signed_in.get("/account")).select("tbody tr")
+        if (cells := [td.get_text(" ", strip=True) for td in r.select("td")])
+    }
+    assert rows["forever"][3] == "You, on this page"
+    assert rows["forever"][5] == "Never"
+    assert rows["long"][5].endswith("UTC")
 
 
 def test_revoke_a_key_on_the_page(signed_in: Browser) -> None:

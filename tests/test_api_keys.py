@@ -112,10 +112,12 @@ def test_the_life_of_a_key(browser: Browser, manager: str, user: dict) -> None:
     assert key.startswith("lsk_") and len(key) >= 4 + 43  # 256 bits, base64url
     assert key.startswith(body["prefix"]) and len(body["prefix"]) < 16
     assert body["name"] == "laptop" and body["scopes"] == ["read"]
-    assert body["expires_at"] is None
     assert abs(parse_time(body["created_at"]) - datetime.now(UTC)) < timedelta(
         minutes=1
     )
+    # A key an application makes lives API_KEY_MAX_DAYS unless it asks for less.
+    lifetime = parse_time(body["expires_at"]) - parse_time(body["created_at"])
+    assert lifetime == timedelta(days=90)
 
     listing = browser.get("/api-keys", headers=bearer(manager))
     assert listing.status_code == 200
@@ -441,6 +443,7 @@ def test_live_keys_per_person_are_capped(make_server: Any, user: dict) -> None:
         {"name": "k", "scopes": {"read": True}},
         {"name": "k", "expires_in_days": 0},
         {"name": "k", "expires_in_days": -1},
+        {"name": "k", "expires_in_days": 91},
         {"name": "k", "expires_in_days": 3651},
         {"name": "k", "expires_in_days": "30"},
         {"name": "k", "expires_in_days": 30.5},
@@ -487,7 +490,7 @@ def test_bodies_that_are_not_json_are_refused(
             ["read", "write"],
         ),
         ({"name": "k", "scopes": None, "expires_in_days": None}, "k", ["read"]),
-        ({"name": "k", "expires_in_days": 3650, "extra": 1}, "k", ["read"]),
+        ({"name": "k", "expires_in_days": 90, "extra": 1}, "k", ["read"]),
     ],
 )
 def test_good_bodies_at_the_edges(

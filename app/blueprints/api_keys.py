@@ -1,32 +1,41 @@
 """The API-key endpoints programs call (CONTRACT §7).
 
 ``POST /auth/token`` trades a key for an access token. ``/api-keys`` lets a
-key's owner manage keys with an OAuth access token that holds ``write``.
+client manage the keys it made for a person, with an OAuth access token that
+holds ``write``: an application never gives itself more than the person gave
+it, for no longer than ``API_KEY_MAX_DAYS``, and only while the consent lasts.
 """
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, Response, abort, jsonify, request
 from flask_babel import gettext as _
 
+from ..api_key_exchange import VIA_API_KEY, exchange, note_use_after
 from ..api_keys import (
-    VIA_API_KEY,
     ApiKeyError,
+    ConsentWithdrawn,
     KeyLimitReached,
     create_api_key,
-    exchange,
     isoformat_utc,
     list_api_keys,
-    note_use_after,
     parse_id,
     revoke,
     validate_new_key,
 )
+from ..config import current_settings
 from ..models import ApiKey
-from ..oauth.resource import current_claims, deny_invalid_token, require_token
+from ..oauth.consent import find_grant
+from ..oauth.resource import (
+    current_claims,
+    deny_insufficient_scope,
+    deny_invalid_token,
+    require_token,
+)
 from ..rate_limits import limit, setting
 from ..users import get_active_user
 
@@ -71,8 +80,18 @@ def exchange_token() -> Response:
     return response
 
 
-def _owner_id() -> uuid.UUID:
-    """Return whom this OAuth token speaks for; refuse tokens exchanged from keys."""
+@dataclass(frozen=True)
+class Caller:
+    """The person an OAuth token speaks for, and the consent it was issued under."""
+
+    owner_id: uuid.UUID
+    consent_id: uuid.UUID
+    #: What the client may put in a key: in both the token and the consent.
+    scopes: frozenset[str]
+
+
+def _caller() -> Caller:
+    """Identify the caller; refuse tokens exchanged from keys."""
     claims = current_claims()
     # A key must not be able to mint more keys, or revoking one would not
     # contain a leak: only a token from an OAuth grant manages keys.
@@ -85,9 +104,19 @@ def _owner_id() -> uuid.UUID:
             )
         )
     user = get_active_user(claims.get("sub"))
-    if user is None:
-        deny_invalid_token()
-    return user.id
+    client_id = claims.get("client_id")
+    consent = (
+        find_grant(user.id, client_id)
+        if user is not None and isinstance(client_id, str)
+        else None
+    )
+    if user is None or consent is None:
+        deny_invalid_token()  # the account or the person's consent is gone
+    return Caller(
+        user.id,
+        consent.id,
+        frozenset(str(claims.get("scope", "")).split()) & set(consent.scope.split()),
+    )
 
 
 def _describe(key: ApiKey) -> dict[str, Any]:
@@ -105,27 +134,41 @@ def _describe(key: ApiKey) -> dict[str, Any]:
 @require_token("write")
 def create() -> Response:
     """Create a key; the answer is the only place the key ever appears."""
-    owner_id = _owner_id()
+    caller = _caller()
     body = _json_body()
     if not isinstance(body, dict):
         return _error(400, "invalid_request", _("The body must be a JSON object."))
+    max_days = current_settings().api_key_max_days
     try:
+        # A longer lifetime than allowed is refused rather than shortened: the
+        # client learns the key dies sooner than it asked, instead of finding out.
         new_key = validate_new_key(
-            body.get("name"), body.get("scopes"), body.get("expires_in_days")
+            body.get("name"),
+            body.get("scopes"),
+            body.get("expires_in_days"),
+            max_days=max_days,
+            default_days=max_days,
         )
-        key, secret = create_api_key(owner_id, new_key)
-    except KeyLimitReached as exc:
-        return _error(403, "api_key_limit_exceeded", str(exc))
     except ApiKeyError as exc:
         return _error(400, "invalid_request", str(exc))
+    # RFC 6750 §3.1: asking for more than the token holds is insufficient_scope.
+    if not set(new_key.scopes) <= caller.scopes:
+        deny_insufficient_scope(*new_key.scopes)
+    try:
+        key, secret = create_api_key(caller.owner_id, new_key, caller.consent_id)
+    except ConsentWithdrawn:
+        deny_invalid_token()
+    except KeyLimitReached as exc:
+        return _error(403, "api_key_limit_exceeded", str(exc))
     return _json({**_describe(key), "key": secret}, 201)
 
 
 @bp.get("/api-keys")
 @require_token("write")
 def index() -> Response:
-    """List the caller's keys that are not revoked, without any secret."""
-    keys = list_api_keys(_owner_id())
+    """List the keys this client made for the caller that are not revoked."""
+    caller = _caller()
+    keys = list_api_keys(caller.owner_id, caller.consent_id)
     described = [
         {**_describe(key), "last_used_at": isoformat_utc(key.last_used_at)}
         for key in keys
@@ -136,10 +179,11 @@ def index() -> Response:
 @bp.delete("/api-keys/<key_id>")
 @require_token("write")
 def delete(key_id: str) -> Response:
-    """Revoke a key and the tokens exchanged from it."""
-    owner_id = _owner_id()
-    # A malformed id, an unknown one and someone else's all look the same.
+    """Revoke a key this client made, and the tokens exchanged from it."""
+    caller = _caller()
+    # A malformed id, an unknown one, someone else's and one this client did
+    # not make all look the same.
     parsed = parse_id(key_id)
-    if parsed is None or not revoke(owner_id, parsed):
+    if parsed is None or not revoke(caller.owner_id, parsed, caller.consent_id):
         return _error(404, "not_found", _("There is no such API key."))
     return Response(status=204, headers={"Cache-Control": "no-store"})

@@ -7,6 +7,7 @@ import uuid
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 
+from ..api_keys import deny_key_tokens, revoke_consent_keys
 from ..db import db
 from ..models import Grant, utcnow
 from ..revocation import revoke_grant as revoke_grant_tokens
@@ -58,7 +59,11 @@ def list_grants(user_id: uuid.UUID) -> list[Grant]:
 
 
 def revoke_grant(user_id: uuid.UUID, grant_id: uuid.UUID) -> bool:
-    """Revoke one of ``user_id``'s grants and the tokens issued under it."""
+    """Revoke one of ``user_id``'s grants and everything issued under it.
+
+    That is its tokens, and the API keys its client made together with the
+    tokens exchanged from them (CONTRACT §7).
+    """
     client_id = db.session.scalar(
         update(Grant)
         .where(
@@ -67,8 +72,11 @@ def revoke_grant(user_id: uuid.UUID, grant_id: uuid.UUID) -> bool:
         .values(revoked_at=utcnow())
         .returning(Grant.client_id)
     )
-    db.session.commit()
     if client_id is None:
+        db.session.rollback()
         return False
+    key_ids = revoke_consent_keys(grant_id)
+    db.session.commit()
+    deny_key_tokens(key_ids)
     revoke_grant_tokens(str(user_id), client_id)
     return True
