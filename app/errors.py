@@ -52,6 +52,21 @@ def error_response(
     return jsonify(error=error, error_description=description), status
 
 
+def _quoted(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def challenge(scheme: str, **params: str) -> str:
+    """Build a ``WWW-Authenticate`` challenge (RFC 9110 §11.6.1).
+
+    Parameter values go out as quoted-strings (RFC 9110 §5.6.4), in order.
+    """
+    return f"{scheme} " + ", ".join(
+        f"{name}={_quoted(value)}" for name, value in params.items()
+    )
+
+
 def _error_code(exc: HTTPException) -> str:
     return (exc.name or "error").lower().replace(" ", "_").replace("'", "")
 
