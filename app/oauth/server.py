@@ -21,9 +21,9 @@ from authlib.integrations.flask_oauth2.requests import (
     FlaskOAuth2Payload,
     FlaskOAuth2Request,
 )
+from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import OAuth2Request
 from authlib.oauth2.rfc6749.authorization_server import _create_grant
-from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749.errors import (
     InvalidClientError,
     InvalidRequestError,
