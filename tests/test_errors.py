@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from helpers import LOOPBACK_REDIRECT
 
 
 def test_unknown_api_route_is_json_404(browser) -> None:
@@ -78,3 +79,18 @@ def test_doubled_slashes_never_redirect_to_the_host_header(browser, path) -> Non
     response = browser.post(path, headers={"Host": "evil.example"})
     assert "evil.example" not in response.headers.get("Location", "")
     assert response.status_code in (400, 404, 405)
+
+
+def test_retry_after_is_only_on_429(browser, user) -> None:
+    # RFC 9110 §10.2.3: Retry-After on a redirect asks the client to wait
+    # before following it; rate-limit counters belong in X-RateLimit-*.
+    answers = {
+        201: browser.post("/register", json={"redirect_uris": [LOOPBACK_REDIRECT]}),
+        401: browser.post("/auth/token", json={"apiKey": "lsk_unknown"}),
+        302: browser.login(user["email"], user["password"]),
+    }
+
+    for status, response in answers.items():
+        assert response.status_code == status, response.text
+        assert "Retry-After" not in response.headers, status
+        assert int(response.headers["X-RateLimit-Remaining"]) >= 0

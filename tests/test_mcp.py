@@ -126,6 +126,8 @@ def test_notifications_and_responses_are_accepted(
 
     assert response.status_code == 202
     assert response.content == b""
+    # No body, so nothing to describe: certainly not as an HTML page.
+    assert "Content-Type" not in response.headers
 
 
 @pytest.mark.parametrize("request_id", [1, 0, -5, "abc", ""])

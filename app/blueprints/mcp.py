@@ -30,8 +30,13 @@ PROTOCOL_VERSION_HEADER = "MCP-Protocol-Version"
 
 
 def _reply(body: dict[str, Any] | None, status: int = 200) -> Response:
-    response = jsonify(body) if body is not None else Response(status=status)
-    response.status_code = status
+    if body is None:
+        response = Response(status=status)
+        # An empty answer (202) has no media type to claim (RFC 9110 §8.3).
+        del response.headers["Content-Type"]
+    else:
+        response = jsonify(body)
+        response.status_code = status
     # Answers describe the caller; no shared cache may keep them.
     response.headers["Cache-Control"] = "no-store"
     return response
