@@ -211,6 +211,21 @@ def test_every_failed_exchange_gets_the_same_401(
     assert response.headers["WWW-Authenticate"] == f'ApiKey realm="{server.issuer}"'
 
 
+def test_an_oversized_chunked_body_is_refused_with_413(
+    browser: Browser, manager: str
+) -> None:
+    body = json.dumps({"name": "x" * 70_000}).encode()
+    # Sent chunked, without a Content-Length: the size shows only as it arrives.
+    chunks = (body[i : i + 8192] for i in range(0, len(body), 8192))
+
+    response = browser.post(
+        "/api-keys", data=chunks, headers={**bearer(manager), **JSON_HEADERS}
+    )
+
+    assert response.status_code == 413, response.text
+    assert response.json()["error"] == "request_entity_too_large"
+
+
 def test_hash_of_the_key_is_not_a_key(
     browser: Browser, manager: str, engine: sqlalchemy.Engine
 ) -> None:
