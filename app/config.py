@@ -149,6 +149,37 @@ def _rate_limit(value: str) -> str:
     return value
 
 
+#: Ports a browser leaves out of an ``Origin`` (RFC 6454 §6.1).
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(value: str) -> str:
+    """One origin as a browser serialises it: ``scheme://host[:port]``."""
+    parts = urlsplit(value.strip().lower())
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{value.strip()!r} has a bad port") from None
+    if not parts.scheme or not parts.hostname or parts.username is not None:
+        raise ValueError(f"{value.strip()!r} is not an origin (scheme://host[:port])")
+    if parts.path or parts.query or parts.fragment or "?" in value or "#" in value:
+        raise ValueError(f"{value.strip()!r} is not an origin (scheme://host[:port])")
+    netloc = parts.netloc
+    if port is not None and port == _DEFAULT_PORTS.get(parts.scheme):
+        netloc = netloc.removesuffix(f":{port}")
+    return f"{parts.scheme}://{netloc}"
+
+
+def _allowed_origins(value: str) -> tuple[str, ...]:
+    # "*" spells the default, any origin, for operators who prefer to say it.
+    if value == "*":
+        return ()
+    origins = tuple(_origin(item) for item in value.split(",") if item.strip())
+    if not origins:
+        raise ValueError("must list at least one origin")
+    return origins
+
+
 def _client_id_prefix(value: str) -> str:
     if not value or not value.replace("_", "").replace(".", "").isalnum():
         raise ValueError("must be letters, digits, '.' or '_'")
@@ -179,6 +210,8 @@ class Settings:
     #: Longest lifetime, in days, of a key an application creates (CONTRACT §7).
     api_key_max_days: int = 90
     log_level: str = "INFO"
+    #: Origins that may call ``/mcp`` (MCP transports, DNS rebinding); empty: any.
+    allowed_origins: tuple[str, ...] = ()
 
     @property
     def mcp_resource(self) -> str:
@@ -211,6 +244,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "max_api_keys_per_user": _int(1, 10000),
     "api_key_max_days": _int(1, 3650),
     "log_level": lambda v: v.upper() if v.upper() in _LOG_LEVELS else _bad_level(),
+    "allowed_origins": _allowed_origins,
 }
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 from typing import Any
 
@@ -18,6 +19,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.http import parse_set_header
 
 from .db import db
 
@@ -28,6 +30,41 @@ HTML_BLUEPRINTS = frozenset({"authorize", "auth", "account"})
 
 #: Largest request body accepted (bytes); larger bodies get a 413.
 MAX_CONTENT_LENGTH = 64 * 1024
+
+
+class ChunkedBodyLimit:
+    """Give a chunked request body a length, so the one size rule applies.
+
+    Without a Content-Length, werkzeug reads a streamed body up to
+    ``MAX_CONTENT_LENGTH`` and silently stops there: the view sees a cut-off
+    body. This buffers at most one byte more than the limit and states the
+    length, so an oversized body meets the same ``413`` as any other.
+    """
+
+    def __init__(self, wsgi_app: Any, limit: int) -> None:
+        self.wsgi_app = wsgi_app
+        self.limit = limit
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        chunked = "chunked" in parse_set_header(environ.get("HTTP_TRANSFER_ENCODING"))
+        if chunked and not environ.get("CONTENT_LENGTH"):
+            body = self._read(environ["wsgi.input"])
+            environ["wsgi.input"] = io.BytesIO(body)
+            environ["CONTENT_LENGTH"] = str(len(body))
+            # The body is de-chunked now; werkzeug ignores a Content-Length
+            # that comes with Transfer-Encoding: chunked.
+            del environ["HTTP_TRANSFER_ENCODING"]
+            environ.pop("wsgi.input_terminated", None)
+        return self.wsgi_app(environ, start_response)
+
+    def _read(self, stream: Any) -> bytes:
+        body = bytearray()
+        while len(body) <= self.limit:
+            chunk = stream.read(self.limit + 1 - len(body))
+            if not chunk:
+                break
+            body.extend(chunk)
+        return bytes(body)
 
 
 def wants_html() -> bool:
@@ -50,6 +87,21 @@ def error_response(
         )
         return page, status
     return jsonify(error=error, error_description=description), status
+
+
+def _quoted(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def challenge(scheme: str, **params: str) -> str:
+    """Build a ``WWW-Authenticate`` challenge (RFC 9110 §11.6.1).
+
+    Parameter values go out as quoted-strings (RFC 9110 §5.6.4), in order.
+    """
+    return f"{scheme} " + ", ".join(
+        f"{name}={_quoted(value)}" for name, value in params.items()
+    )
 
 
 def _error_code(exc: HTTPException) -> str:
@@ -123,5 +175,6 @@ class SafeJSONProvider(DefaultJSONProvider):
 
 def init_app(app: Flask) -> None:
     app.config["MAX_CONTENT_LENGTH"] = MAX_CONTENT_LENGTH
+    app.wsgi_app = ChunkedBodyLimit(app.wsgi_app, MAX_CONTENT_LENGTH)  # type: ignore[method-assign]
     app.json = SafeJSONProvider(app)
     app.register_error_handler(Exception, _dispatch)

@@ -11,7 +11,7 @@ import ipaddress
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import Flask, request
+from flask import Flask, Response, request
 from flask_limiter import Limiter
 
 from .config import current_settings
@@ -54,7 +54,18 @@ def limit(limit_value: str | Callable[[], str], **kwargs: Any) -> Callable[[F], 
     return mark
 
 
+def _retry_after_only_when_limited(response: Response) -> Response:
+    # The limiter stamps Retry-After on every limited answer; RFC 9110
+    # §10.2.3 gives it meaning on a 3xx too (wait before following), so it
+    # stays only where it is true: the 429 (RFC 6585 §4). X-RateLimit-* stay.
+    if response.status_code != 429:
+        response.headers.pop("Retry-After", None)
+    return response
+
+
 def init_app(app: Flask, redis_url: str) -> Limiter:
+    # Registered before the limiter's own hook, so it runs after it.
+    app.after_request(_retry_after_only_when_limited)
     limiter = Limiter(
         client_address,
         app=app,

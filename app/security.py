@@ -12,14 +12,17 @@ from .errors import HTML_BLUEPRINTS
 
 csrf = CSRFProtect()
 
-#: Routes that browser-based MCP clients call from any origin (CONTRACT §2).
-CORS_ROUTES = (
-    r"/.well-known/*",
-    r"/register",
-    r"/token",
-    r"/mcp",
-    r"/auth/token",
-)
+#: Routes that browser-based MCP clients call from any origin (CONTRACT §2),
+#: with the methods a preflight may offer: only those the route answers.
+#: ``/mcp`` also routes GET and DELETE, but only to say 405 (no stream, no
+#: session), so a browser is not invited to send them.
+CORS_ROUTES = {
+    r"/.well-known/*": ["GET"],
+    r"/register": ["POST"],
+    r"/token": ["POST"],
+    r"/mcp": ["POST"],
+    r"/auth/token": ["POST"],
+}
 
 #: Pages render only our own CSS and script, and may never be framed.
 CONTENT_SECURITY_POLICY = (
@@ -42,7 +45,10 @@ def init_app(app: Flask, settings: Settings) -> None:
     csrf.init_app(app)
     CORS(
         app,
-        resources={route: {"origins": "*"} for route in CORS_ROUTES},
+        resources={
+            route: {"origins": "*", "methods": methods}
+            for route, methods in CORS_ROUTES.items()
+        },
         allow_headers=["Authorization", "Content-Type", "MCP-Protocol-Version"],
         expose_headers=["WWW-Authenticate", "Mcp-Session-Id"],
         max_age=3600,

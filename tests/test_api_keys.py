@@ -203,12 +203,29 @@ def test_write_only_key_token_lacks_read_at_mcp(browser: Browser, manager: str) 
     ],
 )
 def test_every_failed_exchange_gets_the_same_401(
-    browser: Browser, request_kwargs: dict[str, Any]
+    browser: Browser, server: Any, request_kwargs: dict[str, Any]
 ) -> None:
     response = browser.post("/auth/token", **request_kwargs)
     assert response.status_code == 401
     assert response.json() == INVALID_CREDENTIALS
     assert response.headers["Cache-Control"] == "no-store"
+    # RFC 9110 §15.5.2: a 401 names the credential it wants.
+    assert response.headers["WWW-Authenticate"] == f'ApiKey realm="{server.issuer}"'
+
+
+def test_an_oversized_chunked_body_is_refused_with_413(
+    browser: Browser, manager: str
+) -> None:
+    body = json.dumps({"name": "x" * 70_000}).encode()
+    # Sent chunked, without a Content-Length: the size shows only as it arrives.
+    chunks = (body[i : i + 8192] for i in range(0, len(body), 8192))
+
+    response = browser.post(
+        "/api-keys", data=chunks, headers={**bearer(manager), **JSON_HEADERS}
+    )
+
+    assert response.status_code == 413, response.text
+    assert response.json()["error"] == "request_entity_too_large"
 
 
 def test_hash_of_the_key_is_not_a_key(

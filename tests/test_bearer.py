@@ -217,7 +217,7 @@ def write_only_token(browser: Any, user: dict[str, str]) -> str:
 
 
 def test_missing_scope_at_verify_is_insufficient_scope(
-    browser: Any, user: dict[str, str]
+    browser: Any, server: Any, user: dict[str, str]
 ):
     token = write_only_token(browser, user)
 
@@ -225,13 +225,14 @@ def test_missing_scope_at_verify_is_insufficient_scope(
 
     assert response.status_code == 403
     assert response.headers["WWW-Authenticate"] == (
-        'Bearer error="insufficient_scope", scope="read"'
+        'Bearer error="insufficient_scope", scope="read", '
+        f'resource_metadata="{prm_url(server)}"'
     )
     assert response.json()["error"] == "insufficient_scope"
 
 
 def test_missing_scope_for_a_tool_is_insufficient_scope(
-    browser: Any, user: dict[str, str]
+    browser: Any, server: Any, user: dict[str, str]
 ):
     token = write_only_token(browser, user)
     whoami = {
@@ -247,18 +248,22 @@ def test_missing_scope_for_a_tool_is_insufficient_scope(
     assert listed.status_code == 200  # tools/list needs no particular scope
     assert response.status_code == 403
     assert response.headers["WWW-Authenticate"] == (
-        'Bearer error="insufficient_scope", scope="read"'
+        'Bearer error="insufficient_scope", scope="read", '
+        f'resource_metadata="{prm_url(server)}"'
     )
 
 
-def test_verify_names_every_missing_scope(browser: Any, user: dict[str, str]):
+def test_verify_names_every_missing_scope(
+    browser: Any, server: Any, user: dict[str, str]
+):
     token = write_only_token(browser, user)
 
     response = call(browser, "verify", token, params={"scope": "read write"})
 
     assert response.status_code == 403
     assert response.headers["WWW-Authenticate"] == (
-        'Bearer error="insufficient_scope", scope="read write"'
+        'Bearer error="insufficient_scope", scope="read write", '
+        f'resource_metadata="{prm_url(server)}"'
     )
 
 

@@ -68,6 +68,13 @@ def test_each_required_setting_is_named_when_missing(name: str) -> None:
         ("LOGIN_RATE_LIMIT", "10 per fortnight"),
         ("MAX_CLIENTS", "many"),
         ("CLIENT_ID_PREFIX", "bad prefix!"),
+        ("ALLOWED_ORIGINS", "app.example"),
+        ("ALLOWED_ORIGINS", "https://app.example/"),
+        ("ALLOWED_ORIGINS", "https://app.example/path"),
+        ("ALLOWED_ORIGINS", "https://app.example:99999"),
+        ("ALLOWED_ORIGINS", "https://user@app.example"),
+        ("ALLOWED_ORIGINS", "null"),
+        ("ALLOWED_ORIGINS", ", ,"),
     ],
 )
 def test_malformed_settings_are_named(name: str, value: str) -> None:
@@ -104,6 +111,26 @@ def test_issuer_is_one_exact_string_without_trailing_slash(
     issuer: str, expected: str
 ) -> None:
     assert settings(ISSUER=issuer).issuer == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, ()),
+        ("*", ()),
+        (
+            "https://App.Example, http://localhost:6274",
+            ("https://app.example", "http://localhost:6274"),
+        ),
+        (
+            "https://app.example:443,http://[::1]:80",
+            ("https://app.example", "http://[::1]"),
+        ),
+        ("vscode-webview://abc123", ("vscode-webview://abc123",)),
+    ],
+)
+def test_allowed_origins_are_origins_as_browsers_send_them(value, expected) -> None:
+    assert settings(ALLOWED_ORIGINS=value).allowed_origins == expected
 
 
 def _run_without(name: str, *command: str) -> subprocess.CompletedProcess:

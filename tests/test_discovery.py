@@ -182,6 +182,22 @@ def test_open_routes_answer_preflight(browser, method, path):
     assert method in response.headers.get("Access-Control-Allow-Methods", "")
 
 
+CORS_ROUTES = [*OPEN_ROUTES, ("POST", "/mcp"), ("POST", "/auth/token")]
+
+
+@pytest.mark.parametrize(("method", "path"), CORS_ROUTES)
+def test_preflights_advertise_only_the_routes_methods(browser, method, path):
+    advertised = browser.options(
+        path, headers={"Origin": ORIGIN, "Access-Control-Request-Method": method}
+    ).headers["Access-Control-Allow-Methods"]
+    other = browser.options(
+        path, headers={"Origin": ORIGIN, "Access-Control-Request-Method": "DELETE"}
+    )
+
+    assert {m.strip() for m in advertised.split(",")} == {method}
+    assert "Access-Control-Allow-Methods" not in other.headers
+
+
 def test_token_errors_expose_www_authenticate(browser):
     response = browser.post(
         "/token",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from helpers import LOOPBACK_REDIRECT
 
 
 def test_unknown_api_route_is_json_404(browser) -> None:
@@ -78,3 +79,54 @@ def test_doubled_slashes_never_redirect_to_the_host_header(browser, path) -> Non
     response = browser.post(path, headers={"Host": "evil.example"})
     assert "evil.example" not in response.headers.get("Location", "")
     assert response.status_code in (400, 404, 405)
+
+
+def test_retry_after_is_only_on_429(browser, user) -> None:
+    # RFC 9110 §10.2.3: Retry-After on a redirect asks the client to wait
+    # before following it; rate-limit counters belong in X-RateLimit-*.
+    answers = {
+        201: browser.post("/register", json={"redirect_uris": [LOOPBACK_REDIRECT]}),
+        401: browser.post("/auth/token", json={"apiKey": "lsk_unknown"}),
+        302: browser.login(user["email"], user["password"]),
+    }
+
+    for status, response in answers.items():
+        assert response.status_code == status, response.text
+        assert "Retry-After" not in response.headers, status
+        assert int(response.headers["X-RateLimit-Remaining"]) >= 0
+
+
+def chunked(body: bytes, size: int = 8192):
+    """Yield ``body`` in pieces: requests then sends it chunked, with no length."""
+    return (body[i : i + size] for i in range(0, len(body), size))
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type", "body"),
+    [
+        ("/register", "application/json", b'{"client_name": "' + b"x" * 70000 + b'"}'),
+        ("/auth/token", "application/json", b'{"apiKey": "' + b"x" * 70000 + b'"}'),
+        ("/token", "application/x-www-form-urlencoded", b"code=" + b"c" * 70000),
+    ],
+)
+def test_an_oversized_chunked_body_is_refused_with_413(
+    browser, path: str, content_type: str, body: bytes
+) -> None:
+    # Without a Content-Length, werkzeug would read up to the limit and hand
+    # the view a silently cut-off body.
+    response = browser.post(
+        path, data=chunked(body), headers={"Content-Type": content_type}
+    )
+
+    assert response.status_code == 413, response.text
+    assert response.json()["error"] == "request_entity_too_large"
+
+
+def test_a_chunked_body_within_the_limit_is_read_whole(browser) -> None:
+    body = b'{"redirect_uris": ["' + LOOPBACK_REDIRECT.encode() + b'"]}'
+
+    response = browser.post(
+        "/register", data=chunked(body, 7), headers={"Content-Type": "application/json"}
+    )
+
+    assert response.status_code == 201, response.text

@@ -261,7 +261,8 @@ def test_a_token_without_read_is_insufficient_scope(
 
     assert response.status_code == 403
     assert response.headers["WWW-Authenticate"] == (
-        'Bearer error="insufficient_scope", scope="read"'
+        'Bearer error="insufficient_scope", scope="read", resource_metadata='
+        f'"{gateway.url}/.well-known/oauth-protected-resource"'
     )
     assert gateway.upstream.seen == []
 

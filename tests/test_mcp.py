@@ -126,6 +126,8 @@ def test_notifications_and_responses_are_accepted(
 
     assert response.status_code == 202
     assert response.content == b""
+    # No body, so nothing to describe: certainly not as an HTML page.
+    assert "Content-Type" not in response.headers
 
 
 @pytest.mark.parametrize("request_id", [1, 0, -5, "abc", ""])
@@ -219,6 +221,12 @@ def test_whoami_with_arguments_is_a_tool_error(browser: Any, token: str):
         {},
         {"name": "whoami", "arguments": ["x"]},
         {"name": "whoami", "arguments": "x"},
+        # Empty, false or null is still not an object (MCP server/tools).
+        {"name": "whoami", "arguments": []},
+        {"name": "whoami", "arguments": ""},
+        {"name": "whoami", "arguments": 0},
+        {"name": "whoami", "arguments": False},
+        {"name": "whoami", "arguments": None},
     ],
 )
 def test_bad_tool_calls_are_invalid_params(browser: Any, token: str, params: dict):
@@ -272,6 +280,11 @@ def test_unparseable_bodies_are_parse_errors(browser: Any, token: str, body: byt
         {"jsonrpc": "2.0", "id": {}, "method": "ping"},
         {"jsonrpc": "2.0", "id": 1, "method": "ping", "params": "x"},
         {"jsonrpc": "2.0", "id": 1, "method": "ping", "params": None},
+        # Lone surrogates: JSON can spell them, but they are not text, and
+        # strict parsers refuse an answer that echoes them (RFC 8259 §8.2).
+        {"jsonrpc": "2.0", "id": "\ud800", "method": "ping"},
+        {"jsonrpc": "2.0", "id": "a\udfff", "method": "ping"},
+        {"jsonrpc": "2.0", "id": 1, "method": "\ud800"},
     ],
 )
 def test_invalid_messages_are_invalid_request(browser: Any, token: str, message):
@@ -290,6 +303,45 @@ def test_a_body_too_large_is_refused_in_json_rpc(browser: Any, token: str):
     response = rpc(browser, token, "ping", {"_meta": {"padding": padding}})
 
     error_of(response, 413, -32600)
+
+
+def test_a_chunked_body_too_large_is_refused_in_json_rpc(browser: Any, token: str):
+    message = json.dumps(
+        {"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"x": "y" * 70_000}}
+    ).encode()
+    # A generator makes requests send Transfer-Encoding: chunked and no
+    # Content-Length, so only counting what arrives can find the size.
+    chunks = (message[i : i + 8192] for i in range(0, len(message), 8192))
+
+    response = post(
+        browser, token, data=chunks, headers={"Content-Type": "application/json"}
+    )
+
+    error_of(response, 413, -32600)
+
+
+def test_a_chunked_body_within_the_limit_is_read_whole(browser: Any, token: str):
+    message = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping"}).encode()
+    chunks = (message[i : i + 5] for i in range(0, len(message), 5))
+
+    response = post(
+        browser, token, data=chunks, headers={"Content-Type": "application/json"}
+    )
+
+    assert result_of(response) == {}
+
+
+def test_answers_never_echo_lone_surrogates(browser: Any, token: str):
+    call = {"name": "\ud800"}
+    body = json.dumps(
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": call}
+    )
+    response = post(
+        browser, token, data=body, headers={"Content-Type": "application/json"}
+    )
+
+    error_of(response, 200, -32602, 1)
+    assert "\\ud800" not in response.text.lower()
 
 
 # Transport rules -------------------------------------------------------------
@@ -417,3 +469,61 @@ def test_protected_resource_metadata_for_browsers(browser: Any, server: Any, pat
         "bearer_methods_supported": ["header"],
         "resource_name": "MCP",
     }
+
+
+# Origins (MCP basic/transports §Security Warning: DNS rebinding) --------------
+
+ALLOWED = "https://app.example, http://localhost:6274"
+
+
+@pytest.fixture
+def guarded(make_server: Any) -> Any:
+    return make_server(ALLOWED_ORIGINS=ALLOWED)
+
+
+def guarded_token(guarded: Any, user: dict[str, str]) -> tuple[Any, str]:
+    browser = guarded.browser()
+    return browser, obtain_token(browser, user)
+
+
+@pytest.mark.parametrize(
+    "origin",
+    ["https://evil.example", "null", "https://app.example.evil", "http://app.example"],
+)
+def test_an_origin_not_allowed_is_forbidden(guarded: Any, user: dict, origin: str):
+    browser, token = guarded_token(guarded, user)
+
+    response = rpc(browser, token, "ping", headers={"Origin": origin})
+
+    error = error_of(response, 403, -32600)
+    assert "origin" in error["message"].lower()
+
+
+def test_the_origin_is_checked_before_the_token(guarded: Any):
+    browser = guarded.browser()
+
+    response = browser.post(
+        "/mcp",
+        json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
+        headers={"Origin": "https://evil.example"},
+    )
+
+    error_of(response, 403, -32600)
+    assert "WWW-Authenticate" not in response.headers
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Origin": "https://app.example"}, {"Origin": "http://localhost:6274"}],
+    ids=["no Origin", "listed", "second listed"],
+)
+def test_listed_origins_and_no_origin_pass(guarded: Any, user: dict, headers: dict):
+    browser, token = guarded_token(guarded, user)
+
+    assert result_of(rpc(browser, token, "ping", headers=headers)) == {}
+
+
+def test_any_origin_passes_when_none_are_configured(browser: Any, token: str):
+    response = rpc(browser, token, "ping", headers={"Origin": "https://evil.example"})
+
+    assert result_of(response) == {}

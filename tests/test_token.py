@@ -284,14 +284,17 @@ def test_unknown_client_is_refused(browser, client, auth, data):
     assert_error(response, 401, "invalid_client")
 
 
-def test_failed_basic_authentication_names_the_scheme(browser, client):
+def test_failed_basic_authentication_names_the_scheme(browser, server, client):
     response = browser.post(
         "/token", data=token_form(client), auth=(client["client_id"], "sk-wrong")
     )
 
     assert response.status_code == 401
-    # RFC 6749 §5.2: a failed Authorization header gets a challenge back.
-    assert response.headers["WWW-Authenticate"].lower().startswith("basic")
+    # RFC 6749 §5.2: a failed Authorization header gets a challenge back, and
+    # RFC 7617 §2 makes the realm a required parameter of a Basic challenge.
+    challenge = response.headers["WWW-Authenticate"]
+    assert challenge.startswith(f'Basic realm="{server.issuer}", ')
+    assert 'error="invalid_client"' in challenge
 
 
 # --- Malformed token requests -------------------------------------------------
@@ -410,3 +413,145 @@ def test_malformed_verifier_is_invalid_grant_and_spares_the_code(
 
     assert_error(redeem(signed_in, client, code, verifier), 400, "invalid_grant")
     assert redeem(signed_in, client, code, good_verifier).status_code == 200
+
+
+# --- Loose requests: one value per parameter, in the body, one method ----------
+
+
+def code_form(code: str, verifier: str, client: dict) -> list[tuple[str, str]]:
+    return [
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", client["redirect_uris"][0]),
+        ("code_verifier", verifier),
+    ]
+
+
+def basic(client: dict) -> tuple[str, str]:
+    return client["client_id"], client["client_secret"]
+
+
+@pytest.mark.parametrize(
+    "repeated",
+    ["code", "grant_type", "redirect_uri", "code_verifier", "client_id", "scope"],
+)
+def test_a_repeated_parameter_is_invalid_request_and_spares_the_code(
+    signed_in, client, repeated
+):
+    code, verifier, _ = approve(signed_in, client)
+    form = code_form(code, verifier, client)
+    first = {**dict(form), "client_id": client["client_id"], "scope": "read"}[repeated]
+    # RFC 6749 §3.2: parameters MUST NOT be included more than once; the
+    # first value is the good one, so a lenient server would answer 200.
+    form += [(repeated, first), (repeated, "another")]
+
+    response = signed_in.post("/token", data=form, auth=basic(client))
+
+    assert_error(response, 400, "invalid_request")
+    assert redeem(signed_in, client, code, verifier).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("moved", "copied"),
+    [("grant_type", None), (None, "code"), (None, "state")],
+    ids=["grant_type moved to the query", "code also in the query", "state"],
+)
+def test_parameters_in_the_query_string_are_invalid_request(
+    signed_in, client, moved, copied
+):
+    code, verifier, _ = approve(signed_in, client)
+    form = dict(code_form(code, verifier, client))
+    # RFC 6749 §3.2: the token endpoint takes its parameters in the form body.
+    query = {moved: form.pop(moved)} if moved else {copied: form.get(copied, "x")}
+
+    response = signed_in.post(
+        f"/token?{urlencode(query)}", data=form, auth=basic(client)
+    )
+
+    assert_error(response, 400, "invalid_request")
+
+
+def test_a_json_body_is_invalid_request(signed_in, client):
+    code, verifier, _ = approve(signed_in, client)
+
+    response = signed_in.post(
+        "/token", json=dict(code_form(code, verifier, client)), auth=basic(client)
+    )
+
+    assert_error(response, 400, "invalid_request")
+
+
+def test_a_form_without_grant_type_is_invalid_request(browser, client):
+    response = token_request(browser, client, token_form(client, grant_type=None))
+
+    assert_error(response, 400, "invalid_request")
+
+
+def test_basic_for_one_client_and_form_credentials_for_another(signed_in, client):
+    code, verifier, _ = approve(signed_in, client)
+    other = register_client(signed_in, token_endpoint_auth_method="client_secret_post")
+    form = code_form(code, verifier, client) + [
+        ("client_id", other["client_id"]),
+        ("client_secret", other["client_secret"]),
+    ]
+
+    response = signed_in.post("/token", data=form, auth=basic(client))
+
+    # RFC 6749 §2.3: a client MUST NOT use more than one authentication method.
+    assert_error(response, 400, "invalid_request")
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [("client_secret", "{client_secret}")],
+        [("client_id", "{client_id}"), ("client_secret", "{client_secret}")],
+        [("client_id", "lessie-someoneelse00000000")],
+    ],
+    ids=["same secret in the form", "same credentials in the form", "other client_id"],
+)
+def test_basic_with_a_second_method_is_invalid_request(signed_in, client, extra):
+    code, verifier, _ = approve(signed_in, client)
+    form = code_form(code, verifier, client)
+    form += [(name, value.format(**client)) for name, value in extra]
+
+    response = signed_in.post("/token", data=form, auth=basic(client))
+
+    assert_error(response, 400, "invalid_request")
+
+
+def test_other_authorization_scheme_with_form_credentials_is_invalid_request(
+    browser,
+):
+    client = register_client(browser, token_endpoint_auth_method="client_secret_post")
+    form = token_form(
+        client, client_id=client["client_id"], client_secret=client["client_secret"]
+    )
+
+    response = browser.post(
+        "/token", data=form, headers={"Authorization": "Bearer something"}
+    )
+
+    assert_error(response, 400, "invalid_request")
+
+
+def test_basic_with_its_own_client_id_in_the_form_is_fine(signed_in, client):
+    # RFC 6749 §3.2.1 lets a client name itself with client_id; only a second
+    # credential, or another client, makes a second method.
+    code, verifier, _ = approve(signed_in, client)
+    form = code_form(code, verifier, client) + [("client_id", client["client_id"])]
+
+    response = signed_in.post("/token", data=form, auth=basic(client))
+
+    assert response.status_code == 200, response.text
+
+
+def test_several_resource_indicators_are_not_repeats(signed_in, server, client):
+    # RFC 8707 §2: ``resource`` is the one parameter that may be repeated.
+    resource = server.issuer + "/mcp"
+    code, verifier, _ = approve(signed_in, client, resource=resource)
+    form = code_form(code, verifier, client) + [("resource", resource)] * 2
+
+    response = signed_in.post("/token", data=form, auth=basic(client))
+
+    assert response.status_code == 200, response.text

@@ -28,6 +28,7 @@ from ..api_keys import (
     validate_new_key,
 )
 from ..config import current_settings
+from ..errors import challenge
 from ..models import ApiKey
 from ..oauth.consent import find_grant
 from ..oauth.resource import (
@@ -72,7 +73,12 @@ def exchange_token() -> Response:
     body = _json_body()
     issued = exchange(body.get("apiKey") if isinstance(body, dict) else None)
     if issued is None:
-        return _json(INVALID_CREDENTIALS, 401)
+        response = _json(INVALID_CREDENTIALS, 401)
+        # RFC 9110 §15.5.2: a 401 carries a challenge. No registered scheme
+        # describes a key sent in a JSON body, so it is named for what it is.
+        realm = current_settings().issuer
+        response.headers["WWW-Authenticate"] = challenge("ApiKey", realm=realm)
+        return response
     token, claims = issued
     response = _json({"token": token, "expiresIn": claims["exp"] - claims["iat"]})
     # CONTRACT §7: last_used_at is kept without slowing the answer.

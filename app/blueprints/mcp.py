@@ -4,6 +4,9 @@ MCP basic/transports §Streamable HTTP: the client POSTs one JSON-RPC message
 per request; a request gets an ``application/json`` answer, a notification
 or response gets ``202 Accepted``. Without sessions there is no server stream
 to open with GET and nothing to end with DELETE, so both are ``405``.
+
+Transport refusals answer with a JSON-RPC error whose ``id`` is null, the
+HTTP status saying what went wrong (403 origin, 406, 413, 415, 400).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from ..config import current_settings
 from ..mcp import jsonrpc, protocol
 from ..mcp.jsonrpc import INVALID_REQUEST, RpcError
 from ..mcp.tools import ScopeRequired, UnknownCaller
@@ -30,8 +34,13 @@ PROTOCOL_VERSION_HEADER = "MCP-Protocol-Version"
 
 
 def _reply(body: dict[str, Any] | None, status: int = 200) -> Response:
-    response = jsonify(body) if body is not None else Response(status=status)
-    response.status_code = status
+    if body is None:
+        response = Response(status=status)
+        # An empty answer (202) has no media type to claim (RFC 9110 §8.3).
+        del response.headers["Content-Type"]
+    else:
+        response = jsonify(body)
+        response.status_code = status
     # Answers describe the caller; no shared cache may keep them.
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -40,6 +49,23 @@ def _reply(body: dict[str, Any] | None, status: int = 200) -> Response:
 def _refuse(status: int, exc: RpcError) -> Response:
     # The message's id is unknown or irrelevant here, so it is null (JSON-RPC §5).
     return _reply(jsonrpc.error(None, exc), status)
+
+
+@bp.before_request
+def check_origin() -> Response | None:
+    """Refuse a browser page from an origin not in ``ALLOWED_ORIGINS``.
+
+    MCP basic/transports §Security Warning: servers validate ``Origin`` to
+    stop DNS rebinding; one that is present and not allowed gets a 403,
+    before anything else is looked at. No ``Origin``: not a browser page.
+    """
+    allowed = current_settings().allowed_origins
+    origin = request.headers.get("Origin")
+    if not allowed or origin is None or origin.lower() in allowed:
+        return None
+    return _refuse(
+        403, RpcError(INVALID_REQUEST, "Forbidden: this Origin may not call /mcp.")
+    )
 
 
 def _check_transport() -> Response | None:

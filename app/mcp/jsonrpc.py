@@ -52,11 +52,25 @@ def decode(body: bytes) -> Any:
         ) from None
 
 
+def is_text(value: str) -> bool:
+    """Tell whether ``value`` is Unicode text, with no lone surrogate in it.
+
+    JSON can spell a lone surrogate (``"\\ud800"``) though it is no character
+    (RFC 8259 §8.2); echoed back, it makes the answer one that strict
+    parsers refuse.
+    """
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _valid_id(value: Any) -> bool:
     # MCP (basic §Requests): a string or integer, never null; bool is not an int here.
-    return isinstance(value, str) or (
-        isinstance(value, int) and not isinstance(value, bool)
-    )
+    if isinstance(value, str):
+        return is_text(value)
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def parse(document: Any) -> Message:
@@ -71,7 +85,7 @@ def parse(document: Any) -> Message:
             return Message(method=None, id=None)  # a response to us; nothing to do
         raise RpcError(INVALID_REQUEST, "Invalid Request: 'method' is missing.")
     method = document["method"]
-    if not isinstance(method, str):
+    if not isinstance(method, str) or not is_text(method):
         raise RpcError(INVALID_REQUEST, "Invalid Request: 'method' must be a string.")
     if "id" in document and not _valid_id(document["id"]):
         raise RpcError(

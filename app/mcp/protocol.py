@@ -65,13 +65,15 @@ def list_tools(params: dict[str, Any], claims: Claims) -> dict[str, Any]:
 
 def call_tool(params: dict[str, Any], claims: Claims) -> dict[str, Any]:
     name = params.get("name")
-    if not isinstance(name, str):
+    if not isinstance(name, str) or not jsonrpc.is_text(name):
         raise RpcError(INVALID_PARAMS, "Invalid params: 'name' must be a string.")
     tool = TOOLS.get(name)
     if tool is None:
         # MCP server/tools §Error Handling: an unknown tool is a protocol error.
         raise RpcError(INVALID_PARAMS, f"Unknown tool: {name[:100]}")
-    arguments = params.get("arguments") or {}
+    # MCP server/tools §Calling Tools: ``arguments``, when present, is an
+    # object; an empty list or a null is a malformed call, not "no arguments".
+    arguments = params.get("arguments", {})
     if not isinstance(arguments, dict):
         raise RpcError(INVALID_PARAMS, "Invalid params: 'arguments' must be an object.")
     return tool.call(claims, arguments)

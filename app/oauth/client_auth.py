@@ -4,6 +4,8 @@ Authlib's built-in methods answer an unknown client with a 400 (the contract
 wants 401 for every failure) and decode the Basic header in a way that raises
 on bytes that are not UTF-8. These replacements return the client or ``None``;
 Authlib then answers ``401 invalid_client`` with ``WWW-Authenticate: Basic``.
+A request that tries two methods at once is refused before any of them runs
+(:func:`check_one_method`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import binascii
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
+
+from authlib.oauth2.rfc6749.errors import InvalidRequestError
 
 from .clients import Client
 
@@ -36,6 +40,28 @@ def parse_basic_authorization(header: str | None) -> tuple[str, str] | None:
         return None
     # RFC 6749 §2.3.1: both parts are form-urlencoded before encoding.
     return unquote(client_id), unquote(client_secret)
+
+
+def check_one_method(request: Any) -> None:
+    """Refuse a request that authenticates the client in two ways at once.
+
+    RFC 6749 §2.3: a client MUST NOT use more than one authentication method
+    in each request. An Authorization header is one; a ``client_secret`` in the
+    form is another, and so is a form ``client_id`` naming a client other than
+    the one in a Basic header (§3.2.1 lets a client name itself, nothing more).
+    """
+    authorization = request.headers.get("Authorization")
+    if authorization is None:
+        return
+    form = request.form
+    if "client_secret" in form:
+        raise InvalidRequestError("Use only one client authentication method.")
+    named = form.get("client_id")
+    if named is None:
+        return
+    credentials = parse_basic_authorization(authorization)
+    if credentials is None or credentials[0] != named:
+        raise InvalidRequestError("Use only one client authentication method.")
 
 
 def _usable(value: Any) -> bool:

@@ -6,7 +6,9 @@
 - no token: ``401 Bearer resource_metadata="<PRM URL>"``
 - bad, expired, forged, revoked or foreign token:
   ``401 Bearer error="invalid_token", resource_metadata="<PRM URL>"``
-- missing scope: ``403 Bearer error="insufficient_scope", scope="..."``
+- missing scope: ``403 Bearer error="insufficient_scope", scope="...",
+  resource_metadata="<PRM URL>"`` (MCP authorization §Step-Up: the client
+  finds where to ask for more scope from the challenge alone)
 
 A view that learns only later what it needs (an MCP tool's scopes) refuses
 with :func:`deny_insufficient_scope` or :func:`deny_invalid_token`.
@@ -73,7 +75,10 @@ class BearerProtector(ResourceProtector):
         metadata = resource_metadata_url(current_settings())
         if isinstance(error, InsufficientScopeError):
             scope = " ".join(g.get("required_scopes") or [])
-            challenge = f'Bearer error="insufficient_scope", scope="{scope}"'
+            challenge = (
+                f'Bearer error="insufficient_scope", scope="{scope}", '
+                f'resource_metadata="{metadata}"'
+            )
             body = {
                 "error": "insufficient_scope",
                 "error_description": f"This request needs the scope '{scope}'.",

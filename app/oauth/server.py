@@ -1,4 +1,14 @@
-"""Wire Authlib's authorization server: grants, endpoints, client auth, tokens."""
+"""Wire Authlib's authorization server: grants, endpoints, client auth, tokens.
+
+Deviations from Authlib's own behaviour, each at one of its hooks:
+
+- the request URL is built from ``ISSUER`` (TLS ends at a proxy);
+- a token request must be a single form (:func:`check_token_request`) before
+  Authlib looks at it: Authlib reads parameters from the query string as well
+  as the body, and the first of repeated values;
+- a ``401 invalid_client`` carries a Basic challenge with a realm;
+- fixed error texts where Authlib echoes input into them.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +21,20 @@ from authlib.integrations.flask_oauth2.requests import (
     FlaskOAuth2Payload,
     FlaskOAuth2Request,
 )
+from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import OAuth2Request
 from authlib.oauth2.rfc6749.authorization_server import _create_grant
-from authlib.oauth2.rfc6749.errors import UnsupportedGrantTypeError
+from authlib.oauth2.rfc6749.errors import (
+    InvalidClientError,
+    InvalidRequestError,
+    UnsupportedGrantTypeError,
+)
 from authlib.oauth2.rfc6749.requests import JsonRequest
 from flask import Flask, Response, current_app
 from flask import request as flask_request
 
 from ..config import Settings
+from ..errors import challenge
 from . import client_auth
 from .clients import mark_authorized, query_client
 from .errors import UnsupportedGrantType, UnsupportedResponseType
@@ -62,6 +78,30 @@ class _JsonRequest(JsonRequest):
         self.payload = _JsonPayload(request)
 
 
+#: RFC 6749 §3.2: the token endpoint takes a form body.
+FORM_MIMETYPE = "application/x-www-form-urlencoded"
+#: RFC 8707 §2: the one token parameter that may appear more than once.
+REPEATABLE_TOKEN_PARAMETERS = frozenset({"resource"})
+
+
+def check_token_request(request: Any) -> None:
+    """Refuse a token request that is not one unambiguous form.
+
+    RFC 6749 §3.2: parameters are sent in the form body and MUST NOT be
+    included more than once; §2.3: one client authentication method.
+    """
+    if request.args:
+        raise InvalidRequestError("Send the parameters in the form body, not the URL.")
+    if request.mimetype != FORM_MIMETYPE:
+        raise InvalidRequestError(f"The body must be {FORM_MIMETYPE}.")
+    for name, values in request.form.lists():
+        if len(values) > 1 and name not in REPEATABLE_TOKEN_PARAMETERS:
+            raise InvalidRequestError("A parameter is repeated.")
+    if not request.form.get("grant_type"):
+        raise InvalidRequestError("Missing 'grant_type' in request.")
+    client_auth.check_one_method(request)
+
+
 class AuthServer(AuthorizationServer):
     """Authlib's Flask server with the contract's error texts and RFC 9207."""
 
@@ -97,6 +137,23 @@ class AuthServer(AuthorizationServer):
             return super().get_token_grant(request)
         except UnsupportedGrantTypeError:
             raise UnsupportedGrantType() from None
+
+    def create_token_response(self, request: Any = None) -> Response:
+        try:
+            check_token_request(flask_request)
+        except OAuth2Error as error:
+            return self.handle_error_response(None, error)
+        return super().create_token_response(request)
+
+    def handle_error_response(self, request: Any, error: OAuth2Error) -> Response:
+        status, body, headers = error(self.get_error_uri(request, error))
+        if isinstance(error, InvalidClientError) and status == 401:
+            # RFC 7617 §2: realm is a required parameter of a Basic challenge;
+            # Authlib's has none. The realm is the issuer, as at /auth/token.
+            headers = [h for h in headers if h[0].lower() != "www-authenticate"]
+            basic = challenge("Basic", realm=self.settings.issuer, error=error.error)
+            headers.append(("WWW-Authenticate", basic))
+        return self.handle_response(status, body, headers)
 
     def handle_response(self, status: int, body: Any, headers: Any) -> Response:
         # RFC 9207 §2: every authorization response, success or error, names us.
