@@ -97,6 +97,11 @@ def find_redis_server() -> str:
     return find_or_install("redis-server", "redis-server")
 
 
+def find_wrk() -> str:
+    """The HTTP load generator behind ``make bench``."""
+    return find_or_install("wrk", "wrk")
+
+
 def _as_postgres_user(command: list[str]) -> list[str]:
     if os.geteuid() != 0:
         return command
@@ -130,8 +135,14 @@ class Server:
                 self.process.wait()
 
 
-def start_postgres(data_dir: Path, durable: bool) -> Server:
-    """Start (initialising if needed) a Postgres cluster in ``data_dir``."""
+def start_postgres(
+    data_dir: Path, durable: bool, extra_options: tuple[str, ...] = ()
+) -> Server:
+    """Start (initialising if needed) a Postgres cluster in ``data_dir``.
+
+    ``extra_options`` are more ``postgres`` arguments, e.g. the benchmark's
+    ``-c shared_preload_libraries=pg_stat_statements``.
+    """
     data_dir.mkdir(parents=True, exist_ok=True)
     if os.geteuid() == 0:
         shutil.chown(data_dir, POSTGRES_OS_USER, POSTGRES_OS_USER)
@@ -172,6 +183,7 @@ def start_postgres(data_dir: Path, durable: bool) -> Server:
             "-c",
             "full_page_writes=off",
         ]
+    options += extra_options
     with open(data_dir / "server.log", "ab") as server_log:
         process = subprocess.Popen(
             _as_postgres_user(
@@ -233,14 +245,16 @@ def start_redis(data_dir: Path, durable: bool) -> Server:
 
 
 @contextlib.contextmanager
-def services(data_dir: Path, durable: bool) -> Iterator[dict[str, str]]:
+def services(
+    data_dir: Path, durable: bool, postgres_options: tuple[str, ...] = ()
+) -> Iterator[dict[str, str]]:
     """Run Postgres and Redis for the duration of the block; yield their URLs."""
     if not _usable_by_postgres_user(data_dir.parent):
         data_dir = Path(tempfile.mkdtemp(prefix="mcp-auth-"))
         data_dir.chmod(0o755)
     started: list[Server] = []
     try:
-        started.append(start_postgres(data_dir / "postgres", durable))
+        started.append(start_postgres(data_dir / "postgres", durable, postgres_options))
         started.append(start_redis(data_dir / "redis", durable))
         yield {"DATABASE_URL": started[0].url, "REDIS_URL": started[1].url}
     finally:
