@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 from dataclasses import dataclass
+from typing import Any
 
 from bench_costs import Costs, describe
 
@@ -42,6 +43,22 @@ class Row:
     @property
     def commands(self) -> float:
         return self.costs.per_request(sum(self.costs.commands.values()))
+
+
+def as_json(row: Row) -> dict[str, Any]:
+    costs = row.costs
+    return {
+        "name": row.name,
+        "rate": row.rate,
+        "hello": row.hello,
+        "goal": row.goal,
+        "failed": row.failed,
+        "error": row.error,
+        "requests_counted": costs.requests,
+        "statements": dict(costs.statements),
+        "commands": dict(costs.commands),
+        "script_commands": dict(costs.script_commands),
+    }
 
 
 def _verdict(met: bool) -> str:

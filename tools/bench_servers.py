@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,21 +124,21 @@ def _app_context(env: dict[str, str]) -> Iterator[None]:
         app.extensions["redis"].close()
 
 
-def mint_codes(
-    env: dict[str, str], client_id: str, user_id: str, challenge: str, count: int
-) -> list[str]:
-    """Save ``count`` fresh codes for one approved client, through the app's store.
+@contextlib.contextmanager
+def code_minter(
+    env: dict[str, str], client_id: str, user_id: str, challenge: str
+) -> Iterator[Callable[[int], list[str]]]:
+    """Yield ``mint(count)``, which saves fresh codes for one approved client.
 
-    Going through sign-in and consent for each would take longer than the
-    measurement itself; the store the app uses for its own codes makes them
-    exactly as the consent step would.
+    Going through consent for each code would take longer than the timed run
+    itself; the store the app keeps its own codes in makes them exactly as
+    the consent step would.
     """
     from app.config import current_settings
     from app.oauth.codes import AuthorizationCode
     from app.oauth.grants import code_store
 
-    codes = [secrets.token_urlsafe(32) for _ in range(count)]
-    with _app_context(env):
+    def mint(count: int) -> list[str]:
         store = code_store()
         data = AuthorizationCode(
             client_id=client_id,
@@ -151,9 +151,13 @@ def mint_codes(
             auth_time=int(time.time()),
             issued_at=time.time(),
         )
+        codes = [secrets.token_urlsafe(32) for _ in range(count)]
         for code in codes:
             store.save(code, data)
-    return codes
+        return codes
+
+    with _app_context(env):
+        yield mint
 
 
 @contextlib.contextmanager
