@@ -109,7 +109,7 @@ def print_report(rows: list[Row], seconds: int, processes: int, took: float) -> 
     table = [HEADER, *(_cells(row) for row in rows)]
     widths = [max(len(line[i]) for line in table) for i in range(len(HEADER))]
     lines = [
-        " | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True))
+        " | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
         for line in table
     ]
     lines.insert(1, "-+-".join("-" * w for w in widths))
