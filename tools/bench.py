@@ -45,6 +45,11 @@ MCP_BODY = (
     '"params":{"name":"whoami","arguments":{}}}'
 )
 
+#: Requests per second, and how many requests failed.
+Rate = tuple[float, int]
+#: Saves that many fresh authorization codes and returns them.
+Mint = Callable[[int], list[str]]
+
 
 @dataclass(frozen=True)
 class Endpoint:
@@ -80,7 +85,9 @@ def endpoints(registered: dict, verifier: str, token: str) -> list[Endpoint]:
     ]
 
 
-def wrk(port: int, endpoint: Endpoint, seconds: int, codes: list[str], tmp: Path):
+def wrk(
+    port: int, endpoint: Endpoint, seconds: int, codes: list[str], tmp: Path
+) -> Rate:
     """Run wrk; return requests per second and the count of failed requests."""
     body_file, codes_file = "-", "-"
     if endpoint.body is not None:
@@ -106,14 +113,16 @@ def consumes_codes(endpoint: Endpoint) -> bool:
     return "{code}" in (endpoint.body or "")
 
 
-def timed(port: int, endpoint: Endpoint, codes: list[str], tmp: Path):
+def timed(port: int, endpoint: Endpoint, codes: list[str], tmp: Path) -> Rate:
     """Warm up, then time; return requests per second and failed requests."""
     if WARMUP:
         wrk(port, endpoint, WARMUP, codes, tmp)
     return wrk(port, endpoint, SECONDS, codes, tmp)
 
 
-def timed_with_codes(port: int, endpoint: Endpoint, mint, ceiling: float, tmp: Path):
+def timed_with_codes(
+    port: int, endpoint: Endpoint, mint: Mint, ceiling: float, tmp: Path
+) -> Rate:
     """Like :func:`timed`, with fresh codes enough for the rate the warm-up saw.
 
     The warm-up may run out of codes (its answers are not counted); its rate
@@ -127,7 +136,9 @@ def timed_with_codes(port: int, endpoint: Endpoint, mint, ceiling: float, tmp: P
     return wrk(port, endpoint, SECONDS, mint(int(rate * SECONDS) + 200), tmp)
 
 
-def sender(client: bench_flows.Client, endpoint: Endpoint, codes: list[str]):
+def sender(
+    client: bench_flows.Client, endpoint: Endpoint, codes: list[str]
+) -> Callable[[], None]:
     """A function that sends ``endpoint`` once and checks the answer."""
 
     def send() -> None:
@@ -168,7 +179,7 @@ def log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
-def count_costs(urls: dict[str, str], send) -> bench_costs.Costs:
+def count_costs(urls: dict[str, str], send: Callable[[], object]) -> bench_costs.Costs:
     for _ in range(COUNT_REQUESTS):
         send()  # warms the worker's connection pools
     return bench_costs.measure(
@@ -199,7 +210,7 @@ def measure(served: bench_servers.Served, tmp: Path) -> list[Row]:
 def _measure(
     served: bench_servers.Served,
     client: bench_flows.Client,
-    mint: Callable[[int], list[str]],
+    mint: Mint,
     specs: list[Endpoint],
     tmp: Path,
 ) -> list[Row]:
