@@ -4,13 +4,29 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test lint format translations clean
+.PHONY: run test lint format translations lock clean
 
-$(INSTALLED): pyproject.toml
+# The locks pin every package with its hashes; the dev lock holds the runtime
+# lock's exact versions, so what the tests run is what a buildpack deploys.
+LOCK := requirements.txt
+DEV_LOCK := requirements-dev.txt
+COMPILE := $(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 \
+	--generate-hashes --custom-compile-command 'make lock' --quiet
+
+$(INSTALLED): pyproject.toml $(LOCK) $(DEV_LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(DEV_LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
+
+# Re-resolve both locks from pyproject.toml (uv reads no pip configuration,
+# so no machine's own index ends up in them). `make lock UPGRADE=1` takes the
+# newest releases the ranges allow; otherwise current pins are kept.
+lock: $(INSTALLED)
+	$(COMPILE) $(if $(UPGRADE),--upgrade) -o $(LOCK)
+	$(COMPILE) $(if $(UPGRADE),--upgrade) --extra dev -c $(LOCK) -o $(DEV_LOCK)
+	$(MAKE) $(INSTALLED)
 
 run: $(INSTALLED)
 	$(BIN)/python tools/devservices.py run
