@@ -7,6 +7,7 @@ body); the server counts the connections it accepts and the requests per path.
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from collections import Counter
@@ -52,7 +53,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class DocumentServer:
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.lock = threading.Lock()
         self.routes: dict[str, Responder] = {}
         self.requests: Counter[str] = Counter()
@@ -61,6 +62,8 @@ class DocumentServer:
         self.stopping = threading.Event()
         self.httpd = _Server(self)
         self.port = self.httpd.server_address[1]
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
         self.thread = threading.Thread(
             target=self.httpd.serve_forever, args=(0.05,), daemon=True
         )

@@ -6,10 +6,17 @@ the refusal and the connection (or its absence) are real.
 
 from __future__ import annotations
 
+import datetime
+import ssl
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from document_server import DocumentServer
 
 from app.oauth import client_metadata_fetch as fetching
@@ -212,6 +219,71 @@ def test_loopback_mode_still_refuses_private_addresses(monkeypatch, documents):
     assert problem_of(f"http://localhost:{documents.port}/m", LOOPBACK).code == (
         "address"
     )
+
+
+def _certificate(
+    name: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name, signer: Any, ca: bool
+) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if not ca:
+        san = x509.SubjectAlternativeName([x509.DNSName(name)])
+        builder = builder.add_extension(san, critical=False)
+    return builder.sign(signer, hashes.SHA256())
+
+
+@pytest.fixture
+def tls_documents(tmp_path, monkeypatch) -> Iterator[DocumentServer]:
+    """A document server with a certificate for ``docs.example`` from a test CA
+    that the fetcher is told to trust."""
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test CA")])
+    ca = _certificate("Test CA", ca_key, ca_name, ca_key, ca=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = _certificate("docs.example", key, ca_name, ca_key, ca=False)
+    pem = serialization.Encoding.PEM
+    chain, key_file = tmp_path / "chain.pem", tmp_path / "key.pem"
+    chain.write_bytes(leaf.public_bytes(pem))
+    key_file.write_bytes(
+        key.private_bytes(
+            pem,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(chain, key_file)
+    client_context = ssl.create_default_context(cadata=ca.public_bytes(pem).decode())
+    monkeypatch.setattr(fetching, "TLS_VERIFY", client_context)
+    served = DocumentServer(tls=server_context)
+    yield served
+    served.stop()
+
+
+def test_tls_is_verified_for_the_name_while_connecting_to_the_address(
+    monkeypatch, tls_documents
+):
+    tls_documents.respond("/meta.json", "{}")
+    resolving_to(monkeypatch, "127.0.0.1")
+    port = tls_documents.port
+
+    fetched = fetching.fetch(f"https://docs.example:{port}/meta.json", LOOPBACK)
+    problem = problem_of(f"https://other.example:{port}/meta.json", LOOPBACK)
+
+    assert fetched.body == b"{}"
+    assert tls_documents.hosts == [f"docs.example:{port}"]
+    # The certificate names docs.example, not the name asked for: refused.
+    assert problem.code == "connect"
+    assert tls_documents.requests == {"/meta.json": 1}
 
 
 # --- The answer ------------------------------------------------------------------

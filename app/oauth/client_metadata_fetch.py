@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
 import time
 from dataclasses import dataclass, field
 
@@ -29,6 +30,8 @@ DEADLINE = 5.0
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
 #: NAT64 (RFC 6052 §2.1) carries an IPv4 address in its last 32 bits.
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
+#: What TLS trusts: the system's authorities (tests substitute their own).
+TLS_VERIFY: ssl.SSLContext | bool = True
 _DOT_SEGMENTS = frozenset({".", "..", "%2e", "%2e%2e", ".%2e", "%2e."})
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -175,7 +178,9 @@ def _fetch_from(
         "Accept-Encoding": "identity",
     }
     # trust_env=False: a proxy from the environment would undo the pinning.
-    with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as c:
+    with httpx.Client(
+        timeout=timeout, follow_redirects=False, trust_env=False, verify=TLS_VERIFY
+    ) as c:
         try:
             with c.stream(
                 "GET",
@@ -188,7 +193,8 @@ def _fetch_from(
             raise
         except httpx.TimeoutException:
             raise FetchProblem("timeout") from None
-        except httpx.HTTPError:
+        except (httpx.HTTPError, OSError, ValueError):
+            # Whatever else goes wrong on the wire is the host's problem, not a 500.
             raise FetchProblem("connect", host=parsed.hostname) from None
 
 
