@@ -12,13 +12,8 @@ from flask import request as flask_request
 from flask_babel import gettext as _
 
 from ..models import User
-from ..oauth.client_metadata import problem_text
-from ..oauth.clients import (
-    Client,
-    browser_host,
-    redirect_uri_is_trusted,
-    store_document_client,
-)
+from ..oauth.client_metadata import problem_text, store_document_client
+from ..oauth.clients import Client, browser_host, redirect_uri_is_trusted
 from ..oauth.consent import covers, find_grant, record_grant
 from ..oauth.grants import AuthorizationCodeGrant
 from ..oauth.server import get_server

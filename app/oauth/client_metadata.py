@@ -21,11 +21,16 @@ from typing import Any
 from authlib.oauth2.rfc7591.errors import InvalidClientMetadataError
 from flask import g
 from flask_babel import gettext as _
+from sqlalchemy.dialects.postgresql import insert
 
 from ..config import current_settings
+from ..db import db
+from ..models import OAuthClient, utcnow
 from ..redis_store import get_redis, get_script
 from .client_metadata_fetch import MAX_BYTES, FetchPolicy, FetchProblem, check_url
 from .client_metadata_fetch import fetch as fetch_document
+from .clients import DOCUMENT_SOURCE, Client, browser_host, redirect_uri_problem
+from .registration import _client_name
 
 log = logging.getLogger(__name__)
 
@@ -164,9 +169,6 @@ def cache_seconds(cache_control: str) -> int:
 
 def parse_document(url: str, body: bytes) -> ClientDocument:
     """Hold a fetched document to the draft's rules (§4.1); raise FetchProblem."""
-    from .clients import browser_host, redirect_uri_problem
-    from .registration import _client_name
-
     try:
         data = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
@@ -248,3 +250,36 @@ def problem_text(client_id: str) -> str | None:
         return None
     result = verdict(client_id)
     return describe(result) if result.problem else None
+
+
+def store_document_client(client: Client) -> None:
+    """Keep a row for a metadata-document client, refreshed from its document.
+
+    Grants refer to ``oauth_clients``; the row also names the client on the
+    account page. The caller commits. Registered clients are left alone.
+    """
+    if client.document_host is None:
+        return
+    row = client.row
+    values = {
+        "client_name": row.client_name,
+        "redirect_uris": row.redirect_uris,
+        "grant_types": row.grant_types,
+        "response_types": row.response_types,
+        "token_endpoint_auth_method": row.token_endpoint_auth_method,
+        "scope": row.scope,
+    }
+    statement = insert(OAuthClient).values(
+        client_id=row.client_id,
+        client_secret_hash=None,
+        registered_from=DOCUMENT_SOURCE,
+        created_at=utcnow(),
+        **values,
+    )
+    db.session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[OAuthClient.client_id],
+            set_=values,
+            where=OAuthClient.registered_from == DOCUMENT_SOURCE,
+        )
+    )

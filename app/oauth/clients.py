@@ -19,7 +19,6 @@ import idna
 from authlib.oauth2.rfc6749 import ClientMixin
 from rfc3986_validator import validate_rfc3986
 from sqlalchemy import delete, exists, func, select, update
-from sqlalchemy.dialects.postgresql import insert
 
 from ..config import current_settings
 from ..db import db, is_storable
@@ -280,8 +279,7 @@ def query_client(client_id: str | None) -> Client | None:
     # Text Postgres cannot hold could never have been registered.
     if not client_id or not is_storable(client_id):
         return None
-    # Imported here: client_metadata reads the registration rules, which
-    # import this module.
+    # Imported here: client_metadata builds on this module.
     from . import client_metadata
 
     if client_metadata.is_document_url(client_id):
@@ -313,39 +311,6 @@ def _document_client(url: str) -> Client | None:
         registered_from=DOCUMENT_SOURCE,
     )
     return Client(row)
-
-
-def store_document_client(client: Client) -> None:
-    """Keep a row for a metadata-document client, refreshed from its document.
-
-    Grants refer to ``oauth_clients``; the row also names the client on the
-    account page. The caller commits. Registered clients are left alone.
-    """
-    if client.document_host is None:
-        return
-    row = client.row
-    values = {
-        "client_name": row.client_name,
-        "redirect_uris": row.redirect_uris,
-        "grant_types": row.grant_types,
-        "response_types": row.response_types,
-        "token_endpoint_auth_method": row.token_endpoint_auth_method,
-        "scope": row.scope,
-    }
-    statement = insert(OAuthClient).values(
-        client_id=row.client_id,
-        client_secret_hash=None,
-        registered_from=DOCUMENT_SOURCE,
-        created_at=utcnow(),
-        **values,
-    )
-    db.session.execute(
-        statement.on_conflict_do_update(
-            index_elements=[OAuthClient.client_id],
-            set_=values,
-            where=OAuthClient.registered_from == DOCUMENT_SOURCE,
-        )
-    )
 
 
 def count_clients(registered_from: str | None = None) -> int:
