@@ -9,6 +9,7 @@ from dataclasses import MISSING, dataclass, fields
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import ada_url
 from limits import parse_many
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -180,6 +181,37 @@ def _allowed_origins(value: str) -> tuple[str, ...]:
     return origins
 
 
+#: Spellings of a switch; anything else is a typo worth stopping for.
+SWITCH_VALUES = {
+    "on": True,
+    "true": True,
+    "1": True,
+    "off": False,
+    "false": False,
+    "0": False,
+}
+
+
+def _switch(value: str) -> bool:
+    try:
+        return SWITCH_VALUES[value.lower()]
+    except KeyError:
+        raise ValueError("must be on or off") from None
+
+
+def _host_list(value: str) -> frozenset[str]:
+    """Comma-separated hosts, each as a browser writes it (``[::1]`` for IPv6)."""
+    hosts = {entry.strip().lower() for entry in value.split(",") if entry.strip()}
+    for host in hosts:
+        try:
+            written = ada_url.URL(f"https://{host}/").hostname
+        except ValueError:
+            written = None
+        if written != host:
+            raise ValueError(f"{host!r} is not a host name or address")
+    return frozenset(hosts)
+
+
 def _client_id_prefix(value: str) -> str:
     if not value or not value.replace("_", "").replace(".", "").isalnum():
         raise ValueError("must be letters, digits, '.' or '_'")
@@ -213,6 +245,11 @@ class Settings:
     #: Origins that may call ``/mcp`` (MCP transports, DNS rebinding); empty: any.
     allowed_origins: tuple[str, ...] = ()
 
+    #: Client ID Metadata Documents: URL client_ids fetched and cached.
+    client_metadata_documents: bool = True
+    cimd_allowed_hosts: frozenset[str] = frozenset()
+    cimd_allow_loopback: bool = False
+
     @property
     def mcp_resource(self) -> str:
         """The RFC 8707 resource indicator of the ``/mcp`` endpoint."""
@@ -243,6 +280,9 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "api_key_rate_limit": _rate_limit,
     "max_api_keys_per_user": _int(1, 10000),
     "api_key_max_days": _int(1, 3650),
+    "client_metadata_documents": _switch,
+    "cimd_allowed_hosts": _host_list,
+    "cimd_allow_loopback": _switch,
     "log_level": lambda v: v.upper() if v.upper() in _LOG_LEVELS else _bad_level(),
     "allowed_origins": _allowed_origins,
 }

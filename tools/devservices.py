@@ -421,6 +421,8 @@ def run(data_dir: Path = DEV_DATA) -> int:
     env = {**os.environ, **_dev_secrets(data_dir)}
     env.setdefault("PORT", "8000")
     env.setdefault("ISSUER", f"http://127.0.0.1:{env['PORT']}")
+    # Lets a metadata document served on this machine stand for a client.
+    env.setdefault("CIMD_ALLOW_LOOPBACK", "on")
     with contextlib.ExitStack() as stack:
         if not (env.get("DATABASE_URL") and env.get("REDIS_URL")):
             urls = stack.enter_context(services(data_dir, durable=True))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
@@ -10,7 +12,8 @@ from flask import request as flask_request
 from flask_babel import gettext as _
 
 from ..models import User
-from ..oauth.clients import browser_host, redirect_uri_is_trusted
+from ..oauth.client_metadata import problem_text, store_document_client
+from ..oauth.clients import Client, browser_host, redirect_uri_is_trusted
 from ..oauth.consent import covers, find_grant, record_grant
 from ..oauth.grants import AuthorizationCodeGrant
 from ..oauth.server import get_server
@@ -35,7 +38,7 @@ def _error_page(error: OAuth2Error) -> tuple[str, int]:
     page = render_template(
         "authorize/error.html",
         error=error.error,
-        description=error.get_error_description(),
+        description=_document_problem(error) or error.get_error_description(),
     )
     return page, ERROR_PAGE_STATUS
 
@@ -50,6 +53,25 @@ def _error_link_page(error: OAuth2Error, location: str) -> tuple[str, int]:
         location=location,
     )
     return page, ERROR_PAGE_STATUS
+
+
+def _document_problem(error: OAuth2Error) -> str | None:
+    """Why a metadata-document client_id was refused, if that is the error."""
+    client_id = get_server().create_oauth2_request(None).payload.client_id
+    if error.error != "invalid_client" or not isinstance(client_id, str):
+        return None
+    return problem_text(client_id)
+
+
+def _document_notice(client: Client, redirect_uri: str) -> dict[str, Any] | None:
+    """A metadata-document client's URL host, and whether the redirect leaves it.
+
+    The name is self-asserted; the host is what the document proves.
+    """
+    host = client.document_host
+    if host is None:
+        return None
+    return {"host": host, "elsewhere": browser_host(redirect_uri) != host}
 
 
 def _may_redirect(redirect_uri: str, user: User | None) -> bool:
@@ -112,6 +134,7 @@ def authorize() -> Response | tuple[str, int] | str:
         if decision not in ("approve", "deny"):
             abort(400, _("Choose approve or deny."))
         if decision == "approve":
+            store_document_client(grant.client)
             record_grant(user.id, grant.client.client_id, grant.request.scope)
             return server.create_authorization_response(grant=grant, grant_user=user)
         return server.create_authorization_response(grant=grant, grant_user=None)
@@ -131,4 +154,5 @@ def _consent_page(grant: AuthorizationCodeGrant, user: User) -> str:
         scopes=scopes,
         user=user,
         approved_before=previous if covers(previous, grant.request.scope) else None,
+        document=_document_notice(client, grant.redirect_uri),
     )

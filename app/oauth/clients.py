@@ -1,7 +1,8 @@
 """Registered clients: lookup, secrets, redirect URI rules, pruning.
 
-Every client lookup goes through :func:`query_client`, so a future source of
-clients (Client ID Metadata Documents) slots in at one place.
+Every client lookup goes through :func:`query_client`: a registered client
+comes from its row, a ``client_id`` that is a URL from the metadata document
+it names (app/oauth/client_metadata.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from authlib.oauth2.rfc6749 import ClientMixin
 from rfc3986_validator import validate_rfc3986
 from sqlalchemy import delete, exists, func, select, update
 
+from ..config import current_settings
 from ..db import db, is_storable
 from ..models import Grant, OAuthClient, utcnow
 
@@ -44,6 +46,11 @@ _LOOPBACK_URI = re.compile(
     re.IGNORECASE,
 )
 _PORT = re.compile(r":[0-9]*")
+#: ``registered_from`` of the row kept for a metadata-document client, so that
+#: grants can refer to it. It was not registered from any address, so no
+#: per-address cap counts it; its document, never the row, says what it may do.
+DOCUMENT_SOURCE = "client-id-metadata-document"
+
 #: RFC 3986 §3.1.
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 
@@ -216,6 +223,14 @@ class Client(ClientMixin):
         return self.row.client_name
 
     @property
+    def document_host(self) -> str | None:
+        """For a metadata-document client, the host of its URL: the one thing
+        it cannot assert about itself. ``None`` for registered clients."""
+        if self.row.registered_from != DOCUMENT_SOURCE:
+            return None
+        return browser_host(self.row.client_id)
+
+    @property
     def is_public(self) -> bool:
         return self.row.token_endpoint_auth_method == "none"
 
@@ -262,10 +277,40 @@ class Client(ClientMixin):
 def query_client(client_id: str | None) -> Client | None:
     """Find a client by ``client_id``; the one lookup every endpoint uses."""
     # Text Postgres cannot hold could never have been registered.
-    if not client_id or len(client_id) > 128 or not is_storable(client_id):
+    if not client_id or not is_storable(client_id):
+        return None
+    # Imported here: client_metadata builds on this module.
+    from . import client_metadata
+
+    if client_metadata.is_document_url(client_id):
+        return _document_client(client_id)
+    if len(client_id) > 128:
         return None
     row = db.session.get(OAuthClient, client_id)
     return Client(row) if row is not None else None
+
+
+def _document_client(url: str) -> Client | None:
+    """A public client built from the document at ``url`` (never from its row)."""
+    from . import client_metadata
+
+    if not current_settings().client_metadata_documents:
+        return None
+    document = client_metadata.load_document(url)
+    if document is None:
+        return None
+    row = OAuthClient(
+        client_id=url,
+        client_secret_hash=None,
+        client_name=document.client_name,
+        redirect_uris=document.redirect_uris,
+        grant_types=["authorization_code"],
+        response_types=["code"],
+        token_endpoint_auth_method="none",
+        scope=" ".join(SCOPES),
+        registered_from=DOCUMENT_SOURCE,
+    )
+    return Client(row)
 
 
 def count_clients(registered_from: str | None = None) -> int:

@@ -20,7 +20,7 @@ RESOURCE_METADATA_PATH = "/.well-known/oauth-protected-resource"
 
 def authorization_server_metadata(settings: Settings) -> dict[str, Any]:
     issuer = settings.issuer
-    return {
+    metadata = {
         "issuer": issuer,
         "authorization_endpoint": issuer + AUTHORIZATION_PATH,
         "token_endpoint": issuer + TOKEN_PATH,
@@ -34,6 +34,10 @@ def authorization_server_metadata(settings: Settings) -> dict[str, Any]:
         # RFC 9207: every authorization response carries ``iss``.
         "authorization_response_iss_parameter_supported": True,
     }
+    if settings.client_metadata_documents:
+        # draft-ietf-oauth-client-id-metadata-document §5.
+        metadata["client_id_metadata_document_supported"] = True
+    return metadata
 
 
 def validate_metadata(settings: Settings) -> None:

@@ -26,6 +26,7 @@ from ..models import OAuthClient
 from ..rate_limits import client_address
 from .clients import (
     AUTH_METHODS,
+    DOCUMENT_SOURCE,
     SCOPES,
     generate_client_id,
     generate_client_secret,
@@ -221,7 +222,12 @@ class RegistrationEndpoint(ClientRegistrationEndpoint):
         session.execute(
             text("SELECT pg_advisory_xact_lock(:id)"), {"id": REGISTRATION_LOCK_ID}
         )
-        count = select(func.count()).select_from(OAuthClient)
+        # Rows kept for metadata-document clients were not registered here.
+        count = (
+            select(func.count())
+            .select_from(OAuthClient)
+            .where(OAuthClient.registered_from != DOCUMENT_SOURCE)
+        )
         from_source = count.where(OAuthClient.registered_from == source)
         if session.scalar(from_source) >= settings.max_clients_per_address:
             session.rollback()
