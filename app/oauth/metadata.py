@@ -16,11 +16,12 @@ AUTHORIZATION_PATH = "/authorize"
 TOKEN_PATH = "/token"
 REGISTRATION_PATH = "/register"
 RESOURCE_METADATA_PATH = "/.well-known/oauth-protected-resource"
+JWKS_PATH = "/.well-known/jwks.json"
 
 
 def authorization_server_metadata(settings: Settings) -> dict[str, Any]:
     issuer = settings.issuer
-    return {
+    document = {
         "issuer": issuer,
         "authorization_endpoint": issuer + AUTHORIZATION_PATH,
         "token_endpoint": issuer + TOKEN_PATH,
@@ -34,6 +35,10 @@ def authorization_server_metadata(settings: Settings) -> dict[str, Any]:
         # RFC 9207: every authorization response carries ``iss``.
         "authorization_response_iss_parameter_supported": True,
     }
+    if settings.jwt_signing_key:
+        # Only public keys can be published; an HS256 secret never is (CONTRACT §5).
+        document["jwks_uri"] = issuer + JWKS_PATH
+    return document
 
 
 def validate_metadata(settings: Settings) -> None:
