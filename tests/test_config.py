@@ -189,6 +189,19 @@ def test_a_signing_key_may_come_with_escaped_newlines() -> None:
     assert settings(JWT_SIGNING_KEY=pem).jwt_signing_key == pem
 
 
+def test_a_signing_key_from_openssl_ecparam_is_accepted() -> None:
+    # `openssl ecparam -name prime256v1 -genkey` writes the curve, then a SEC1 key.
+    sec1 = EC_KEY.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    ).decode()
+    curve = (
+        "-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----"
+    )
+    assert settings(JWT_SIGNING_KEY=curve + "\n" + sec1).jwt_signing_key
+
+
 def test_retired_keys_are_concatenated_pem_blocks_public_or_private() -> None:
     retired = public_pem(ED_KEY) + "\n" + private_pem(EC_KEY) + public_pem(EC_KEY)
     s = settings(JWT_SIGNING_KEY=private_pem(ED_KEY), JWT_VERIFY_KEYS=retired)

@@ -96,7 +96,8 @@ def pem_blocks(text: str) -> list[tuple[str, bytes]]:
     found = [(m.group(1), m.group(0).encode()) for m in PEM_BLOCK.finditer(text)]
     if not found or PEM_BLOCK.sub("", text).strip():
         raise ValueError("must be PEM blocks (RFC 7468) and nothing else")
-    return found
+    # `openssl ecparam -genkey` writes the curve's name in a block of its own.
+    return [(label, block) for label, block in found if label != "EC PARAMETERS"]
 
 
 def _describe(key: Any) -> str:
