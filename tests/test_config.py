@@ -259,8 +259,18 @@ def test_neither_jwt_secret_nor_signing_key_is_refused() -> None:
     assert str(caught.value.code) == NO_JWT_SECRET
 
 
-def test_gunicorn_start_up_with_an_rsa_key_prints_one_line_and_fails() -> None:
-    env = {**os.environ, **REQUIRED, "JWT_SIGNING_KEY": private_pem(RSA_KEY)}
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        (private_pem(RSA_KEY), "must be an EC P-256 or Ed25519 key, not an RSA key"),
+        ("not a key", "must be PEM blocks (RFC 7468) and nothing else"),
+    ],
+    ids=["RSA", "garbage"],
+)
+def test_gunicorn_start_up_with_a_bad_signing_key_prints_one_line_and_fails(
+    value: str, problem: str
+) -> None:
+    env = {**os.environ, **REQUIRED, "JWT_SIGNING_KEY": value}
     result = subprocess.run(
         [
             sys.executable,
@@ -277,6 +287,5 @@ def test_gunicorn_start_up_with_an_rsa_key_prints_one_line_and_fails() -> None:
     )
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [
-        "configuration error: JWT_SIGNING_KEY is malformed: "
-        "must be an EC P-256 or Ed25519 key, not an RSA key"
+        f"configuration error: JWT_SIGNING_KEY is malformed: {problem}"
     ]
