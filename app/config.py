@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os.path
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -13,6 +13,8 @@ import ada_url
 from limits import parse_many
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
+
+from .oauth.keys import load_signing_key, load_verify_keys
 
 #: Hosts for which an ``http`` issuer is acceptable (development and tests).
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -132,6 +134,16 @@ def _secret(value: str) -> str:
     return value
 
 
+def _signing_key(value: str) -> str:
+    load_signing_key(value)  # refuse now what could not sign later
+    return value
+
+
+def _verify_keys(value: str) -> str:
+    load_verify_keys(value)
+    return value
+
+
 def _int(low: int, high: int) -> Callable[[str], int]:
     def parse(value: str) -> int:
         try:
@@ -225,8 +237,13 @@ class Settings:
     database_url: str
     redis_url: str
     secret_key: str
-    jwt_secret: str
     issuer: str
+    #: HS256 key; required only without ``jwt_signing_key`` (see ``load_settings``).
+    jwt_secret: str | None = field(default=None, repr=False)
+    #: PEM private key (EC P-256 or Ed25519) that signs tokens, ES256 or EdDSA.
+    jwt_signing_key: str | None = field(default=None, repr=False)
+    #: PEM keys of retired (or upcoming) signing keys, still published and accepted.
+    jwt_verify_keys: str | None = None
     port: int = 8000
     web_concurrency: int = 2
     trusted_proxy_hops: int = 0
@@ -266,6 +283,8 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "redis_url": _redis_url,
     "secret_key": _secret,
     "jwt_secret": _secret,
+    "jwt_signing_key": _signing_key,
+    "jwt_verify_keys": _verify_keys,
     "issuer": _issuer,
     "port": _int(1, 65535),
     "web_concurrency": _int(1, 256),
@@ -297,18 +316,29 @@ def _bad_level() -> str:
 def load_settings(environ: Mapping[str, str]) -> Settings:
     """Build :class:`Settings` from ``environ``; raise :class:`ConfigError`."""
     values: dict[str, Any] = {}
-    for field in fields(Settings):
-        name = field.name.upper()
+    for setting in fields(Settings):
+        name = setting.name.upper()
         raw = environ.get(name, "").strip()
         if not raw:
-            if field.default is MISSING:
+            if setting.default is MISSING:
                 raise ConfigError(name, "is required but not set")
             continue
         try:
-            values[field.name] = PARSERS[field.name](raw)
+            values[setting.name] = PARSERS[setting.name](raw)
         except ValueError as exc:
             raise ConfigError(name, f"is malformed: {exc}") from None
+    _check_token_keys(values)
     return Settings(**values)
+
+
+def _check_token_keys(values: dict[str, Any]) -> None:
+    # CONTRACT §5: HS256 under JWT_SECRET unless a signing key is configured.
+    if values.get("jwt_signing_key"):
+        return
+    if values.get("jwt_verify_keys"):
+        raise ConfigError("JWT_VERIFY_KEYS", "is set but JWT_SIGNING_KEY is not")
+    if not values.get("jwt_secret"):
+        raise ConfigError("JWT_SECRET", "is required when JWT_SIGNING_KEY is not set")
 
 
 def current_settings() -> Settings:

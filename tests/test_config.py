@@ -7,6 +7,8 @@ import subprocess
 import sys
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from app.config import ConfigError, load_settings
 
@@ -17,6 +19,11 @@ REQUIRED = {
     "JWT_SECRET": "j" * 40,
     "ISSUER": "https://auth.example.com",
 }
+
+
+NO_JWT_SECRET = (
+    "configuration error: JWT_SECRET is required when JWT_SIGNING_KEY is not set"
+)
 
 
 def settings(**changes: str | None):
@@ -35,7 +42,7 @@ def test_defaults_match_the_contract() -> None:
     assert s.mcp_resource == "https://auth.example.com/mcp"
 
 
-@pytest.mark.parametrize("name", sorted(REQUIRED))
+@pytest.mark.parametrize("name", sorted(set(REQUIRED) - {"JWT_SECRET"}))
 def test_each_required_setting_is_named_when_missing(name: str) -> None:
     with pytest.raises(ConfigError) as caught:
         settings(**{name: None})
@@ -144,9 +151,7 @@ def test_cli_start_up_without_jwt_secret_prints_one_line_and_fails() -> None:
         "JWT_SECRET", sys.executable, "-m", "flask", "--app", "app", "users", "list"
     )
     assert result.returncode != 0
-    assert result.stderr.strip().splitlines() == [
-        "configuration error: JWT_SECRET is required but not set"
-    ]
+    assert result.stderr.strip().splitlines() == [NO_JWT_SECRET]
 
 
 def test_gunicorn_start_up_without_jwt_secret_prints_one_line_and_fails() -> None:
@@ -160,10 +165,154 @@ def test_gunicorn_start_up_without_jwt_secret_prints_one_line_and_fails() -> Non
         "app:create_app()",
     )
     assert result.returncode != 0
-    assert result.stderr.strip().splitlines() == [
-        "configuration error: JWT_SECRET is required but not set"
-    ]
+    assert result.stderr.strip().splitlines() == [NO_JWT_SECRET]
 
 
 def test_an_upper_case_https_issuer_still_gets_secure_cookies() -> None:
     assert settings(ISSUER="HTTPS://Auth.Example.com").secure_cookies
+
+
+# --- Token signing keys (CONTRACT §5) -----------------------------------------
+
+
+def private_pem(key, password: bytes | None = None) -> str:
+    encryption = (
+        serialization.BestAvailableEncryption(password)
+        if password
+        else serialization.NoEncryption()
+    )
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+    ).decode()
+
+
+def public_pem(key) -> str:
+    return (
+        key.public_key()
+        .public_bytes(
+            serialization.Encoding.PEM,
+            serialization.PublicFormat.SubjectPublicKeyInfo,
+        )
+        .decode()
+    )
+
+
+EC_KEY = ec.generate_private_key(ec.SECP256R1())
+ED_KEY = ed25519.Ed25519PrivateKey.generate()
+RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.mark.parametrize("key", [EC_KEY, ED_KEY], ids=["P-256", "Ed25519"])
+def test_a_signing_key_makes_jwt_secret_optional(key) -> None:
+    s = settings(JWT_SECRET=None, JWT_SIGNING_KEY=private_pem(key))
+    assert s.jwt_secret is None
+    assert "PRIVATE" not in repr(s)
+
+
+def test_a_signing_key_may_come_with_escaped_newlines() -> None:
+    # Platforms whose variables hold one line get the PEM with "\n" escapes.
+    pem = private_pem(EC_KEY).replace("\n", "\\n")
+    assert "\n" not in pem
+    assert settings(JWT_SIGNING_KEY=pem).jwt_signing_key == pem
+
+
+def test_a_signing_key_from_openssl_ecparam_is_accepted() -> None:
+    # `openssl ecparam -name prime256v1 -genkey` writes the curve, then a SEC1 key.
+    sec1 = EC_KEY.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    ).decode()
+    curve = (
+        "-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----"
+    )
+    assert settings(JWT_SIGNING_KEY=curve + "\n" + sec1).jwt_signing_key
+
+
+def test_retired_keys_are_concatenated_pem_blocks_public_or_private() -> None:
+    retired = public_pem(ED_KEY) + "\n" + private_pem(EC_KEY) + public_pem(EC_KEY)
+    s = settings(JWT_SIGNING_KEY=private_pem(ED_KEY), JWT_VERIFY_KEYS=retired)
+    assert s.jwt_verify_keys == retired.strip()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "problem"),
+    [
+        ("JWT_SIGNING_KEY", private_pem(RSA_KEY), "not an RSA key"),
+        ("JWT_SIGNING_KEY", private_pem(ec.generate_private_key(ec.SECP384R1())), ""),
+        ("JWT_SIGNING_KEY", "garbage", "must be PEM blocks"),
+        (
+            "JWT_SIGNING_KEY",
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+            "not a readable PEM private key",
+        ),
+        ("JWT_SIGNING_KEY", public_pem(EC_KEY), "must be one PEM private key"),
+        ("JWT_SIGNING_KEY", private_pem(EC_KEY) * 2, "must be one PEM private key"),
+        ("JWT_SIGNING_KEY", private_pem(EC_KEY, b"pw"), "must not be encrypted"),
+        ("JWT_SIGNING_KEY", private_pem(EC_KEY) + "trailing", "must be PEM blocks"),
+        ("JWT_VERIFY_KEYS", public_pem(RSA_KEY), "not an RSA key"),
+        ("JWT_VERIFY_KEYS", "garbage", "must be PEM blocks"),
+        (
+            "JWT_VERIFY_KEYS",
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----",
+            "only keys are accepted",
+        ),
+    ],
+)
+def test_bad_keys_are_refused_in_one_line_naming_the_setting(
+    name: str, value: str, problem: str
+) -> None:
+    changes = {"JWT_SIGNING_KEY": private_pem(EC_KEY), name: value}
+    with pytest.raises(ConfigError) as caught:
+        settings(**changes)
+    message = str(caught.value.code)
+    assert message.startswith(f"configuration error: {name} is malformed: ")
+    assert problem in message
+    assert "\n" not in message
+    assert "BEGIN" not in message  # no key material in logs
+
+
+def test_retired_keys_without_a_signing_key_are_refused() -> None:
+    with pytest.raises(ConfigError) as caught:
+        settings(JWT_VERIFY_KEYS=public_pem(EC_KEY))
+    assert str(caught.value.code) == (
+        "configuration error: JWT_VERIFY_KEYS is set but JWT_SIGNING_KEY is not"
+    )
+
+
+def test_neither_jwt_secret_nor_signing_key_is_refused() -> None:
+    with pytest.raises(ConfigError) as caught:
+        settings(JWT_SECRET=None)
+    assert str(caught.value.code) == NO_JWT_SECRET
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        (private_pem(RSA_KEY), "must be an EC P-256 or Ed25519 key, not an RSA key"),
+        ("not a key", "must be PEM blocks (RFC 7468) and nothing else"),
+    ],
+    ids=["RSA", "garbage"],
+)
+def test_gunicorn_start_up_with_a_bad_signing_key_prints_one_line_and_fails(
+    value: str, problem: str
+) -> None:
+    env = {**os.environ, **REQUIRED, "JWT_SIGNING_KEY": value}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            "gunicorn.conf.py",
+            "app:create_app()",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        f"configuration error: JWT_SIGNING_KEY is malformed: {problem}"
+    ]

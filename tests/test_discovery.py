@@ -221,3 +221,61 @@ def test_pages_for_people_do_not_answer_other_origins(browser, path, method):
     )
 
     assert "Access-Control-Allow-Origin" not in response.headers
+
+
+# --- The JWK Set (CONTRACT §5): published only when there are public keys ------
+
+JWKS = "/.well-known/jwks.json"
+
+
+def ec_private_pem() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return (
+        ec.generate_private_key(ec.SECP256R1())
+        .private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        .decode()
+    )
+
+
+def test_an_hs256_server_publishes_no_key_and_no_jwks_uri(browser, server):
+    secret = server.app.config["SETTINGS"].jwt_secret
+
+    document = browser.get(AS_METADATA).json()
+    response = browser.get(JWKS)
+
+    assert "jwks_uri" not in document
+    assert response.status_code == 404
+    assert response.json()["error"] == "not_found"
+    assert secret not in response.text
+
+
+@pytest.mark.parametrize("path", [AS_METADATA, AS_METADATA + "/prod-api"])
+def test_jwks_uri_is_advertised_from_the_issuer_with_a_signing_key(make_server, path):
+    keyed = make_server(ISSUER=PATH_ISSUER, JWT_SIGNING_KEY=ec_private_pem())
+
+    document = keyed.browser().get(path).json()
+
+    assert_authorization_server_metadata(document, PATH_ISSUER)
+    assert document["jwks_uri"] == PATH_ISSUER + JWKS
+    assert keyed.browser().get(JWKS).status_code == 200
+
+
+def test_the_jwk_set_answers_any_origin_and_preflight(make_server):
+    keyed = make_server(JWT_SIGNING_KEY=ec_private_pem())
+    browser = keyed.browser()
+
+    response = browser.get(JWKS, headers={"Origin": ORIGIN})
+    preflight = browser.options(
+        JWKS, headers={"Origin": ORIGIN, "Access-Control-Request-Method": "GET"}
+    )
+
+    assert response.headers.get("Access-Control-Allow-Origin") == "*"
+    assert response.headers["Cache-Control"] == "public, max-age=300"
+    assert preflight.headers.get("Access-Control-Allow-Origin") == "*"
+    assert "GET" in preflight.headers.get("Access-Control-Allow-Methods", "")

@@ -391,6 +391,25 @@ def _dev_secrets(data_dir: Path) -> dict[str, str]:
     return {key: value for key, value in pairs}
 
 
+def _dev_signing_key(data_dir: Path) -> str:
+    """An EC P-256 key kept in the dev data dir, so tokens survive restarts."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    path = data_dir / "jwt-signing-key.pem"
+    if not path.exists():
+        pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        # Created 0600 from the start: a private key is never world-readable.
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(pem)
+    return path.read_text()
+
+
 def _flask(env: dict[str, str], *args: str, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "flask", "--app", "app", *args], env=env, **kwargs
@@ -419,6 +438,9 @@ def _create_demo_user(env: dict[str, str]) -> None:
 def run(data_dir: Path = DEV_DATA) -> int:
     data_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **_dev_secrets(data_dir)}
+    if not env.get("JWT_SIGNING_KEY"):
+        # The asymmetric set-up by default: /.well-known/jwks.json is live.
+        env["JWT_SIGNING_KEY"] = _dev_signing_key(data_dir)
     env.setdefault("PORT", "8000")
     env.setdefault("ISSUER", f"http://127.0.0.1:{env['PORT']}")
     # Lets a metadata document served on this machine stand for a client.

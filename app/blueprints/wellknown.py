@@ -1,4 +1,4 @@
-"""Discovery: RFC 8414 authorization server and RFC 9728 protected resource metadata."""
+"""Discovery: RFC 8414 and RFC 9728 metadata, and the RFC 7517 JWK Set."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from ..oauth.metadata import (
     issuer_path,
     protected_resource_metadata,
 )
+from ..oauth.tokens import public_jwks
 
 bp = Blueprint("wellknown", __name__, url_prefix="/.well-known")
 
@@ -21,6 +22,16 @@ def _document(body: dict) -> Response:
     response = jsonify(body)
     response.headers["Cache-Control"] = CACHE_CONTROL
     return response
+
+
+@bp.get("/jwks.json")
+def jwks() -> Response:
+    # The same max-age as the metadata: a key added to JWT_VERIFY_KEYS is seen by
+    # every cache within it, which the rotation procedure waits out.
+    document = public_jwks(current_settings())
+    if document is None:
+        abort(404)  # HS256: the key is a shared secret; there is nothing to publish
+    return _document(document)
 
 
 @bp.get("/oauth-authorization-server")

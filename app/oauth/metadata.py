@@ -16,11 +16,12 @@ AUTHORIZATION_PATH = "/authorize"
 TOKEN_PATH = "/token"
 REGISTRATION_PATH = "/register"
 RESOURCE_METADATA_PATH = "/.well-known/oauth-protected-resource"
+JWKS_PATH = "/.well-known/jwks.json"
 
 
 def authorization_server_metadata(settings: Settings) -> dict[str, Any]:
     issuer = settings.issuer
-    metadata = {
+    document = {
         "issuer": issuer,
         "authorization_endpoint": issuer + AUTHORIZATION_PATH,
         "token_endpoint": issuer + TOKEN_PATH,
@@ -36,8 +37,11 @@ def authorization_server_metadata(settings: Settings) -> dict[str, Any]:
     }
     if settings.client_metadata_documents:
         # draft-ietf-oauth-client-id-metadata-document §5.
-        metadata["client_id_metadata_document_supported"] = True
-    return metadata
+        document["client_id_metadata_document_supported"] = True
+    if settings.jwt_signing_key:
+        # Only public keys can be published; an HS256 secret never is (CONTRACT §5).
+        document["jwks_uri"] = issuer + JWKS_PATH
+    return document
 
 
 def validate_metadata(settings: Settings) -> None:

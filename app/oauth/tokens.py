@@ -1,4 +1,4 @@
-"""Access tokens: JWTs (RFC 9068 profile) signed with the shared ``JWT_SECRET``.
+"""Access tokens: JWTs (RFC 9068 profile), ES256/EdDSA or HS256 (see ``keys``).
 
 OAuth tokens come out of Authlib's generator (:class:`AccessTokenGenerator`);
 API-key tokens out of :func:`issue_access_token`. Both sign through
@@ -7,7 +7,6 @@ API-key tokens out of :func:`issue_access_token`. Both sign through
 
 from __future__ import annotations
 
-import functools
 import secrets
 import time
 from typing import Any
@@ -16,13 +15,11 @@ from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
 from flask import g
 from joserfc import jwt
 from joserfc.errors import JoseError
-from joserfc.jwk import OctKey
 from joserfc.jwt import JWTClaimsRegistry
 
 from ..config import Settings, current_settings
+from .keys import KeyRing, key_ring
 
-#: The only algorithm ever used or accepted.
-ALGORITHM = "HS256"
 #: RFC 9068 §2.1: access tokens are typed, so an ID token cannot pass for one.
 TOKEN_TYPE = "at+jwt"
 TOKEN_TYPES_ACCEPTED = (TOKEN_TYPE, "application/at+jwt")
@@ -34,14 +31,16 @@ class InvalidAccessToken(Exception):
     """A token failed verification; deliberately carries no detail to callers."""
 
 
-def signing_key(settings: Settings) -> OctKey:
-    return _import_key(settings.jwt_secret)
+def keys_of(settings: Settings) -> KeyRing:
+    """The signing and verifying keys of ``settings``, imported once."""
+    return key_ring(
+        settings.jwt_secret, settings.jwt_signing_key, settings.jwt_verify_keys
+    )
 
 
-@functools.lru_cache(maxsize=4)
-def _import_key(secret: str) -> OctKey:
-    # Imported once per secret, not on every token issued or checked.
-    return OctKey.import_key(secret.encode())
+def public_jwks(settings: Settings) -> dict[str, Any] | None:
+    """The JWK Set to publish; ``None`` when tokens are HS256 (a secret key)."""
+    return keys_of(settings).jwks
 
 
 def new_jti() -> str:
@@ -49,8 +48,12 @@ def new_jti() -> str:
 
 
 def sign_claims(claims: dict[str, Any], settings: Settings) -> str:
-    header = {"alg": ALGORITHM, "typ": TOKEN_TYPE}
-    return jwt.encode(header, claims, signing_key(settings), algorithms=[ALGORITHM])
+    keys = keys_of(settings)
+    header = {"alg": keys.algorithm, "typ": TOKEN_TYPE}
+    if keys.kid:
+        # RFC 7515 §4.1.4: verifiers pick the key from the JWK Set by kid.
+        header["kid"] = keys.kid
+    return jwt.encode(header, claims, keys.signing_key, registry=keys.signing_registry)
 
 
 def issue_access_token(
@@ -75,8 +78,13 @@ def issue_access_token(
 def decode_access_token(token: str) -> dict[str, Any]:
     """Verify signature, type, issuer, audience and lifetime; return the claims."""
     settings = current_settings()
+    keys = keys_of(settings)
     try:
-        decoded = jwt.decode(token, signing_key(settings), algorithms=[ALGORITHM])
+        decoded = jwt.decode(
+            token,
+            lambda obj: keys.key_for(obj.headers()),
+            registry=keys.verifying_registry,
+        )
         typ = decoded.header.get("typ")
         if not isinstance(typ, str) or typ.lower() not in TOKEN_TYPES_ACCEPTED:
             raise InvalidAccessToken
@@ -102,13 +110,29 @@ class AccessTokenGenerator(JWTBearerTokenGenerator):
     def __init__(self, settings: Settings) -> None:
         super().__init__(
             issuer=settings.issuer,
-            alg=ALGORITHM,
+            alg=keys_of(settings).algorithm,
             expires_generator=settings.access_token_ttl,
         )
         self.settings = settings
 
-    def get_jwks(self) -> OctKey:
-        return signing_key(self.settings)
+    def access_token_generator(
+        self, client: Any, grant_type: str, user: Any, scope: str
+    ) -> str:
+        # Authlib's version signs with joserfc's default registry, which refuses
+        # EdDSA and sets no kid; build the same claims and use our one signer.
+        now = int(time.time())
+        claims = {
+            "iss": self.issuer,
+            "exp": now + self.settings.access_token_ttl,
+            "client_id": client.get_client_id(),
+            "iat": now,
+            "jti": self.get_jti(client, grant_type, user, scope),
+            "scope": scope,
+            "sub": str(user.get_user_id()) if user else client.get_client_id(),
+            "aud": self.get_audiences(client, user, scope),
+        }
+        claims.update(self.get_extra_claims(client, grant_type, user, scope))
+        return sign_claims(claims, self.settings)
 
     def get_audiences(self, client: Any, user: Any, scope: str) -> str:
         # RFC 8707: the one resource we serve; a different one never gets this far.
