@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os.path
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, fields
 from typing import Any
@@ -12,6 +13,8 @@ from urllib.parse import parse_qs, urlsplit
 from limits import parse_many
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
+
+from .oauth.redirect_uris import REFUSED_REDIRECT_SCHEMES, WEB_SCHEMES
 
 #: Hosts for which an ``http`` issuer is acceptable (development and tests).
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -155,6 +158,28 @@ def _client_id_prefix(value: str) -> str:
     return value
 
 
+def _on_off(value: str) -> bool:
+    switch = value.lower()
+    if switch not in ("on", "off"):
+        raise ValueError("must be on or off")
+    return switch == "on"
+
+
+def _redirect_schemes(value: str) -> frozenset[str]:
+    """A comma-separated list of private-use URI schemes (RFC 8252 §7.1)."""
+    schemes = frozenset(s.strip().lower() for s in value.split(",") if s.strip())
+    for scheme in sorted(schemes):
+        if not re.fullmatch(r"[a-z][a-z0-9+.-]*", scheme):
+            raise ValueError(f"{scheme!r} is not a URI scheme (RFC 3986 §3.1)")
+        if scheme in WEB_SCHEMES:
+            raise ValueError(f"lists {scheme}, which is not a private-use scheme")
+        if scheme in REFUSED_REDIRECT_SCHEMES:
+            raise ValueError(f"lists {scheme}, which is never accepted")
+    if not schemes:
+        raise ValueError("names no scheme")
+    return schemes
+
+
 @dataclass(frozen=True)
 class Settings:
     """Validated settings; field names are the environment variables, lowered."""
@@ -177,6 +202,8 @@ class Settings:
     api_key_rate_limit: str = "60 per minute"
     max_api_keys_per_user: int = 50
     log_level: str = "INFO"
+    allowed_redirect_schemes: frozenset[str] | None = None
+    loopback_aliases: bool = False
 
     @property
     def mcp_resource(self) -> str:
@@ -207,6 +234,8 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "client_id_prefix": _client_id_prefix,
     "api_key_rate_limit": _rate_limit,
     "max_api_keys_per_user": _int(1, 10000),
+    "allowed_redirect_schemes": _redirect_schemes,
+    "loopback_aliases": _on_off,
     "log_level": lambda v: v.upper() if v.upper() in _LOG_LEVELS else _bad_level(),
 }
 

@@ -8,6 +8,8 @@ from ..config import current_settings
 from ..oauth.metadata import (
     authorization_server_metadata,
     issuer_path,
+    json_web_key_set,
+    openid_configuration,
     protected_resource_metadata,
 )
 
@@ -24,9 +26,18 @@ def _document(body: dict) -> Response:
 
 
 @bp.get("/oauth-authorization-server")
-@bp.get("/openid-configuration")
 def authorization_server() -> Response:
     return _document(authorization_server_metadata(current_settings()))
+
+
+@bp.get("/openid-configuration")
+def openid_provider() -> Response:
+    return _document(openid_configuration(current_settings()))
+
+
+@bp.get("/jwks.json")
+def key_set() -> Response:
+    return _document(json_web_key_set(current_settings()))
 
 
 @bp.get("/oauth-authorization-server/<path:suffix>")

@@ -10,12 +10,14 @@ from authlib.oauth2.rfc9207 import AuthorizationServerMetadata as IssMetadata
 
 from ..config import Settings
 from .clients import AUTH_METHODS, SCOPES
+from .tokens import ALGORITHM
 
 #: Endpoint paths, relative to the issuer.
 AUTHORIZATION_PATH = "/authorize"
 TOKEN_PATH = "/token"
 REGISTRATION_PATH = "/register"
 RESOURCE_METADATA_PATH = "/.well-known/oauth-protected-resource"
+JWKS_PATH = "/.well-known/jwks.json"
 
 
 def authorization_server_metadata(settings: Settings) -> dict[str, Any]:
@@ -34,6 +36,30 @@ def authorization_server_metadata(settings: Settings) -> dict[str, Any]:
         # RFC 9207: every authorization response carries ``iss``.
         "authorization_response_iss_parameter_supported": True,
     }
+
+
+def openid_configuration(settings: Settings) -> dict[str, Any]:
+    """The RFC 8414 document with the fields OpenID Connect Discovery 1.0 §3 requires.
+
+    Strict clients (the MCP TypeScript SDK) validate this URL's answer against
+    that schema. No ID tokens are issued, so the values only describe what
+    exists: one subject per person, the tokens' algorithm, the key set.
+    """
+    return {
+        "jwks_uri": settings.issuer + JWKS_PATH,
+        **authorization_server_metadata(settings),
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": [ALGORITHM],
+    }
+
+
+def json_web_key_set(settings: Settings) -> dict[str, Any]:
+    """The public keys tokens are signed with (RFC 7517 §5).
+
+    HS256 signs with a shared secret, which is never published, so the
+    honest set is empty: no token can be verified with a public key.
+    """
+    return {"keys": []}
 
 
 def validate_metadata(settings: Settings) -> None:
