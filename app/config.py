@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os.path
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
@@ -15,6 +16,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from .oauth.keys import load_signing_key, load_verify_keys
+from .oauth.redirect_uris import REFUSED_REDIRECT_SCHEMES, WEB_SCHEMES
 
 #: Hosts for which an ``http`` issuer is acceptable (development and tests).
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -230,6 +232,21 @@ def _client_id_prefix(value: str) -> str:
     return value
 
 
+def _redirect_schemes(value: str) -> frozenset[str]:
+    """A comma-separated list of private-use URI schemes (RFC 8252 §7.1)."""
+    schemes = frozenset(s.strip().lower() for s in value.split(",") if s.strip())
+    for scheme in sorted(schemes):
+        if not re.fullmatch(r"[a-z][a-z0-9+.-]*", scheme):
+            raise ValueError(f"{scheme!r} is not a URI scheme (RFC 3986 §3.1)")
+        if scheme in WEB_SCHEMES:
+            raise ValueError(f"lists {scheme}, which is not a private-use scheme")
+        if scheme in REFUSED_REDIRECT_SCHEMES:
+            raise ValueError(f"lists {scheme}, which is never accepted")
+    if not schemes:
+        raise ValueError("names no scheme")
+    return schemes
+
+
 @dataclass(frozen=True)
 class Settings:
     """Validated settings; field names are the environment variables, lowered."""
@@ -267,6 +284,9 @@ class Settings:
     cimd_allowed_hosts: frozenset[str] = frozenset()
     cimd_allow_loopback: bool = False
 
+    allowed_redirect_schemes: frozenset[str] | None = None
+    loopback_aliases: bool = False
+
     @property
     def mcp_resource(self) -> str:
         """The RFC 8707 resource indicator of the ``/mcp`` endpoint."""
@@ -302,6 +322,8 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "client_metadata_documents": _switch,
     "cimd_allowed_hosts": _host_list,
     "cimd_allow_loopback": _switch,
+    "allowed_redirect_schemes": _redirect_schemes,
+    "loopback_aliases": _switch,
     "log_level": lambda v: v.upper() if v.upper() in _LOG_LEVELS else _bad_level(),
     "allowed_origins": _allowed_origins,
 }

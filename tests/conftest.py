@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 import redis
 import sqlalchemy
+from werkzeug.exceptions import NotFound
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.serving import make_server as make_wsgi_server
 
 from app import create_app
@@ -84,7 +86,9 @@ def clean_state(engine: sqlalchemy.Engine, redis_client: redis.Redis) -> None:
 class LiveServer:
     """The app served over HTTP on a free loopback port, in a thread."""
 
-    def __init__(self, env: dict[str, str], overrides: dict[str, str]) -> None:
+    def __init__(
+        self, env: dict[str, str], overrides: dict[str, str], prefix: str = ""
+    ) -> None:
         self._app: Any = None
         self.httpd = make_wsgi_server(
             "127.0.0.1",
@@ -92,9 +96,12 @@ class LiveServer:
             lambda environ, start: self._app(environ, start),
             threaded=True,
         )
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}{prefix}"
         self.app = create_app({**env, "ISSUER": self.url, **overrides})
-        self._app = self.app
+        # With a prefix, as behind a proxy that forwards only ``prefix/*``.
+        self._app = (
+            DispatcherMiddleware(NotFound(), {prefix: self.app}) if prefix else self.app
+        )
         self.thread = threading.Thread(
             target=self.httpd.serve_forever, args=(0.05,), daemon=True
         )
@@ -123,11 +130,14 @@ def server(base_env: dict[str, str]) -> Iterator[LiveServer]:
 
 @pytest.fixture
 def make_server(base_env: dict[str, str]) -> Iterator[Callable[..., LiveServer]]:
-    """Start extra servers with settings overridden (limits, TTLs, issuer path)."""
+    """Start extra servers with settings overridden (limits, TTLs, issuer path).
+
+    ``prefix="/prod-api"`` serves the app under that path, the issuer with it.
+    """
     started: list[LiveServer] = []
 
-    def start(**overrides: str) -> LiveServer:
-        live = LiveServer(base_env, overrides)
+    def start(prefix: str = "", **overrides: str) -> LiveServer:
+        live = LiveServer(base_env, overrides, prefix)
         started.append(live)
         return live
 

@@ -40,6 +40,8 @@ def test_defaults_match_the_contract() -> None:
     assert s.login_rate_limit == "10 per minute"
     assert s.client_id_prefix == "lessie"
     assert s.mcp_resource == "https://auth.example.com/mcp"
+    assert s.allowed_redirect_schemes is None
+    assert s.loopback_aliases is False
 
 
 @pytest.mark.parametrize("name", sorted(set(REQUIRED) - {"JWT_SECRET"}))
@@ -82,6 +84,12 @@ def test_each_required_setting_is_named_when_missing(name: str) -> None:
         ("ALLOWED_ORIGINS", "https://user@app.example"),
         ("ALLOWED_ORIGINS", "null"),
         ("ALLOWED_ORIGINS", ", ,"),
+        ("ALLOWED_REDIRECT_SCHEMES", "javascript"),
+        ("ALLOWED_REDIRECT_SCHEMES", "cursor,https"),
+        ("ALLOWED_REDIRECT_SCHEMES", "1password"),
+        ("ALLOWED_REDIRECT_SCHEMES", "cursor://"),
+        ("ALLOWED_REDIRECT_SCHEMES", ", ,"),
+        ("LOOPBACK_ALIASES", "yes please"),
     ],
 )
 def test_malformed_settings_are_named(name: str, value: str) -> None:
@@ -90,6 +98,15 @@ def test_malformed_settings_are_named(name: str, value: str) -> None:
     message = str(caught.value.code)
     assert message.startswith(f"configuration error: {name} is malformed")
     assert "\n" not in message
+
+
+def test_native_redirect_settings_are_read() -> None:
+    s = settings(
+        ALLOWED_REDIRECT_SCHEMES=" Cursor, com.example.app ", LOOPBACK_ALIASES="ON"
+    )
+    assert s.allowed_redirect_schemes == frozenset({"cursor", "com.example.app"})
+    assert s.loopback_aliases is True
+    assert settings(LOOPBACK_ALIASES="off").loopback_aliases is False
 
 
 def test_paas_postgres_url_is_accepted_and_uses_psycopg() -> None:

@@ -250,8 +250,8 @@ def test_an_hs256_server_publishes_no_key_and_no_jwks_uri(browser, server):
     response = browser.get(JWKS)
 
     assert "jwks_uri" not in document
-    assert response.status_code == 404
-    assert response.json()["error"] == "not_found"
+    assert response.status_code == 200
+    assert response.json() == {"keys": []}
     assert secret not in response.text
 
 

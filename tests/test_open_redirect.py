@@ -6,7 +6,6 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 import pytest
-import sqlalchemy
 from bs4 import BeautifulSoup
 from helpers import (
     authorize_params,
@@ -184,17 +183,8 @@ def test_loopback_errors_still_redirect_without_a_session(
 @pytest.mark.parametrize(
     "redirect_uri", ["com.example.app:/callback", "cursor://anysphere.cursor/cb"]
 )
-def test_private_use_scheme_errors_still_redirect(
-    browser, server, engine, redirect_uri
-):
-    client = register_client(browser, redirect_uris=[LOOPBACK])
-    # Registration does not accept private-use schemes yet; the rule is ready.
-    with engine.begin() as connection:
-        connection.execute(
-            sqlalchemy.text("UPDATE oauth_clients SET redirect_uris = :uris"),
-            {"uris": [redirect_uri]},
-        )
-    client["redirect_uris"] = [redirect_uri]
+def test_private_use_scheme_errors_still_redirect(browser, server, redirect_uri):
+    client = register_client(browser, redirect_uris=[redirect_uri])
     params = authorize_params(client, pkce_pair()[1], scope="nope")
 
     query = redirect_query(browser.get(authorize_path(params)), redirect_uri)

@@ -169,7 +169,9 @@ INVALID_REDIRECT_URIS = {
     "javascript:": {"redirect_uris": ["javascript:alert(document.cookie)"]},
     "data:": {"redirect_uris": ["data:text/html,<script>alert(1)</script>"]},
     "file:": {"redirect_uris": ["file:///etc/passwd"]},
-    "private-use scheme": {"redirect_uris": ["com.example.app:/oauth2redirect"]},
+    "private-use scheme beside a bad one": {
+        "redirect_uris": ["com.example.app:/oauth2redirect", "http://x.example/"]
+    },
     "fragment": {"redirect_uris": ["https://client.example.com/cb#frag"]},
     "empty fragment": {"redirect_uris": ["https://client.example.com/cb#"]},
     "userinfo": {"redirect_uris": ["https://user:pw@client.example.com/cb"]},

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from urllib.parse import parse_qs, urlsplit
+
 from flask import Blueprint, Response, render_template, request
 from flask_babel import gettext as _
 from flask_limiter import RequestLimit
 
 from ..device_cookies import lock_device, login_account, remember_device, trusted_device
+from ..oauth.clients import query_client
+from ..oauth.metadata import AUTHORIZATION_PATH
 from ..rate_limits import limit, setting
 from ..sessions import current_user, is_local_target, issuer_redirect, sign_in, sign_out
 from ..users import authenticate
@@ -48,6 +52,15 @@ def _target() -> str:
     return target if is_local_target(target) else DEFAULT_TARGET
 
 
+def _asking_client(target: str) -> str | None:
+    """The name of the client whose authorization request ``target`` resumes."""
+    parts = urlsplit(target)
+    if parts.path != AUTHORIZATION_PATH:
+        return None
+    client = query_client(parse_qs(parts.query).get("client_id", [None])[0])
+    return client.client_name if client is not None else None
+
+
 @bp.route("/login", methods=["GET", "POST"])
 # Every attempt counts, and is counted before the password is checked: counting
 # only failures afterwards would let parallel guesses all slip under the limit.
@@ -72,7 +85,10 @@ def login() -> Response | tuple[str, int] | str:
     if request.method == "GET":
         if current_user() is not None:
             return issuer_redirect(_target())
-        return render_template("auth/login.html", next=_target())
+        target = _target()
+        return render_template(
+            "auth/login.html", next=target, client_name=_asking_client(target)
+        )
     user = authenticate(request.form.get("email", ""), request.form.get("password", ""))
     if user is None:
         # One message for every failure: unknown email, wrong password, disabled.
@@ -80,6 +96,7 @@ def login() -> Response | tuple[str, int] | str:
         page = render_template(
             "auth/login.html",
             next=_target(),
+            client_name=_asking_client(_target()),
             error=error,
             email=request.form.get("email", ""),
         )

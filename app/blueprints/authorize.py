@@ -13,9 +13,10 @@ from flask_babel import gettext as _
 
 from ..models import User
 from ..oauth.client_metadata import problem_text, store_document_client
-from ..oauth.clients import Client, browser_host, redirect_uri_is_trusted
+from ..oauth.clients import Client
 from ..oauth.consent import covers, find_grant, record_grant
 from ..oauth.grants import AuthorizationCodeGrant
+from ..oauth.redirect_uris import app_scheme, browser_host, redirect_uri_is_trusted
 from ..oauth.server import get_server
 from ..sessions import current_user, login_redirect
 
@@ -151,6 +152,7 @@ def _consent_page(grant: AuthorizationCodeGrant, user: User) -> str:
         "authorize/consent.html",
         client_name=client.client_name,
         redirect_host=browser_host(grant.redirect_uri),
+        app_scheme=app_scheme(grant.redirect_uri),
         scopes=scopes,
         user=user,
         approved_before=previous if covers(previous, grant.request.scope) else None,

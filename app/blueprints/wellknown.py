@@ -8,6 +8,7 @@ from ..config import current_settings
 from ..oauth.metadata import (
     authorization_server_metadata,
     issuer_path,
+    openid_configuration,
     protected_resource_metadata,
 )
 from ..oauth.tokens import public_jwks
@@ -28,16 +29,19 @@ def _document(body: dict) -> Response:
 def jwks() -> Response:
     # The same max-age as the metadata: a key added to JWT_VERIFY_KEYS is seen by
     # every cache within it, which the rotation procedure waits out.
-    document = public_jwks(current_settings())
-    if document is None:
-        abort(404)  # HS256: the key is a shared secret; there is nothing to publish
-    return _document(document)
+    # HS256 signs with a shared secret, which is never published: the honest
+    # set is then empty, and the OpenID document can still name it.
+    return _document(public_jwks(current_settings()) or {"keys": []})
 
 
 @bp.get("/oauth-authorization-server")
-@bp.get("/openid-configuration")
 def authorization_server() -> Response:
     return _document(authorization_server_metadata(current_settings()))
+
+
+@bp.get("/openid-configuration")
+def openid_provider() -> Response:
+    return _document(openid_configuration(current_settings()))
 
 
 @bp.get("/oauth-authorization-server/<path:suffix>")

@@ -29,7 +29,8 @@ from ..models import OAuthClient, utcnow
 from ..redis_store import get_redis, get_script
 from .client_metadata_fetch import MAX_BYTES, FetchPolicy, FetchProblem, check_url
 from .client_metadata_fetch import fetch as fetch_document
-from .clients import DOCUMENT_SOURCE, Client, browser_host, redirect_uri_problem
+from .clients import DOCUMENT_SOURCE, Client
+from .redirect_uris import browser_host, redirect_uri_problem
 from .registration import _client_name
 
 log = logging.getLogger(__name__)

@@ -10,6 +10,7 @@ from authlib.oauth2.rfc9207 import AuthorizationServerMetadata as IssMetadata
 
 from ..config import Settings
 from .clients import AUTH_METHODS, SCOPES
+from .tokens import keys_of
 
 #: Endpoint paths, relative to the issuer.
 AUTHORIZATION_PATH = "/authorize"
@@ -42,6 +43,21 @@ def authorization_server_metadata(settings: Settings) -> dict[str, Any]:
         # Only public keys can be published; an HS256 secret never is (CONTRACT §5).
         document["jwks_uri"] = issuer + JWKS_PATH
     return document
+
+
+def openid_configuration(settings: Settings) -> dict[str, Any]:
+    """The RFC 8414 document with the fields OpenID Connect Discovery 1.0 §3 requires.
+
+    Strict clients (the MCP TypeScript SDK) validate this URL's answer against
+    that schema. No ID tokens are issued, so the values only describe what
+    exists: one subject per person, the tokens' algorithm, the key set.
+    """
+    return {
+        "jwks_uri": settings.issuer + JWKS_PATH,
+        **authorization_server_metadata(settings),
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": [keys_of(settings).algorithm],
+    }
 
 
 def validate_metadata(settings: Settings) -> None:

@@ -12,7 +12,7 @@ import unicodedata
 from typing import Any
 
 from authlib.oauth2.rfc6749.requests import JsonPayload
-from authlib.oauth2.rfc7591 import ClientRegistrationEndpoint
+from authlib.oauth2.rfc7591 import ClientMetadataClaims, ClientRegistrationEndpoint
 from authlib.oauth2.rfc7591.errors import (
     InvalidClientMetadataError,
     InvalidRedirectURIError,
@@ -31,10 +31,10 @@ from .clients import (
     generate_client_id,
     generate_client_secret,
     hash_secret,
-    redirect_uri_problem,
 )
 from .errors import ClientLimitExceededError
 from .metadata import authorization_server_metadata
+from .redirect_uris import redirect_uri_problem
 
 DEFAULT_CLIENT_NAME = "MCP Client"
 MAX_CLIENT_NAME_LENGTH = 200
@@ -90,8 +90,9 @@ def _redirect_uris(data: dict[str, Any]) -> list[str]:
         raise InvalidRedirectURIError("'redirect_uris' must be a non-empty list.")
     if len(uris) > MAX_REDIRECT_URIS:
         raise InvalidRedirectURIError("Too many redirect URIs.")
+    allowed_schemes = current_settings().allowed_redirect_schemes
     for uri in uris:
-        problem = redirect_uri_problem(uri)
+        problem = redirect_uri_problem(uri, allowed_schemes)
         if problem:
             raise InvalidRedirectURIError(f"Each redirect URI {problem}.")
     return list(dict.fromkeys(uris))
@@ -188,8 +189,21 @@ def clean_metadata(data: Any) -> dict[str, Any]:
     }
 
 
+class RegistrationClaims(ClientMetadataClaims):
+    """Authlib's RFC 7591 claims, with our redirect URI rules in place of its own."""
+
+    def validate_redirect_uris(self) -> None:
+        # Authlib wants a host, which a private-use URI such as
+        # ``com.example.app:/cb`` lacks (RFC 8252 §7.1); :func:`clean_metadata`
+        # has already held every URI to :func:`redirect_uri_problem`.
+        return None
+
+
 class RegistrationEndpoint(ClientRegistrationEndpoint):
     """RFC 7591 with open registration, capped per source address and in total."""
+
+    def __init__(self, server: Any = None) -> None:
+        super().__init__(server, claims_classes=[RegistrationClaims])
 
     def authenticate_token(self, request: Any) -> bool:
         return True  # open registration, as MCP clients expect; limits apply instead
