@@ -1,4 +1,4 @@
-"""Revoking a grant ends everything it produced, and nothing it did not."""
+"""Revoking a consent ends everything it produced, and nothing it did not."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def revoke_from_account_page(browser: Browser, client_id: str = "") -> None:
     [form] = [
         f
         for f in BeautifulSoup(page.text, "html.parser").select("form[method=post]")
-        if "/account/grants/" in f["action"]
+        if "/account/consents/" in f["action"]
         and client_id in f.find_parent("tr").get_text()
     ]
     response = browser.post(form["action"], data=browser.form(page))
