@@ -87,8 +87,13 @@ def test_authlib_signature_is_unchanged(
 
 
 def test_validate_token_request_still_runs_its_hooks() -> None:
-    """TokenRequestChecks hangs on ``before_validate_token_request``."""
+    """PKCE's verifier check hangs on ``after_validate_token_request``, and
+    our parameter checks in ``query_authorization_code`` rely on the client
+    being authenticated first."""
     assert CodeGrant.validate_token_request.__qualname__.startswith("hooked.")
+    source = inspect.getsource(_unhooked(CodeGrant.validate_token_request))
+    authenticated = source.index("self.authenticate_token_endpoint_client()")
+    assert authenticated < source.index("self.query_authorization_code(")
 
     class Probe(Hookable):
         @hooked

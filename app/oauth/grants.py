@@ -1,8 +1,10 @@
 """The authorization-code grant with PKCE (S256 only) and resource indicators.
 
-Authlib's own ``validate_token_request`` runs; what we add sits at its hooks:
-:class:`TokenRequestChecks` refuses a malformed request before the code is
-consumed, and ``query_authorization_code`` consumes the code atomically.
+Authlib's own ``validate_token_request`` runs; what we add sits at its
+storage hooks: ``query_authorization_code`` refuses a malformed request
+(:func:`check_token_parameters`) and only then consumes the code atomically.
+That is after Authlib has authenticated the client, so a stranger learns
+nothing about the request before ``invalid_client``.
 """
 
 from __future__ import annotations
@@ -46,26 +48,16 @@ def check_resource(values: list[str]) -> str:
     return resource
 
 
-class TokenRequestChecks:
-    """Refuse a malformed token request before its code is consumed.
-
-    Runs on ``before_validate_token_request``, ahead of Authlib's
-    ``query_authorization_code``; a code is single-use, so a request that
-    could never succeed must not burn it.
-    """
-
-    def __call__(self, grant: Any) -> None:
-        grant.register_hook("before_validate_token_request", self.check)
-
-    def check(self, grant: Any) -> None:
-        form = grant.request.form
-        for name in REQUIRED_TOKEN_PARAMETERS:
-            if not form.get(name):
-                raise InvalidRequestError(f"Missing '{name}' in request.")
-        # RFC 7636 §4.1: a verifier of another shape can never match the challenge.
-        if not CODE_VERIFIER_PATTERN.match(form["code_verifier"]):
-            raise InvalidGrantError("Code challenge failed.")
-        check_resource(grant.request.payload.datalist.get("resource", []))
+def check_token_parameters(request: Any) -> None:
+    """Refuse a token request that could never succeed, before its code is spent."""
+    form = request.form
+    for name in REQUIRED_TOKEN_PARAMETERS:
+        if not form.get(name):
+            raise InvalidRequestError(f"Missing '{name}' in request.")
+    # RFC 7636 §4.1: a verifier of another shape can never match the challenge.
+    if not CODE_VERIFIER_PATTERN.match(form["code_verifier"]):
+        raise InvalidGrantError("Code challenge failed.")
+    check_resource(request.payload.datalist.get("resource", []))
 
 
 class S256CodeChallenge(CodeChallenge):
@@ -176,7 +168,9 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     def query_authorization_code(
         self, code: str, client: Client
     ) -> AuthorizationCode | None:
-        # Consumed here, atomically: of concurrent redemptions exactly one wins.
+        # Codes are single-use: a request that could never succeed must not
+        # burn one. Then consumed atomically: of concurrent redemptions one wins.
+        check_token_parameters(self.request)
         consumed = code_store().consume(code, client.client_id)
         if consumed.replayed_jti:
             # RFC 6749 §4.1.2: a code used twice revokes what it produced.

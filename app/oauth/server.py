@@ -14,10 +14,10 @@ Every remaining deviation from stock Authlib, and why:
   text quotes the value (a quote in it makes the error itself fail, a 500);
   so does an unregistered ``redirect_uri`` (``validate_authorization_redirect_uri``);
 - the code grant (:mod:`.grants`): PKCE is S256-only and required of every
-  client; a malformed token request is refused in ``before_validate_token_request``
-  so it does not burn its code; ``query_authorization_code`` consumes the code
-  atomically, only for the client it was issued to; ``authenticate_user``
-  also checks that the consent the code was issued under is still live;
+  client; ``query_authorization_code`` first refuses a malformed token
+  request (so it does not burn its code), then consumes the code atomically
+  and only for the client it was issued to; ``authenticate_user`` also checks
+  that the consent the code was issued under is still live;
 - the grant hands the token generator a ``ConsentedUser`` as ``user``, which
   names the consent (the ``consent_id`` claim) and the token's chosen ``jti``.
 """
@@ -55,7 +55,6 @@ from .grants import (
     ResourceIndicator,
     S256CodeChallenge,
     SingleParameters,
-    TokenRequestChecks,
 )
 from .metadata import validate_metadata
 from .registration import RegistrationEndpoint
@@ -202,7 +201,6 @@ def init_app(app: Flask, settings: Settings) -> None:
             S256CodeChallenge(required=True),
             ResourceIndicator(),
             SingleParameters(),
-            TokenRequestChecks(),
         ],
     )
     server.register_endpoint(RegistrationEndpoint)
