@@ -70,10 +70,11 @@ def _note_use(key_id: uuid.UUID) -> None:
     try:
         gate = f"api_key:last_used:{key_id}"
         if get_redis().set(gate, "1", nx=True, ex=LAST_USED_INTERVAL):
-            db.session.execute(
-                update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=utcnow())
-            )
-            db.session.commit()
+            with db.transaction():
+                db.session.execute(
+                    update(ApiKey)
+                    .where(ApiKey.id == key_id)
+                    .values(last_used_at=utcnow())
+                )
     except (RedisError, SQLAlchemyError) as exc:
-        db.session.rollback()
         log.warning("could not record API key use: %s", type(exc).__name__)

@@ -8,6 +8,8 @@ account page both go through this module.
 A key a client makes through the JSON API is bound to the consent it was made
 under (CONTRACT §7): the client sees only those keys, and withdrawing the
 consent revokes them. Keys made on the account page belong to no consent.
+
+These functions only flush; the caller owns the transaction (:mod:`app.db`).
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ from typing import Any
 
 from flask_babel import gettext as _
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import joinedload
 
 from .config import current_settings
 from .db import db
-from .models import ApiKey, Grant, User, utcnow
+from .denylist import deny_api_keys
+from .models import ApiKey, Consent, User, utcnow
 from .oauth.clients import SCOPES
-from .revocation import revoke_api_key as revoke_api_key_tokens
 
 #: Marks our keys so that secret scanners can recognise a leaked one.
 KEY_PREFIX = "lsk_"
@@ -162,10 +165,8 @@ def create_api_key(
     # Lock the owner's row so two concurrent creations cannot both pass the cap.
     db.session.execute(select(User.id).where(User.id == owner_id).with_for_update())
     if consent_id is not None and not _lock_live_consent(owner_id, consent_id):
-        db.session.rollback()
         raise ConsentWithdrawn(str(consent_id))
     if _live_key_count(owner_id) >= cap:
-        db.session.rollback()
         raise KeyLimitReached(
             _("You already have %(count)d API keys. Revoke one first.", count=cap)
         )
@@ -187,21 +188,21 @@ def create_api_key(
         ),
     )
     db.session.add(row)
-    db.session.commit()
+    db.session.flush()
     return row, key
 
 
 def _lock_live_consent(owner_id: uuid.UUID, consent_id: uuid.UUID) -> bool:
-    # A shared lock until commit: withdrawing the consent (an UPDATE of this
+    # A shared lock until the caller commits: withdrawing the consent (an UPDATE of this
     # row) waits for the new key and then revokes it, or has already happened
     # and the key is refused. Either way no key outlives its consent.
     return (
         db.session.scalar(
-            select(Grant.id)
+            select(Consent.id)
             .where(
-                Grant.id == consent_id,
-                Grant.user_id == owner_id,
-                Grant.revoked_at.is_(None),
+                Consent.id == consent_id,
+                Consent.user_id == owner_id,
+                Consent.revoked_at.is_(None),
             )
             .with_for_update(read=True)
         )
@@ -230,16 +231,14 @@ def list_api_keys(
 ) -> list[ApiKey]:
     """List live keys (expired ones too), newest first.
 
-    Without ``consent_id``, every key of the owner, as the owner sees them;
-    with it, only the keys a client made under that consent.
+    Without ``consent_id``, every key of the owner, as the owner sees them,
+    each with the client that made it; with it, only the keys a client made
+    under that consent.
     """
-    return list(
-        db.session.scalars(
-            select(ApiKey)
-            .where(*_visible(owner_id, consent_id))
-            .order_by(ApiKey.created_at.desc())
-        )
-    )
+    query = select(ApiKey).where(*_visible(owner_id, consent_id))
+    if consent_id is None:
+        query = query.options(joinedload(ApiKey.consent).joinedload(Consent.client))
+    return list(db.session.scalars(query.order_by(ApiKey.created_at.desc())))
 
 
 def revoke(
@@ -256,23 +255,14 @@ def revoke(
         .returning(ApiKey.id)
     )
     if revoked_id is None:
-        db.session.rollback()
         return False
-    # Mark before committing, so that if Redis fails the key stays live and the
-    # person can simply retry; mark again after, to cover a token exchanged by a
-    # request that read the key in the moment before the commit.
-    revoke_api_key_tokens(str(revoked_id))
-    db.session.commit()
-    revoke_api_key_tokens(str(revoked_id))
+    # Before the caller commits: if Redis fails, the key stays live (app.db).
+    deny_api_keys([str(revoked_id)])
     return True
 
 
 def revoke_consent_keys(consent_id: uuid.UUID) -> list[str]:
-    """Revoke, in the caller's transaction, the live keys made under a consent.
-
-    Their tokens are denied before the caller commits (as in :func:`revoke`);
-    the caller denies them again with :func:`deny_key_tokens` once it has.
-    """
+    """Revoke the live keys made under a consent, denying their tokens."""
     key_ids = [
         str(key_id)
         for key_id in db.session.scalars(
@@ -282,11 +272,5 @@ def revoke_consent_keys(consent_id: uuid.UUID) -> list[str]:
             .returning(ApiKey.id)
         )
     ]
-    deny_key_tokens(key_ids)
+    deny_api_keys(key_ids)
     return key_ids
-
-
-def deny_key_tokens(key_ids: list[str]) -> None:
-    """Deny every token exchanged so far from each of ``key_ids``."""
-    for key_id in key_ids:
-        revoke_api_key_tokens(key_id)

@@ -13,10 +13,10 @@ from sqlalchemy import select
 from . import migrate
 from .config import current_settings
 from .db import db
+from .denylist import deny_user_until_now
 from .models import User, utcnow
 from .oauth.clients import prune_unused_clients
-from .revocation import revoke_user
-from .users import UserError, create_user, find_by_email
+from .users import UserError, create_user, disable_user, find_by_email
 
 users_cli = AppGroup("users", help="Manage people's accounts.")
 clients_cli = AppGroup("clients", help="Manage registered OAuth clients.")
@@ -33,7 +33,8 @@ def create_user_command(email: str, password_stdin: bool) -> None:
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     try:
-        user = create_user(email, password)
+        with db.transaction():
+            user = create_user(email, password)
     except UserError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"created {user.email} ({user.id})")
@@ -54,9 +55,10 @@ def disable_user_command(email: str) -> None:
     user = find_by_email(email)
     if user is None:
         raise click.ClickException(f"no user with email {email}")
-    user.is_active = False
-    db.session.commit()
-    revoke_user(str(user.id))
+    with db.transaction():
+        disable_user(user)
+    # A time cutoff: again after the commit, past tokens issued meanwhile.
+    deny_user_until_now(str(user.id))
     click.echo(f"disabled {user.email}")
 
 
@@ -70,7 +72,8 @@ def disable_user_command(email: str) -> None:
 )
 def prune_clients_command(older_than_days: int) -> None:
     """Delete clients that never completed an authorization."""
-    count = prune_unused_clients(utcnow() - timedelta(days=older_than_days))
+    with db.transaction():
+        count = prune_unused_clients(utcnow() - timedelta(days=older_than_days))
     click.echo(f"pruned {count} client(s)")
 
 

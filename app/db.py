@@ -1,6 +1,23 @@
-"""The SQLAlchemy engine and the per-request session."""
+"""The SQLAlchemy engine, the per-request session, and where transactions live.
+
+Transactions are opened at the edge: an endpoint, the OAuth server's
+endpoints, or a CLI command wraps its work in :meth:`FlaskDatabase.transaction`.
+Domain functions (consents, API keys, clients, users) only add and flush, so
+whatever one request changes commits or rolls back as a whole.
+
+One rule orders a database change and its Redis denial marker
+(:mod:`app.denylist`): the marker is written *before* the commit, inside the
+transaction. If Redis fails, the change rolls back and the person can retry;
+if the commit fails, the marker only denies tokens a little early. Markers
+keyed by an id (token, consent, API key) need nothing more. The one time
+cutoff (a disabled person) is written again after the commit, because a
+token issued while the transaction was still open carries a later time.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from flask import Flask, current_app, g
 from sqlalchemy import Engine, create_engine
@@ -27,22 +44,40 @@ def is_storable(text: str) -> bool:
 
 
 class Database:
-    """Bind an engine to an app and hand out one session per app context."""
+    """One app's engine and the factory of its sessions."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.sessionmaker = sessionmaker(engine, expire_on_commit=False)
+
+
+class FlaskDatabase:
+    """Bind a :class:`Database` to an app and hand out one session per app context."""
 
     def init_app(self, app: Flask, database_url: str) -> None:
-        engine = make_engine(database_url)
-        app.extensions["db"] = sessionmaker(engine, expire_on_commit=False)
+        app.extensions["db"] = Database(make_engine(database_url))
         app.teardown_appcontext(self._remove_session)
 
     @property
     def session(self) -> Session:
         if "db_session" not in g:
-            g.db_session = current_app.extensions["db"]()
+            g.db_session = current_app.extensions["db"].sessionmaker()
         return g.db_session
 
     @property
     def engine(self) -> Engine:
-        return current_app.extensions["db"].kw["bind"]
+        return current_app.extensions["db"].engine
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """Commit what the block wrote, or roll all of it back if the block raises."""
+        session = self.session
+        try:
+            yield session
+        except BaseException:
+            session.rollback()
+            raise
+        session.commit()
 
     @staticmethod
     def _remove_session(_exc: BaseException | None) -> None:
@@ -51,4 +86,4 @@ class Database:
             session.close()
 
 
-db = Database()
+db = FlaskDatabase()

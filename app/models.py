@@ -1,4 +1,4 @@
-"""The rows kept in Postgres: people, clients, the grants between them, API keys."""
+"""The rows kept in Postgres: people, clients, the consents between them, API keys."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
-    UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -75,15 +75,29 @@ class OAuthClient(Timestamped, Base):
     last_authorized_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
-class Grant(Timestamped, Base):
-    """What a person approved for a client; one row per (user, client)."""
+class Consent(Timestamped, Base):
+    """What a person approved for a client.
 
-    __tablename__ = "grants"
-    __table_args__ = (UniqueConstraint("user_id", "client_id"),)
+    A consent's id names it in the codes and tokens issued under it. Approving
+    again while it is live widens or narrows it in place; once revoked it stays
+    revoked, and a later approval is a new consent with a new id.
+    """
+
+    __tablename__ = "consents"
+    __table_args__ = (
+        # At most one live consent per person and client.
+        Index(
+            "uq_consents_user_id_client_id_live",
+            "user_id",
+            "client_id",
+            unique=True,
+            postgresql_where=text("revoked_at IS NULL"),
+        ),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     user_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("users.id", ondelete="CASCADE")
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
     )
     client_id: Mapped[str] = mapped_column(
         ForeignKey("oauth_clients.client_id", ondelete="CASCADE"), index=True
@@ -94,7 +108,7 @@ class Grant(Timestamped, Base):
     )
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
-    client: Mapped[OAuthClient] = relationship(lazy="joined")
+    client: Mapped[OAuthClient] = relationship(lazy="raise")
 
 
 class ApiKey(Timestamped, Base):
@@ -116,10 +130,10 @@ class ApiKey(Timestamped, Base):
     user_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE")
     )
-    #: The consent (``grants`` row) of the client that made the key; NULL for a
-    #: key made on the account page. Deleting the consent deletes its keys.
+    #: The consent of the client that made the key; NULL for a key made on
+    #: the account page. Deleting the consent deletes its keys.
     consent_id: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("grants.id", ondelete="CASCADE"), index=True
+        ForeignKey("consents.id", ondelete="CASCADE"), index=True
     )
     name: Mapped[str] = mapped_column(String(100))
     #: SHA-256 of the key; the key itself is never stored.
@@ -131,5 +145,5 @@ class ApiKey(Timestamped, Base):
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
-    owner: Mapped[User] = relationship(lazy="joined")
-    consent: Mapped[Grant | None] = relationship(lazy="joined")
+    owner: Mapped[User] = relationship(lazy="raise")
+    consent: Mapped[Consent | None] = relationship(lazy="raise")

@@ -1,4 +1,4 @@
-"""The Redis client shared by the app (codes, revocations, counters)."""
+"""The Redis client shared by the app (codes, the denylist, counters)."""
 
 from __future__ import annotations
 

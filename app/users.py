@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from .db import db, is_storable
+from .denylist import deny_user_until_now
 from .models import User
 from .passwords import hash_password, verify_password
 
@@ -47,13 +48,20 @@ def create_user(email: str, password: str) -> User:
             "characters"
         )
     user = User(email=email, password_hash=hash_password(password))
-    db.session.add(user)
     try:
-        db.session.commit()
+        # A savepoint, so that a duplicate leaves the caller's transaction usable.
+        with db.session.begin_nested():
+            db.session.add(user)
     except IntegrityError:
-        db.session.rollback()
         raise UserError(f"a user with email {email} already exists") from None
     return user
+
+
+def disable_user(user: User) -> None:
+    """Disable an account and deny every token it holds (see :mod:`app.db`)."""
+    user.is_active = False
+    db.session.flush()
+    deny_user_until_now(str(user.id))
 
 
 def find_by_email(email: str) -> User | None:

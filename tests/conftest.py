@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 
 from helpers import Browser  # noqa: E402
 
-TABLES = ("api_keys", "grants", "oauth_clients", "users")
+TABLES = ("api_keys", "consents", "oauth_clients", "users")
 
 
 @pytest.fixture(scope="session")
@@ -117,7 +117,7 @@ class LiveServer:
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
-        self.app.extensions["db"].kw["bind"].dispose()
+        self.app.extensions["db"].engine.dispose()
         self.app.extensions["redis"].close()
 
 
@@ -163,10 +163,11 @@ def user(server: LiveServer) -> dict[str, str]:
 
 
 def make_user(server: LiveServer, email: str, password: str | None = None) -> dict:
+    from app.db import db
     from app.users import create_user
 
     password = password or secrets.token_urlsafe(12)
-    with server.app.app_context():
+    with server.app.app_context(), db.transaction():
         created = create_user(email, password)
         return {"email": created.email, "password": password, "id": str(created.id)}
 

@@ -185,7 +185,7 @@ def test_page_respects_the_key_cap(make_server: Any, user: dict) -> None:
     assert not KEY_PATTERN.search(refused.text)
 
 
-def test_revoking_a_grant_cuts_off_the_clients_tokens(
+def test_revoking_a_consent_cuts_off_the_clients_tokens(
     server: Any, signed_in: Browser, user: dict
 ) -> None:
     token = obtain_token(server.browser(), user, client_name="Editor <b>Plugin</b>")
@@ -195,7 +195,7 @@ def test_revoking_a_grant_cuts_off_the_clients_tokens(
     [row] = [r for r in soup(page).select("tr") if "Editor <b>" in r.get_text()]
     assert "read write" in row.get_text()
 
-    action = action_for(page, "/account/grants/")
+    action = action_for(page, "/account/consents/")
     revoked = signed_in.post(action, data=signed_in.form(page))
     assert revoked.status_code == 302
     assert whoami(signed_in, token).status_code == 401
@@ -203,24 +203,24 @@ def test_revoking_a_grant_cuts_off_the_clients_tokens(
     assert signed_in.post(action, data=signed_in.form(page)).status_code == 404
 
 
-def test_people_cannot_touch_each_others_keys_or_grants(
+def test_people_cannot_touch_each_others_keys_or_consents(
     server: Any, signed_in: Browser, manager: str, other_user: dict
 ) -> None:
     token = manager
     key = new_key(signed_in, token)
     page = signed_in.get("/account")
-    grant_action = action_for(page, "/account/grants/")
+    consent_action = action_for(page, "/account/consents/")
 
     intruder = server.browser()
     intruder.login(other_user["email"], other_user["password"])
     theirs = intruder.get("/account")
-    assert key["prefix"] not in theirs.text and "/account/grants/" not in theirs.text
+    assert key["prefix"] not in theirs.text and "/account/consents/" not in theirs.text
     data = intruder.form(theirs)
     for path in (
         f"/account/api-keys/{key['id']}/revoke",
         "/account/api-keys/not-a-uuid/revoke",
-        grant_action,
-        "/account/grants/not-a-uuid/revoke",
+        consent_action,
+        "/account/consents/not-a-uuid/revoke",
     ):
         response = intruder.post(path, data=data)
         assert response.status_code == 404, path
@@ -235,7 +235,7 @@ def test_every_form_on_the_page_needs_the_csrf_token(
     key = created_key(create_on_page(signed_in))
     page = signed_in.get("/account")
     actions = form_actions(page)
-    assert len(actions) == 4  # sign out, revoke key, create key, revoke grant
+    assert len(actions) == 4  # sign out, revoke key, create key, revoke consent
     fields = {"name": "sneaky", "scopes": "read"}
     for action in actions:
         for token in (None, "wrong", csrf_token(signed_in) + "x"):
@@ -243,10 +243,10 @@ def test_every_form_on_the_page_needs_the_csrf_token(
             response = signed_in.post(action, data=data)
             assert response.status_code == 400, (action, token)
             assert response.headers["Content-Type"].startswith("text/html")
-    # Nothing happened: still signed in, one key that still works, one grant.
+    # Nothing happened: still signed in, one key that still works, one consent.
     page = signed_in.get("/account")
     assert page.status_code == 200 and "sneaky" not in page.text
-    assert "/account/grants/" in page.text
+    assert "/account/consents/" in page.text
     assert exchange(signed_in, key).status_code == 200
 
 

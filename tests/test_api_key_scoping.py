@@ -33,7 +33,7 @@ from test_api_keys import (
     new_key,
     parse_time,
 )
-from test_revocation import revoke_from_account_page
+from test_denylist import revoke_from_account_page
 
 from app.config import ConfigError, load_settings
 
@@ -255,7 +255,7 @@ def test_no_key_is_made_once_the_consent_is_withdrawn(
     # denied in Redis: the consent itself must stop the key.
     _client, token = authorized_token(browser, user)
     with engine.begin() as connection:
-        connection.execute(sqlalchemy.text("UPDATE grants SET revoked_at = now()"))
+        connection.execute(sqlalchemy.text("UPDATE consents SET revoked_at = now()"))
     for response in (
         create_key(browser, token),
         browser.get("/api-keys", headers=bearer(token)),

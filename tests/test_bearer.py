@@ -14,8 +14,8 @@ from helpers import get_code, obtain_token, redeem, register_client
 from joserfc import jwt
 from joserfc.jwk import OctKey
 
+from app.denylist import deny_consent, deny_token, deny_user_until_now
 from app.oauth.tokens import issue_access_token, sign_claims
-from app.revocation import revoke_grant, revoke_jti, revoke_user
 
 #: The two protected surfaces, each called the way its clients call it.
 ENDPOINTS = {
@@ -184,7 +184,7 @@ def test_a_minted_good_token_passes(
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
-@pytest.mark.parametrize("how", ["jti", "grant", "user"])
+@pytest.mark.parametrize("how", ["jti", "consent", "user"])
 def test_revoked_tokens_are_invalid_token(
     browser: Any, server: Any, user: dict[str, str], endpoint: str, how: str
 ):
@@ -193,11 +193,11 @@ def test_revoked_tokens_are_invalid_token(
     claims = payload_of(token)
     with server.app.app_context():
         if how == "jti":
-            revoke_jti(claims["jti"], claims["exp"])
-        elif how == "grant":
-            revoke_grant(claims["sub"], claims["client_id"])
+            deny_token(claims["jti"], claims["exp"])
+        elif how == "consent":
+            deny_consent(claims["consent_id"])
         else:
-            revoke_user(claims["sub"])
+            deny_user_until_now(claims["sub"])
 
     response = call(browser, endpoint, token)
 

@@ -72,7 +72,7 @@ def approve_once(browser, client, scope: str = "read write") -> None:
 def revoke_approvals(browser) -> None:
     page = browser.get("/account")
     soup = BeautifulSoup(page.text, "html.parser")
-    for form in soup.select("form[action*='/account/grants/']"):
+    for form in soup.select("form[action*='/account/consents/']"):
         response = browser.post(form["action"], data=browser.form(page))
         assert response.status_code == 302
 

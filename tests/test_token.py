@@ -343,6 +343,8 @@ def test_another_clients_code_is_invalid_grant(signed_in, client):
     response = redeem(signed_in, thief, code, verifier)
 
     assert_error(response, 400, "invalid_grant")
+    # Another client's attempt does not burn the code for its own client.
+    assert redeem(signed_in, client, code, verifier).status_code == 200
 
 
 def test_pkce_mismatch_is_invalid_grant(signed_in, client):

@@ -20,8 +20,9 @@ from ..api_keys import (
     revoke,
     validate_new_key,
 )
+from ..db import db
 from ..models import User, utcnow
-from ..oauth.consent import list_grants, revoke_grant
+from ..oauth.consent import list_consents, revoke_consent
 from ..sessions import current_user, issuer_redirect, login_required
 
 bp = Blueprint("account", __name__)
@@ -50,7 +51,7 @@ def _account_page(status: int = 200, error: str | None = None) -> tuple[str, int
         "account/index.html",
         user=user,
         keys=list_api_keys(user.id),
-        grants=list_grants(user.id),
+        consents=list_consents(user.id),
         is_expired=is_expired,
         now=utcnow(),
         scopes=SCOPES,
@@ -92,7 +93,8 @@ def create_key() -> Response | tuple[str, int]:
             form.getlist("scopes"),
             _days(form.get("expires_in_days", "")),
         )
-        key, secret = create_api_key(user.id, new_key)
+        with db.transaction():
+            key, secret = create_api_key(user.id, new_key)
     except KeyLimitReached as exc:
         return _account_page(403, str(exc))
     except ApiKeyError as exc:
@@ -110,16 +112,20 @@ def create_key() -> Response | tuple[str, int]:
 def revoke_key(key_id: str) -> Response:
     """Revoke one of the person's keys."""
     parsed = parse_id(key_id)
-    if parsed is None or not revoke(_signed_in().id, parsed):
+    with db.transaction():
+        revoked = parsed is not None and revoke(_signed_in().id, parsed)
+    if not revoked:
         abort(404, _("There is no such API key."))
     return issuer_redirect(ACCOUNT_PATH)
 
 
-@bp.post(f"{ACCOUNT_PATH}/grants/<grant_id>/revoke")
+@bp.post(f"{ACCOUNT_PATH}/consents/<consent_id>/revoke")
 @login_required
-def revoke_client(grant_id: str) -> Response:
+def revoke_client(consent_id: str) -> Response:
     """Withdraw a client's authorization; its tokens stop working at once."""
-    parsed = parse_id(grant_id)
-    if parsed is None or not revoke_grant(_signed_in().id, parsed):
+    parsed = parse_id(consent_id)
+    with db.transaction():
+        revoked = parsed is not None and revoke_consent(_signed_in().id, parsed)
+    if not revoked:
         abort(404, _("There is no such authorization."))
     return issuer_redirect(ACCOUNT_PATH)

@@ -28,9 +28,10 @@ from ..api_keys import (
     validate_new_key,
 )
 from ..config import current_settings
+from ..db import db
 from ..errors import challenge
 from ..models import ApiKey
-from ..oauth.consent import find_grant
+from ..oauth.consent import find_consent
 from ..oauth.resource import (
     current_claims,
     deny_insufficient_scope,
@@ -112,11 +113,15 @@ def _caller() -> Caller:
     user = get_active_user(claims.get("sub"))
     client_id = claims.get("client_id")
     consent = (
-        find_grant(user.id, client_id)
+        find_consent(user.id, client_id)
         if user is not None and isinstance(client_id, str)
         else None
     )
-    if user is None or consent is None:
+    if (
+        user is None
+        or consent is None
+        or claims.get("consent_id", str(consent.id)) != str(consent.id)
+    ):
         deny_invalid_token()  # the account or the person's consent is gone
     return Caller(
         user.id,
@@ -161,7 +166,8 @@ def create() -> Response:
     if not set(new_key.scopes) <= caller.scopes:
         deny_insufficient_scope(*new_key.scopes)
     try:
-        key, secret = create_api_key(caller.owner_id, new_key, caller.consent_id)
+        with db.transaction():
+            key, secret = create_api_key(caller.owner_id, new_key, caller.consent_id)
     except ConsentWithdrawn:
         deny_invalid_token()
     except KeyLimitReached as exc:
@@ -190,6 +196,10 @@ def delete(key_id: str) -> Response:
     # A malformed id, an unknown one, someone else's and one this client did
     # not make all look the same.
     parsed = parse_id(key_id)
-    if parsed is None or not revoke(caller.owner_id, parsed, caller.consent_id):
+    with db.transaction():
+        revoked = parsed is not None and revoke(
+            caller.owner_id, parsed, caller.consent_id
+        )
+    if not revoked:
         return _error(404, "not_found", _("There is no such API key."))
     return Response(status=204, headers={"Cache-Control": "no-store"})

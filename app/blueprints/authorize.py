@@ -11,10 +11,11 @@ from flask import Blueprint, Response, abort, render_template
 from flask import request as flask_request
 from flask_babel import gettext as _
 
+from ..db import db
 from ..models import User
 from ..oauth.client_metadata import problem_text, store_document_client
 from ..oauth.clients import Client
-from ..oauth.consent import covers, find_grant, record_grant
+from ..oauth.consent import ConsentedUser, covers, find_consent, record_consent
 from ..oauth.grants import AuthorizationCodeGrant
 from ..oauth.redirect_uris import app_scheme, browser_host, redirect_uri_is_trusted
 from ..oauth.server import get_server
@@ -82,7 +83,7 @@ def _may_redirect(redirect_uri: str, user: User | None) -> bool:
     if user is None:
         return False
     client_id = get_server().create_oauth2_request(None).payload.client_id
-    return bool(client_id) and find_grant(user.id, client_id) is not None
+    return bool(client_id) and find_consent(user.id, client_id) is not None
 
 
 def _handle_error(error: OAuth2Error, user: User | None) -> Response | tuple[str, int]:
@@ -96,23 +97,26 @@ def _handle_error(error: OAuth2Error, user: User | None) -> Response | tuple[str
     return _error_link_page(error, response.headers["Location"])
 
 
-def _prompt_none(grant: AuthorizationCodeGrant, user: User | None) -> bool:
-    """Whether ``prompt=none`` asks to skip every page (OIDC Core §3.1.2.1).
+def _prompt_none(
+    grant: AuthorizationCodeGrant, user: User | None
+) -> ConsentedUser | None:
+    """The consent ``prompt=none`` may skip every page under (OIDC Core §3.1.2.1).
 
-    Raises the error to answer when a page would be needed.
+    ``None`` when not asked to; raises the error to answer when a page
+    would be needed.
     """
     values = (grant.request.payload.data.get("prompt") or "").split()
     if "none" not in values:
-        return False
+        return None
     where = {"redirect_uri": grant.redirect_uri, "state": grant.request.payload.state}
     if len(values) > 1:
         raise InvalidRequestError("'prompt=none' cannot be combined.", **where)
     if user is None:
         raise LoginRequiredError("The person is not signed in.", **where)
-    approval = find_grant(user.id, grant.client.client_id)
-    if not covers(approval, grant.request.scope):
+    approval = find_consent(user.id, grant.client.client_id)
+    if approval is None or not covers(approval, grant.request.scope):
         raise ConsentRequiredError("The requested scope is not approved.", **where)
-    return True
+    return ConsentedUser(user, approval.id)
 
 
 @bp.route("/authorize", methods=["GET", "POST"])
@@ -122,22 +126,28 @@ def authorize() -> Response | tuple[str, int] | str:
     try:
         grant = server.get_consent_grant(end_user=user)
         # On a POST the person has decided; their decision is the answer.
-        silent = flask_request.method == "GET" and _prompt_none(grant, user)
+        silent = _prompt_none(grant, user) if flask_request.method == "GET" else None
     except OAuth2Error as error:
         return _handle_error(error, user)
     if user is None:
         return login_redirect()
-    if silent:
-        return server.create_authorization_response(grant=grant, grant_user=user)
+    if silent is not None:
+        return server.create_authorization_response(grant=grant, grant_user=silent)
 
     if flask_request.method == "POST":
         decision = flask_request.form.get("decision")
         if decision not in ("approve", "deny"):
             abort(400, _("Choose approve or deny."))
         if decision == "approve":
-            store_document_client(grant.client)
-            record_grant(user.id, grant.client.client_id, grant.request.scope)
-            return server.create_authorization_response(grant=grant, grant_user=user)
+            with db.transaction():
+                store_document_client(grant.client)
+                consent_id = record_consent(
+                    user.id, grant.client.client_id, grant.request.scope
+                )
+            approved = ConsentedUser(user, consent_id)
+            return server.create_authorization_response(
+                grant=grant, grant_user=approved
+            )
         return server.create_authorization_response(grant=grant, grant_user=None)
 
     return _consent_page(grant, user)
@@ -145,7 +155,7 @@ def authorize() -> Response | tuple[str, int] | str:
 
 def _consent_page(grant: AuthorizationCodeGrant, user: User) -> str:
     client = grant.client
-    previous = find_grant(user.id, client.client_id)
+    previous = find_consent(user.id, client.client_id)
     descriptions = _scope_descriptions()
     scopes = [(s, descriptions.get(s, s)) for s in grant.request.scope.split()]
     return render_template(

@@ -17,7 +17,7 @@ from sqlalchemy import delete, exists, func, select, update
 
 from ..config import current_settings
 from ..db import db, is_storable
-from ..models import Grant, OAuthClient, utcnow
+from ..models import Consent, OAuthClient, utcnow
 from .redirect_uris import (
     browser_host,
     redirect_uri_matches,
@@ -162,25 +162,28 @@ def count_clients(registered_from: str | None = None) -> int:
     return db.session.scalar(query) or 0
 
 
-def mark_authorized(client_id: str) -> None:
-    """Record that a client completed an authorization (it is in use)."""
+def mark_authorized(client: Client) -> None:
+    """Record, once, that a client completed an authorization (it is in use)."""
+    if client.row.last_authorized_at is not None:
+        return  # only whether it was ever used matters, not when it last was
     db.session.execute(
         update(OAuthClient)
-        .where(OAuthClient.client_id == client_id)
+        .where(
+            OAuthClient.client_id == client.client_id,
+            OAuthClient.last_authorized_at.is_(None),
+        )
         .values(last_authorized_at=utcnow())
     )
-    db.session.commit()
 
 
 def prune_unused_clients(registered_before: datetime) -> int:
     """Delete clients registered before a time that never completed an authorization."""
-    has_grant = exists().where(Grant.client_id == OAuthClient.client_id)
+    has_consent = exists().where(Consent.client_id == OAuthClient.client_id)
     result = db.session.execute(
         delete(OAuthClient).where(
             OAuthClient.created_at < registered_before,
             OAuthClient.last_authorized_at.is_(None),
-            ~has_grant,
+            ~has_consent,
         )
     )
-    db.session.commit()
     return result.rowcount or 0

@@ -8,12 +8,19 @@ from dataclasses import asdict, dataclass
 
 from ..redis_store import get_redis, get_script
 
-#: Atomically take a code and leave a tombstone naming the token it will become;
-#: a second redemption finds only the tombstone (RFC 6749 §4.1.2, replay).
+#: Atomically take a code issued to client ARGV[1] and leave a tombstone naming
+#: the token it becomes; a second redemption finds only the tombstone (RFC 6749
+#: §4.1.2, replay). Another client's attempt leaves the code where it is.
 _CONSUME = """
-local value = redis.call('GETDEL', KEYS[1])
+local value = redis.call('GET', KEYS[1])
 if value then
-  redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
+  local ok, code = pcall(cjson.decode, value)
+  if not ok or type(code) ~= 'table' or code['client_id'] ~= ARGV[1]
+      or type(code['token_jti']) ~= 'string' then
+    return {false, false}
+  end
+  redis.call('DEL', KEYS[1])
+  redis.call('SET', KEYS[2], code['token_jti'], 'EX', ARGV[2])
   return {value, false}
 end
 return {false, redis.call('GET', KEYS[2])}
@@ -37,9 +44,10 @@ class AuthorizationCode:
     code_challenge_method: str
     resource: str
     auth_time: int
-    #: When the code was issued (seconds, sub-second precision), so that a
-    #: grant revoked afterwards also voids the code.
-    issued_at: float
+    #: The consent it was issued under; the token carries it on.
+    consent_id: str
+    #: The ``jti`` of the token it becomes, so that a replay can deny that token.
+    token_jti: str
 
     def get_redirect_uri(self) -> str:
         return self.redirect_uri
@@ -74,12 +82,12 @@ class CodeStore:
             self.PREFIX + _digest(code), json.dumps(asdict(data)), ex=self.ttl, nx=True
         )
 
-    def consume(self, code: str, token_jti: str) -> Consumed:
-        """Take the code, recording ``token_jti`` as the token issued for it."""
+    def consume(self, code: str, client_id: str) -> Consumed:
+        """Take the code if it was issued to ``client_id``, exactly once."""
         digest = _digest(code)
         keys = [self.PREFIX + digest, self.USED_PREFIX + digest]
         consume = get_script(_CONSUME)
-        value, used_by = consume(keys=keys, args=[token_jti, self.tombstone_ttl])
+        value, used_by = consume(keys=keys, args=[client_id, self.tombstone_ttl])
         if not value:
             return Consumed(None, used_by or None)
         return Consumed(AuthorizationCode(**json.loads(value)), None)

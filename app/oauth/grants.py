@@ -1,33 +1,32 @@
-"""The authorization-code grant with PKCE (S256 only) and resource indicators."""
+"""The authorization-code grant with PKCE (S256 only) and resource indicators.
+
+Authlib's own ``validate_token_request`` runs; what we add sits at its
+storage hooks: ``query_authorization_code`` refuses a malformed request
+(:func:`check_token_parameters`) and only then consumes the code atomically.
+That is after Authlib has authenticated the client, so a stranger learns
+nothing about the request before ``invalid_client``.
+"""
 
 from __future__ import annotations
 
-import math
 import time
 import uuid
 from typing import Any
 
 from authlib.oauth2.rfc6749 import grants
-from authlib.oauth2.rfc6749.errors import (
-    InvalidGrantError,
-    InvalidRequestError,
-    UnauthorizedClientError,
-)
-from authlib.oauth2.rfc6749.hooks import hooked
+from authlib.oauth2.rfc6749.errors import InvalidGrantError, InvalidRequestError
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc7636.challenge import (
     CODE_VERIFIER_PATTERN,
     compare_s256_code_challenge,
 )
-from flask import g, session
+from flask import session
 
 from ..config import current_settings
-from ..models import User
-from ..revocation import grant_revoked_at, revoke_jti
-from ..users import get_active_user
+from ..denylist import deny_token
 from .clients import AUTH_METHODS, Client
 from .codes import AuthorizationCode, CodeStore
-from .consent import find_grant
+from .consent import ConsentedUser, live_consent_holder
 from .errors import InvalidTargetError
 from .tokens import new_jti
 
@@ -49,27 +48,16 @@ def check_resource(values: list[str]) -> str:
     return resource
 
 
-def _check_token_parameters(form: Any) -> None:
-    """Refuse a malformed request before its code is consumed."""
+def check_token_parameters(request: Any) -> None:
+    """Refuse a token request that could never succeed, before its code is spent."""
+    form = request.form
     for name in REQUIRED_TOKEN_PARAMETERS:
         if not form.get(name):
             raise InvalidRequestError(f"Missing '{name}' in request.")
     # RFC 7636 §4.1: a verifier of another shape can never match the challenge.
     if not CODE_VERIFIER_PATTERN.match(form["code_verifier"]):
         raise InvalidGrantError("Code challenge failed.")
-
-
-def _check_grant_still_live(code: AuthorizationCode) -> None:
-    """Refuse a code whose grant the person revoked after it was issued."""
-    cutoff = grant_revoked_at(code.user_id, code.client_id)
-    if cutoff is not None and code.issued_at <= cutoff:
-        raise InvalidGrantError("The authorization was revoked.")
-    if find_grant(uuid.UUID(code.user_id), code.client_id) is None:
-        raise InvalidGrantError("The authorization was revoked.")
-    if cutoff is not None:
-        # Tokens carry whole-second times and the revocation covers the
-        # second it happened in; let a token issued after it land later.
-        time.sleep(max(0.0, math.floor(cutoff) + 1 - time.time()))
+    check_resource(request.payload.datalist.get("resource", []))
 
 
 class S256CodeChallenge(CodeChallenge):
@@ -157,6 +145,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
 
     def save_authorization_code(self, code: str, request: Any) -> None:
         client: Client = request.client
+        # The authorization view passes the person with the consent they gave.
+        subject: ConsentedUser = request.user
         code_store().save(
             code,
             AuthorizationCode(
@@ -165,48 +155,41 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
                 redirect_uri=request.payload.redirect_uri
                 or client.get_default_redirect_uri(),
                 scope=request.scope,
-                user_id=request.user.get_user_id(),
+                user_id=subject.get_user_id(),
                 code_challenge=request.payload.data["code_challenge"],
                 code_challenge_method="S256",
                 resource=current_settings().mcp_resource,
                 auth_time=int(session.get("auth_time") or time.time()),
-                issued_at=time.time(),
+                consent_id=str(subject.consent_id),
+                token_jti=new_jti(),
             ),
         )
 
-    @hooked
-    def validate_token_request(self) -> None:
-        client = self.authenticate_token_endpoint_client()
-        if not client.check_grant_type(self.GRANT_TYPE):
-            raise UnauthorizedClientError("The client may not use this grant type.")
-        form = self.request.form
-        _check_token_parameters(form)
-        check_resource(self.request.payload.datalist.get("resource", []))
-
-        jti = new_jti()
-        consumed = code_store().consume(form["code"], jti)
-        if consumed.code is None:
-            if consumed.replayed_jti:
-                # RFC 6749 §4.1.2: a code used twice revokes what it produced.
-                revoke_jti(consumed.replayed_jti)
-            raise InvalidGrantError("Invalid 'code' in request.")
-        code = consumed.code
-        if code.client_id != client.client_id:
-            raise InvalidGrantError("Invalid 'code' in request.")
-        if form["redirect_uri"] != code.redirect_uri:
-            raise InvalidGrantError("Invalid 'redirect_uri' in request.")
-        _check_grant_still_live(code)
-
-        g.oauth_token_jti = jti
-        self.request.client = client
-        self.request.authorization_code = code
-
-    def query_authorization_code(self, code: str, client: Client) -> None:
-        # Codes are consumed atomically in validate_token_request instead.
-        return None
+    def query_authorization_code(
+        self, code: str, client: Client
+    ) -> AuthorizationCode | None:
+        # Codes are single-use: a request that could never succeed must not
+        # burn one. Then consumed atomically: of concurrent redemptions one wins.
+        check_token_parameters(self.request)
+        consumed = code_store().consume(code, client.client_id)
+        if consumed.replayed_jti:
+            # RFC 6749 §4.1.2: a code used twice revokes what it produced.
+            deny_token(consumed.replayed_jti)
+        return consumed.code
 
     def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
         """Nothing to do: consuming the code already deleted it."""
 
-    def authenticate_user(self, authorization_code: AuthorizationCode) -> User | None:
-        return get_active_user(authorization_code.user_id)
+    def authenticate_user(
+        self, authorization_code: AuthorizationCode
+    ) -> ConsentedUser | None:
+        # One query: the person is enabled and the consent the code was issued
+        # under is still the live one (a revoked consent never comes back).
+        user = live_consent_holder(
+            authorization_code.user_id, authorization_code.consent_id
+        )
+        if user is None:
+            raise InvalidGrantError("The authorization was revoked.")
+        return ConsentedUser(
+            user, uuid.UUID(authorization_code.consent_id), authorization_code.token_jti
+        )

@@ -20,7 +20,7 @@ import functools
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from authlib.integrations.flask_oauth2 import ResourceProtector
+from authlib.integrations.flask_oauth2 import ResourceProtector, current_token
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import TokenMixin
 from authlib.oauth2.rfc6750 import BearerTokenValidator
@@ -28,7 +28,7 @@ from authlib.oauth2.rfc6750.errors import InsufficientScopeError, InvalidTokenEr
 from flask import Response, abort, g, jsonify
 
 from ..config import current_settings
-from ..revocation import is_revoked
+from ..denylist import is_denied
 from .metadata import resource_metadata_url
 from .tokens import InvalidAccessToken, decode_access_token
 
@@ -52,18 +52,18 @@ class AccessToken(TokenMixin):
         return False  # decode_access_token already refused expired tokens
 
     def is_revoked(self) -> bool:
-        return False  # authenticate_token already consulted the revocation lists
+        return False  # authenticate_token already consulted the denylist
 
 
 class JWTAccessTokenValidator(BearerTokenValidator):
-    """Verify our own JWTs: signature, type, issuer, audience, expiry, revocation."""
+    """Verify our own JWTs: signature, type, issuer, audience, expiry, denylist."""
 
     def authenticate_token(self, token_string: str) -> AccessToken | None:
         try:
             claims = decode_access_token(token_string)
         except InvalidAccessToken:
             return None
-        if is_revoked(claims):
+        if is_denied(claims):
             return None
         return AccessToken(claims)
 
@@ -129,7 +129,10 @@ def require_token(*scopes: str) -> Callable:
 
 def current_claims() -> dict[str, Any]:
     """The verified claims of the token on this request (inside ``require_token``)."""
-    return g.authlib_server_oauth2_token.claims
+    # Authlib's documented proxy to the token acquire_token() just verified.
+    if not isinstance(current_token, AccessToken):
+        raise RuntimeError("current_claims() is only for views in require_token")
+    return current_token.claims
 
 
 def authenticate_request(*scopes: str) -> dict[str, Any]:

@@ -1,13 +1,25 @@
 """Wire Authlib's authorization server: grants, endpoints, client auth, tokens.
 
-Deviations from Authlib's own behaviour, each at one of its hooks:
+Every remaining deviation from stock Authlib, and why:
 
 - the request URL is built from ``ISSUER`` (TLS ends at a proxy);
 - a token request must be a single form (:func:`check_token_request`) before
   Authlib looks at it: Authlib reads parameters from the query string as well
   as the body, and the first of repeated values;
+- ``/token`` and ``/register`` run in one database transaction each
+  (:mod:`app.db`: transactions at the edge);
 - a ``401 invalid_client`` carries a Basic challenge with a realm;
-- fixed error texts where Authlib echoes input into them.
+- fixed error texts where Authlib echoes input into them: an unsupported
+  ``response_type`` is answered before Authlib builds its own error, whose
+  text quotes the value (a quote in it makes the error itself fail, a 500);
+  so does an unregistered ``redirect_uri`` (``validate_authorization_redirect_uri``);
+- the code grant (:mod:`.grants`): PKCE is S256-only and required of every
+  client; ``query_authorization_code`` first refuses a malformed token
+  request (so it does not burn its code), then consumes the code atomically
+  and only for the client it was issued to; ``authenticate_user`` also checks
+  that the consent the code was issued under is still live;
+- the grant hands the token generator a ``ConsentedUser`` as ``user``, which
+  names the consent (the ``consent_id`` claim) and the token's chosen ``jti``.
 """
 
 from __future__ import annotations
@@ -23,7 +35,6 @@ from authlib.integrations.flask_oauth2.requests import (
 )
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import OAuth2Request
-from authlib.oauth2.rfc6749.authorization_server import _create_grant
 from authlib.oauth2.rfc6749.errors import (
     InvalidClientError,
     InvalidRequestError,
@@ -34,6 +45,7 @@ from flask import Flask, Response, current_app
 from flask import request as flask_request
 
 from ..config import Settings
+from ..db import db
 from ..errors import challenge
 from . import client_auth
 from .clients import mark_authorized, query_client
@@ -116,10 +128,9 @@ class AuthServer(AuthorizationServer):
         return _JsonRequest(flask_request, self.settings.issuer)
 
     def get_authorization_grant(self, request: OAuth2Request) -> Any:
-        for grant_cls, extensions in self._authorization_grants:
-            if grant_cls.check_authorization_endpoint(request):
-                return _create_grant(grant_cls, extensions, request, self)
-        # Authlib's own version quotes the response_type in its message, and a
+        if AuthorizationCodeGrant.check_authorization_endpoint(request):
+            return super().get_authorization_grant(request)
+        # Authlib's own error quotes the response_type in its message, and a
         # quote in it makes the error itself fail (a 500). RFC 6749 §4.1.2.1:
         # redirect only once the client and its redirect URI are known good.
         client = self.query_client(request.payload.client_id)
@@ -143,7 +154,12 @@ class AuthServer(AuthorizationServer):
             check_token_request(flask_request)
         except OAuth2Error as error:
             return self.handle_error_response(None, error)
-        return super().create_token_response(request)
+        with db.transaction():
+            return super().create_token_response(request)
+
+    def create_endpoint_response(self, name: str, request: Any = None) -> Response:
+        with db.transaction():
+            return super().create_endpoint_response(name, request)
 
     def handle_error_response(self, request: Any, error: OAuth2Error) -> Response:
         status, body, headers = error(self.get_error_uri(request, error))
@@ -169,7 +185,7 @@ class AuthServer(AuthorizationServer):
 def save_token(token: dict[str, Any], request: Any) -> None:
     # Access tokens are self-contained; what is worth keeping is that this
     # client is in use, which protects it from pruning.
-    mark_authorized(request.client.client_id)
+    mark_authorized(request.client)
 
 
 def init_app(app: Flask, settings: Settings) -> None:
@@ -181,7 +197,11 @@ def init_app(app: Flask, settings: Settings) -> None:
     client_auth.register(server)
     server.register_grant(
         AuthorizationCodeGrant,
-        [S256CodeChallenge(required=True), ResourceIndicator(), SingleParameters()],
+        [
+            S256CodeChallenge(required=True),
+            ResourceIndicator(),
+            SingleParameters(),
+        ],
     )
     server.register_endpoint(RegistrationEndpoint)
     app.extensions["oauth_server"] = server

@@ -12,7 +12,6 @@ import time
 from typing import Any
 
 from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
-from flask import g
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwt import JWTClaimsRegistry
@@ -25,6 +24,8 @@ TOKEN_TYPE = "at+jwt"
 TOKEN_TYPES_ACCEPTED = (TOKEN_TYPE, "application/at+jwt")
 #: The token type named in token responses (CONTRACT §4).
 TOKEN_TYPE_NAME = "bearer"
+#: Private claim: the consent an OAuth token was issued under (app.denylist).
+CONSENT_ID_CLAIM = "consent_id"
 
 
 class InvalidAccessToken(Exception):
@@ -139,8 +140,14 @@ class AccessTokenGenerator(JWTBearerTokenGenerator):
         return self.settings.mcp_resource
 
     def get_jti(self, client: Any, grant_type: str, user: Any, scope: str) -> str:
-        # The grant picks the jti before issuing, so a replayed code can revoke it.
-        return g.pop("oauth_token_jti", None) or new_jti()
+        # ``user`` is the grant's ConsentedUser; its code chose the jti when it
+        # was issued, so a replayed code can deny the token it became.
+        return getattr(user, "token_jti", None) or new_jti()
+
+    def get_extra_claims(
+        self, client: Any, grant_type: str, user: Any, scope: str
+    ) -> dict[str, Any]:
+        return {CONSENT_ID_CLAIM: str(user.consent_id)}
 
     def generate(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         token = super().generate(*args, **kwargs)

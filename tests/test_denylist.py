@@ -1,7 +1,9 @@
-"""Revoking a grant ends everything it produced, and nothing it did not."""
+"""Revoking a consent ends everything it produced, and nothing it did not."""
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 
 from bs4 import BeautifulSoup
@@ -15,7 +17,7 @@ def revoke_from_account_page(browser: Browser, client_id: str = "") -> None:
     [form] = [
         f
         for f in BeautifulSoup(page.text, "html.parser").select("form[method=post]")
-        if "/account/grants/" in f["action"]
+        if "/account/consents/" in f["action"]
         and client_id in f.find_parent("tr").get_text()
     ]
     response = browser.post(form["action"], data=browser.form(page))
@@ -65,3 +67,27 @@ def test_revoking_one_client_leaves_another_working(
 
     assert whoami(browser, kept.json()["access_token"]).status_code == 200
     assert whoami(browser, gone.json()["access_token"]).status_code == 401
+
+
+def test_each_approval_after_a_revocation_is_a_new_consent(
+    browser: Browser, user: dict[str, str]
+) -> None:
+    client = register_client(browser)
+    code, verifier, params = get_code(browser, client, user)
+    old = redeem(browser, client, code, verifier).json()["access_token"]
+    again, again_verifier, _ = get_code(browser, client, user)
+    same = redeem(browser, client, again, again_verifier).json()["access_token"]
+
+    revoke_from_account_page(browser)
+    approved = consent(browser, {**params, "state": "again"})
+    new_code = query_of(approved.headers["Location"])["code"]
+    new = redeem(browser, client, new_code, verifier).json()["access_token"]
+
+    # Approving again while live keeps the consent; after a revocation it is new.
+    assert claims_of(old)["consent_id"] == claims_of(same)["consent_id"]
+    assert claims_of(new)["consent_id"] != claims_of(old)["consent_id"]
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))

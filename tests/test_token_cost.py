@@ -1,0 +1,44 @@
+"""What one code exchange costs Postgres: the hot path stays short."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy
+from helpers import get_code, redeem, register_client
+
+
+@contextmanager
+def statements(server: Any) -> Iterator[list[str]]:
+    """Record the SQL the live server runs (it shares this process)."""
+    seen: list[str] = []
+    engine = server.app.extensions["db"].engine
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:
+        seen.append(statement.split()[0].upper())
+
+    sqlalchemy.event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        sqlalchemy.event.remove(engine, "before_cursor_execute", record)
+
+
+def test_a_code_exchange_reads_the_client_and_the_consent_once(
+    server: Any, browser: Any, user: dict[str, str]
+) -> None:
+    client = register_client(browser)
+    first = get_code(browser, client, user)
+    second = get_code(browser, client, user)
+
+    with statements(server) as first_cost:
+        assert redeem(browser, client, *first[:2]).status_code == 200
+    with statements(server) as second_cost:
+        assert redeem(browser, client, *second[:2]).status_code == 200
+
+    # The client, then the person with their live consent; the client is
+    # marked as used the first time only.
+    assert first_cost == ["SELECT", "SELECT", "UPDATE"]
+    assert second_cost == ["SELECT", "SELECT"]
