@@ -23,6 +23,7 @@ from typing import Any
 from flask_babel import gettext as _
 from sqlalchemy import func, select, update
 
+from . import audit
 from .config import current_settings
 from .db import db
 from .models import ApiKey, Grant, User, utcnow
@@ -188,6 +189,7 @@ def create_api_key(
     )
     db.session.add(row)
     db.session.commit()
+    audit.record_api_key(audit.API_KEY_CREATED, row.id)
     return row, key
 
 
@@ -263,6 +265,7 @@ def revoke(
     # request that read the key in the moment before the commit.
     revoke_api_key_tokens(str(revoked_id))
     db.session.commit()
+    audit.record_api_key(audit.API_KEY_REVOKED, revoked_id)
     revoke_api_key_tokens(str(revoked_id))
     return True
 

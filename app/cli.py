@@ -10,7 +10,7 @@ from flask import Flask
 from flask.cli import AppGroup
 from sqlalchemy import select
 
-from . import migrate
+from . import audit, migrate
 from .config import current_settings
 from .db import db
 from .models import User, utcnow
@@ -57,7 +57,17 @@ def disable_user_command(email: str) -> None:
     user.is_active = False
     db.session.commit()
     revoke_user(str(user.id))
+    audit.record(
+        audit.USER_DISABLED, user_id=user.id, account=audit.account_digest(user.email)
+    )
     click.echo(f"disabled {user.email}")
+
+
+@users_cli.command("digest")
+@click.argument("email")
+def digest_command(email: str) -> None:
+    """Print the digest an email appears as in sign-in audit events."""
+    click.echo(audit.account_digest(email))
 
 
 @clients_cli.command("prune")

@@ -9,6 +9,7 @@ from flask import Blueprint, Response, abort, render_template
 from flask import request as flask_request
 from flask_babel import gettext as _
 
+from .. import audit
 from ..models import User
 from ..oauth.clients import browser_host, redirect_uri_is_trusted
 from ..oauth.consent import covers, find_grant, record_grant
@@ -113,7 +114,19 @@ def authorize() -> Response | tuple[str, int] | str:
             abort(400, _("Choose approve or deny."))
         if decision == "approve":
             record_grant(user.id, grant.client.client_id, grant.request.scope)
+            audit.record(
+                audit.CONSENT_GRANTED,
+                user_id=user.id,
+                client_id=grant.client.client_id,
+                scope=grant.request.scope,
+            )
             return server.create_authorization_response(grant=grant, grant_user=user)
+        audit.record(
+            audit.CONSENT_DENIED,
+            user_id=user.id,
+            client_id=grant.client.client_id,
+            scope=grant.request.scope,
+        )
         return server.create_authorization_response(grant=grant, grant_user=None)
 
     return _consent_page(grant, user)

@@ -8,12 +8,14 @@ from dataclasses import asdict, dataclass
 
 from ..redis_store import get_redis, get_script
 
-#: Atomically take a code and leave a tombstone naming the token it will become;
-#: a second redemption finds only the tombstone (RFC 6749 §4.1.2, replay).
+#: Atomically take a code and leave a tombstone naming the token it will become
+#: and the person it was for; a second redemption finds only the tombstone
+#: (RFC 6749 §4.1.2, replay).
 _CONSUME = """
 local value = redis.call('GETDEL', KEYS[1])
 if value then
-  redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
+  local user_id = cjson.decode(value)['user_id']
+  redis.call('SET', KEYS[2], ARGV[1] .. ' ' .. user_id, 'EX', ARGV[2])
   return {value, false}
 end
 return {false, redis.call('GET', KEYS[2])}
@@ -53,10 +55,12 @@ class AuthorizationCode:
 
 @dataclass(frozen=True)
 class Consumed:
-    """The result of a redemption: the code, or the jti of an earlier redemption."""
+    """The result of a redemption: the code, or the jti of an earlier redemption
+    and the person that code was for."""
 
     code: AuthorizationCode | None
     replayed_jti: str | None
+    replayed_user_id: str | None = None
 
 
 class CodeStore:
@@ -81,5 +85,7 @@ class CodeStore:
         consume = get_script(_CONSUME)
         value, used_by = consume(keys=keys, args=[token_jti, self.tombstone_ttl])
         if not value:
-            return Consumed(None, used_by or None)
+            # Tombstones left before they named the person hold the jti alone.
+            jti, _, user_id = (used_by or "").partition(" ")
+            return Consumed(None, jti or None, user_id or None)
         return Consumed(AuthorizationCode(**json.loads(value)), None)

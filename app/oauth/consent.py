@@ -7,6 +7,7 @@ import uuid
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 
+from .. import audit
 from ..api_keys import deny_key_tokens, revoke_consent_keys
 from ..db import db
 from ..models import Grant, utcnow
@@ -77,6 +78,13 @@ def revoke_grant(user_id: uuid.UUID, grant_id: uuid.UUID) -> bool:
         return False
     key_ids = revoke_consent_keys(grant_id)
     db.session.commit()
+    audit.record(
+        audit.CONSENT_REVOKED,
+        user_id=user_id,
+        client_id=client_id,
+        consent_id=grant_id,
+        api_key_ids=key_ids,
+    )
     deny_key_tokens(key_ids)
     revoke_grant_tokens(str(user_id), client_id)
     return True

@@ -21,6 +21,7 @@ from authlib.oauth2.rfc7636.challenge import (
 )
 from flask import g, session
 
+from .. import audit
 from ..config import current_settings
 from ..models import User
 from ..revocation import grant_revoked_at, revoke_jti
@@ -189,6 +190,12 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             if consumed.replayed_jti:
                 # RFC 6749 §4.1.2: a code used twice revokes what it produced.
                 revoke_jti(consumed.replayed_jti)
+                audit.record(
+                    audit.AUTHORIZATION_CODE_REPLAYED,
+                    client_id=client.client_id,
+                    user_id=consumed.replayed_user_id,
+                    revoked_jti=consumed.replayed_jti,
+                )
             raise InvalidGrantError("Invalid 'code' in request.")
         code = consumed.code
         if code.client_id != client.client_id:
