@@ -26,6 +26,7 @@ from flask_babel import gettext as _
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import joinedload
 
+from . import audit
 from .config import current_settings
 from .db import db
 from .denylist import deny_api_keys
@@ -189,6 +190,8 @@ def create_api_key(
     )
     db.session.add(row)
     db.session.flush()
+    key_id = row.id
+    db.after_commit(lambda: audit.record_api_key(audit.API_KEY_CREATED, key_id))
     return row, key
 
 
@@ -258,6 +261,7 @@ def revoke(
         return False
     # Before the caller commits: if Redis fails, the key stays live (app.db).
     deny_api_keys([str(revoked_id)])
+    db.after_commit(lambda: audit.record_api_key(audit.API_KEY_REVOKED, revoked_id))
     return True
 
 

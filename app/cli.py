@@ -10,7 +10,7 @@ from flask import Flask
 from flask.cli import AppGroup
 from sqlalchemy import select
 
-from . import migrate
+from . import audit, migrate
 from .config import current_settings
 from .db import db
 from .denylist import deny_user_until_now
@@ -59,7 +59,17 @@ def disable_user_command(email: str) -> None:
         disable_user(user)
     # A time cutoff: again after the commit, past tokens issued meanwhile.
     deny_user_until_now(str(user.id))
+    audit.record(
+        audit.USER_DISABLED, user_id=user.id, account=audit.account_digest(user.email)
+    )
     click.echo(f"disabled {user.email}")
+
+
+@users_cli.command("digest")
+@click.argument("email")
+def digest_command(email: str) -> None:
+    """Print the digest an email appears as in sign-in audit events."""
+    click.echo(audit.account_digest(email))
 
 
 @clients_cli.command("prune")

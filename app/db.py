@@ -16,7 +16,7 @@ token issued while the transaction was still open carries a later time.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from flask import Flask, current_app, g
@@ -76,8 +76,19 @@ class FlaskDatabase:
             yield session
         except BaseException:
             session.rollback()
+            g.pop("db_after_commit", None)
             raise
         session.commit()
+        for callback in g.pop("db_after_commit", ()):
+            callback()
+
+    @staticmethod
+    def after_commit(callback: Callable[[], None]) -> None:
+        """Run ``callback`` once the open transaction commits; never if it rolls back.
+
+        For what must only be said once it is true, such as an audit event.
+        """
+        g.setdefault("db_after_commit", []).append(callback)
 
     @staticmethod
     def _remove_session(_exc: BaseException | None) -> None:

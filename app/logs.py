@@ -14,6 +14,10 @@ from pythonjsonlogger.json import JsonFormatter
 #: A caller's ``X-Request-ID`` is reused only if it is short and harmless.
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
+#: Audit events (``audit.py``): kept at INFO whatever ``LOG_LEVEL`` says, since
+#: an operator must be able to answer who signed in and what they authorized.
+AUDIT_LOGGER = "app.audit"
+
 log = logging.getLogger("app")
 
 
@@ -37,6 +41,10 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level)
+    audit = logging.getLogger(AUDIT_LOGGER)
+    audit.setLevel(logging.INFO)
+    # On the logger, not only the handler: every handler sees the request id.
+    audit.filters = [RequestIdFilter()]
 
 
 def init_app(app: Flask) -> None:

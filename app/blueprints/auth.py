@@ -8,10 +8,11 @@ from flask import Blueprint, Response, render_template, request
 from flask_babel import gettext as _
 from flask_limiter import RequestLimit
 
+from .. import audit
 from ..device_cookies import lock_device, login_account, remember_device, trusted_device
 from ..oauth.clients import query_client
 from ..oauth.metadata import AUTHORIZATION_PATH
-from ..rate_limits import limit, setting
+from ..rate_limits import client_address, limit, setting
 from ..sessions import current_user, is_local_target, issuer_redirect, sign_in, sign_out
 from ..users import authenticate
 
@@ -33,8 +34,12 @@ def _is_untrusted() -> bool:
     return trusted_device(_email()) is None
 
 
+def _account() -> str:
+    return login_account(_email())
+
+
 def _account_key() -> str:
-    return "login-account:" + login_account(_email())
+    return "login-account:" + _account()
 
 
 def _device_key() -> str:
@@ -91,6 +96,7 @@ def login() -> Response | tuple[str, int] | str:
         )
     user = authenticate(request.form.get("email", ""), request.form.get("password", ""))
     if user is None:
+        audit.record(audit.SIGN_IN_FAILED, account=_account(), address=client_address())
         # One message for every failure: unknown email, wrong password, disabled.
         error = _("The email or password is incorrect.")
         page = render_template(
@@ -102,6 +108,12 @@ def login() -> Response | tuple[str, int] | str:
         )
         return page, 401
     sign_in(user)
+    audit.record(
+        audit.SIGN_IN_SUCCEEDED,
+        user_id=user.id,
+        account=_account(),
+        address=client_address(),
+    )
     response = issuer_redirect(_target())
     remember_device(response, user.email)
     return response

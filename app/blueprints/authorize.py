@@ -11,6 +11,7 @@ from flask import Blueprint, Response, abort, render_template
 from flask import request as flask_request
 from flask_babel import gettext as _
 
+from .. import audit
 from ..db import db
 from ..models import User
 from ..oauth.client_metadata import problem_text, store_document_client
@@ -144,10 +145,22 @@ def authorize() -> Response | tuple[str, int] | str:
                 consent_id = record_consent(
                     user.id, grant.client.client_id, grant.request.scope
                 )
+            audit.record(
+                audit.CONSENT_GRANTED,
+                user_id=user.id,
+                client_id=grant.client.client_id,
+                scope=grant.request.scope,
+            )
             approved = ConsentedUser(user, consent_id)
             return server.create_authorization_response(
                 grant=grant, grant_user=approved
             )
+        audit.record(
+            audit.CONSENT_DENIED,
+            user_id=user.id,
+            client_id=grant.client.client_id,
+            scope=grant.request.scope,
+        )
         return server.create_authorization_response(grant=grant, grant_user=None)
 
     return _consent_page(grant, user)

@@ -20,7 +20,9 @@ if value then
     return {false, false}
   end
   redis.call('DEL', KEYS[1])
-  redis.call('SET', KEYS[2], code['token_jti'], 'EX', ARGV[2])
+  -- The tombstone names the token and, for the audit trail, the person.
+  redis.call('SET', KEYS[2], code['token_jti'] .. ' ' .. tostring(code['user_id']),
+             'EX', ARGV[2])
   return {value, false}
 end
 return {false, redis.call('GET', KEYS[2])}
@@ -61,10 +63,12 @@ class AuthorizationCode:
 
 @dataclass(frozen=True)
 class Consumed:
-    """The result of a redemption: the code, or the jti of an earlier redemption."""
+    """The result of a redemption: the code, or the jti of an earlier redemption
+    and the person that code was for."""
 
     code: AuthorizationCode | None
     replayed_jti: str | None
+    replayed_user_id: str | None = None
 
 
 class CodeStore:
@@ -89,5 +93,7 @@ class CodeStore:
         consume = get_script(_CONSUME)
         value, used_by = consume(keys=keys, args=[client_id, self.tombstone_ttl])
         if not value:
-            return Consumed(None, used_by or None)
+            # Tombstones left before they named the person hold the jti alone.
+            jti, _, user_id = (used_by or "").partition(" ")
+            return Consumed(None, jti or None, user_id or None)
         return Consumed(AuthorizationCode(**json.loads(value)), None)

@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import joinedload
 
+from .. import audit
 from ..api_keys import revoke_consent_keys
 from ..db import db
 from ..denylist import deny_consent
@@ -115,7 +116,7 @@ def revoke_consent(user_id: uuid.UUID, consent_id: uuid.UUID) -> bool:
     That is its tokens, and the API keys its client made together with the
     tokens exchanged from them (CONTRACT §7). Denied before the caller commits.
     """
-    revoked = db.session.scalar(
+    client_id = db.session.scalar(
         update(Consent)
         .where(
             Consent.id == consent_id,
@@ -123,10 +124,19 @@ def revoke_consent(user_id: uuid.UUID, consent_id: uuid.UUID) -> bool:
             Consent.revoked_at.is_(None),
         )
         .values(revoked_at=utcnow())
-        .returning(Consent.id)
+        .returning(Consent.client_id)
     )
-    if revoked is None:
+    if client_id is None:
         return False
-    revoke_consent_keys(consent_id)
+    key_ids = revoke_consent_keys(consent_id)
     deny_consent(str(consent_id))
+    db.after_commit(
+        lambda: audit.record(
+            audit.CONSENT_REVOKED,
+            user_id=user_id,
+            client_id=client_id,
+            consent_id=consent_id,
+            api_key_ids=key_ids,
+        )
+    )
     return True

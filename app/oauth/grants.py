@@ -22,6 +22,7 @@ from authlib.oauth2.rfc7636.challenge import (
 )
 from flask import session
 
+from .. import audit
 from ..config import current_settings
 from ..denylist import deny_token
 from .clients import AUTH_METHODS, Client
@@ -175,6 +176,12 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         if consumed.replayed_jti:
             # RFC 6749 §4.1.2: a code used twice revokes what it produced.
             deny_token(consumed.replayed_jti)
+            audit.record(
+                audit.AUTHORIZATION_CODE_REPLAYED,
+                client_id=client.client_id,
+                user_id=consumed.replayed_user_id,
+                revoked_jti=consumed.replayed_jti,
+            )
         return consumed.code
 
     def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
