@@ -164,7 +164,7 @@ def test_consent_revoked_on_the_account_page_names_the_keys_it_took_down(
     client, token = authorized_client(server.browser(), user)
     key = new_key(signed_in, token)
     page = signed_in.get("/account")
-    action = action_for(page, "/account/grants/")
+    action = action_for(page, "/account/consents/")
     response = signed_in.post(action, data=signed_in.form(page))
     assert response.status_code == 302
 
@@ -259,7 +259,7 @@ def test_no_audit_line_carries_a_secret(
     page_key = created_key(create_on_page(browser))
     redeem(browser, client, code, verifier)  # a replay, which revokes ``token``
     page = browser.get("/account")
-    browser.post(action_for(page, "/account/grants/"), data=browser.form(page))
+    browser.post(action_for(page, "/account/consents/"), data=browser.form(page))
     browser.post("/login", data={**browser.form(page), "email": user["email"]})
 
     secrets = [
