@@ -41,7 +41,7 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     init_templating(app)
 
     db.init_app(app, settings.database_url)
-    redis_store.init_app(app, settings.redis_url)
+    redis_store.init_app(app, settings.redis_client_url)
     oauth_server.init_app(app, settings)
 
     for blueprint in (
@@ -58,6 +58,6 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
         app.register_blueprint(blueprint)
     for api in (oauth.bp, api_keys.bp, mcp.bp):
         security.csrf.exempt(api)
-    rate_limits.init_app(app, settings.redis_url)
+    rate_limits.init_app(app, settings.redis_client_url)
     cli.init_app(app)
     return app

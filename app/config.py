@@ -286,6 +286,23 @@ class Settings:
 
     allowed_redirect_schemes: frozenset[str] | None = None
     loopback_aliases: bool = False
+    #: Off only for a provider whose rediss:// certificate nothing can verify.
+    redis_tls_verify: bool = True
+
+    @property
+    def redis_client_url(self) -> str:
+        """``REDIS_URL`` as the clients use it, with ``REDIS_TLS_VERIFY`` applied.
+
+        Some add-ons (Heroku's Key-Value Store) manage ``REDIS_URL`` themselves
+        and serve a self-signed certificate, so the URL cannot carry
+        ``ssl_cert_reqs=none``; the setting adds it. The connection is still
+        encrypted, but no longer proves who answers.
+        """
+        tls = self.redis_url.startswith("rediss://")
+        if self.redis_tls_verify or not tls or "ssl_cert_reqs=" in self.redis_url:
+            return self.redis_url
+        separator = "&" if "?" in self.redis_url else "?"
+        return f"{self.redis_url}{separator}ssl_cert_reqs=none"
 
     @property
     def mcp_resource(self) -> str:
@@ -322,6 +339,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "client_metadata_documents": _switch,
     "cimd_allowed_hosts": _host_list,
     "cimd_allow_loopback": _switch,
+    "redis_tls_verify": _switch,
     "allowed_redirect_schemes": _redirect_schemes,
     "loopback_aliases": _switch,
     "log_level": lambda v: v.upper() if v.upper() in _LOG_LEVELS else _bad_level(),

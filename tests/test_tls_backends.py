@@ -180,13 +180,21 @@ def test_migrations_ran_over_tls(tls_env) -> None:
     assert version
 
 
-@pytest.mark.parametrize("verification", ["ssl_ca_certs", "ssl_cert_reqs=none"])
+@pytest.mark.parametrize(
+    "verification", ["ssl_ca_certs", "ssl_cert_reqs=none", "REDIS_TLS_VERIFY=off"]
+)
 def test_a_whole_flow_over_tls(tls_env, verification) -> None:
     redis_url = tls_env["REDIS_URL"]
+    overrides = {}
     if verification == "ssl_cert_reqs=none":
         # As a PaaS with a self-signed certificate hands it out.
         redis_url = f"rediss://127.0.0.1:{_redis_port(tls_env)}/0?ssl_cert_reqs=none"
-    live = LiveServer(tls_env, {"REDIS_URL": redis_url})
+    if verification == "REDIS_TLS_VERIFY=off":
+        # As Heroku's Key-Value Store hands it out: a bare URL nobody can edit.
+        overrides["REDIS_URL"] = f"rediss://127.0.0.1:{_redis_port(tls_env)}/0"
+        overrides["REDIS_TLS_VERIFY"] = "off"
+        redis_url = overrides["REDIS_URL"] + "?ssl_cert_reqs=none"
+    live = LiveServer(tls_env, {"REDIS_URL": redis_url, **overrides})
     try:
         store = redis.Redis.from_url(redis_url, decode_responses=True)
         store.flushdb()
@@ -196,7 +204,7 @@ def test_a_whole_flow_over_tls(tls_env, verification) -> None:
             "checks": {"postgres": "ok", "redis": "ok"},
         }
         # The TLS database is not emptied between tests: one account per case.
-        email = f"tls-{verification[:6]}@example.com"
+        email = f"tls-{verification[:8].lower()}@example.com"
         user = make_user(live, email)
 
         token = obtain_token(browser, user)
