@@ -22,6 +22,7 @@ CORS_ROUTES = {
     r"/token": ["POST"],
     r"/mcp": ["POST"],
     r"/auth/token": ["POST"],
+    r"/openapi.json": ["GET"],
 }
 
 #: Pages render only our own CSS and script, and may never be framed.

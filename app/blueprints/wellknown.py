@@ -1,6 +1,11 @@
-"""Discovery: RFC 8414 and RFC 9728 metadata, and the RFC 7517 JWK Set."""
+"""Discovery: RFC 8414 and RFC 9728 metadata, the RFC 7517 JWK Set, OpenAPI."""
 
 from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any
 
 from flask import Blueprint, Response, abort, jsonify
 
@@ -17,6 +22,11 @@ bp = Blueprint("wellknown", __name__, url_prefix="/.well-known")
 
 #: Metadata changes only with a deploy; let clients and proxies cache it briefly.
 CACHE_CONTROL = "public, max-age=300"
+
+#: The OpenAPI 3.1 description of the JSON endpoints, kept by hand beside the code
+#: (tests/test_openapi.py holds it to the real answers).
+OPENAPI_FILE = Path(__file__).resolve().parent.parent / "openapi.json"
+OPENAPI_PATH = "/openapi.json"
 
 
 def _document(body: dict) -> Response:
@@ -65,3 +75,25 @@ def protected_resource_for_path(suffix: str) -> Response:
     if "/" + suffix != issuer_path(current_settings()) + "/mcp":
         abort(404)
     return protected_resource()
+
+
+@functools.cache
+def _openapi_document(issuer: str) -> str:
+    """The document as served: read once, with the issuer as its one server."""
+    document: dict[str, Any] = json.loads(OPENAPI_FILE.read_text(encoding="utf-8"))
+    # OpenAPI 3.1 §4.8.1: paths are relative to the server URL, which is the
+    # issuer (it may carry a path prefix, so "/" would point at the wrong place).
+    document["servers"] = [{"url": issuer}]
+    return json.dumps(document, ensure_ascii=False)
+
+
+def openapi() -> Response:
+    response = Response(
+        _openapi_document(current_settings().issuer), mimetype="application/json"
+    )
+    response.headers["Cache-Control"] = CACHE_CONTROL
+    return response
+
+
+# The document belongs at the root, outside this blueprint's /.well-known prefix.
+bp.record_once(lambda state: state.app.add_url_rule(OPENAPI_PATH, "openapi", openapi))

@@ -1,0 +1,63 @@
+"""The reference in docs/ names every setting and every route the service has."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+from app.config import Settings
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+README = DOCS.parent / "README.md"
+#: A row of a settings table: ``| `NAME` | ...``.
+SETTING_ROW = re.compile(r"^\| `([A-Z][A-Z0-9_]*)` \|", re.MULTILINE)
+#: Methods every route answers implicitly; the reference names the real ones.
+IMPLICIT_METHODS = frozenset({"HEAD", "OPTIONS"})
+
+
+def documented_settings() -> set[str]:
+    return set(SETTING_ROW.findall((DOCS / "settings.md").read_text()))
+
+
+def test_every_setting_is_documented() -> None:
+    names = {setting.name.upper() for setting in dataclasses.fields(Settings)}
+    missing = names - documented_settings()
+    assert not missing, f"add rows to docs/settings.md for {sorted(missing)}"
+
+
+def test_documented_settings_exist() -> None:
+    names = {setting.name.upper() for setting in dataclasses.fields(Settings)}
+    unknown = documented_settings() - names
+    assert not unknown, f"docs/settings.md describes unknown {sorted(unknown)}"
+
+
+def _as_documented(rule: str) -> str:
+    """``/api-keys/<key_id>`` stays; ``<path:suffix>`` loses its converter."""
+    return re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", r"<\1>", rule)
+
+
+def test_every_route_is_documented(app) -> None:
+    reference = (DOCS / "reference.md").read_text()
+    missing = [
+        f"{method} {_as_documented(rule.rule)}"
+        for rule in app.url_map.iter_rules()
+        for method in sorted((rule.methods or set()) - IMPLICIT_METHODS)
+        if f"`{method} {_as_documented(rule.rule)}`" not in reference
+    ]
+    assert not missing, f"docs/reference.md does not describe {missing}"
+
+
+def test_nothing_points_outside_the_repository() -> None:
+    # A clone has only the repository: references must resolve inside it.
+    for path in [README, *DOCS.iterdir()]:
+        text = path.read_text()
+        assert "../shared" not in text, path.name
+        assert "CONTRACT" not in text, path.name
+
+
+def test_relative_links_resolve() -> None:
+    link = re.compile(r"\]\(([^)#:]+)(?:#[^)]*)?\)")
+    for path in [README, *DOCS.glob("*.md")]:
+        for target in link.findall(path.read_text()):
+            assert (path.parent / target).exists(), f"{path.name} -> {target}"
