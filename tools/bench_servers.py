@@ -101,14 +101,15 @@ def _base_environ() -> dict[str, str]:
 
 def prepare_database(env: dict[str, str]) -> tuple[str, str]:
     """Migrate and create the signed-in person; return their password and id."""
+    from app.db import db
     from app.migrate import upgrade
     from app.users import create_user
 
     upgrade(env["DATABASE_URL"])
     password = secrets.token_urlsafe(12)
-    with _app_context(env):
+    with _app_context(env), db.transaction():
         user = create_user(EMAIL, password)
-        return password, str(user.id)
+    return password, str(user.id)
 
 
 @contextlib.contextmanager
@@ -120,7 +121,7 @@ def _app_context(env: dict[str, str]) -> Iterator[None]:
         with app.app_context():
             yield
     finally:
-        app.extensions["db"].kw["bind"].dispose()
+        app.extensions["db"].engine.dispose()
         app.extensions["redis"].close()
 
 
@@ -134,25 +135,32 @@ def code_minter(
     itself; the store the app keeps its own codes in makes them exactly as
     the consent step would.
     """
+    import uuid
+
     from app.config import current_settings
     from app.oauth.codes import AuthorizationCode
+    from app.oauth.consent import find_consent
     from app.oauth.grants import code_store
+    from app.oauth.tokens import new_jti
 
     def mint(count: int) -> list[str]:
         store = code_store()
-        data = AuthorizationCode(
-            client_id=client_id,
-            redirect_uri=REDIRECT_URI,
-            scope="read write",
-            user_id=user_id,
-            code_challenge=challenge,
-            code_challenge_method="S256",
-            resource=current_settings().mcp_resource,
-            auth_time=int(time.time()),
-            issued_at=time.time(),
-        )
+        consent = find_consent(uuid.UUID(user_id), client_id)
+        assert consent is not None, "the bench client went through consent"
         codes = [secrets.token_urlsafe(32) for _ in range(count)]
         for code in codes:
+            data = AuthorizationCode(
+                client_id=client_id,
+                redirect_uri=REDIRECT_URI,
+                scope="read write",
+                user_id=user_id,
+                code_challenge=challenge,
+                code_challenge_method="S256",
+                resource=current_settings().mcp_resource,
+                auth_time=int(time.time()),
+                consent_id=str(consent.id),
+                token_jti=new_jti(),
+            )
             store.save(code, data)
         return codes
 

@@ -288,5 +288,9 @@ def _at_total_cap(cap: int) -> bool:
     )
     if estimate is not None and estimate < cap - max(cap // 10, EXACT_COUNT_MARGIN):
         return False
-    total = select(func.count()).select_from(OAuthClient)
+    total = (
+        select(func.count())
+        .select_from(OAuthClient)
+        .where(OAuthClient.registered_from != DOCUMENT_SOURCE)
+    )
     return (db.session.scalar(total) or 0) >= cap
