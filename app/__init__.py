@@ -9,13 +9,14 @@ from flask import Flask
 from . import cli, errors, i18n, logs, rate_limits, redis_store, security
 from .blueprints import (
     account,
-    api_keys,
+    api_key_routes,
     auth,
     authorize,
     forward_auth,
     health,
-    mcp,
-    oauth,
+    mcp_endpoint,
+    register,
+    token,
     wellknown,
 )
 from .config import settings_from_environment
@@ -47,16 +48,17 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     for blueprint in (
         health.bp,
         wellknown.bp,
-        oauth.bp,
+        token.bp,
+        register.bp,
         authorize.bp,
         auth.bp,
         account.bp,
-        api_keys.bp,
-        mcp.bp,
+        api_key_routes.bp,
+        mcp_endpoint.bp,
         forward_auth.bp,
     ):
         app.register_blueprint(blueprint)
-    for api in (oauth.bp, api_keys.bp, mcp.bp):
+    for api in (token.bp, register.bp, api_key_routes.bp, mcp_endpoint.bp):
         security.csrf.exempt(api)
     rate_limits.init_app(app, settings.redis_url)
     cli.init_app(app)

@@ -10,7 +10,7 @@ import pytest
 import requests
 from bs4 import BeautifulSoup
 from helpers import Browser, obtain_token
-from test_api_keys import (
+from test_api_key_routes import (
     INVALID_CREDENTIALS,
     bearer,
     exchange,

@@ -22,7 +22,7 @@ from helpers import (
 )
 from sqlalchemy.exc import IntegrityError
 from test_account import create_on_page, created_key, soup
-from test_api_keys import (
+from test_api_key_routes import (
     INVALID_CREDENTIALS,
     MCP_HEADERS,
     bearer,

@@ -25,7 +25,7 @@ from helpers import (
     register_client,
 )
 from test_client_prune import client_ids, prune
-from test_mcp import result_of, whoami
+from test_mcp_endpoint import result_of, whoami
 
 LOOPBACK_ON = {"CIMD_ALLOW_LOOPBACK": "on"}
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from bs4 import BeautifulSoup
 from helpers import Browser, consent, get_code, query_of, redeem, register_client
-from test_api_keys import whoami
+from test_api_key_routes import whoami
 
 
 def revoke_from_account_page(browser: Browser, client_id: str = "") -> None:

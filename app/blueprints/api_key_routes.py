@@ -40,7 +40,7 @@ from ..oauth.resource import (
 from ..rate_limits import limit, setting
 from ..users import get_active_user
 
-bp = Blueprint("api_keys", __name__)
+bp = Blueprint("api_key_routes", __name__)
 
 #: The one answer to every failed exchange, so that no failure can be told apart.
 INVALID_CREDENTIALS = {"error": "Invalid credentials"}

@@ -27,7 +27,7 @@ from ..oauth.resource import (
     require_token,
 )
 
-bp = Blueprint("mcp", __name__)
+bp = Blueprint("mcp_endpoint", __name__)
 
 MCP_PATH = "/mcp"
 PROTOCOL_VERSION_HEADER = "MCP-Protocol-Version"

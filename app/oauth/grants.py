@@ -28,7 +28,7 @@ from ..users import get_active_user
 from .clients import AUTH_METHODS, Client
 from .codes import AuthorizationCode, CodeStore
 from .consent import find_grant
-from .errors import InvalidTargetError
+from .oauth_errors import InvalidTargetError
 from .tokens import new_jti
 
 #: Parameters the token request must carry (CONTRACT §4); checked before the code

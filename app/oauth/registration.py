@@ -33,7 +33,7 @@ from .clients import (
     hash_secret,
     redirect_uri_problem,
 )
-from .errors import ClientLimitExceededError
+from .oauth_errors import ClientLimitExceededError
 from .metadata import authorization_server_metadata
 
 DEFAULT_CLIENT_NAME = "MCP Client"

@@ -37,7 +37,7 @@ from ..config import Settings
 from ..errors import challenge
 from . import client_auth
 from .clients import mark_authorized, query_client
-from .errors import UnsupportedGrantType, UnsupportedResponseType
+from .oauth_errors import UnsupportedGrantType, UnsupportedResponseType
 from .grants import (
     AuthorizationCodeGrant,
     ResourceIndicator,
