@@ -26,7 +26,7 @@ from sqlalchemy import func, select, update
 from .config import current_settings
 from .db import db
 from .models import ApiKey, Grant, User, utcnow
-from .oauth.clients import SCOPES
+from .oauth.constants import SCOPES
 from .revocation import revoke_api_key as revoke_api_key_tokens
 
 #: Marks our keys so that secret scanners can recognise a leaked one.

@@ -31,6 +31,7 @@ from ..config import current_settings
 from ..errors import challenge
 from ..models import ApiKey
 from ..oauth.consent import find_grant
+from ..oauth.constants import API_KEY_EXCHANGE_PATH, API_KEYS_PATH
 from ..oauth.resource import (
     current_claims,
     deny_insufficient_scope,
@@ -66,7 +67,7 @@ def _json_body() -> Any:
         return None
 
 
-@bp.post("/auth/token")
+@bp.post(API_KEY_EXCHANGE_PATH)
 @limit(setting("api_key_rate_limit"))
 def exchange_token() -> Response:
     """Trade ``{"apiKey": ...}`` for an access token."""
@@ -136,7 +137,7 @@ def _describe(key: ApiKey) -> dict[str, Any]:
     }
 
 
-@bp.post("/api-keys")
+@bp.post(API_KEYS_PATH)
 @require_token("write")
 def create() -> Response:
     """Create a key; the answer is the only place the key ever appears."""
@@ -169,7 +170,7 @@ def create() -> Response:
     return _json({**_describe(key), "key": secret}, 201)
 
 
-@bp.get("/api-keys")
+@bp.get(API_KEYS_PATH)
 @require_token("write")
 def index() -> Response:
     """List the keys this client made for the caller that are not revoked."""
@@ -182,7 +183,7 @@ def index() -> Response:
     return _json({"api_keys": described})
 
 
-@bp.delete("/api-keys/<key_id>")
+@bp.delete(f"{API_KEYS_PATH}/<key_id>")
 @require_token("write")
 def delete(key_id: str) -> Response:
     """Revoke a key this client made, and the tokens exchanged from it."""

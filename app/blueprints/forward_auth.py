@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
-from ..oauth.clients import SCOPES
+from ..oauth.constants import SCOPES
 from ..oauth.resource import authenticate_request
 
 bp = Blueprint("forward_auth", __name__, url_prefix="/auth")

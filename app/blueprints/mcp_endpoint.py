@@ -20,6 +20,7 @@ from ..config import current_settings
 from ..mcp import jsonrpc, protocol
 from ..mcp.jsonrpc import INVALID_REQUEST, RpcError
 from ..mcp.tools import ScopeRequired, UnknownCaller
+from ..oauth.constants import MCP_PATH
 from ..oauth.resource import (
     current_claims,
     deny_insufficient_scope,
@@ -29,7 +30,6 @@ from ..oauth.resource import (
 
 bp = Blueprint("mcp_endpoint", __name__)
 
-MCP_PATH = "/mcp"
 PROTOCOL_VERSION_HEADER = "MCP-Protocol-Version"
 
 
@@ -64,7 +64,8 @@ def check_origin() -> Response | None:
     if not allowed or origin is None or origin.lower() in allowed:
         return None
     return _refuse(
-        403, RpcError(INVALID_REQUEST, "Forbidden: this Origin may not call /mcp.")
+        403,
+        RpcError(INVALID_REQUEST, f"Forbidden: this Origin may not call {MCP_PATH}."),
     )
 
 

@@ -23,15 +23,13 @@ from sqlalchemy import delete, exists, func, select, update
 from ..config import current_settings
 from ..db import db, is_storable
 from ..models import Grant, OAuthClient, utcnow
+from .constants import (
+    DEFAULT_GRANT_TYPES,
+    DEFAULT_RESPONSE_TYPES,
+    LOOPBACK_BROWSER_HOSTS,
+    SCOPES,
+)
 
-#: Scopes this service knows; a client may ask for any of them.
-SCOPES = ("read", "write")
-#: Client authentication methods at the token endpoint (CONTRACT §2).
-AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")
-#: Hosts that RFC 8252 §7.3 treats as loopback for redirect URIs.
-LOOPBACK_REDIRECT_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
-#: The same hosts as a browser writes them (IPv6 in brackets).
-LOOPBACK_BROWSER_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
 #: Web schemes a redirect URI may use, with their default ports.
 WEB_PORTS = {"https": 443, "http": 80}
 #: Schemes that leave the device; any other registered scheme is private-use.
@@ -40,7 +38,9 @@ WEB_SCHEMES = ("http", "https")
 #: A loopback ``http`` URI split where RFC 8252 §7.3 lets it vary: scheme and
 #: host as spelled, then an optional port, then the rest (path and query).
 _LOOPBACK_URI = re.compile(
-    r"(?P<origin>http://(?:127\.0\.0\.1|localhost|\[::1\]))"
+    r"(?P<origin>http://(?:"
+    + "|".join(re.escape(host) for host in sorted(LOOPBACK_BROWSER_HOSTS))
+    + "))"
     r"(?::[0-9]*)?"
     r"(?P<rest>[/?].*)?",
     re.IGNORECASE,
@@ -304,8 +304,8 @@ def _document_client(url: str) -> Client | None:
         client_secret_hash=None,
         client_name=document.client_name,
         redirect_uris=document.redirect_uris,
-        grant_types=["authorization_code"],
-        response_types=["code"],
+        grant_types=list(DEFAULT_GRANT_TYPES),
+        response_types=list(DEFAULT_RESPONSE_TYPES),
         token_endpoint_auth_method="none",
         scope=" ".join(SCOPES),
         registered_from=DOCUMENT_SOURCE,

@@ -25,9 +25,10 @@ from ..config import current_settings
 from ..models import User
 from ..revocation import grant_revoked_at, revoke_jti
 from ..users import get_active_user
-from .clients import AUTH_METHODS, Client
+from .clients import Client
 from .codes import AuthorizationCode, CodeStore
 from .consent import find_grant
+from .constants import AUTH_METHODS
 from .oauth_errors import InvalidTargetError
 from .tokens import new_jti
 
