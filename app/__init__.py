@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from flask import Flask
 
-from . import cli, errors, i18n, logs, rate_limits, redis_store, security
+from . import cli, errors, i18n, logs, rate_limits, redis_store, security, surfaces
 from .blueprints import (
     account,
     api_key_routes,
@@ -22,6 +22,7 @@ from .blueprints import (
 from .config import settings_from_environment
 from .db import db
 from .oauth import server as oauth_server
+from .surfaces import Surface
 from .templating import init_app as init_templating
 
 
@@ -45,21 +46,20 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     redis_store.init_app(app, settings.redis_url)
     oauth_server.init_app(app, settings)
 
-    for blueprint in (
-        health.bp,
-        wellknown.bp,
-        token.bp,
-        register.bp,
-        authorize.bp,
-        auth.bp,
-        account.bp,
-        api_key_routes.bp,
-        mcp_endpoint.bp,
-        forward_auth.bp,
+    for blueprint, surface in (
+        (health.bp, Surface.SERVICE),
+        (wellknown.bp, Surface.DOCUMENT),
+        (token.bp, Surface.API),
+        (register.bp, Surface.API),
+        (authorize.bp, Surface.PAGE),
+        (auth.bp, Surface.PAGE),
+        (account.bp, Surface.PAGE),
+        (api_key_routes.bp, Surface.API),
+        (mcp_endpoint.bp, Surface.API),
+        (forward_auth.bp, Surface.SERVICE),
     ):
-        app.register_blueprint(blueprint)
-    for api in (token.bp, register.bp, api_key_routes.bp, mcp_endpoint.bp):
-        security.csrf.exempt(api)
+        surfaces.register(app, blueprint, surface)
+    surfaces.init_app(app)
     rate_limits.init_app(app, settings.redis_url)
     cli.init_app(app)
     return app

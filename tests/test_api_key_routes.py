@@ -141,6 +141,9 @@ def test_the_life_of_a_key(browser: Browser, manager: str, user: dict) -> None:
 
     deleted = browser.delete(f"/api-keys/{body['id']}", headers=bearer(manager))
     assert deleted.status_code == 204 and deleted.content == b""
+    # RFC 9110 §8.3: an empty answer claims no media type.
+    assert "Content-Type" not in deleted.headers
+    assert deleted.headers["Cache-Control"] == "no-store"
     assert list_keys(browser, manager) == []
 
     again = exchange(browser, key)

@@ -45,7 +45,7 @@ def _device_budget_spent(_: RequestLimit) -> None:
 
 def _target() -> str:
     target = request.values.get("next")
-    return target if is_local_target(target) else DEFAULT_TARGET
+    return target if target and is_local_target(target) else DEFAULT_TARGET
 
 
 @bp.route("/login", methods=["GET", "POST"])

@@ -17,6 +17,7 @@ from flask import Blueprint, Response, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..config import current_settings
+from ..errors import empty_response
 from ..mcp import jsonrpc, protocol
 from ..mcp.jsonrpc import INVALID_REQUEST, RpcError
 from ..mcp.tools import ScopeRequired, UnknownCaller
@@ -27,6 +28,7 @@ from ..oauth.resource import (
     deny_invalid_token,
     require_token,
 )
+from ..surfaces import same_origin_only
 
 bp = Blueprint("mcp_endpoint", __name__)
 
@@ -35,14 +37,9 @@ PROTOCOL_VERSION_HEADER = "MCP-Protocol-Version"
 
 def _reply(body: dict[str, Any] | None, status: int = 200) -> Response:
     if body is None:
-        response = Response(status=status)
-        # An empty answer (202) has no media type to claim (RFC 9110 §8.3).
-        del response.headers["Content-Type"]
-    else:
-        response = jsonify(body)
-        response.status_code = status
-    # Answers describe the caller; no shared cache may keep them.
-    response.headers["Cache-Control"] = "no-store"
+        return empty_response(status)
+    response = jsonify(body)
+    response.status_code = status
     return response
 
 
@@ -133,7 +130,10 @@ def endpoint() -> Response:
     return _reply(answer)
 
 
+# Routed only to say 405 (no stream, no session): a browser is not invited to
+# send GET or DELETE from another origin.
 @bp.route(MCP_PATH, methods=["GET", "DELETE"])
+@same_origin_only
 def no_stream() -> Response:
     """Refuse GET (no server-initiated stream) and DELETE (no session to end).
 

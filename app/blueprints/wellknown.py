@@ -22,14 +22,10 @@ from ..oauth.tokens import public_jwks
 
 bp = Blueprint("wellknown", __name__)
 
-#: Metadata changes only with a deploy; let clients and proxies cache it briefly.
-CACHE_CONTROL = "public, max-age=300"
-
 
 def _document(body: dict) -> Response:
-    response = jsonify(body)
-    response.headers["Cache-Control"] = CACHE_CONTROL
-    return response
+    # Cached briefly by clients and proxies: the DOCUMENT surface's Cache-Control.
+    return jsonify(body)
 
 
 @bp.get(JWKS_PATH)
