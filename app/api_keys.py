@@ -210,11 +210,12 @@ def _lock_live_consent(owner_id: uuid.UUID, consent_id: uuid.UUID) -> bool:
 
 
 def _live_key_count(owner_id: uuid.UUID) -> int:
-    return db.session.scalar(
+    count = db.session.scalar(
         select(func.count())
         .select_from(ApiKey)
         .where(ApiKey.user_id == owner_id, ApiKey.revoked_at.is_(None))
     )
+    return count or 0
 
 
 def _visible(owner_id: uuid.UUID, consent_id: uuid.UUID | None) -> list[Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -14,18 +13,16 @@ from typing import Any
 import pytest
 import redis
 import sqlalchemy
+from helpers import Browser
 from werkzeug.serving import make_server as make_wsgi_server
 
 from app import create_app
 from app.config import settings_from_environment
 from app.migrate import upgrade
+from app.models import Base
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
-
-from helpers import Browser  # noqa: E402
-
-TABLES = ("api_keys", "grants", "oauth_clients", "users")
+#: Every table the models declare, emptied before each test.
+TABLES = tuple(table.name for table in Base.metadata.sorted_tables)
 
 
 @pytest.fixture(scope="session")

@@ -63,7 +63,7 @@ class Fetched:
 def resolve(host: str, port: int) -> list[str]:
     """Every address ``host`` resolves to; tests replace this to pick answers."""
     answers = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return [info[4][0] for info in answers]
+    return [str(info[4][0]) for info in answers]
 
 
 def check_url(url: str, policy: FetchPolicy) -> ada_url.URL:

@@ -18,7 +18,7 @@ import ada_url
 import idna
 from authlib.oauth2.rfc6749 import ClientMixin
 from rfc3986_validator import validate_rfc3986
-from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy import CursorResult, delete, exists, func, select, update
 
 from ..config import current_settings
 from ..db import db, is_storable
@@ -333,7 +333,7 @@ def mark_authorized(client_id: str) -> None:
 def prune_unused_clients(registered_before: datetime) -> int:
     """Delete clients registered before a time that never completed an authorization."""
     has_grant = exists().where(Grant.client_id == OAuthClient.client_id)
-    result = db.session.execute(
+    result: CursorResult = db.session.execute(  # type: ignore[assignment]
         delete(OAuthClient).where(
             OAuthClient.created_at < registered_before,
             OAuthClient.last_authorized_at.is_(None),

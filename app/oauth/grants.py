@@ -162,9 +162,9 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             code,
             AuthorizationCode(
                 client_id=client.client_id,
-                # The URI as sent, port included; /token must repeat it exactly.
-                redirect_uri=request.payload.redirect_uri
-                or client.get_default_redirect_uri(),
+                # The URI as sent (port included) or the one default, as
+                # validated above; /token must repeat it exactly.
+                redirect_uri=self.redirect_uri,
                 scope=request.scope,
                 user_id=request.user.get_user_id(),
                 code_challenge=request.payload.data["code_challenge"],

@@ -238,12 +238,12 @@ class RegistrationEndpoint(ClientRegistrationEndpoint):
             .where(OAuthClient.registered_from != DOCUMENT_SOURCE)
         )
         from_source = count.where(OAuthClient.registered_from == source)
-        if session.scalar(from_source) >= settings.max_clients_per_address:
+        if (session.scalar(from_source) or 0) >= settings.max_clients_per_address:
             session.rollback()
             raise ClientLimitExceededError(
                 "Too many clients registered from this address."
             )
-        if session.scalar(count) >= settings.max_clients:
+        if (session.scalar(count) or 0) >= settings.max_clients:
             session.rollback()
             raise ClientLimitExceededError("The server holds too many clients.")
         public = client_metadata["token_endpoint_auth_method"] == "none"

@@ -113,7 +113,7 @@ class AuthServer(AuthorizationServer):
         self.grant_types: tuple[str, ...] = ()
         self.response_types: tuple[str, ...] = ()
 
-    def register_grant(self, grant_cls: type, extensions: list | None = None) -> None:
+    def register_grant(self, grant_cls: Any, extensions: list | None = None) -> None:
         super().register_grant(grant_cls, extensions)
         self.grant_types += (grant_cls.GRANT_TYPE,)
         # Token-endpoint-only grants (refresh_token) have no response types.
