@@ -10,9 +10,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import devservices
 import pytest
 import redis
 import sqlalchemy
+from document_server import DocumentServer
 from helpers import Browser
 from werkzeug.serving import make_server as make_wsgi_server
 
@@ -33,7 +35,6 @@ def service_urls() -> Iterator[dict[str, str]]:
     if database_url and redis_url:
         yield {"DATABASE_URL": database_url, "REDIS_URL": redis_url}
         return
-    import devservices
 
     with tempfile.TemporaryDirectory(prefix="mcp-auth-test-") as tmp:
         Path(tmp).chmod(0o755)
@@ -168,3 +169,19 @@ def signed_in(browser: Browser, user: dict[str, str]) -> Browser:
 @pytest.fixture
 def other_user(server: LiveServer) -> dict[str, str]:
     return make_user(server, "mallory@example.com")
+
+
+@pytest.fixture
+def doomed_redis(tmp_path: Path) -> Iterator[Any]:
+    """A Redis of our own that the test may stop."""
+    tmp_path.chmod(0o755)
+    redis_server = devservices.start_redis(tmp_path / "redis", durable=False)
+    yield redis_server
+    redis_server.stop()
+
+
+@pytest.fixture
+def documents() -> Iterator[DocumentServer]:
+    served = DocumentServer()
+    yield served
+    served.stop()

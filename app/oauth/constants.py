@@ -7,7 +7,7 @@ grants registered on the server (``AuthServer.grant_types``).
 
 from __future__ import annotations
 
-from flask_babel import lazy_gettext as _l
+from flask_babel import lazy_gettext as _
 
 #: RFC 6749 §3.1: the authorization endpoint.
 AUTHORIZATION_PATH = "/authorize"
@@ -32,8 +32,8 @@ API_KEYS_PATH = "/api-keys"
 
 #: Scopes this service knows, with what each lets a client do (shown on consent).
 SCOPE_DESCRIPTIONS = {
-    "read": _l("Read your data and use read-only tools"),
-    "write": _l("Change your data and use tools that make changes"),
+    "read": _("Read your data and use read-only tools"),
+    "write": _("Change your data and use tools that make changes"),
 }
 #: Scopes this service knows; a client may ask for any of them.
 SCOPES = tuple(SCOPE_DESCRIPTIONS)
