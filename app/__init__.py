@@ -6,21 +6,23 @@ from collections.abc import Mapping
 
 from flask import Flask
 
-from . import cli, errors, i18n, logs, rate_limits, redis_store, security
+from . import cli, errors, i18n, logs, rate_limits, redis_store, security, surfaces
 from .blueprints import (
     account,
-    api_keys,
+    api_key_routes,
     auth,
     authorize,
     forward_auth,
     health,
-    mcp,
-    oauth,
+    mcp_endpoint,
+    register,
+    token,
     wellknown,
 )
 from .config import settings_from_environment
 from .db import db
 from .oauth import server as oauth_server
+from .surfaces import Surface
 from .templating import init_app as init_templating
 
 
@@ -44,20 +46,20 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     redis_store.init_app(app, settings.redis_client_url)
     oauth_server.init_app(app, settings)
 
-    for blueprint in (
-        health.bp,
-        wellknown.bp,
-        oauth.bp,
-        authorize.bp,
-        auth.bp,
-        account.bp,
-        api_keys.bp,
-        mcp.bp,
-        forward_auth.bp,
+    for blueprint, surface in (
+        (health.bp, Surface.SERVICE),
+        (wellknown.bp, Surface.DOCUMENT),
+        (token.bp, Surface.API),
+        (register.bp, Surface.API),
+        (authorize.bp, Surface.PAGE),
+        (auth.bp, Surface.PAGE),
+        (account.bp, Surface.PAGE),
+        (api_key_routes.bp, Surface.API),
+        (mcp_endpoint.bp, Surface.API),
+        (forward_auth.bp, Surface.SERVICE),
     ):
-        app.register_blueprint(blueprint)
-    for api in (oauth.bp, api_keys.bp, mcp.bp):
-        security.csrf.exempt(api)
+        surfaces.register(app, blueprint, surface)
+    surfaces.init_app(app)
     rate_limits.init_app(app, settings.redis_client_url)
     cli.init_app(app)
     return app

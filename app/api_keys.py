@@ -31,7 +31,7 @@ from .config import current_settings
 from .db import db
 from .denylist import deny_api_keys
 from .models import ApiKey, Consent, User, utcnow
-from .oauth.clients import SCOPES
+from .oauth.constants import SCOPES
 
 #: Marks our keys so that secret scanners can recognise a leaked one.
 KEY_PREFIX = "lsk_"
@@ -214,11 +214,12 @@ def _lock_live_consent(owner_id: uuid.UUID, consent_id: uuid.UUID) -> bool:
 
 
 def _live_key_count(owner_id: uuid.UUID) -> int:
-    return db.session.scalar(
+    count = db.session.scalar(
         select(func.count())
         .select_from(ApiKey)
         .where(ApiKey.user_id == owner_id, ApiKey.revoked_at.is_(None))
     )
+    return count or 0
 
 
 def _visible(owner_id: uuid.UUID, consent_id: uuid.UUID | None) -> list[Any]:

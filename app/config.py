@@ -15,11 +15,9 @@ from limits import parse_many
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from .oauth.constants import LOOPBACK_HOSTS, MCP_PATH
 from .oauth.keys import load_signing_key, load_verify_keys
 from .oauth.redirect_uris import REFUSED_REDIRECT_SCHEMES, WEB_SCHEMES
-
-#: Hosts for which an ``http`` issuer is acceptable (development and tests).
-LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 #: libpq's ``sslmode`` values; a typo would otherwise only fail at first connect.
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
@@ -44,7 +42,11 @@ class ConfigError(SystemExit):
 
 
 def is_loopback_host(host: str | None) -> bool:
-    """Tell whether ``host`` (as ``urlsplit().hostname`` gives it) is loopback."""
+    """Tell whether ``host`` (as ``urlsplit().hostname`` gives it) is loopback.
+
+    Wider than the redirect URI rule: any loopback address will do for an
+    ``http`` issuer (development and tests), not only RFC 8252's names.
+    """
     if not host:
         return False
     if host in LOOPBACK_HOSTS:
@@ -247,47 +249,66 @@ def _redirect_schemes(value: str) -> frozenset[str]:
     return schemes
 
 
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _log_level(value: str) -> str:
+    if value.upper() not in _LOG_LEVELS:
+        raise ValueError(f"must be one of {', '.join(_LOG_LEVELS)}")
+    return value.upper()
+
+
+def setting(
+    parse: Callable[[str], Any], default: Any = MISSING, *, secret: bool = False
+) -> Any:
+    """Declare a setting: its parser (raising ``ValueError``) and its default.
+
+    No default means required. A secret stays out of the dataclass's ``repr``.
+    """
+    return field(default=default, repr=not secret, metadata={"parse": parse})
+
+
 @dataclass(frozen=True)
 class Settings:
     """Validated settings; field names are the environment variables, lowered."""
 
-    database_url: str
-    redis_url: str
-    secret_key: str
-    issuer: str
+    database_url: str = setting(_database_url)
+    redis_url: str = setting(_redis_url)
+    secret_key: str = setting(_secret)
+    issuer: str = setting(_issuer)
     #: HS256 key; required only without ``jwt_signing_key`` (see ``load_settings``).
-    jwt_secret: str | None = field(default=None, repr=False)
+    jwt_secret: str | None = setting(_secret, None, secret=True)
     #: PEM private key (EC P-256 or Ed25519) that signs tokens, ES256 or EdDSA.
-    jwt_signing_key: str | None = field(default=None, repr=False)
+    jwt_signing_key: str | None = setting(_signing_key, None, secret=True)
     #: PEM keys of retired (or upcoming) signing keys, still published and accepted.
-    jwt_verify_keys: str | None = None
-    port: int = 8000
-    web_concurrency: int = 2
-    trusted_proxy_hops: int = 0
-    access_token_ttl: int = 3600
-    auth_code_ttl: int = 600
-    registration_rate_limit: str = "20 per hour"
-    max_clients_per_address: int = 100
-    max_clients: int = 100000
-    login_rate_limit: str = "10 per minute"
-    client_id_prefix: str = "lessie"
-    api_key_rate_limit: str = "60 per minute"
-    max_api_keys_per_user: int = 50
+    jwt_verify_keys: str | None = setting(_verify_keys, None)
+    port: int = setting(_int(1, 65535), 8000)
+    web_concurrency: int = setting(_int(1, 256), 2)
+    trusted_proxy_hops: int = setting(_int(0, 10), 0)
+    access_token_ttl: int = setting(_int(60, 86400), 3600)
+    auth_code_ttl: int = setting(_int(30, 600), 600)
+    registration_rate_limit: str = setting(_rate_limit, "20 per hour")
+    max_clients_per_address: int = setting(_int(1, 10**9), 100)
+    max_clients: int = setting(_int(1, 10**9), 100000)
+    login_rate_limit: str = setting(_rate_limit, "10 per minute")
+    client_id_prefix: str = setting(_client_id_prefix, "lessie")
+    api_key_rate_limit: str = setting(_rate_limit, "60 per minute")
+    max_api_keys_per_user: int = setting(_int(1, 10000), 50)
     #: Longest lifetime, in days, of a key an application creates (CONTRACT §7).
-    api_key_max_days: int = 90
-    log_level: str = "INFO"
+    api_key_max_days: int = setting(_int(1, 3650), 90)
+    log_level: str = setting(_log_level, "INFO")
     #: Origins that may call ``/mcp`` (MCP transports, DNS rebinding); empty: any.
-    allowed_origins: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = setting(_allowed_origins, ())
 
     #: Client ID Metadata Documents: URL client_ids fetched and cached.
-    client_metadata_documents: bool = True
-    cimd_allowed_hosts: frozenset[str] = frozenset()
-    cimd_allow_loopback: bool = False
+    client_metadata_documents: bool = setting(_switch, True)
+    cimd_allowed_hosts: frozenset[str] = setting(_host_list, frozenset())
+    cimd_allow_loopback: bool = setting(_switch, False)
 
-    allowed_redirect_schemes: frozenset[str] | None = None
-    loopback_aliases: bool = False
+    allowed_redirect_schemes: frozenset[str] | None = setting(_redirect_schemes, None)
+    loopback_aliases: bool = setting(_switch, False)
     #: Off only for a provider whose rediss:// certificate nothing can verify.
-    redis_tls_verify: bool = True
+    redis_tls_verify: bool = setting(_switch, True)
 
     @property
     def redis_client_url(self) -> str:
@@ -307,64 +328,25 @@ class Settings:
     @property
     def mcp_resource(self) -> str:
         """The RFC 8707 resource indicator of the ``/mcp`` endpoint."""
-        return self.issuer + "/mcp"
+        return self.issuer + MCP_PATH
 
     @property
     def secure_cookies(self) -> bool:
         return self.issuer.startswith("https://")
 
 
-#: How each variable is parsed; a parser raises ``ValueError`` on bad input.
-PARSERS: dict[str, Callable[[str], Any]] = {
-    "database_url": _database_url,
-    "redis_url": _redis_url,
-    "secret_key": _secret,
-    "jwt_secret": _secret,
-    "jwt_signing_key": _signing_key,
-    "jwt_verify_keys": _verify_keys,
-    "issuer": _issuer,
-    "port": _int(1, 65535),
-    "web_concurrency": _int(1, 256),
-    "trusted_proxy_hops": _int(0, 10),
-    "access_token_ttl": _int(60, 86400),
-    "auth_code_ttl": _int(30, 600),
-    "registration_rate_limit": _rate_limit,
-    "max_clients_per_address": _int(1, 10**9),
-    "max_clients": _int(1, 10**9),
-    "login_rate_limit": _rate_limit,
-    "client_id_prefix": _client_id_prefix,
-    "api_key_rate_limit": _rate_limit,
-    "max_api_keys_per_user": _int(1, 10000),
-    "api_key_max_days": _int(1, 3650),
-    "client_metadata_documents": _switch,
-    "cimd_allowed_hosts": _host_list,
-    "cimd_allow_loopback": _switch,
-    "redis_tls_verify": _switch,
-    "allowed_redirect_schemes": _redirect_schemes,
-    "loopback_aliases": _switch,
-    "log_level": lambda v: v.upper() if v.upper() in _LOG_LEVELS else _bad_level(),
-    "allowed_origins": _allowed_origins,
-}
-
-_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-
-
-def _bad_level() -> str:
-    raise ValueError(f"must be one of {', '.join(_LOG_LEVELS)}")
-
-
 def load_settings(environ: Mapping[str, str]) -> Settings:
     """Build :class:`Settings` from ``environ``; raise :class:`ConfigError`."""
     values: dict[str, Any] = {}
-    for setting in fields(Settings):
-        name = setting.name.upper()
+    for declared in fields(Settings):
+        name = declared.name.upper()
         raw = environ.get(name, "").strip()
         if not raw:
-            if setting.default is MISSING:
+            if declared.default is MISSING:
                 raise ConfigError(name, "is required but not set")
             continue
         try:
-            values[setting.name] = PARSERS[setting.name](raw)
+            values[declared.name] = declared.metadata["parse"](raw)
         except ValueError as exc:
             raise ConfigError(name, f"is malformed: {exc}") from None
     _check_token_keys(values)

@@ -59,7 +59,7 @@ def encode(account: str, nonce: str, expires_at: int) -> str:
 
 def _serializer() -> URLSafeSerializer:
     return URLSafeSerializer(
-        current_app.secret_key,
+        current_app.config["SECRET_KEY"],
         salt=SALT,
         signer_kwargs={"digest_method": hashlib.sha256},
     )

@@ -20,13 +20,12 @@ from sqlalchemy.exc import (
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.http import parse_set_header
+from werkzeug.sansio.response import Response as BaseResponse
 
 from .db import db
+from .surfaces import surface_of
 
 log = logging.getLogger(__name__)
-
-#: Blueprints whose routes are pages for people; every other route speaks JSON.
-HTML_BLUEPRINTS = frozenset({"authorize", "auth", "account"})
 
 #: Largest request body accepted (bytes); larger bodies get a 413.
 MAX_CONTENT_LENGTH = 64 * 1024
@@ -68,8 +67,10 @@ class ChunkedBodyLimit:
 
 
 def wants_html() -> bool:
-    if request.blueprint is not None:
-        return request.blueprint in HTML_BLUEPRINTS
+    surface = surface_of(request.blueprint)
+    if surface is not None:
+        return surface.value.html_errors
+    # Outside every blueprint (no route matched): whatever the caller prefers.
     best = request.accept_mimetypes.best_match(["application/json", "text/html"])
     return best == "text/html"
 
@@ -86,7 +87,21 @@ def error_response(
             description=description,
         )
         return page, status
-    return jsonify(error=error, error_description=description), status
+    return json_error(status, error, description), status
+
+
+def empty_response(status: int) -> Response:
+    """An answer with no body, and so no media type to claim (RFC 9110 §8.3)."""
+    response = Response(status=status)
+    del response.headers["Content-Type"]
+    return response
+
+
+def json_error(status: int, error: str, description: str) -> Response:
+    """An RFC 6749 §5.2-shaped JSON error: ``error`` and ``error_description``."""
+    response = jsonify(error=error, error_description=description)
+    response.status_code = status
+    return response
 
 
 def _quoted(value: str) -> str:
@@ -108,7 +123,9 @@ def _error_code(exc: HTTPException) -> str:
     return (exc.name or "error").lower().replace(" ", "_").replace("'", "")
 
 
-def handle_http_exception(exc: HTTPException) -> Response | tuple[Response | str, int]:
+def handle_http_exception(
+    exc: HTTPException,
+) -> BaseResponse | tuple[Response | str, int]:
     # A response built on purpose (e.g. a 401 with WWW-Authenticate) goes out as is.
     if exc.response is not None:
         return exc.response
@@ -150,7 +167,7 @@ UNAVAILABLE = (
 )
 
 
-def _dispatch(exc: Exception) -> Response | tuple[Response | str, int]:
+def _dispatch(exc: Exception) -> BaseResponse | tuple[Response | str, int]:
     if isinstance(exc, HTTPException):
         return handle_http_exception(exc)
     if isinstance(exc, DataError | UnicodeError):

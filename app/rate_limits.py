@@ -76,8 +76,9 @@ def init_app(app: Flask, redis_url: str) -> Limiter:
         key_prefix="rl",
     )
     for endpoint, view in list(app.view_functions.items()):
+        limited: Any = view
         for limit_value, kwargs in getattr(view, "rate_limits", ()):
-            view = limiter.limit(limit_value, **kwargs)(view)
-        app.view_functions[endpoint] = view
+            limited = limiter.limit(limit_value, **kwargs)(limited)
+        app.view_functions[endpoint] = limited
     app.extensions["rate_limits"] = limiter
     return limiter

@@ -27,8 +27,13 @@ def init_app(app: Flask, redis_url: str) -> None:
     )
 
 
-def get_redis() -> redis.Redis:
-    """Return the current app's Redis client."""
+def get_redis() -> Any:
+    """Return the current app's Redis client (a ``redis.Redis``).
+
+    Typed ``Any``: redis-py annotates each command as returning either a value
+    or an awaitable (its sync and async clients share the annotations), which
+    on this synchronous client would only force casts at every call.
+    """
     return current_app.extensions["redis"]
 
 

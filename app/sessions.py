@@ -6,11 +6,10 @@ import functools
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import urlencode, urlsplit
 
-from flask import current_app, g, redirect, request, session
-from werkzeug.wrappers import Response
+from flask import Response, current_app, g, redirect, request, session
 
 from .config import current_settings
 from .models import User
@@ -24,7 +23,7 @@ def current_user() -> User | None:
     """The signed-in, enabled user of this request, or ``None``."""
     if "current_user" not in g:
         user_id, session_id = session.get("user_id"), session.get("sid")
-        live = bool(user_id and session_id) and not _ended(session_id)
+        live = bool(user_id and session_id) and not _ended(str(session_id))
         g.current_user = get_active_user(user_id) if live else None
     return g.current_user
 
@@ -73,7 +72,8 @@ def is_local_target(target: str | None) -> bool:
 
 def issuer_redirect(path: str) -> Response:
     """Redirect to a path under the issuer (which may carry a path prefix)."""
-    return redirect(current_settings().issuer + path, code=302)
+    # Flask's redirect builds the app's own response class.
+    return cast(Response, redirect(current_settings().issuer + path, code=302))
 
 
 def login_redirect() -> Response:

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import os
 import secrets
-import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import devservices
 import pytest
 import redis
 import sqlalchemy
+from document_server import DocumentServer
+from helpers import Browser
 from werkzeug.exceptions import NotFound
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.serving import make_server as make_wsgi_server
@@ -21,13 +23,10 @@ from werkzeug.serving import make_server as make_wsgi_server
 from app import create_app
 from app.config import settings_from_environment
 from app.migrate import upgrade
+from app.models import Base
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
-
-from helpers import Browser  # noqa: E402
-
-TABLES = ("api_keys", "consents", "oauth_clients", "users")
+#: Every table the models declare, emptied before each test.
+TABLES = tuple(table.name for table in Base.metadata.sorted_tables)
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +37,6 @@ def service_urls() -> Iterator[dict[str, str]]:
     if database_url and redis_url:
         yield {"DATABASE_URL": database_url, "REDIS_URL": redis_url}
         return
-    import devservices
 
     with tempfile.TemporaryDirectory(prefix="mcp-auth-test-") as tmp:
         Path(tmp).chmod(0o755)
@@ -182,3 +180,19 @@ def signed_in(browser: Browser, user: dict[str, str]) -> Browser:
 @pytest.fixture
 def other_user(server: LiveServer) -> dict[str, str]:
     return make_user(server, "mallory@example.com")
+
+
+@pytest.fixture
+def doomed_redis(tmp_path: Path) -> Iterator[Any]:
+    """A Redis of our own that the test may stop."""
+    tmp_path.chmod(0o755)
+    redis_server = devservices.start_redis(tmp_path / "redis", durable=False)
+    yield redis_server
+    redis_server.stop()
+
+
+@pytest.fixture
+def documents() -> Iterator[DocumentServer]:
+    served = DocumentServer()
+    yield served
+    served.stop()

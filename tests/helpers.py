@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import os
 import secrets
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import requests
+import sqlalchemy
 from bs4 import BeautifulSoup
 
 if TYPE_CHECKING:
@@ -152,3 +159,148 @@ def obtain_token(browser: Browser, user: dict[str, str], **client_metadata: Any)
     response = redeem(browser, client, code, verifier)
     assert response.status_code == 200, response.text
     return response.json()["access_token"]
+
+
+#: The one body every failed exchange gets.
+INVALID_CREDENTIALS = {"error": "Invalid credentials"}
+
+
+WHOAMI = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "tools/call",
+    "params": {"name": "whoami", "arguments": {}},
+}
+
+
+MCP_HEADERS = {
+    "Accept": "application/json, text/event-stream",
+    "MCP-Protocol-Version": "2025-06-18",
+}
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def create_key(browser: Browser, token: str, **body: Any) -> requests.Response:
+    body.setdefault("name", "laptop")
+    return browser.post("/api-keys", json=body, headers=bearer(token))
+
+
+def new_key(browser: Browser, token: str, **body: Any) -> dict[str, Any]:
+    response = create_key(browser, token, **body)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def list_keys(browser: Browser, token: str) -> list[dict[str, Any]]:
+    response = browser.get("/api-keys", headers=bearer(token))
+    assert response.status_code == 200, response.text
+    return response.json()["api_keys"]
+
+
+def exchange(browser: Browser, key: Any) -> requests.Response:
+    return browser.post("/auth/token", json={"apiKey": key})
+
+
+def key_token(browser: Browser, key: str) -> str:
+    response = exchange(browser, key)
+    assert response.status_code == 200, response.text
+    return response.json()["token"]
+
+
+def whoami(browser: Browser, token: str) -> requests.Response:
+    return browser.post("/mcp", json=WHOAMI, headers={**MCP_HEADERS, **bearer(token)})
+
+
+def whoami_output(browser: Browser, token: str) -> dict[str, Any]:
+    response = whoami(browser, token)
+    assert response.status_code == 200, response.text
+    return json.loads(response.json()["result"]["content"][0]["text"])
+
+
+def parse_time(value: str) -> datetime:
+    assert value.endswith("Z"), value
+    return datetime.fromisoformat(value)
+
+
+def soup(response: requests.Response) -> BeautifulSoup:
+    return BeautifulSoup(response.text, "html.parser")
+
+
+def form_actions(page: requests.Response) -> list[str]:
+    return [form["action"] for form in soup(page).select("form[method=post]")]
+
+
+def action_for(page: requests.Response, fragment: str) -> str:
+    """The action of the page's one POST form whose action contains ``fragment``."""
+    [action] = [a for a in form_actions(page) if fragment in a]
+    return action
+
+
+def csrf_token(browser: Browser) -> str:
+    page = browser.get("/account")
+    assert page.status_code == 200, page.text
+    return browser.form(page)["csrf_token"]
+
+
+def create_on_page(browser: Browser, **fields: Any) -> requests.Response:
+    data = {"csrf_token": csrf_token(browser), "name": "laptop", "scopes": "read"}
+    data.update(fields)
+    return browser.post("/account/api-keys", data=data)
+
+
+def created_key(response: requests.Response) -> str:
+    assert response.status_code == 201, response.text
+    return soup(response).select_one("#new-key").get_text(strip=True)
+
+
+def revoke_from_account_page(browser: Browser, client_id: str = "") -> None:
+    """Press the account page's revoke button for a client (the only one, if none)."""
+    page = browser.get("/account")
+    [form] = [
+        f
+        for f in BeautifulSoup(page.text, "html.parser").select("form[method=post]")
+        if "/account/consents/" in f["action"]
+        and client_id in f.find_parent("tr").get_text()
+    ]
+    response = browser.post(form["action"], data=browser.form(page))
+    assert response.status_code == 302
+
+
+def result_of(response: Any, request_id: Any = 1) -> dict[str, Any]:
+    assert response.status_code == 200, response.text
+    assert response.headers["Content-Type"] == "application/json"
+    body = response.json()
+    assert body["jsonrpc"] == "2.0" and body["id"] == request_id, body
+    assert "error" not in body, body
+    return body["result"]
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def prune(base_env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """Run the operator command as an operator would, with the server's settings."""
+    return subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", "clients", "prune", *args],
+        cwd=ROOT,
+        env={**os.environ, **base_env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def client_ids(engine) -> set[str]:
+    with engine.connect() as connection:
+        rows = connection.execute(
+            sqlalchemy.text("SELECT client_id FROM oauth_clients")
+        )
+        return {row.client_id for row in rows}
+
+
+def procfile() -> dict[str, str]:
+    lines = (ROOT / "Procfile").read_text().splitlines()
+    return dict(line.split(": ", 1) for line in lines if line.strip())

@@ -7,50 +7,25 @@ import uuid
 from typing import Any
 
 import pytest
-import requests
-from bs4 import BeautifulSoup
-from helpers import Browser, obtain_token
-from test_api_keys import (
+from helpers import (
     INVALID_CREDENTIALS,
+    Browser,
+    action_for,
     bearer,
+    create_on_page,
+    created_key,
+    csrf_token,
     exchange,
+    form_actions,
     key_token,
     list_keys,
     new_key,
+    obtain_token,
+    soup,
     whoami,
 )
 
 KEY_PATTERN = re.compile(r"lsk_[A-Za-z0-9_-]{43}")
-
-
-def soup(response: requests.Response) -> BeautifulSoup:
-    return BeautifulSoup(response.text, "html.parser")
-
-
-def csrf_token(browser: Browser) -> str:
-    page = browser.get("/account")
-    assert page.status_code == 200, page.text
-    return browser.form(page)["csrf_token"]
-
-
-def form_actions(page: requests.Response) -> list[str]:
-    return [form["action"] for form in soup(page).select("form[method=post]")]
-
-
-def action_for(page: requests.Response, fragment: str) -> str:
-    [action] = [a for a in form_actions(page) if fragment in a]
-    return action
-
-
-def create_on_page(browser: Browser, **fields: Any) -> requests.Response:
-    data = {"csrf_token": csrf_token(browser), "name": "laptop", "scopes": "read"}
-    data.update(fields)
-    return browser.post("/account/api-keys", data=data)
-
-
-def created_key(response: requests.Response) -> str:
-    assert response.status_code == 201, response.text
-    return soup(response).select_one("#new-key").get_text(strip=True)
 
 
 @pytest.fixture

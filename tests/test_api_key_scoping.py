@@ -15,25 +15,25 @@ import pytest
 import requests
 import sqlalchemy
 from helpers import (
-    Browser,
-    get_code,
-    redeem,
-    register_client,
-)
-from sqlalchemy.exc import IntegrityError
-from test_account import create_on_page, created_key, soup
-from test_api_keys import (
     INVALID_CREDENTIALS,
     MCP_HEADERS,
+    Browser,
     bearer,
     create_key,
+    create_on_page,
+    created_key,
     exchange,
+    get_code,
     key_token,
     list_keys,
     new_key,
     parse_time,
+    redeem,
+    register_client,
+    revoke_from_account_page,
+    soup,
 )
-from test_denylist import revoke_from_account_page
+from sqlalchemy.exc import IntegrityError
 
 from app.config import ConfigError, load_settings
 

@@ -15,15 +15,18 @@ import pytest
 import requests
 from helpers import (
     Browser,
+    action_for,
     authorize_params,
+    bearer,
     consent,
+    create_on_page,
+    created_key,
     get_code,
+    new_key,
     pkce_pair,
     redeem,
     register_client,
 )
-from test_account import action_for, create_on_page, created_key
-from test_api_keys import bearer, new_key
 
 from app import audit
 

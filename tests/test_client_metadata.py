@@ -8,33 +8,26 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import sqlalchemy
 from bs4 import BeautifulSoup
-from document_server import DocumentServer
 from helpers import (
     LOOPBACK_REDIRECT,
     authorize_params,
     authorize_path,
+    client_ids,
     get_code,
     pkce_pair,
+    prune,
     redeem,
     register_client,
+    result_of,
+    whoami,
 )
-from test_client_prune import client_ids, prune
-from test_mcp import result_of, whoami
 
 LOOPBACK_ON = {"CIMD_ALLOW_LOOPBACK": "on"}
-
-
-@pytest.fixture
-def documents() -> Iterator[DocumentServer]:
-    served = DocumentServer()
-    yield served
-    served.stop()
 
 
 @pytest.fixture

@@ -58,13 +58,6 @@ SPECIAL_ADDRESSES = [
 ]
 
 
-@pytest.fixture
-def documents() -> Iterator[DocumentServer]:
-    served = DocumentServer()
-    yield served
-    served.stop()
-
-
 def resolving_to(monkeypatch: pytest.MonkeyPatch, *answers: str) -> list[str]:
     """Make every name resolve to ``answers``; return the names looked up."""
     asked: list[str] = []

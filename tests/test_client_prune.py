@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import sqlalchemy
-from helpers import authorize_params, get_code, pkce_pair, redeem, register_client
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def prune(base_env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    """Run the operator command as an operator would, with the server's settings."""
-    return subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "app", "clients", "prune", *args],
-        cwd=ROOT,
-        env={**os.environ, **base_env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+from helpers import (
+    authorize_params,
+    client_ids,
+    get_code,
+    pkce_pair,
+    prune,
+    redeem,
+    register_client,
+)
 
 
 def backdate(engine, client: dict, days: int) -> None:
@@ -35,14 +24,6 @@ def backdate(engine, client: dict, days: int) -> None:
             ),
             {"d": days, "id": client["client_id"]},
         )
-
-
-def client_ids(engine) -> set[str]:
-    with engine.connect() as connection:
-        rows = connection.execute(
-            sqlalchemy.text("SELECT client_id FROM oauth_clients")
-        )
-        return {row.client_id for row in rows}
 
 
 def test_prune_deletes_only_old_clients_that_never_authorized(

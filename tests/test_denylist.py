@@ -6,22 +6,16 @@ import base64
 import json
 from typing import Any
 
-from bs4 import BeautifulSoup
-from helpers import Browser, consent, get_code, query_of, redeem, register_client
-from test_api_keys import whoami
-
-
-def revoke_from_account_page(browser: Browser, client_id: str = "") -> None:
-    """Press the account page's revoke button for a client (the only one, if none)."""
-    page = browser.get("/account")
-    [form] = [
-        f
-        for f in BeautifulSoup(page.text, "html.parser").select("form[method=post]")
-        if "/account/consents/" in f["action"]
-        and client_id in f.find_parent("tr").get_text()
-    ]
-    response = browser.post(form["action"], data=browser.form(page))
-    assert response.status_code == 302
+from helpers import (
+    Browser,
+    consent,
+    get_code,
+    query_of,
+    redeem,
+    register_client,
+    revoke_from_account_page,
+    whoami,
+)
 
 
 def test_a_code_issued_before_revocation_cannot_be_redeemed(

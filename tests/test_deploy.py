@@ -16,6 +16,7 @@ from pathlib import Path
 
 import requests
 from devservices import free_port
+from helpers import procfile
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
@@ -23,11 +24,6 @@ from packaging.utils import canonicalize_name
 from app.config import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def procfile() -> dict[str, str]:
-    lines = (ROOT / "Procfile").read_text().splitlines()
-    return dict(line.split(": ", 1) for line in lines if line.strip())
 
 
 def test_procfile_release_and_web_serve_a_ready_app(base_env) -> None:

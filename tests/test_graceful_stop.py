@@ -14,7 +14,7 @@ from pathlib import Path
 
 import requests
 from devservices import free_port
-from test_deploy import procfile
+from helpers import procfile
 
 ROOT = Path(__file__).resolve().parent.parent
 

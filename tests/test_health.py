@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import devservices
-import pytest
 import requests
 
 
 def closed_port() -> int:
     return devservices.free_port()  # free now, and nothing will listen there
-
-
-@pytest.fixture
-def doomed_redis(tmp_path: Path):
-    """A Redis of our own that the test may stop."""
-    tmp_path.chmod(0o755)
-    redis_server = devservices.start_redis(tmp_path / "redis", durable=False)
-    yield redis_server
-    redis_server.stop()
 
 
 def test_healthz_answers_while_the_process_runs(browser) -> None:

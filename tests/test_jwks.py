@@ -34,7 +34,7 @@ from joserfc import jwt as jose_jwt
 from joserfc.jwk import ECKey, OctKey
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
-from test_mcp_sdk import Person, oauth_provider, run_session
+from mcp_sdk_client import Person, oauth_provider, run_session
 
 from app.oauth.tokens import sign_claims
 

@@ -7,7 +7,6 @@ import json
 import secrets
 import time
 
-import devservices
 import pytest
 from conftest import make_user
 
@@ -301,15 +300,6 @@ def test_device_cookie_is_secure_under_an_https_issuer_with_a_path(make_server, 
 
 
 # --- Faults -------------------------------------------------------------------
-
-
-@pytest.fixture
-def doomed_redis(tmp_path):
-    """A Redis of our own that the test may stop."""
-    tmp_path.chmod(0o755)
-    redis_server = devservices.start_redis(tmp_path / "redis", durable=False)
-    yield redis_server
-    redis_server.stop()
 
 
 @pytest.mark.parametrize("known_browser", [True, False], ids=["known", "fresh"])

@@ -20,8 +20,9 @@ from helpers import (
     query_of,
     redeem,
     register_client,
+    result_of,
+    whoami,
 )
-from test_mcp import result_of, whoami
 
 CURSOR_REDIRECT = "cursor://anysphere.cursor-mcp/oauth/callback"
 DEVICE_CODE = "urn:ietf:params:oauth:grant-type:device_code"

@@ -102,9 +102,7 @@ def create_key() -> Response | tuple[str, int]:
     # The key goes out in this answer and nowhere else (not the session, not a
     # redirect): reloading the account page can never show it again.
     page = render_template("account/key_created.html", key=key, secret=secret)
-    response = make_response(page, 201)
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return make_response(page, 201)
 
 
 @bp.post(f"{ACCOUNT_PATH}/api-keys/<key_id>/revoke")

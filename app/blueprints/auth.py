@@ -11,7 +11,7 @@ from flask_limiter import RequestLimit
 from .. import audit
 from ..device_cookies import lock_device, login_account, remember_device, trusted_device
 from ..oauth.clients import query_client
-from ..oauth.metadata import AUTHORIZATION_PATH
+from ..oauth.constants import AUTHORIZATION_PATH
 from ..rate_limits import client_address, limit, setting
 from ..sessions import current_user, is_local_target, issuer_redirect, sign_in, sign_out
 from ..users import authenticate
@@ -54,7 +54,7 @@ def _device_budget_spent(_: RequestLimit) -> None:
 
 def _target() -> str:
     target = request.values.get("next")
-    return target if is_local_target(target) else DEFAULT_TARGET
+    return target if target and is_local_target(target) else DEFAULT_TARGET
 
 
 def _asking_client(target: str) -> str | None:

@@ -17,6 +17,7 @@ from ..models import User
 from ..oauth.client_metadata import problem_text, store_document_client
 from ..oauth.clients import Client
 from ..oauth.consent import ConsentedUser, covers, find_consent, record_consent
+from ..oauth.constants import AUTHORIZATION_PATH, SCOPE_DESCRIPTIONS
 from ..oauth.grants import AuthorizationCodeGrant
 from ..oauth.redirect_uris import app_scheme, browser_host, redirect_uri_is_trusted
 from ..oauth.server import get_server
@@ -27,13 +28,6 @@ bp = Blueprint("authorize", __name__)
 #: Every refusal to go ahead is a page with this status: the request as sent
 #: cannot be completed, whether malformed or needing interaction it forbade.
 ERROR_PAGE_STATUS = 400
-
-
-def _scope_descriptions() -> dict[str, str]:
-    return {
-        "read": _("Read your data and use read-only tools"),
-        "write": _("Change your data and use tools that make changes"),
-    }
 
 
 def _error_page(error: OAuth2Error) -> tuple[str, int]:
@@ -120,7 +114,7 @@ def _prompt_none(
     return ConsentedUser(user, approval.id)
 
 
-@bp.route("/authorize", methods=["GET", "POST"])
+@bp.route(AUTHORIZATION_PATH, methods=["GET", "POST"])
 def authorize() -> Response | tuple[str, int] | str:
     server = get_server()
     user = current_user()
@@ -169,8 +163,9 @@ def authorize() -> Response | tuple[str, int] | str:
 def _consent_page(grant: AuthorizationCodeGrant, user: User) -> str:
     client = grant.client
     previous = find_consent(user.id, client.client_id)
-    descriptions = _scope_descriptions()
-    scopes = [(s, descriptions.get(s, s)) for s in grant.request.scope.split()]
+    scopes = [
+        (s, str(SCOPE_DESCRIPTIONS.get(s, s))) for s in grant.request.scope.split()
+    ]
     return render_template(
         "authorize/consent.html",
         client_name=client.client_name,

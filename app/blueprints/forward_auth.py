@@ -9,9 +9,10 @@ MCP clients behind the proxy discover this authorization server as usual.
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, request
 
-from ..oauth.clients import SCOPES
+from ..errors import json_error
+from ..oauth.constants import SCOPES
 from ..oauth.resource import authenticate_request
 
 bp = Blueprint("forward_auth", __name__, url_prefix="/auth")
@@ -29,15 +30,13 @@ def _demanded_scopes() -> list[str] | None:
 
 
 @bp.get("/verify")
-def verify() -> Response | tuple[Response, int]:
+def verify() -> Response:
     """Tell the proxy whether the request's bearer token may pass, and whose it is."""
     scopes = _demanded_scopes()
     if scopes is None:
-        body = jsonify(
-            error="invalid_scope",
-            error_description=f"'scope' may only name {', '.join(SCOPES)}.",
+        return json_error(
+            400, "invalid_scope", f"'scope' may only name {', '.join(SCOPES)}."
         )
-        return body, 400
     claims = authenticate_request(*scopes)
     response = Response(status=200)
     response.headers[SUBJECT_HEADER] = str(claims["sub"])
@@ -45,6 +44,4 @@ def verify() -> Response | tuple[Response, int]:
         claims.get("api_key_id") or claims.get("client_id") or ""
     )
     response.headers[SCOPE_HEADER] = str(claims.get("scope", ""))
-    # The verdict holds for this token only, and only until it is revoked.
-    response.headers["Cache-Control"] = "no-store"
     return response

@@ -10,18 +10,23 @@ from typing import Any
 from flask import Blueprint, Response, abort, jsonify
 
 from ..config import current_settings
+from ..oauth.constants import (
+    AUTHORIZATION_SERVER_METADATA_PATH,
+    JWKS_PATH,
+    MCP_PATH,
+    OPENID_CONFIGURATION_PATH,
+    RESOURCE_METADATA_PATH,
+)
 from ..oauth.metadata import (
     authorization_server_metadata,
     issuer_path,
     openid_configuration,
     protected_resource_metadata,
 )
+from ..oauth.server import get_server
 from ..oauth.tokens import public_jwks
 
-bp = Blueprint("wellknown", __name__, url_prefix="/.well-known")
-
-#: Metadata changes only with a deploy; let clients and proxies cache it briefly.
-CACHE_CONTROL = "public, max-age=300"
+bp = Blueprint("wellknown", __name__)
 
 #: The OpenAPI 3.1 description of the JSON endpoints, kept by hand beside the code
 #: (tests/test_openapi.py holds it to the real answers).
@@ -30,12 +35,11 @@ OPENAPI_PATH = "/openapi.json"
 
 
 def _document(body: dict) -> Response:
-    response = jsonify(body)
-    response.headers["Cache-Control"] = CACHE_CONTROL
-    return response
+    # Cached briefly by clients and proxies: the DOCUMENT surface's Cache-Control.
+    return jsonify(body)
 
 
-@bp.get("/jwks.json")
+@bp.get(JWKS_PATH)
 def jwks() -> Response:
     # The same max-age as the metadata: a key added to JWT_VERIFY_KEYS is seen by
     # every cache within it, which the rotation procedure waits out.
@@ -44,17 +48,18 @@ def jwks() -> Response:
     return _document(public_jwks(current_settings()) or {"keys": []})
 
 
-@bp.get("/oauth-authorization-server")
+@bp.get(AUTHORIZATION_SERVER_METADATA_PATH)
 def authorization_server() -> Response:
-    return _document(authorization_server_metadata(current_settings()))
+    document = authorization_server_metadata(current_settings(), get_server())
+    return _document(document)
 
 
-@bp.get("/openid-configuration")
+@bp.get(OPENID_CONFIGURATION_PATH)
 def openid_provider() -> Response:
-    return _document(openid_configuration(current_settings()))
+    return _document(openid_configuration(current_settings(), get_server()))
 
 
-@bp.get("/oauth-authorization-server/<path:suffix>")
+@bp.get(f"{AUTHORIZATION_SERVER_METADATA_PATH}/<path:suffix>")
 def authorization_server_for_path(suffix: str) -> Response:
     # RFC 8414 §3.1: an issuer with a path has its metadata at
     # /.well-known/oauth-authorization-server/<path> on the host.
@@ -63,16 +68,16 @@ def authorization_server_for_path(suffix: str) -> Response:
     return authorization_server()
 
 
-@bp.get("/oauth-protected-resource")
-@bp.get("/oauth-protected-resource/mcp")
+@bp.get(RESOURCE_METADATA_PATH)
+@bp.get(RESOURCE_METADATA_PATH + MCP_PATH)
 def protected_resource() -> Response:
     return _document(protected_resource_metadata(current_settings()))
 
 
-@bp.get("/oauth-protected-resource/<path:suffix>")
+@bp.get(f"{RESOURCE_METADATA_PATH}/<path:suffix>")
 def protected_resource_for_path(suffix: str) -> Response:
     # RFC 9728 §3.1: the resource's path follows the well-known segment.
-    if "/" + suffix != issuer_path(current_settings()) + "/mcp":
+    if "/" + suffix != issuer_path(current_settings()) + MCP_PATH:
         abort(404)
     return protected_resource()
 
@@ -87,13 +92,9 @@ def _openapi_document(issuer: str) -> str:
     return json.dumps(document, ensure_ascii=False)
 
 
+@bp.get(OPENAPI_PATH)
 def openapi() -> Response:
-    response = Response(
+    # Cached briefly, as the DOCUMENT surface's other answers are.
+    return Response(
         _openapi_document(current_settings().issuer), mimetype="application/json"
     )
-    response.headers["Cache-Control"] = CACHE_CONTROL
-    return response
-
-
-# The document belongs at the root, outside this blueprint's /.well-known prefix.
-bp.record_once(lambda state: state.app.add_url_rule(OPENAPI_PATH, "openapi", openapi))

@@ -20,14 +20,14 @@ from dataclasses import dataclass, field
 import ada_url
 import httpx
 
+from .constants import LOOPBACK_BROWSER_HOSTS
+
 #: Largest document read; the draft suggests 5 KB (§6.6).
 MAX_BYTES = 5 * 1024
 #: Seconds to connect, to wait for each chunk, and for the whole fetch.
 CONNECT_TIMEOUT = 3.0
 READ_TIMEOUT = 3.0
 DEADLINE = 5.0
-#: Hosts ``CIMD_ALLOW_LOOPBACK`` opens to plain ``http``, as ada writes them.
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
 #: NAT64 (RFC 6052 §2.1) carries an IPv4 address in its last 32 bits.
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
 #: What TLS trusts: the system's authorities (tests substitute their own).
@@ -63,7 +63,7 @@ class Fetched:
 def resolve(host: str, port: int) -> list[str]:
     """Every address ``host`` resolves to; tests replace this to pick answers."""
     answers = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return [info[4][0] for info in answers]
+    return [str(info[4][0]) for info in answers]
 
 
 def check_url(url: str, policy: FetchPolicy) -> ada_url.URL:
@@ -88,7 +88,7 @@ def check_url(url: str, policy: FetchPolicy) -> ada_url.URL:
         raise FetchProblem("url_path")
     if parsed.href != url:
         raise FetchProblem("url_form")
-    loopback_http = policy.allow_loopback and parsed.hostname in LOOPBACK_HOSTS
+    loopback_http = policy.allow_loopback and parsed.hostname in LOOPBACK_BROWSER_HOSTS
     if parsed.protocol != "https:" and not (
         parsed.protocol == "http:" and loopback_http
     ):

@@ -13,21 +13,18 @@ import secrets
 from datetime import datetime
 
 from authlib.oauth2.rfc6749 import ClientMixin
-from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy import CursorResult, delete, exists, func, select, update
 
 from ..config import current_settings
 from ..db import db, is_storable
 from ..models import Consent, OAuthClient, utcnow
+from .constants import DEFAULT_GRANT_TYPES, DEFAULT_RESPONSE_TYPES, SCOPES
 from .redirect_uris import (
     browser_host,
     redirect_uri_matches,
     registered_scheme_allowed,
 )
 
-#: Scopes this service knows; a client may ask for any of them.
-SCOPES = ("read", "write")
-#: Client authentication methods at the token endpoint (CONTRACT §2).
-AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")
 #: ``registered_from`` of the row kept for a metadata-document client, so that
 #: grants can refer to it. It was not registered from any address, so no
 #: per-address cap counts it; its document, never the row, says what it may do.
@@ -146,8 +143,8 @@ def _document_client(url: str) -> Client | None:
         client_secret_hash=None,
         client_name=document.client_name,
         redirect_uris=document.redirect_uris,
-        grant_types=["authorization_code"],
-        response_types=["code"],
+        grant_types=list(DEFAULT_GRANT_TYPES),
+        response_types=list(DEFAULT_RESPONSE_TYPES),
         token_endpoint_auth_method="none",
         scope=" ".join(SCOPES),
         registered_from=DOCUMENT_SOURCE,
@@ -179,7 +176,7 @@ def mark_authorized(client: Client) -> None:
 def prune_unused_clients(registered_before: datetime) -> int:
     """Delete clients registered before a time that never completed an authorization."""
     has_consent = exists().where(Consent.client_id == OAuthClient.client_id)
-    result = db.session.execute(
+    result: CursorResult = db.session.execute(  # type: ignore[assignment]
         delete(OAuthClient).where(
             OAuthClient.created_at < registered_before,
             OAuthClient.last_authorized_at.is_(None),

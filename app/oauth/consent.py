@@ -71,13 +71,14 @@ def record_consent(user_id: uuid.UUID, client_id: str, scope: str) -> uuid.UUID:
         approved_at=now,
         created_at=now,
     )
-    return db.session.scalar(
+    # An upsert with RETURNING always yields the row it inserted or updated.
+    return db.session.execute(
         statement.on_conflict_do_update(
             index_elements=[Consent.user_id, Consent.client_id],
             index_where=Consent.revoked_at.is_(None),
             set_={"scope": scope, "approved_at": now},
         ).returning(Consent.id)
-    )
+    ).scalar_one()
 
 
 def live_consent_holder(user_id: str, consent_id: str) -> User | None:

@@ -25,10 +25,11 @@ from flask import session
 from .. import audit
 from ..config import current_settings
 from ..denylist import deny_token
-from .clients import AUTH_METHODS, Client
+from .clients import Client
 from .codes import AuthorizationCode, CodeStore
 from .consent import ConsentedUser, live_consent_holder
-from .errors import InvalidTargetError
+from .constants import AUTH_METHODS
+from .oauth_errors import InvalidTargetError
 from .tokens import new_jti
 
 #: Parameters the token request must carry (CONTRACT §4); checked before the code
@@ -152,9 +153,9 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             code,
             AuthorizationCode(
                 client_id=client.client_id,
-                # The URI as sent, port included; /token must repeat it exactly.
-                redirect_uri=request.payload.redirect_uri
-                or client.get_default_redirect_uri(),
+                # The URI as sent (port included) or the one default, as
+                # validated above; /token must repeat it exactly.
+                redirect_uri=self.redirect_uri,
                 scope=request.scope,
                 user_id=subject.get_user_id(),
                 code_challenge=request.payload.data["code_challenge"],

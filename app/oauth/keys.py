@@ -34,7 +34,7 @@ class _EdDSA(EdDSAAlgorithm):
     # RFC 9864 deprecates "EdDSA" for the fully specified "Ed25519", but PyJWT
     # and most deployed verifiers know only RFC 8037's "EdDSA". We sign with
     # Ed25519 keys alone, so the name is not ambiguous here.
-    security_warning = None
+    security_warning = None  # type: ignore[assignment]
 
 
 _EDDSA = _EdDSA()

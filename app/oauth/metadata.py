@@ -2,34 +2,41 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
 from authlib.oauth2.rfc9207 import AuthorizationServerMetadata as IssMetadata
 
 from ..config import Settings
-from .clients import AUTH_METHODS, SCOPES
+from .constants import (
+    AUTH_METHODS,
+    AUTHORIZATION_PATH,
+    JWKS_PATH,
+    REGISTRATION_PATH,
+    RESOURCE_METADATA_PATH,
+    SCOPES,
+    TOKEN_PATH,
+)
 from .tokens import keys_of
 
-#: Endpoint paths, relative to the issuer.
-AUTHORIZATION_PATH = "/authorize"
-TOKEN_PATH = "/token"
-REGISTRATION_PATH = "/register"
-RESOURCE_METADATA_PATH = "/.well-known/oauth-protected-resource"
-JWKS_PATH = "/.well-known/jwks.json"
+if TYPE_CHECKING:
+    from .server import AuthServer
 
 
-def authorization_server_metadata(settings: Settings) -> dict[str, Any]:
+def authorization_server_metadata(
+    settings: Settings, server: AuthServer
+) -> dict[str, Any]:
+    """The RFC 8414 document; grant and response types are the server's own."""
     issuer = settings.issuer
     document = {
         "issuer": issuer,
         "authorization_endpoint": issuer + AUTHORIZATION_PATH,
         "token_endpoint": issuer + TOKEN_PATH,
         "registration_endpoint": issuer + REGISTRATION_PATH,
-        "response_types_supported": ["code"],
+        "response_types_supported": list(server.response_types),
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code"],
+        "grant_types_supported": list(server.grant_types),
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
         "scopes_supported": list(SCOPES),
@@ -45,7 +52,7 @@ def authorization_server_metadata(settings: Settings) -> dict[str, Any]:
     return document
 
 
-def openid_configuration(settings: Settings) -> dict[str, Any]:
+def openid_configuration(settings: Settings, server: AuthServer) -> dict[str, Any]:
     """The RFC 8414 document with the fields OpenID Connect Discovery 1.0 §3 requires.
 
     Strict clients (the MCP TypeScript SDK) validate this URL's answer against
@@ -54,15 +61,16 @@ def openid_configuration(settings: Settings) -> dict[str, Any]:
     """
     return {
         "jwks_uri": settings.issuer + JWKS_PATH,
-        **authorization_server_metadata(settings),
+        **authorization_server_metadata(settings, server),
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": [keys_of(settings).algorithm],
     }
 
 
-def validate_metadata(settings: Settings) -> None:
+def validate_metadata(settings: Settings, server: AuthServer) -> None:
     """Check the document against RFC 8414 at start-up (raises ``ValueError``)."""
-    metadata = AuthorizationServerMetadata(authorization_server_metadata(settings))
+    document = authorization_server_metadata(settings, server)
+    metadata = AuthorizationServerMetadata(document)
     metadata.validate(metadata_classes=[IssMetadata])
 
 

@@ -14,10 +14,10 @@ import ada_url
 import idna
 from rfc3986_validator import validate_rfc3986
 
-#: Hosts RFC 8252 §7.3 treats as loopback, as a browser writes them.
-LOOPBACK_BROWSER_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
+from .constants import LOOPBACK_BROWSER_HOSTS
+
 #: Loopback origins one another's aliases when ``LOOPBACK_ALIASES`` is on.
-LOOPBACK_ORIGINS = ("http://127.0.0.1", "http://localhost", "http://[::1]")
+LOOPBACK_ORIGINS = tuple(f"http://{host}" for host in sorted(LOOPBACK_BROWSER_HOSTS))
 #: Web schemes a redirect URI may use, with their default ports.
 WEB_PORTS = {"https": 443, "http": 80}
 #: Schemes that leave the device; any other registered scheme is private-use.

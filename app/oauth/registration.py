@@ -25,23 +25,24 @@ from ..db import db
 from ..models import OAuthClient
 from ..rate_limits import client_address
 from .clients import (
-    AUTH_METHODS,
     DOCUMENT_SOURCE,
-    SCOPES,
     generate_client_id,
     generate_client_secret,
     hash_secret,
 )
-from .errors import ClientLimitExceededError
+from .constants import (
+    AUTH_METHODS,
+    DEFAULT_GRANT_TYPES,
+    DEFAULT_RESPONSE_TYPES,
+    SCOPES,
+)
 from .metadata import authorization_server_metadata
+from .oauth_errors import ClientLimitExceededError
 from .redirect_uris import redirect_uri_problem
 
 DEFAULT_CLIENT_NAME = "MCP Client"
 MAX_CLIENT_NAME_LENGTH = 200
 MAX_REDIRECT_URIS = 20
-#: Grant and response types a client may register.
-OFFERED_GRANT_TYPES = ("authorization_code",)
-OFFERED_RESPONSE_TYPES = ("code",)
 #: Invisible or non-text: controls, formats (bidi overrides), surrogates,
 #: private use, unassigned, line and paragraph separators.
 HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
@@ -172,21 +173,26 @@ def _scope(data: dict[str, Any]) -> str:
     return " ".join(kept)
 
 
-def clean_metadata(data: Any) -> dict[str, Any]:
-    """Reduce a registration request to what is registered, or raise."""
+def clean_metadata(
+    data: Any, grant_types: tuple[str, ...], response_types: tuple[str, ...]
+) -> dict[str, Any]:
+    """Reduce a registration request to what is registered, or raise.
+
+    ``grant_types`` and ``response_types`` are those the server offers.
+    """
     if not isinstance(data, dict):
         raise InvalidClientMetadataError("The request body must be a JSON object.")
     return {
         "redirect_uris": _redirect_uris(data),
         "token_endpoint_auth_method": _auth_method(data),
         "grant_types": _offered(
-            _string_list(data, "grant_types", ["authorization_code"]),
-            OFFERED_GRANT_TYPES,
+            _string_list(data, "grant_types", list(DEFAULT_GRANT_TYPES)),
+            grant_types,
             "grant_types",
         ),
         "response_types": _offered(
-            _string_list(data, "response_types", ["code"]),
-            OFFERED_RESPONSE_TYPES,
+            _string_list(data, "response_types", list(DEFAULT_RESPONSE_TYPES)),
+            response_types,
             "response_types",
         ),
         "client_name": _client_name(data),
@@ -214,10 +220,13 @@ class RegistrationEndpoint(ClientRegistrationEndpoint):
         return True  # open registration, as MCP clients expect; limits apply instead
 
     def get_server_metadata(self) -> dict[str, Any]:
-        return authorization_server_metadata(current_settings())
+        return authorization_server_metadata(current_settings(), self.server)
 
     def extract_client_metadata(self, request: Any) -> dict[str, Any]:
-        request.payload = _Payload(clean_metadata(request.payload.data))
+        cleaned = clean_metadata(
+            request.payload.data, self.server.grant_types, self.server.response_types
+        )
+        request.payload = _Payload(cleaned)
         return super().extract_client_metadata(request)
 
     def generate_client_id(self, request: Any) -> str:
@@ -249,7 +258,7 @@ class RegistrationEndpoint(ClientRegistrationEndpoint):
             .where(OAuthClient.registered_from != DOCUMENT_SOURCE)
         )
         from_source = count.where(OAuthClient.registered_from == source)
-        if session.scalar(from_source) >= settings.max_clients_per_address:
+        if (session.scalar(from_source) or 0) >= settings.max_clients_per_address:
             raise ClientLimitExceededError(
                 "Too many clients registered from this address."
             )

@@ -25,10 +25,11 @@ from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import TokenMixin
 from authlib.oauth2.rfc6750 import BearerTokenValidator
 from authlib.oauth2.rfc6750.errors import InsufficientScopeError, InvalidTokenError
-from flask import Response, abort, g, jsonify
+from flask import abort, g
 
 from ..config import current_settings
 from ..denylist import is_denied
+from ..errors import json_error
 from .metadata import resource_metadata_url
 from .tokens import InvalidAccessToken, decode_access_token
 
@@ -99,10 +100,8 @@ class BearerProtector(ResourceProtector):
                 "error_description": "A Bearer access token is required.",
             }
             status = 401
-        response: Response = jsonify(body)
-        response.status_code = status
+        response = json_error(status, body["error"], body["error_description"])
         response.headers["WWW-Authenticate"] = challenge
-        response.headers["Cache-Control"] = "no-store"
         abort(response)
 
 

@@ -49,7 +49,6 @@ from ..db import db
 from ..errors import challenge
 from . import client_auth
 from .clients import mark_authorized, query_client
-from .errors import UnsupportedGrantType, UnsupportedResponseType
 from .grants import (
     AuthorizationCodeGrant,
     ResourceIndicator,
@@ -57,6 +56,7 @@ from .grants import (
     SingleParameters,
 )
 from .metadata import validate_metadata
+from .oauth_errors import UnsupportedGrantType, UnsupportedResponseType
 from .registration import RegistrationEndpoint
 from .tokens import AccessTokenGenerator
 
@@ -120,6 +120,18 @@ class AuthServer(AuthorizationServer):
     def __init__(self, settings: Settings) -> None:
         super().__init__()
         self.settings = settings
+        #: What the registered grants offer, in registration order: discovery
+        #: metadata, registration checks and error texts all read these.
+        self.grant_types: tuple[str, ...] = ()
+        self.response_types: tuple[str, ...] = ()
+
+    def register_grant(self, grant_cls: Any, extensions: list | None = None) -> None:
+        super().register_grant(grant_cls, extensions)
+        self.grant_types += (grant_cls.GRANT_TYPE,)
+        # Token-endpoint-only grants (refresh_token) have no response types.
+        for response_type in sorted(getattr(grant_cls, "RESPONSE_TYPES", ())):
+            if response_type not in self.response_types:
+                self.response_types += (response_type,)
 
     def create_oauth2_request(self, request: Any) -> OAuth2Request:
         return _Request(flask_request, self.settings.issuer)
@@ -141,13 +153,13 @@ class AuthServer(AuthorizationServer):
                 redirect_uri = client.get_default_redirect_uri()
             elif client.check_redirect_uri(requested):
                 redirect_uri = requested
-        raise UnsupportedResponseType(redirect_uri=redirect_uri)
+        raise UnsupportedResponseType(self.response_types, redirect_uri=redirect_uri)
 
     def get_token_grant(self, request: OAuth2Request) -> Any:
         try:
             return super().get_token_grant(request)
         except UnsupportedGrantTypeError:
-            raise UnsupportedGrantType() from None
+            raise UnsupportedGrantType(self.grant_types) from None
 
     def create_token_response(self, request: Any = None) -> Response:
         try:
@@ -189,7 +201,6 @@ def save_token(token: dict[str, Any], request: Any) -> None:
 
 
 def init_app(app: Flask, settings: Settings) -> None:
-    validate_metadata(settings)
     server = AuthServer(settings)
     server.init_app(app, query_client=query_client, save_token=save_token)
     # After init_app, which installs Authlib's default (opaque token) generator.
@@ -204,6 +215,7 @@ def init_app(app: Flask, settings: Settings) -> None:
         ],
     )
     server.register_endpoint(RegistrationEndpoint)
+    validate_metadata(settings, server)
     app.extensions["oauth_server"] = server
 
 

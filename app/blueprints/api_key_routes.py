@@ -29,9 +29,10 @@ from ..api_keys import (
 )
 from ..config import current_settings
 from ..db import db
-from ..errors import challenge
+from ..errors import challenge, empty_response, json_error
 from ..models import ApiKey
 from ..oauth.consent import find_consent
+from ..oauth.constants import API_KEY_EXCHANGE_PATH, API_KEYS_PATH
 from ..oauth.resource import (
     current_claims,
     deny_insufficient_scope,
@@ -39,9 +40,10 @@ from ..oauth.resource import (
     require_token,
 )
 from ..rate_limits import limit, setting
+from ..surfaces import same_origin_only
 from ..users import get_active_user
 
-bp = Blueprint("api_keys", __name__)
+bp = Blueprint("api_key_routes", __name__)
 
 #: The one answer to every failed exchange, so that no failure can be told apart.
 INVALID_CREDENTIALS = {"error": "Invalid credentials"}
@@ -50,13 +52,7 @@ INVALID_CREDENTIALS = {"error": "Invalid credentials"}
 def _json(body: dict[str, Any], status: int = 200) -> Response:
     response = jsonify(body)
     response.status_code = status
-    # Answers carry tokens, keys or key metadata: nothing for a cache to keep.
-    response.headers["Cache-Control"] = "no-store"
     return response
-
-
-def _error(status: int, error: str, description: str) -> Response:
-    return _json({"error": error, "error_description": description}, status)
 
 
 def _json_body() -> Any:
@@ -67,7 +63,7 @@ def _json_body() -> Any:
         return None
 
 
-@bp.post("/auth/token")
+@bp.post(API_KEY_EXCHANGE_PATH)
 @limit(setting("api_key_rate_limit"))
 def exchange_token() -> Response:
     """Trade ``{"apiKey": ...}`` for an access token."""
@@ -104,7 +100,7 @@ def _caller() -> Caller:
     # contain a leak: only a token from an OAuth grant manages keys.
     if claims.get("via") == VIA_API_KEY or "api_key_id" in claims:
         abort(
-            _error(
+            json_error(
                 403,
                 "forbidden",
                 _("A token obtained from an API key cannot manage API keys."),
@@ -141,14 +137,15 @@ def _describe(key: ApiKey) -> dict[str, Any]:
     }
 
 
-@bp.post("/api-keys")
+@bp.post(API_KEYS_PATH)
+@same_origin_only
 @require_token("write")
 def create() -> Response:
     """Create a key; the answer is the only place the key ever appears."""
     caller = _caller()
     body = _json_body()
     if not isinstance(body, dict):
-        return _error(400, "invalid_request", _("The body must be a JSON object."))
+        return json_error(400, "invalid_request", _("The body must be a JSON object."))
     max_days = current_settings().api_key_max_days
     try:
         # A longer lifetime than allowed is refused rather than shortened: the
@@ -161,7 +158,7 @@ def create() -> Response:
             default_days=max_days,
         )
     except ApiKeyError as exc:
-        return _error(400, "invalid_request", str(exc))
+        return json_error(400, "invalid_request", str(exc))
     # RFC 6750 §3.1: asking for more than the token holds is insufficient_scope.
     if not set(new_key.scopes) <= caller.scopes:
         deny_insufficient_scope(*new_key.scopes)
@@ -171,11 +168,12 @@ def create() -> Response:
     except ConsentWithdrawn:
         deny_invalid_token()
     except KeyLimitReached as exc:
-        return _error(403, "api_key_limit_exceeded", str(exc))
+        return json_error(403, "api_key_limit_exceeded", str(exc))
     return _json({**_describe(key), "key": secret}, 201)
 
 
-@bp.get("/api-keys")
+@bp.get(API_KEYS_PATH)
+@same_origin_only
 @require_token("write")
 def index() -> Response:
     """List the keys this client made for the caller that are not revoked."""
@@ -188,7 +186,8 @@ def index() -> Response:
     return _json({"api_keys": described})
 
 
-@bp.delete("/api-keys/<key_id>")
+@bp.delete(f"{API_KEYS_PATH}/<key_id>")
+@same_origin_only
 @require_token("write")
 def delete(key_id: str) -> Response:
     """Revoke a key this client made, and the tokens exchanged from it."""
@@ -201,5 +200,5 @@ def delete(key_id: str) -> Response:
             caller.owner_id, parsed, caller.consent_id
         )
     if not revoked:
-        return _error(404, "not_found", _("There is no such API key."))
-    return Response(status=204, headers={"Cache-Control": "no-store"})
+        return json_error(404, "not_found", _("There is no such API key."))
+    return empty_response(204)

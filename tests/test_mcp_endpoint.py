@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy
-from helpers import obtain_token
+from helpers import obtain_token, result_of
 
 from app.oauth.tokens import issue_access_token
 
@@ -43,15 +43,6 @@ def post(browser: Any, token: str, headers: dict | None = None, **kwargs: Any) -
         **(headers or {}),
     }
     return browser.post("/mcp", headers=headers, **kwargs)
-
-
-def result_of(response: Any, request_id: Any = 1) -> dict[str, Any]:
-    assert response.status_code == 200, response.text
-    assert response.headers["Content-Type"] == "application/json"
-    body = response.json()
-    assert body["jsonrpc"] == "2.0" and body["id"] == request_id, body
-    assert "error" not in body, body
-    return body["result"]
 
 
 def error_of(response: Any, status: int, code: int, request_id: Any = None) -> dict:

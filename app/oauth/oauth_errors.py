@@ -30,23 +30,28 @@ class TooManyRequestsError(OAuth2Error):
     description = "Too many requests; retry later."
 
 
+def _only(parameter: str, values: tuple[str, ...]) -> str:
+    offered = " or ".join(f"'{parameter}={value}'" for value in values)
+    return f"Only {offered} is supported."
+
+
 class UnsupportedResponseType(UnsupportedResponseTypeError):
     """Authlib's error with a fixed message: echoing the input invites trouble."""
 
-    description = "Only 'response_type=code' is supported."
-
-    def __init__(self, redirect_uri: str | None = None) -> None:
+    def __init__(
+        self, offered: tuple[str, ...], redirect_uri: str | None = None
+    ) -> None:
         super().__init__(None, redirect_uri=redirect_uri)
+        self.description = _only("response_type", offered)
 
     def get_error_description(self) -> str:
         return self.description
 
 
 class UnsupportedGrantType(UnsupportedGrantTypeError):
-    description = "Only 'grant_type=authorization_code' is supported."
-
-    def __init__(self) -> None:
+    def __init__(self, offered: tuple[str, ...]) -> None:
         super().__init__(None)
+        self.description = _only("grant_type", offered)
 
     def get_error_description(self) -> str:
         return self.description

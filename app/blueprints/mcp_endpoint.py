@@ -17,32 +17,29 @@ from flask import Blueprint, Response, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..config import current_settings
+from ..errors import empty_response
 from ..mcp import jsonrpc, protocol
 from ..mcp.jsonrpc import INVALID_REQUEST, RpcError
 from ..mcp.tools import ScopeRequired, UnknownCaller
+from ..oauth.constants import MCP_PATH
 from ..oauth.resource import (
     current_claims,
     deny_insufficient_scope,
     deny_invalid_token,
     require_token,
 )
+from ..surfaces import same_origin_only
 
-bp = Blueprint("mcp", __name__)
+bp = Blueprint("mcp_endpoint", __name__)
 
-MCP_PATH = "/mcp"
 PROTOCOL_VERSION_HEADER = "MCP-Protocol-Version"
 
 
 def _reply(body: dict[str, Any] | None, status: int = 200) -> Response:
     if body is None:
-        response = Response(status=status)
-        # An empty answer (202) has no media type to claim (RFC 9110 §8.3).
-        del response.headers["Content-Type"]
-    else:
-        response = jsonify(body)
-        response.status_code = status
-    # Answers describe the caller; no shared cache may keep them.
-    response.headers["Cache-Control"] = "no-store"
+        return empty_response(status)
+    response = jsonify(body)
+    response.status_code = status
     return response
 
 
@@ -64,7 +61,8 @@ def check_origin() -> Response | None:
     if not allowed or origin is None or origin.lower() in allowed:
         return None
     return _refuse(
-        403, RpcError(INVALID_REQUEST, "Forbidden: this Origin may not call /mcp.")
+        403,
+        RpcError(INVALID_REQUEST, f"Forbidden: this Origin may not call {MCP_PATH}."),
     )
 
 
@@ -132,7 +130,10 @@ def endpoint() -> Response:
     return _reply(answer)
 
 
+# Routed only to say 405 (no stream, no session): a browser is not invited to
+# send GET or DELETE from another origin.
 @bp.route(MCP_PATH, methods=["GET", "DELETE"])
+@same_origin_only
 def no_stream() -> Response:
     """Refuse GET (no server-initiated stream) and DELETE (no session to end).
 

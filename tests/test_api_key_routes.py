@@ -13,31 +13,28 @@ from typing import Any
 import devservices
 import pytest
 import redis
-import requests
 import sqlalchemy
 from helpers import (
+    INVALID_CREDENTIALS,
     Browser,
+    bearer,
+    create_key,
+    exchange,
     get_code,
+    key_token,
+    list_keys,
+    new_key,
     obtain_token,
+    parse_time,
     redeem,
     register_client,
+    whoami,
+    whoami_output,
 )
 
 from app.oauth.tokens import decode_access_token
 
-#: The one body every failed exchange gets.
-INVALID_CREDENTIALS = {"error": "Invalid credentials"}
-WHOAMI = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "tools/call",
-    "params": {"name": "whoami", "arguments": {}},
-}
 JSON_HEADERS = {"Content-Type": "application/json"}
-MCP_HEADERS = {
-    "Accept": "application/json, text/event-stream",
-    "MCP-Protocol-Version": "2025-06-18",
-}
 GET_FIELDS = {
     "id",
     "name",
@@ -48,52 +45,6 @@ GET_FIELDS = {
     "last_used_at",
 }
 POST_FIELDS = {"id", "name", "key", "prefix", "scopes", "created_at", "expires_at"}
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def create_key(browser: Browser, token: str, **body: Any) -> requests.Response:
-    body.setdefault("name", "laptop")
-    return browser.post("/api-keys", json=body, headers=bearer(token))
-
-
-def new_key(browser: Browser, token: str, **body: Any) -> dict[str, Any]:
-    response = create_key(browser, token, **body)
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-def list_keys(browser: Browser, token: str) -> list[dict[str, Any]]:
-    response = browser.get("/api-keys", headers=bearer(token))
-    assert response.status_code == 200, response.text
-    return response.json()["api_keys"]
-
-
-def exchange(browser: Browser, key: Any) -> requests.Response:
-    return browser.post("/auth/token", json={"apiKey": key})
-
-
-def key_token(browser: Browser, key: str) -> str:
-    response = exchange(browser, key)
-    assert response.status_code == 200, response.text
-    return response.json()["token"]
-
-
-def whoami(browser: Browser, token: str) -> requests.Response:
-    return browser.post("/mcp", json=WHOAMI, headers={**MCP_HEADERS, **bearer(token)})
-
-
-def whoami_output(browser: Browser, token: str) -> dict[str, Any]:
-    response = whoami(browser, token)
-    assert response.status_code == 200, response.text
-    return json.loads(response.json()["result"]["content"][0]["text"])
-
-
-def parse_time(value: str) -> datetime:
-    assert value.endswith("Z"), value
-    return datetime.fromisoformat(value)
 
 
 @pytest.fixture
@@ -141,6 +92,9 @@ def test_the_life_of_a_key(browser: Browser, manager: str, user: dict) -> None:
 
     deleted = browser.delete(f"/api-keys/{body['id']}", headers=bearer(manager))
     assert deleted.status_code == 204 and deleted.content == b""
+    # RFC 9110 §8.3: an empty answer claims no media type.
+    assert "Content-Type" not in deleted.headers
+    assert deleted.headers["Cache-Control"] == "no-store"
     assert list_keys(browser, manager) == []
 
     again = exchange(browser, key)

@@ -1,0 +1,55 @@
+"""Protocol facts declared once: paths, scopes, client authentication, loopback.
+
+Routes, discovery metadata, registration checks and error texts all read
+them from here. Grant and response types are not listed: they follow from the
+grants registered on the server (``AuthServer.grant_types``).
+"""
+
+from __future__ import annotations
+
+from flask_babel import lazy_gettext as _
+
+#: RFC 6749 §3.1: the authorization endpoint.
+AUTHORIZATION_PATH = "/authorize"
+#: RFC 6749 §3.2: the token endpoint.
+TOKEN_PATH = "/token"
+#: RFC 7591 §3: the client registration endpoint.
+REGISTRATION_PATH = "/register"
+#: The protected MCP endpoint; its URL is the RFC 8707 resource indicator.
+MCP_PATH = "/mcp"
+#: RFC 8615: where discovery documents live.
+WELL_KNOWN_PREFIX = "/.well-known"
+#: RFC 8414 §3, and its OpenID Connect Discovery twin.
+AUTHORIZATION_SERVER_METADATA_PATH = WELL_KNOWN_PREFIX + "/oauth-authorization-server"
+OPENID_CONFIGURATION_PATH = WELL_KNOWN_PREFIX + "/openid-configuration"
+#: RFC 9728 §3.
+RESOURCE_METADATA_PATH = WELL_KNOWN_PREFIX + "/oauth-protected-resource"
+#: RFC 7517 §5: the JWK Set.
+JWKS_PATH = WELL_KNOWN_PREFIX + "/jwks.json"
+#: CONTRACT §7: an API key traded for an access token, and keys managed.
+API_KEY_EXCHANGE_PATH = "/auth/token"
+API_KEYS_PATH = "/api-keys"
+
+#: Scopes this service knows, with what each lets a client do (shown on consent).
+SCOPE_DESCRIPTIONS = {
+    "read": _("Read your data and use read-only tools"),
+    "write": _("Change your data and use tools that make changes"),
+}
+#: Scopes this service knows; a client may ask for any of them.
+SCOPES = tuple(SCOPE_DESCRIPTIONS)
+
+#: Client authentication methods at the token endpoint (CONTRACT §2).
+AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")
+
+#: RFC 7591 §2: what a client registers when it names no grant or response type.
+DEFAULT_GRANT_TYPES = ("authorization_code",)
+DEFAULT_RESPONSE_TYPES = ("code",)
+
+#: Loopback host names, as ``urlsplit().hostname`` gives them (RFC 8252 §7.3).
+#: Redirect URIs must use exactly these; an ``http`` issuer may also use any
+#: other loopback address (``config.is_loopback_host``), since only we use it.
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+#: The same hosts as a browser (WHATWG URL) writes them: IPv6 in brackets.
+LOOPBACK_BROWSER_HOSTS = frozenset(
+    f"[{host}]" if ":" in host else host for host in LOOPBACK_HOSTS
+)

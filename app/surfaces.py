@@ -1,0 +1,146 @@
+"""What kind of surface each blueprint is, and the rules that follow from it.
+
+A blueprint is registered with its :class:`Surface`; CSRF protection, the
+error format, CORS and caching are derived from that one declaration, so a
+new blueprint cannot be left out of a list it should have been in.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import TypeVar
+
+from flask import Blueprint, Flask, Response, current_app, request
+from flask_cors import CORS
+from flask_wtf.csrf import CSRFProtect
+
+#: Methods CORS and Flask answer on their own; never declared by a route.
+_IMPLICIT_METHODS = frozenset({"HEAD", "OPTIONS"})
+#: Cache-Control of public documents: they change only with a deploy.
+PUBLIC_CACHE = "public, max-age=300"
+
+View = TypeVar("View", bound=Callable)
+
+
+@dataclass(frozen=True)
+class Rules:
+    """How requests to one kind of surface are treated."""
+
+    #: Forms that need a CSRF token (cookies authenticate the request).
+    csrf: bool
+    #: Errors as the HTML error page rather than JSON.
+    html_errors: bool
+    #: Open to pages from any origin (CORS, ``Access-Control-Allow-Origin: *``).
+    cross_origin: bool
+    #: ``Cache-Control`` of every answer that does not set its own.
+    cache_control: str
+
+
+class Surface(Enum):
+    """The kinds of surface; each blueprint is exactly one."""
+
+    #: Pages for people: forms with CSRF tokens, keys shown once, personal data.
+    PAGE = Rules(
+        csrf=True, html_errors=True, cross_origin=False, cache_control="no-store"
+    )
+    #: JSON for programs, called with client credentials or bearer tokens,
+    #: browser-based MCP clients included (CONTRACT §2).
+    API = Rules(
+        csrf=False, html_errors=False, cross_origin=True, cache_control="no-store"
+    )
+    #: Public JSON documents: discovery metadata and keys.
+    DOCUMENT = Rules(
+        csrf=False, html_errors=False, cross_origin=True, cache_control=PUBLIC_CACHE
+    )
+    #: JSON for the platform and proxies (probes, forward auth), not browsers.
+    SERVICE = Rules(
+        csrf=False, html_errors=False, cross_origin=False, cache_control="no-store"
+    )
+
+
+csrf = CSRFProtect()
+
+
+def same_origin_only(view: View) -> View:
+    """Keep one route of a cross-origin surface closed to other origins."""
+    view.same_origin_only = True  # type: ignore[attr-defined]
+    return view
+
+
+def register(app: Flask, blueprint: Blueprint, surface: Surface) -> None:
+    """Register ``blueprint`` as a ``surface``; its rules follow from that."""
+    app.register_blueprint(blueprint)
+    app.extensions.setdefault("surfaces", {})[blueprint.name] = surface
+    if not surface.value.csrf:
+        csrf.exempt(blueprint)
+
+
+def surface_of(blueprint: str | None) -> Surface | None:
+    """The surface of a registered blueprint; ``None`` outside any blueprint."""
+    if blueprint is None:
+        return None
+    return current_app.extensions["surfaces"][blueprint]
+
+
+def _pattern(rule: str) -> str:
+    """A full-match regex for a URL rule's path (variables match a segment)."""
+    parts = re.split(r"(<[^>]+>)", rule)
+    return (
+        "".join(
+            (".+" if part.startswith("<path:") else "[^/]+")
+            if part.startswith("<")
+            else re.escape(part)
+            for part in parts
+        )
+        + "$"
+    )
+
+
+def cors_routes(app: Flask) -> dict[str, list[str]]:
+    """Path patterns open to any origin, with the methods a preflight may offer."""
+    surfaces = app.extensions["surfaces"]
+    routes: dict[str, set[str]] = defaultdict(set)
+    for rule in app.url_map.iter_rules():
+        blueprint = rule.endpoint.rpartition(".")[0] or None
+        surface = surfaces.get(blueprint)
+        view = app.view_functions[rule.endpoint]
+        if surface is None or not surface.value.cross_origin:
+            continue
+        if getattr(view, "same_origin_only", False):
+            continue
+        routes[_pattern(rule.rule)] |= set(rule.methods or ()) - _IMPLICIT_METHODS
+    return {pattern: sorted(methods) for pattern, methods in routes.items()}
+
+
+def init_app(app: Flask) -> None:
+    """Apply each surface's rules; call once every blueprint is registered."""
+    undeclared = set(app.blueprints) - set(app.extensions.get("surfaces", {}))
+    if undeclared:
+        # Registered with app.register_blueprint rather than register().
+        raise RuntimeError(f"blueprints without a surface: {sorted(undeclared)}")
+    csrf.init_app(app)
+    CORS(
+        app,
+        resources={
+            pattern: {"origins": "*", "methods": methods}
+            for pattern, methods in cors_routes(app).items()
+        },
+        allow_headers=["Authorization", "Content-Type", "MCP-Protocol-Version"],
+        expose_headers=["WWW-Authenticate", "Mcp-Session-Id"],
+        max_age=3600,
+        send_wildcard=True,
+        vary_header=False,
+    )
+    app.after_request(_cache_control)
+
+
+def _cache_control(response: Response) -> Response:
+    """Give an answer its surface's ``Cache-Control`` unless it set one."""
+    surface = surface_of(request.blueprint)
+    if surface is not None:
+        response.headers.setdefault("Cache-Control", surface.value.cache_control)
+    return response

@@ -1,0 +1,99 @@
+"""Every route follows its blueprint's declared surface: CSRF, errors, CORS, cache.
+
+The table is read from the running app, so a blueprint added later is checked
+by the same rules without anyone editing this file.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import pytest
+from flask import Blueprint, Flask
+
+from app import surfaces
+from app.surfaces import Surface
+
+#: Methods a browser sends without a CORS preflight's permission slip.
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+#: A browser page on an origin the service has never heard of.
+FOREIGN_ORIGIN = "https://elsewhere.example"
+
+
+def _concrete(rule: str) -> str:
+    """A path the rule matches: every variable filled with a plausible value."""
+    return re.sub(r"<(?:[^:>]+:)?([^>]+)>", lambda _: str(uuid.uuid4()), rule)
+
+
+def _routes(app: Any) -> list[tuple[str, str, Surface, bool]]:
+    declared = app.extensions["surfaces"]
+    routes = []
+    for rule in app.url_map.iter_rules():
+        blueprint = rule.endpoint.rpartition(".")[0]
+        if not blueprint:
+            continue  # static files
+        view = app.view_functions[rule.endpoint]
+        same_origin = getattr(view, "same_origin_only", False)
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            path = _concrete(rule.rule)
+            routes.append((method, path, declared[blueprint], same_origin))
+    return routes
+
+
+def test_every_blueprint_declares_its_surface(app):
+    assert set(app.blueprints) == set(app.extensions["surfaces"])
+
+
+def test_every_route_follows_its_surface(server, browser):
+    routes = _routes(server.app)
+    assert {surface for _, _, surface, _ in routes} == set(Surface)
+    for method, path, surface, same_origin in routes:
+        rules = surface.value
+        where = f"{method} {path} ({surface.name})"
+        # Without cookies, tokens or a CSRF token: every unsafe request is refused
+        # by CSRF on a page, and by its own checks elsewhere.
+        response = browser.request(method, path, data={"x": "y"})
+        is_csrf_refusal = response.status_code == 400 and "CSRF" in response.text
+        if method not in SAFE_METHODS:
+            assert is_csrf_refusal == rules.csrf, where
+        assert response.headers.get("Cache-Control") == rules.cache_control, where
+        if response.status_code >= 400:
+            wanted = "text/html" if rules.html_errors else "application/json"
+            assert response.headers["Content-Type"].startswith(wanted), where
+        preflight = browser.options(
+            path,
+            headers={
+                "Origin": FOREIGN_ORIGIN,
+                "Access-Control-Request-Method": method,
+            },
+        )
+        # A path may be open for one method and not another (/mcp: POST only).
+        allowed = preflight.headers.get("Access-Control-Allow-Methods", "")
+        opened = preflight.headers.get(
+            "Access-Control-Allow-Origin"
+        ) == "*" and method in allowed.split(", ")
+        assert opened == (rules.cross_origin and not same_origin), where
+
+
+@pytest.mark.parametrize("surface", list(Surface))
+def test_a_new_blueprint_gets_its_surfaces_rules(surface: Surface):
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY="x" * 32)
+    bp = Blueprint("newcomer", __name__)
+    bp.add_url_rule("/new", "new", lambda: "", methods=["POST"])
+    surfaces.register(app, bp, surface)
+    surfaces.init_app(app)
+    response = app.test_client().post("/new", headers={"Origin": FOREIGN_ORIGIN})
+    assert (response.status_code == 400) == surface.value.csrf
+    assert response.headers["Cache-Control"] == surface.value.cache_control
+    opened = response.headers.get("Access-Control-Allow-Origin") == "*"
+    assert opened == surface.value.cross_origin
+
+
+def test_a_blueprint_registered_without_a_surface_stops_the_app():
+    app = Flask(__name__)
+    app.register_blueprint(Blueprint("forgotten", __name__))
+    with pytest.raises(RuntimeError, match="forgotten"):
+        surfaces.init_app(app)
