@@ -33,3 +33,9 @@ translations: $(INSTALLED)
 
 clean:
 	rm -rf $(VENV) .devdata
+
+# CONTRACT §12: the app's requests per second against a bare Flask hello-world,
+# and the Postgres statements and Redis commands each endpoint costs.
+.PHONY: bench
+bench: $(INSTALLED)
+	$(BIN)/python tools/bench.py

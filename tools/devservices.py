@@ -113,6 +113,11 @@ def find_redis_server() -> str:
     return find_or_install("redis-server", "redis-server")
 
 
+def find_wrk() -> str:
+    """The HTTP load generator behind ``make bench``."""
+    return find_or_install("wrk", "wrk")
+
+
 def _as_postgres_user(command: list[str]) -> list[str]:
     if os.geteuid() != 0:
         return command
@@ -180,12 +185,17 @@ class Server:
 
 
 def start_postgres(
-    data_dir: Path, durable: bool, tls: TlsFiles | None = None
+    data_dir: Path,
+    durable: bool,
+    tls: TlsFiles | None = None,
+    extra_options: tuple[str, ...] = (),
 ) -> Server:
     """Start (initialising if needed) a Postgres cluster in ``data_dir``.
 
     With ``tls`` it accepts TCP connections over TLS only, and its URL asks
-    psycopg to verify the certificate against ``tls.ca``.
+    psycopg to verify the certificate against ``tls.ca``. ``extra_options`` are
+    more ``postgres`` arguments, e.g. the benchmark's
+    ``-c shared_preload_libraries=pg_stat_statements``.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
     if os.geteuid() == 0:
@@ -229,6 +239,7 @@ def start_postgres(
             "-c",
             "full_page_writes=off",
         ]
+    options += extra_options
     with open(data_dir / "server.log", "ab") as server_log:
         process = subprocess.Popen(
             _as_postgres_user(
@@ -343,7 +354,10 @@ def start_redis(data_dir: Path, durable: bool, tls: TlsFiles | None = None) -> S
 
 @contextlib.contextmanager
 def services(
-    data_dir: Path, durable: bool, tls: TlsFiles | None = None
+    data_dir: Path,
+    durable: bool,
+    tls: TlsFiles | None = None,
+    postgres_options: tuple[str, ...] = (),
 ) -> Iterator[dict[str, str]]:
     """Run Postgres and Redis for the duration of the block; yield their URLs."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -356,7 +370,7 @@ def services(
                 data_dir = Path(tmp)
                 data_dir.chmod(0o711)
             log(f"the postgres account cannot reach the data folder; using {data_dir}")
-        postgres = start_postgres(data_dir / "postgres", durable, tls)
+        postgres = start_postgres(data_dir / "postgres", durable, tls, postgres_options)
         stack.callback(postgres.stop)
         redis = start_redis(data_dir / "redis", durable, tls)
         stack.callback(redis.stop)

@@ -1,0 +1,57 @@
+"""`make bench` in a very short mode, so that the driver cannot rot unnoticed.
+
+Timings on a shared machine say nothing, so only the shape is checked: every
+row is there, every request succeeded, and the servers counted something.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ROWS = (
+    "POST /mcp whoami",
+    "GET /auth/verify",
+    "GET /healthz",
+    "POST /token (code)",
+    "flow (4 requests)",
+)
+
+
+def test_bench_produces_every_row_and_count(tmp_path: Path) -> None:
+    results = tmp_path / "bench.json"
+    env = {
+        **os.environ,
+        "BENCH_SECONDS": "1",
+        "BENCH_WARMUP": "0",
+        "BENCH_FLOW_PROCESSES": "2",
+        "BENCH_COUNT_REQUESTS": "2",
+        "BENCH_JSON": str(results),
+    }
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "bench.py")],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    rows = {row["name"]: row for row in json.loads(results.read_text())}
+    assert tuple(rows) == ROWS
+    for name, row in rows.items():
+        assert row["rate"] > 0, name
+        assert row["failed"] == 0 and row["error"] == "", name
+        assert row["requests_counted"] == 2, name
+        assert name in run.stdout
+    for name in ROWS[:4]:
+        assert rows[name]["hello"] > 0
+    # A flow registers a client and keeps its code in Redis (CONTRACT §3).
+    flow = rows["flow (4 requests)"]
+    assert any(q.startswith("INSERT INTO oauth_clients") for q in flow["statements"])
+    assert flow["commands"] or flow["script_commands"]
+    assert rows["POST /token (code)"]["statements"]

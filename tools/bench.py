@@ -1,0 +1,276 @@
+"""``make bench``: the app's speed against a bare Flask hello-world (CONTRACT §12).
+
+Private Postgres (with ``pg_stat_statements``) and Redis as in ``make test``;
+the app and ``tools/bench_hello.py`` are served by the Procfile's ``web:``
+command. Each endpoint is timed with wrk right after hello-world is timed with
+the same request, so noise on this shared machine hits both; flows are driven
+by processes with keep-alive connections. What each endpoint costs in
+Postgres statements and Redis commands is counted by the servers, on a few
+requests sent one at a time, apart from the timed runs.
+
+Environment: BENCH_SECONDS (10) and BENCH_WARMUP (2) per run,
+BENCH_FLOW_PROCESSES (8), BENCH_COUNT_REQUESTS (20), BENCH_JSON (a path to
+write the results to, for tests).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, urlencode
+
+import bench_costs
+import bench_flows
+import bench_servers
+import devservices
+from bench_report import Row, as_json, print_report
+
+TOOLS = Path(__file__).resolve().parent
+SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
+WARMUP = int(os.environ.get("BENCH_WARMUP", "2"))
+FLOW_PROCESSES = int(os.environ.get("BENCH_FLOW_PROCESSES", "8"))
+COUNT_REQUESTS = int(os.environ.get("BENCH_COUNT_REQUESTS", "20"))
+WRK_CONNECTIONS, WRK_THREADS = 32, 2
+POSTGRES_OPTIONS = ("-c", "shared_preload_libraries=pg_stat_statements")
+MCP_BODY = (
+    '{"jsonrpc":"2.0","id":1,"method":"tools/call",'
+    '"params":{"name":"whoami","arguments":{}}}'
+)
+
+#: Requests per second, and how many requests failed.
+Rate = tuple[float, int]
+#: Saves that many fresh authorization codes and returns them.
+Mint = Callable[[int], list[str]]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: str | None
+    goal: float | None
+
+
+def endpoints(registered: dict, verifier: str, token: str) -> list[Endpoint]:
+    bearer = {"Authorization": f"Bearer {token}"}
+    mcp_headers = {
+        **bearer,
+        "Content-Type": "application/json",
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": "2025-06-18",
+    }
+    form = urlencode(bench_flows.token_form("{code}", verifier))
+    token_body = form.replace(quote("{code}"), "{code}")
+    token_headers = {
+        "Authorization": bench_flows.basic_auth(registered),
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+    return [
+        Endpoint("POST /mcp whoami", "POST", "/mcp", mcp_headers, MCP_BODY, 0.70),
+        Endpoint("GET /auth/verify", "GET", "/auth/verify", bearer, None, 0.80),
+        Endpoint("GET /healthz", "GET", "/healthz", {}, None, 0.90),
+        Endpoint(
+            "POST /token (code)", "POST", "/token", token_headers, token_body, None
+        ),
+    ]
+
+
+def wrk(
+    port: int, endpoint: Endpoint, seconds: int, codes: list[str], tmp: Path
+) -> Rate:
+    """Run wrk; return requests per second and the count of failed requests."""
+    body_file, codes_file = "-", "-"
+    if endpoint.body is not None:
+        body_file = str(tmp / "body")
+        Path(body_file).write_text(endpoint.body)
+    if codes and consumes_codes(endpoint):
+        codes_file = str(tmp / "codes")
+        Path(codes_file).write_text("\n".join(codes) + "\n")
+    command = [devservices.find_wrk(), f"-t{WRK_THREADS}", f"-c{WRK_CONNECTIONS}"]
+    command += [f"-d{seconds}s", "-s", str(TOOLS / "bench_wrk.lua")]
+    for name, value in endpoint.headers.items():
+        command += ["-H", f"{name}: {value}"]
+    command += [f"http://127.0.0.1:{port}{endpoint.path}", "--", endpoint.method]
+    command += [body_file, codes_file, str(WRK_THREADS)]
+    output = subprocess.run(command, capture_output=True, text=True, check=True)
+    line = next(x for x in output.stdout.splitlines() if x.startswith("BENCH "))
+    result = json.loads(line.removeprefix("BENCH "))
+    failed = sum(result[k] for k in ("status", "connect", "read", "write", "timeout"))
+    return result["requests"] / (result["duration_us"] / 1e6), failed
+
+
+def consumes_codes(endpoint: Endpoint) -> bool:
+    return "{code}" in (endpoint.body or "")
+
+
+def timed(port: int, endpoint: Endpoint, codes: list[str], tmp: Path) -> Rate:
+    """Warm up, then time; return requests per second and failed requests."""
+    if WARMUP:
+        wrk(port, endpoint, WARMUP, codes, tmp)
+    return wrk(port, endpoint, SECONDS, codes, tmp)
+
+
+def timed_with_codes(
+    port: int, endpoint: Endpoint, mint: Mint, ceiling: float, tmp: Path
+) -> Rate:
+    """Like :func:`timed`, with fresh codes enough for the rate the warm-up saw.
+
+    The warm-up may run out of codes (its answers are not counted); its rate
+    then includes the quick refusals, which only makes the estimate larger.
+    """
+    rate = ceiling
+    if WARMUP:
+        warm_codes = mint(min(int(ceiling * WARMUP), 2000) + 100)
+        warm_rate, _ = wrk(port, endpoint, WARMUP, warm_codes, tmp)
+        rate = min(ceiling, 2 * warm_rate)
+    return wrk(port, endpoint, SECONDS, mint(int(rate * SECONDS) + 200), tmp)
+
+
+def sender(
+    client: bench_flows.Client, endpoint: Endpoint, codes: list[str]
+) -> Callable[[], None]:
+    """A function that sends ``endpoint`` once and checks the answer."""
+
+    def send() -> None:
+        body = endpoint.body
+        if codes:
+            body = body.replace("{code}", codes.pop())
+        status, _, data = client.request(
+            endpoint.method, endpoint.path, body and body.encode(), endpoint.headers
+        )
+        bench_flows.expect(status, 200, endpoint.name, data)
+        if endpoint.path == "/mcp" and b'"result"' not in data:
+            raise bench_flows.FlowError(f"{endpoint.name}: {data[:200]!r}")
+
+    return send
+
+
+def flows_per_second(served: bench_servers.Served) -> tuple[float, str]:
+    """Flows per second of ``FLOW_PROCESSES`` processes started together."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(FLOW_PROCESSES), context.Queue()
+    job = (served.app_port, bench_servers.EMAIL, served.password, WARMUP, SECONDS)
+    workers = [
+        context.Process(target=bench_flows.flow_worker, args=(job, barrier, results))
+        for _ in range(FLOW_PROCESSES)
+    ]
+    for worker in workers:
+        worker.start()
+    done = [results.get(timeout=SECONDS + WARMUP + 120) for _ in workers]
+    for worker in workers:
+        worker.join()
+    errors = [error for _, error in done if error]
+    return sum(count for count, _ in done) / SECONDS, "; ".join(errors[:1])
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def count_costs(urls: dict[str, str], send: Callable[[], object]) -> bench_costs.Costs:
+    for _ in range(COUNT_REQUESTS):
+        send()  # warms the worker's connection pools
+    return bench_costs.measure(
+        urls["DATABASE_URL"], urls["REDIS_URL"], send, COUNT_REQUESTS
+    )
+
+
+def settle() -> None:
+    """Let the server finish what wrk left in flight before the next run."""
+    time.sleep(min(1.0, SECONDS / 5))
+
+
+def measure(served: bench_servers.Served, tmp: Path) -> list[Row]:
+    urls = served.env
+    client = bench_flows.Client(served.app_port)
+    bench_flows.sign_in(client, bench_servers.EMAIL, served.password)
+    registered, verifier, token = bench_flows.flow(client)
+    challenge = bench_flows.challenge_of(verifier)
+
+    minter = bench_servers.code_minter(
+        urls, registered["client_id"], served.user_id, challenge
+    )
+    with minter as mint:
+        specs = endpoints(registered, verifier, token)
+        return _measure(served, client, mint, specs, tmp)
+
+
+def _measure(
+    served: bench_servers.Served,
+    client: bench_flows.Client,
+    mint: Mint,
+    specs: list[Endpoint],
+    tmp: Path,
+) -> list[Row]:
+    urls = served.env
+    # Costs first, one request at a time, before any timed run can leave
+    # requests in flight.
+    log("counting statements and commands")
+    costs = {}
+    for endpoint in specs:
+        codes = mint(2 * COUNT_REQUESTS) if consumes_codes(endpoint) else []
+        costs[endpoint.name] = count_costs(urls, sender(client, endpoint, codes))
+    flow_costs = count_costs(urls, lambda: bench_flows.flow(client))
+    rows: list[Row] = []
+    for endpoint in specs:
+        log(f"timing {endpoint.name}")
+        # hello-world gets codes too, so that wrk does the same work for both.
+        fake = [secrets.token_urlsafe(32) for _ in range(1000)]
+        hello, hello_failed = timed(served.hello_port, endpoint, fake, tmp)
+        if consumes_codes(endpoint):
+            # The app cannot outrun hello-world; half as much again covers noise.
+            ceiling = 1.5 * max([hello, *(row.hello or 0 for row in rows)])
+            rps, failed = timed_with_codes(
+                served.app_port, endpoint, mint, ceiling, tmp
+            )
+        else:
+            rps, failed = timed(served.app_port, endpoint, [], tmp)
+        settle()
+        failed += hello_failed
+        rows.append(
+            Row(endpoint.name, rps, hello, endpoint.goal, costs[endpoint.name], failed)
+        )
+    log(f"timing flows with {FLOW_PROCESSES} processes")
+    flows, error = flows_per_second(served)
+    rows.append(Row("flow (4 requests)", flows, None, None, flow_costs, 0, error))
+    return rows
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory(prefix="mcp-auth-bench-") as directory:
+        tmp = Path(directory)
+        tmp.chmod(0o755)
+        started = time.monotonic()
+        log("starting Postgres, Redis, the app and hello-world")
+        with (
+            devservices.services(tmp, False, postgres_options=POSTGRES_OPTIONS) as urls,
+            bench_servers.serve(urls, tmp) as served,
+        ):
+            try:
+                rows = measure(served, tmp)
+            except Exception:
+                for name in ("app.log", "hello.log"):
+                    sys.stderr.write((tmp / name).read_text()[-3000:])
+                raise
+        print_report(rows, SECONDS, FLOW_PROCESSES, time.monotonic() - started)
+    if os.environ.get("BENCH_JSON"):
+        Path(os.environ["BENCH_JSON"]).write_text(
+            json.dumps([as_json(row) for row in rows], indent=1)
+        )
+    return 0 if all(not row.failed and not row.error for row in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""The table ``make bench`` prints, with the goals of CONTRACT §12."""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass
+from typing import Any
+
+from bench_costs import Costs, describe
+
+#: Flows per second a 2-core machine must reach (CONTRACT §12).
+FLOW_GOAL = 180
+#: Most Postgres statements and Redis commands a code exchange may cost.
+TOKEN_STATEMENTS, TOKEN_COMMANDS = 3, 2
+HEADER = (
+    "endpoint",
+    "req/s",
+    "hello req/s",
+    "ratio",
+    "goal",
+    "PG stmts/req",
+    "Redis cmds/req",
+)
+
+
+@dataclass
+class Row:
+    """One measured endpoint; ``hello`` is None for flows (rate is flows/s)."""
+
+    name: str
+    rate: float
+    hello: float | None
+    goal: float | None
+    costs: Costs
+    failed: int
+    error: str = ""
+
+    @property
+    def statements(self) -> float:
+        return self.costs.per_request(sum(self.costs.statements.values()))
+
+    @property
+    def commands(self) -> float:
+        return self.costs.per_request(sum(self.costs.commands.values()))
+
+
+def as_json(row: Row) -> dict[str, Any]:
+    costs = row.costs
+    return {
+        "name": row.name,
+        "rate": row.rate,
+        "hello": row.hello,
+        "goal": row.goal,
+        "failed": row.failed,
+        "error": row.error,
+        "requests_counted": costs.requests,
+        "statements": dict(costs.statements),
+        "commands": dict(costs.commands),
+        "script_commands": dict(costs.script_commands),
+    }
+
+
+def _verdict(met: bool) -> str:
+    return "ok" if met else "MISSED"
+
+
+def _goal(row: Row) -> str:
+    if row.hello is None:
+        return f">= {FLOW_GOAL}/s {_verdict(row.rate >= FLOW_GOAL)}"
+    if row.goal is not None:
+        return f">= {row.goal:.2f} {_verdict(row.rate / row.hello >= row.goal)}"
+    if row.name.startswith("POST /token"):
+        met = row.statements <= TOKEN_STATEMENTS and row.commands <= TOKEN_COMMANDS
+        return f"<= {TOKEN_STATEMENTS} PG, {TOKEN_COMMANDS} Redis {_verdict(met)}"
+    return "-"
+
+
+def _cells(row: Row) -> tuple[str, ...]:
+    costs = row.costs
+    transaction = costs.per_request(costs.transaction_control)
+    inner = costs.per_request(sum(costs.script_commands.values()))
+    rate = f"{row.rate:.1f}" + (" flows/s" if row.hello is None else "")
+    return (
+        row.name,
+        rate,
+        "-" if row.hello is None else f"{row.hello:.1f}",
+        "-" if row.hello is None else f"{row.rate / row.hello:.2f}",
+        _goal(row),
+        f"{row.statements:.2f} ({transaction:.2f} tx)",
+        f"{row.commands:.2f}" + (f" (+{inner:.2f} in scripts)" if inner else ""),
+    )
+
+
+def _machine() -> str:
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} CPUs ({model}), {platform.system()} {platform.release()}"
+
+
+def print_report(rows: list[Row], seconds: int, processes: int, took: float) -> None:
+    table = [HEADER, *(_cells(row) for row in rows)]
+    widths = [max(len(line[i]) for line in table) for i in range(len(HEADER))]
+    lines = [
+        " | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+        for line in table
+    ]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    print("\n".join(lines))
+    print(
+        f"\n{seconds} s per run after a warm-up; wrk -t2 -c32; flows by {processes}"
+        " processes. The flow row counts per flow. PG stmts include the"
+        " transaction control (tx: BEGIN/COMMIT/ROLLBACK); a Redis script is one"
+        " command, its inner commands are listed apart."
+    )
+    print(f"Machine: {_machine()}. Took {took:.0f} s.\n")
+    for row in rows:
+        print(f"{row.name}, per {'flow' if row.hello is None else 'request'}:")
+        print("\n".join(describe(row.costs)))
+        if row.failed or row.error:
+            print(f"    FAILED: {row.failed} failed requests {row.error}".rstrip())
