@@ -120,7 +120,7 @@ def _app_context(env: dict[str, str]) -> Iterator[None]:
         with app.app_context():
             yield
     finally:
-        app.extensions["db"].kw["bind"].dispose()
+        app.extensions["db"].engine.dispose()
         app.extensions["redis"].close()
 
 
