@@ -106,7 +106,9 @@ def prepare_database(env: dict[str, str]) -> tuple[str, str]:
 
     upgrade(env["DATABASE_URL"])
     password = secrets.token_urlsafe(12)
-    with _app_context(env):
+    from app.db import db
+
+    with _app_context(env), db.transaction():
         user = create_user(EMAIL, password)
         return password, str(user.id)
 
@@ -134,25 +136,32 @@ def code_minter(
     itself; the store the app keeps its own codes in makes them exactly as
     the consent step would.
     """
+    import uuid
+
     from app.config import current_settings
     from app.oauth.codes import AuthorizationCode
+    from app.oauth.consent import find_consent
     from app.oauth.grants import code_store
+    from app.oauth.tokens import new_jti
 
     def mint(count: int) -> list[str]:
         store = code_store()
-        data = AuthorizationCode(
-            client_id=client_id,
-            redirect_uri=REDIRECT_URI,
-            scope="read write",
-            user_id=user_id,
-            code_challenge=challenge,
-            code_challenge_method="S256",
-            resource=current_settings().mcp_resource,
-            auth_time=int(time.time()),
-            issued_at=time.time(),
-        )
+        consent = find_consent(uuid.UUID(user_id), client_id)
+        assert consent is not None, "the bench flow approved this client"
         codes = [secrets.token_urlsafe(32) for _ in range(count)]
         for code in codes:
+            data = AuthorizationCode(
+                client_id=client_id,
+                redirect_uri=REDIRECT_URI,
+                scope="read write",
+                user_id=user_id,
+                code_challenge=challenge,
+                code_challenge_method="S256",
+                resource=current_settings().mcp_resource,
+                auth_time=int(time.time()),
+                consent_id=str(consent.id),
+                token_jti=new_jti(),
+            )
             store.save(code, data)
         return codes
 
