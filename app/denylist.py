@@ -121,3 +121,12 @@ def is_denied(claims: Mapping[str, Any]) -> bool:
     if jti_marker is not None or any(marker is not None for marker in markers):
         return True
     return user_cutoff is not None and int(claims.get("iat", 0)) <= int(user_cutoff)
+
+
+def is_user_denied(user_id: str) -> bool:
+    """Tell whether ``user_id`` was disabled within the longest token lifetime."""
+    key = _user_key(user_id)
+    values = _view().lookup([key])
+    if values is None:
+        values = get_redis().mget([key])
+    return values[0] is not None
