@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from flask import Flask
 
-from . import cli, errors, i18n, logs, rate_limits, redis_store, security
+from . import cli, errors, i18n, logs, rate_limits, redis_store, security, sessions
 from .blueprints import (
     account,
     api_keys,
@@ -36,6 +36,7 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     logs.configure_logging(settings.log_level)
     logs.init_app(app)
     security.init_app(app, settings)
+    sessions.init_app(app)
     errors.init_app(app)
     i18n.init_app(app)
     init_templating(app)

@@ -9,8 +9,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import urlencode, urlsplit
 
-from flask import current_app, g, redirect, request, session
-from werkzeug.wrappers import Response
+from flask import Flask, current_app, g, redirect, request, session
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
+from itsdangerous import URLSafeTimedSerializer
+from werkzeug.wrappers import Request, Response
 
 from .config import current_settings
 from .models import User
@@ -18,6 +20,34 @@ from .redis_store import get_redis
 from .users import get_active_user
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: Blueprints answering bearer-token, machine or public requests: they never
+#: read who is signed in, so the session cookie is neither verified nor set.
+#: A blueprint missing here (a renamed one, say) just keeps its session.
+STATELESS_BLUEPRINTS = frozenset(
+    {"health", "wellknown", "oauth", "mcp", "forward_auth", "api_keys"}
+)
+
+
+class PageSessionInterface(SecureCookieSessionInterface):
+    """Signed-cookie sessions, opened only where people's pages need them."""
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        if request.blueprint in STATELESS_BLUEPRINTS:
+            return None  # Flask's NullSession: reads are empty, writes raise
+        return super().open_session(app, request)
+
+    def get_signing_serializer(self, app: Flask) -> URLSafeTimedSerializer | None:
+        # Flask builds a serializer per request; the key never changes.
+        serializer = app.extensions.get("session_serializer")
+        if serializer is None:
+            serializer = super().get_signing_serializer(app)
+            app.extensions["session_serializer"] = serializer
+        return serializer
+
+
+def init_app(app: Flask) -> None:
+    app.session_interface = PageSessionInterface()
 
 
 def current_user() -> User | None:
