@@ -31,7 +31,7 @@ from typing import Any
 from flask import current_app
 
 from .config import current_settings
-from .denylist_view import CHANNEL, DenylistView, announcement
+from .denylist_view import CHANNEL, DenylistView, announcement, eviction
 from .redis_store import get_redis
 
 #: Extra seconds an entry outlives the tokens it covers (clock skew between hosts).
@@ -69,6 +69,20 @@ def _write(markers: list[tuple[str, str]], ttl: int | None = None) -> None:
         pipeline.set(key, value, ex=ttl)
         pipeline.publish(CHANNEL, announcement(key, value, ttl))
     pipeline.execute()
+
+
+def process_cache(name: str) -> dict[str, Any] | None:
+    """A per-process cache kept coherent by :func:`evict`; ``None``: do not cache."""
+    return _view().cache(name)  # type: ignore[return-value]
+
+
+def evict(name: str, entries: list[str]) -> None:
+    """Drop ``entries`` from every process's cache ``name`` (one round trip)."""
+    if entries:
+        pipeline = get_redis().pipeline(transaction=False)
+        for entry in entries:
+            pipeline.publish(CHANNEL, eviction(name, entry))
+        pipeline.execute()
 
 
 def _view() -> DenylistView:

@@ -15,6 +15,11 @@ memory costs none, but must never be trusted when it may be behind. So:
   younger than :data:`TRUST_WINDOW`; otherwise (not loaded yet, disconnected,
   slow) callers fall back to asking Redis directly.
 
+The same channel carries evictions from small per-process caches of rows
+that almost never change (registered clients): :meth:`DenylistView.cache`
+hands a cache out only while the copy is current, and every (re)load empties
+them all, since evictions may have been missed meanwhile.
+
 Pub/sub rather than keyspace notifications: those need ``CONFIG SET``, which
 managed Redis often forbids, and carry no value. Rather than RESP3 client-side
 caching: that caches only keys once read, so a first look-up still costs a
@@ -39,6 +44,8 @@ import redis
 CHANNEL = "denylist:announce"
 #: Every marker key starts with this.
 KEY_PREFIX = "denied:"
+#: Announcements whose key starts with this evict an entry from a named cache.
+EVICT_PREFIX = "evict:"
 #: Marks our pings' payloads (redis-py sends health-check pings of its own).
 PONG_PREFIX = "denylist-view:"
 #: Seconds between pings on the subscription.
@@ -58,6 +65,11 @@ def announcement(key: str, value: str, ttl: int) -> str:
     return f"{ttl} {key} {value}"
 
 
+def eviction(cache: str, entry: str) -> str:
+    """The message that removes ``entry`` from every process's cache ``cache``."""
+    return announcement(EVICT_PREFIX + cache, entry, 0)
+
+
 class DenylistView:
     """An in-memory copy of the ``denied:*`` markers; see the module's text."""
 
@@ -66,6 +78,7 @@ class DenylistView:
         self._max_ttl = max_ttl
         #: key -> (value, monotonic time after which the marker is gone)
         self._markers: dict[str, tuple[str, float]] = {}
+        self._caches: dict[str, dict[str, object]] = {}
         self._current_as_of = float("-inf")
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -79,6 +92,13 @@ class DenylistView:
             return None
         markers = self._markers
         return [markers.get(key, (None, 0.0))[0] for key in keys]
+
+    def cache(self, name: str) -> dict[str, object] | None:
+        """The process cache ``name``, or ``None`` while evictions may be missed."""
+        self._ensure_started()
+        if time.monotonic() - self._current_as_of > TRUST_WINDOW:
+            return None
+        return self._caches.setdefault(name, {})
 
     def is_current(self) -> bool:
         return time.monotonic() - self._current_as_of <= TRUST_WINDOW
@@ -120,6 +140,7 @@ class DenylistView:
             if confirmed is None or confirmed.get("type") != "subscribe":
                 raise redis.ConnectionError("no subscription confirmation")
             self._markers = self._load()
+            self._caches = {}
             next_sweep = time.monotonic() + SWEEP_INTERVAL
             while not self._stopped.is_set():
                 pubsub.ping(PONG_PREFIX + str(time.monotonic()))
@@ -164,6 +185,9 @@ class DenylistView:
             self._current_as_of = float(str(data)[len(PONG_PREFIX) :])
         elif kind == "message":
             ttl, key, value = str(data).split(" ", 2)
+            if key.startswith(EVICT_PREFIX):
+                self._caches.get(key[len(EVICT_PREFIX) :], {}).pop(value, None)
+                return
             expires = time.monotonic() + min(int(ttl), self._max_ttl)
             self._markers[key] = (value, expires)
 

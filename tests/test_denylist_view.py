@@ -11,7 +11,14 @@ from typing import Any
 import devservices
 import pytest
 import redis
-from helpers import get_code, redeem, register_client
+from helpers import (
+    authorize_params,
+    authorize_path,
+    get_code,
+    pkce_pair,
+    redeem,
+    register_client,
+)
 from test_api_keys import whoami
 from test_denylist import revoke_from_account_page
 
@@ -152,3 +159,24 @@ def test_a_revocation_after_a_redis_restart_reaches_another_instance(
     # And the view follows the new Redis again, so the check stays local.
     assert until(view.is_current, 5.0)
     assert whoami(second_browser, token).status_code == 401
+
+
+def test_a_pruned_client_is_forgotten_by_every_instance_within_a_second(
+    server: Any, browser: Any, user: dict[str, str], engine: Any, base_env: Any
+) -> None:
+    from test_client_prune import backdate, prune
+
+    client = register_client(browser)
+    browser.login(user["email"], user["password"])
+    params = authorize_params(client, pkce_pair()[1])
+    assert browser.get(authorize_path(params)).status_code == 200
+    assert until(server.app.extensions["denylist_view"].is_current, 5.0)
+    # Seen again once the view is current: this instance now remembers it.
+    assert browser.get(authorize_path(params)).status_code == 200
+
+    backdate(engine, client, 30)
+    assert prune(base_env, "--older-than-days", "7").returncode == 0
+
+    assert until(
+        lambda: browser.get(authorize_path(params)).status_code == 400, PROPAGATION
+    )

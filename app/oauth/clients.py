@@ -11,15 +11,18 @@ import hmac
 import re
 import secrets
 from datetime import datetime
+from types import SimpleNamespace
+from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 import ada_url
 import idna
 from authlib.oauth2.rfc6749 import ClientMixin
 from rfc3986_validator import validate_rfc3986
-from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy import delete, event, exists, func, select, update
 
 from ..db import db, is_storable
+from ..denylist import evict, process_cache
 from ..models import Consent, OAuthClient, utcnow
 
 #: Scopes this service knows; a client may ask for any of them.
@@ -204,7 +207,7 @@ def redirect_uri_is_trusted(uri: str) -> bool:
 class Client(ClientMixin):
     """Authlib's view of a registered client row."""
 
-    def __init__(self, row: OAuthClient) -> None:
+    def __init__(self, row: OAuthClient | SimpleNamespace) -> None:
         self.row = row
 
     @property
@@ -259,13 +262,30 @@ class Client(ClientMixin):
         return grant_type in self.row.grant_types
 
 
+#: The name of the per-process cache of registered clients, and its bound.
+CLIENT_CACHE = "clients"
+CLIENT_CACHE_SIZE = 10_000
+
+
 def query_client(client_id: str | None) -> Client | None:
     """Find a client by ``client_id``; the one lookup every endpoint uses."""
     # Text Postgres cannot hold could never have been registered.
     if not client_id or len(client_id) > 128 or not is_storable(client_id):
         return None
-    row = db.session.get(OAuthClient, client_id)
-    return Client(row) if row is not None else None
+    # A registration never changes, so each process keeps what it read;
+    # pruning evicts it everywhere (see prune_unused_clients).
+    cache = process_cache(CLIENT_CACHE)
+    row = cache.get(client_id) if cache is not None else None
+    if row is None:
+        found = db.session.execute(
+            select(OAuthClient.__table__).where(OAuthClient.client_id == client_id)
+        ).first()
+        if found is None:
+            return None  # unknown ids are not remembered: anyone can send them
+        row = SimpleNamespace(**found._mapping)
+        if cache is not None and len(cache) < CLIENT_CACHE_SIZE:
+            cache[client_id] = row
+    return Client(row)
 
 
 def count_clients(registered_from: str | None = None) -> int:
@@ -279,24 +299,41 @@ def mark_authorized(client: Client) -> None:
     """Record, once, that a client completed an authorization (it is in use)."""
     if client.row.last_authorized_at is not None:
         return  # only whether it was ever used matters, not when it last was
+    now = utcnow()
     db.session.execute(
         update(OAuthClient)
         .where(
             OAuthClient.client_id == client.client_id,
             OAuthClient.last_authorized_at.is_(None),
         )
-        .values(last_authorized_at=utcnow())
+        .values(last_authorized_at=now)
     )
+    client.row.last_authorized_at = now  # the cached copy, so it is written once
 
 
 def prune_unused_clients(registered_before: datetime) -> int:
     """Delete clients registered before a time that never completed an authorization."""
     has_consent = exists().where(Consent.client_id == OAuthClient.client_id)
-    result = db.session.execute(
-        delete(OAuthClient).where(
+    deleted = db.session.scalars(
+        delete(OAuthClient)
+        .where(
             OAuthClient.created_at < registered_before,
             OAuthClient.last_authorized_at.is_(None),
             ~has_consent,
         )
+        .returning(OAuthClient.client_id)
+    ).all()
+    # Evict now and again after the commit: a process that reads the row
+    # between the two still loses it.
+    evict(CLIENT_CACHE, list(deleted))
+    event.listen(
+        db.session, "after_commit", _evict_after_commit(list(deleted)), once=True
     )
-    return result.rowcount or 0
+    return len(deleted)
+
+
+def _evict_after_commit(client_ids: list[str]) -> Any:
+    def after_commit(_session: Any) -> None:
+        evict(CLIENT_CACHE, client_ids)
+
+    return after_commit
