@@ -26,7 +26,7 @@ caching: that caches only keys once read, so a first look-up still costs a
 round trip per token, and it cannot say the copy is complete.
 
 The thread starts on first use, so under gunicorn each worker starts its own
-after the fork.
+after the fork, and stops after :data:`IDLE_STOP` without a look-up.
 """
 
 from __future__ import annotations
@@ -54,6 +54,8 @@ PING_INTERVAL = 0.1
 TRUST_WINDOW = 0.5
 #: Seconds to wait before reconnecting after a failure.
 RECONNECT_DELAY = 0.2
+#: Seconds without a look-up after which the thread stops (restarted on use).
+IDLE_STOP = 60.0
 #: Seconds between sweeps of entries whose markers have expired.
 SWEEP_INTERVAL = 30.0
 
@@ -70,6 +72,10 @@ def eviction(cache: str, entry: str) -> str:
     return announcement(EVICT_PREFIX + cache, entry, 0)
 
 
+class _Idle(Exception):
+    """Nobody looked anything up for a while: stop following."""
+
+
 class DenylistView:
     """An in-memory copy of the ``denied:*`` markers; see the module's text."""
 
@@ -84,10 +90,12 @@ class DenylistView:
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._stopped = threading.Event()
+        self._last_used = time.monotonic()
 
     def lookup(self, keys: Iterable[str]) -> list[str | None] | None:
         """The markers' values, or ``None`` if the copy cannot be trusted now."""
         self._ensure_started()
+        self._last_used = time.monotonic()
         if time.monotonic() - self._current_as_of > TRUST_WINDOW:
             return None
         markers = self._markers
@@ -96,6 +104,7 @@ class DenylistView:
     def cache(self, name: str) -> dict[str, object] | None:
         """The process cache ``name``, or ``None`` while evictions may be missed."""
         self._ensure_started()
+        self._last_used = time.monotonic()
         if time.monotonic() - self._current_as_of > TRUST_WINDOW:
             return None
         return self._caches.setdefault(name, {})
@@ -124,6 +133,11 @@ class DenylistView:
         while not self._stopped.is_set():
             try:
                 self._follow()
+            except _Idle:
+                with self._lock:
+                    self._current_as_of = float("-inf")
+                    self._pid = 0  # the next look-up starts a fresh thread
+                return
             except (redis.RedisError, OSError, ValueError) as exc:
                 # Once per outage, not once per retry.
                 if self._current_as_of != float("-inf"):
@@ -149,6 +163,8 @@ class DenylistView:
                     message = pubsub.get_message(timeout=left)
                     if message is not None:
                         self._apply(message)
+                if time.monotonic() - self._last_used > IDLE_STOP:
+                    raise _Idle
                 if time.monotonic() > next_sweep:
                     self._sweep()
                     next_sweep = time.monotonic() + SWEEP_INTERVAL
