@@ -7,6 +7,9 @@ _settings = settings_from_environment()
 
 bind = f"0.0.0.0:{_settings.port}"
 workers = _settings.web_concurrency
+# Measured with `make bench` against sync and gevent (README "Performance"):
+# threads overlap the Postgres and Redis waits that sync workers sit through,
+# and psycopg and redis-py block a gevent hub unless patched.
 worker_class = "gthread"
 threads = 4
 timeout = 30

@@ -6,7 +6,17 @@ from collections.abc import Mapping
 
 from flask import Flask
 
-from . import cli, errors, i18n, logs, rate_limits, redis_store, security, surfaces
+from . import (
+    cli,
+    errors,
+    i18n,
+    logs,
+    rate_limits,
+    redis_store,
+    security,
+    sessions,
+    surfaces,
+)
 from .blueprints import (
     account,
     api_key_routes,
@@ -38,6 +48,7 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     logs.configure_logging(settings.log_level)
     logs.init_app(app)
     security.init_app(app, settings)
+    sessions.init_app(app)
     errors.init_app(app)
     i18n.init_app(app)
     init_templating(app)

@@ -16,11 +16,14 @@ token issued while the transaction was still open carries a later time.
 
 from __future__ import annotations
 
+import select
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from flask import Flask, current_app, g
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 #: Seconds to wait for Postgres before a request gives up with a 503.
@@ -28,14 +31,50 @@ CONNECT_TIMEOUT = 5
 
 
 def make_engine(database_url: str) -> Engine:
-    """Create a pooled engine that survives dropped connections."""
-    return create_engine(
+    """Create a pooled engine that survives dropped connections.
+
+    No ``pool_pre_ping``: a ``SELECT 1`` round trip per checkout would double
+    the statements of a short request. A connection the server closed (restart,
+    idle timeout, ``pg_terminate_backend``) is noticed at checkout without a
+    round trip (:func:`_refuse_closed`); one that dies silently later fails
+    its statement, which SQLAlchemy reports as a disconnect and answers by
+    emptying the pool, so the request is a 503 and the next one reconnects.
+    TCP keepalives bound how long a vanished host goes unnoticed.
+    """
+    engine = create_engine(
         database_url,
-        pool_pre_ping=True,
         pool_recycle=300,
         pool_timeout=CONNECT_TIMEOUT,
-        connect_args={"connect_timeout": CONNECT_TIMEOUT},
+        connect_args={
+            "connect_timeout": CONNECT_TIMEOUT,
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+        },
     )
+    event.listen(engine, "checkout", _refuse_closed)
+    return engine
+
+
+def _refuse_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """Discard a pooled connection the server has closed; the pool makes another.
+
+    An idle connection has nothing to read: readable means the server sent
+    its goodbye (or end of file) after it stopped serving us.
+    """
+    if getattr(dbapi_connection, "closed", False) or getattr(
+        dbapi_connection, "broken", False
+    ):
+        raise DisconnectionError("connection closed")
+    try:
+        poller = select.poll()
+        poller.register(dbapi_connection.fileno(), select.POLLIN)
+        readable = bool(poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        readable = True
+    if readable:
+        raise DisconnectionError("connection closed by the server")
 
 
 def is_storable(text: str) -> bool:

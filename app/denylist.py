@@ -12,7 +12,10 @@ plain existence markers keyed by an id:
 
 Only disabling a person needs a time cutoff, because their tokens share no
 id narrower than their ``sub``. :func:`is_denied` checks every entry that
-could apply to a token in one ``MGET``.
+could apply to a token: in this process's copy of the denylist
+(:mod:`app.denylist_view`) while that copy is provably current, otherwise in
+one ``MGET``. Every write also announces the marker to those copies, in the
+same round trip.
 
 Ordering with Postgres (see :mod:`app.db`): deny here before the database
 change commits, so a Redis failure leaves the change uncommitted.
@@ -20,11 +23,15 @@ change commits, so a Redis failure leaves the change uncommitted.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
 
+from flask import current_app
+
 from .config import current_settings
+from .denylist_view import CHANNEL, DenylistView, announcement, eviction
 from .redis_store import get_redis
 
 #: Extra seconds an entry outlives the tokens it covers (clock skew between hosts).
@@ -51,30 +58,67 @@ def _user_key(user_id: str) -> str:
     return f"denied:user:{user_id}"
 
 
+_view_lock = threading.Lock()
+
+
+def _write(markers: list[tuple[str, str]], ttl: int | None = None) -> None:
+    """Store markers and announce each to every process's copy, in one round trip."""
+    ttl = _marker_ttl() if ttl is None else ttl
+    pipeline = get_redis().pipeline(transaction=False)
+    for key, value in markers:
+        pipeline.set(key, value, ex=ttl)
+        pipeline.publish(CHANNEL, announcement(key, value, ttl))
+    pipeline.execute()
+
+
+def process_cache(name: str) -> dict[str, Any] | None:
+    """A per-process cache kept coherent by :func:`evict`; ``None``: do not cache."""
+    return _view().cache(name)
+
+
+def evict(name: str, entries: list[str]) -> None:
+    """Drop ``entries`` from every process's cache ``name`` (one round trip)."""
+    if entries:
+        pipeline = get_redis().pipeline(transaction=False)
+        for entry in entries:
+            pipeline.publish(CHANNEL, eviction(name, entry))
+        pipeline.execute()
+
+
+def _view() -> DenylistView:
+    extensions = current_app.extensions
+    view = extensions.get("denylist_view")
+    if view is None:
+        with _view_lock:
+            view = extensions.get("denylist_view")
+            if view is None:
+                view = DenylistView(get_redis(), _marker_ttl())
+                extensions["denylist_view"] = view
+    return view
+
+
 def deny_token(jti: str, expires_at: int | None = None) -> None:
     """Deny one token until it would have expired anyway."""
     ttl = _marker_ttl() if expires_at is None else int(expires_at - time.time()) + 1
     if ttl > 0:
-        get_redis().set(_jti_key(jti), "1", ex=min(ttl, _marker_ttl()))
+        _write([(_jti_key(jti), "1")], min(ttl, _marker_ttl()))
 
 
 def deny_consent(consent_id: str) -> None:
     """Deny every token issued under the consent ``consent_id``."""
-    get_redis().set(_consent_key(consent_id), "1", ex=_marker_ttl())
+    _write([(_consent_key(consent_id), "1")])
 
 
 def deny_api_keys(key_ids: list[str]) -> None:
     """Deny every token exchanged from each of the API keys ``key_ids``."""
-    pipeline = get_redis().pipeline(transaction=False)
-    for key_id in key_ids:
-        pipeline.set(_api_key_key(key_id), "1", ex=_marker_ttl())
-    pipeline.execute()
+    if key_ids:
+        _write([(_api_key_key(key_id), "1") for key_id in key_ids])
 
 
 def deny_user_until_now(user_id: str) -> None:
     """Deny every token issued so far to ``user_id`` (account disabled)."""
     # Tokens carry whole-second ``iat``; the cutoff covers the current second.
-    get_redis().set(_user_key(user_id), str(int(time.time())), ex=_marker_ttl())
+    _write([(_user_key(user_id), str(int(time.time())))])
 
 
 def is_denied(claims: Mapping[str, Any]) -> bool:
@@ -84,7 +128,19 @@ def is_denied(claims: Mapping[str, Any]) -> bool:
         keys.append(_consent_key(str(claims["consent_id"])))
     if claims.get("api_key_id"):
         keys.append(_api_key_key(str(claims["api_key_id"])))
-    jti_marker, user_cutoff, *markers = get_redis().mget(keys)
+    values = _view().lookup(keys)
+    if values is None:
+        values = get_redis().mget(keys)
+    jti_marker, user_cutoff, *markers = values
     if jti_marker is not None or any(marker is not None for marker in markers):
         return True
     return user_cutoff is not None and int(claims.get("iat", 0)) <= int(user_cutoff)
+
+
+def is_user_denied(user_id: str) -> bool:
+    """Tell whether ``user_id`` was disabled within the longest token lifetime."""
+    key = _user_key(user_id)
+    values = _view().lookup([key])
+    if values is None:
+        values = get_redis().mget([key])
+    return values[0] is not None

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import secrets
 import sys
 import time
+from typing import Any
 
 from flask import Flask, Response, g, has_request_context, request
-from pythonjsonlogger.json import JsonFormatter
 
 #: A caller's ``X-Request-ID`` is reused only if it is short and harmless.
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -21,6 +22,48 @@ AUDIT_LOGGER = "app.audit"
 log = logging.getLogger("app")
 
 
+#: Attributes every LogRecord has; anything else was passed in ``extra``.
+_STANDARD_ATTRIBUTES = frozenset(
+    logging.LogRecord("", 0, "", 0, "", (), None).__dict__
+) | {"message", "asctime", "taskName"}
+
+
+class JsonLineFormatter(logging.Formatter):
+    """One JSON object per record: time, level, name, message, then the extras.
+
+    Written out rather than a general JSON-logging library, which renders and
+    merges its field list again for every record (the request line is logged
+    on every request).
+    """
+
+    _second = -1
+    _second_text = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        # strftime once a second, not once a record; same text as logging's default.
+        second = int(record.created)
+        if second != self._second:
+            self._second_text = time.strftime(
+                "%Y-%m-%d %H:%M:%S", time.localtime(second)
+            )
+            self._second = second
+        return f"{self._second_text},{int(record.msecs):03d}"
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "name": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD_ATTRIBUTES:
+                line[key] = value
+        if record.exc_info:
+            line["exc_info"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
 class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = g.get("request_id") if has_request_context() else None
@@ -30,13 +73,7 @@ class RequestIdFilter(logging.Filter):
 def configure_logging(level: str) -> None:
     """Send JSON lines to stdout; safe to call more than once."""
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(
-        JsonFormatter(
-            "{asctime}{levelname}{name}{message}",
-            style="{",
-            rename_fields={"levelname": "level", "asctime": "time"},
-        )
-    )
+    handler.setFormatter(JsonLineFormatter())
     handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     root.handlers = [handler]

@@ -9,14 +9,41 @@ from collections.abc import Callable
 from typing import Any, TypeVar, cast
 from urllib.parse import urlencode, urlsplit
 
-from flask import Response, current_app, g, redirect, request, session
+from flask import Flask, Request, Response, current_app, g, redirect, request, session
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
+from itsdangerous import URLSafeTimedSerializer
 
 from .config import current_settings
 from .models import User
 from .redis_store import get_redis
+from .surfaces import Surface
 from .users import get_active_user
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class PageSessionInterface(SecureCookieSessionInterface):
+    """Signed-cookie sessions, opened only where people's pages need them."""
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        # Only people's pages read who is signed in; APIs, documents and
+        # services neither verify nor set the cookie (app.surfaces).
+        surface = app.extensions.get("surfaces", {}).get(request.blueprint)
+        if surface is not None and surface is not Surface.PAGE:
+            return None  # Flask's NullSession: reads are empty, writes raise
+        return super().open_session(app, request)
+
+    def get_signing_serializer(self, app: Flask) -> URLSafeTimedSerializer | None:
+        # Flask builds a serializer per request; the key never changes.
+        serializer = app.extensions.get("session_serializer")
+        if serializer is None:
+            serializer = super().get_signing_serializer(app)
+            app.extensions["session_serializer"] = serializer
+        return serializer
+
+
+def init_app(app: Flask) -> None:
+    app.session_interface = PageSessionInterface()
 
 
 def current_user() -> User | None:

@@ -304,3 +304,15 @@ def client_ids(engine) -> set[str]:
 def procfile() -> dict[str, str]:
     lines = (ROOT / "Procfile").read_text().splitlines()
     return dict(line.split(": ", 1) for line in lines if line.strip())
+
+
+def backdate(engine, client: dict, days: int) -> None:
+    with engine.begin() as connection:
+        connection.execute(
+            sqlalchemy.text(
+                "UPDATE oauth_clients"
+                " SET created_at = now() - make_interval(days => :d)"
+                " WHERE client_id = :id"
+            ),
+            {"d": days, "id": client["client_id"]},
+        )

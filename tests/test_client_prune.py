@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import sqlalchemy
 from helpers import (
     authorize_params,
+    backdate,
     client_ids,
     get_code,
     pkce_pair,
@@ -12,18 +12,6 @@ from helpers import (
     redeem,
     register_client,
 )
-
-
-def backdate(engine, client: dict, days: int) -> None:
-    with engine.begin() as connection:
-        connection.execute(
-            sqlalchemy.text(
-                "UPDATE oauth_clients"
-                " SET created_at = now() - make_interval(days => :d)"
-                " WHERE client_id = :id"
-            ),
-            {"d": days, "id": client["client_id"]},
-        )
 
 
 def test_prune_deletes_only_old_clients_that_never_authorized(

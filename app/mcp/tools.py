@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from flask import current_app
+
+from ..denylist import is_user_denied
 from ..users import get_active_user
 
 Claims = Mapping[str, Any]
@@ -68,14 +72,42 @@ class Tool:
         }
 
 
+#: Accounts whose email this process remembers; beyond that it starts afresh.
+EMAIL_CACHE_SIZE = 10_000
+_email_cache_lock = threading.Lock()
+
+
+def email_of(user_id: str) -> str | None:
+    """The enabled account's email, remembered so a token check needs no query.
+
+    An email never changes once the account exists, and accounts are disabled,
+    never deleted. A disabled account's tokens are refused before any tool
+    runs (its denylist marker); while that marker lives the account is read
+    afresh, so a token issued after the cutoff still meets the database.
+    """
+    cache: dict[str, str] = current_app.extensions.setdefault("mcp_emails", {})
+    email = None if is_user_denied(user_id) else cache.get(user_id)
+    if email is None:
+        user = get_active_user(user_id)
+        if user is None:
+            return None
+        email = user.email
+        with _email_cache_lock:
+            if len(cache) >= EMAIL_CACHE_SIZE:
+                cache.clear()
+            cache[user_id] = email
+    return email
+
+
 def whoami(claims: Claims, arguments: dict[str, Any]) -> dict[str, Any]:
     """Describe the caller: account, email, client or API key, and scope."""
     if arguments:
         raise ToolInputError("whoami takes no arguments.")
-    user = get_active_user(claims.get("sub"))
-    if user is None:
+    sub = str(claims.get("sub"))
+    email = email_of(sub)
+    if email is None:
         raise UnknownCaller
-    output: dict[str, Any] = {"sub": str(user.id), "email": user.email}
+    output: dict[str, Any] = {"sub": sub, "email": email}
     if claims.get("api_key_id"):
         output["api_key_id"] = str(claims["api_key_id"])
     else:

@@ -11,12 +11,14 @@ import hashlib
 import hmac
 import secrets
 from datetime import datetime
+from types import SimpleNamespace
 
 from authlib.oauth2.rfc6749 import ClientMixin
-from sqlalchemy import CursorResult, delete, exists, func, select, update
+from sqlalchemy import delete, exists, func, select, update
 
 from ..config import current_settings
 from ..db import db, is_storable
+from ..denylist import evict, process_cache
 from ..models import Consent, OAuthClient, utcnow
 from .constants import DEFAULT_GRANT_TYPES, DEFAULT_RESPONSE_TYPES, SCOPES
 from .redirect_uris import (
@@ -47,7 +49,7 @@ def generate_client_secret() -> str:
 class Client(ClientMixin):
     """Authlib's view of a registered client row."""
 
-    def __init__(self, row: OAuthClient) -> None:
+    def __init__(self, row: OAuthClient | SimpleNamespace) -> None:
         self.row = row
 
     @property
@@ -113,6 +115,11 @@ class Client(ClientMixin):
         return grant_type in self.row.grant_types
 
 
+#: The name of the per-process cache of registered clients, and its bound.
+CLIENT_CACHE = "clients"
+CLIENT_CACHE_SIZE = 10_000
+
+
 def query_client(client_id: str | None) -> Client | None:
     """Find a client by ``client_id``; the one lookup every endpoint uses."""
     # Text Postgres cannot hold could never have been registered.
@@ -125,8 +132,20 @@ def query_client(client_id: str | None) -> Client | None:
         return _document_client(client_id)
     if len(client_id) > 128:
         return None
-    row = db.session.get(OAuthClient, client_id)
-    return Client(row) if row is not None else None
+    # A registration never changes, so each process keeps what it read;
+    # pruning evicts it everywhere (see prune_unused_clients).
+    cache = process_cache(CLIENT_CACHE)
+    row = cache.get(client_id) if cache is not None else None
+    if row is None:
+        found = db.session.execute(
+            select(OAuthClient.__table__).where(OAuthClient.client_id == client_id)
+        ).first()
+        if found is None:
+            return None  # unknown ids are not remembered: anyone can send them
+        row = SimpleNamespace(**found._mapping)
+        if cache is not None and len(cache) < CLIENT_CACHE_SIZE:
+            cache[client_id] = row
+    return Client(row)
 
 
 def _document_client(url: str) -> Client | None:
@@ -163,24 +182,33 @@ def mark_authorized(client: Client) -> None:
     """Record, once, that a client completed an authorization (it is in use)."""
     if client.row.last_authorized_at is not None:
         return  # only whether it was ever used matters, not when it last was
+    now = utcnow()
     db.session.execute(
         update(OAuthClient)
         .where(
             OAuthClient.client_id == client.client_id,
             OAuthClient.last_authorized_at.is_(None),
         )
-        .values(last_authorized_at=utcnow())
+        .values(last_authorized_at=now)
     )
+    client.row.last_authorized_at = now  # the cached copy, so it is written once
 
 
 def prune_unused_clients(registered_before: datetime) -> int:
     """Delete clients registered before a time that never completed an authorization."""
     has_consent = exists().where(Consent.client_id == OAuthClient.client_id)
-    result: CursorResult = db.session.execute(  # type: ignore[assignment]
-        delete(OAuthClient).where(
+    deleted = db.session.scalars(
+        delete(OAuthClient)
+        .where(
             OAuthClient.created_at < registered_before,
             OAuthClient.last_authorized_at.is_(None),
             ~has_consent,
         )
-    )
-    return result.rowcount or 0
+        .returning(OAuthClient.client_id)
+    ).all()
+    # Evict now and again after the commit: a process that reads the row
+    # between the two still loses it.
+    client_ids = list(deleted)
+    evict(CLIENT_CACHE, client_ids)
+    db.after_commit(lambda: evict(CLIENT_CACHE, client_ids))
+    return len(deleted)
