@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os.path
 from collections.abc import Callable, Mapping
@@ -180,6 +181,34 @@ def _allowed_origins(value: str) -> tuple[str, ...]:
     return origins
 
 
+def _switch(value: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("on", "true", "1", "yes"):
+        return True
+    if lowered in ("off", "false", "0", "no"):
+        return False
+    raise ValueError("must be on or off")
+
+
+def _resource_servers(value: str) -> tuple[tuple[str, str], ...]:
+    """``name:secret`` pairs; each secret is kept only as its SHA-256."""
+    pairs: dict[str, str] = {}
+    for item in value.split(","):
+        name, sep, secret = item.strip().partition(":")
+        if not item.strip():
+            continue
+        if not sep or not name or not secret:
+            raise ValueError("must be comma-separated name:secret pairs")
+        if len(secret) < MIN_SECRET_LENGTH // 2:
+            raise ValueError(f"secret of {name} is shorter than 16 characters")
+        if name in pairs:
+            raise ValueError(f"names {name} twice")
+        pairs[name] = hashlib.sha256(secret.encode()).hexdigest()
+    if not pairs:
+        raise ValueError("must list at least one name:secret pair")
+    return tuple(pairs.items())
+
+
 def _client_id_prefix(value: str) -> str:
     if not value or not value.replace("_", "").replace(".", "").isalnum():
         raise ValueError("must be letters, digits, '.' or '_'")
@@ -212,6 +241,16 @@ class Settings:
     log_level: str = "INFO"
     #: Origins that may call ``/mcp`` (MCP transports, DNS rebinding); empty: any.
     allowed_origins: tuple[str, ...] = ()
+    #: Issue refresh tokens to clients that register the grant (CONTRACT §10).
+    refresh_tokens: bool = True
+    #: Absolute lifetime of one consent's refresh chain, seconds (30 days).
+    refresh_token_ttl: int = 2592000
+    #: A refresh token unused this long dies, seconds (14 days).
+    refresh_token_idle_ttl: int = 1209600
+    #: Seconds after a rotation in which the old token still gets the successor.
+    refresh_grace_seconds: int = 30
+    #: Resource servers allowed at ``/introspect``: (name, SHA-256 of secret).
+    resource_servers: tuple[tuple[str, str], ...] = ()
 
     @property
     def mcp_resource(self) -> str:
@@ -233,8 +272,9 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "port": _int(1, 65535),
     "web_concurrency": _int(1, 256),
     "trusted_proxy_hops": _int(0, 10),
-    "access_token_ttl": _int(60, 86400),
-    "auth_code_ttl": _int(30, 600),
+    # CONTRACT §9: any whole number of seconds from 1, so expiry can be watched.
+    "access_token_ttl": _int(1, 86400),
+    "auth_code_ttl": _int(1, 600),
     "registration_rate_limit": _rate_limit,
     "max_clients_per_address": _int(1, 10**9),
     "max_clients": _int(1, 10**9),
@@ -245,6 +285,11 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "api_key_max_days": _int(1, 3650),
     "log_level": lambda v: v.upper() if v.upper() in _LOG_LEVELS else _bad_level(),
     "allowed_origins": _allowed_origins,
+    "refresh_tokens": _switch,
+    "refresh_token_ttl": _int(1, 366 * 86400),
+    "refresh_token_idle_ttl": _int(1, 366 * 86400),
+    "refresh_grace_seconds": _int(0, 3600),
+    "resource_servers": _resource_servers,
 }
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")

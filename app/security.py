@@ -20,6 +20,7 @@ CORS_ROUTES = {
     r"/.well-known/*": ["GET"],
     r"/register": ["POST"],
     r"/token": ["POST"],
+    r"/revoke": ["POST"],
     r"/mcp": ["POST"],
     r"/auth/token": ["POST"],
 }

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 
 from helpers import Browser  # noqa: E402
 
-TABLES = ("api_keys", "consents", "oauth_clients", "users")
+TABLES = ("api_keys", "refresh_tokens", "consents", "oauth_clients", "users")
 
 
 @pytest.fixture(scope="session")

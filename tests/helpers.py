@@ -152,3 +152,26 @@ def obtain_token(browser: Browser, user: dict[str, str], **client_metadata: Any)
     response = redeem(browser, client, code, verifier)
     assert response.status_code == 200, response.text
     return response.json()["access_token"]
+
+
+def refresh(
+    browser: Browser, client: dict[str, Any], refresh_token: str, **extra: str
+) -> Any:
+    """POST /token grant_type=refresh_token, authenticating as the client registered."""
+    data = {"grant_type": "refresh_token", "refresh_token": refresh_token, **extra}
+    return token_request(browser, client, data)
+
+
+def obtain_tokens(
+    browser: Browser, user: dict[str, str], **client_metadata: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Register a client asking for refresh tokens, sign in, approve, redeem.
+
+    Return the client and the token response.
+    """
+    client_metadata.setdefault("grant_types", ["authorization_code", "refresh_token"])
+    client = register_client(browser, **client_metadata)
+    code, verifier, _ = get_code(browser, client, user)
+    response = redeem(browser, client, code, verifier)
+    assert response.status_code == 200, response.text
+    return client, response.json()

@@ -19,11 +19,15 @@ from authlib.oauth2.rfc6749 import ClientMixin
 from rfc3986_validator import validate_rfc3986
 from sqlalchemy import delete, exists, func, select, update
 
+from ..config import current_settings
 from ..db import db, is_storable
 from ..models import Consent, OAuthClient, utcnow
 
 #: Scopes this service knows; a client may ask for any of them.
 SCOPES = ("read", "write")
+#: OpenID's scope for refresh tokens: accepted and ignored, since refresh
+#: tokens do not depend on it (CONTRACT §10); never granted as a scope.
+OFFLINE_ACCESS = "offline_access"
 #: Client authentication methods at the token endpoint (CONTRACT §2).
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")
 #: Hosts that RFC 8252 §7.3 treats as loopback for redirect URIs.
@@ -232,8 +236,10 @@ class Client(ClientMixin):
         allowed = self.row.scope.split()
         if not scope:
             return " ".join(allowed)
-        requested = scope.split()
-        if not requested or any(s not in allowed for s in requested):
+        requested = [s for s in scope.split() if s != OFFLINE_ACCESS]
+        if not requested:
+            return " ".join(allowed) if OFFLINE_ACCESS in scope.split() else None
+        if any(s not in allowed for s in requested):
             return None
         return " ".join(s for s in allowed if s in requested)
 
@@ -256,6 +262,9 @@ class Client(ClientMixin):
         return response_type in self.row.response_types
 
     def check_grant_type(self, grant_type: str) -> bool:
+        # A client registered while REFRESH_TOKENS was on gets none once it is off.
+        if grant_type == "refresh_token" and not current_settings().refresh_tokens:
+            return False
         return grant_type in self.row.grant_types
 
 

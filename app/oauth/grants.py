@@ -28,6 +28,7 @@ from .clients import AUTH_METHODS, Client
 from .codes import AuthorizationCode, CodeStore
 from .consent import ConsentedUser, live_consent_holder
 from .errors import InvalidTargetError
+from .refresh import end_chain_of_code
 from .tokens import new_jti
 
 #: Parameters the token request must carry (CONTRACT §4); checked before the code
@@ -175,6 +176,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         if consumed.replayed_jti:
             # RFC 6749 §4.1.2: a code used twice revokes what it produced.
             deny_token(consumed.replayed_jti)
+            end_chain_of_code(consumed.replayed_jti)
         return consumed.code
 
     def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:

@@ -33,13 +33,12 @@ from .clients import (
     redirect_uri_problem,
 )
 from .errors import ClientLimitExceededError
-from .metadata import authorization_server_metadata
+from .metadata import authorization_server_metadata, offered_grant_types
 
 DEFAULT_CLIENT_NAME = "MCP Client"
 MAX_CLIENT_NAME_LENGTH = 200
 MAX_REDIRECT_URIS = 20
-#: Grant and response types a client may register.
-OFFERED_GRANT_TYPES = ("authorization_code",)
+#: Response types a client may register (grant types: ``offered_grant_types``).
 OFFERED_RESPONSE_TYPES = ("code",)
 #: Invisible or non-text: controls, formats (bidi overrides), surrogates,
 #: private use, unassigned, line and paragraph separators.
@@ -103,7 +102,7 @@ def _redirect_uris(data: dict[str, Any]) -> list[str]:
 
 def _offered(requested: list[str], offered: tuple[str, ...], name: str) -> list[str]:
     kept = [value for value in offered if value in requested]
-    if not kept:
+    if offered[0] not in kept:
         raise InvalidClientMetadataError(f"'{name}' must include '{offered[0]}'.")
     return kept
 
@@ -179,7 +178,8 @@ def clean_metadata(data: Any) -> dict[str, Any]:
         "token_endpoint_auth_method": _auth_method(data),
         "grant_types": _offered(
             _string_list(data, "grant_types", ["authorization_code"]),
-            OFFERED_GRANT_TYPES,
+            # MCP clients ask for refresh_token too; kept unless REFRESH_TOKENS=off.
+            offered_grant_types(current_settings()),
             "grant_types",
         ),
         "response_types": _offered(
