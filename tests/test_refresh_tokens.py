@@ -332,3 +332,20 @@ def test_a_refresh_costs_at_most_three_statements_and_two_redis_commands(
     assert cost == ["SELECT", "UPDATE", "INSERT"]
     # INFO itself counts once.
     assert after - before - 1 <= 2
+
+
+def test_a_code_exchange_with_a_refresh_token_stays_at_three_statements(
+    server: Any, browser: Browser, user: dict[str, str]
+) -> None:
+    client = register_client(
+        browser, grant_types=["authorization_code", "refresh_token"]
+    )
+    code, verifier, _ = get_code(browser, client, user)
+
+    with statements(server) as cost:
+        response = redeem(browser, client, code, verifier)
+
+    assert "refresh_token" in response.json()
+    # The client, the person with their consent, then the refresh token with
+    # the client's first-use mark in the same statement.
+    assert cost == ["SELECT", "SELECT", "WITH"]

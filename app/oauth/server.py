@@ -19,7 +19,11 @@ Every remaining deviation from stock Authlib, and why:
   and only for the client it was issued to; ``authenticate_user`` also checks
   that the consent the code was issued under is still live;
 - the grant hands the token generator a ``ConsentedUser`` as ``user``, which
-  names the consent (the ``consent_id`` claim) and the token's chosen ``jti``.
+  names the consent (the ``consent_id`` claim) and the token's chosen ``jti``;
+- the refresh grant (:mod:`.refresh`) consumes its token atomically and keeps
+  a grace window; revocation and introspection (:mod:`.token_endpoints`)
+  accept post and none client authentication, and introspection
+  authenticates resource servers, not clients.
 """
 
 from __future__ import annotations
