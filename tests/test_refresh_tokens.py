@@ -149,7 +149,17 @@ def test_offline_access_is_accepted_and_not_needed(
     tokens = redeem(browser, client, code, verifier).json()
 
     assert tokens["scope"] == "read"
-    assert refresh(browser, client, tokens["refresh_token"]).status_code == 200
+    plain = refresh(browser, client, tokens["refresh_token"])
+    assert plain.status_code == 200
+    asked = refresh(
+        browser, client, plain.json()["refresh_token"], scope="read offline_access"
+    )
+    assert asked.status_code == 200, asked.text
+    assert asked.json()["scope"] == "read"
+    only = refresh(
+        browser, client, asked.json()["refresh_token"], scope="offline_access"
+    )
+    assert only.json()["scope"] == "read"
 
 
 # Grace window and reuse -----------------------------------------------------------

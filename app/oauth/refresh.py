@@ -20,7 +20,7 @@ from flask import g
 from ..config import current_settings
 from ..models import User, utcnow
 from . import refresh_store
-from .clients import AUTH_METHODS, Client, mark_authorized
+from .clients import AUTH_METHODS, OFFLINE_ACCESS, Client, mark_authorized
 from .consent import ConsentedUser, revoke_consent
 from .refresh_store import RefreshRecord
 
@@ -76,6 +76,17 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             return rotated.record
         end_chain(rotated.record.user_id, rotated.record.consent_id)
         return None
+
+    def issue_token(self, user: ConsentedUser, refresh_token: RefreshRecord) -> dict:
+        # RFC 6749 §6: an omitted scope is the one granted; a narrower one was
+        # already checked against it. offline_access is never a token's scope.
+        requested = (self.request.payload.scope or "").split()
+        kept = [s for s in requested if s != OFFLINE_ACCESS]
+        return self.generate_token(
+            user=user,
+            scope=" ".join(kept) if kept else refresh_token.scope,
+            include_refresh_token=self.INCLUDE_NEW_REFRESH_TOKEN,
+        )
 
     def authenticate_user(self, refresh_token: RefreshRecord) -> ConsentedUser:
         # The consume (or find_rotated) already required an enabled person and

@@ -29,6 +29,7 @@ from sqlalchemy.orm import aliased
 
 from ..db import db
 from ..models import Consent, OAuthClient, RefreshToken, User, utcnow
+from .clients import OFFLINE_ACCESS
 
 #: 32 bytes: 256 random bits (CONTRACT §10).
 TOKEN_BYTES = 32
@@ -91,7 +92,9 @@ class RefreshRecord:
         return self.client_id == client.get_client_id()
 
     def get_scope(self) -> str:
-        return self.scope
+        # What a refresh may ask for: the chain's scope, and offline_access,
+        # which is accepted and never granted (CONTRACT §10).
+        return f"{self.scope} {OFFLINE_ACCESS}"
 
 
 def _live_chain(token_hash: str, client_id: str, idle_ttl: int | None) -> list[Any]:
