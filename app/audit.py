@@ -73,6 +73,11 @@ API_KEY_REVOKED = _event(
 AUTHORIZATION_CODE_REPLAYED = _event(
     "authorization_code_replayed", "client_id", "user_id", "revoked_jti"
 )
+#: A rotated-out refresh token came back after the grace window (RFC 9700
+#: §4.14.2): the consent, its refresh chain and its tokens were ended.
+REFRESH_TOKEN_REUSED = _event(
+    "refresh_token_reused", "client_id", "user_id", "consent_id"
+)
 #: An operator disabled an account (CLI); its tokens were cut off.
 USER_DISABLED = _event("user_disabled", "user_id", "account")
 

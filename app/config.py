@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os.path
 import re
@@ -228,6 +229,25 @@ def _host_list(value: str) -> frozenset[str]:
     return frozenset(hosts)
 
 
+def _resource_servers(value: str) -> tuple[tuple[str, str], ...]:
+    """``name:secret`` pairs; each secret is kept only as its SHA-256."""
+    pairs: dict[str, str] = {}
+    for item in value.split(","):
+        name, sep, secret = item.strip().partition(":")
+        if not item.strip():
+            continue
+        if not sep or not name or not secret:
+            raise ValueError("must be comma-separated name:secret pairs")
+        if len(secret) < MIN_SECRET_LENGTH // 2:
+            raise ValueError(f"secret of {name} is shorter than 16 characters")
+        if name in pairs:
+            raise ValueError(f"names {name} twice")
+        pairs[name] = hashlib.sha256(secret.encode()).hexdigest()
+    if not pairs:
+        raise ValueError("must list at least one name:secret pair")
+    return tuple(pairs.items())
+
+
 def _client_id_prefix(value: str) -> str:
     if not value or not value.replace("_", "").replace(".", "").isalnum():
         raise ValueError("must be letters, digits, '.' or '_'")
@@ -285,8 +305,9 @@ class Settings:
     port: int = setting(_int(1, 65535), 8000)
     web_concurrency: int = setting(_int(1, 256), 2)
     trusted_proxy_hops: int = setting(_int(0, 10), 0)
-    access_token_ttl: int = setting(_int(60, 86400), 3600)
-    auth_code_ttl: int = setting(_int(30, 600), 600)
+    # Any whole number of seconds from 1, so tests and operators can watch expiry.
+    access_token_ttl: int = setting(_int(1, 86400), 3600)
+    auth_code_ttl: int = setting(_int(1, 600), 600)
     registration_rate_limit: str = setting(_rate_limit, "20 per hour")
     max_clients_per_address: int = setting(_int(1, 10**9), 100)
     max_clients: int = setting(_int(1, 10**9), 100000)
@@ -324,6 +345,17 @@ class Settings:
             return self.redis_url
         separator = "&" if "?" in self.redis_url else "?"
         return f"{self.redis_url}{separator}ssl_cert_reqs=none"
+
+    #: Issue refresh tokens to clients that register the grant (CONTRACT §10).
+    refresh_tokens: bool = setting(_switch, True)
+    #: Absolute lifetime of one consent's refresh chain, seconds (30 days).
+    refresh_token_ttl: int = setting(_int(1, 366 * 86400), 2592000)
+    #: A refresh token unused this long dies, seconds (14 days).
+    refresh_token_idle_ttl: int = setting(_int(1, 366 * 86400), 1209600)
+    #: Seconds after a rotation in which the old token still gets the successor.
+    refresh_grace_seconds: int = setting(_int(0, 3600), 30)
+    #: Resource servers allowed at ``/introspect``: (name, SHA-256 of secret).
+    resource_servers: tuple[tuple[str, str], ...] = setting(_resource_servers, ())
 
     @property
     def mcp_resource(self) -> str:

@@ -147,3 +147,40 @@ class ApiKey(Timestamped, Base):
 
     owner: Mapped[User] = relationship(lazy="raise")
     consent: Mapped[Consent | None] = relationship(lazy="raise")
+
+
+class RefreshToken(Base):
+    """One refresh token of a consent's chain (CONTRACT §10); only its hash is kept.
+
+    Each use rotates it: the row is marked ``rotated_at`` and a successor row
+    names it as ``parent_id``. The successor also keeps its own plaintext
+    sealed with a key derived from the parent token, so that during the grace
+    window only a holder of the parent can be handed the same successor.
+    """
+
+    __tablename__ = "refresh_tokens"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    #: SHA-256 of the token; the token itself is never stored.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    consent_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("consents.id", ondelete="CASCADE"), index=True
+    )
+    client_id: Mapped[str] = mapped_column(String(128))
+    user_id: Mapped[uuid.UUID] = mapped_column()
+    #: The scope of the chain as consented; a narrowed refresh keeps it whole.
+    scope: Mapped[str] = mapped_column(String(200))
+    parent_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("refresh_tokens.id", ondelete="SET NULL"), index=True
+    )
+    #: On a chain's first token: the ``jti`` its code chose, so that a replayed
+    #: code can find the chain it produced (RFC 6749 §4.1.2).
+    code_jti: Mapped[str | None] = mapped_column(String(64), index=True)
+    #: This token's plaintext, sealed for the holder of the parent token.
+    sealed: Mapped[str | None] = mapped_column(Text)
+    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    #: The chain's absolute end, inherited from the first token of the chain.
+    chain_expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    rotated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

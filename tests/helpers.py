@@ -9,6 +9,8 @@ import os
 import secrets
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -316,3 +318,60 @@ def backdate(engine, client: dict, days: int) -> None:
             ),
             {"d": days, "id": client["client_id"]},
         )
+
+
+def refresh(
+    browser: Browser, client: dict[str, Any], refresh_token: str, **extra: str
+) -> Any:
+    """POST /token grant_type=refresh_token, authenticating as the client registered."""
+    data = {"grant_type": "refresh_token", "refresh_token": refresh_token, **extra}
+    return token_request(browser, client, data)
+
+
+def obtain_tokens(
+    browser: Browser, user: dict[str, str], **client_metadata: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Register a client asking for refresh tokens, sign in, approve, redeem.
+
+    Return the client and the token response.
+    """
+    client_metadata.setdefault("grant_types", ["authorization_code", "refresh_token"])
+    client = register_client(browser, **client_metadata)
+    code, verifier, _ = get_code(browser, client, user)
+    response = redeem(browser, client, code, verifier)
+    assert response.status_code == 200, response.text
+    return client, response.json()
+
+
+def revoke(
+    browser: Browser, client: dict[str, Any], data: dict[str, str], **kwargs: Any
+) -> Any:
+    """POST /revoke authenticating as the client registered."""
+    method = client.get("token_endpoint_auth_method", "client_secret_basic")
+    data = dict(data)
+    auth = None
+    if method == "client_secret_basic":
+        auth = (client["client_id"], client["client_secret"])
+    elif method == "client_secret_post":
+        data.update(
+            client_id=client["client_id"], client_secret=client["client_secret"]
+        )
+    else:
+        data["client_id"] = client["client_id"]
+    return browser.post("/revoke", data=data, auth=auth, **kwargs)
+
+
+@contextmanager
+def statements(server: Any) -> Iterator[list[str]]:
+    """Record the SQL the live server runs (it shares this process)."""
+    seen: list[str] = []
+    engine = server.app.extensions["db"].engine
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:
+        seen.append(statement.split()[0].upper())
+
+    sqlalchemy.event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        sqlalchemy.event.remove(engine, "before_cursor_execute", record)

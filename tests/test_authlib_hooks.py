@@ -14,11 +14,15 @@ import pytest
 from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProtector
 from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc6749.hooks import Hookable, hooked
+from authlib.oauth2.rfc6749.token_endpoint import TokenEndpoint
+from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7591 import ClientRegistrationEndpoint
 from authlib.oauth2.rfc7636 import CodeChallenge
+from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
 
 CodeGrant = grants.AuthorizationCodeGrant
+RefreshGrant = grants.RefreshTokenGrant
 
 EXPECTED = [
     (CodeGrant, "validate_token_request", ["self"]),
@@ -63,6 +67,24 @@ EXPECTED = [
         ["self", "client_info", "client_metadata", "request"],
     ),
     (ClientRegistrationEndpoint, "create_registration_response", ["self", "request"]),
+    (RefreshGrant, "authenticate_refresh_token", ["self", "refresh_token"]),
+    (RefreshGrant, "authenticate_user", ["self", "refresh_token"]),
+    (RefreshGrant, "revoke_old_credential", ["self", "refresh_token"]),
+    (RefreshGrant, "issue_token", ["self", "user", "refresh_token"]),
+    (TokenEndpoint, "authenticate_endpoint_client", ["self", "request"]),
+    (RevocationEndpoint, "authenticate_token", ["self", "request", "client"]),
+    (RevocationEndpoint, "check_params", ["self", "request", "client"]),
+    (RevocationEndpoint, "query_token", ["self", "token_string", "token_type_hint"]),
+    (RevocationEndpoint, "revoke_token", ["self", "token", "request"]),
+    (RevocationEndpoint, "create_endpoint_response", ["self", "request"]),
+    (IntrospectionEndpoint, "check_params", ["self", "request", "client"]),
+    (
+        IntrospectionEndpoint,
+        "query_token",
+        ["self", "token_string", "token_type_hint"],
+    ),
+    (IntrospectionEndpoint, "check_permission", ["self", "token", "client", "request"]),
+    (IntrospectionEndpoint, "introspect_token", ["self", "token"]),
 ]
 
 

@@ -71,8 +71,15 @@ def test_each_required_setting_is_named_when_missing(name: str) -> None:
         ("PORT", "70000"),
         ("WEB_CONCURRENCY", "0"),
         ("TRUSTED_PROXY_HOPS", "-1"),
-        ("ACCESS_TOKEN_TTL", "10"),
+        ("ACCESS_TOKEN_TTL", "0"),
         ("AUTH_CODE_TTL", "3600"),
+        ("REFRESH_TOKENS", "maybe"),
+        ("REFRESH_TOKEN_TTL", "0"),
+        ("REFRESH_TOKEN_IDLE_TTL", "-5"),
+        ("REFRESH_GRACE_SECONDS", "soon"),
+        ("RESOURCE_SERVERS", "gateway"),
+        ("RESOURCE_SERVERS", "gateway:short"),
+        ("RESOURCE_SERVERS", ":a-secret-of-enough-length"),
         ("REGISTRATION_RATE_LIMIT", "lots"),
         ("LOGIN_RATE_LIMIT", "10 per fortnight"),
         ("MAX_CLIENTS", "many"),
@@ -333,3 +340,28 @@ def test_gunicorn_start_up_with_a_bad_signing_key_prints_one_line_and_fails(
     assert result.stderr.strip().splitlines() == [
         f"configuration error: JWT_SIGNING_KEY is malformed: {problem}"
     ]
+
+
+def test_lifetimes_accept_one_second() -> None:
+    # CONTRACT §9: operators and tests shorten lifetimes to watch expiry happen.
+    s = settings(
+        ACCESS_TOKEN_TTL="1",
+        AUTH_CODE_TTL="1",
+        REFRESH_TOKEN_TTL="1",
+        REFRESH_TOKEN_IDLE_TTL="1",
+    )
+    assert (s.access_token_ttl, s.auth_code_ttl) == (1, 1)
+    assert (s.refresh_token_ttl, s.refresh_token_idle_ttl) == (1, 1)
+
+
+def test_refresh_defaults_and_resource_servers_kept_hashed() -> None:
+    s = settings()
+    assert s.refresh_tokens is True
+    assert (s.refresh_token_ttl, s.refresh_token_idle_ttl) == (2592000, 1209600)
+    assert s.refresh_grace_seconds == 30
+    assert s.resource_servers == ()
+    assert settings(REFRESH_TOKENS="off").refresh_tokens is False
+    secret = "a-resource-server-secret"
+    servers = settings(RESOURCE_SERVERS=f"gateway:{secret}").resource_servers
+    assert [name for name, _ in servers] == ["gateway"]
+    assert secret not in repr(servers)

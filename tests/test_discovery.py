@@ -25,7 +25,8 @@ def assert_authorization_server_metadata(document: dict, issuer: str) -> None:
     assert document["code_challenge_methods_supported"] == ["S256"]
     assert set(document["token_endpoint_auth_methods_supported"]) == AUTH_METHODS
     assert len(document["token_endpoint_auth_methods_supported"]) == 3
-    assert sorted(document["scopes_supported"]) == ["read", "write"]
+    # offline_access only here, never in the protected resource's (CONTRACT §10).
+    assert sorted(document["scopes_supported"]) == ["offline_access", "read", "write"]
     # Every URL the document names is built from the issuer, nothing else.
     for name, value in document.items():
         if name.endswith("_endpoint") or name.endswith("_uri"):

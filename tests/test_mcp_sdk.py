@@ -7,6 +7,7 @@ MCP over Streamable HTTP: nothing here is specific to this server.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -34,7 +35,9 @@ def test_sdk_client_session_completes_the_whole_flow(
     authorize = parse_qs(urlsplit(person.authorization_urls[0]).query)
     assert authorize["resource"] == [server.issuer + "/mcp"]
     assert authorize["code_challenge_method"] == ["S256"]
-    assert set(authorize["scope"][0].split()) == {"read", "write"}
+    # The SDK adds offline_access because the metadata lists it (CONTRACT §10);
+    # it is accepted, and the token's scope is still just what was granted.
+    assert set(authorize["scope"][0].split()) == {"read", "write", "offline_access"}
 
     initialized = outcome["initialized"]
     assert initialized.protocol_version == "2025-11-25"
@@ -78,3 +81,26 @@ def test_sdk_high_level_client_falls_back_to_the_initialize_handshake(
     assert [tool.name for tool in outcome["tools"].tools] == ["whoami"]
     assert outcome["whoami"]["email"] == user["email"]
     assert len(person.authorization_urls) == 1
+
+
+def test_sdk_client_refreshes_without_a_second_sign_in(
+    make_server: Any, user: dict[str, str]
+) -> None:
+    # CONTRACT §10: the SDK asks for refresh_token and uses it when the access
+    # token has expired, in a new session, instead of the browser.
+    live = make_server(ACCESS_TOKEN_TTL="2")
+    person = Person(live.browser(), user)
+    provider = oauth_provider(live, person)
+
+    first = anyio.run(run_session, live, provider)
+    issued = provider.context.current_tokens
+    time.sleep(3)
+    second = anyio.run(run_session, live, provider)
+
+    assert first["whoami"]["email"] == second["whoami"]["email"] == user["email"]
+    assert len(person.authorization_urls) == 1
+    assert "refresh_token" in provider.context.client_info.grant_types
+    refreshed = provider.context.current_tokens
+    assert issued.refresh_token and refreshed.refresh_token
+    assert refreshed.refresh_token != issued.refresh_token
+    assert refreshed.access_token != issued.access_token

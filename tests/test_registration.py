@@ -131,6 +131,16 @@ def test_grant_types_not_offered_are_dropped(browser):
         ],
     )
 
+    # CONTRACT §10: refresh_token is kept beside authorization_code.
+    assert client["grant_types"] == ["authorization_code", "refresh_token"]
+
+
+def test_refresh_tokens_off_drops_the_refresh_grant(make_server):
+    live = make_server(REFRESH_TOKENS="off")
+    client = register_client(
+        live.browser(), grant_types=["authorization_code", "refresh_token"]
+    )
+
     assert client["grant_types"] == ["authorization_code"]
 
 

@@ -3,28 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-import sqlalchemy
-from helpers import get_code, redeem, register_client
-
-
-@contextmanager
-def statements(server: Any) -> Iterator[list[str]]:
-    """Record the SQL the live server runs (it shares this process)."""
-    seen: list[str] = []
-    engine = server.app.extensions["db"].engine
-
-    def record(conn, cursor, statement, parameters, context, executemany) -> None:
-        seen.append(statement.split()[0].upper())
-
-    sqlalchemy.event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        sqlalchemy.event.remove(engine, "before_cursor_execute", record)
+from helpers import get_code, redeem, register_client, statements
 
 
 def test_a_code_exchange_reads_the_client_and_the_consent_once(

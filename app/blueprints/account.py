@@ -22,7 +22,9 @@ from ..api_keys import (
 )
 from ..db import db
 from ..models import User, utcnow
-from ..oauth.consent import list_consents, revoke_consent
+from ..oauth.consent import list_consents
+from ..oauth.refresh import end_chain
+from ..oauth.refresh_store import last_refreshed
 from ..sessions import current_user, issuer_redirect, login_required
 
 bp = Blueprint("account", __name__)
@@ -47,11 +49,13 @@ def _signed_in() -> User:
 
 def _account_page(status: int = 200, error: str | None = None) -> tuple[str, int]:
     user = _signed_in()
+    consents = list_consents(user.id)
     page = render_template(
         "account/index.html",
         user=user,
         keys=list_api_keys(user.id),
-        consents=list_consents(user.id),
+        consents=consents,
+        refreshed=last_refreshed([consent.id for consent in consents]),
         is_expired=is_expired,
         now=utcnow(),
         scopes=SCOPES,
@@ -123,7 +127,7 @@ def revoke_client(consent_id: str) -> Response:
     """Withdraw a client's authorization; its tokens stop working at once."""
     parsed = parse_id(consent_id)
     with db.transaction():
-        revoked = parsed is not None and revoke_consent(_signed_in().id, parsed)
+        revoked = parsed is not None and end_chain(_signed_in().id, parsed)
     if not revoked:
         abort(404, _("There is no such authorization."))
     return issuer_redirect(ACCOUNT_PATH)

@@ -1,10 +1,11 @@
-"""The token endpoint programs call (RFC 6749 §3.2)."""
+"""The token endpoint and its companions: revocation and introspection."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, abort
 
-from ..oauth.constants import TOKEN_PATH
+from ..config import current_settings
+from ..oauth.constants import INTROSPECTION_PATH, REVOCATION_PATH, TOKEN_PATH
 from ..oauth.server import get_server
 
 bp = Blueprint("token", __name__)
@@ -14,3 +15,17 @@ bp = Blueprint("token", __name__)
 def token() -> Response:
     """RFC 6749 §3.2, with PKCE (RFC 7636) and resource indicators (RFC 8707)."""
     return get_server().create_token_response()
+
+
+@bp.post(REVOCATION_PATH)
+def revoke() -> Response:
+    """RFC 7009 token revocation."""
+    return get_server().create_endpoint_response("revocation")
+
+
+@bp.post(INTROSPECTION_PATH)
+def introspect() -> Response:
+    """RFC 7662 token introspection, for the configured resource servers only."""
+    if not current_settings().resource_servers:
+        abort(404)
+    return get_server().create_endpoint_response("introspection")

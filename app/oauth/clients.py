@@ -20,7 +20,12 @@ from ..config import current_settings
 from ..db import db, is_storable
 from ..denylist import evict, process_cache
 from ..models import Consent, OAuthClient, utcnow
-from .constants import DEFAULT_GRANT_TYPES, DEFAULT_RESPONSE_TYPES, SCOPES
+from .constants import (
+    DEFAULT_GRANT_TYPES,
+    DEFAULT_RESPONSE_TYPES,
+    OFFLINE_ACCESS,
+    SCOPES,
+)
 from .redirect_uris import (
     browser_host,
     redirect_uri_matches,
@@ -85,8 +90,10 @@ class Client(ClientMixin):
         allowed = self.row.scope.split()
         if not scope:
             return " ".join(allowed)
-        requested = scope.split()
-        if not requested or any(s not in allowed for s in requested):
+        requested = [s for s in scope.split() if s != OFFLINE_ACCESS]
+        if not requested:
+            return " ".join(allowed) if OFFLINE_ACCESS in scope.split() else None
+        if any(s not in allowed for s in requested):
             return None
         return " ".join(s for s in allowed if s in requested)
 
@@ -112,6 +119,9 @@ class Client(ClientMixin):
         return response_type in self.row.response_types
 
     def check_grant_type(self, grant_type: str) -> bool:
+        # A client registered while REFRESH_TOKENS was on gets none once it is off.
+        if grant_type == "refresh_token" and not current_settings().refresh_tokens:
+            return False
         return grant_type in self.row.grant_types
 
 

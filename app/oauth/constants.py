@@ -15,6 +15,10 @@ AUTHORIZATION_PATH = "/authorize"
 TOKEN_PATH = "/token"
 #: RFC 7591 §3: the client registration endpoint.
 REGISTRATION_PATH = "/register"
+#: RFC 7009 token revocation.
+REVOCATION_PATH = "/revoke"
+#: RFC 7662 token introspection (resource servers only).
+INTROSPECTION_PATH = "/introspect"
 #: The protected MCP endpoint; its URL is the RFC 8707 resource indicator.
 MCP_PATH = "/mcp"
 #: RFC 8615: where discovery documents live.
@@ -37,6 +41,9 @@ SCOPE_DESCRIPTIONS = {
 }
 #: Scopes this service knows; a client may ask for any of them.
 SCOPES = tuple(SCOPE_DESCRIPTIONS)
+#: OpenID's scope for refresh tokens: accepted and ignored, since refresh
+#: tokens do not depend on it (CONTRACT §10); never granted as a scope.
+OFFLINE_ACCESS = "offline_access"
 
 #: Client authentication methods at the token endpoint (CONTRACT §2).
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")

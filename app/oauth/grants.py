@@ -30,6 +30,7 @@ from .codes import AuthorizationCode, CodeStore
 from .consent import ConsentedUser, live_consent_holder
 from .constants import AUTH_METHODS
 from .oauth_errors import InvalidTargetError
+from .refresh import end_chain_of_code
 from .tokens import new_jti
 
 #: Parameters the token request must carry (CONTRACT §4); checked before the code
@@ -183,6 +184,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
                 user_id=consumed.replayed_user_id,
                 revoked_jti=consumed.replayed_jti,
             )
+            end_chain_of_code(consumed.replayed_jti)
         return consumed.code
 
     def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:

@@ -12,9 +12,12 @@ from ..config import Settings
 from .constants import (
     AUTH_METHODS,
     AUTHORIZATION_PATH,
+    INTROSPECTION_PATH,
     JWKS_PATH,
+    OFFLINE_ACCESS,
     REGISTRATION_PATH,
     RESOURCE_METADATA_PATH,
+    REVOCATION_PATH,
     SCOPES,
     TOKEN_PATH,
 )
@@ -39,9 +42,12 @@ def authorization_server_metadata(
         "grant_types_supported": list(server.grant_types),
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
-        "scopes_supported": list(SCOPES),
+        # offline_access is accepted for clients that ask for it (CONTRACT §10).
+        "scopes_supported": [*SCOPES, OFFLINE_ACCESS],
         # RFC 9207: every authorization response carries ``iss``.
         "authorization_response_iss_parameter_supported": True,
+        "revocation_endpoint": issuer + REVOCATION_PATH,
+        "revocation_endpoint_auth_methods_supported": list(AUTH_METHODS),
     }
     if settings.client_metadata_documents:
         # draft-ietf-oauth-client-id-metadata-document §5.
@@ -49,6 +55,11 @@ def authorization_server_metadata(
     if settings.jwt_signing_key:
         # Only public keys can be published; an HS256 secret never is (CONTRACT §5).
         document["jwks_uri"] = issuer + JWKS_PATH
+    if settings.resource_servers:
+        document["introspection_endpoint"] = issuer + INTROSPECTION_PATH
+        document["introspection_endpoint_auth_methods_supported"] = [
+            "client_secret_basic"
+        ]
     return document
 
 

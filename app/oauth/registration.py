@@ -106,7 +106,7 @@ def _redirect_uris(data: dict[str, Any]) -> list[str]:
 
 def _offered(requested: list[str], offered: tuple[str, ...], name: str) -> list[str]:
     kept = [value for value in offered if value in requested]
-    if not kept:
+    if offered[0] not in kept:
         raise InvalidClientMetadataError(f"'{name}' must include '{offered[0]}'.")
     return kept
 

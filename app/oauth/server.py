@@ -19,7 +19,11 @@ Every remaining deviation from stock Authlib, and why:
   and only for the client it was issued to; ``authenticate_user`` also checks
   that the consent the code was issued under is still live;
 - the grant hands the token generator a ``ConsentedUser`` as ``user``, which
-  names the consent (the ``consent_id`` claim) and the token's chosen ``jti``.
+  names the consent (the ``consent_id`` claim) and the token's chosen ``jti``;
+- the refresh grant (:mod:`.refresh`) consumes its token atomically and keeps
+  a grace window; revocation and introspection (:mod:`.token_endpoints`)
+  accept post and none client authentication, and introspection
+  authenticates resource servers, not clients.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ from ..config import Settings
 from ..db import db
 from ..errors import challenge
 from . import client_auth
-from .clients import mark_authorized, query_client
+from .clients import query_client
 from .grants import (
     AuthorizationCodeGrant,
     ResourceIndicator,
@@ -57,7 +61,9 @@ from .grants import (
 )
 from .metadata import validate_metadata
 from .oauth_errors import UnsupportedGrantType, UnsupportedResponseType
+from .refresh import RefreshTokenGrant, refresh_token_generator, save_token
 from .registration import RegistrationEndpoint
+from .token_endpoints import IntrospectionEndpoint, RevocationEndpoint
 from .tokens import AccessTokenGenerator
 
 
@@ -90,17 +96,19 @@ class _JsonRequest(JsonRequest):
         self.payload = _JsonPayload(request)
 
 
+REVOCATION = RevocationEndpoint.ENDPOINT_NAME
+INTROSPECTION = IntrospectionEndpoint.ENDPOINT_NAME
 #: RFC 6749 §3.2: the token endpoint takes a form body.
 FORM_MIMETYPE = "application/x-www-form-urlencoded"
 #: RFC 8707 §2: the one token parameter that may appear more than once.
 REPEATABLE_TOKEN_PARAMETERS = frozenset({"resource"})
 
 
-def check_token_request(request: Any) -> None:
-    """Refuse a token request that is not one unambiguous form.
+def check_form_request(request: Any) -> None:
+    """Refuse a request to a token-like endpoint that is not one unambiguous form.
 
-    RFC 6749 §3.2: parameters are sent in the form body and MUST NOT be
-    included more than once; §2.3: one client authentication method.
+    RFC 6749 §3.2 (and RFC 7009 §2.1, RFC 7662 §2.1): parameters are sent in
+    the form body and MUST NOT be included more than once.
     """
     if request.args:
         raise InvalidRequestError("Send the parameters in the form body, not the URL.")
@@ -109,6 +117,12 @@ def check_token_request(request: Any) -> None:
     for name, values in request.form.lists():
         if len(values) > 1 and name not in REPEATABLE_TOKEN_PARAMETERS:
             raise InvalidRequestError("A parameter is repeated.")
+
+
+def check_token_request(request: Any) -> None:
+    """Refuse a token request that is not one unambiguous form, with one
+    client authentication method (RFC 6749 §2.3)."""
+    check_form_request(request)
     if not request.form.get("grant_type"):
         raise InvalidRequestError("Missing 'grant_type' in request.")
     client_auth.check_one_method(request)
@@ -170,6 +184,13 @@ class AuthServer(AuthorizationServer):
             return super().create_token_response(request)
 
     def create_endpoint_response(self, name: str, request: Any = None) -> Response:
+        if name in (REVOCATION, INTROSPECTION):
+            try:
+                check_form_request(flask_request)
+                if name == REVOCATION:
+                    client_auth.check_one_method(flask_request)
+            except OAuth2Error as error:
+                return self.handle_error_response(None, error)
         with db.transaction():
             return super().create_endpoint_response(name, request)
 
@@ -194,17 +215,13 @@ class AuthServer(AuthorizationServer):
         return super().handle_response(status, body, headers)
 
 
-def save_token(token: dict[str, Any], request: Any) -> None:
-    # Access tokens are self-contained; what is worth keeping is that this
-    # client is in use, which protects it from pruning.
-    mark_authorized(request.client)
-
-
 def init_app(app: Flask, settings: Settings) -> None:
     server = AuthServer(settings)
     server.init_app(app, query_client=query_client, save_token=save_token)
     # After init_app, which installs Authlib's default (opaque token) generator.
-    server.register_token_generator("default", AccessTokenGenerator(settings))
+    server.register_token_generator(
+        "default", AccessTokenGenerator(settings, refresh_token_generator)
+    )
     client_auth.register(server)
     server.register_grant(
         AuthorizationCodeGrant,
@@ -215,6 +232,11 @@ def init_app(app: Flask, settings: Settings) -> None:
         ],
     )
     server.register_endpoint(RegistrationEndpoint)
+    if settings.refresh_tokens:
+        server.register_grant(RefreshTokenGrant)
+    server.register_endpoint(RevocationEndpoint)
+    if settings.resource_servers:
+        server.register_endpoint(IntrospectionEndpoint)
     validate_metadata(settings, server)
     app.extensions["oauth_server"] = server
 

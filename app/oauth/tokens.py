@@ -108,10 +108,11 @@ def decode_access_token(token: str) -> dict[str, Any]:
 class AccessTokenGenerator(JWTBearerTokenGenerator):
     """Authlib's RFC 9068 generator with our key, lifetime, audience and jti."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, refresh_token_generator: Any = None) -> None:
         super().__init__(
             issuer=settings.issuer,
             alg=keys_of(settings).algorithm,
+            refresh_token_generator=refresh_token_generator,
             expires_generator=settings.access_token_ttl,
         )
         self.settings = settings

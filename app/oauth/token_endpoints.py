@@ -1,0 +1,173 @@
+"""Revocation (RFC 7009) and introspection (RFC 7662), at Authlib's hooks.
+
+Both accept our two kinds of token: JWT access tokens (which have dots) and
+opaque refresh tokens (which have none). Ending either goes through the one
+denylist path (:mod:`app.denylist`, via :func:`.refresh.end_chain`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from typing import Any
+
+from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidRequestError
+from authlib.oauth2.rfc7009 import RevocationEndpoint as BaseRevocationEndpoint
+from authlib.oauth2.rfc7662 import IntrospectionEndpoint as BaseIntrospectionEndpoint
+
+from ..config import current_settings
+from ..denylist import deny_token, is_denied
+from . import refresh_store
+from .client_auth import parse_basic_authorization
+from .constants import AUTH_METHODS
+from .refresh import end_chain
+from .tokens import InvalidAccessToken, decode_access_token
+
+#: Longest token worth looking at; our JWTs are well under this.
+MAX_TOKEN_LENGTH = 4096
+
+
+@dataclass(frozen=True)
+class AccessTokenClaims:
+    """A verified, undenied JWT access token."""
+
+    claims: dict[str, Any]
+
+    def check_client(self, client: Any) -> bool:
+        return self.claims.get("client_id") == client.get_client_id()
+
+    def is_expired(self) -> bool:
+        return False  # decode_access_token refused expired tokens
+
+    def is_revoked(self) -> bool:
+        return False  # query_token consulted the denylist
+
+
+@dataclass(frozen=True)
+class StoredRefreshToken:
+    stored: refresh_store.StoredToken
+
+    def check_client(self, client: Any) -> bool:
+        return self.stored.record.check_client(client)
+
+    def is_expired(self) -> bool:
+        return False
+
+    def is_revoked(self) -> bool:
+        return not self.stored.active
+
+
+def find_token(token: Any) -> AccessTokenClaims | StoredRefreshToken | None:
+    """Our token, whichever kind; the hint is only a hint (RFC 7009 §2.1)."""
+    if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_LENGTH:
+        return None
+    if "." in token:
+        try:
+            claims = decode_access_token(token)
+        except InvalidAccessToken:
+            return None
+        return None if is_denied(claims) else AccessTokenClaims(claims)
+    stored = refresh_store.lookup(token, current_settings().refresh_token_idle_ttl)
+    return StoredRefreshToken(stored) if stored is not None else None
+
+
+def _check_token_parameter(request: Any) -> None:
+    # An unknown or absent ``token_type_hint`` is ignored (RFC 7009 §2.1).
+    if not request.form.get("token"):
+        raise InvalidRequestError("Missing 'token' in request.")
+
+
+class RevocationEndpoint(BaseRevocationEndpoint):
+    CLIENT_AUTH_METHODS = list(AUTH_METHODS)
+
+    def check_params(self, request: Any, client: Any) -> None:
+        _check_token_parameter(request)
+
+    def authenticate_token(self, request: Any, client: Any) -> Any:
+        self.check_params(request, client)
+        token = self.query_token(request.form["token"], None)
+        # RFC 7009 §2.2: another client's token is left alone, and the answer
+        # is the same 200, so it tells the caller nothing.
+        return token if token is not None and token.check_client(client) else None
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> Any:
+        return find_token(token_string)
+
+    def revoke_token(self, token: Any, request: Any) -> None:
+        if isinstance(token, AccessTokenClaims):
+            deny_token(str(token.claims["jti"]), int(token.claims["exp"]))
+            return
+        record = token.stored.record
+        end_chain(record.user_id, record.consent_id)
+
+    def create_endpoint_response(self, request: Any) -> tuple[int, str, list]:
+        super().create_endpoint_response(request)
+        # RFC 7009 §2.2: the content of the response body is ignored; send none.
+        return 200, "", [("Cache-Control", "no-store")]
+
+
+@dataclass(frozen=True)
+class ResourceServer:
+    name: str
+
+
+def authenticate_resource_server(request: Any) -> ResourceServer:
+    """HTTP Basic against ``RESOURCE_SERVERS``, compared in constant time."""
+    credentials = parse_basic_authorization(request.headers.get("Authorization"))
+    if credentials is not None:
+        name, secret = credentials
+        digest = hashlib.sha256(secret.encode()).hexdigest()
+        matched = False
+        for known, stored in current_settings().resource_servers:
+            matched |= known == name and hmac.compare_digest(stored, digest)
+        if matched:
+            return ResourceServer(name)
+    raise InvalidClientError("Resource server authentication failed.", status_code=401)
+
+
+class IntrospectionEndpoint(BaseIntrospectionEndpoint):
+    def authenticate_endpoint_client(self, request: Any) -> ResourceServer:
+        server = authenticate_resource_server(request)
+        request.client = server
+        return server
+
+    def check_params(self, request: Any, client: Any) -> None:
+        _check_token_parameter(request)
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> Any:
+        return find_token(token_string)
+
+    def check_permission(self, token: Any, client: Any, request: Any) -> bool:
+        return True  # every configured resource server may check any token
+
+    def introspect_token(self, token: Any) -> dict[str, Any]:
+        settings = current_settings()
+        if isinstance(token, AccessTokenClaims):
+            claims = token.claims
+            payload = {
+                "active": True,
+                "scope": claims.get("scope", ""),
+                "client_id": claims.get("client_id"),
+                "sub": claims["sub"],
+                "exp": claims["exp"],
+                "iat": claims["iat"],
+                "iss": claims["iss"],
+                "aud": claims["aud"],
+                "token_type": "Bearer",
+            }
+            # An API key's token has no client (CONTRACT §7).
+            return {k: v for k, v in payload.items() if v is not None}
+        stored = token.stored
+        return {
+            "active": True,
+            "scope": stored.record.scope,
+            "client_id": stored.record.client_id,
+            "sub": str(stored.record.user_id),
+            "exp": int(stored.expires_at.timestamp()),
+            "iat": int(stored.issued_at.timestamp()),
+            "iss": settings.issuer,
+            # A refresh token is for our own token endpoint, not a resource.
+            "aud": settings.issuer,
+            "token_type": "refresh_token",
+        }

@@ -1,0 +1,361 @@
+"""Refresh tokens (CONTRACT §10): rotation, a grace window, reuse detection, expiry."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import sqlalchemy
+from helpers import (
+    Browser,
+    get_code,
+    obtain_tokens,
+    redeem,
+    refresh,
+    register_client,
+    revoke_from_account_page,
+    statements,
+    token_request,
+    whoami,
+)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def verify(browser: Browser, token: str) -> int:
+    return browser.get("/auth/verify", headers=bearer(token)).status_code
+
+
+def assert_invalid_grant(response: Any) -> None:
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "invalid_grant"
+
+
+# Issue ------------------------------------------------------------------------
+
+
+def test_code_exchange_returns_a_refresh_token_stored_only_hashed(
+    browser: Browser, user: dict[str, str], engine: sqlalchemy.Engine
+) -> None:
+    _, tokens = obtain_tokens(browser, user)
+
+    assert len(tokens["refresh_token"]) >= 43  # 256 bits, base64url
+    assert tokens["access_token"].count(".") == 2
+    with engine.connect() as connection:
+        stored = connection.execute(
+            sqlalchemy.text("SELECT token_hash, sealed FROM refresh_tokens")
+        ).all()
+    assert len(stored) == 1
+    assert tokens["refresh_token"] not in str(stored)
+
+
+def test_no_refresh_token_for_a_client_without_the_grant(
+    browser: Browser, user: dict[str, str]
+) -> None:
+    _, tokens = obtain_tokens(browser, user, grant_types=["authorization_code"])
+
+    assert "refresh_token" not in tokens
+
+
+# Use ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "method", ["client_secret_basic", "client_secret_post", "none"]
+)
+def test_refresh_rotates_with_each_client_auth_method(
+    browser: Browser, user: dict[str, str], method: str
+) -> None:
+    client, tokens = obtain_tokens(browser, user, token_endpoint_auth_method=method)
+
+    response = refresh(browser, client, tokens["refresh_token"])
+
+    assert response.status_code == 200, response.text
+    assert response.headers["Cache-Control"] == "no-store"
+    body = response.json()
+    assert body["token_type"] == "bearer"
+    assert body["scope"] == "read write"
+    assert body["refresh_token"] != tokens["refresh_token"]
+    assert body["access_token"] != tokens["access_token"]
+    assert whoami(browser, body["access_token"]).status_code == 200
+    again = refresh(browser, client, body["refresh_token"])
+    assert again.status_code == 200, again.text
+
+
+def test_a_client_must_authenticate_as_it_registered(
+    browser: Browser, user: dict[str, str]
+) -> None:
+    client, tokens = obtain_tokens(browser, user)
+
+    wrong = refresh(browser, {**client, "token_endpoint_auth_method": "none"}, "x")
+    bad_secret = refresh(
+        browser, {**client, "client_secret": "wrong"}, tokens["refresh_token"]
+    )
+
+    assert wrong.status_code == 401
+    assert bad_secret.status_code == 401
+    assert bad_secret.json()["error"] == "invalid_client"
+    # The failed attempts did not spend the token.
+    assert refresh(browser, client, tokens["refresh_token"]).status_code == 200
+
+
+def test_unknown_missing_and_foreign_refresh_tokens_are_refused(
+    browser: Browser, user: dict[str, str]
+) -> None:
+    client, tokens = obtain_tokens(browser, user)
+    other, _ = obtain_tokens(browser, user)
+
+    assert_invalid_grant(refresh(browser, client, "not-a-token"))
+    assert_invalid_grant(refresh(browser, client, "x" * 5000))
+    assert_invalid_grant(refresh(browser, other, tokens["refresh_token"]))
+    missing = token_request(browser, client, {"grant_type": "refresh_token"})
+    assert missing.status_code == 400
+    assert missing.json()["error"] == "invalid_request"
+    # Another client's attempt neither spent nor ended the chain.
+    assert refresh(browser, client, tokens["refresh_token"]).status_code == 200
+
+
+def test_scope_may_narrow_but_never_widen(
+    browser: Browser, user: dict[str, str]
+) -> None:
+    client, tokens = obtain_tokens(browser, user)
+    narrow_client, narrow_tokens = obtain_tokens(browser, user, scope="read")
+
+    narrowed = refresh(browser, client, tokens["refresh_token"], scope="read")
+    widened = refresh(
+        browser, narrow_client, narrow_tokens["refresh_token"], scope="read write"
+    )
+
+    assert narrowed.status_code == 200, narrowed.text
+    assert narrowed.json()["scope"] == "read"
+    # RFC 6749 §6: the new refresh token keeps the scope originally granted.
+    full = refresh(browser, client, narrowed.json()["refresh_token"])
+    assert full.json()["scope"] == "read write"
+    assert widened.status_code == 400
+    assert widened.json()["error"] == "invalid_scope"
+
+
+def test_offline_access_is_accepted_and_not_needed(
+    browser: Browser, user: dict[str, str]
+) -> None:
+    client = register_client(
+        browser, grant_types=["authorization_code", "refresh_token"]
+    )
+    code, verifier, _ = get_code(browser, client, user, scope="read offline_access")
+    tokens = redeem(browser, client, code, verifier).json()
+
+    assert tokens["scope"] == "read"
+    plain = refresh(browser, client, tokens["refresh_token"])
+    assert plain.status_code == 200
+    asked = refresh(
+        browser, client, plain.json()["refresh_token"], scope="read offline_access"
+    )
+    assert asked.status_code == 200, asked.text
+    assert asked.json()["scope"] == "read"
+    only = refresh(
+        browser, client, asked.json()["refresh_token"], scope="offline_access"
+    )
+    assert only.json()["scope"] == "read"
+
+
+# Grace window and reuse -----------------------------------------------------------
+
+
+def test_a_repeat_within_the_grace_window_gets_the_same_successor(
+    browser: Browser, user: dict[str, str]
+) -> None:
+    client, tokens = obtain_tokens(browser, user)
+
+    first = refresh(browser, client, tokens["refresh_token"])
+    repeat = refresh(browser, client, tokens["refresh_token"])
+
+    assert repeat.status_code == 200, repeat.text
+    assert repeat.json()["refresh_token"] == first.json()["refresh_token"]
+    assert whoami(browser, repeat.json()["access_token"]).status_code == 200
+    assert refresh(browser, client, first.json()["refresh_token"]).status_code == 200
+
+
+def test_ten_simultaneous_refreshes_agree_on_one_successor(
+    server: Any, user: dict[str, str]
+) -> None:
+    client, tokens = obtain_tokens(server.browser(), user)
+
+    def attempt(_: int) -> Any:
+        return refresh(server.browser(), client, tokens["refresh_token"])
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        responses = list(pool.map(attempt, range(10)))
+
+    assert [r.status_code for r in responses] == [200] * 10
+    assert len({r.json()["refresh_token"] for r in responses}) == 1
+
+
+def test_reuse_after_the_grace_window_ends_the_whole_chain(
+    make_server: Any, user: dict[str, str]
+) -> None:
+    live = make_server(REFRESH_GRACE_SECONDS="1")
+    browser = live.browser()
+    client, tokens = obtain_tokens(browser, user)
+    rotated = refresh(browser, client, tokens["refresh_token"]).json()
+    assert whoami(browser, rotated["access_token"]).status_code == 200
+
+    time.sleep(1.5)
+    replay = refresh(browser, client, tokens["refresh_token"])
+
+    assert_invalid_grant(replay)
+    assert_invalid_grant(refresh(browser, client, rotated["refresh_token"]))
+    for access_token in (tokens["access_token"], rotated["access_token"]):
+        assert whoami(browser, access_token).status_code == 401
+        assert verify(browser, access_token) == 401
+
+
+# Expiry ---------------------------------------------------------------------------
+
+
+def test_an_idle_refresh_token_dies(make_server: Any, user: dict[str, str]) -> None:
+    live = make_server(REFRESH_TOKEN_IDLE_TTL="1")
+    browser = live.browser()
+    client, tokens = obtain_tokens(browser, user)
+
+    time.sleep(1.5)
+
+    assert_invalid_grant(refresh(browser, client, tokens["refresh_token"]))
+
+
+def test_a_chain_dies_at_its_absolute_lifetime_however_used(
+    make_server: Any, user: dict[str, str]
+) -> None:
+    live = make_server(REFRESH_TOKEN_TTL="3", REFRESH_TOKEN_IDLE_TTL="60")
+    browser = live.browser()
+    client, tokens = obtain_tokens(browser, user)
+    started = time.monotonic()
+    current = tokens["refresh_token"]
+    while time.monotonic() - started < 2:
+        response = refresh(browser, client, current)
+        assert response.status_code == 200, response.text
+        current = response.json()["refresh_token"]
+        time.sleep(0.5)
+
+    time.sleep(max(0.0, 3.5 - (time.monotonic() - started)))
+
+    assert_invalid_grant(refresh(browser, client, current))
+
+
+# Ending chains ---------------------------------------------------------------------
+
+
+def test_revoking_on_the_account_page_ends_the_chain(
+    browser: Browser, user: dict[str, str]
+) -> None:
+    client, tokens = obtain_tokens(browser, user)
+    rotated = refresh(browser, client, tokens["refresh_token"]).json()
+    page = browser.get("/account").text
+    assert "Never" not in page  # it shows when the application last refreshed
+
+    revoke_from_account_page(browser, client["client_id"])
+
+    assert_invalid_grant(refresh(browser, client, rotated["refresh_token"]))
+    assert whoami(browser, rotated["access_token"]).status_code == 401
+
+
+def test_disabling_the_person_ends_their_chains(
+    server: Any, browser: Browser, user: dict[str, str]
+) -> None:
+    from app.db import db
+    from app.users import disable_user, find_by_email
+
+    client, tokens = obtain_tokens(browser, user)
+    with server.app.app_context(), db.transaction():
+        disable_user(find_by_email(user["email"]))
+
+    assert_invalid_grant(refresh(browser, client, tokens["refresh_token"]))
+
+
+def test_a_replayed_code_ends_the_chain_it_began(
+    browser: Browser, user: dict[str, str]
+) -> None:
+    client = register_client(
+        browser, grant_types=["authorization_code", "refresh_token"]
+    )
+    code, verifier, _ = get_code(browser, client, user)
+    tokens = redeem(browser, client, code, verifier).json()
+    rotated = refresh(browser, client, tokens["refresh_token"]).json()
+
+    assert_invalid_grant(redeem(browser, client, code, verifier))
+
+    assert_invalid_grant(refresh(browser, client, rotated["refresh_token"]))
+    assert whoami(browser, rotated["access_token"]).status_code == 401
+
+
+# Operation -------------------------------------------------------------------------
+
+
+def test_refresh_tokens_off(make_server: Any, user: dict[str, str]) -> None:
+    live = make_server(REFRESH_TOKENS="off")
+    browser = live.browser()
+    client, tokens = obtain_tokens(browser, user)
+
+    metadata = browser.get("/.well-known/oauth-authorization-server").json()
+    response = token_request(
+        browser, client, {"grant_type": "refresh_token", "refresh_token": "x"}
+    )
+
+    assert "refresh_token" not in tokens
+    assert metadata["grant_types_supported"] == ["authorization_code"]
+    assert response.status_code == 400
+    assert response.json()["error"] == "unsupported_grant_type"
+
+
+def test_a_restart_in_the_middle_of_a_chain_loses_nothing(
+    make_server: Any, user: dict[str, str], redis_client: Any
+) -> None:
+    first = make_server()
+    client, tokens = obtain_tokens(first.browser(), user)
+    rotated = refresh(first.browser(), client, tokens["refresh_token"]).json()
+    first.stop()
+    redis_client.flushdb()  # refresh tokens outlive a Redis restart too
+
+    # Another instance, on another port, with the same database and secret.
+    second = make_server(ISSUER=first.url)
+    response = refresh(second.browser(), client, rotated["refresh_token"])
+
+    assert response.status_code == 200, response.text
+    assert whoami(second.browser(), response.json()["access_token"]).status_code == 200
+
+
+def test_a_refresh_costs_at_most_three_statements_and_two_redis_commands(
+    server: Any, browser: Browser, user: dict[str, str], redis_client: Any
+) -> None:
+    client, tokens = obtain_tokens(browser, user)
+
+    before = redis_client.info("stats")["total_commands_processed"]
+    with statements(server) as cost:
+        response = refresh(browser, client, tokens["refresh_token"])
+    after = redis_client.info("stats")["total_commands_processed"]
+
+    assert response.status_code == 200, response.text
+    # The client; the token consumed with its consent and person; its successor.
+    assert cost == ["SELECT", "UPDATE", "INSERT"]
+    # INFO itself counts once.
+    assert after - before - 1 <= 2
+
+
+def test_a_code_exchange_with_a_refresh_token_stays_at_three_statements(
+    server: Any, browser: Browser, user: dict[str, str]
+) -> None:
+    client = register_client(
+        browser, grant_types=["authorization_code", "refresh_token"]
+    )
+    code, verifier, _ = get_code(browser, client, user)
+
+    with statements(server) as cost:
+        response = redeem(browser, client, code, verifier)
+
+    assert "refresh_token" in response.json()
+    # The client, the person with their consent, then the refresh token with
+    # the client's first-use mark in the same statement.
+    assert cost == ["SELECT", "SELECT", "WITH"]
