@@ -144,8 +144,11 @@ def test_registration_shows_what_was_registered(browser, engine, body):
     client = register(browser, body)
 
     assert client["redirect_uris"] == body["redirect_uris"]
-    # Only what is offered: no device_code, and refresh_token not yet.
-    assert client["grant_types"] == ["authorization_code"]
+    # Only what is offered: never device_code; refresh_token when asked for.
+    offered = ("authorization_code", "refresh_token")
+    asked = body.get("grant_types", ["authorization_code"])
+    expected = [grant for grant in offered if grant in asked]
+    assert client["grant_types"] == expected
     assert client["response_types"] == ["code"]
     assert client["token_endpoint_auth_method"] == body["token_endpoint_auth_method"]
     with engine.connect() as connection:
@@ -153,7 +156,7 @@ def test_registration_shows_what_was_registered(browser, engine, body):
             sqlalchemy.text("SELECT redirect_uris, grant_types FROM oauth_clients")
         ).one()
     assert stored.redirect_uris == body["redirect_uris"]
-    assert stored.grant_types == ["authorization_code"]
+    assert stored.grant_types == expected
 
 
 def test_consent_page_names_the_app_scheme(signed_in):

@@ -338,8 +338,11 @@ def test_a_refresh_costs_at_most_three_statements_and_two_redis_commands(
     after = redis_client.info("stats")["total_commands_processed"]
 
     assert response.status_code == 200, response.text
-    # The client; the token consumed with its consent and person; its successor.
-    assert cost == ["SELECT", "UPDATE", "INSERT"]
+    # The client (unless this process already holds it), the token consumed
+    # with its consent and person in one UPDATE, then its successor.
+    assert len(cost) <= 3, cost
+    assert cost.count("SELECT") <= 1, cost
+    assert cost[cost.index("UPDATE") + 1 :] in (["INSERT"], ["WITH"]), cost
     # INFO itself counts once.
     assert after - before - 1 <= 2
 
@@ -356,6 +359,9 @@ def test_a_code_exchange_with_a_refresh_token_stays_at_three_statements(
         response = redeem(browser, client, code, verifier)
 
     assert "refresh_token" in response.json()
-    # The client, the person with their consent, then the refresh token with
-    # the client's first-use mark in the same statement.
-    assert cost == ["SELECT", "SELECT", "WITH"]
+    # The client (unless this process already holds it), the person with
+    # their consent, then the refresh token with the client's first-use mark
+    # in the same statement.
+    assert len(cost) <= 3, cost
+    assert cost[-1] == "WITH", cost
+    assert cost.count("SELECT") in (1, 2), cost
