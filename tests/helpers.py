@@ -115,13 +115,15 @@ def get_code(
     return query["code"], verifier, params
 
 
-def token_request(
+def client_post(
     browser: Browser,
+    path: str,
     client: dict[str, Any],
     data: dict[str, str],
     method: str | None = None,
+    **kwargs: Any,
 ) -> Any:
-    """POST /token authenticating as the client registered."""
+    """POST a form to ``path`` authenticating as the client registered."""
     method = method or client.get("token_endpoint_auth_method", "client_secret_basic")
     data = dict(data)
     auth = None
@@ -133,7 +135,17 @@ def token_request(
         )
     else:
         data["client_id"] = client["client_id"]
-    return browser.post("/token", data=data, auth=auth)
+    return browser.post(path, data=data, auth=auth, **kwargs)
+
+
+def token_request(
+    browser: Browser,
+    client: dict[str, Any],
+    data: dict[str, str],
+    method: str | None = None,
+) -> Any:
+    """POST /token authenticating as the client registered."""
+    return client_post(browser, "/token", client, data, method)
 
 
 def redeem(
@@ -347,18 +359,7 @@ def revoke(
     browser: Browser, client: dict[str, Any], data: dict[str, str], **kwargs: Any
 ) -> Any:
     """POST /revoke authenticating as the client registered."""
-    method = client.get("token_endpoint_auth_method", "client_secret_basic")
-    data = dict(data)
-    auth = None
-    if method == "client_secret_basic":
-        auth = (client["client_id"], client["client_secret"])
-    elif method == "client_secret_post":
-        data.update(
-            client_id=client["client_id"], client_secret=client["client_secret"]
-        )
-    else:
-        data["client_id"] = client["client_id"]
-    return browser.post("/revoke", data=data, auth=auth, **kwargs)
+    return client_post(browser, "/revoke", client, data, **kwargs)
 
 
 @contextmanager
