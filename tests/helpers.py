@@ -9,6 +9,7 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -376,3 +377,20 @@ def statements(server: Any) -> Iterator[list[str]]:
         yield seen
     finally:
         sqlalchemy.event.remove(engine, "before_cursor_execute", record)
+
+
+def claims_for(server: Any, user: dict[str, str], **changes: Any) -> dict[str, Any]:
+    """Claims of a good OAuth access token, with ``changes`` applied."""
+    now = int(time.time())
+    claims = {
+        "iss": server.issuer,
+        "sub": user["id"],
+        "aud": server.issuer + "/mcp",
+        "iat": now,
+        "exp": now + 600,
+        "jti": secrets.token_urlsafe(16),
+        "scope": "read write",
+        "client_id": "lessie-test-client",
+    }
+    claims.update(changes)
+    return {k: v for k, v in claims.items() if v is not None}

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from fastmcp import FastMCP
 from fastmcp.server.auth.providers.jwt import JWTVerifier
 from fastmcp.server.dependencies import get_access_token
-from helpers import obtain_token
+from helpers import claims_for, obtain_token
 from joserfc import jwt as jose_jwt
 from joserfc.jwk import ECKey, OctKey
 from mcp import ClientSession
@@ -215,16 +215,7 @@ def test_api_key_tokens_are_signed_with_the_same_key(
 def forged(server: Any, user: dict[str, str], case: str) -> str:
     """A token an ES256 server must refuse, built the way an attacker would."""
     settings = server.app.config["SETTINGS"]
-    now = int(time.time())
-    claims = {
-        "iss": server.issuer,
-        "sub": user["id"],
-        "aud": server.issuer + "/mcp",
-        "iat": now,
-        "exp": now + 600,
-        "jti": "forged",
-        "scope": "read write",
-    }
+    claims = claims_for(server, user, jti="forged", client_id=None)
     our_kid = server.browser().get(JWKS_PATH).json()["keys"][0]["kid"]
     stranger = ECKey.import_key(private_pem(new_key("ES256")))
     if case == "HS256 under JWT_SECRET":

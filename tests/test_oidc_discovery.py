@@ -9,10 +9,10 @@ the SDK itself, run under Node, is the judge here.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
+import devservices
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,8 +28,9 @@ OIDC = "/.well-known/openid-configuration"
 @pytest.fixture(scope="session")
 def sdk_modules() -> Path:
     """``node_modules`` holding the MCP TypeScript SDK, installed on first use."""
-    if not (shutil.which("node") and shutil.which("npm")):
-        pytest.skip("node and npm are needed to run the MCP TypeScript SDK")
+    # Installed from Debian when missing, as the other servers the tests need.
+    devservices.find_or_install("node", "nodejs")
+    devservices.find_or_install("npm", "npm")
     modules = NODE_MODULES_HOME / "node_modules"
     marker = NODE_MODULES_HOME / ".installed"
     if not marker.exists() or marker.read_text() != SDK:

@@ -6,11 +6,10 @@ import base64
 import dataclasses
 import json
 import secrets
-import time
 from typing import Any
 
 import pytest
-from helpers import get_code, obtain_token, redeem, register_client
+from helpers import claims_for, get_code, obtain_token, redeem, register_client
 from joserfc import jwt
 from joserfc.jwk import OctKey
 
@@ -36,23 +35,6 @@ def call(browser: Any, endpoint: str, token: str | None = None, **kwargs: Any) -
 
 def prm_url(server: Any) -> str:
     return server.issuer + "/.well-known/oauth-protected-resource"
-
-
-def claims_for(server: Any, user: dict[str, str], **changes: Any) -> dict[str, Any]:
-    """Claims of a good OAuth access token, with ``changes`` applied."""
-    now = int(time.time())
-    claims = {
-        "iss": server.issuer,
-        "sub": user["id"],
-        "aud": server.issuer + "/mcp",
-        "iat": now,
-        "exp": now + 600,
-        "jti": secrets.token_urlsafe(16),
-        "scope": "read write",
-        "client_id": "lessie-test-client",
-    }
-    claims.update(changes)
-    return {k: v for k, v in claims.items() if v is not None}
 
 
 def mint(server: Any, claims: dict[str, Any]) -> str:
