@@ -45,7 +45,8 @@ class ChunkedBodyLimit:
         self.limit = limit
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        chunked = "chunked" in parse_set_header(environ.get("HTTP_TRANSFER_ENCODING"))
+        coding = environ.get("HTTP_TRANSFER_ENCODING")
+        chunked = coding is not None and "chunked" in parse_set_header(coding)
         if chunked and not environ.get("CONTENT_LENGTH"):
             body = self._read(environ["wsgi.input"])
             environ["wsgi.input"] = io.BytesIO(body)

@@ -16,6 +16,7 @@ from flask_limiter import Limiter
 
 from .config import current_settings
 from .redis_store import redis_options
+from .surfaces import confined_to
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -65,25 +66,33 @@ def _retry_after_only_when_limited(response: Response) -> Response:
 
 
 def init_app(app: Flask, redis_url: str) -> Limiter:
-    # Registered before the limiter's own hook, so it runs after it.
-    app.after_request(_retry_after_only_when_limited)
-    limiter = Limiter(
-        client_address,
-        app=app,
-        storage_uri=redis_url,
-        storage_options=redis_options(),
-        strategy="moving-window",
-        headers_enabled=True,
-        key_prefix="rl",
-    )
+    limited = {
+        endpoint.rpartition(".")[0]
+        for endpoint, view in app.view_functions.items()
+        if getattr(view, "rate_limits", ())
+    }
+    # The limiter's hooks (headers after, context reset on teardown) act only
+    # on limited views: they run for the blueprints that have some.
+    with confined_to(app, sorted(limited)):
+        # Registered before the limiter's own hook, so it runs after it.
+        app.after_request(_retry_after_only_when_limited)
+        limiter = Limiter(
+            client_address,
+            app=app,
+            storage_uri=redis_url,
+            storage_options=redis_options(),
+            strategy="moving-window",
+            headers_enabled=True,
+            key_prefix="rl",
+        )
+        # Every limit is on a view, and a limited view checks its own limits
+        # when called; the limiter's before_request hook would only walk an
+        # empty list of application-wide limits.
+        app.before_request_funcs[None].remove(limiter._check_request_limit)
     for endpoint, view in list(app.view_functions.items()):
-        limited: Any = view
+        wrapped: Any = view
         for limit_value, kwargs in getattr(view, "rate_limits", ()):
-            limited = limiter.limit(limit_value, **kwargs)(limited)
-        app.view_functions[endpoint] = limited
-    # Every limit is on a view, and a limited view checks its own limits when
-    # called; the limiter's before_request hook would only walk an empty list
-    # of application-wide limits on every request (a fifth of /healthz's time).
-    app.before_request_funcs[None].remove(limiter._check_request_limit)
+            wrapped = limiter.limit(limit_value, **kwargs)(wrapped)
+        app.view_functions[endpoint] = wrapped
     app.extensions["rate_limits"] = limiter
     return limiter

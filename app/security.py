@@ -5,7 +5,10 @@ CSRF, CORS and caching depend on the kind of surface: see ``surfaces``.
 
 from __future__ import annotations
 
-from flask import Flask, Response
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .config import Settings
@@ -28,15 +31,36 @@ def init_app(app: Flask, settings: Settings) -> None:
         WTF_CSRF_TIME_LIMIT=3600,
         WTF_CSRF_SSL_STRICT=False,  # the Referer check breaks behind proxies
     )
+    app.wsgi_app = SecurityHeaders(app.wsgi_app)  # type: ignore[method-assign]
     if settings.trusted_proxy_hops:
         hops = settings.trusted_proxy_hops
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
-    app.after_request(_security_headers)
 
 
-def _security_headers(response: Response) -> Response:
-    response.headers.setdefault("X-Frame-Options", "DENY")
-    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "no-referrer")
-    return response
+class SecurityHeaders:
+    """WSGI middleware: the headers every answer carries, unless it set its own.
+
+    Below Flask, on the plain header list: a few microseconds per request,
+    where four ``Headers.setdefault`` calls in an ``after_request`` hook
+    cost several times that on every route.
+    """
+
+    HEADERS = (
+        ("X-Frame-Options", "DENY"),
+        ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
+        ("X-Content-Type-Options", "nosniff"),
+        ("Referrer-Policy", "no-referrer"),
+    )
+
+    def __init__(self, wsgi_app: Callable[..., Any]) -> None:
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable) -> Any:
+        def start(status: str, headers: list, exc_info: Any = None) -> Any:
+            present = {name.lower() for name, _ in headers}
+            headers.extend(
+                header for header in self.HEADERS if header[0].lower() not in present
+            )
+            return start_response(status, headers, exc_info)
+
+        return self.wsgi_app(environ, start)

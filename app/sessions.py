@@ -10,6 +10,7 @@ from typing import Any, TypeVar, cast
 from urllib.parse import urlencode, urlsplit
 
 from flask import Flask, Request, Response, current_app, g, redirect, request, session
+from flask.globals import request_ctx
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from itsdangerous import URLSafeTimedSerializer
 
@@ -26,8 +27,15 @@ class PageSessionInterface(SecureCookieSessionInterface):
     """Signed-cookie sessions, opened only where people's pages need them."""
 
     def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        if self.get_cookie_name(app) not in request.environ.get("HTTP_COOKIE", ""):
+            # No cookie of that name: what the parent returns, without
+            # parsing the Cookie header or routing the request first.
+            return self.session_class()
         # Only people's pages read who is signed in; APIs, documents and
-        # services neither verify nor set the cookie (app.surfaces).
+        # services neither verify nor set the cookie (app.surfaces). Flask
+        # opens the session before routing; routing now tells the surface
+        # (push() routes again, keeping the first answer's effect).
+        request_ctx.match_request()
         surface = app.extensions.get("surfaces", {}).get(request.blueprint)
         if surface is not None and surface is not Surface.PAGE:
             return None  # Flask's NullSession: reads are empty, writes raise

@@ -7,14 +7,15 @@ new blueprint cannot be left out of a list it should have been in.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from typing import TypeVar
 
-from flask import Blueprint, Flask, Response, current_app, request
+from flask import Blueprint, Flask, Response, current_app
 from flask_cors import CORS
 from flask_wtf.csrf import CSRFProtect
 
@@ -118,29 +119,64 @@ def cors_routes(app: Flask) -> dict[str, list[str]]:
 
 def init_app(app: Flask) -> None:
     """Apply each surface's rules; call once every blueprint is registered."""
-    undeclared = set(app.blueprints) - set(app.extensions.get("surfaces", {}))
+    surfaces = app.extensions.get("surfaces", {})
+    undeclared = set(app.blueprints) - set(surfaces)
     if undeclared:
         # Registered with app.register_blueprint rather than register().
         raise RuntimeError(f"blueprints without a surface: {sorted(undeclared)}")
-    csrf.init_app(app)
-    CORS(
-        app,
-        resources={
-            pattern: {"origins": "*", "methods": methods}
-            for pattern, methods in cors_routes(app).items()
-        },
-        allow_headers=["Authorization", "Content-Type", "MCP-Protocol-Version"],
-        expose_headers=["WWW-Authenticate", "Mcp-Session-Id"],
-        max_age=3600,
-        send_wildcard=True,
-        vary_header=False,
+    pages = [name for name, surface in surfaces.items() if surface.value.csrf]
+    open_to_all = [
+        name for name, surface in surfaces.items() if surface.value.cross_origin
+    ]
+    with confined_to(app, pages):
+        csrf.init_app(app)
+    with confined_to(app, open_to_all):
+        CORS(
+            app,
+            resources={
+                pattern: {"origins": "*", "methods": methods}
+                for pattern, methods in cors_routes(app).items()
+            },
+            allow_headers=["Authorization", "Content-Type", "MCP-Protocol-Version"],
+            expose_headers=["WWW-Authenticate", "Mcp-Session-Id"],
+            max_age=3600,
+            send_wildcard=True,
+            vary_header=False,
+        )
+    for name, surface in surfaces.items():
+        app.after_request_funcs.setdefault(name, []).append(
+            _cache_control(surface.value.cache_control)
+        )
+
+
+@contextlib.contextmanager
+def confined_to(app: Flask, blueprints: list[str]) -> Iterator[None]:
+    """Move the request hooks an extension adds app-wide to ``blueprints`` only.
+
+    Extensions hook every request; a hook that can only act on some surfaces
+    (CSRF on pages, CORS on cross-origin routes, limits on limited views)
+    then costs every other request a call for nothing. Flask runs a
+    blueprint's hooks for the requests routed to it, in the same order.
+    """
+    hooks = (
+        app.before_request_funcs,
+        app.after_request_funcs,
+        app.teardown_request_funcs,
     )
-    app.after_request(_cache_control)
+    before = [list(funcs.get(None, ())) for funcs in hooks]
+    yield
+    for funcs, existing in zip(hooks, before, strict=True):
+        added = [hook for hook in funcs.get(None, ()) if hook not in existing]
+        funcs[None] = existing
+        for name in blueprints:
+            funcs.setdefault(name, []).extend(added)
 
 
-def _cache_control(response: Response) -> Response:
-    """Give an answer its surface's ``Cache-Control`` unless it set one."""
-    surface = surface_of(request.blueprint)
-    if surface is not None:
-        response.headers.setdefault("Cache-Control", surface.value.cache_control)
-    return response
+def _cache_control(value: str) -> Callable[[Response], Response]:
+    def cache_control(response: Response) -> Response:
+        """Give an answer its surface's ``Cache-Control`` unless it set one."""
+        if "Cache-Control" not in response.headers:
+            response.headers["Cache-Control"] = value
+        return response
+
+    return cache_control

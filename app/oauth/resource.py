@@ -21,11 +21,16 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from authlib.integrations.flask_oauth2 import ResourceProtector, current_token
+from authlib.integrations.flask_oauth2.requests import (
+    FlaskJsonPayload,
+    FlaskJsonRequest,
+)
+from authlib.integrations.flask_oauth2.signals import token_authenticated
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import TokenMixin
 from authlib.oauth2.rfc6750 import BearerTokenValidator
 from authlib.oauth2.rfc6750.errors import InsufficientScopeError, InvalidTokenError
-from flask import abort, g
+from flask import Request, abort, g, request
 
 from ..config import current_settings
 from ..denylist import is_denied
@@ -69,8 +74,38 @@ class JWTAccessTokenValidator(BearerTokenValidator):
         return AccessToken(claims)
 
 
+class _BearerRequest(FlaskJsonRequest):
+    """Authlib's request wrapper, with the URL built only if something reads it.
+
+    ``FlaskJsonRequest`` rebuilds ``request.url`` (an IRI round trip) for every
+    token check; no bearer check reads it.
+    """
+
+    def __init__(self, request: Request) -> None:  # noqa: D107
+        self._flask_request = request
+        self.method = request.method
+        self.headers = request.headers
+        self.payload = FlaskJsonPayload(request)
+
+    @property
+    def uri(self) -> str:
+        return self._flask_request.url
+
+
 class BearerProtector(ResourceProtector):
     """Authlib's protector with the exact RFC 6750/9728 challenges of the contract."""
+
+    def acquire_token(self, scopes: Any = None, **kwargs: Any) -> TokenMixin:
+        # Authlib's own steps (flask_oauth2.ResourceProtector.acquire_token),
+        # with the lighter request wrapper above.
+        kwargs["scopes"] = scopes
+        for claim, value in kwargs.items():
+            if isinstance(value, str):
+                kwargs[claim] = [value]
+        token = self.validate_request(request=_BearerRequest(request), **kwargs)
+        token_authenticated.send(self, token=token)
+        g.authlib_server_oauth2_token = token
+        return token
 
     def raise_error_response(self, error: OAuth2Error) -> NoReturn:
         metadata = resource_metadata_url(current_settings())

@@ -76,10 +76,39 @@ def issue_access_token(
     return sign_claims(claims, settings), claims
 
 
+#: Tokens verified lately: (token, issuer, audience) → (key ring, claims).
+#: An MCP client sends one token with every call until it expires; its
+#: signature and claims verify the same every time, so they are checked once
+#: per process. Only the lifetime is checked again (and the denylist, by the
+#: caller, on every use). Failures are not remembered.
+_verified: dict[tuple[str, str, str], tuple[KeyRing, dict[str, Any]]] = {}
+#: Enough for every live token of a busy instance; beyond it, the oldest go.
+VERIFIED_TOKENS_KEPT = 4096
+
+
 def decode_access_token(token: str) -> dict[str, Any]:
     """Verify signature, type, issuer, audience and lifetime; return the claims."""
     settings = current_settings()
     keys = keys_of(settings)
+    cache_key = (token, settings.issuer, settings.mcp_resource)
+    known = _verified.get(cache_key)
+    if known is not None and known[0] is keys:
+        claims = known[1]
+        # RFC 7519 §4.1.4: not on or after exp; verified above with no leeway.
+        if time.time() < claims["exp"]:
+            return dict(claims)
+        _verified.pop(cache_key, None)
+        raise InvalidAccessToken
+    claims = _verify(token, settings, keys)
+    if len(_verified) >= VERIFIED_TOKENS_KEPT:
+        # Dicts keep insertion order: drop the oldest quarter, not one per call.
+        for stale in list(_verified)[: VERIFIED_TOKENS_KEPT // 4]:
+            _verified.pop(stale, None)
+    _verified[cache_key] = (keys, dict(claims))
+    return claims
+
+
+def _verify(token: str, settings: Settings, keys: KeyRing) -> dict[str, Any]:
     try:
         decoded = jwt.decode(
             token,
