@@ -26,3 +26,9 @@ loglevel = "warning"
 limit_request_line = 8190
 limit_request_fields = 100
 forwarded_allow_ips = "*" if _settings.trusted_proxy_hops else "127.0.0.1"
+
+
+def post_worker_init(worker: object) -> None:
+    import gc
+
+    gc.freeze()

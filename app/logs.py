@@ -45,14 +45,17 @@ class JsonLineFormatter(logging.Formatter):
     _second_text = ""
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        return self.time_text(record.created)
+
+    def time_text(self, created: float) -> str:
         # strftime once a second, not once a record; same text as logging's default.
-        second = int(record.created)
+        second = int(created)
         if second != self._second:
             self._second_text = time.strftime(
                 "%Y-%m-%d %H:%M:%S", time.localtime(second)
             )
             self._second = second
-        return f"{self._second_text},{int(record.msecs):03d}"
+        return f"{self._second_text},{int((created - second) * 1000):03d}"
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
@@ -67,6 +70,44 @@ class JsonLineFormatter(logging.Formatter):
         if record.exc_info:
             line["exc_info"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str)
+
+
+class JsonLinesHandler(logging.StreamHandler):
+    """JSON lines on a stream, with a direct path for the per-request line.
+
+    The request line is written for every request, and a LogRecord's
+    making, filtering and formatting cost several times the line itself;
+    :meth:`write_request_line` writes the same JSON shape (what
+    :class:`JsonLineFormatter` would make of ``log.info("request",
+    extra=fields)``) under the handler's lock, so lines never interleave.
+    """
+
+    formatter: JsonLineFormatter
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self.setFormatter(JsonLineFormatter())
+        self.addFilter(RequestIdFilter())
+
+    def write_request_line(self, fields: dict[str, Any]) -> None:
+        line = {
+            "time": self.formatter.time_text(time.time()),
+            "level": "INFO",
+            "name": log.name,
+            "message": "request",
+            **fields,
+        }
+        text = json.dumps(line, default=str) + self.terminator
+        with self.lock:  # type: ignore[union-attr]
+            try:
+                self.stream.write(text)
+                self.stream.flush()
+            except (OSError, ValueError):
+                pass  # as logging does: a closed or broken stream loses the line
+
+
+#: The handler :func:`configure_logging` installed, while it is the only one.
+_handler: JsonLinesHandler | None = None
 
 
 class RequestIdFilter(logging.Filter):
@@ -84,9 +125,8 @@ def configure_logging(level: str) -> None:
     logging._srcfile = None  # type: ignore[attr-defined]
     logging.logThreads = False
     logging.logMultiprocessing = False
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(JsonLineFormatter())
-    handler.addFilter(RequestIdFilter())
+    global _handler
+    handler = _handler = JsonLinesHandler(sys.stdout)
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level)
@@ -139,14 +179,20 @@ def _log_request(
 ) -> None:
     # The path only: query strings carry codes, states and keys.
     path = environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8", "replace")
-    log.info(
-        "request",
-        extra={
-            "method": environ.get("REQUEST_METHOD"),
-            "path": path,
-            "status": int(statuses[-1][:3]) if statuses else None,
-            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-            "remote_addr": environ.get("REMOTE_ADDR"),
-            "request_id": request_id,
-        },
-    )
+    fields = {
+        "method": environ.get("REQUEST_METHOD"),
+        "path": path,
+        "status": int(statuses[-1][:3]) if statuses else None,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+        "remote_addr": environ.get("REMOTE_ADDR"),
+        "request_id": request_id,
+    }
+    handler = _handler
+    if (
+        handler is not None
+        and log.handlers == []
+        and logging.root.handlers == [handler]
+    ):
+        handler.write_request_line(fields)
+    else:  # logging was set up otherwise since: let it route the record
+        log.info("request", extra=fields)

@@ -8,19 +8,22 @@ new blueprint cannot be left out of a list it should have been in.
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from enum import Enum
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from flask import Blueprint, Flask, Response, current_app
+from flask import Blueprint, Flask, Response, current_app, request
 from flask_cors import CORS
 from flask_wtf.csrf import CSRFProtect
 
 #: Methods CORS and Flask answer on their own; never declared by a route.
 _IMPLICIT_METHODS = frozenset({"HEAD", "OPTIONS"})
+#: Cache-Control of answers no cache may keep.
+_NEVER_STORED = "no-store"
 #: Cache-Control of public documents: they change only with a deploy.
 PUBLIC_CACHE = "public, max-age=300"
 
@@ -46,12 +49,12 @@ class Surface(Enum):
 
     #: Pages for people: forms with CSRF tokens, keys shown once, personal data.
     PAGE = Rules(
-        csrf=True, html_errors=True, cross_origin=False, cache_control="no-store"
+        csrf=True, html_errors=True, cross_origin=False, cache_control=_NEVER_STORED
     )
     #: JSON for programs, called with client credentials or bearer tokens,
     #: browser-based MCP clients included (CONTRACT §2).
     API = Rules(
-        csrf=False, html_errors=False, cross_origin=True, cache_control="no-store"
+        csrf=False, html_errors=False, cross_origin=True, cache_control=_NEVER_STORED
     )
     #: Public JSON documents: discovery metadata and keys.
     DOCUMENT = Rules(
@@ -59,7 +62,7 @@ class Surface(Enum):
     )
     #: JSON for the platform and proxies (probes, forward auth), not browsers.
     SERVICE = Rules(
-        csrf=False, html_errors=False, cross_origin=False, cache_control="no-store"
+        csrf=False, html_errors=False, cross_origin=False, cache_control=_NEVER_STORED
     )
 
 
@@ -101,10 +104,17 @@ def _pattern(rule: str) -> str:
     )
 
 
-def cors_routes(app: Flask) -> dict[str, list[str]]:
-    """Path patterns open to any origin, with the methods a preflight may offer."""
+def cors_routes(app: Flask) -> dict[str, tuple[list[str], bool]]:
+    """Path patterns open to any origin: the methods a preflight may offer, and
+    whether answers carry CORS headers even to a request without ``Origin``.
+
+    Only browsers send ``Origin`` and read CORS headers, so answers no cache
+    keeps (``no-store``) carry them only when asked; an answer a shared cache
+    may keep always carries them, since the cache may hand it to a browser.
+    """
     surfaces = app.extensions["surfaces"]
     routes: dict[str, set[str]] = defaultdict(set)
+    kept: dict[str, bool] = {}
     for rule in app.url_map.iter_rules():
         blueprint = rule.endpoint.rpartition(".")[0] or None
         surface = surfaces.get(blueprint)
@@ -113,8 +123,14 @@ def cors_routes(app: Flask) -> dict[str, list[str]]:
             continue
         if getattr(view, "same_origin_only", False):
             continue
-        routes[_pattern(rule.rule)] |= set(rule.methods or ()) - _IMPLICIT_METHODS
-    return {pattern: sorted(methods) for pattern, methods in routes.items()}
+        pattern = _pattern(rule.rule)
+        routes[pattern] |= set(rule.methods or ()) - _IMPLICIT_METHODS
+        kept[pattern] = kept.get(pattern, False) or (
+            surface.value.cache_control != _NEVER_STORED
+        )
+    return {
+        pattern: (sorted(methods), kept[pattern]) for pattern, methods in routes.items()
+    }
 
 
 def init_app(app: Flask) -> None:
@@ -128,14 +144,21 @@ def init_app(app: Flask) -> None:
     open_to_all = [
         name for name, surface in surfaces.items() if surface.value.cross_origin
     ]
+    fresh = [
+        name
+        for name in open_to_all
+        if surfaces[name].value.cache_control == _NEVER_STORED
+    ]
     with confined_to(app, pages):
         csrf.init_app(app)
-    with confined_to(app, open_to_all):
+    # flask-cors walks every route pattern on every answer before it finds
+    # that a request without Origin gets nothing (answers no cache keeps).
+    with confined_to(app, open_to_all, wrap_for=_only_with_origin, wrapped=fresh):
         CORS(
             app,
             resources={
-                pattern: {"origins": "*", "methods": methods}
-                for pattern, methods in cors_routes(app).items()
+                pattern: {"origins": "*", "methods": methods, "always_send": kept}
+                for pattern, (methods, kept) in cors_routes(app).items()
             },
             allow_headers=["Authorization", "Content-Type", "MCP-Protocol-Version"],
             expose_headers=["WWW-Authenticate", "Mcp-Session-Id"],
@@ -150,13 +173,19 @@ def init_app(app: Flask) -> None:
 
 
 @contextlib.contextmanager
-def confined_to(app: Flask, blueprints: list[str]) -> Iterator[None]:
+def confined_to(
+    app: Flask,
+    blueprints: list[str],
+    wrap_for: Callable[[Callable], Callable] | None = None,
+    wrapped: Collection[str] = (),
+) -> Iterator[None]:
     """Move the request hooks an extension adds app-wide to ``blueprints`` only.
 
     Extensions hook every request; a hook that can only act on some surfaces
     (CSRF on pages, CORS on cross-origin routes, limits on limited views)
     then costs every other request a call for nothing. Flask runs a
     blueprint's hooks for the requests routed to it, in the same order.
+    The hooks of the ``wrapped`` blueprints go through ``wrap_for`` first.
     """
     hooks = (
         app.before_request_funcs,
@@ -169,7 +198,22 @@ def confined_to(app: Flask, blueprints: list[str]) -> Iterator[None]:
         added = [hook for hook in funcs.get(None, ()) if hook not in existing]
         funcs[None] = existing
         for name in blueprints:
-            funcs.setdefault(name, []).extend(added)
+            hooks_here = added
+            if wrap_for is not None and name in wrapped:
+                hooks_here = [wrap_for(hook) for hook in added]
+            funcs.setdefault(name, []).extend(hooks_here)
+
+
+def _only_with_origin(hook: Callable) -> Callable:
+    """Run ``hook`` only for requests that carry ``Origin`` (browsers' requests)."""
+
+    @functools.wraps(hook)
+    def when_origin(*args: Any) -> Any:
+        if "HTTP_ORIGIN" in request.environ:
+            return hook(*args)
+        return args[0] if args else None  # after_request passes the response on
+
+    return when_origin
 
 
 def _cache_control(value: str) -> Callable[[Response], Response]:

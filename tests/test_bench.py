@@ -28,6 +28,7 @@ def test_bench_produces_every_row_and_count(tmp_path: Path) -> None:
         **os.environ,
         "BENCH_SECONDS": "1",
         "BENCH_WARMUP": "0",
+        "BENCH_ROUNDS": "1",
         "BENCH_FLOW_PROCESSES": "2",
         "BENCH_COUNT_REQUESTS": "2",
         "BENCH_JSON": str(results),

@@ -19,6 +19,7 @@ HEADER = (
     "hello req/s",
     "ratio",
     "goal",
+    "CPU µs/req (hello)",
     "PG stmts/req",
     "Redis cmds/req",
 )
@@ -35,6 +36,8 @@ class Row:
     costs: Costs
     failed: int
     error: str = ""
+    #: Server CPU µs per request, the app's and hello-world's (best rounds).
+    cpu_us: tuple[float, float] | None = None
 
     @property
     def statements(self) -> float:
@@ -54,6 +57,7 @@ def as_json(row: Row) -> dict[str, Any]:
         "goal": row.goal,
         "failed": row.failed,
         "error": row.error,
+        "cpu_us": row.cpu_us,
         "requests_counted": costs.requests,
         "statements": dict(costs.statements),
         "commands": dict(costs.commands),
@@ -87,6 +91,7 @@ def _cells(row: Row) -> tuple[str, ...]:
         "-" if row.hello is None else f"{row.hello:.1f}",
         "-" if row.hello is None else f"{row.rate / row.hello:.2f}",
         _goal(row),
+        "-" if row.cpu_us is None else f"{row.cpu_us[0]:.0f} ({row.cpu_us[1]:.0f})",
         f"{row.statements:.2f} ({transaction:.2f} tx)",
         f"{row.commands:.2f}" + (f" (+{inner:.2f} in scripts)" if inner else ""),
     )
@@ -105,7 +110,9 @@ def _machine() -> str:
     return f"{os.cpu_count()} CPUs ({model}), {platform.system()} {platform.release()}"
 
 
-def print_report(rows: list[Row], seconds: int, processes: int, took: float) -> None:
+def print_report(
+    rows: list[Row], seconds: int, rounds: int, processes: int, took: float
+) -> None:
     table = [HEADER, *(_cells(row) for row in rows)]
     widths = [max(len(line[i]) for line in table) for i in range(len(HEADER))]
     lines = [
@@ -115,8 +122,11 @@ def print_report(rows: list[Row], seconds: int, processes: int, took: float) -> 
     lines.insert(1, "-+-".join("-" * w for w in widths))
     print("\n".join(lines))
     print(
-        f"\n{seconds} s per run after a warm-up; wrk -t2 -c32; flows by {processes}"
-        " processes. The flow row counts per flow. PG stmts include the"
+        f"\nBest of {rounds} runs of {seconds} s after a warm-up, hello-world and"
+        f" the app alternating; wrk -t2 -c32; flows by {processes}"
+        " processes. CPU µs/req: user and system time of the server's processes"
+        " per request, best round (less sensitive to other work than req/s)."
+        " The flow row counts per flow. PG stmts include the"
         " transaction control (tx: BEGIN/COMMIT/ROLLBACK); a Redis script is one"
         " command, its inner commands are listed apart."
     )

@@ -38,6 +38,8 @@ class Served:
     env: dict[str, str]
     password: str
     user_id: str
+    #: Process group of each port's gunicorn (master and workers).
+    groups: dict[int, int]
 
 
 def web_command(app_module: str) -> list[str]:
@@ -180,4 +182,5 @@ def serve(urls: dict[str, str], logs: Path) -> Iterator[Served]:
         password, user_id = prepare_database(env)
         devservices.wait_for_port(app_port, app, "gunicorn serving the app")
         devservices.wait_for_port(hello_port, hello, "gunicorn serving hello-world")
-        yield Served(app_port, hello_port, env, password, user_id)
+        groups = {app_port: app.pid, hello_port: hello.pid}
+        yield Served(app_port, hello_port, env, password, user_id, groups)

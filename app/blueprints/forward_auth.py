@@ -25,6 +25,8 @@ SCOPE_HEADER = "X-Auth-Scope"
 
 def _demanded_scopes() -> list[str] | None:
     """Scopes from ``?scope=``; ``None`` if one is unknown (a proxy set-up error)."""
+    if not request.query_string:
+        return []  # the usual call: nothing demanded beyond a valid token
     scopes = [s for value in request.args.getlist("scope") for s in value.split()]
     return scopes if all(scope in SCOPES for scope in scopes) else None
 

@@ -68,10 +68,8 @@ def check_origin() -> Response | None:
 
 def _check_transport() -> Response | None:
     """Refuse requests the transport rules out before reading the body."""
-    if (
-        request.headers.get("Accept")
-        and not request.accept_mimetypes["application/json"]
-    ):
+    accept = request.headers.get("Accept")
+    if accept and not _accepts_json(accept):
         return _refuse(
             406, RpcError(INVALID_REQUEST, "Not Acceptable: accept application/json.")
         )
@@ -81,6 +79,20 @@ def _check_transport() -> Response | None:
             RpcError(INVALID_REQUEST, "Unsupported Media Type: send application/json."),
         )
     return None
+
+
+#: Accept items that admit JSON; without q-values, any one of them is enough.
+_JSON_RANGES = frozenset({"application/json", "application/*", "*/*"})
+
+
+def _accepts_json(accept: str) -> bool:
+    # Every MCP client sends "application/json, text/event-stream"; only a
+    # header with parameters (q=0 refuses a type) needs the full parser.
+    if ";" not in accept:
+        return not _JSON_RANGES.isdisjoint(
+            item.strip().lower() for item in accept.split(",")
+        )
+    return bool(request.accept_mimetypes["application/json"])
 
 
 def _check_protocol_version(message: jsonrpc.Message) -> Response | None:
