@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from helpers import LOOPBACK_REDIRECT
@@ -61,9 +62,13 @@ def test_logs_are_json_lines_with_the_request_id(make_server, capfd) -> None:
     live = make_server(LOG_LEVEL="INFO")
     browser = live.browser()
     browser.get("/healthz", headers={"X-Request-ID": "trace-me-42"})
-    lines = [
-        line for line in capfd.readouterr().out.splitlines() if "trace-me-42" in line
-    ]
+    # Request lines are flushed within REQUEST_LINE_DELAY (0.1 s), not at once.
+    lines: list[str] = []
+    deadline = time.monotonic() + 2
+    while not lines and time.monotonic() < deadline:
+        time.sleep(0.05)
+        out = capfd.readouterr().out
+        lines = [line for line in out.splitlines() if "trace-me-42" in line]
     records = [json.loads(line) for line in lines]
     request_log = [r for r in records if r.get("message") == "request"]
     assert request_log, lines
