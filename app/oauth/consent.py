@@ -13,15 +13,15 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import and_, exists, literal, select, update
+from sqlalchemy.dialects.postgresql import Insert, insert
 from sqlalchemy.orm import joinedload
 
 from .. import audit
 from ..api_keys import revoke_consent_keys
 from ..db import db
 from ..denylist import deny_consent
-from ..models import Consent, User, utcnow
+from ..models import Consent, OAuthClient, User, utcnow
 
 
 @dataclass(frozen=True)
@@ -56,47 +56,107 @@ def covers(consent: Consent | None, scope: str) -> bool:
     return consent is not None and set(scope.split()) <= set(consent.scope.split())
 
 
-def record_consent(user_id: uuid.UUID, client_id: str, scope: str) -> uuid.UUID:
-    """Record an approval and return the id of the live consent it made.
+def signed_in_consent(
+    user_id: str, client_id: str
+) -> tuple[User, Consent | None] | None:
+    """The enabled person ``user_id`` with their live consent to ``client_id``.
+
+    One query; ``None`` if the account is gone or disabled.
+    """
+    key = _uuid(user_id)
+    if key is None:
+        return None
+    live = and_(
+        Consent.user_id == User.id,
+        Consent.client_id == client_id,
+        Consent.revoked_at.is_(None),
+    )
+    found = db.session.execute(
+        select(User, Consent)
+        .outerjoin(Consent, live)
+        .where(User.id == key, User.is_active.is_(True))
+    ).first()
+    return None if found is None else (found[0], found[1])
+
+
+def record_consent(
+    user_id: str, client_id: str, scope: str, client_row: Insert | None = None
+) -> uuid.UUID | None:
+    """Record an approval by the enabled person ``user_id``; return the consent's id.
 
     Approving again while a consent is live replaces its scope and keeps its
     id (its API keys stay bound to it); otherwise a new consent begins.
+    ``None``, with nothing recorded, if the account is gone or disabled.
+    ``client_row`` (the client's own row, for a metadata-document client) is
+    written by the same statement, so the approval needs no transaction.
     """
+    key = _uuid(user_id)
+    if key is None:
+        return None
     now = utcnow()
-    statement = insert(Consent).values(
-        id=uuid.uuid4(),
-        user_id=user_id,
-        client_id=client_id,
-        scope=scope,
-        approved_at=now,
-        created_at=now,
+    columns = Consent.__table__.c
+    person = select(
+        literal(uuid.uuid4(), columns.id.type),
+        User.id,
+        literal(client_id, columns.client_id.type),
+        literal(scope, columns.scope.type),
+        literal(now, columns.approved_at.type),
+        literal(now, columns.created_at.type),
+    ).where(User.id == key, User.is_active.is_(True))
+    statement = insert(Consent).from_select(
+        ["id", "user_id", "client_id", "scope", "approved_at", "created_at"], person
     )
-    # An upsert with RETURNING always yields the row it inserted or updated.
+    if client_row is not None:
+        statement = statement.add_cte(client_row.cte("client_row"))
+    # An upsert with RETURNING yields the row it inserted or updated, if any.
     return db.session.execute(
         statement.on_conflict_do_update(
             index_elements=[Consent.user_id, Consent.client_id],
             index_where=Consent.revoked_at.is_(None),
             set_={"scope": scope, "approved_at": now},
         ).returning(Consent.id)
-    ).scalar_one()
+    ).scalar()
 
 
-def live_consent_holder(user_id: str, consent_id: str) -> User | None:
-    """The enabled person whose consent ``consent_id`` is still live, in one query."""
+def _uuid(value: str) -> uuid.UUID | None:
     try:
-        user_key, consent_key = uuid.UUID(user_id), uuid.UUID(consent_id)
+        return uuid.UUID(value)
     except ValueError:
         return None
-    return db.session.scalar(
-        select(User)
-        .join(Consent, Consent.user_id == User.id)
-        .where(
-            User.id == user_key,
-            User.is_active.is_(True),
-            Consent.id == consent_key,
-            Consent.revoked_at.is_(None),
-        )
+
+
+def live_consent_holder(
+    user_id: str, consent_id: str, mark_client: str | None = None
+) -> User | None:
+    """The enabled person whose consent ``consent_id`` is still live, in one query.
+
+    With ``mark_client``, the same statement records that this client
+    completed an authorization (see :func:`app.oauth.clients.mark_authorized`),
+    if the consent is live.
+    """
+    user_key, consent_key = _uuid(user_id), _uuid(consent_id)
+    if user_key is None or consent_key is None:
+        return None
+    live = (
+        User.id == user_key,
+        User.is_active.is_(True),
+        Consent.id == consent_key,
+        Consent.revoked_at.is_(None),
     )
+    query = select(User).join(Consent, Consent.user_id == User.id).where(*live)
+    if mark_client is not None:
+        holder = select(Consent.id).join(User, Consent.user_id == User.id)
+        mark = (
+            update(OAuthClient)
+            .where(
+                OAuthClient.client_id == mark_client,
+                OAuthClient.last_authorized_at.is_(None),
+                exists(holder.where(*live)),
+            )
+            .values(last_authorized_at=utcnow())
+        )
+        query = query.add_cte(mark.cte("mark_client"))
+    return db.session.scalar(query)
 
 
 def list_consents(user_id: uuid.UUID) -> list[Consent]:
