@@ -10,10 +10,12 @@ These functions only flush; the caller owns the transaction (:mod:`app.db`).
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import and_, exists, literal, select, update
+from sqlalchemy import Select, and_, bindparam, exists, select, update
 from sqlalchemy.dialects.postgresql import Insert, insert
 from sqlalchemy.orm import joinedload
 
@@ -66,16 +68,8 @@ def signed_in_consent(
     key = _uuid(user_id)
     if key is None:
         return None
-    live = and_(
-        Consent.user_id == User.id,
-        Consent.client_id == client_id,
-        Consent.revoked_at.is_(None),
-    )
-    found = db.session.execute(
-        select(User, Consent)
-        .outerjoin(Consent, live)
-        .where(User.id == key, User.is_active.is_(True))
-    ).first()
+    parameters = {"p_user": key, "p_client": client_id}
+    found = db.session.execute(_person_with_consent(), parameters).first()
     return None if found is None else (found[0], found[1])
 
 
@@ -93,36 +87,18 @@ def record_consent(
     key = _uuid(user_id)
     if key is None:
         return None
-    now = utcnow()
-    columns = Consent.__table__.c
-    person = select(
-        literal(uuid.uuid4(), columns.id.type),
-        User.id,
-        literal(client_id, columns.client_id.type),
-        literal(scope, columns.scope.type),
-        literal(now, columns.approved_at.type),
-        literal(now, columns.created_at.type),
-    ).where(User.id == key, User.is_active.is_(True))
-    statement = insert(Consent).from_select(
-        ["id", "user_id", "client_id", "scope", "approved_at", "created_at"], person
-    )
+    statement = _approval()
     if client_row is not None:
         statement = statement.add_cte(client_row.cte("client_row"))
+    parameters = {
+        "p_id": uuid.uuid4(),
+        "p_user": key,
+        "p_client": client_id,
+        "p_scope": scope,
+        "p_now": utcnow(),
+    }
     # An upsert with RETURNING yields the row it inserted or updated, if any.
-    return db.session.execute(
-        statement.on_conflict_do_update(
-            index_elements=[Consent.user_id, Consent.client_id],
-            index_where=Consent.revoked_at.is_(None),
-            set_={"scope": scope, "approved_at": now},
-        ).returning(Consent.id)
-    ).scalar()
-
-
-def _uuid(value: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        return None
+    return db.session.execute(statement, parameters).scalar()
 
 
 def live_consent_holder(
@@ -137,26 +113,90 @@ def live_consent_holder(
     user_key, consent_key = _uuid(user_id), _uuid(consent_id)
     if user_key is None or consent_key is None:
         return None
-    live = (
-        User.id == user_key,
-        User.is_active.is_(True),
-        Consent.id == consent_key,
+    parameters = {"p_user": user_key, "p_consent": consent_key}
+    if mark_client is None:
+        return db.session.scalar(_holder(), parameters)
+    parameters.update(p_client=mark_client, p_now=utcnow())
+    return db.session.scalar(_holder_marking_client(), parameters)
+
+
+def _uuid(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+# The hot statements are built once, with parameters: building SQLAlchemy
+# constructs costs more CPU than Postgres spends running them.
+
+
+@functools.cache
+def _person_with_consent() -> Select:
+    live = and_(
+        Consent.user_id == User.id,
+        Consent.client_id == bindparam("p_client"),
         Consent.revoked_at.is_(None),
     )
-    query = select(User).join(Consent, Consent.user_id == User.id).where(*live)
-    if mark_client is not None:
-        holder = select(Consent.id).join(User, Consent.user_id == User.id)
-        mark = (
-            update(OAuthClient)
-            .where(
-                OAuthClient.client_id == mark_client,
-                OAuthClient.last_authorized_at.is_(None),
-                exists(holder.where(*live)),
-            )
-            .values(last_authorized_at=utcnow())
+    return (
+        select(User, Consent)
+        .outerjoin(Consent, live)
+        .where(User.id == bindparam("p_user"), User.is_active.is_(True))
+    )
+
+
+@functools.cache
+def _approval() -> Insert:
+    columns = Consent.__table__.c
+    person = select(
+        bindparam("p_id", type_=columns.id.type),
+        User.id,
+        bindparam("p_client", type_=columns.client_id.type),
+        bindparam("p_scope", type_=columns.scope.type),
+        bindparam("p_now", type_=columns.approved_at.type),
+        bindparam("p_now", type_=columns.created_at.type),
+    ).where(User.id == bindparam("p_user"), User.is_active.is_(True))
+    # The table, not the mapped class: with parameters, an ORM insert would
+    # be a bulk insert keyed by attribute.
+    statement = insert(Consent.__table__).from_select(
+        ["id", "user_id", "client_id", "scope", "approved_at", "created_at"],
+        person,
+        include_defaults=False,
+    )
+    return statement.on_conflict_do_update(
+        index_elements=[columns.user_id, columns.client_id],
+        index_where=columns.revoked_at.is_(None),
+        set_={"scope": bindparam("p_scope"), "approved_at": bindparam("p_now")},
+    ).returning(columns.id)
+
+
+def _live_holder() -> tuple[Any, ...]:
+    return (
+        User.id == bindparam("p_user"),
+        User.is_active.is_(True),
+        Consent.id == bindparam("p_consent"),
+        Consent.revoked_at.is_(None),
+    )
+
+
+@functools.cache
+def _holder() -> Select:
+    return select(User).join(Consent, Consent.user_id == User.id).where(*_live_holder())
+
+
+@functools.cache
+def _holder_marking_client() -> Select:
+    holder = select(Consent.id).join(User, Consent.user_id == User.id)
+    mark = (
+        update(OAuthClient.__table__)
+        .where(
+            OAuthClient.client_id == bindparam("p_client"),
+            OAuthClient.last_authorized_at.is_(None),
+            exists(holder.where(*_live_holder())),
         )
-        query = query.add_cte(mark.cte("mark_client"))
-    return db.session.scalar(query)
+        .values(last_authorized_at=bindparam("p_now"))
+    )
+    return _holder().add_cte(mark.cte("mark_client"))
 
 
 def list_consents(user_id: uuid.UUID) -> list[Consent]:

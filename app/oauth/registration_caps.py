@@ -8,9 +8,19 @@ reached.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from sqlalchemy import BigInteger, column, func, insert, literal, or_, select, text
+from sqlalchemy import (
+    BigInteger,
+    bindparam,
+    column,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+)
 
 from ..config import Settings
 from ..db import db
@@ -27,8 +37,25 @@ REGISTRATION_LOCK_ID = 7591
 EXACT_COUNT_MARGIN = 1000
 
 
+#: Every column of a registered client's row, as :func:`insert_within_caps` takes it.
+COLUMNS = (
+    "client_id",
+    "client_secret_hash",
+    "client_name",
+    "redirect_uris",
+    "grant_types",
+    "response_types",
+    "token_endpoint_auth_method",
+    "scope",
+    "registered_from",
+    "created_at",
+    "last_authorized_at",
+)
+
+
 def insert_within_caps(values: dict[str, Any], settings: Settings) -> None:
-    """Insert the client row ``values`` or raise :class:`ClientLimitExceededError`.
+    """Insert the client row ``values`` (keyed by :data:`COLUMNS`) or raise
+    :class:`ClientLimitExceededError`.
 
     The caller owns the transaction, which holds the address's lock until it ends.
     """
@@ -40,7 +67,14 @@ def insert_within_caps(values: dict[str, Any], settings: Settings) -> None:
         text("SELECT pg_advisory_xact_lock(:ns, hashtext(:source))"),
         {"ns": REGISTRATION_LOCK_ID, "source": source},
     )
-    if db.session.scalar(_insert_statement(values, settings)) is None:
+    cap = settings.max_clients
+    parameters = {
+        **values,
+        "per_address": settings.max_clients_per_address,
+        "cap": cap,
+        "trusted_below": cap - max(cap // 10, EXACT_COUNT_MARGIN),
+    }
+    if db.session.scalar(_insert_statement(), parameters) is None:
         raise _cap_error(source, settings.max_clients_per_address)
 
 
@@ -53,39 +87,40 @@ def _registered_count(*where: Any) -> Any:
     )
 
 
-def _insert_statement(values: dict[str, Any], settings: Settings) -> Any:
+@functools.cache
+def _insert_statement() -> Any:
     """One INSERT of the client that adds nothing if either cap is reached.
 
-    The total is counted only when Postgres's own running row count is
-    within a margin of the cap. That count lags commits by about a second,
-    far less than :data:`EXACT_COUNT_MARGIN` registrations; registrations
-    from different addresses are not serialised, so together they may
-    overshoot the total cap by a few, which it tolerates.
+    Built once, with a parameter per column and cap. The total is counted
+    only when Postgres's own running row count is within a margin of the
+    cap. That count lags commits by about a second, far less than
+    :data:`EXACT_COUNT_MARGIN` registrations; registrations from different
+    addresses are not serialised, so together they may overshoot the total
+    cap by a few, which it tolerates.
     """
-    cap = settings.max_clients
+    columns = OAuthClient.__table__.c
     estimate = text(
         "SELECT n_live_tup FROM pg_stat_user_tables"
         " WHERE relid = 'oauth_clients'::regclass"
     ).columns(column("n_live_tup", BigInteger))
     from_source = _registered_count(
-        OAuthClient.registered_from == values["registered_from"]
+        OAuthClient.registered_from == bindparam("registered_from")
     )
     room = select(
-        *(
-            literal(value, OAuthClient.__table__.c[name].type)
-            for name, value in values.items()
-        )
+        *(bindparam(name, type_=columns[name].type) for name in COLUMNS)
     ).where(
-        from_source.scalar_subquery() < settings.max_clients_per_address,
+        from_source.scalar_subquery() < bindparam("per_address"),
         or_(
-            estimate.scalar_subquery() < cap - max(cap // 10, EXACT_COUNT_MARGIN),
-            _registered_count().scalar_subquery() < cap,
+            estimate.scalar_subquery() < bindparam("trusted_below"),
+            _registered_count().scalar_subquery() < bindparam("cap"),
         ),
     )
+    # The table, not the mapped class: with parameters, an ORM insert would
+    # be a bulk insert keyed by attribute.
     return (
-        insert(OAuthClient)
-        .from_select(list(values), room, include_defaults=False)
-        .returning(OAuthClient.client_id)
+        insert(OAuthClient.__table__)
+        .from_select(list(COLUMNS), room, include_defaults=False)
+        .returning(columns.client_id)
     )
 
 
