@@ -13,11 +13,20 @@ from __future__ import annotations
 import functools
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, and_, bindparam, exists, select, update
+from sqlalchemy import (
+    Select,
+    Table,
+    and_,
+    bindparam,
+    exists,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import Insert, insert
 from sqlalchemy.orm import joinedload
+from sqlalchemy.sql.dml import ReturningInsert
 
 from .. import audit
 from ..api_keys import revoke_consent_keys
@@ -87,7 +96,7 @@ def record_consent(
     key = _uuid(user_id)
     if key is None:
         return None
-    statement = _approval()
+    statement: Any = _approval()
     if client_row is not None:
         statement = statement.add_cte(client_row.cte("client_row"))
     parameters = {
@@ -113,7 +122,7 @@ def live_consent_holder(
     user_key, consent_key = _uuid(user_id), _uuid(consent_id)
     if user_key is None or consent_key is None:
         return None
-    parameters = {"p_user": user_key, "p_consent": consent_key}
+    parameters: dict[str, Any] = {"p_user": user_key, "p_consent": consent_key}
     if mark_client is None:
         return db.session.scalar(_holder(), parameters)
     parameters.update(p_client=mark_client, p_now=utcnow())
@@ -146,7 +155,7 @@ def _person_with_consent() -> Select:
 
 
 @functools.cache
-def _approval() -> Insert:
+def _approval() -> ReturningInsert[Any]:
     columns = Consent.__table__.c
     person = select(
         bindparam("p_id", type_=columns.id.type),
@@ -158,7 +167,7 @@ def _approval() -> Insert:
     ).where(User.id == bindparam("p_user"), User.is_active.is_(True))
     # The table, not the mapped class: with parameters, an ORM insert would
     # be a bulk insert keyed by attribute.
-    statement = insert(Consent.__table__).from_select(
+    statement = insert(cast(Table, Consent.__table__)).from_select(
         ["id", "user_id", "client_id", "scope", "approved_at", "created_at"],
         person,
         include_defaults=False,
@@ -188,7 +197,7 @@ def _holder() -> Select:
 def _holder_marking_client() -> Select:
     holder = select(Consent.id).join(User, Consent.user_id == User.id)
     mark = (
-        update(OAuthClient.__table__)
+        update(cast(Table, OAuthClient.__table__))
         .where(
             OAuthClient.client_id == bindparam("p_client"),
             OAuthClient.last_authorized_at.is_(None),

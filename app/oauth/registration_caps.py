@@ -9,10 +9,11 @@ reached.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
+    Table,
     bindparam,
     column,
     func,
@@ -118,7 +119,7 @@ def _insert_statement() -> Any:
     # The table, not the mapped class: with parameters, an ORM insert would
     # be a bulk insert keyed by attribute.
     return (
-        insert(OAuthClient.__table__)
+        insert(cast(Table, OAuthClient.__table__))
         .from_select(list(COLUMNS), room, include_defaults=False)
         .returning(columns.client_id)
     )
