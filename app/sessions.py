@@ -54,12 +54,24 @@ def init_app(app: Flask) -> None:
     app.session_interface = PageSessionInterface()
 
 
+def signed_in_id() -> str | None:
+    """The account id of this request's live session, or ``None``.
+
+    The account itself is not read: a caller that reads it anyway (with
+    its consent, say) must still require it to exist and be enabled.
+    """
+    if "signed_in_id" not in g:
+        user_id, session_id = session.get("user_id"), session.get("sid")
+        live = bool(user_id and session_id) and not _ended(str(session_id))
+        g.signed_in_id = str(user_id) if live else None
+    return g.signed_in_id
+
+
 def current_user() -> User | None:
     """The signed-in, enabled user of this request, or ``None``."""
     if "current_user" not in g:
-        user_id, session_id = session.get("user_id"), session.get("sid")
-        live = bool(user_id and session_id) and not _ended(str(session_id))
-        g.current_user = get_active_user(user_id) if live else None
+        user_id = signed_in_id()
+        g.current_user = get_active_user(user_id) if user_id else None
     return g.current_user
 
 
@@ -82,6 +94,7 @@ def sign_in(user: User) -> None:
     session["auth_time"] = int(time.time())
     session.permanent = True
     g.current_user = user
+    g.signed_in_id = str(user.id)
 
 
 def sign_out() -> None:
@@ -91,6 +104,7 @@ def sign_out() -> None:
         get_redis().set(_ended_key(session_id), "1", ex=lifetime)
     session.clear()
     g.pop("current_user", None)
+    g.pop("signed_in_id", None)
 
 
 def is_local_target(target: str | None) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from authlib.oauth2 import OAuth2Error
@@ -14,14 +15,20 @@ from flask_babel import gettext as _
 from .. import audit
 from ..db import db
 from ..models import User
-from ..oauth.client_metadata import problem_text, store_document_client
+from ..oauth.client_metadata import document_client_row, problem_text
 from ..oauth.clients import Client
-from ..oauth.consent import ConsentedUser, covers, find_consent, record_consent
+from ..oauth.consent import (
+    ConsentedUser,
+    covers,
+    find_consent,
+    record_consent,
+    signed_in_consent,
+)
 from ..oauth.constants import AUTHORIZATION_PATH, SCOPE_DESCRIPTIONS
 from ..oauth.grants import AuthorizationCodeGrant
 from ..oauth.redirect_uris import app_scheme, browser_host, redirect_uri_is_trusted
 from ..oauth.server import get_server
-from ..sessions import current_user, login_redirect
+from ..sessions import current_user, login_redirect, signed_in_id
 
 bp = Blueprint("authorize", __name__)
 
@@ -93,7 +100,7 @@ def _handle_error(error: OAuth2Error, user: User | None) -> Response | tuple[str
 
 
 def _prompt_none(
-    grant: AuthorizationCodeGrant, user: User | None
+    grant: AuthorizationCodeGrant, user_id: str | None
 ) -> ConsentedUser | None:
     """The consent ``prompt=none`` may skip every page under (OIDC Core §3.1.2.1).
 
@@ -106,9 +113,10 @@ def _prompt_none(
     where = {"redirect_uri": grant.redirect_uri, "state": grant.request.payload.state}
     if len(values) > 1:
         raise InvalidRequestError("'prompt=none' cannot be combined.", **where)
-    if user is None:
+    found = signed_in_consent(user_id, grant.client.client_id) if user_id else None
+    if found is None:
         raise LoginRequiredError("The person is not signed in.", **where)
-    approval = find_consent(user.id, grant.client.client_id)
+    user, approval = found
     if approval is None or not covers(approval, grant.request.scope):
         raise ConsentRequiredError("The requested scope is not approved.", **where)
     return ConsentedUser(user, approval.id)
@@ -116,53 +124,64 @@ def _prompt_none(
 
 @bp.route(AUTHORIZATION_PATH, methods=["GET", "POST"])
 def authorize() -> Response | tuple[str, int] | str:
+    # Reads, and an approval written in one statement: no transaction needed.
+    db.autocommit()
     server = get_server()
-    user = current_user()
+    # The session alone; the account is read with the consent, further down.
+    user_id = signed_in_id()
     try:
-        grant = server.get_consent_grant(end_user=user)
+        grant = server.get_consent_grant()
         # On a POST the person has decided; their decision is the answer.
-        silent = _prompt_none(grant, user) if flask_request.method == "GET" else None
+        get = flask_request.method == "GET"
+        silent = _prompt_none(grant, user_id) if get else None
     except OAuth2Error as error:
-        return _handle_error(error, user)
-    if user is None:
+        return _handle_error(error, current_user())
+    if user_id is None:
         return login_redirect()
     if silent is not None:
         return server.create_authorization_response(grant=grant, grant_user=silent)
-
     if flask_request.method == "POST":
-        decision = flask_request.form.get("decision")
-        if decision not in ("approve", "deny"):
-            abort(400, _("Choose approve or deny."))
-        if decision == "approve":
-            with db.transaction():
-                store_document_client(grant.client)
-                consent_id = record_consent(
-                    user.id, grant.client.client_id, grant.request.scope
-                )
-            audit.record(
-                audit.CONSENT_GRANTED,
-                user_id=user.id,
-                client_id=grant.client.client_id,
-                scope=grant.request.scope,
-            )
-            approved = ConsentedUser(user, consent_id)
-            return server.create_authorization_response(
-                grant=grant, grant_user=approved
-            )
+        return _decide(grant, user_id)
+    return _consent_page(grant, user_id)
+
+
+def _decide(grant: AuthorizationCodeGrant, user_id: str) -> Response:
+    server = get_server()
+    decision = flask_request.form.get("decision")
+    if decision not in ("approve", "deny"):
+        abort(400, _("Choose approve or deny."))
+    client_id, scope = grant.client.client_id, grant.request.scope
+    if decision == "deny":
+        user = current_user()
+        if user is None:
+            return login_redirect()
         audit.record(
-            audit.CONSENT_DENIED,
-            user_id=user.id,
-            client_id=grant.client.client_id,
-            scope=grant.request.scope,
+            audit.CONSENT_DENIED, user_id=user.id, client_id=client_id, scope=scope
         )
         return server.create_authorization_response(grant=grant, grant_user=None)
+    # One statement: the account must be enabled, and a metadata-document
+    # client's row is kept with it.
+    consent_id = record_consent(
+        user_id, client_id, scope, document_client_row(grant.client)
+    )
+    if consent_id is None:
+        return login_redirect()  # the account was disabled meanwhile
+    user = User(id=uuid.UUID(user_id))
+    audit.record(
+        audit.CONSENT_GRANTED, user_id=user.id, client_id=client_id, scope=scope
+    )
+    approved = ConsentedUser(user, consent_id)
+    return server.create_authorization_response(grant=grant, grant_user=approved)
 
-    return _consent_page(grant, user)
 
-
-def _consent_page(grant: AuthorizationCodeGrant, user: User) -> str:
+def _consent_page(
+    grant: AuthorizationCodeGrant, user_id: str
+) -> Response | tuple[str, int] | str:
     client = grant.client
-    previous = find_consent(user.id, client.client_id)
+    found = signed_in_consent(user_id, client.client_id)
+    if found is None:
+        return login_redirect()  # the account is gone or disabled
+    user, previous = found
     scopes = [
         (s, str(SCOPE_DESCRIPTIONS.get(s, s))) for s in grant.request.scope.split()
     ]

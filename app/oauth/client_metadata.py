@@ -21,10 +21,9 @@ from typing import Any
 from authlib.oauth2.rfc7591.errors import InvalidClientMetadataError
 from flask import g
 from flask_babel import gettext as _
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import Insert, insert
 
 from ..config import current_settings
-from ..db import db
 from ..models import OAuthClient, utcnow
 from ..redis_store import get_redis, get_script
 from .client_metadata_fetch import MAX_BYTES, FetchPolicy, FetchProblem, check_url
@@ -253,14 +252,15 @@ def problem_text(client_id: str) -> str | None:
     return describe(result) if result.problem else None
 
 
-def store_document_client(client: Client) -> None:
-    """Keep a row for a metadata-document client, refreshed from its document.
+def document_client_row(client: Client) -> Insert | None:
+    """The statement keeping a metadata-document client's row, or ``None``.
 
     Grants refer to ``oauth_clients``; the row also names the client on the
-    account page. The caller commits. Registered clients are left alone.
+    account page, refreshed from its document. Registered clients are left
+    alone (``None``).
     """
     if client.document_host is None:
-        return
+        return None
     row = client.row
     values = {
         "client_name": row.client_name,
@@ -277,10 +277,8 @@ def store_document_client(client: Client) -> None:
         created_at=utcnow(),
         **values,
     )
-    db.session.execute(
-        statement.on_conflict_do_update(
-            index_elements=[OAuthClient.client_id],
-            set_=values,
-            where=OAuthClient.registered_from == DOCUMENT_SOURCE,
-        )
+    return statement.on_conflict_do_update(
+        index_elements=[OAuthClient.client_id],
+        set_=values,
+        where=OAuthClient.registered_from == DOCUMENT_SOURCE,
     )

@@ -10,18 +10,29 @@ These functions only flush; the caller owns the transaction (:mod:`app.db`).
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass
+from typing import Any, cast
 
-from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import (
+    Select,
+    Table,
+    and_,
+    bindparam,
+    exists,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import Insert, insert
 from sqlalchemy.orm import joinedload
+from sqlalchemy.sql.dml import ReturningInsert
 
 from .. import audit
 from ..api_keys import revoke_consent_keys
 from ..db import db
 from ..denylist import deny_consent
-from ..models import Consent, User, utcnow
+from ..models import Consent, OAuthClient, User, utcnow
 
 
 @dataclass(frozen=True)
@@ -56,47 +67,145 @@ def covers(consent: Consent | None, scope: str) -> bool:
     return consent is not None and set(scope.split()) <= set(consent.scope.split())
 
 
-def record_consent(user_id: uuid.UUID, client_id: str, scope: str) -> uuid.UUID:
-    """Record an approval and return the id of the live consent it made.
+def signed_in_consent(
+    user_id: str, client_id: str
+) -> tuple[User, Consent | None] | None:
+    """The enabled person ``user_id`` with their live consent to ``client_id``.
+
+    One query; ``None`` if the account is gone or disabled.
+    """
+    key = _uuid(user_id)
+    if key is None:
+        return None
+    parameters = {"p_user": key, "p_client": client_id}
+    found = db.session.execute(_person_with_consent(), parameters).first()
+    return None if found is None else (found[0], found[1])
+
+
+def record_consent(
+    user_id: str, client_id: str, scope: str, client_row: Insert | None = None
+) -> uuid.UUID | None:
+    """Record an approval by the enabled person ``user_id``; return the consent's id.
 
     Approving again while a consent is live replaces its scope and keeps its
     id (its API keys stay bound to it); otherwise a new consent begins.
+    ``None``, with nothing recorded, if the account is gone or disabled.
+    ``client_row`` (the client's own row, for a metadata-document client) is
+    written by the same statement, so the approval needs no transaction.
     """
-    now = utcnow()
-    statement = insert(Consent).values(
-        id=uuid.uuid4(),
-        user_id=user_id,
-        client_id=client_id,
-        scope=scope,
-        approved_at=now,
-        created_at=now,
-    )
-    # An upsert with RETURNING always yields the row it inserted or updated.
-    return db.session.execute(
-        statement.on_conflict_do_update(
-            index_elements=[Consent.user_id, Consent.client_id],
-            index_where=Consent.revoked_at.is_(None),
-            set_={"scope": scope, "approved_at": now},
-        ).returning(Consent.id)
-    ).scalar_one()
+    key = _uuid(user_id)
+    if key is None:
+        return None
+    statement: Any = _approval()
+    if client_row is not None:
+        statement = statement.add_cte(client_row.cte("client_row"))
+    parameters = {
+        "p_id": uuid.uuid4(),
+        "p_user": key,
+        "p_client": client_id,
+        "p_scope": scope,
+        "p_now": utcnow(),
+    }
+    # An upsert with RETURNING yields the row it inserted or updated, if any.
+    return db.session.execute(statement, parameters).scalar()
 
 
-def live_consent_holder(user_id: str, consent_id: str) -> User | None:
-    """The enabled person whose consent ``consent_id`` is still live, in one query."""
+def live_consent_holder(
+    user_id: str, consent_id: str, mark_client: str | None = None
+) -> User | None:
+    """The enabled person whose consent ``consent_id`` is still live, in one query.
+
+    With ``mark_client``, the same statement records that this client
+    completed an authorization (see :func:`app.oauth.clients.mark_authorized`),
+    if the consent is live.
+    """
+    user_key, consent_key = _uuid(user_id), _uuid(consent_id)
+    if user_key is None or consent_key is None:
+        return None
+    parameters: dict[str, Any] = {"p_user": user_key, "p_consent": consent_key}
+    if mark_client is None:
+        return db.session.scalar(_holder(), parameters)
+    parameters.update(p_client=mark_client, p_now=utcnow())
+    return db.session.scalar(_holder_marking_client(), parameters)
+
+
+def _uuid(value: str) -> uuid.UUID | None:
     try:
-        user_key, consent_key = uuid.UUID(user_id), uuid.UUID(consent_id)
+        return uuid.UUID(value)
     except ValueError:
         return None
-    return db.session.scalar(
-        select(User)
-        .join(Consent, Consent.user_id == User.id)
-        .where(
-            User.id == user_key,
-            User.is_active.is_(True),
-            Consent.id == consent_key,
-            Consent.revoked_at.is_(None),
-        )
+
+
+# The hot statements are built once, with parameters: building SQLAlchemy
+# constructs costs more CPU than Postgres spends running them.
+
+
+@functools.cache
+def _person_with_consent() -> Select:
+    live = and_(
+        Consent.user_id == User.id,
+        Consent.client_id == bindparam("p_client"),
+        Consent.revoked_at.is_(None),
     )
+    return (
+        select(User, Consent)
+        .outerjoin(Consent, live)
+        .where(User.id == bindparam("p_user"), User.is_active.is_(True))
+    )
+
+
+@functools.cache
+def _approval() -> ReturningInsert[Any]:
+    columns = Consent.__table__.c
+    person = select(
+        bindparam("p_id", type_=columns.id.type),
+        User.id,
+        bindparam("p_client", type_=columns.client_id.type),
+        bindparam("p_scope", type_=columns.scope.type),
+        bindparam("p_now", type_=columns.approved_at.type),
+        bindparam("p_now", type_=columns.created_at.type),
+    ).where(User.id == bindparam("p_user"), User.is_active.is_(True))
+    # The table, not the mapped class: with parameters, an ORM insert would
+    # be a bulk insert keyed by attribute.
+    statement = insert(cast(Table, Consent.__table__)).from_select(
+        ["id", "user_id", "client_id", "scope", "approved_at", "created_at"],
+        person,
+        include_defaults=False,
+    )
+    return statement.on_conflict_do_update(
+        index_elements=[columns.user_id, columns.client_id],
+        index_where=columns.revoked_at.is_(None),
+        set_={"scope": bindparam("p_scope"), "approved_at": bindparam("p_now")},
+    ).returning(columns.id)
+
+
+def _live_holder() -> tuple[Any, ...]:
+    return (
+        User.id == bindparam("p_user"),
+        User.is_active.is_(True),
+        Consent.id == bindparam("p_consent"),
+        Consent.revoked_at.is_(None),
+    )
+
+
+@functools.cache
+def _holder() -> Select:
+    return select(User).join(Consent, Consent.user_id == User.id).where(*_live_holder())
+
+
+@functools.cache
+def _holder_marking_client() -> Select:
+    holder = select(Consent.id).join(User, Consent.user_id == User.id)
+    mark = (
+        update(cast(Table, OAuthClient.__table__))
+        .where(
+            OAuthClient.client_id == bindparam("p_client"),
+            OAuthClient.last_authorized_at.is_(None),
+            exists(holder.where(*_live_holder())),
+        )
+        .values(last_authorized_at=bindparam("p_now"))
+    )
+    return _holder().add_cte(mark.cte("mark_client"))
 
 
 def list_consents(user_id: uuid.UUID) -> list[Consent]:

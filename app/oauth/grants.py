@@ -25,6 +25,7 @@ from flask import session
 from .. import audit
 from ..config import current_settings
 from ..denylist import deny_token
+from ..models import utcnow
 from .clients import Client
 from .codes import AuthorizationCode, CodeStore
 from .consent import ConsentedUser, live_consent_holder
@@ -194,12 +195,19 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         self, authorization_code: AuthorizationCode
     ) -> ConsentedUser | None:
         # One query: the person is enabled and the consent the code was issued
-        # under is still the live one (a revoked consent never comes back).
+        # under is still the live one (a revoked consent never comes back);
+        # a client's first authorization is recorded by the same statement.
+        client: Client = self.request.client
+        unmarked = client.row.last_authorized_at is None
         user = live_consent_holder(
-            authorization_code.user_id, authorization_code.consent_id
+            authorization_code.user_id,
+            authorization_code.consent_id,
+            mark_client=client.client_id if unmarked else None,
         )
         if user is None:
             raise InvalidGrantError("The authorization was revoked.")
+        if unmarked:
+            client.row.last_authorized_at = utcnow()  # so save_token skips it
         return ConsentedUser(
             user, uuid.UUID(authorization_code.consent_id), authorization_code.token_jti
         )

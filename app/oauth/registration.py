@@ -9,6 +9,7 @@ lets the server replace requested values), and every other field is ignored.
 from __future__ import annotations
 
 import unicodedata
+from types import SimpleNamespace
 from typing import Any
 
 from authlib.oauth2.rfc6749.requests import JsonPayload
@@ -18,14 +19,12 @@ from authlib.oauth2.rfc7591.errors import (
     InvalidRedirectURIError,
 )
 from confusable_homoglyphs import categories as confusable_categories
-from sqlalchemy import func, select, text
 
 from ..config import current_settings
-from ..db import db
-from ..models import OAuthClient
+from ..models import utcnow
 from ..rate_limits import client_address
 from .clients import (
-    DOCUMENT_SOURCE,
+    Client,
     generate_client_id,
     generate_client_secret,
     hash_secret,
@@ -37,8 +36,8 @@ from .constants import (
     SCOPES,
 )
 from .metadata import authorization_server_metadata
-from .oauth_errors import ClientLimitExceededError
 from .redirect_uris import redirect_uri_problem
+from .registration_caps import insert_within_caps
 
 DEFAULT_CLIENT_NAME = "MCP Client"
 MAX_CLIENT_NAME_LENGTH = 200
@@ -63,13 +62,6 @@ SCRIPT_MIXES = (
     frozenset({"LATIN", "HAN", "BOPOMOFO"}),
     frozenset({"LATIN", "HAN", "HANGUL"}),
 )
-#: Namespace of the advisory locks that serialise registrations from one
-#: address, so the per-address cap cannot be raced past.
-REGISTRATION_LOCK_ID = 7591
-#: Below the total cap by more than this (or a tenth of it), Postgres's own
-#: running row count is trusted instead of counting every client; it lags
-#: commits by about a second, far less than this many registrations.
-EXACT_COUNT_MARGIN = 1000
 
 
 class _Payload(JsonPayload):
@@ -243,63 +235,24 @@ class RegistrationEndpoint(ClientRegistrationEndpoint):
 
     def save_client(
         self, client_info: dict[str, Any], client_metadata: dict[str, Any], request: Any
-    ) -> OAuthClient:
+    ) -> Client:
         settings = current_settings()
         source = client_address()
-        session = db.session
-        session.execute(
-            text("SELECT pg_advisory_xact_lock(:ns, hashtext(:source))"),
-            {"ns": REGISTRATION_LOCK_ID, "source": source},
-        )
-        # Rows kept for metadata-document clients were not registered here.
-        count = (
-            select(func.count())
-            .select_from(OAuthClient)
-            .where(OAuthClient.registered_from != DOCUMENT_SOURCE)
-        )
-        from_source = count.where(OAuthClient.registered_from == source)
-        if (session.scalar(from_source) or 0) >= settings.max_clients_per_address:
-            raise ClientLimitExceededError(
-                "Too many clients registered from this address."
-            )
-        if _at_total_cap(settings.max_clients):
-            raise ClientLimitExceededError("The server holds too many clients.")
         public = client_metadata["token_endpoint_auth_method"] == "none"
-        row = OAuthClient(
-            client_id=client_info["client_id"],
-            client_secret_hash=None
+        values = {
+            "client_id": client_info["client_id"],
+            "client_secret_hash": None
             if public
             else hash_secret(client_info["client_secret"]),
-            client_name=client_metadata["client_name"],
-            redirect_uris=client_metadata["redirect_uris"],
-            grant_types=client_metadata["grant_types"],
-            response_types=client_metadata["response_types"],
-            token_endpoint_auth_method=client_metadata["token_endpoint_auth_method"],
-            scope=client_metadata["scope"],
-            registered_from=source,
-        )
-        session.add(row)
-        session.flush()
-        return row
-
-
-def _at_total_cap(cap: int) -> bool:
-    """Whether the server holds ``cap`` clients, counting only when close to it.
-
-    Not serialised across addresses: concurrent registrations from different
-    addresses may overshoot the total cap by a few, which it tolerates.
-    """
-    estimate = db.session.scalar(
-        text(
-            "SELECT n_live_tup FROM pg_stat_user_tables"
-            " WHERE relid = 'oauth_clients'::regclass"
-        )
-    )
-    if estimate is not None and estimate < cap - max(cap // 10, EXACT_COUNT_MARGIN):
-        return False
-    total = (
-        select(func.count())
-        .select_from(OAuthClient)
-        .where(OAuthClient.registered_from != DOCUMENT_SOURCE)
-    )
-    return (db.session.scalar(total) or 0) >= cap
+            "client_name": client_metadata["client_name"],
+            "redirect_uris": client_metadata["redirect_uris"],
+            "grant_types": client_metadata["grant_types"],
+            "response_types": client_metadata["response_types"],
+            "token_endpoint_auth_method": client_metadata["token_endpoint_auth_method"],
+            "scope": client_metadata["scope"],
+            "registered_from": source,
+            "created_at": utcnow(),
+            "last_authorized_at": None,
+        }
+        insert_within_caps(values, settings)
+        return Client(SimpleNamespace(**values))
