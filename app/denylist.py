@@ -69,6 +69,10 @@ def _write(markers: list[tuple[str, str]], ttl: int | None = None) -> None:
         pipeline.set(key, value, ex=ttl)
         pipeline.publish(CHANNEL, announcement(key, value, ttl))
     pipeline.execute()
+    view = current_app.extensions.get("denylist_view")
+    if view is not None:
+        for key, value in markers:
+            view.note(key, value, ttl)
 
 
 def process_cache(name: str) -> dict[str, Any] | None:

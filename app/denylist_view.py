@@ -195,6 +195,14 @@ class DenylistView:
                 if value is not None:
                     into[key] = (value, expires)
 
+    def note(self, key: str, value: str, ttl: int) -> None:
+        """Take a marker this process just wrote, before its announcement returns.
+
+        So the instance that made a denial enforces it from its next request;
+        the announcement brings it (again) a moment later, and to the others.
+        """
+        self._markers[key] = (value, time.monotonic() + min(ttl, self._max_ttl))
+
     def _apply(self, message: dict) -> None:
         kind, data = message.get("type"), message.get("data")
         if kind == "pong" and str(data).startswith(PONG_PREFIX):

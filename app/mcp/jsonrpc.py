@@ -42,10 +42,14 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+#: Made once: ``json.loads`` with an option builds a decoder per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def decode(body: bytes) -> Any:
     """Decode a request body as JSON, or raise a parse error (-32700)."""
     try:
-        return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+        return _DECODER.decode(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise RpcError(
             PARSE_ERROR, "Parse error: the body is not valid JSON."
