@@ -160,9 +160,8 @@ class RequestIdFilter(logging.Filter):
 def configure_logging(level: str) -> None:
     """Send JSON lines to stdout; safe to call more than once."""
     # The logging HOWTO's "Optimization": no record field we print needs the
-    # caller's frame, thread or multiprocessing names, and collecting them
-    # was a third of the cost of the line logged for every request.
-    logging._srcfile = None  # type: ignore[attr-defined]
+    # caller's frame, thread or multiprocessing names; skip collecting them.
+    logging._srcfile = None
     logging.logThreads = False
     logging.logMultiprocessing = False
     global _handler

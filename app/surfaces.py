@@ -187,7 +187,7 @@ def confined_to(
     blueprint's hooks for the requests routed to it, in the same order.
     The hooks of the ``wrapped`` blueprints go through ``wrap_for`` first.
     """
-    hooks = (
+    hooks: tuple[dict[str | None, list[Any]], ...] = (
         app.before_request_funcs,
         app.after_request_funcs,
         app.teardown_request_funcs,
