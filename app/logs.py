@@ -29,6 +29,9 @@ log = logging.getLogger("app")
 _request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 
+#: Made once: ``json.dumps(..., default=str)`` builds an encoder per call.
+_ENCODER = json.JSONEncoder(default=str)
+
 #: Attributes every LogRecord has; anything else was passed in ``extra``.
 _STANDARD_ATTRIBUTES = frozenset(
     logging.LogRecord("", 0, "", 0, "", (), None).__dict__
@@ -71,7 +74,7 @@ class JsonLineFormatter(logging.Formatter):
                 line[key] = value
         if record.exc_info:
             line["exc_info"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str)
+        return _ENCODER.encode(line)
 
 
 class JsonLinesHandler(logging.StreamHandler):
@@ -132,7 +135,7 @@ class JsonLinesHandler(logging.StreamHandler):
             "message": "request",
             **fields,
         }
-        text = json.dumps(line, default=str) + self.terminator
+        text = _ENCODER.encode(line) + self.terminator
         self._ensure_flusher()
         with self.lock:  # type: ignore[union-attr]
             try:

@@ -11,9 +11,10 @@ HTTP status saying what went wrong (403 origin, 406, 413, 415, 400).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..config import current_settings
@@ -35,12 +36,18 @@ bp = Blueprint("mcp_endpoint", __name__)
 PROTOCOL_VERSION_HEADER = "MCP-Protocol-Version"
 
 
+#: MCP answers are plain JSON-RPC: lists, dicts, strings and numbers only.
+_ENCODER = json.JSONEncoder(ensure_ascii=True)
+
+
 def _reply(body: dict[str, Any] | None, status: int = 200) -> Response:
     if body is None:
         return empty_response(status)
-    response = jsonify(body)
-    response.status_code = status
-    return response
+    # Encoded directly: Flask's jsonify sorts keys and looks up the app's
+    # provider on every call, for a body that needs neither.
+    return Response(
+        _ENCODER.encode(body) + "\n", status=status, mimetype="application/json"
+    )
 
 
 def _refuse(status: int, exc: RpcError) -> Response:
@@ -56,9 +63,11 @@ def check_origin() -> Response | None:
     stop DNS rebinding; one that is present and not allowed gets a 403,
     before anything else is looked at. No ``Origin``: not a browser page.
     """
-    allowed = current_settings().allowed_origins
     origin = request.headers.get("Origin")
-    if not allowed or origin is None or origin.lower() in allowed:
+    if origin is None:
+        return None
+    allowed = current_settings().allowed_origins
+    if not allowed or origin.lower() in allowed:
         return None
     return _refuse(
         403,
@@ -73,7 +82,7 @@ def _check_transport() -> Response | None:
         return _refuse(
             406, RpcError(INVALID_REQUEST, "Not Acceptable: accept application/json.")
         )
-    if request.mimetype != "application/json":
+    if not _is_json(request.environ.get("CONTENT_TYPE", "")):
         return _refuse(
             415,
             RpcError(INVALID_REQUEST, "Unsupported Media Type: send application/json."),
@@ -83,6 +92,11 @@ def _check_transport() -> Response | None:
 
 #: Accept items that admit JSON; without q-values, any one of them is enough.
 _JSON_RANGES = frozenset({"application/json", "application/*", "*/*"})
+
+
+def _is_json(content_type: str) -> bool:
+    # The type without its parameters (charset), case-insensitive (RFC 9110 §8.3.1).
+    return content_type.partition(";")[0].strip().lower() == "application/json"
 
 
 def _accepts_json(accept: str) -> bool:
