@@ -6,6 +6,7 @@ import base64
 import dataclasses
 import json
 import secrets
+import time
 from typing import Any
 
 import pytest
@@ -298,3 +299,31 @@ def test_verify_answers_get_only(browser: Any, server: Any, user: dict[str, str]
     )
 
     assert response.status_code == 405
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_a_token_verified_before_is_refused_once_it_expires(
+    browser: Any, server: Any, user: dict[str, str], endpoint: str
+):
+    # Verified tokens are remembered per process (app.oauth.tokens); the
+    # memory must not outlive the token's exp.
+    token = mint(server, claims_for(server, user, exp=int(time.time()) + 2))
+    assert call(browser, endpoint, token).status_code == 200
+    assert call(browser, endpoint, token).status_code == 200
+
+    time.sleep(max(0.0, payload_of(token)["exp"] - time.time()) + 0.1)
+
+    response = call(browser, endpoint, token)
+    assert response.status_code == 401
+    assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+
+
+def test_a_remembered_token_is_not_trusted_under_other_keys(
+    make_server: Any, user: dict[str, str], server: Any
+):
+    # Another app in the same process (another issuer and key) must verify
+    # the token afresh, and refuse it.
+    token = obtain_token(server.browser(), user)
+    assert call(server.browser(), "mcp", token).status_code == 200
+    other = make_server(JWT_SECRET=secrets.token_urlsafe(32))
+    assert call(other.browser(), "mcp", token).status_code == 401

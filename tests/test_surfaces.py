@@ -97,3 +97,31 @@ def test_a_blueprint_registered_without_a_surface_stops_the_app():
     app.register_blueprint(Blueprint("forgotten", __name__))
     with pytest.raises(RuntimeError, match="forgotten"):
         surfaces.init_app(app)
+
+
+def test_cors_headers_on_fresh_answers_only_when_a_browser_asks(server, browser):
+    # Only browsers send Origin and read CORS headers; an answer no cache
+    # keeps needs them only then. A cacheable document carries them always:
+    # a shared cache may hand the same copy to a browser later.
+    asked = browser.post("/mcp", json={}, headers={"Origin": FOREIGN_ORIGIN})
+    unasked = browser.post("/mcp", json={})
+    assert asked.headers.get("Access-Control-Allow-Origin") == "*"
+    assert "Access-Control-Allow-Origin" not in unasked.headers
+    document = browser.get("/.well-known/oauth-authorization-server")
+    assert document.headers["Cache-Control"].startswith("public")
+    assert document.headers.get("Access-Control-Allow-Origin") == "*"
+
+
+def test_extension_hooks_run_only_for_the_surfaces_they_serve(app):
+    # CSRF on pages, CORS on cross-origin surfaces, the limiter on
+    # blueprints with limits: nothing app-wide on every request.
+    assert app.before_request_funcs.get(None, []) == []
+    assert app.after_request_funcs.get(None, []) == []
+    assert app.teardown_request_funcs.get(None, []) == []
+    pages = {"authorize", "auth", "account"}
+    for name in pages:
+        names = [f.__qualname__ for f in app.before_request_funcs[name]]
+        assert any("csrf" in n for n in names), name
+    assert not any(
+        "csrf" in f.__qualname__ for f in app.before_request_funcs.get("health", [])
+    )
