@@ -311,13 +311,30 @@ def _measure(
     if not selected("flow"):
         return rows
     log(f"timing flows with {FLOW_PROCESSES} processes")
-    flows, error = 0.0, ""
+    flows, error, flow_cpu = 0.0, "", float("inf")
     for _ in range(ROUNDS):
+        cpu_before = group_cpu(GROUPS.get(served.app_port))
         round_flows, error = flows_per_second(served)
+        cpu = group_cpu(GROUPS.get(served.app_port)) - cpu_before
+        # The warm-up's flows are not counted; at the same rate, they used
+        # the warm-up's share of the CPU.
+        if round_flows:
+            flow_cpu = min(flow_cpu, cpu / (round_flows * (SECONDS + WARMUP)) * 1e6)
         flows = max(flows, round_flows)
         if error:
             break
-    rows.append(Row("flow (4 requests)", flows, None, None, flow_costs, 0, error))
+    rows.append(
+        Row(
+            "flow (4 requests)",
+            flows,
+            None,
+            None,
+            flow_costs,
+            0,
+            error,
+            cpu_us=(flow_cpu, 0.0) if flow_cpu < float("inf") else None,
+        )
+    )
     return rows
 
 

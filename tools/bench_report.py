@@ -80,6 +80,14 @@ def _goal(row: Row) -> str:
     return "-"
 
 
+def _cpu(row: Row) -> str:
+    if row.cpu_us is None:
+        return "-"
+    if row.hello is None:  # flows: the app's CPU per flow, nothing to compare
+        return f"{row.cpu_us[0]:.0f} per flow"
+    return f"{row.cpu_us[0]:.0f} ({row.cpu_us[1]:.0f})"
+
+
 def _cells(row: Row) -> tuple[str, ...]:
     costs = row.costs
     transaction = costs.per_request(costs.transaction_control)
@@ -91,7 +99,7 @@ def _cells(row: Row) -> tuple[str, ...]:
         "-" if row.hello is None else f"{row.hello:.1f}",
         "-" if row.hello is None else f"{row.rate / row.hello:.2f}",
         _goal(row),
-        "-" if row.cpu_us is None else f"{row.cpu_us[0]:.0f} ({row.cpu_us[1]:.0f})",
+        _cpu(row),
         f"{row.statements:.2f} ({transaction:.2f} tx)",
         f"{row.commands:.2f}" + (f" (+{inner:.2f} in scripts)" if inner else ""),
     )
