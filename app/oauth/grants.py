@@ -199,15 +199,17 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         # a client's first authorization is recorded by the same statement.
         client: Client = self.request.client
         unmarked = client.row.last_authorized_at is None
-        user = live_consent_holder(
+        user_id = live_consent_holder(
             authorization_code.user_id,
             authorization_code.consent_id,
             mark_client=client.client_id if unmarked else None,
         )
-        if user is None:
+        if user_id is None:
             raise InvalidGrantError("The authorization was revoked.")
         if unmarked:
             client.row.last_authorized_at = utcnow()  # so save_token skips it
         return ConsentedUser(
-            user, uuid.UUID(authorization_code.consent_id), authorization_code.token_jti
+            user_id,
+            uuid.UUID(authorization_code.consent_id),
+            authorization_code.token_jti,
         )
