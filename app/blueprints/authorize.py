@@ -116,10 +116,10 @@ def _prompt_none(
     found = signed_in_consent(user_id, grant.client.client_id) if user_id else None
     if found is None:
         raise LoginRequiredError("The person is not signed in.", **where)
-    user, approval = found
+    person, approval = found
     if approval is None or not covers(approval, grant.request.scope):
         raise ConsentRequiredError("The requested scope is not approved.", **where)
-    return ConsentedUser(user, approval.id)
+    return ConsentedUser(person.id, approval.id)
 
 
 @bp.route(AUTHORIZATION_PATH, methods=["GET", "POST"])
@@ -166,11 +166,11 @@ def _decide(grant: AuthorizationCodeGrant, user_id: str) -> Response:
     )
     if consent_id is None:
         return login_redirect()  # the account was disabled meanwhile
-    user = User(id=uuid.UUID(user_id))
+    person_id = uuid.UUID(user_id)
     audit.record(
-        audit.CONSENT_GRANTED, user_id=user.id, client_id=client_id, scope=scope
+        audit.CONSENT_GRANTED, user_id=person_id, client_id=client_id, scope=scope
     )
-    approved = ConsentedUser(user, consent_id)
+    approved = ConsentedUser(person_id, consent_id)
     return server.create_authorization_response(grant=grant, grant_user=approved)
 
 
@@ -181,7 +181,7 @@ def _consent_page(
     found = signed_in_consent(user_id, client.client_id)
     if found is None:
         return login_redirect()  # the account is gone or disabled
-    user, previous = found
+    person, previous = found
     scopes = [
         (s, str(SCOPE_DESCRIPTIONS.get(s, s))) for s in grant.request.scope.split()
     ]
@@ -191,7 +191,7 @@ def _consent_page(
         redirect_host=browser_host(grant.redirect_uri),
         app_scheme=app_scheme(grant.redirect_uri),
         scopes=scopes,
-        user=user,
+        user=person,
         approved_before=previous if covers(previous, grant.request.scope) else None,
         document=_document_notice(client, grant.redirect_uri),
     )

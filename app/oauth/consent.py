@@ -13,7 +13,8 @@ from __future__ import annotations
 import functools
 import uuid
 from dataclasses import dataclass
-from typing import Any, cast
+from datetime import datetime
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import (
     Select,
@@ -25,6 +26,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import Insert, insert
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import joinedload
 from sqlalchemy.sql.dml import ReturningInsert
 
@@ -42,14 +44,30 @@ class ConsentedUser:
     Authlib hands this to ``save_authorization_code`` (as the request's user)
     and to the token generator (as ``user``); ``token_jti`` is the id the
     token will have, chosen when its code was issued so a replay can deny it.
+    The person's id is all either reads, so no account row is loaded for it.
     """
 
-    user: User
+    user_id: uuid.UUID
     consent_id: uuid.UUID
     token_jti: str | None = None
 
     def get_user_id(self) -> str:
-        return self.user.get_user_id()
+        return str(self.user_id)
+
+
+class Person(NamedTuple):
+    """The signed-in person, as the consent page shows them."""
+
+    id: uuid.UUID
+    email: str
+
+
+class Approval(NamedTuple):
+    """A live consent, as the consent page and ``prompt=none`` read it."""
+
+    id: uuid.UUID
+    scope: str
+    approved_at: datetime
 
 
 def find_consent(user_id: uuid.UUID, client_id: str) -> Consent | None:
@@ -63,13 +81,13 @@ def find_consent(user_id: uuid.UUID, client_id: str) -> Consent | None:
     )
 
 
-def covers(consent: Consent | None, scope: str) -> bool:
+def covers(consent: Consent | Approval | None, scope: str) -> bool:
     return consent is not None and set(scope.split()) <= set(consent.scope.split())
 
 
 def signed_in_consent(
     user_id: str, client_id: str
-) -> tuple[User, Consent | None] | None:
+) -> tuple[Person, Approval | None] | None:
     """The enabled person ``user_id`` with their live consent to ``client_id``.
 
     One query; ``None`` if the account is gone or disabled.
@@ -78,8 +96,11 @@ def signed_in_consent(
     if key is None:
         return None
     parameters = {"p_user": key, "p_client": client_id}
-    found = db.session.execute(_person_with_consent(), parameters).first()
-    return None if found is None else (found[0], found[1])
+    found: Any = _core(_person_with_consent(), parameters).first()
+    if found is None:
+        return None
+    approval = None if found[2] is None else Approval(*found[2:])
+    return Person(found[0], found[1]), approval
 
 
 def record_consent(
@@ -107,14 +128,15 @@ def record_consent(
         "p_now": utcnow(),
     }
     # An upsert with RETURNING yields the row it inserted or updated, if any.
-    return db.session.execute(statement, parameters).scalar()
+    return _core(statement, parameters).scalar()
 
 
 def live_consent_holder(
     user_id: str, consent_id: str, mark_client: str | None = None
-) -> User | None:
-    """The enabled person whose consent ``consent_id`` is still live, in one query.
+) -> uuid.UUID | None:
+    """The id of the enabled person whose consent ``consent_id`` is still live.
 
+    One query.
     With ``mark_client``, the same statement records that this client
     completed an authorization (see :func:`app.oauth.clients.mark_authorized`),
     if the consent is live.
@@ -124,9 +146,9 @@ def live_consent_holder(
         return None
     parameters: dict[str, Any] = {"p_user": user_key, "p_consent": consent_key}
     if mark_client is None:
-        return db.session.scalar(_holder(), parameters)
+        return _core(_holder(), parameters).scalar()
     parameters.update(p_client=mark_client, p_now=utcnow())
-    return db.session.scalar(_holder_marking_client(), parameters)
+    return _core(_holder_marking_client(), parameters).scalar()
 
 
 def _uuid(value: str) -> uuid.UUID | None:
@@ -137,7 +159,13 @@ def _uuid(value: str) -> uuid.UUID | None:
 
 
 # The hot statements are built once, with parameters: building SQLAlchemy
-# constructs costs more CPU than Postgres spends running them.
+# constructs costs more CPU than Postgres spends running them. They select
+# columns, not entities, and run on the session's connection: the ORM's
+# per-statement and per-row work would cost more than the rest of the query.
+
+
+def _core(statement: Any, parameters: dict[str, Any]) -> CursorResult[Any]:
+    return db.session.connection().execute(statement, parameters)
 
 
 @functools.cache
@@ -148,7 +176,7 @@ def _person_with_consent() -> Select:
         Consent.revoked_at.is_(None),
     )
     return (
-        select(User, Consent)
+        select(User.id, User.email, Consent.id, Consent.scope, Consent.approved_at)
         .outerjoin(Consent, live)
         .where(User.id == bindparam("p_user"), User.is_active.is_(True))
     )
@@ -190,7 +218,9 @@ def _live_holder() -> tuple[Any, ...]:
 
 @functools.cache
 def _holder() -> Select:
-    return select(User).join(Consent, Consent.user_id == User.id).where(*_live_holder())
+    return (
+        select(User.id).join(Consent, Consent.user_id == User.id).where(*_live_holder())
+    )
 
 
 @functools.cache

@@ -9,6 +9,7 @@ nothing about the request before ``invalid_client``.
 
 from __future__ import annotations
 
+import secrets
 import time
 import uuid
 from typing import Any
@@ -119,8 +120,13 @@ class SingleParameters:
 
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = list(AUTH_METHODS)
-    #: 32 bytes of URL-safe randomness: about 190 bits, beyond the 128 required.
-    AUTHORIZATION_CODE_LENGTH = 32
+    #: Random bytes in a code: 192 bits, beyond the 128 required (RFC 6749 §10.10).
+    AUTHORIZATION_CODE_BYTES = 24
+
+    def generate_authorization_code(self) -> str:
+        # Authlib draws each of its characters by a separate call on
+        # SystemRandom; one read of the same source costs a fraction of that.
+        return secrets.token_urlsafe(self.AUTHORIZATION_CODE_BYTES)
 
     @staticmethod
     def validate_no_multiple_request_parameter(request: Any) -> None:
@@ -199,15 +205,17 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         # a client's first authorization is recorded by the same statement.
         client: Client = self.request.client
         unmarked = client.row.last_authorized_at is None
-        user = live_consent_holder(
+        user_id = live_consent_holder(
             authorization_code.user_id,
             authorization_code.consent_id,
             mark_client=client.client_id if unmarked else None,
         )
-        if user is None:
+        if user_id is None:
             raise InvalidGrantError("The authorization was revoked.")
         if unmarked:
             client.row.last_authorized_at = utcnow()  # so save_token skips it
         return ConsentedUser(
-            user, uuid.UUID(authorization_code.consent_id), authorization_code.token_jti
+            user_id,
+            uuid.UUID(authorization_code.consent_id),
+            authorization_code.token_jti,
         )

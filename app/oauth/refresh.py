@@ -20,7 +20,7 @@ from flask import g
 from .. import audit
 from ..config import current_settings
 from ..db import db
-from ..models import User, utcnow
+from ..models import utcnow
 from . import refresh_store
 from .clients import Client, mark_authorized
 from .consent import ConsentedUser, revoke_consent
@@ -102,7 +102,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
     def authenticate_user(self, refresh_token: RefreshRecord) -> ConsentedUser:
         # The consume (or find_rotated) already required an enabled person and
         # a live consent; the token generator only needs the id.
-        return ConsentedUser(User(id=refresh_token.user_id), refresh_token.consent_id)
+        return ConsentedUser(refresh_token.user_id, refresh_token.consent_id)
 
     def revoke_old_credential(self, refresh_token: RefreshRecord) -> None:
         """Nothing to do: consuming the token already rotated it out."""
@@ -134,7 +134,7 @@ def save_token(token: dict[str, Any], request: Any) -> None:
             plain,
             consent_id=subject.consent_id,
             client_id=client.client_id,
-            user_id=subject.user.id,
+            user_id=subject.user_id,
             scope=token.get("scope", ""),
             code_jti=subject.token_jti,
             chain_expires_at=utcnow()

@@ -54,6 +54,9 @@ COLUMNS = (
 )
 
 
+_LOCK = text("SELECT pg_advisory_xact_lock(:ns, hashtext(:source))")
+
+
 def insert_within_caps(values: dict[str, Any], settings: Settings) -> None:
     """Insert the client row ``values`` (keyed by :data:`COLUMNS`) or raise
     :class:`ClientLimitExceededError`.
@@ -64,10 +67,9 @@ def insert_within_caps(values: dict[str, Any], settings: Settings) -> None:
     # Registrations from one address wait for each other here. The INSERT
     # is the next statement, so its snapshot (READ COMMITTED) is taken
     # after the lock and counts every client the previous holder added.
-    db.session.execute(
-        text("SELECT pg_advisory_xact_lock(:ns, hashtext(:source))"),
-        {"ns": REGISTRATION_LOCK_ID, "source": source},
-    )
+    # Both on the session's connection, skipping the ORM's per-statement work.
+    connection = db.session.connection()
+    connection.execute(_LOCK, {"ns": REGISTRATION_LOCK_ID, "source": source})
     cap = settings.max_clients
     parameters = {
         **values,
@@ -75,7 +77,7 @@ def insert_within_caps(values: dict[str, Any], settings: Settings) -> None:
         "cap": cap,
         "trusted_below": cap - max(cap // 10, EXACT_COUNT_MARGIN),
     }
-    if db.session.scalar(_insert_statement(), parameters) is None:
+    if connection.execute(_insert_statement(), parameters).scalar() is None:
         raise _cap_error(source, settings.max_clients_per_address)
 
 

@@ -47,6 +47,7 @@ from authlib.oauth2.rfc6749.errors import (
 from authlib.oauth2.rfc6749.requests import JsonRequest
 from flask import Flask, Response, current_app
 from flask import request as flask_request
+from flask.globals import request_ctx
 
 from ..config import Settings
 from ..db import db
@@ -147,11 +148,13 @@ class AuthServer(AuthorizationServer):
             if response_type not in self.response_types:
                 self.response_types += (response_type,)
 
+    # The request itself, not Flask's proxy to it: Authlib reads its
+    # parameters many times per request, each read through the proxy a lookup.
     def create_oauth2_request(self, request: Any) -> OAuth2Request:
-        return _Request(flask_request, self.settings.issuer)
+        return _Request(request_ctx.request, self.settings.issuer)
 
     def create_json_request(self, request: Any) -> JsonRequest:
-        return _JsonRequest(flask_request, self.settings.issuer)
+        return _JsonRequest(request_ctx.request, self.settings.issuer)
 
     def get_authorization_grant(self, request: OAuth2Request) -> Any:
         if AuthorizationCodeGrant.check_authorization_endpoint(request):
