@@ -86,11 +86,13 @@ class JsonLinesHandler(logging.StreamHandler):
     :class:`JsonLineFormatter` would make of ``log.info("request",
     extra=fields)``) under the handler's lock, so lines never interleave.
 
-    Request lines are flushed within :data:`REQUEST_LINE_DELAY` rather than
-    one write each: under gunicorn's threads, every write gives up the GIL
-    and hands it around, which cost more than the rest of the line. Any
-    other record (audit events, warnings, errors) is written and flushed at
-    once, with the request lines before it; exit flushes what is left.
+    Request lines are held here and written together within
+    :data:`REQUEST_LINE_DELAY`, not one write each: under gunicorn's
+    threads every write gives up the GIL and hands it around, which cost
+    more than the rest of the line (and PaaS Python sets PYTHONUNBUFFERED,
+    so stdout would not batch them). Any other record (audit events,
+    warnings, errors) is written at once, after the lines held before it;
+    exit writes what is left.
     """
 
     formatter: JsonLineFormatter
@@ -99,17 +101,55 @@ class JsonLinesHandler(logging.StreamHandler):
         super().__init__(stream)
         self.setFormatter(JsonLineFormatter())
         self.addFilter(RequestIdFilter())
+        self._held: list[str] = []
         self._pending = threading.Event()
         self._flusher_pid = 0
 
+    def write_request_line(self, fields: dict[str, Any]) -> None:
+        line = {
+            "time": self.formatter.time_text(time.time()),
+            "level": "INFO",
+            "name": log.name,
+            "message": "request",
+            **fields,
+        }
+        text = _ENCODER.encode(line) + self.terminator
+        self._ensure_flusher()
+        with self.lock:  # type: ignore[union-attr]
+            self._held.append(text)
+            if len(self._held) >= HELD_LINES_MAX:
+                self.flush()
+        if not self._pending.is_set():
+            self._pending.set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # Called under the handler's lock: the held lines go out first.
+        self._write_held()
+        super().emit(record)
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._write_held()
+            super().flush()
+
+    def _write_held(self) -> None:
+        held, self._held = self._held, []
+        if held:
+            try:
+                self.stream.write("".join(held))
+            except (OSError, ValueError):
+                pass  # as logging does: a closed or broken stream loses lines
+
     def _ensure_flusher(self) -> None:
         # Started on first use, so that each gunicorn worker (forked after
-        # the app was built) has its own.
+        # the app was built) has its own; lines held before a fork are the
+        # parent's to write.
         pid = os.getpid()
         if self._flusher_pid == pid:
             return
         with self.lock:  # type: ignore[union-attr]
             if self._flusher_pid != pid:
+                self._held = []
                 self._pending = threading.Event()
                 threading.Thread(
                     target=self._flush_pending, name="log-flusher", daemon=True
@@ -127,27 +167,11 @@ class JsonLinesHandler(logging.StreamHandler):
             except (OSError, ValueError):
                 pass  # the stream closed (the process is ending)
 
-    def write_request_line(self, fields: dict[str, Any]) -> None:
-        line = {
-            "time": self.formatter.time_text(time.time()),
-            "level": "INFO",
-            "name": log.name,
-            "message": "request",
-            **fields,
-        }
-        text = _ENCODER.encode(line) + self.terminator
-        self._ensure_flusher()
-        with self.lock:  # type: ignore[union-attr]
-            try:
-                self.stream.write(text)
-            except (OSError, ValueError):
-                return  # as logging does: a closed or broken stream loses the line
-        if not self._pending.is_set():
-            self._pending.set()
 
-
-#: Longest a request line waits in the stream's buffer (seconds).
+#: Longest a request line is held before it is written (seconds).
 REQUEST_LINE_DELAY = 0.1
+#: Held lines that are written at once, whatever the delay (bounds memory).
+HELD_LINES_MAX = 256
 
 #: The handler :func:`configure_logging` installed, while it is the only one.
 _handler: JsonLinesHandler | None = None

@@ -135,3 +135,34 @@ def test_a_chunked_body_within_the_limit_is_read_whole(browser) -> None:
     )
 
     assert response.status_code == 201, response.text
+
+
+def test_request_lines_are_held_briefly_and_never_after_other_records() -> None:
+    import io
+    import json
+    import logging
+
+    from app.logs import REQUEST_LINE_DELAY, JsonLinesHandler
+
+    stream = io.StringIO()
+    handler = JsonLinesHandler(stream)
+    logger = logging.getLogger("test.held-lines")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        handler.write_request_line({"path": "/first", "request_id": "r1"})
+        # Held, so that a busy worker writes many lines with one system call...
+        assert stream.getvalue() == ""
+        # ...but a record of any other kind goes out at once, after them.
+        logger.warning("something happened")
+        lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+        assert [line["message"] for line in lines] == ["request", "something happened"]
+        assert lines[0]["path"] == "/first"
+
+        handler.write_request_line({"path": "/second", "request_id": "r2"})
+        deadline = time.monotonic() + 20 * REQUEST_LINE_DELAY
+        while "/second" not in stream.getvalue() and time.monotonic() < deadline:
+            time.sleep(REQUEST_LINE_DELAY / 4)
+        assert "/second" in stream.getvalue()
+    finally:
+        logger.removeHandler(handler)
