@@ -394,3 +394,12 @@ def claims_for(server: Any, user: dict[str, str], **changes: Any) -> dict[str, A
     }
     claims.update(changes)
     return {k: v for k, v in claims.items() if v is not None}
+
+
+def wait_for_current_view(server: Any, seconds: float = 5) -> None:
+    """Wait until the server's denylist view has caught up (per-process caches
+    such as the client cache are used only then)."""
+    view = server.app.extensions["denylist_view"]
+    deadline = time.monotonic() + seconds
+    while not view.is_current() and time.monotonic() < deadline:
+        time.sleep(0.02)

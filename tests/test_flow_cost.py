@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -17,6 +16,7 @@ from helpers import (
     query_of,
     register_client,
     statements,
+    wait_for_current_view,
 )
 
 
@@ -45,10 +45,7 @@ def _client_cached(server: Any, browser: Browser, user: dict[str, str]) -> dict:
     """A client this process has read once its denylist view caught up."""
     client = register_client(browser)
     get_code(browser, client, user)
-    view = server.app.extensions["denylist_view"]
-    deadline = time.monotonic() + 5
-    while not view.is_current() and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for_current_view(server)
     get_code(browser, client, user)
     return client
 

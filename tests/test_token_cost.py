@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from helpers import get_code, redeem, register_client, statements
+from helpers import (
+    get_code,
+    redeem,
+    register_client,
+    statements,
+    wait_for_current_view,
+)
 
 
 def test_a_code_exchange_reads_the_client_and_the_consent_once(
@@ -14,10 +19,7 @@ def test_a_code_exchange_reads_the_client_and_the_consent_once(
     client = register_client(browser)
     # The process caches clients once its denylist view has caught up.
     get_code(browser, client, user)
-    view = server.app.extensions["denylist_view"]
-    deadline = time.monotonic() + 5
-    while not view.is_current() and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for_current_view(server)
     first = get_code(browser, client, user)
     second = get_code(browser, client, user)
 
