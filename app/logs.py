@@ -252,7 +252,11 @@ def _log_request(
     environ: dict[str, Any], statuses: list[str], started: float, request_id: str
 ) -> None:
     # The path only: query strings carry codes, states and keys.
-    path = environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8", "replace")
+    path = (
+        environ.get("PATH_INFO", "")
+        .encode("latin-1", "replace")
+        .decode("utf-8", "replace")
+    )
     fields = {
         "method": environ.get("REQUEST_METHOD"),
         "path": path,

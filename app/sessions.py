@@ -11,7 +11,11 @@ from urllib.parse import urlencode, urlsplit
 
 from flask import Flask, Request, Response, current_app, g, redirect, request, session
 from flask.globals import request_ctx
-from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
+from flask.sessions import (
+    SecureCookieSession,
+    SecureCookieSessionInterface,
+    SessionMixin,
+)
 from itsdangerous import URLSafeTimedSerializer
 
 from .config import current_settings
@@ -40,6 +44,16 @@ class PageSessionInterface(SecureCookieSessionInterface):
         if surface is not None and surface is not Surface.PAGE:
             return None  # Flask's NullSession: reads are empty, writes raise
         return super().open_session(app, request)
+
+    def save_session(
+        self, app: Flask, session: SessionMixin, response: Response
+    ) -> None:
+        # A session opened without a cookie was opened before routing, as a
+        # plain one; whatever the request did to it, only pages set cookies.
+        surface = app.extensions.get("surfaces", {}).get(request_ctx.request.blueprint)
+        if surface is not None and surface is not Surface.PAGE:
+            return
+        super().save_session(app, session, response)
 
     def get_signing_serializer(self, app: Flask) -> URLSafeTimedSerializer | None:
         # Flask builds a serializer per request; the key never changes.

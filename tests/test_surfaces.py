@@ -125,3 +125,25 @@ def test_extension_hooks_run_only_for_the_surfaces_they_serve(app):
     assert not any(
         "csrf" in f.__qualname__ for f in app.before_request_funcs.get("health", [])
     )
+
+
+@pytest.mark.parametrize("surface", list(Surface))
+def test_only_pages_set_the_session_cookie(surface: Surface):
+    from flask import session
+
+    from app import sessions
+
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY="x" * 32)
+    sessions.init_app(app)
+    bp = Blueprint("writer", __name__)
+
+    def write() -> str:
+        session["seen"] = "1"
+        return ""
+
+    bp.add_url_rule("/write", "write", write)
+    surfaces.register(app, bp, surface)
+    surfaces.init_app(app)
+    response = app.test_client().get("/write")
+    assert ("Set-Cookie" in response.headers) == (surface is Surface.PAGE)
