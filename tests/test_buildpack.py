@@ -24,7 +24,7 @@ from types import SimpleNamespace
 import pytest
 import requests
 from devservices import free_port
-from helpers import Browser, obtain_token
+from helpers import Browser, obtain_token, whoami_output
 
 ROOT = Path(__file__).resolve().parent.parent
 #: What a router puts in front of every request (one hop: TRUSTED_PROXY_HOPS=1).
@@ -144,21 +144,7 @@ def test_a_buildpack_build_serves_a_whole_authorization(
     browser = Browser(SimpleNamespace(url=web))
     browser.headers.update(ROUTER_HEADERS)
     token = obtain_token(browser, {"email": "ops@example.com", "password": password})
-    response = browser.post(
-        "/mcp",
-        headers={
-            "Authorization": f"Bearer {token}",
-            "Accept": "application/json, text/event-stream",
-        },
-        json={
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "tools/call",
-            "params": {"name": "whoami", "arguments": {}},
-        },
-    )
-    assert response.status_code == 200, response.text
-    caller = response.json()["result"]["structuredContent"]
+    caller = whoami_output(browser, token)
     assert caller["email"] == "ops@example.com"
     assert caller["scope"] == "read write"
 

@@ -34,6 +34,15 @@ def test_a_code_issued_before_revocation_cannot_be_redeemed(
     assert refused.json()["error"] == "invalid_grant"
 
 
+def approve_again(
+    browser: Browser, client: dict, params: dict[str, str], verifier: str
+) -> str:
+    """Go through consent again with the same request; return the new token."""
+    approved = consent(browser, {**params, "state": "again"})
+    code = query_of(approved.headers["Location"])["code"]
+    return redeem(browser, client, code, verifier).json()["access_token"]
+
+
 def test_approving_again_right_after_revoking_gives_a_working_token(
     browser: Browser, user: dict[str, str]
 ) -> None:
@@ -42,9 +51,7 @@ def test_approving_again_right_after_revoking_gives_a_working_token(
     old = redeem(browser, client, code, verifier).json()["access_token"]
 
     revoke_from_account_page(browser)
-    approved = consent(browser, {**params, "state": "again"})
-    new_code = query_of(approved.headers["Location"])["code"]
-    new = redeem(browser, client, new_code, verifier).json()["access_token"]
+    new = approve_again(browser, client, params, verifier)
 
     assert whoami(browser, old).status_code == 401
     assert whoami(browser, new).status_code == 200
@@ -73,9 +80,7 @@ def test_each_approval_after_a_revocation_is_a_new_consent(
     same = redeem(browser, client, again, again_verifier).json()["access_token"]
 
     revoke_from_account_page(browser)
-    approved = consent(browser, {**params, "state": "again"})
-    new_code = query_of(approved.headers["Location"])["code"]
-    new = redeem(browser, client, new_code, verifier).json()["access_token"]
+    new = approve_again(browser, client, params, verifier)
 
     # Approving again while live keeps the consent; after a revocation it is new.
     assert claims_of(old)["consent_id"] == claims_of(same)["consent_id"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import json
 import os
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from devservices import TlsFiles, services
-from helpers import obtain_token
+from helpers import obtain_token, whoami_output
 from sqlalchemy.engine import make_url
 
 from app.config import ConfigError, settings_from_environment
@@ -208,19 +207,7 @@ def test_a_whole_flow_over_tls(tls_env, verification) -> None:
         user = make_user(live, email)
 
         token = obtain_token(browser, user)
-        response = browser.post(
-            "/mcp",
-            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
-            json={
-                "jsonrpc": "2.0",
-                "id": 1,
-                "method": "tools/call",
-                "params": {"name": "whoami", "arguments": {}},
-            },
-        )
-        assert response.status_code == 200, response.text
-        caller = json.loads(response.json()["result"]["content"][0]["text"])
-        assert caller["email"] == email
+        assert whoami_output(browser, token)["email"] == email
         # flask-limiter's storage counted in the TLS Redis too.
         assert any(key.startswith("LIMITS:") for key in store.scan_iter())
         store.close()
