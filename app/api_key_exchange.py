@@ -13,7 +13,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .api_keys import hash_key
 from .db import db
-from .models import ApiKey, User, utcnow
+from .models import ApiKey, Consent, User, utcnow
+from .oauth.consent import cap_scope
 from .oauth.tokens import issue_access_token
 from .redis_store import get_redis
 
@@ -34,8 +35,11 @@ def exchange(candidate: object) -> tuple[str, dict[str, Any]] | None:
     if not isinstance(candidate, str) or len(candidate) > MAX_CANDIDATE_LENGTH:
         candidate = ""
     row = db.session.execute(
-        select(ApiKey.id, ApiKey.user_id, ApiKey.scopes)
+        select(ApiKey.id, ApiKey.user_id, ApiKey.scopes, Consent.scope)
         .join(User, User.id == ApiKey.user_id)
+        # A client's key yields no more than the consent it was made under
+        # holds now: the person may have approved the client again for less.
+        .outerjoin(Consent, Consent.id == ApiKey.consent_id)
         .where(
             ApiKey.key_hash == hash_key(candidate),
             ApiKey.revoked_at.is_(None),
@@ -47,7 +51,7 @@ def exchange(candidate: object) -> tuple[str, dict[str, Any]] | None:
         return None
     return issue_access_token(
         str(row.user_id),
-        " ".join(row.scopes),
+        " ".join(cap_scope(row.scopes, row.scope)),
         {"via": VIA_API_KEY, "api_key_id": str(row.id)},
     )
 

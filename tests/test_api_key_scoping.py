@@ -29,14 +29,17 @@ from helpers import (
     new_key,
     parse_time,
     redeem,
+    refresh,
     register_client,
     revoke_from_account_page,
     soup,
+    whoami_output,
 )
 from sqlalchemy.exc import IntegrityError
 
 from app.config import ConfigError, load_settings
 
+GATEWAY_SECRET = "gateway-secret-of-some-length"
 TOOLS_LIST = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
 
 
@@ -151,6 +154,59 @@ def test_a_consent_narrowed_later_narrows_what_older_tokens_can_mint(
 
     assert_insufficient_scope(create_key(browser, older, scopes=["read"]))
     assert new_key(browser, older, scopes=["write"])["scopes"] == ["write"]
+
+
+def test_approving_again_with_fewer_scopes_narrows_what_the_application_holds(
+    make_server: Any, user: dict[str, str]
+) -> None:
+    live = make_server(RESOURCE_SERVERS=f"gateway:{GATEWAY_SECRET}")
+    browser = live.browser()
+    # The person approves `read write`; the application makes itself a key.
+    client = register_client(
+        browser, grant_types=["authorization_code", "refresh_token"]
+    )
+    code, verifier, _ = get_code(browser, client, user, scope="read write")
+    tokens = redeem(browser, client, code, verifier).json()
+    created = new_key(browser, tokens["access_token"], scopes=["read", "write"])
+
+    # The person approves it again, for `read` only; the account page says so.
+    code, verifier, _ = get_code(browser, client, user, scope="read")
+    assert redeem(browser, client, code, verifier).status_code == 200
+    page = soup(browser.get("/account"))
+    [row] = [
+        r
+        for r in page.select("tbody tr")
+        if r.select_one("td.last-refreshed") and client["client_id"] in r.get_text()
+    ]
+    assert "read" in row.get_text().split()
+    assert "write" not in row.get_text().split()
+
+    # The old chain refreshes to `read`, and cannot ask for `write` back.
+    refreshed = refresh(browser, client, tokens["refresh_token"])
+    assert refreshed.status_code == 200, refreshed.text
+    assert refreshed.json()["scope"] == "read"
+    wider = refresh(
+        browser, client, refreshed.json()["refresh_token"], scope="read write"
+    )
+    assert wider.status_code == 400
+    assert wider.json()["error"] == "invalid_scope"
+    again = refresh(browser, client, refreshed.json()["refresh_token"])
+    assert again.status_code == 200, again.text
+
+    # The key still exchanges, for `read` only.
+    exchanged = key_token(browser, created["key"])
+
+    for token in (refreshed.json()["access_token"], exchanged):
+        assert whoami_output(browser, token)["scope"] == "read"
+        described = browser.post(
+            "/introspect", data={"token": token}, auth=("gateway", GATEWAY_SECRET)
+        ).json()
+        assert described["active"] is True
+        assert described["scope"] == "read"
+    # A call that needs `write` is refused.
+    assert_insufficient_scope(
+        create_key(browser, refreshed.json()["access_token"], scopes=["read"])
+    )
 
 
 @pytest.mark.parametrize(

@@ -53,6 +53,22 @@ def test_code_exchange_returns_a_refresh_token_stored_only_hashed(
     assert tokens["refresh_token"] not in str(stored)
 
 
+def test_the_remembered_rotation_answer_is_stored_sealed(
+    browser: Browser, user: dict[str, str], engine: sqlalchemy.Engine
+) -> None:
+    client, tokens = obtain_tokens(browser, user)
+    rotated = refresh(browser, client, tokens["refresh_token"]).json()
+
+    with engine.connect() as connection:
+        stored = connection.execute(
+            sqlalchemy.text("SELECT token_hash, sealed FROM refresh_tokens")
+        ).all()
+    assert len(stored) == 2
+    for secret in (rotated["refresh_token"], rotated["access_token"]):
+        assert secret not in str(stored)
+        assert secret.split(".")[-1] not in str(stored)
+
+
 def test_no_refresh_token_for_a_client_without_the_grant(
     browser: Browser, user: dict[str, str]
 ) -> None:
@@ -139,6 +155,48 @@ def test_scope_may_narrow_but_never_widen(
     assert widened.json()["error"] == "invalid_scope"
 
 
+def test_a_refused_scope_leaves_the_token_as_it_was(
+    make_server: Any, user: dict[str, str]
+) -> None:
+    live = make_server(REFRESH_GRACE_SECONDS="1")
+    browser = live.browser()
+    client, tokens = obtain_tokens(browser, user, scope="read")
+
+    widened = refresh(browser, client, tokens["refresh_token"], scope="read write")
+    unknown = refresh(browser, client, tokens["refresh_token"], scope="admin")
+    assert widened.status_code == 400
+    assert widened.json()["error"] == "invalid_scope"
+    assert unknown.json()["error"] == "invalid_scope"
+
+    # RFC 6749 §5.2: the error spent nothing, so a retry after the grace
+    # window is no reuse and the grant is intact.
+    time.sleep(1.5)
+    retry = refresh(browser, client, tokens["refresh_token"])
+    assert retry.status_code == 200, retry.text
+    assert whoami(browser, tokens["access_token"]).status_code == 200
+    assert whoami(browser, retry.json()["access_token"]).status_code == 200
+
+
+def test_a_foreign_resource_is_invalid_target_and_spends_nothing(
+    make_server: Any, user: dict[str, str]
+) -> None:
+    live = make_server(REFRESH_GRACE_SECONDS="1")
+    browser = live.browser()
+    client, tokens = obtain_tokens(browser, user)
+
+    for resource in ("https://elsewhere.example/mcp", live.issuer, "not a url"):
+        foreign = refresh(browser, client, tokens["refresh_token"], resource=resource)
+        assert foreign.status_code == 400, foreign.text
+        assert foreign.json()["error"] == "invalid_target"
+
+    time.sleep(1.5)
+    ours = refresh(
+        browser, client, tokens["refresh_token"], resource=live.issuer + "/mcp"
+    )
+    assert ours.status_code == 200, ours.text
+    assert whoami(browser, ours.json()["access_token"]).status_code == 200
+
+
 def test_offline_access_is_accepted_and_not_needed(
     browser: Browser, user: dict[str, str]
 ) -> None:
@@ -192,6 +250,56 @@ def test_ten_simultaneous_refreshes_agree_on_one_successor(
 
     assert [r.status_code for r in responses] == [200] * 10
     assert len({r.json()["refresh_token"] for r in responses}) == 1
+    # One rotation, one access token: a repeat mints nothing new.
+    assert len({r.json()["access_token"] for r in responses}) == 1
+
+
+def test_parallel_repeats_of_a_rotated_token_get_the_one_answer(
+    server: Any, user: dict[str, str]
+) -> None:
+    client, tokens = obtain_tokens(server.browser(), user)
+    first = refresh(server.browser(), client, tokens["refresh_token"]).json()
+
+    def attempt(_: int) -> Any:
+        return refresh(server.browser(), client, tokens["refresh_token"])
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        responses = list(pool.map(attempt, range(24)))
+
+    assert [r.status_code for r in responses] == [200] * 24
+    assert {r.json()["refresh_token"] for r in responses} == {first["refresh_token"]}
+    assert {r.json()["access_token"] for r in responses} == {first["access_token"]}
+    assert all(0 < r.json()["expires_in"] <= first["expires_in"] for r in responses)
+
+
+def test_a_repeat_asking_too_much_is_refused_and_ends_nothing(
+    browser: Browser, user: dict[str, str]
+) -> None:
+    client, tokens = obtain_tokens(browser, user, scope="read")
+    first = refresh(browser, client, tokens["refresh_token"]).json()
+
+    widened = refresh(browser, client, tokens["refresh_token"], scope="read write")
+
+    assert widened.status_code == 400
+    assert widened.json()["error"] == "invalid_scope"
+    repeat = refresh(browser, client, tokens["refresh_token"])
+    assert repeat.json()["refresh_token"] == first["refresh_token"]
+    assert refresh(browser, client, first["refresh_token"]).status_code == 200
+
+
+def test_a_repeat_after_the_successor_was_used_is_reuse(
+    browser: Browser, user: dict[str, str]
+) -> None:
+    client, tokens = obtain_tokens(browser, user)
+    first = refresh(browser, client, tokens["refresh_token"]).json()
+    second = refresh(browser, client, first["refresh_token"]).json()
+
+    # Well within the grace window, but the client evidently got the successor.
+    assert_invalid_grant(refresh(browser, client, tokens["refresh_token"]))
+
+    assert_invalid_grant(refresh(browser, client, second["refresh_token"]))
+    for access_token in (first["access_token"], second["access_token"]):
+        assert whoami(browser, access_token).status_code == 401
 
 
 def test_reuse_after_the_grace_window_ends_the_whole_chain(

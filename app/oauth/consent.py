@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, cast
@@ -83,6 +84,20 @@ def find_consent(user_id: uuid.UUID, client_id: str) -> Consent | None:
 
 def covers(consent: Consent | Approval | None, scope: str) -> bool:
     return consent is not None and set(scope.split()) <= set(consent.scope.split())
+
+
+def cap_scope(scopes: Iterable[str], consent_scope: str | None) -> list[str]:
+    """``scopes`` less any the consent (space-separated) no longer holds.
+
+    Approving a client again with fewer scopes narrows its consent in place;
+    what was issued under it before (a refresh chain, a client's API key)
+    then yields no more than the consent holds now. ``None``: no consent
+    limits them (a key the person made on the account page).
+    """
+    if consent_scope is None:
+        return list(scopes)
+    allowed = set(consent_scope.split())
+    return [scope for scope in scopes if scope in allowed]
 
 
 def signed_in_consent(

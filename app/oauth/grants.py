@@ -27,11 +27,11 @@ from .. import audit
 from ..config import current_settings
 from ..denylist import deny_token
 from ..models import utcnow
+from .audience import check_resource
 from .clients import Client
 from .codes import AuthorizationCode, CodeStore
 from .consent import ConsentedUser, live_consent_holder
 from .constants import AUTH_METHODS
-from .oauth_errors import InvalidTargetError
 from .refresh import end_chain_of_code
 from .tokens import new_jti
 
@@ -43,14 +43,6 @@ REQUIRED_TOKEN_PARAMETERS = ("code", "redirect_uri", "code_verifier")
 def code_store() -> CodeStore:
     settings = current_settings()
     return CodeStore(settings.auth_code_ttl, settings.access_token_ttl)
-
-
-def check_resource(values: list[str]) -> str:
-    """Accept RFC 8707 ``resource`` values only if each names our ``/mcp``."""
-    resource = current_settings().mcp_resource
-    if any(value != resource for value in values):
-        raise InvalidTargetError()
-    return resource
 
 
 def check_token_parameters(request: Any) -> None:

@@ -1,20 +1,25 @@
-"""The refresh-token grant: rotation, a grace window, reuse detection (CONTRACT §10).
+"""The refresh-token grant: rotation, a grace window, reuse detection.
 
 Authlib's RefreshTokenGrant runs as is; the storage hooks do the work.
-``authenticate_refresh_token`` consumes the token with one conditional UPDATE
-(:func:`.refresh_store.consume`), so of concurrent uses exactly one rotates
-it. A loser, or a client retrying, that presents the rotated-out token within
-``REFRESH_GRACE_SECONDS`` is handed the same successor; later, it is reuse
+``authenticate_refresh_token`` first refuses what it would refuse anyway
+(a foreign ``resource``), then consumes the token with one conditional UPDATE
+(:func:`.refresh_store.consume`) that also checks the requested scope, so
+of concurrent uses exactly one rotates it and an error answer leaves the
+grant as it was (RFC 6749 §5.2). A loser, or a client retrying, that presents
+the rotated-out token within ``REFRESH_GRACE_SECONDS``, while its successor
+is unused, is handed the rotation's answer again; otherwise it is reuse
 (RFC 9700 §4.14.2) and the whole consent ends (:func:`end_chain`).
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import timedelta
 from typing import Any
 
 from authlib.oauth2.rfc6749 import grants
+from authlib.oauth2.rfc6749.errors import InvalidScopeError
 from flask import g
 
 from .. import audit
@@ -22,10 +27,16 @@ from ..config import current_settings
 from ..db import db
 from ..models import utcnow
 from . import refresh_store
+from .audience import check_resource
 from .clients import Client, mark_authorized
 from .consent import ConsentedUser, revoke_consent
 from .constants import AUTH_METHODS, OFFLINE_ACCESS
-from .refresh_store import RefreshRecord
+from .refresh_seal import RotationAnswer, unseal
+from .refresh_store import RefreshRecord, Unconsumed
+from .tokens import TOKEN_TYPE_NAME
+
+#: A remembered access token is handed out again only with this much life left.
+MIN_REPEAT_LIFETIME = 5
 
 
 def end_chain(user_id: uuid.UUID, consent_id: uuid.UUID) -> bool:
@@ -52,60 +63,110 @@ def refresh_token_generator(**_: Any) -> str:
     return g.get("refresh_successor") or refresh_store.new_refresh_token()
 
 
+def requested_scopes(scope: str | None) -> list[str]:
+    """The scopes a refresh asks for; offline_access is never a token's scope."""
+    return [s for s in (scope or "").split() if s != OFFLINE_ACCESS]
+
+
 class RefreshTokenGrant(grants.RefreshTokenGrant):
     #: OAuth 2.1 §4.3.1: public clients refresh too, with rotation.
     TOKEN_ENDPOINT_AUTH_METHODS = list(AUTH_METHODS)
     INCLUDE_NEW_REFRESH_TOKEN = True
 
     def authenticate_refresh_token(self, refresh_token: str) -> RefreshRecord | None:
+        # RFC 8707: a chain never changes its audience; refused before the
+        # token is looked at, so the refusal spends nothing.
+        check_resource(self.request.payload.datalist.get("resource", []))
         if not refresh_store.is_plausible(refresh_token):
             return None
-        settings = current_settings()
         client: Client = self.request.client
+        idle_ttl = current_settings().refresh_token_idle_ttl
+        requested = requested_scopes(self.request.payload.scope)
         record = refresh_store.consume(
-            refresh_token, client.client_id, settings.refresh_token_idle_ttl
+            refresh_token, client.client_id, idle_ttl, requested
         )
         if record is not None:
             return record
-        rotated = refresh_store.find_rotated(refresh_token, client.client_id)
-        if rotated is None:
+        found = refresh_store.find_unconsumed(refresh_token, client.client_id, idle_ttl)
+        if found is None or found.idle:
             return None  # unknown, another client's, expired or ended
-        if rotated.seconds_since <= settings.refresh_grace_seconds:
-            successor = refresh_store.unseal(rotated.sealed_successor, refresh_token)
-            if successor is None:
-                return None
-            rotated.record.grace_successor = successor
-            g.refresh_successor = successor
-            return rotated.record
-        end_chain(rotated.record.user_id, rotated.record.consent_id)
-        db.after_commit(
-            lambda: audit.record(
-                audit.REFRESH_TOKEN_REUSED,
-                client_id=client.client_id,
-                user_id=rotated.record.user_id,
-                consent_id=rotated.record.consent_id,
-            )
-        )
-        return None
+        if found.seconds_since_rotation is not None and not _repeatable(found):
+            _end_reused_chain(found.record)
+            return None
+        if not set(requested) <= set(found.record.scope.split()):
+            raise InvalidScopeError()  # and nothing was consumed
+        if found.seconds_since_rotation is None:
+            return None  # it died between the two statements (idle, expired)
+        answer = unseal(found.sealed_answer, refresh_token)
+        if answer is None:
+            return None
+        found.record.grace_answer = answer
+        g.refresh_successor = answer.refresh_token
+        return found.record
 
     def issue_token(self, user: ConsentedUser, refresh_token: RefreshRecord) -> dict:
         # RFC 6749 §6: an omitted scope is the one granted; a narrower one was
-        # already checked against it. offline_access is never a token's scope.
-        requested = (self.request.payload.scope or "").split()
-        kept = [s for s in requested if s != OFFLINE_ACCESS]
+        # already checked against it.
+        scope = " ".join(requested_scopes(self.request.payload.scope))
+        scope = scope or refresh_token.scope
+        repeated = _repeated_answer(refresh_token.grace_answer, scope)
+        if repeated is not None:
+            return repeated
         return self.generate_token(
-            user=user,
-            scope=" ".join(kept) if kept else refresh_token.scope,
-            include_refresh_token=self.INCLUDE_NEW_REFRESH_TOKEN,
+            user=user, scope=scope, include_refresh_token=self.INCLUDE_NEW_REFRESH_TOKEN
         )
 
     def authenticate_user(self, refresh_token: RefreshRecord) -> ConsentedUser:
-        # The consume (or find_rotated) already required an enabled person and
-        # a live consent; the token generator only needs the id.
+        # The consume (or find_unconsumed) already required an enabled person
+        # and a live consent; the token generator only needs the id.
         return ConsentedUser(refresh_token.user_id, refresh_token.consent_id)
 
     def revoke_old_credential(self, refresh_token: RefreshRecord) -> None:
         """Nothing to do: consuming the token already rotated it out."""
+
+
+def _repeatable(found: Unconsumed) -> bool:
+    """A rotated-out token may be answered again only for a lost answer:
+    within the grace window, and while its successor is unused (once used,
+    the client evidently received it)."""
+    since = found.seconds_since_rotation
+    grace = current_settings().refresh_grace_seconds
+    return since is not None and since <= grace and not found.successor_used
+
+
+def _end_reused_chain(record: RefreshRecord) -> None:
+    """RFC 9700 §4.14.2: a rotated-out token used again ends the whole grant."""
+    end_chain(record.user_id, record.consent_id)
+    db.after_commit(
+        lambda: audit.record(
+            audit.REFRESH_TOKEN_REUSED,
+            client_id=record.client_id,
+            user_id=record.user_id,
+            consent_id=record.consent_id,
+        )
+    )
+
+
+def _repeated_answer(answer: RotationAnswer | None, scope: str) -> dict | None:
+    """The rotation's own answer, if this repeat asks for what it gave.
+
+    Otherwise (another scope, an answer stored without its access token, or
+    one about to expire) a fresh access token goes with the same successor.
+    """
+    if answer is None or answer.access_token is None or answer.scope != scope:
+        return None
+    expires_in = answer.expires_at - int(time.time())
+    if expires_in < MIN_REPEAT_LIFETIME:
+        return None
+    token = {
+        "token_type": TOKEN_TYPE_NAME,
+        "access_token": answer.access_token,
+        "expires_in": expires_in,
+        "refresh_token": answer.refresh_token,
+    }
+    if scope:
+        token["scope"] = scope
+    return token
 
 
 def save_token(token: dict[str, Any], request: Any) -> None:
@@ -117,7 +178,8 @@ def save_token(token: dict[str, Any], request: Any) -> None:
     if plain is None:
         mark_authorized(client)
     elif isinstance(parent, RefreshRecord):
-        if parent.grace_successor is None:
+        if parent.grace_answer is None:
+            # The successor's scope is the capped one: a chain only narrows.
             refresh_store.issue(
                 plain,
                 consent_id=parent.consent_id,
@@ -126,6 +188,12 @@ def save_token(token: dict[str, Any], request: Any) -> None:
                 scope=parent.scope,
                 chain_expires_at=parent.chain_expires_at,
                 parent=(parent.id, request.form["refresh_token"]),
+                answer=RotationAnswer(
+                    refresh_token=plain,
+                    access_token=token["access_token"],
+                    scope=token.get("scope", ""),
+                    expires_at=int(time.time()) + int(token.get("expires_in", 0)),
+                ),
                 mark_client=unmarked,
             )
     else:

@@ -1,41 +1,37 @@
 """Refresh tokens in Postgres: issue, consume atomically, find rotated, end chains.
 
-A chain is one consent's refresh lineage (CONTRACT §10). Tokens are opaque
-(256 random bits) and stored only as SHA-256 hashes. To answer a repeated
-refresh inside the grace window with the *same* successor, the successor's
-plaintext is kept sealed (AES-GCM) under a key derived from its parent token:
-the database alone cannot unseal it, only someone presenting the parent can,
-and nothing needs to live in Redis, which may be restarted (CONTRACT §10).
+A chain is one consent's refresh lineage (docs/reference.md, "Refresh
+tokens"). Tokens are opaque (256 random bits) and stored only as SHA-256
+hashes. A repeat inside the grace window is answered from the rotation's
+answer, sealed beside the successor (:mod:`.refresh_seal`). What a chain
+grants is capped, on every use, at what the person's consent holds now.
 
 These functions only flush; the caller owns the transaction (:mod:`app.db`).
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import hmac
 import secrets
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Text, and_, cast, func, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.orm import aliased
 
 from ..db import db
 from ..models import Consent, OAuthClient, RefreshToken, User, utcnow
+from .consent import cap_scope
 from .constants import OFFLINE_ACCESS
+from .refresh_seal import RotationAnswer, seal
 
-#: 32 bytes: 256 random bits (CONTRACT §10).
+#: 32 bytes: 256 random bits.
 TOKEN_BYTES = 32
 #: Longest string worth hashing; ours are 43 characters.
 MAX_TOKEN_LENGTH = 128
-_SEAL_LABEL = b"refresh-token-successor"
 
 
 def new_refresh_token() -> str:
@@ -50,33 +46,12 @@ def is_plausible(token: Any) -> bool:
     return isinstance(token, str) and 0 < len(token) <= MAX_TOKEN_LENGTH
 
 
-def _seal_key(parent_token: str) -> bytes:
-    # A keyed derivation, not the stored hash: the hash cannot unseal.
-    return hmac.new(parent_token.encode(), _SEAL_LABEL, hashlib.sha256).digest()
-
-
-def seal(successor: str, parent_token: str) -> str:
-    nonce = secrets.token_bytes(12)
-    sealed = AESGCM(_seal_key(parent_token)).encrypt(nonce, successor.encode(), None)
-    return base64.urlsafe_b64encode(nonce + sealed).decode()
-
-
-def unseal(sealed: str | None, parent_token: str) -> str | None:
-    if not sealed:
-        return None
-    raw = base64.urlsafe_b64decode(sealed.encode())
-    try:
-        plain = AESGCM(_seal_key(parent_token)).decrypt(raw[:12], raw[12:], None)
-    except InvalidTag:
-        return None
-    return plain.decode()
-
-
 @dataclass
 class RefreshRecord:
     """A refresh token just consumed (or repeated in the grace window).
 
-    It has the token interface Authlib's RefreshTokenGrant expects.
+    It has the token interface Authlib's RefreshTokenGrant expects. ``scope``
+    is the chain's scope capped at the consent's current one.
     """
 
     id: uuid.UUID
@@ -85,15 +60,15 @@ class RefreshRecord:
     user_id: uuid.UUID
     scope: str
     chain_expires_at: datetime
-    #: The successor already issued, when this is a repeat in the grace window.
-    grace_successor: str | None = field(default=None)
+    #: What the rotation answered, when this is a repeat in the grace window.
+    grace_answer: RotationAnswer | None = field(default=None)
 
     def check_client(self, client: Any) -> bool:
         return self.client_id == client.get_client_id()
 
     def get_scope(self) -> str:
         # What a refresh may ask for: the chain's scope, and offline_access,
-        # which is accepted and never granted (CONTRACT §10).
+        # which is accepted and never granted.
         return f"{self.scope} {OFFLINE_ACCESS}"
 
 
@@ -125,54 +100,90 @@ _RECORD_COLUMNS = (
     RefreshToken.user_id,
     RefreshToken.scope,
     RefreshToken.chain_expires_at,
+    Consent.scope,
 )
+_RECORD_WIDTH = len(_RECORD_COLUMNS)
 
 
-def consume(token: str, client_id: str, idle_ttl: int) -> RefreshRecord | None:
-    """Rotate out ``token`` if it is live: one conditional UPDATE, so of
-    concurrent uses exactly one wins (the others wait on the row lock and then
-    see it rotated)."""
+def _record(row: Any) -> RefreshRecord:
+    # The consent may have been narrowed since the chain began (approved
+    # again with fewer scopes); the chain never grants more than it holds.
+    chain_scope, consent_scope = row[4], row[6]
+    scope = " ".join(cap_scope(chain_scope.split(), consent_scope))
+    return RefreshRecord(row[0], row[1], row[2], row[3], scope, row[5])
+
+
+def _scopes_cover(column: Any, requested: list[str]) -> Any:
+    as_array = func.string_to_array(column, " ", type_=ARRAY(Text))
+    return as_array.contains(cast(requested, ARRAY(Text)))
+
+
+def consume(
+    token: str, client_id: str, idle_ttl: int, requested: list[str]
+) -> RefreshRecord | None:
+    """Rotate out ``token`` if it is live and covers ``requested``.
+
+    One conditional UPDATE, so of concurrent uses exactly one wins (the
+    others wait on the row lock and then see it rotated). A request it would
+    refuse leaves the token untouched (RFC 6749 §5.2).
+    """
+    conditions = [RefreshToken.rotated_at.is_(None)]
+    if requested:
+        conditions += [
+            _scopes_cover(RefreshToken.scope, requested),
+            _scopes_cover(Consent.scope, requested),
+        ]
     row = db.session.execute(
         update(RefreshToken)
-        .where(
-            RefreshToken.rotated_at.is_(None),
-            *_live_chain(hash_token(token), client_id, idle_ttl),
-        )
+        .where(*conditions, *_live_chain(hash_token(token), client_id, idle_ttl))
         .values(rotated_at=func.now(), last_used_at=func.now())
         .returning(*_RECORD_COLUMNS)
         .execution_options(synchronize_session=False)
     ).first()
-    return RefreshRecord(*row) if row is not None else None
+    return _record(row) if row is not None else None
 
 
 @dataclass(frozen=True)
-class Rotated:
-    """A token of a live chain that was already rotated out."""
+class Unconsumed:
+    """A token of a live chain that :func:`consume` did not rotate, and why."""
 
     record: RefreshRecord
-    seconds_since: float
-    sealed_successor: str | None
+    #: Unused for longer than the idle lifetime (and not rotated).
+    idle: bool
+    #: ``None`` if it was never rotated out.
+    seconds_since_rotation: float | None
+    sealed_answer: str | None
+    #: Its successor was itself used: its holder received the rotation.
+    successor_used: bool
 
 
-def find_rotated(token: str, client_id: str) -> Rotated | None:
-    """The rotated-out ``token`` of a live chain, with its successor, if any."""
+def find_unconsumed(token: str, client_id: str, idle_ttl: int) -> Unconsumed | None:
+    """``token`` of a live chain of ``client_id``, with its successor, if any."""
     child = aliased(RefreshToken)
+    now = func.now()
     row = db.session.execute(
         select(
             *_RECORD_COLUMNS,
-            func.extract("epoch", func.now() - RefreshToken.rotated_at),
+            RefreshToken.issued_at <= now - timedelta(seconds=idle_ttl),
+            func.extract("epoch", now - RefreshToken.rotated_at),
             child.sealed,
+            child.rotated_at.is_not(None),
         )
         .outerjoin(child, child.parent_id == RefreshToken.id)
-        .where(
-            RefreshToken.rotated_at.is_not(None),
-            # Idle time counts from the successor's issue, not this token's.
-            *_live_chain(hash_token(token), client_id, None),
-        )
+        # Once rotated, idle time counts from the successor's issue.
+        .where(*_live_chain(hash_token(token), client_id, None))
     ).first()
     if row is None:
         return None
-    return Rotated(RefreshRecord(*row[:6]), float(row[6]), row[7])
+    extra: tuple[Any, ...] = tuple(row[_RECORD_WIDTH:])
+    idle, since, sealed, used = extra
+    return Unconsumed(
+        _record(row),
+        bool(idle) and since is None,
+        None if since is None else float(since),
+        sealed,
+        bool(used),
+    )
 
 
 def issue(
@@ -184,14 +195,16 @@ def issue(
     scope: str,
     chain_expires_at: datetime,
     parent: tuple[uuid.UUID, str] | None = None,
+    answer: RotationAnswer | None = None,
     code_jti: str | None = None,
     mark_client: bool = False,
 ) -> None:
     """Store a new token of a chain: one INSERT.
 
-    ``parent`` is the rotated-out token's id and plaintext, to seal this one
-    for the grace window. ``mark_client`` records, in the same statement, that
-    the client completed an authorization (as ``mark_authorized`` does).
+    ``parent`` is the rotated-out token's id and plaintext, under which
+    ``answer`` (this token and the access token issued with it) is sealed
+    for the grace window. ``mark_client`` records, in the same statement,
+    that the client completed an authorization (as ``mark_authorized`` does).
     """
     statement = insert(RefreshToken).values(
         id=uuid.uuid4(),
@@ -201,7 +214,7 @@ def issue(
         user_id=user_id,
         scope=scope,
         parent_id=parent[0] if parent else None,
-        sealed=seal(token, parent[1]) if parent else None,
+        sealed=seal(answer, parent[1]) if parent and answer else None,
         code_jti=code_jti,
         issued_at=func.now(),
         chain_expires_at=chain_expires_at,
@@ -247,40 +260,46 @@ def end_chains(consent_id: uuid.UUID) -> None:
 
 @dataclass(frozen=True)
 class StoredToken:
-    """A refresh token as revocation and introspection see it."""
+    """A refresh token as revocation sees it."""
 
     record: RefreshRecord
-    issued_at: datetime
-    expires_at: datetime
-    active: bool
+    #: Its chain is live and it is the current token, or was rotated out
+    #: within the grace window and its holder may never have had the successor.
+    revocable: bool
 
 
-def lookup(token: str, idle_ttl: int) -> StoredToken | None:
-    """Find ``token`` whoever holds it; ``active`` if it could be used now."""
+def lookup(token: str, idle_ttl: int, grace_seconds: int) -> StoredToken | None:
+    """Find ``token`` whoever holds it, and tell whether it can end its chain."""
     if not is_plausible(token):
         return None
+    child = aliased(RefreshToken)
+    now = func.now()
+    current = and_(
+        RefreshToken.rotated_at.is_(None),
+        RefreshToken.issued_at > now - timedelta(seconds=idle_ttl),
+    )
+    repeatable = and_(
+        RefreshToken.rotated_at > now - timedelta(seconds=grace_seconds),
+        child.id.is_not(None),
+        child.rotated_at.is_(None),
+    )
+    revocable = and_(
+        RefreshToken.revoked_at.is_(None),
+        RefreshToken.chain_expires_at > now,
+        Consent.revoked_at.is_(None),
+        User.is_active.is_(True),
+        or_(current, repeatable),
+    )
     row = db.session.execute(
-        select(
-            *_RECORD_COLUMNS,
-            RefreshToken.issued_at,
-            RefreshToken.rotated_at,
-            RefreshToken.revoked_at,
-            Consent.revoked_at,
-            User.is_active,
-        )
+        select(*_RECORD_COLUMNS, revocable)
         .join(Consent, Consent.id == RefreshToken.consent_id)
         .join(User, User.id == RefreshToken.user_id)
+        .outerjoin(child, child.parent_id == RefreshToken.id)
         .where(RefreshToken.token_hash == hash_token(token))
     ).first()
     if row is None:
         return None
-    record = RefreshRecord(*row[:6])
-    issued_at, rotated_at, revoked_at, consent_revoked, user_active = row[6:]
-    expires_at = min(record.chain_expires_at, issued_at + timedelta(seconds=idle_ttl))
-    live = rotated_at is None and revoked_at is None and consent_revoked is None
-    return StoredToken(
-        record, issued_at, expires_at, live and user_active and expires_at > utcnow()
-    )
+    return StoredToken(_record(row), bool(row[_RECORD_WIDTH]))
 
 
 def last_refreshed(consent_ids: list[uuid.UUID]) -> dict[uuid.UUID, datetime]:
