@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
-from helpers import Browser, obtain_tokens, refresh, revoke, whoami
+from helpers import (
+    Browser,
+    get_code,
+    obtain_tokens,
+    redeem,
+    refresh,
+    revoke,
+    whoami,
+)
 
 
 def assert_empty_200(response: Any) -> None:
     assert response.status_code == 200, response.text
     assert response.content == b""
+    # An empty body has no media type (RFC 9110 §8.3).
+    assert "Content-Type" not in response.headers
     assert response.headers["Cache-Control"] == "no-store"
 
 
@@ -53,6 +64,52 @@ def test_revoking_a_refresh_token_ends_its_chain(
     assert refused.json()["error"] == "invalid_grant"
     for access_token in (tokens["access_token"], rotated["access_token"]):
         assert whoami(browser, access_token).status_code == 401
+
+
+def test_a_long_rotated_refresh_token_revokes_nothing(
+    make_server: Any, user: dict[str, str]
+) -> None:
+    live = make_server(REFRESH_GRACE_SECONDS="1")
+    browser = live.browser()
+    client, tokens = obtain_tokens(browser, user)
+    rotated = refresh(browser, client, tokens["refresh_token"]).json()
+    time.sleep(1.5)
+
+    # An old token from a backup or a log must not end today's grant.
+    assert_empty_200(revoke(browser, client, {"token": tokens["refresh_token"]}))
+
+    assert whoami(browser, rotated["access_token"]).status_code == 200
+    assert refresh(browser, client, rotated["refresh_token"]).status_code == 200
+
+
+def test_an_expired_chain_revokes_nothing_of_the_grant_approved_since(
+    make_server: Any, user: dict[str, str]
+) -> None:
+    live = make_server(REFRESH_TOKEN_IDLE_TTL="1")
+    browser = live.browser()
+    client, old = obtain_tokens(browser, user)
+    time.sleep(1.5)  # the old chain dies idle
+    # The person approves the application again: a new chain, same consent.
+    code, verifier, _ = get_code(browser, client, user)
+    today = redeem(browser, client, code, verifier).json()
+
+    assert_empty_200(revoke(browser, client, {"token": old["refresh_token"]}))
+
+    assert whoami(browser, today["access_token"]).status_code == 200
+    assert refresh(browser, client, today["refresh_token"]).status_code == 200
+
+
+def test_a_token_rotated_out_moments_ago_still_ends_its_chain(
+    browser: Browser, user: dict[str, str]
+) -> None:
+    # Its holder may never have received the successor (the grace window).
+    client, tokens = obtain_tokens(browser, user)
+    rotated = refresh(browser, client, tokens["refresh_token"]).json()
+
+    assert_empty_200(revoke(browser, client, {"token": tokens["refresh_token"]}))
+
+    assert whoami(browser, rotated["access_token"]).status_code == 401
+    assert refresh(browser, client, rotated["refresh_token"]).status_code == 400
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,12 @@ def token() -> Response:
 @bp.post(REVOCATION_PATH)
 def revoke() -> Response:
     """RFC 7009 token revocation."""
-    return get_server().create_endpoint_response("revocation")
+    response = get_server().create_endpoint_response("revocation")
+    if response.status_code == 200:
+        # RFC 7009 §2.2: the body is empty, and an empty body has no media
+        # type (RFC 9110 §8.3); Flask would otherwise label it text/html.
+        del response.headers["Content-Type"]
+    return response
 
 
 @bp.post(INTROSPECTION_PATH)

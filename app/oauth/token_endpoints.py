@@ -1,8 +1,9 @@
 """Revocation (RFC 7009) and introspection (RFC 7662), at Authlib's hooks.
 
-Both accept our two kinds of token: JWT access tokens (which have dots) and
-opaque refresh tokens (which have none). Ending either goes through the one
-denylist path (:mod:`app.denylist`, via :func:`.refresh.end_chain`).
+Revocation accepts our two kinds of token: JWT access tokens (which have
+dots) and opaque refresh tokens (which have none). Ending either goes through
+the one denylist path (:mod:`app.denylist`, via :func:`.refresh.end_chain`).
+Introspection is for resource servers, which have access tokens only.
 """
 
 from __future__ import annotations
@@ -55,20 +56,30 @@ class StoredRefreshToken:
         return False
 
     def is_revoked(self) -> bool:
-        return not self.stored.active
+        return not self.stored.revocable
+
+
+def find_access_token(token: Any) -> AccessTokenClaims | None:
+    """A good, undenied access token of ours; ``None`` for anything else."""
+    if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_LENGTH:
+        return None
+    if "." not in token:
+        return None  # a refresh token, or nothing of ours
+    try:
+        claims = decode_access_token(token)
+    except InvalidAccessToken:
+        return None
+    return None if is_denied(claims) else AccessTokenClaims(claims)
 
 
 def find_token(token: Any) -> AccessTokenClaims | StoredRefreshToken | None:
     """Our token, whichever kind; the hint is only a hint (RFC 7009 §2.1)."""
-    if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_LENGTH:
-        return None
-    if "." in token:
-        try:
-            claims = decode_access_token(token)
-        except InvalidAccessToken:
-            return None
-        return None if is_denied(claims) else AccessTokenClaims(claims)
-    stored = refresh_store.lookup(token, current_settings().refresh_token_idle_ttl)
+    if not isinstance(token, str) or "." in token:
+        return find_access_token(token)
+    settings = current_settings()
+    stored = refresh_store.lookup(
+        token, settings.refresh_token_idle_ttl, settings.refresh_grace_seconds
+    )
     return StoredRefreshToken(stored) if stored is not None else None
 
 
@@ -98,8 +109,13 @@ class RevocationEndpoint(BaseRevocationEndpoint):
         if isinstance(token, AccessTokenClaims):
             deny_token(str(token.claims["jti"]), int(token.claims["exp"]))
             return
-        record = token.stored.record
-        end_chain(record.user_id, record.consent_id)
+        # RFC 7009 §2.1 lets us end the grant of a refresh token, but only a
+        # token that could still be used: an expired or long-rotated one,
+        # from a backup or a log, must not end the grant the person holds
+        # today (which may share its consent, approved again since).
+        if token.stored.revocable:
+            record = token.stored.record
+            end_chain(record.user_id, record.consent_id)
 
     def create_endpoint_response(self, request: Any) -> tuple[int, str, list]:
         super().create_endpoint_response(request)
@@ -136,38 +152,25 @@ class IntrospectionEndpoint(BaseIntrospectionEndpoint):
         _check_token_parameter(request)
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> Any:
-        return find_token(token_string)
+        # A refresh token is for our token endpoint, never a resource server:
+        # it is described as inactive, like anything else not meant for them.
+        return find_access_token(token_string)
 
     def check_permission(self, token: Any, client: Any, request: Any) -> bool:
         return True  # every configured resource server may check any token
 
-    def introspect_token(self, token: Any) -> dict[str, Any]:
-        settings = current_settings()
-        if isinstance(token, AccessTokenClaims):
-            claims = token.claims
-            payload = {
-                "active": True,
-                "scope": claims.get("scope", ""),
-                "client_id": claims.get("client_id"),
-                "sub": claims["sub"],
-                "exp": claims["exp"],
-                "iat": claims["iat"],
-                "iss": claims["iss"],
-                "aud": claims["aud"],
-                "token_type": "Bearer",
-            }
-            # An API key's token has no client (CONTRACT §7).
-            return {k: v for k, v in payload.items() if v is not None}
-        stored = token.stored
-        return {
+    def introspect_token(self, token: AccessTokenClaims) -> dict[str, Any]:
+        claims = token.claims
+        payload = {
             "active": True,
-            "scope": stored.record.scope,
-            "client_id": stored.record.client_id,
-            "sub": str(stored.record.user_id),
-            "exp": int(stored.expires_at.timestamp()),
-            "iat": int(stored.issued_at.timestamp()),
-            "iss": settings.issuer,
-            # A refresh token is for our own token endpoint, not a resource.
-            "aud": settings.issuer,
-            "token_type": "refresh_token",
+            "scope": claims.get("scope", ""),
+            "client_id": claims.get("client_id"),
+            "sub": claims["sub"],
+            "exp": claims["exp"],
+            "iat": claims["iat"],
+            "iss": claims["iss"],
+            "aud": claims["aud"],
+            "token_type": "Bearer",
         }
+        # An API key's token has no client (docs/reference.md, "API keys").
+        return {k: v for k, v in payload.items() if v is not None}
