@@ -321,6 +321,26 @@ def test_reuse_after_the_grace_window_ends_the_whole_chain(
         assert verify(browser, access_token) == 401
 
 
+def test_an_old_token_of_a_dead_chain_ends_nothing_approved_since(
+    make_server: Any, user: dict[str, str]
+) -> None:
+    live = make_server(REFRESH_TOKEN_IDLE_TTL="1", REFRESH_GRACE_SECONDS="0")
+    browser = live.browser()
+    client, old = obtain_tokens(browser, user)
+    assert refresh(browser, client, old["refresh_token"]).status_code == 200
+    time.sleep(1.5)  # that chain dies idle
+    # The person approves the application again: a new chain, same consent.
+    code, verifier, _ = get_code(browser, client, user)
+    today = redeem(browser, client, code, verifier).json()
+
+    # An old, rotated-out token (a backup, a log) is refused, and a chain
+    # that could no longer be used has nothing left to protect.
+    assert_invalid_grant(refresh(browser, client, old["refresh_token"]))
+
+    assert whoami(browser, today["access_token"]).status_code == 200
+    assert refresh(browser, client, today["refresh_token"]).status_code == 200
+
+
 # Expiry ---------------------------------------------------------------------------
 
 

@@ -31,6 +31,7 @@ from .audience import check_resource
 from .clients import Client, mark_authorized
 from .consent import ConsentedUser, revoke_consent
 from .constants import AUTH_METHODS, OFFLINE_ACCESS
+from .refresh_liveness import chain_head_is_live
 from .refresh_seal import RotationAnswer, unseal
 from .refresh_store import RefreshRecord, Unconsumed
 from .tokens import TOKEN_TYPE_NAME
@@ -91,7 +92,10 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         if found is None or found.idle:
             return None  # unknown, another client's, expired or ended
         if found.seconds_since_rotation is not None and not _repeatable(found):
-            _end_reused_chain(found.record)
+            # Reuse (RFC 9700 §4.14.2) ends the grant, unless the chain died
+            # long ago and has nothing left to protect (an old backup).
+            if chain_head_is_live(found.record.id, idle_ttl):
+                _end_reused_chain(found.record)
             return None
         if not set(requested) <= set(found.record.scope.split()):
             raise InvalidScopeError()  # and nothing was consumed

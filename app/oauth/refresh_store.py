@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Text, and_, cast, func, or_, select, update
+from sqlalchemy import Text, cast, func, select, update
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.orm import aliased
 
@@ -93,7 +93,7 @@ def _live_chain(token_hash: str, client_id: str, idle_ttl: int | None) -> list[A
     ]
 
 
-_RECORD_COLUMNS = (
+RECORD_COLUMNS = (
     RefreshToken.id,
     RefreshToken.consent_id,
     RefreshToken.client_id,
@@ -102,10 +102,10 @@ _RECORD_COLUMNS = (
     RefreshToken.chain_expires_at,
     Consent.scope,
 )
-_RECORD_WIDTH = len(_RECORD_COLUMNS)
+RECORD_WIDTH = len(RECORD_COLUMNS)
 
 
-def _record(row: Any) -> RefreshRecord:
+def record_of(row: Any) -> RefreshRecord:
     # The consent may have been narrowed since the chain began (approved
     # again with fewer scopes); the chain never grants more than it holds.
     chain_scope, consent_scope = row[4], row[6]
@@ -137,10 +137,10 @@ def consume(
         update(RefreshToken)
         .where(*conditions, *_live_chain(hash_token(token), client_id, idle_ttl))
         .values(rotated_at=func.now(), last_used_at=func.now())
-        .returning(*_RECORD_COLUMNS)
+        .returning(*RECORD_COLUMNS)
         .execution_options(synchronize_session=False)
     ).first()
-    return _record(row) if row is not None else None
+    return record_of(row) if row is not None else None
 
 
 @dataclass(frozen=True)
@@ -163,7 +163,7 @@ def find_unconsumed(token: str, client_id: str, idle_ttl: int) -> Unconsumed | N
     now = func.now()
     row = db.session.execute(
         select(
-            *_RECORD_COLUMNS,
+            *RECORD_COLUMNS,
             RefreshToken.issued_at <= now - timedelta(seconds=idle_ttl),
             func.extract("epoch", now - RefreshToken.rotated_at),
             child.sealed,
@@ -175,10 +175,10 @@ def find_unconsumed(token: str, client_id: str, idle_ttl: int) -> Unconsumed | N
     ).first()
     if row is None:
         return None
-    extra: tuple[Any, ...] = tuple(row[_RECORD_WIDTH:])
+    extra: tuple[Any, ...] = tuple(row[RECORD_WIDTH:])
     idle, since, sealed, used = extra
     return Unconsumed(
-        _record(row),
+        record_of(row),
         bool(idle) and since is None,
         None if since is None else float(since),
         sealed,
@@ -256,50 +256,6 @@ def end_chains(consent_id: uuid.UUID) -> None:
         .values(revoked_at=func.now())
         .execution_options(synchronize_session=False)
     )
-
-
-@dataclass(frozen=True)
-class StoredToken:
-    """A refresh token as revocation sees it."""
-
-    record: RefreshRecord
-    #: Its chain is live and it is the current token, or was rotated out
-    #: within the grace window and its holder may never have had the successor.
-    revocable: bool
-
-
-def lookup(token: str, idle_ttl: int, grace_seconds: int) -> StoredToken | None:
-    """Find ``token`` whoever holds it, and tell whether it can end its chain."""
-    if not is_plausible(token):
-        return None
-    child = aliased(RefreshToken)
-    now = func.now()
-    current = and_(
-        RefreshToken.rotated_at.is_(None),
-        RefreshToken.issued_at > now - timedelta(seconds=idle_ttl),
-    )
-    repeatable = and_(
-        RefreshToken.rotated_at > now - timedelta(seconds=grace_seconds),
-        child.id.is_not(None),
-        child.rotated_at.is_(None),
-    )
-    revocable = and_(
-        RefreshToken.revoked_at.is_(None),
-        RefreshToken.chain_expires_at > now,
-        Consent.revoked_at.is_(None),
-        User.is_active.is_(True),
-        or_(current, repeatable),
-    )
-    row = db.session.execute(
-        select(*_RECORD_COLUMNS, revocable)
-        .join(Consent, Consent.id == RefreshToken.consent_id)
-        .join(User, User.id == RefreshToken.user_id)
-        .outerjoin(child, child.parent_id == RefreshToken.id)
-        .where(RefreshToken.token_hash == hash_token(token))
-    ).first()
-    if row is None:
-        return None
-    return StoredToken(_record(row), bool(row[_RECORD_WIDTH]))
 
 
 def last_refreshed(consent_ids: list[uuid.UUID]) -> dict[uuid.UUID, datetime]:

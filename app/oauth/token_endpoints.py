@@ -19,7 +19,7 @@ from authlib.oauth2.rfc7662 import IntrospectionEndpoint as BaseIntrospectionEnd
 
 from ..config import current_settings
 from ..denylist import deny_token, is_denied
-from . import refresh_store
+from . import refresh_liveness
 from .client_auth import parse_basic_authorization
 from .constants import AUTH_METHODS
 from .refresh import end_chain
@@ -47,7 +47,7 @@ class AccessTokenClaims:
 
 @dataclass(frozen=True)
 class StoredRefreshToken:
-    stored: refresh_store.StoredToken
+    stored: refresh_liveness.StoredToken
 
     def check_client(self, client: Any) -> bool:
         return self.stored.record.check_client(client)
@@ -77,7 +77,7 @@ def find_token(token: Any) -> AccessTokenClaims | StoredRefreshToken | None:
     if not isinstance(token, str) or "." in token:
         return find_access_token(token)
     settings = current_settings()
-    stored = refresh_store.lookup(
+    stored = refresh_liveness.lookup(
         token, settings.refresh_token_idle_ttl, settings.refresh_grace_seconds
     )
     return StoredRefreshToken(stored) if stored is not None else None
