@@ -157,7 +157,9 @@ def _repeated_answer(answer: RotationAnswer | None, scope: str) -> dict | None:
     Otherwise (another scope, an answer stored without its access token, or
     one about to expire) a fresh access token goes with the same successor.
     """
-    if answer is None or answer.access_token is None or answer.scope != scope:
+    if answer is None or answer.access_token is None:
+        return None
+    if set(answer.scope.split()) != set(scope.split()):
         return None
     expires_in = answer.expires_at - int(time.time())
     if expires_in < MIN_REPEAT_LIFETIME:
@@ -168,8 +170,8 @@ def _repeated_answer(answer: RotationAnswer | None, scope: str) -> dict | None:
         "expires_in": expires_in,
         "refresh_token": answer.refresh_token,
     }
-    if scope:
-        token["scope"] = scope
+    if answer.scope:
+        token["scope"] = answer.scope
     return token
 
 
