@@ -55,6 +55,42 @@ SPECIAL_ADDRESSES = [
     "2002:a9fe:a9fe::",  # 6to4 around 169.254.169.254
     "64:ff9b::a9fe:a9fe",  # NAT64 around 169.254.169.254
     "2001:0:4136:e378:8000:63bf:80ff:fffe",  # Teredo around 127.0.0.1
+    # Python's is_global counts all of these as global; none is global unicast.
+    "fec0::1",  # deprecated site-local
+    "192.0.0.8",  # IPv4 dummy address, in the IETF protocol assignments
+    "192.0.0.9",  # PCP anycast
+    "192.0.0.10",  # TURN anycast
+    "192.31.196.1",  # AS112-v4
+    "192.52.193.1",  # AMT
+    "192.88.99.1",  # deprecated 6to4 relay anycast
+    "192.175.48.1",  # direct delegation AS112
+    "3fff::1",  # IPv6 documentation (RFC 9637)
+    "2620:4f:8000::1",  # direct delegation AS112
+    "5f00::1",  # SRv6 SIDs, outside 2000::/3
+    "64:ff9b:1::a00:1",  # local-use NAT64 around 10.0.0.1
+    "::ffff:0:a00:1",  # IPv4-translated 10.0.0.1
+    "::a00:1",  # IPv4-compatible 10.0.0.1
+    "::ffff:192.0.0.8",
+    "2002:c000:8::",  # 6to4 around 192.0.0.8
+    "64:ff9b::c000:8",  # NAT64 around 192.0.0.8
+    # And what is_global already refuses, held to the same rule.
+    "198.51.100.1",
+    "203.0.113.1",
+    "192.0.0.170",
+    "100::1",
+    "2001:2::1",
+    "2001:20::1",
+    "fc00::1",
+]
+#: Global unicast, also when carried inside IPv6 (NAT64, 6to4).
+PUBLIC_ADDRESSES = [
+    "93.184.215.14",
+    "8.8.8.8",
+    "1.1.1.1",
+    "2606:4700::1111",
+    "2a00:1450:4001:81c::200e",
+    "64:ff9b::808:808",
+    "2002:808:808::1",
 ]
 
 
@@ -144,7 +180,7 @@ def test_special_addresses_are_not_public(address):
     assert not fetching.address_is_public(address)
 
 
-@pytest.mark.parametrize("address", ["93.184.215.14", "8.8.8.8", "2606:4700::1111"])
+@pytest.mark.parametrize("address", PUBLIC_ADDRESSES)
 def test_public_addresses_are(address):
     assert fetching.address_is_public(address)
 
@@ -330,11 +366,11 @@ def test_a_trickling_body_stops_at_the_deadline(documents, monkeypatch):
 
 
 def test_a_server_that_does_not_answer_times_out(documents):
-    documents.respond("/slow", "{}", delay=fetching.READ_TIMEOUT + 2)
+    documents.respond("/slow", "{}", delay=fetching.DEADLINE + 2)
     started = time.monotonic()
 
     assert problem_of(documents.url("/slow"), LOOPBACK).code == "timeout"
-    assert time.monotonic() - started < fetching.READ_TIMEOUT + 1
+    assert time.monotonic() - started < fetching.DEADLINE + 1
 
 
 def test_a_compressed_body_is_refused(documents):
