@@ -1,8 +1,9 @@
 """Registered clients: lookup, secrets, pruning.
 
 Every client lookup goes through :func:`query_client`: a registered client
-comes from its row, a ``client_id`` that is a URL from the metadata document
-it names (app/oauth/client_metadata.py).
+comes from its row, a ``client_id`` that is a URL from the verdict on the
+metadata document it names (app/oauth/client_metadata.py) or, failing one,
+from the row kept when a person approved it.
 """
 
 from __future__ import annotations
@@ -168,14 +169,22 @@ def query_client(client_id: str | None) -> Client | None:
 
 
 def _document_client(url: str) -> Client | None:
-    """A public client built from the document at ``url`` (never from its row)."""
+    """A public client from the verdict on the document at ``url``, or, with
+    no verdict known, from the row a person's approval kept.
+
+    Nothing is fetched here: only the authorization endpoint fetches, and the
+    verdict it reached stays with its request (app/oauth/client_metadata.py).
+    """
     from . import client_metadata
 
     if not current_settings().client_metadata_documents:
         return None
-    document = client_metadata.load_document(url)
-    if document is None:
+    verdict = client_metadata.known_verdict(url)
+    if verdict is None:
+        return _approved_document_client(url)
+    if verdict.document is None:
         return None
+    document = verdict.document
     row = OAuthClient(
         client_id=url,
         client_secret_hash=None,
@@ -188,6 +197,14 @@ def _document_client(url: str) -> Client | None:
         registered_from=DOCUMENT_SOURCE,
     )
     return Client(row)
+
+
+def _approved_document_client(url: str) -> Client | None:
+    """The row kept when a person approved the document client ``url``."""
+    found = db.session.connection().execute(_CLIENT_ROW, {"client_id": url}).first()
+    if found is None or found.registered_from != DOCUMENT_SOURCE:
+        return None
+    return Client(SimpleNamespace(**found._mapping))
 
 
 def count_clients(registered_from: str | None = None) -> int:
