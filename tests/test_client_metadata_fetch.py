@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import ssl
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -21,7 +22,7 @@ from document_server import DocumentServer
 
 from app.oauth import client_metadata_fetch as fetching
 from app.oauth.client_metadata import cache_seconds
-from app.oauth.client_metadata_fetch import FetchPolicy, FetchProblem
+from app.oauth.client_metadata_fetch import FetchBusy, FetchPolicy, FetchProblem
 
 DEFAULT = FetchPolicy()
 LOOPBACK = FetchPolicy(allow_loopback=True)
@@ -363,6 +364,62 @@ def test_a_trickling_body_stops_at_the_deadline(documents, monkeypatch):
 
     assert problem_of(documents.url("/trickle"), LOOPBACK).code == "timeout"
     assert time.monotonic() - started < 2
+
+
+def test_headers_sent_a_byte_at_a_time_stop_at_the_deadline(documents, monkeypatch):
+    # Every byte arrives well within any per-read timeout; only the one
+    # limit over the whole fetch ends it.
+    monkeypatch.setattr(fetching, "DEADLINE", 1.0)
+    documents.dribble("/dribble", every=0.2)
+    started = time.monotonic()
+
+    assert problem_of(documents.url("/dribble"), LOOPBACK).code == "timeout"
+    assert time.monotonic() - started < 3
+
+
+@pytest.fixture
+def hanging_resolver(monkeypatch) -> Iterator[list[str]]:
+    """A resolver that answers only when the test ends: a name server that
+    never replies. Yields the names it was asked."""
+    released, asked = threading.Event(), []
+
+    def hang(host: str, port: int) -> list[str]:
+        asked.append(host)
+        released.wait(60)
+        return ["127.0.0.1"]
+
+    monkeypatch.setattr(fetching, "resolve", hang)
+    yield asked
+    released.set()
+    # The lookups end now; wait, so the next test finds every slot free.
+    for thread in threading.enumerate():
+        if thread.name == "cimd-resolve":
+            thread.join()
+
+
+def test_a_name_lookup_that_hangs_is_given_up_at_the_deadline(
+    monkeypatch, documents, hanging_resolver
+):
+    monkeypatch.setattr(fetching, "DEADLINE", 0.5)
+    started = time.monotonic()
+
+    assert problem_of(f"http://localhost:{documents.port}/m", LOOPBACK).code == (
+        "timeout"
+    )
+    assert time.monotonic() - started < 2
+    assert hanging_resolver == ["localhost"]
+    assert documents.connections == 0
+
+
+def test_lookups_left_hanging_are_bounded(monkeypatch, hanging_resolver):
+    monkeypatch.setattr(fetching, "DEADLINE", 0.05)
+    url = "https://hangs.example/m"
+    for _ in range(fetching.MAX_PENDING_LOOKUPS):
+        assert problem_of(url).code == "timeout"
+
+    with pytest.raises(FetchBusy):
+        fetching.fetch(url, DEFAULT)
+    assert len(hanging_resolver) == fetching.MAX_PENDING_LOOKUPS
 
 
 def test_a_server_that_does_not_answer_times_out(documents):
