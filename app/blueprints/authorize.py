@@ -15,13 +15,8 @@ from flask_babel import gettext as _
 from .. import audit
 from ..db import db
 from ..models import User
-from ..oauth.client_metadata import (
-    FetchRefused,
-    document_client_row,
-    look_up,
-    problem_text,
-)
-from ..oauth.clients import Client
+from ..oauth.client_metadata import FetchRefused, look_up, problem_text
+from ..oauth.clients import Client, document_client_row
 from ..oauth.consent import (
     ConsentedUser,
     covers,

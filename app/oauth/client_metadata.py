@@ -26,10 +26,8 @@ from typing import Any
 
 from flask import Flask, current_app, g
 from flask_babel import gettext as _
-from sqlalchemy.dialects.postgresql import Insert, insert
 
 from ..config import current_settings
-from ..models import OAuthClient, utcnow
 from ..rate_limits import client_address, spend
 from ..redis_store import get_redis, get_script
 from .client_metadata_fetch import (
@@ -42,7 +40,6 @@ from .client_metadata_fetch import (
 )
 from .client_metadata_fetch import fetch as fetch_document
 from .client_metadata_parse import ClientDocument, cache_seconds, parse_document
-from .clients import DOCUMENT_SOURCE, Client
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +122,7 @@ def look_up(client_id: str | None) -> Verdict | None:
     known = known_verdict(client_id)
     if known is None:
         known = _fetch_once(client_id, _policy(), _key(client_id))
-        g.client_documents[client_id] = known
+        _memo()[client_id] = known
     return known
 
 
@@ -134,13 +131,19 @@ def known_verdict(url: str) -> Verdict | None:
 
     Never fetches: that is for :func:`look_up` alone.
     """
-    memo = g.setdefault("client_documents", {})
+    memo = _memo()
     if url not in memo:
         known = _known(url)
         if known is None:
             return None
         memo[url] = known
     return memo[url]
+
+
+def _memo() -> dict[str, Verdict]:
+    """The verdicts this request reached. Authlib asks for the client by id
+    alone, so the authorization endpoint's verdict reaches it through here."""
+    return g.setdefault("client_documents", {})
 
 
 def _policy() -> FetchPolicy:
@@ -283,35 +286,3 @@ def problem_text(client_id: str) -> str | None:
         return None
     result = known_verdict(client_id)
     return describe(result) if result is not None and result.problem else None
-
-
-def document_client_row(client: Client) -> Insert | None:
-    """The statement keeping a metadata-document client's row, or ``None``.
-
-    Grants refer to ``oauth_clients``; the row also names the client on the
-    account page, refreshed from its document. Registered clients are left
-    alone (``None``).
-    """
-    if client.document_host is None:
-        return None
-    row = client.row
-    values = {
-        "client_name": row.client_name,
-        "redirect_uris": row.redirect_uris,
-        "grant_types": row.grant_types,
-        "response_types": row.response_types,
-        "token_endpoint_auth_method": row.token_endpoint_auth_method,
-        "scope": row.scope,
-    }
-    statement = insert(OAuthClient).values(
-        client_id=row.client_id,
-        client_secret_hash=None,
-        registered_from=DOCUMENT_SOURCE,
-        created_at=utcnow(),
-        **values,
-    )
-    return statement.on_conflict_do_update(
-        index_elements=[OAuthClient.client_id],
-        set_=values,
-        where=OAuthClient.registered_from == DOCUMENT_SOURCE,
-    )

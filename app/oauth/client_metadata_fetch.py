@@ -156,11 +156,11 @@ def _resolve_within(name: str, port: int, clock: _Clock) -> list[str]:
 
 
 def checked_addresses(
-    host: str, port: int, policy: FetchPolicy, clock: _Clock | None = None
+    host: str, port: int, policy: FetchPolicy, clock: _Clock
 ) -> list[str]:
     """Resolve ``host`` once; refuse if ANY answer is not public (§6.5)."""
     name = host[1:-1] if host.startswith("[") else host
-    answers = _resolve_within(name, port, clock or _Clock(DEADLINE))
+    answers = _resolve_within(name, port, clock)
     if not answers:
         raise FetchProblem("resolve", host=host)
     for answer in answers:

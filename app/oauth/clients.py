@@ -16,6 +16,7 @@ from types import SimpleNamespace
 
 from authlib.oauth2.rfc6749 import ClientMixin
 from sqlalchemy import bindparam, delete, exists, func, select, update
+from sqlalchemy.dialects.postgresql import Insert, insert
 
 from ..config import current_settings
 from ..db import db, is_storable
@@ -143,7 +144,8 @@ def query_client(client_id: str | None) -> Client | None:
     # Text Postgres cannot hold could never have been registered.
     if not client_id or not is_storable(client_id):
         return None
-    # Imported here: client_metadata builds on this module.
+    # Imported here: client_metadata judges names as registration does, and
+    # registration builds on this module.
     from . import client_metadata
 
     if client_metadata.is_document_url(client_id):
@@ -205,6 +207,39 @@ def _approved_document_client(url: str) -> Client | None:
     if found is None or found.registered_from != DOCUMENT_SOURCE:
         return None
     return Client(SimpleNamespace(**found._mapping))
+
+
+def document_client_row(client: Client) -> Insert | None:
+    """The statement keeping a metadata-document client's row, or ``None``.
+
+    Grants refer to ``oauth_clients``; the row also names the client on the
+    account page, refreshed from its document, and stands for the client
+    where no verdict on its document is known (:func:`_document_client`).
+    Registered clients are left alone (``None``).
+    """
+    if client.document_host is None:
+        return None
+    row = client.row
+    values = {
+        "client_name": row.client_name,
+        "redirect_uris": row.redirect_uris,
+        "grant_types": row.grant_types,
+        "response_types": row.response_types,
+        "token_endpoint_auth_method": row.token_endpoint_auth_method,
+        "scope": row.scope,
+    }
+    statement = insert(OAuthClient).values(
+        client_id=row.client_id,
+        client_secret_hash=None,
+        registered_from=DOCUMENT_SOURCE,
+        created_at=utcnow(),
+        **values,
+    )
+    return statement.on_conflict_do_update(
+        index_elements=[OAuthClient.client_id],
+        set_=values,
+        where=OAuthClient.registered_from == DOCUMENT_SOURCE,
+    )
 
 
 def count_clients(registered_from: str | None = None) -> int:
