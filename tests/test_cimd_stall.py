@@ -5,6 +5,9 @@ every two seconds, each URL new so no cached failure helps, sent to
 ``/authorize`` (no sign-in needed) all at once. The app runs under gunicorn as
 the Procfile starts it, one process with its few threads, so a thread held is
 as scarce as in production.
+
+And the other side of a bounded fetch: the lock one instance holds while it
+fetches outlasts the fetch, so another waits for its verdict, not fetching.
 """
 
 from __future__ import annotations
@@ -18,7 +21,13 @@ from typing import Any
 import pytest
 import requests
 from devservices import free_port
-from helpers import authorize_params, authorize_path, pkce_pair, start_web
+from helpers import (
+    LOOPBACK_REDIRECT,
+    authorize_params,
+    authorize_path,
+    pkce_pair,
+    start_web,
+)
 
 from app.oauth.client_metadata import LOCK_SECONDS, MAX_CONCURRENT_FETCHES
 from app.oauth.client_metadata_fetch import DEADLINE
@@ -35,7 +44,7 @@ def wait_until(condition: Callable[[], bool], what: str, seconds: float = 30) ->
 
 
 def authorize_url(base: str, client_id: str) -> str:
-    client = {"client_id": client_id, "redirect_uris": ["http://127.0.0.1/callback"]}
+    client = {"client_id": client_id, "redirect_uris": [LOOPBACK_REDIRECT]}
     return base + authorize_path(authorize_params(client, pkce_pair()[1]))
 
 
@@ -47,7 +56,7 @@ def web(base_env, tmp_path) -> Any:
         port,
         tmp_path / "web.log",
         CIMD_ALLOW_LOOPBACK="on",
-        # The limit per address is tested on its own; here every request counts.
+        # The per-address limit has its own test; all eight come from one here.
         CIMD_FETCH_RATE_LIMIT="1000 per minute",
     )
     yield f"http://127.0.0.1:{port}"
