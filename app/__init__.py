@@ -31,6 +31,7 @@ from .blueprints import (
 )
 from .config import settings_from_environment
 from .db import db
+from .oauth import client_metadata
 from .oauth import server as oauth_server
 from .surfaces import Surface
 from .templating import init_app as init_templating
@@ -56,6 +57,7 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     db.init_app(app, settings.database_url)
     redis_store.init_app(app, settings.redis_client_url)
     oauth_server.init_app(app, settings)
+    client_metadata.init_app(app)
 
     for blueprint, surface in (
         (health.bp, Surface.SERVICE),

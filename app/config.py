@@ -325,6 +325,8 @@ class Settings:
     client_metadata_documents: bool = setting(_switch, True)
     cimd_allowed_hosts: frozenset[str] = setting(_host_list, frozenset())
     cimd_allow_loopback: bool = setting(_switch, False)
+    #: Requests per source address that may make us fetch a document.
+    cimd_fetch_rate_limit: str = setting(_rate_limit, "10 per minute")
 
     allowed_redirect_schemes: frozenset[str] | None = setting(_redirect_schemes, None)
     loopback_aliases: bool = setting(_switch, False)

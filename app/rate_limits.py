@@ -8,11 +8,14 @@ the tests) never share a storage backend.
 from __future__ import annotations
 
 import ipaddress
+import math
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import Flask, Response, request
+from flask import Flask, Response, current_app, request
 from flask_limiter import Limiter
+from limits import parse
 
 from .config import current_settings
 from .redis_store import redis_options
@@ -53,6 +56,21 @@ def limit(limit_value: str | Callable[[], str], **kwargs: Any) -> Callable[[F], 
         return view
 
     return mark
+
+
+def spend(limit_value: str, *key: str) -> int | None:
+    """Count one event against ``limit_value`` for ``key``, outside any view.
+
+    For limits that only some requests spend, decided inside the view (a
+    fetch that the cache spares). ``None`` while within the limit; otherwise
+    the seconds until one more would be, for ``Retry-After``.
+    """
+    strategy = current_app.extensions["rate_limits"].limiter
+    item = parse(limit_value)
+    if strategy.hit(item, *key):
+        return None
+    reset_at = strategy.get_window_stats(item, *key).reset_time
+    return max(1, math.ceil(reset_at - time.time()))
 
 
 def _retry_after_only_when_limited(response: Response) -> Response:

@@ -55,6 +55,7 @@ def base_env(service_urls: dict[str, str]) -> dict[str, str]:
         "LOGIN_RATE_LIMIT": "1000 per minute",
         "REGISTRATION_RATE_LIMIT": "1000 per minute",
         "API_KEY_RATE_LIMIT": "1000 per minute",
+        "CIMD_FETCH_RATE_LIMIT": "1000 per minute",
         "LOG_LEVEL": "WARNING",
     }
     upgrade(settings_from_environment(env).database_url)

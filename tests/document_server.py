@@ -1,11 +1,13 @@
 """A local web server that plays a client's metadata-document host.
 
 Each path answers as configured (a document, a status, a slow or endless
-body); the server counts the connections it accepts and the requests per path.
+body, headers a byte at a time); the server counts the connections it
+accepts and the requests per path.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import ssl
 import threading
@@ -125,6 +127,20 @@ class DocumentServer:
                 handler.wfile.write(chunk)
                 handler.wfile.flush()
                 time.sleep(every)
+
+        self.routes[path] = answer
+
+    def dribble(self, path: str, every: float = 2.0) -> None:
+        """Answer with response headers that never end, one byte every ``every``
+        seconds: no per-read timeout ever fires."""
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Slow: "
+
+        def answer(handler: BaseHTTPRequestHandler) -> None:
+            for byte in itertools.chain(head, itertools.repeat(ord("a"))):
+                handler.wfile.write(bytes([byte]))
+                handler.wfile.flush()
+                if self.stopping.wait(every):
+                    return
 
         self.routes[path] = answer
 

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import secrets
+import shlex
 import subprocess
 import sys
 import time
@@ -319,6 +320,42 @@ def client_ids(engine) -> set[str]:
 def procfile() -> dict[str, str]:
     lines = (ROOT / "Procfile").read_text().splitlines()
     return dict(line.split(": ", 1) for line in lines if line.strip())
+
+
+def start_web(
+    base_env: dict[str, str], port: int, log: Path, **overrides: str
+) -> subprocess.Popen:
+    """The Procfile's ``web:`` line, run directly so its pid is gunicorn's master.
+
+    One worker process; ``overrides`` are further settings.
+    """
+    env = {
+        **os.environ,
+        **base_env,
+        "PORT": str(port),
+        "WEB_CONCURRENCY": "1",
+        "ISSUER": f"http://127.0.0.1:{port}",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        **overrides,
+    }
+    with log.open("w") as out:
+        web = subprocess.Popen(
+            shlex.split(procfile()["web"]),
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 60
+    while True:
+        assert web.poll() is None, log.read_text()
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=5).ok:
+                return web
+        except requests.ConnectionError:
+            pass
+        assert time.monotonic() < deadline, "gunicorn did not start"
+        time.sleep(0.2)
 
 
 def backdate(engine, client: dict, days: int) -> None:

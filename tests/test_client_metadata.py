@@ -27,6 +27,8 @@ from helpers import (
     whoami,
 )
 
+from app.oauth.client_metadata import MAX_CONCURRENT_FETCHES
+
 LOOPBACK_ON = {"CIMD_ALLOW_LOOPBACK": "on"}
 
 
@@ -234,9 +236,9 @@ def test_a_bad_document_is_a_page_at_authorize_and_401_at_token(live, documents,
 
 
 def test_a_document_too_slow_to_arrive_is_refused(live, documents):
-    from app.oauth.client_metadata_fetch import READ_TIMEOUT
+    from app.oauth.client_metadata_fetch import DEADLINE
 
-    documents.document("/c", delay=READ_TIMEOUT + 2)
+    documents.document("/c", delay=DEADLINE + 2)
     browser = live.browser()
 
     page = authorize_page(browser, documents.url("/c"))
@@ -281,13 +283,18 @@ def test_concurrent_misses_fetch_once(make_server, documents):
     def ask(server: Any) -> None:
         statuses.append(authorize_page(server.browser(), url).status_code)
 
-    threads = [threading.Thread(target=ask, args=(s,)) for s in servers * 3]
+    # As many at once as one instance lets wait on a document; a third would
+    # be refused at once (tests/test_cimd_stall.py).
+    threads = [
+        threading.Thread(target=ask, args=(s,))
+        for s in servers * MAX_CONCURRENT_FETCHES
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
 
-    assert statuses == [302] * 6
+    assert statuses == [302] * len(threads)
     assert documents.requests == {"/c": 1}
 
 
@@ -416,3 +423,73 @@ def client_name(engine: Any, client_id: str) -> str:
             sqlalchemy.text("SELECT client_name FROM oauth_clients WHERE client_id=:i"),
             {"i": client_id},
         ).scalar_one()
+
+
+# --- Who may fetch -------------------------------------------------------------------
+
+
+def login_page_for(browser: Any, url: str) -> Any:
+    """The sign-in page an authorization request for ``url`` leads to."""
+    _, challenge = pkce_pair()
+    target = authorize_path(authorize_params(client_for(url), challenge))
+    return browser.get("/login", params={"next": target})
+
+
+def test_only_authorize_fetches(live, documents, user, redis_client):
+    url = documents.document("/c", client_name="Fetched At Authorize")
+    browser = live.browser()
+    client = client_for(url)
+
+    token = token_with(browser, url)
+    revoked = browser.post("/revoke", data={"token": "x" * 40, "client_id": url})
+    login = login_page_for(browser, url)
+
+    # Never looked up at /authorize: an unknown client, and its host untouched.
+    assert (token.status_code, token.json()["error"]) == (401, "invalid_client")
+    assert (revoked.status_code, revoked.json()["error"]) == (401, "invalid_client")
+    assert login.status_code == 200
+    assert "Fetched At Authorize" not in login.text
+    assert documents.connections == 0
+
+    # /authorize fetched it; the token endpoint takes that verdict...
+    code, verifier, _ = get_code(browser, client, user)
+    assert redeem(browser, client, code, verifier).status_code == 200
+    # ...and, the verdict gone, the row the person's approval kept.
+    code, verifier, _ = get_code(browser, client, user)
+    redis_client.delete(*redis_client.keys("cimd:verdict:*"))
+    redeemed = redeem(live.browser(), client, code, verifier)
+    assert redeemed.status_code == 200, redeemed.text
+    access_token = redeemed.json()["access_token"]
+    revoked = live.browser().post(
+        "/revoke", data={"token": access_token, "client_id": url}
+    )
+    assert revoked.status_code == 200
+    assert "Fetched At Authorize" in login_page_for(live.browser(), url).text
+    assert documents.requests == {"/c": 1}
+
+
+def test_fetches_are_limited_per_address_cached_verdicts_are_not(
+    make_server, documents, redis_client
+):
+    live = make_server(
+        **LOOPBACK_ON, CIMD_FETCH_RATE_LIMIT="3 per minute", TRUSTED_PROXY_HOPS="1"
+    )
+    browser, elsewhere = live.browser(), live.browser()
+    browser.headers["X-Forwarded-For"] = "198.51.100.7"
+    elsewhere.headers["X-Forwarded-For"] = "203.0.113.9"
+    urls = [documents.document(f"/c{n}") for n in range(4)]
+
+    fetched = [authorize_page(browser, url).status_code for url in urls[:3]]
+    again = [authorize_page(browser, url).status_code for url in urls[:3]]
+    refused = authorize_page(browser, urls[3])
+
+    assert fetched == again == [302] * 3  # to sign in
+    assert refused.status_code == 429
+    assert refused.headers["Content-Type"].startswith("text/html")
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert "too_many_requests" in refused.text
+    assert documents.requests == {"/c0": 1, "/c1": 1, "/c2": 1}
+    # The refusal is no verdict on the document; another address may fetch it.
+    assert len(redis_client.keys("cimd:verdict:*")) == 3
+    assert authorize_page(elsewhere, urls[3]).status_code == 302
+    assert documents.requests["/c3"] == 1

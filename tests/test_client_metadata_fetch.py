@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import ssl
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -21,7 +22,7 @@ from document_server import DocumentServer
 
 from app.oauth import client_metadata_fetch as fetching
 from app.oauth.client_metadata import cache_seconds
-from app.oauth.client_metadata_fetch import FetchPolicy, FetchProblem
+from app.oauth.client_metadata_fetch import FetchBusy, FetchPolicy, FetchProblem
 
 DEFAULT = FetchPolicy()
 LOOPBACK = FetchPolicy(allow_loopback=True)
@@ -55,6 +56,42 @@ SPECIAL_ADDRESSES = [
     "2002:a9fe:a9fe::",  # 6to4 around 169.254.169.254
     "64:ff9b::a9fe:a9fe",  # NAT64 around 169.254.169.254
     "2001:0:4136:e378:8000:63bf:80ff:fffe",  # Teredo around 127.0.0.1
+    # Python's is_global counts all of these as global; none is global unicast.
+    "fec0::1",  # deprecated site-local
+    "192.0.0.8",  # IPv4 dummy address, in the IETF protocol assignments
+    "192.0.0.9",  # PCP anycast
+    "192.0.0.10",  # TURN anycast
+    "192.31.196.1",  # AS112-v4
+    "192.52.193.1",  # AMT
+    "192.88.99.1",  # deprecated 6to4 relay anycast
+    "192.175.48.1",  # direct delegation AS112
+    "3fff::1",  # IPv6 documentation (RFC 9637)
+    "2620:4f:8000::1",  # direct delegation AS112
+    "5f00::1",  # SRv6 SIDs, outside 2000::/3
+    "64:ff9b:1::a00:1",  # local-use NAT64 around 10.0.0.1
+    "::ffff:0:a00:1",  # IPv4-translated 10.0.0.1
+    "::a00:1",  # IPv4-compatible 10.0.0.1
+    "::ffff:192.0.0.8",
+    "2002:c000:8::",  # 6to4 around 192.0.0.8
+    "64:ff9b::c000:8",  # NAT64 around 192.0.0.8
+    # And what is_global already refuses, held to the same rule.
+    "198.51.100.1",
+    "203.0.113.1",
+    "192.0.0.170",
+    "100::1",
+    "2001:2::1",
+    "2001:20::1",
+    "fc00::1",
+]
+#: Global unicast, also when carried inside IPv6 (NAT64, 6to4).
+PUBLIC_ADDRESSES = [
+    "93.184.215.14",
+    "8.8.8.8",
+    "1.1.1.1",
+    "2606:4700::1111",
+    "2a00:1450:4001:81c::200e",
+    "64:ff9b::808:808",
+    "2002:808:808::1",
 ]
 
 
@@ -144,7 +181,7 @@ def test_special_addresses_are_not_public(address):
     assert not fetching.address_is_public(address)
 
 
-@pytest.mark.parametrize("address", ["93.184.215.14", "8.8.8.8", "2606:4700::1111"])
+@pytest.mark.parametrize("address", PUBLIC_ADDRESSES)
 def test_public_addresses_are(address):
     assert fetching.address_is_public(address)
 
@@ -329,12 +366,68 @@ def test_a_trickling_body_stops_at_the_deadline(documents, monkeypatch):
     assert time.monotonic() - started < 2
 
 
+def test_headers_sent_a_byte_at_a_time_stop_at_the_deadline(documents, monkeypatch):
+    # Every byte arrives well within any per-read timeout; only the one
+    # limit over the whole fetch ends it.
+    monkeypatch.setattr(fetching, "DEADLINE", 1.0)
+    documents.dribble("/dribble", every=0.2)
+    started = time.monotonic()
+
+    assert problem_of(documents.url("/dribble"), LOOPBACK).code == "timeout"
+    assert time.monotonic() - started < 3
+
+
+@pytest.fixture
+def hanging_resolver(monkeypatch) -> Iterator[list[str]]:
+    """A resolver that answers only when the test ends: a name server that
+    never replies. Yields the names it was asked."""
+    released, asked = threading.Event(), []
+
+    def hang(host: str, port: int) -> list[str]:
+        asked.append(host)
+        released.wait(60)
+        return ["127.0.0.1"]
+
+    monkeypatch.setattr(fetching, "resolve", hang)
+    yield asked
+    released.set()
+    # The lookups end now; wait, so the next test finds every slot free.
+    for thread in threading.enumerate():
+        if thread.name == "cimd-resolve":
+            thread.join()
+
+
+def test_a_name_lookup_that_hangs_is_given_up_at_the_deadline(
+    monkeypatch, documents, hanging_resolver
+):
+    monkeypatch.setattr(fetching, "DEADLINE", 0.5)
+    started = time.monotonic()
+
+    assert problem_of(f"http://localhost:{documents.port}/m", LOOPBACK).code == (
+        "timeout"
+    )
+    assert time.monotonic() - started < 2
+    assert hanging_resolver == ["localhost"]
+    assert documents.connections == 0
+
+
+def test_lookups_left_hanging_are_bounded(monkeypatch, hanging_resolver):
+    monkeypatch.setattr(fetching, "DEADLINE", 0.05)
+    url = "https://hangs.example/m"
+    for _ in range(fetching.MAX_PENDING_LOOKUPS):
+        assert problem_of(url).code == "timeout"
+
+    with pytest.raises(FetchBusy):
+        fetching.fetch(url, DEFAULT)
+    assert len(hanging_resolver) == fetching.MAX_PENDING_LOOKUPS
+
+
 def test_a_server_that_does_not_answer_times_out(documents):
-    documents.respond("/slow", "{}", delay=fetching.READ_TIMEOUT + 2)
+    documents.respond("/slow", "{}", delay=fetching.DEADLINE + 2)
     started = time.monotonic()
 
     assert problem_of(documents.url("/slow"), LOOPBACK).code == "timeout"
-    assert time.monotonic() - started < fetching.READ_TIMEOUT + 1
+    assert time.monotonic() - started < fetching.DEADLINE + 1
 
 
 def test_a_compressed_body_is_refused(documents):

@@ -15,8 +15,8 @@ from flask_babel import gettext as _
 from .. import audit
 from ..db import db
 from ..models import User
-from ..oauth.client_metadata import document_client_row, problem_text
-from ..oauth.clients import Client
+from ..oauth.client_metadata import FetchRefused, look_up, problem_text
+from ..oauth.clients import Client, document_client_row
 from ..oauth.consent import (
     ConsentedUser,
     covers,
@@ -65,6 +65,35 @@ def _document_problem(error: OAuth2Error) -> str | None:
     if error.error != "invalid_client" or not isinstance(client_id, str):
         return None
     return problem_text(client_id)
+
+
+def _look_up_document() -> tuple[str, int, dict[str, str]] | None:
+    """Fetch the metadata document a URL ``client_id`` names, unless known.
+
+    The one endpoint that fetches; the verdict stays with this request for
+    Authlib's client lookup. A refusal to fetch now is a page of its own, not
+    a verdict on the document.
+    """
+    client_id = get_server().create_oauth2_request(None).payload.client_id
+    try:
+        look_up(client_id if isinstance(client_id, str) else None)
+    except FetchRefused as refused:
+        if refused.status == 429:
+            error = "too_many_requests"
+            description = _(
+                "Too many applications were looked up from your network. "
+                "Please try again in a minute."
+            )
+        else:
+            error = "temporarily_unavailable"
+            description = _(
+                "The service is temporarily unavailable. Please try again shortly."
+            )
+        page = render_template(
+            "authorize/error.html", error=error, description=description
+        )
+        return page, refused.status, {"Retry-After": str(refused.retry_after)}
+    return None
 
 
 def _document_notice(client: Client, redirect_uri: str) -> dict[str, Any] | None:
@@ -123,9 +152,12 @@ def _prompt_none(
 
 
 @bp.route(AUTHORIZATION_PATH, methods=["GET", "POST"])
-def authorize() -> Response | tuple[str, int] | str:
+def authorize() -> Response | tuple[str, int] | tuple[str, int, dict[str, str]] | str:
     # Reads, and an approval written in one statement: no transaction needed.
     db.autocommit()
+    refused = _look_up_document()
+    if refused is not None:
+        return refused
     server = get_server()
     # The session alone; the account is read with the consent, further down.
     user_id = signed_in_id()

@@ -5,6 +5,11 @@ profiles it. The verdict on a URL (a good document, or why not) is kept in
 Redis for as long as the document's ``Cache-Control`` asks, within bounds, so
 a fleet fetches once and a bad document cannot make us hammer its host; one
 instance fetches while the others wait for its verdict.
+
+Only the authorization endpoint fetches (:func:`look_up`), and only so many
+times per source address and so many at once per process; every other
+endpoint takes the verdict already known (:func:`known_verdict`), and without
+one the stored row of a client a person approved (app/oauth/clients.py).
 """
 
 from __future__ import annotations
@@ -12,53 +17,63 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
+import math
 import secrets
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from authlib.oauth2.rfc7591.errors import InvalidClientMetadataError
-from flask import g
+from flask import Flask, current_app, g
 from flask_babel import gettext as _
-from sqlalchemy.dialects.postgresql import Insert, insert
 
 from ..config import current_settings
-from ..models import OAuthClient, utcnow
+from ..rate_limits import client_address, spend
 from ..redis_store import get_redis, get_script
-from .client_metadata_fetch import MAX_BYTES, FetchPolicy, FetchProblem, check_url
+from .client_metadata_fetch import (
+    DEADLINE,
+    MAX_BYTES,
+    FetchBusy,
+    FetchPolicy,
+    FetchProblem,
+    check_url,
+)
 from .client_metadata_fetch import fetch as fetch_document
-from .clients import DOCUMENT_SOURCE, Client
-from .redirect_uris import browser_host, redirect_uri_problem
-from .registration import _client_name
+from .client_metadata_parse import ClientDocument, cache_seconds, parse_document
 
 log = logging.getLogger(__name__)
 
 #: Longest URL accepted: the width of ``oauth_clients.client_id``.
 MAX_URL_LENGTH = 128
-#: Bounds on how long a good document is trusted (seconds).
-MIN_CACHE_SECONDS = 300
-MAX_CACHE_SECONDS = 86400
 #: How long a failure is remembered: short, but a bad host is not hammered.
 FAILURE_CACHE_SECONDS = 60
-#: Longest a fetch may hold the lock; beyond the fetch deadline.
-LOCK_SECONDS = 10
-#: Same limit as registration (app/oauth/registration.py).
-MAX_REDIRECT_URIS = 20
-_MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?([0-9]+)\"?\s*(?:,|$)", re.I)
+#: How long one instance holds the lock while it fetches, and so the longest
+#: the others wait for its verdict: the fetch's hard limit, plus time to judge
+#: the document and store the verdict. The lock cannot expire mid-fetch.
+LOCK_SECONDS = math.ceil(DEADLINE) + 2
+#: Requests per process that may fetch a document, or wait for another
+#: instance's fetch, at once; the rest are refused at once rather than queued.
+#: gunicorn gives a process 4 threads (gunicorn.conf.py): two stay free.
+MAX_CONCURRENT_FETCHES = 2
+#: Retry-After when refused for that: by then a fetch under way has ended.
+BUSY_RETRY_SECONDS = LOCK_SECONDS
+#: The rate limit's key: fetch-triggering requests per source address.
+FETCH_RATE_KEY = "cimd-fetch"
+_SLOTS = "cimd_fetch_slots"
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
 """
 
 
-@dataclass(frozen=True)
-class ClientDocument:
-    """What a good document says, reduced to what this service uses."""
+class FetchRefused(Exception):
+    """This request may not fetch now: too many from its address (429) or too
+    many at once here (503). Says nothing about the document; never cached."""
 
-    client_id: str
-    client_name: str
-    redirect_uris: list[str]
+    def __init__(self, status: int, retry_after: int) -> None:
+        super().__init__(status)
+        self.status = status
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -81,42 +96,95 @@ class Verdict:
         )
 
 
+def init_app(app: Flask) -> None:
+    app.extensions[_SLOTS] = threading.BoundedSemaphore(MAX_CONCURRENT_FETCHES)
+
+
 def is_document_url(client_id: str) -> bool:
     """Whether ``client_id`` names a metadata document rather than a registration."""
     return client_id.startswith(("https://", "http://"))
 
 
-def load_document(url: str) -> ClientDocument | None:
-    """The good document at ``url``, or ``None``; :func:`verdict` says why not."""
-    return verdict(url).document
+def look_up(client_id: str | None) -> Verdict | None:
+    """The verdict on the document ``client_id`` names, fetched if no instance
+    has yet; ``None`` if it names none.
+
+    Only the authorization endpoint calls this; the verdict stays with the
+    request, so the client lookups that follow (:func:`known_verdict`) see it.
+    Raises :class:`FetchRefused`.
+    """
+    if not (
+        client_id
+        and is_document_url(client_id)
+        and current_settings().client_metadata_documents
+    ):
+        return None
+    known = known_verdict(client_id)
+    if known is None:
+        known = _fetch_once(client_id, _policy(), _key(client_id))
+        _memo()[client_id] = known
+    return known
 
 
-def verdict(url: str) -> Verdict:
-    """The verdict on ``url``, looked up at most once per request."""
-    memo = g.setdefault("client_documents", {})
+def known_verdict(url: str) -> Verdict | None:
+    """The verdict on ``url`` this request or the cache holds; ``None`` if none.
+
+    Never fetches: that is for :func:`look_up` alone.
+    """
+    memo = _memo()
     if url not in memo:
-        memo[url] = _verdict(url)
+        known = _known(url)
+        if known is None:
+            return None
+        memo[url] = known
     return memo[url]
 
 
-def _verdict(url: str) -> Verdict:
+def _memo() -> dict[str, Verdict]:
+    """The verdicts this request reached. Authlib asks for the client by id
+    alone, so the authorization endpoint's verdict reaches it through here."""
+    return g.setdefault("client_documents", {})
+
+
+def _policy() -> FetchPolicy:
     settings = current_settings()
-    policy = FetchPolicy(settings.cimd_allow_loopback, settings.cimd_allowed_hosts)
+    return FetchPolicy(settings.cimd_allow_loopback, settings.cimd_allowed_hosts)
+
+
+def _key(url: str) -> str:
+    return hashlib.sha256(url.encode()).hexdigest()
+
+
+def _known(url: str) -> Verdict | None:
     if len(url) > MAX_URL_LENGTH:
         return Verdict(problem="url_length", args={"limit": MAX_URL_LENGTH})
     try:
         # Checked before the cache, so a change of settings applies at once.
-        check_url(url, policy)
+        check_url(url, _policy())
     except FetchProblem as problem:
         return Verdict(problem=problem.code, args=problem.args_)
-    key = hashlib.sha256(url.encode()).hexdigest()
-    cached = get_redis().get("cimd:verdict:" + key)
-    if cached is not None:
-        return Verdict.loads(cached)
-    return _fetch_once(url, policy, key)
+    cached = get_redis().get("cimd:verdict:" + _key(url))
+    return Verdict.loads(cached) if cached is not None else None
 
 
 def _fetch_once(url: str, policy: FetchPolicy, key: str) -> Verdict:
+    """Fetch, or wait for another instance's fetch, if this request may."""
+    limit = current_settings().cimd_fetch_rate_limit
+    retry_after = spend(limit, FETCH_RATE_KEY, client_address())
+    if retry_after is not None:
+        raise FetchRefused(429, retry_after)
+    slots: threading.BoundedSemaphore = current_app.extensions[_SLOTS]
+    if not slots.acquire(blocking=False):
+        raise FetchRefused(503, BUSY_RETRY_SECONDS)
+    try:
+        return _fetch_under_lock(url, policy, key)
+    except FetchBusy:
+        raise FetchRefused(503, BUSY_RETRY_SECONDS) from None
+    finally:
+        slots.release()
+
+
+def _fetch_under_lock(url: str, policy: FetchPolicy, key: str) -> Verdict:
     """Fetch under a lock; without it, wait for the holder's verdict."""
     redis = get_redis()
     lock, done = "cimd:lock:" + key, "cimd:done:" + key
@@ -135,7 +203,11 @@ def _fetch_once(url: str, policy: FetchPolicy, key: str) -> Verdict:
 
 
 def _wait_for(key: str) -> Verdict:
-    """Block on the holder's wake-up (each waiter passes it on), then read."""
+    """Block on the holder's wake-up (each waiter passes it on), then read.
+
+    No longer than the lock lasts: by then the holder has stored its verdict
+    or is gone.
+    """
     redis = get_redis()
     done = "cimd:done:" + key
     end = time.monotonic() + LOCK_SECONDS
@@ -158,42 +230,6 @@ def _fetch_and_judge(url: str, policy: FetchPolicy) -> tuple[Verdict, int]:
         log.warning("client metadata document %s refused: %s", url, problem.code)
         return Verdict(problem=problem.code, args=problem.args_), FAILURE_CACHE_SECONDS
     return Verdict(document), cache_seconds(fetched.cache_control)
-
-
-def cache_seconds(cache_control: str) -> int:
-    """``max-age`` clamped to the bounds; the minimum when absent or ``no-store``."""
-    match = _MAX_AGE.search(cache_control)
-    seconds = int(match[1]) if match else 0
-    return max(MIN_CACHE_SECONDS, min(MAX_CACHE_SECONDS, seconds))
-
-
-def parse_document(url: str, body: bytes) -> ClientDocument:
-    """Hold a fetched document to the draft's rules (§4.1); raise FetchProblem."""
-    try:
-        data = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise FetchProblem("not_json") from None
-    if not isinstance(data, dict):
-        raise FetchProblem("not_json")
-    if data.get("client_id") != url:
-        raise FetchProblem("client_id_mismatch")
-    # A document is public; a secret in it is known to everyone (§4.1).
-    if "client_secret" in data:
-        raise FetchProblem("client_secret")
-    if data.get("token_endpoint_auth_method") not in (None, "none"):
-        raise FetchProblem("auth_method")
-    uris = data.get("redirect_uris")
-    if not isinstance(uris, list) or not uris or len(uris) > MAX_REDIRECT_URIS:
-        raise FetchProblem("redirect_uris")
-    for uri in uris:
-        if redirect_uri_problem(uri):
-            raise FetchProblem("redirect_uri", uri=str(uri)[:200])
-    try:
-        # Absent, the name is the host: the one thing the document proves.
-        name = _client_name(data) if data.get("client_name") else browser_host(url)
-    except InvalidClientMetadataError:
-        raise FetchProblem("client_name") from None
-    return ClientDocument(url, name, list(dict.fromkeys(uris)))
 
 
 def describe(result: Verdict) -> str:
@@ -248,37 +284,5 @@ def problem_text(client_id: str) -> str | None:
         is_document_url(client_id) and current_settings().client_metadata_documents
     ):
         return None
-    result = verdict(client_id)
-    return describe(result) if result.problem else None
-
-
-def document_client_row(client: Client) -> Insert | None:
-    """The statement keeping a metadata-document client's row, or ``None``.
-
-    Grants refer to ``oauth_clients``; the row also names the client on the
-    account page, refreshed from its document. Registered clients are left
-    alone (``None``).
-    """
-    if client.document_host is None:
-        return None
-    row = client.row
-    values = {
-        "client_name": row.client_name,
-        "redirect_uris": row.redirect_uris,
-        "grant_types": row.grant_types,
-        "response_types": row.response_types,
-        "token_endpoint_auth_method": row.token_endpoint_auth_method,
-        "scope": row.scope,
-    }
-    statement = insert(OAuthClient).values(
-        client_id=row.client_id,
-        client_secret_hash=None,
-        registered_from=DOCUMENT_SOURCE,
-        created_at=utcnow(),
-        **values,
-    )
-    return statement.on_conflict_do_update(
-        index_elements=[OAuthClient.client_id],
-        set_=values,
-        where=OAuthClient.registered_from == DOCUMENT_SOURCE,
-    )
+    result = known_verdict(client_id)
+    return describe(result) if result is not None and result.problem else None

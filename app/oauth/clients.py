@@ -1,8 +1,9 @@
 """Registered clients: lookup, secrets, pruning.
 
 Every client lookup goes through :func:`query_client`: a registered client
-comes from its row, a ``client_id`` that is a URL from the metadata document
-it names (app/oauth/client_metadata.py).
+comes from its row, a ``client_id`` that is a URL from the verdict on the
+metadata document it names (app/oauth/client_metadata.py) or, failing one,
+from the row kept when a person approved it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from types import SimpleNamespace
 
 from authlib.oauth2.rfc6749 import ClientMixin
 from sqlalchemy import bindparam, delete, exists, func, select, update
+from sqlalchemy.dialects.postgresql import Insert, insert
 
 from ..config import current_settings
 from ..db import db, is_storable
@@ -142,7 +144,8 @@ def query_client(client_id: str | None) -> Client | None:
     # Text Postgres cannot hold could never have been registered.
     if not client_id or not is_storable(client_id):
         return None
-    # Imported here: client_metadata builds on this module.
+    # Imported here: client_metadata judges names as registration does, and
+    # registration builds on this module.
     from . import client_metadata
 
     if client_metadata.is_document_url(client_id):
@@ -168,14 +171,22 @@ def query_client(client_id: str | None) -> Client | None:
 
 
 def _document_client(url: str) -> Client | None:
-    """A public client built from the document at ``url`` (never from its row)."""
+    """A public client from the verdict on the document at ``url``, or, with
+    no verdict known, from the row a person's approval kept.
+
+    Nothing is fetched here: only the authorization endpoint fetches, and the
+    verdict it reached stays with its request (app/oauth/client_metadata.py).
+    """
     from . import client_metadata
 
     if not current_settings().client_metadata_documents:
         return None
-    document = client_metadata.load_document(url)
-    if document is None:
+    verdict = client_metadata.known_verdict(url)
+    if verdict is None:
+        return _approved_document_client(url)
+    if verdict.document is None:
         return None
+    document = verdict.document
     row = OAuthClient(
         client_id=url,
         client_secret_hash=None,
@@ -188,6 +199,47 @@ def _document_client(url: str) -> Client | None:
         registered_from=DOCUMENT_SOURCE,
     )
     return Client(row)
+
+
+def _approved_document_client(url: str) -> Client | None:
+    """The row kept when a person approved the document client ``url``."""
+    found = db.session.connection().execute(_CLIENT_ROW, {"client_id": url}).first()
+    if found is None or found.registered_from != DOCUMENT_SOURCE:
+        return None
+    return Client(SimpleNamespace(**found._mapping))
+
+
+def document_client_row(client: Client) -> Insert | None:
+    """The statement keeping a metadata-document client's row, or ``None``.
+
+    Grants refer to ``oauth_clients``; the row also names the client on the
+    account page, refreshed from its document, and stands for the client
+    where no verdict on its document is known (:func:`_document_client`).
+    Registered clients are left alone (``None``).
+    """
+    if client.document_host is None:
+        return None
+    row = client.row
+    values = {
+        "client_name": row.client_name,
+        "redirect_uris": row.redirect_uris,
+        "grant_types": row.grant_types,
+        "response_types": row.response_types,
+        "token_endpoint_auth_method": row.token_endpoint_auth_method,
+        "scope": row.scope,
+    }
+    statement = insert(OAuthClient).values(
+        client_id=row.client_id,
+        client_secret_hash=None,
+        registered_from=DOCUMENT_SOURCE,
+        created_at=utcnow(),
+        **values,
+    )
+    return statement.on_conflict_do_update(
+        index_elements=[OAuthClient.client_id],
+        set_=values,
+        where=OAuthClient.registered_from == DOCUMENT_SOURCE,
+    )
 
 
 def count_clients(registered_from: str | None = None) -> int:
