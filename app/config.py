@@ -315,7 +315,10 @@ class Settings:
     login_rate_limit: str = setting(_rate_limit, "10 per minute")
     client_id_prefix: str = setting(_client_id_prefix, "lessie")
     api_key_rate_limit: str = setting(_rate_limit, "60 per minute")
+    #: Live keys a person makes on the account page; applications' keys apart.
     max_api_keys_per_user: int = setting(_int(1, 10000), 50)
+    #: Live keys each application may hold for a person, made through /api-keys.
+    api_key_max_per_app: int = setting(_int(1, 1000), 5)
     #: Longest lifetime, in days, of a key an application creates (CONTRACT §7).
     api_key_max_days: int = setting(_int(1, 3650), 90)
     log_level: str = setting(_log_level, "INFO")
