@@ -59,11 +59,11 @@ def _device_budget_spent(_: RequestLimit) -> None:
 def _wait_minutes() -> int:
     """The longest window of ``LOGIN_RATE_LIMIT``, in whole minutes: by then a
     spent budget has been given back."""
-    limits = parse_many(current_settings().login_rate_limit)
-    return max(1, -(-max(item.get_expiry() for item in limits) // 60))
+    items = parse_many(current_settings().login_rate_limit)
+    return max(1, -(-max(item.get_expiry() for item in items) // 60))
 
 
-def _shared_budget_spent() -> str:
+def _shared_budget_message() -> str:
     # OWASP accepts that strangers can pause sign-in for browsers the account
     # has never used; the page says so and names the ways in that remain.
     return " ".join(
@@ -120,14 +120,14 @@ def _asking_client(target: str) -> str | None:
     setting("login_rate_limit"),
     methods=["POST"],
     exempt_when=_is_trusted,
-    error_message=_shared_budget_spent,
+    error_message=_shared_budget_message,
 )
 @limit(
     setting("login_rate_limit"),
     methods=["POST"],
     key_func=_account_key,
     exempt_when=_is_trusted,
-    error_message=_shared_budget_spent,
+    error_message=_shared_budget_message,
 )
 @limit(
     setting("login_rate_limit"),
