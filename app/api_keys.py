@@ -6,8 +6,11 @@ and a short prefix for people to recognise it by. The JSON API and the
 account page both go through this module.
 
 A key a client makes through the JSON API is bound to the consent it was made
-under (CONTRACT §7): the client sees only those keys, and withdrawing the
-consent revokes them. Keys made on the account page belong to no consent.
+under: the client sees only those keys, counts them against its own quota
+(``API_KEY_MAX_PER_APP``), and withdrawing the consent revokes them. Keys made
+on the account page belong to no consent and count against the person's own
+quota (``MAX_API_KEYS_PER_USER``), which no application can use up
+(docs/reference.md, "API keys").
 
 These functions only flush; the caller owns the transaction (:mod:`app.db`).
 """
@@ -162,15 +165,11 @@ def create_api_key(
 
     With ``consent_id`` the key is a client's, made under that live consent.
     """
-    cap = current_settings().max_api_keys_per_user
     # Lock the owner's row so two concurrent creations cannot both pass the cap.
     db.session.execute(select(User.id).where(User.id == owner_id).with_for_update())
     if consent_id is not None and not _lock_live_consent(owner_id, consent_id):
         raise ConsentWithdrawn(str(consent_id))
-    if _live_key_count(owner_id) >= cap:
-        raise KeyLimitReached(
-            _("You already have %(count)d API keys. Revoke one first.", count=cap)
-        )
+    _check_quota(owner_id, consent_id)
     key = KEY_PREFIX + secrets.token_urlsafe(KEY_BYTES)
     now = utcnow()
     row = ApiKey(
@@ -213,11 +212,42 @@ def _lock_live_consent(owner_id: uuid.UUID, consent_id: uuid.UUID) -> bool:
     )
 
 
-def _live_key_count(owner_id: uuid.UUID) -> int:
+def _check_quota(owner_id: uuid.UUID, consent_id: uuid.UUID | None) -> None:
+    """Refuse a key beyond its maker's quota of live keys.
+
+    The person's own keys and each application's are counted apart, so no
+    application can use up the person's quota or another application's.
+    """
+    settings = current_settings()
+    own = consent_id is None
+    cap = settings.max_api_keys_per_user if own else settings.api_key_max_per_app
+    if _live_key_count(owner_id, consent_id) < cap:
+        return
+    if own:
+        raise KeyLimitReached(
+            _("You already have %(count)d API keys. Revoke one first.", count=cap)
+        )
+    raise KeyLimitReached(
+        _(
+            "This application already holds %(count)d API keys for you. "
+            "Delete one first.",
+            count=cap,
+        )
+    )
+
+
+def _live_key_count(owner_id: uuid.UUID, consent_id: uuid.UUID | None) -> int:
+    """Count the owner's keys that are not revoked, made by the person
+    themselves (``None``) or under one consent."""
+    maker = (
+        ApiKey.consent_id.is_(None)
+        if consent_id is None
+        else ApiKey.consent_id == consent_id
+    )
     count = db.session.scalar(
         select(func.count())
         .select_from(ApiKey)
-        .where(ApiKey.user_id == owner_id, ApiKey.revoked_at.is_(None))
+        .where(ApiKey.user_id == owner_id, ApiKey.revoked_at.is_(None), maker)
     )
     return count or 0
 

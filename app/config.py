@@ -18,7 +18,8 @@ from sqlalchemy.exc import ArgumentError
 
 from .oauth.constants import LOOPBACK_HOSTS, MCP_PATH
 from .oauth.keys import load_signing_key, load_verify_keys
-from .oauth.redirect_uris import REFUSED_REDIRECT_SCHEMES, WEB_SCHEMES
+from .oauth.redirect_schemes import scheme_refused
+from .oauth.redirect_uris import WEB_SCHEMES
 
 #: libpq's ``sslmode`` values; a typo would otherwise only fail at first connect.
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
@@ -262,7 +263,7 @@ def _redirect_schemes(value: str) -> frozenset[str]:
             raise ValueError(f"{scheme!r} is not a URI scheme (RFC 3986 §3.1)")
         if scheme in WEB_SCHEMES:
             raise ValueError(f"lists {scheme}, which is not a private-use scheme")
-        if scheme in REFUSED_REDIRECT_SCHEMES:
+        if scheme_refused(scheme):
             raise ValueError(f"lists {scheme}, which is never accepted")
     if not schemes:
         raise ValueError("names no scheme")
@@ -314,7 +315,10 @@ class Settings:
     login_rate_limit: str = setting(_rate_limit, "10 per minute")
     client_id_prefix: str = setting(_client_id_prefix, "lessie")
     api_key_rate_limit: str = setting(_rate_limit, "60 per minute")
+    #: Live keys a person makes on the account page; applications' keys apart.
     max_api_keys_per_user: int = setting(_int(1, 10000), 50)
+    #: Live keys each application may hold for a person, made through /api-keys.
+    api_key_max_per_app: int = setting(_int(1, 1000), 5)
     #: Longest lifetime, in days, of a key an application creates (CONTRACT §7).
     api_key_max_days: int = setting(_int(1, 3650), 90)
     log_level: str = setting(_log_level, "INFO")

@@ -19,6 +19,8 @@ from helpers import (
     Browser,
     bearer,
     create_key,
+    create_on_page,
+    created_key,
     exchange,
     get_code,
     key_token,
@@ -374,20 +376,44 @@ def test_keys_are_isolated_between_people(
     assert output["sub"] == other_user["id"]
 
 
-def test_live_keys_per_person_are_capped(make_server: Any, user: dict) -> None:
-    server = make_server(MAX_API_KEYS_PER_USER="2")
+def test_an_application_cannot_use_up_the_persons_key_quota(
+    make_server: Any, user: dict
+) -> None:
+    # The attack: an application with write makes as many keys as the person
+    # may hold, so the person could make none on the account page.
+    server = make_server(MAX_API_KEYS_PER_USER="6")
     browser = server.browser()
     token = obtain_token(browser, user)
-    first = new_key(browser, token, name="one")
-    new_key(browser, token, name="two")
-    refused = create_key(browser, token, name="three")
+
+    statuses = [create_key(browser, token, name=f"k{n}").status_code for n in range(6)]
+
+    assert statuses == [201] * 5 + [403]  # API_KEY_MAX_PER_APP defaults to 5
+    refused = create_key(browser, token, name="one more")
     assert refused.status_code == 403
     assert refused.json()["error"] == "api_key_limit_exceeded"
-    assert len(list_keys(browser, token)) == 2
+    assert "5" in refused.json()["error_description"]
+    assert len(list_keys(browser, token)) == 5
+    # The person's own quota is untouched: all six keys, then the page's limit.
+    made = [create_on_page(browser, name=f"mine {n}").status_code for n in range(7)]
+    assert made == [201] * 6 + [403]
 
-    deleted = browser.delete(f"/api-keys/{first['id']}", headers=bearer(token))
+
+def test_each_application_has_a_quota_of_its_own(make_server: Any, user: dict) -> None:
+    server = make_server(API_KEY_MAX_PER_APP="2", MAX_API_KEYS_PER_USER="1")
+    browser = server.browser()
+    first, second = obtain_token(browser, user), obtain_token(browser, user)
+    assert created_key(create_on_page(browser)).startswith("lsk_")
+
+    keys = [new_key(browser, first, name="one"), new_key(browser, first, name="two")]
+    assert create_key(browser, first, name="three").status_code == 403
+    # Neither the person's keys nor the first application's count for another.
+    assert create_key(browser, second, name="one").status_code == 201
+    assert create_key(browser, second, name="two").status_code == 201
+    assert create_key(browser, second, name="three").status_code == 403
+
+    deleted = browser.delete(f"/api-keys/{keys[0]['id']}", headers=bearer(first))
     assert deleted.status_code == 204
-    assert create_key(browser, token, name="three").status_code == 201
+    assert create_key(browser, first, name="three").status_code == 201
 
 
 @pytest.mark.parametrize(

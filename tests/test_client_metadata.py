@@ -118,6 +118,19 @@ def test_the_consent_page_says_nothing_more_when_the_host_is_the_same(
     assert soup.select_one("#client-redirect-elsewhere") is None
 
 
+def test_a_documents_name_is_shown_normalised(live, documents, user):
+    name = "\uff23\uff2c\uff21\uff35\uff24\uff25\u3000\u00a0Desktop"
+    url = documents.document("/client.json", client_name=name)
+    browser = live.browser()
+    browser.login(user["email"], user["password"])
+
+    page = authorize_page(browser, url)
+
+    assert page.status_code == 200, page.text
+    heading = BeautifulSoup(page.text, "html.parser").h1.get_text()
+    assert heading.startswith("CLAUDE Desktop ")
+
+
 def test_registered_clients_get_no_document_notice(signed_in):
     client = register_client(signed_in)
     _, challenge = pkce_pair()
@@ -191,6 +204,10 @@ BAD_DOCUMENTS = {
         lambda d: d.document("/c", redirect_uris=["http://evil.example/cb"]),
         "http://evil.example/cb",
     ),
+    "a browser launcher as redirect_uri": (
+        lambda d: d.document("/c", redirect_uris=["Microsoft-Edge:https://x.example/"]),
+        "Microsoft-Edge:https://x.example/",
+    ),
     "a client_secret": (
         lambda d: d.document("/c", client_secret="sk-123"),
         "client_secret",
@@ -201,6 +218,10 @@ BAD_DOCUMENTS = {
     ),
     "a hidden character in the name": (
         lambda d: d.document("/c", client_name="VS\u200bCode"),
+        "client_name",
+    ),
+    "an overlay in the name": (
+        lambda d: d.document("/c", client_name="Claude\u0338"),
         "client_name",
     ),
     "over 5 KB": (

@@ -229,6 +229,7 @@ def test_no_token_is_challenged_and_never_reaches_the_upstream(gateway: Gateway)
     assert response.status_code == 401
     assert response.headers["WWW-Authenticate"] == (
         f'Bearer resource_metadata="{gateway.url}/.well-known/oauth-protected-resource"'
+        ', scope="read write"'
     )
     assert response.headers["Access-Control-Allow-Origin"] == "*"
     assert "WWW-Authenticate" in response.headers["Access-Control-Expose-Headers"]

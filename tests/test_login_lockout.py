@@ -9,6 +9,7 @@ import time
 
 import pytest
 from conftest import make_user
+from helpers import soup
 
 from app.device_cookies import cookie_name, encode, login_account
 
@@ -114,6 +115,73 @@ def test_the_owner_keeps_signing_in_as_the_attack_goes_on(live, owner, user):
         response = attempt(owner, user["email"], user["password"], HOME)
         assert response.status_code == 302, round_
         sign_out(owner)
+
+
+# --- What a browser that is paused is told --------------------------------------
+
+
+def pause_message(response) -> str:
+    assert response.status_code == 429, response.text[:300]
+    assert response.headers["Content-Type"].startswith("text/html")
+    assert int(response.headers["Retry-After"]) > 0
+    page = soup(response)
+    assert page.select_one("form input[name=password]") is not None
+    return page.select_one("p.error").get_text(" ", strip=True)
+
+
+def test_a_new_browser_paused_by_strangers_is_told_the_ways_in(live, owner, user):
+    spray(live, user["email"])
+
+    with live.browser() as browser:
+        message = pause_message(
+            attempt(browser, user["email"], user["password"], address(77))
+        )
+
+    assert "too many sign-in attempts for this account or from this network" in (
+        message
+    )
+    assert "perhaps by someone else" in message
+    assert "A browser or device you have signed in with before" in message
+    assert "try again in 1 minute." in message
+    # And the way in it names does work.
+    assert attempt(owner, user["email"], user["password"], HOME).status_code == 302
+
+
+def test_the_wait_named_is_the_limits_window(make_server, user):
+    live = make_server(TRUSTED_PROXY_HOPS="1", LOGIN_RATE_LIMIT="2 per 10 minutes")
+    for n in range(2):
+        stranger(live, user["email"], "wrong-password", address(n + 1))
+
+    with live.browser() as browser:
+        message = pause_message(
+            attempt(browser, user["email"], user["password"], address(9))
+        )
+
+    assert "try again in 10 minutes." in message
+
+
+def test_the_pause_is_explained_in_chinese(live, owner, user):
+    spray(live, user["email"])
+    chinese = {**address(78), "Accept-Language": "zh-CN"}
+
+    with live.browser() as browser:
+        message = pause_message(
+            attempt(browser, user["email"], user["password"], chinese)
+        )
+
+    assert "登录尝试过多" in message
+    assert "登录过的浏览器" in message
+    assert "1 分钟" in message
+
+
+def test_a_device_that_spent_its_own_budget_is_told_so(live, owner, user):
+    for _ in range(10):
+        attempt(owner, user["email"], "wrong-password", HOME)
+
+    message = pause_message(attempt(owner, user["email"], "wrong-password", HOME))
+
+    assert "too many sign-in attempts from this browser" in message
+    assert "try again in 1 minute." in message.lower()
 
 
 # --- Cookies that earn nothing ------------------------------------------------

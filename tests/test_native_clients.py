@@ -280,6 +280,43 @@ REFUSED_SCHEMES = {
     "localhost without http://": "localhost:3000/callback",
 }
 
+#: Schemes that hand the URL to one particular web browser or to an OS
+#: handler (issue 18, finding 4): as an "app" redirect, each would be a web
+#: redirect to any site, an installer or a remote search.
+LAUNCHER_SCHEMES = {
+    "Edge": "microsoft-edge:https://phish.example/",
+    "Edge, capitalised": "Microsoft-Edge:https://phish.example/",
+    "Edge, upper case": "MICROSOFT-EDGE:https://phish.example/",
+    "Edge holographic": "microsoft-edge-holographic:https://phish.example/",
+    "Edge on iOS": "microsoft-edge-https://phish.example/",
+    "Safari": "x-safari-https://phish.example/",
+    "Safari, mixed case": "X-Safari-Https://phish.example/",
+    "Safari, http": "x-safari-http://phish.example/",
+    "Chrome": "googlechromes://phish.example/",
+    "Chrome, http": "googlechrome://phish.example/",
+    "Firefox": "firefox://open-url?url=https://phish.example/",
+    "Opera": "opera://phish.example/",
+    "Brave": "brave://open-url?url=https://phish.example/",
+    "App Installer": "ms-appinstaller:?source=https://phish.example/app.msix",
+    "App Installer, upper case": "MS-APPINSTALLER:?source=https://phish.example/a",
+    "Windows search": "search:query=invoice&crumb=location:\\\\phish.example\\s",
+    "Windows search, plain": "search:query=cb",
+    "Word": "ms-word:ofe|u|https://phish.example/a.docx",
+    "Excel": "ms-excel:ofv|u|https://phish.example/a.xlsx",
+    "PowerPoint": "ms-powerpoint:ofe|u|https://phish.example/a.pptx",
+    "any Office handler": "ms-visio:ofv|u|https://phish.example/a.vsdx",
+    "Windows settings": "ms-settings:cb",
+    "Windows setup": "ms-cxh://cb",
+    "any ms- handler": "ms-future-handler://cb",
+    "compiled help": "its:\\\\phish.example\\a.chm::/cb.htm",
+    "compiled help, ms-its": "ms-its:cb.chm::/cb.htm",
+    "compiled help, mk": "mk:@MSITStore:cb.chm::/cb.htm",
+    "iOS over-the-air install": "itms-services://?action=download-manifest&url=x",
+    "iOS over-the-air, mixed case": "ITMS-Services://?action=download-manifest",
+    "App Store": "itms-apps://apps.apple.com/app/id1",
+    "shell": "shell:cb",
+}
+
 #: Private-use URIs whose shape is wrong, whatever the scheme.
 MALFORMED_PRIVATE_USE = {
     "scheme only": "myapp:",
@@ -321,6 +358,18 @@ def test_schemes_a_browser_or_the_os_acts_on_are_refused(browser, engine, uri):
     assert count == 0
 
 
+@pytest.mark.parametrize("uri", LAUNCHER_SCHEMES.values(), ids=LAUNCHER_SCHEMES)
+def test_browser_launchers_and_os_handlers_are_refused(browser, engine, uri):
+    response = browser.post("/register", json={"redirect_uris": [uri]})
+
+    assert_refused(response)
+    scheme = uri.split(":", 1)[0].lower()
+    assert f"'{scheme}'" in response.json()["error_description"]
+    with engine.connect() as connection:
+        count = connection.scalar(sqlalchemy.text("SELECT count(*) FROM oauth_clients"))
+    assert count == 0
+
+
 @pytest.mark.parametrize(
     "uri", MALFORMED_PRIVATE_USE.values(), ids=MALFORMED_PRIVATE_USE
 )
@@ -352,6 +401,41 @@ def test_refused_scheme_already_stored_never_receives_a_redirect(browser, engine
     assert response.status_code == 400
     assert "Location" not in response.headers
     assert "javascript:" not in response.text
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        "microsoft-edge:https://phish.example/",
+        "x-safari-https://phish.example/",
+        "ms-appinstaller:?source=https://phish.example/a.msix",
+        "Search:query=cb",
+    ],
+)
+def test_launcher_stored_before_the_rule_gets_no_code_even_once_approved(
+    signed_in, engine, stored
+):
+    client = register_client(signed_in, redirect_uris=["com.example.app:/cb"])
+    # A row registered before these schemes were refused (changed before the
+    # service first reads it, so no cached copy hides the change).
+    with engine.begin() as connection:
+        connection.execute(
+            sqlalchemy.text("UPDATE oauth_clients SET redirect_uris = :uris"),
+            {"uris": ["com.example.app:/cb", stored]},
+        )
+    approval = authorize_params(client, pkce_pair()[1])
+    assert consent(signed_in, approval).status_code == 302
+
+    for changes in ({}, {"scope": "nope"}):
+        params = authorize_params(
+            client, pkce_pair()[1], redirect_uri=stored, **changes
+        )
+        response = signed_in.get(authorize_path(params))
+
+        assert response.status_code == 400, changes
+        assert "Location" not in response.headers
+        assert "phish.example" not in response.text
+        assert 'name="decision"' not in response.text
 
 
 def test_allowed_redirect_schemes_narrows_private_use_schemes(make_server):

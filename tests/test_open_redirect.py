@@ -180,16 +180,67 @@ def test_loopback_errors_still_redirect_without_a_session(
     assert query["iss"] == server.issuer
 
 
-@pytest.mark.parametrize(
-    "redirect_uri", ["com.example.app:/callback", "cursor://anysphere.cursor/cb"]
-)
-def test_private_use_scheme_errors_still_redirect(browser, server, redirect_uri):
+#: Private-use redirect URIs, and the scheme the error page names for each.
+APP_REDIRECTS = {
+    "com.example.app:/callback": "com.example.app:",
+    "cursor://anysphere.cursor/cb": "cursor://",
+}
+
+
+def app_link_query(response, redirect_uri: str, scheme: str) -> dict[str, str]:
+    """Assert the 400 page naming the app scheme; return its one link's query."""
+    assert response.status_code == 400, (response.status_code, response.text[:300])
+    assert "Location" not in response.headers
+    assert response.headers["Content-Type"].startswith("text/html")
+    soup = BeautifulSoup(response.text, "html.parser")
+    [href] = [a["href"] for a in soup.select("a[href]") if a["href"].startswith(scheme)]
+    assert href.startswith(redirect_uri + "?"), href
+    text = soup.get_text()
+    assert f"sent to the {scheme} app on this device" in text
+    query = query_of(href)
+    assert query["error"] in text
+    return query
+
+
+@pytest.mark.parametrize("redirect_uri", APP_REDIRECTS, ids=APP_REDIRECTS.values())
+def test_private_use_scheme_gets_a_page_before_any_approval(
+    browser, server, redirect_uri
+):
+    # The app scheme may be claimed by anything on the device, a browser
+    # launcher among them: before the person approved the client, no redirect.
     client = register_client(browser, redirect_uris=[redirect_uri])
     params = authorize_params(client, pkce_pair()[1], scope="nope")
 
-    query = redirect_query(browser.get(authorize_path(params)), redirect_uri)
+    response = browser.get(authorize_path(params))
+
+    query = app_link_query(response, redirect_uri, APP_REDIRECTS[redirect_uri])
+    assert query["error"] == "invalid_scope"
+    assert query["state"] == params["state"]
+    assert query["iss"] == server.issuer
+
+
+def test_private_use_scheme_gets_a_page_when_signed_in_without_approval(signed_in):
+    redirect_uri = "com.example.app:/cb"
+    client = register_client(signed_in, redirect_uris=[redirect_uri])
+    params = authorize_params(client, pkce_pair()[1], scope="nope")
+
+    response = signed_in.get(authorize_path(params))
+
+    assert app_link_query(response, redirect_uri, "com.example.app:")["error"] == (
+        "invalid_scope"
+    )
+
+
+def test_private_use_scheme_is_redirected_once_approved(signed_in, server):
+    redirect_uri = "com.example.app:/cb"
+    client = register_client(signed_in, redirect_uris=[redirect_uri])
+    approve_once(signed_in, client, scope="read")
+    params = authorize_params(client, pkce_pair()[1], scope="nope")
+
+    query = redirect_query(signed_in.get(authorize_path(params)), redirect_uri)
 
     assert query["error"] == "invalid_scope"
+    assert query["state"] == params["state"]
     assert query["iss"] == server.issuer
 
 

@@ -7,7 +7,13 @@ import time
 
 import pytest
 import sqlalchemy
-from helpers import LOOPBACK_REDIRECT, register_client
+from helpers import (
+    LOOPBACK_REDIRECT,
+    authorize_params,
+    authorize_path,
+    pkce_pair,
+    register_client,
+)
 
 #: ``<prefix>-<at least 16 URL-safe characters>``.
 CLIENT_ID = re.compile(r"^lessie-[A-Za-z0-9_-]{16,}$")
@@ -393,6 +399,23 @@ HIDDEN_OR_LOOKALIKE_NAMES = {
     "Cyrillic with a Latin o": "\u041a\u043bo\u0434",
     "Latin with a Cherokee A": "\u13aaPI Client",
     "Latin and Cyrillic joined by a hyphen": "Claude-\u0430pp",
+    # Combining marks drawn across letters, or piled up over the page.
+    "long solidus overlay": "Claude\u0338",
+    "short solidus overlay": "Cl\u0337aude",
+    "stroke overlay": "C\u0335laude",
+    "long stroke overlay": "Claude\u0336 Desktop",
+    "tilde overlay": "Claud\u0334e",
+    "long vertical line overlay": "Claude\u20d2",
+    "reverse solidus overlay": "Claude\u20e5",
+    "enclosing circle backslash": "Claude\u20e0",
+    "enclosing circle": "Claude\u20dd",
+    "enclosing keycap": "Claude\u20e3",
+    "overlay after a full-width letter": "\uff23\uff2c\uff21\uff35\uff24\uff25\u0338",
+    "overlay after a no-break space": "Claude\u00a0\u0338",
+    "a mark with no letter": "\u0301Claude",
+    "a mark alone after spaces": "Claude \u0301",
+    "piled-up marks": "Cla" + "\u0300\u0301\u0302\u0303\u0304\u0306" + "ude",
+    "Zalgo": "C" + "\u030d\u030e\u0304\u0305\u033f\u0311\u0306" * 3 + "laude",
 }
 
 
@@ -408,12 +431,65 @@ def test_hidden_or_lookalike_client_names_are_refused(browser, engine, name):
     assert client_rows(engine) == []
 
 
+#: Names that render as another once spacing and width are set aside, and
+#: the one name each is stored, shown and judged as.
+NORMALISED_NAMES = {
+    "full-width letters": ("\uff23\uff2c\uff21\uff35\uff24\uff25", "CLAUDE"),
+    "full-width words": (
+        "\uff23\uff4c\uff41\uff55\uff44\uff45\u3000\uff24\uff45\uff53\uff4b"
+        "\uff54\uff4f\uff50",
+        "Claude Desktop",
+    ),
+    "mathematical bold": (
+        "\U0001d402\U0001d425\U0001d41a\U0001d42e\U0001d41d\U0001d41e",
+        "Claude",
+    ),
+    "trade mark sign": ("Claude\u2122", "ClaudeTM"),
+    "no-break spaces": ("Claude\u00a0\u00a0\u00a0Desktop", "Claude Desktop"),
+    "ideographic spaces": ("\u3000Claude\u3000\u3000Desktop\u3000", "Claude Desktop"),
+    "figure space": ("Claude\u2007Desktop", "Claude Desktop"),
+    "narrow no-break space": ("Claude\u202fDesktop", "Claude Desktop"),
+    "em spaces": ("Claude\u2003\u2003Desktop", "Claude Desktop"),
+    "Ogham space mark": ("Claude\u1680Desktop", "Claude Desktop"),
+    "mixed spaces": ("Claude \u00a0\u2009\u3000 Desktop", "Claude Desktop"),
+    "leading and trailing spaces": ("   Claude Desktop   ", "Claude Desktop"),
+    "runs of plain spaces": ("Claude     Desktop", "Claude Desktop"),
+    "trailing no-break space": ("Claude\u00a0", "Claude"),
+    "half-width katakana": (
+        "\uff78\uff9b\uff70\uff84\uff9e",
+        "\u30af\u30ed\u30fc\u30c9",
+    ),
+    "decomposed accent": ("Cafe\u0301 Helper", "Caf\u00e9 Helper"),
+}
+
+
+@pytest.mark.parametrize(
+    ("sent", "stored"), NORMALISED_NAMES.values(), ids=NORMALISED_NAMES.keys()
+)
+def test_client_names_are_normalised_before_they_are_judged(
+    browser, engine, sent, stored
+):
+    client = register_client(browser, client_name=sent)
+
+    assert client["client_name"] == stored
+    with engine.connect() as connection:
+        [row] = connection.execute(
+            sqlalchemy.text("SELECT client_name FROM oauth_clients")
+        )
+    assert row.client_name == stored
+
+
+def test_a_name_of_spaces_alone_is_the_default(browser):
+    client = register_client(browser, client_name="\u3000\u00a0\u2007")
+
+    assert client["client_name"] == "MCP Client"
+
+
 @pytest.mark.parametrize(
     "name",
     [
         "Claude Desktop",
         "Caf\u00e9 Helper",
-        "Cafe\u0301 Helper",
         "\u041a\u043b\u043e\u0434",
         "\u514b\u52b3\u5fb7",
         "\u65e5\u672c\u8a9e\u30c6\u30ad\u30b9\u30c8",
@@ -422,6 +498,12 @@ def test_hidden_or_lookalike_client_names_are_refused(browser, engine, name):
         "Claude \u0434\u043b\u044f VS Code",
         "\u0395\u03bb\u03bb\u03b7\u03bd\u03b9\u03ba\u03ac",
         "Bob's app 2.0 \U0001f680",
+        "\u514b\u52b3\u5fb7\u52a9\u624b",
+        "Visual Studio Code",
+        "\u05e9\u05b8\u05c1\u05dc\u05d5\u05b9\u05dd",
+        "\u0f66\u0f92\u0fb2\u0f74\u0f56",
+        "\u0939\u093f\u0928\u094d\u0926\u0940 \u0910\u092a",
+        "Ti\u1ebfng Vi\u1ec7t",
     ],
 )
 def test_names_in_one_script_per_word_are_accepted(browser, name):
@@ -459,3 +541,15 @@ def test_a_scope_with_nothing_known_is_refused(browser, engine, scope):
 
     assert_error(response, 400, "invalid_client_metadata")
     assert client_rows(engine) == []
+
+
+def test_the_consent_page_shows_the_normalised_name(signed_in):
+    name = "\uff23\uff2c\uff21\uff35\uff24\uff25\u3000\u00a0\u00a0Desktop"
+    client = register_client(signed_in, client_name=name)
+    params = authorize_params(client, pkce_pair()[1])
+
+    page = signed_in.get(authorize_path(params))
+
+    assert "CLAUDE Desktop wants to access your account" in page.text
+    assert "\uff23" not in page.text
+    assert "\u00a0" not in page.text

@@ -115,14 +115,28 @@ BAD_TOKENS = [
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
-def test_no_token_gets_the_bare_challenge(browser: Any, server: Any, endpoint: str):
+def test_no_token_gets_the_challenge_with_a_scope_hint(
+    browser: Any, server: Any, endpoint: str
+):
     response = call(browser, endpoint)
 
     assert response.status_code == 401
     assert response.headers["WWW-Authenticate"] == (
-        f'Bearer resource_metadata="{prm_url(server)}"'
+        f'Bearer resource_metadata="{prm_url(server)}", scope="read write"'
     )
     assert response.headers["Cache-Control"] == "no-store"
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_the_scope_hint_is_what_the_resource_metadata_lists(
+    browser: Any, endpoint: str
+):
+    # MCP authorization: a client asks first for the scope the 401 names.
+    challenge = call(browser, endpoint).headers["WWW-Authenticate"]
+    hint = challenge.split('scope="', 1)[1].split('"', 1)[0]
+    document = browser.get("/.well-known/oauth-protected-resource").json()
+
+    assert hint.split() == document["scopes_supported"]
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
@@ -137,7 +151,7 @@ def test_other_schemes_count_as_no_token(
 
     assert response.status_code == 401
     assert response.headers["WWW-Authenticate"] == (
-        f'Bearer resource_metadata="{prm_url(server)}"'
+        f'Bearer resource_metadata="{prm_url(server)}", scope="read write"'
     )
 
 

@@ -6,9 +6,13 @@ from urllib.parse import parse_qs, urlsplit
 
 from flask import Blueprint, Response, render_template, request
 from flask_babel import gettext as _
+from flask_babel import ngettext
 from flask_limiter import RequestLimit
+from limits import parse_many
+from werkzeug.exceptions import TooManyRequests
 
 from .. import audit
+from ..config import current_settings
 from ..device_cookies import lock_device, login_account, remember_device, trusted_device
 from ..oauth.clients import query_client
 from ..oauth.constants import AUTHORIZATION_PATH
@@ -52,6 +56,46 @@ def _device_budget_spent(_: RequestLimit) -> None:
     lock_device()
 
 
+def _wait_minutes() -> int:
+    """The longest window of ``LOGIN_RATE_LIMIT``, in whole minutes: by then a
+    spent budget has been given back."""
+    items = parse_many(current_settings().login_rate_limit)
+    return max(1, -(-max(item.get_expiry() for item in items) // 60))
+
+
+def _shared_budget_message() -> str:
+    # OWASP accepts that strangers can pause sign-in for browsers the account
+    # has never used; the page says so and names the ways in that remain.
+    return " ".join(
+        (
+            _(
+                "There have been too many sign-in attempts for this account or "
+                "from this network, perhaps by someone else, so sign-in from "
+                "this browser is paused."
+            ),
+            _(
+                "A browser or device you have signed in with before is not "
+                "affected: you can sign in there."
+            ),
+            ngettext(
+                "Otherwise, try again in %(num)d minute.",
+                "Otherwise, try again in %(num)d minutes.",
+                _wait_minutes(),
+            ),
+        )
+    )
+
+
+def _device_budget_message() -> str:
+    return ngettext(
+        "There have been too many sign-in attempts from this browser. "
+        "Try again in %(num)d minute.",
+        "There have been too many sign-in attempts from this browser. "
+        "Try again in %(num)d minutes.",
+        _wait_minutes(),
+    )
+
+
 def _target() -> str:
     target = request.values.get("next")
     return target if target and is_local_target(target) else DEFAULT_TARGET
@@ -72,12 +116,18 @@ def _asking_client(target: str) -> str | None:
 # A browser holding a device cookie for the account spends its own budget;
 # every other attempt spends the address's and the account's, so guessing from
 # any number of addresses stays bounded without locking the owner out.
-@limit(setting("login_rate_limit"), methods=["POST"], exempt_when=_is_trusted)
+@limit(
+    setting("login_rate_limit"),
+    methods=["POST"],
+    exempt_when=_is_trusted,
+    error_message=_shared_budget_message,
+)
 @limit(
     setting("login_rate_limit"),
     methods=["POST"],
     key_func=_account_key,
     exempt_when=_is_trusted,
+    error_message=_shared_budget_message,
 )
 @limit(
     setting("login_rate_limit"),
@@ -85,6 +135,7 @@ def _asking_client(target: str) -> str | None:
     key_func=_device_key,
     exempt_when=_is_untrusted,
     on_breach=_device_budget_spent,
+    error_message=_device_budget_message,
 )
 def login() -> Response | tuple[str, int] | str:
     if request.method == "GET":
@@ -117,6 +168,19 @@ def login() -> Response | tuple[str, int] | str:
     response = issuer_redirect(_target())
     remember_device(response, user.email)
     return response
+
+
+@bp.errorhandler(TooManyRequests)
+def too_many_attempts(error: TooManyRequests) -> tuple[str, int]:
+    """The sign-in form again, saying why it is paused and what still works."""
+    page = render_template(
+        "auth/login.html",
+        next=_target(),
+        client_name=_asking_client(_target()),
+        error=error.description,
+        email=request.form.get("email", ""),
+    )
+    return page, 429
 
 
 @bp.post("/logout")

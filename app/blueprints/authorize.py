@@ -54,6 +54,7 @@ def _error_link_page(error: OAuth2Error, location: str) -> tuple[str, int]:
         error=error.error,
         description=error.get_error_description(),
         host=browser_host(location),
+        app_scheme=app_scheme(location),
         location=location,
     )
     return page, ERROR_PAGE_STATUS

@@ -15,6 +15,7 @@ import idna
 from rfc3986_validator import validate_rfc3986
 
 from .constants import LOOPBACK_BROWSER_HOSTS
+from .redirect_schemes import scheme_refused
 
 #: Loopback origins one another's aliases when ``LOOPBACK_ALIASES`` is on.
 LOOPBACK_ORIGINS = tuple(f"http://{host}" for host in sorted(LOOPBACK_BROWSER_HOSTS))
@@ -22,23 +23,6 @@ LOOPBACK_ORIGINS = tuple(f"http://{host}" for host in sorted(LOOPBACK_BROWSER_HO
 WEB_PORTS = {"https": 443, "http": 80}
 #: Schemes that leave the device; any other registered scheme is private-use.
 WEB_SCHEMES = ("http", "https")
-#: Schemes a browser or the OS acts on itself, so never a native app's
-#: private-use redirect (RFC 8252 §7.1): script and inline content,
-#: local files and browser internals, other protocols and handlers, Android
-#: intents, the Windows handlers behind known exploits, the retired OOB URN,
-#: and ``localhost:`` (a loopback URI missing its ``http://``).
-REFUSED_REDIRECT_SCHEMES = frozenset(
-    {
-        "javascript", "vbscript", "livescript", "data", "blob", "filesystem",
-        "file", "about", "view-source", "chrome", "chrome-extension",
-        "chrome-untrusted", "edge", "moz-extension", "resource", "jar",
-        "ftp", "ftps", "sftp", "ws", "wss", "gopher", "telnet", "ssh", "ldap",
-        "mailto", "tel", "sms", "smsto", "mms", "callto", "facetime", "sip", "sips",
-        "intent", "android-app", "shell", "search-ms", "ms-msdt", "ms-officecmd",
-        "urn", "localhost",
-    }
-)  # fmt: skip
-
 #: A loopback ``http`` URI split where RFC 8252 §7.3 lets it vary: scheme and
 #: host as spelled, then an optional port, then the rest (path and query).
 _LOOPBACK_URI = re.compile(
@@ -65,6 +49,10 @@ def redirect_uri_problem(
     # look-alike Unicode) would be shown to people differently from where it goes.
     if any(not 0x21 <= ord(c) <= 0x7E for c in uri):
         return "must be printable ASCII with no spaces"
+    # Named first, so the answer says what matters, whatever else is wrong.
+    scheme_match = _SCHEME.match(uri)
+    if scheme_match and scheme_refused(scheme_match[1]):
+        return f"must not use the '{scheme_match[1].lower()}' scheme"
     if "#" in uri:
         return "must not contain a fragment"
     if "*" in uri:
@@ -84,7 +72,7 @@ def private_scheme_refused(
 ) -> bool:
     """Whether a non-web scheme may never carry a redirect here."""
     scheme = scheme.lower()
-    if scheme in REFUSED_REDIRECT_SCHEMES:
+    if scheme_refused(scheme):
         return True
     return allowed_schemes is not None and scheme not in allowed_schemes
 
@@ -97,8 +85,6 @@ def _private_use_problem(
     Any scheme not refused is accepted, with or without the reverse-domain
     dot §7.1 recommends: Cursor registers ``cursor://``.
     """
-    if scheme in REFUSED_REDIRECT_SCHEMES:
-        return f"must not use the '{scheme}' scheme"
     if private_scheme_refused(scheme, allowed_schemes):
         return f"uses the '{scheme}' scheme, which this server does not accept"
     if not uri[len(scheme) + 1 :].strip("/"):
@@ -236,15 +222,11 @@ def redirect_uri_is_trusted(uri: str) -> bool:
 
     RFC 9700 §4.11.2: anyone can register an https URI, so sending people there
     before they have approved the client would make us an open redirector.
-    Loopback and private-use-scheme URIs (RFC 8252 §7.1) stay on the device.
+    Only loopback URIs (RFC 8252 §7.3) stay on the device. A private-use
+    scheme does not: whichever app claims it gets the URL, and several hand
+    it on to a web browser or an OS handler.
     """
-    if _LOOPBACK_URI.fullmatch(uri):
-        return True
-    scheme = _SCHEME.match(uri)
-    if scheme is None or scheme[1].lower() in WEB_SCHEMES:
-        return False
-    # Registration refuses these; a row that predates a rule stays untrusted.
-    return not private_scheme_refused(scheme[1])
+    return _LOOPBACK_URI.fullmatch(uri) is not None
 
 
 def app_scheme(uri: str) -> str | None:

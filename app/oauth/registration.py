@@ -54,6 +54,9 @@ BLANK_CHARACTERS = frozenset(
     | set(range(0xFE00, 0xFE10))
     | set(range(0xE0100, 0xE01F0))
 )
+#: Combining marks one letter may carry: Hebrew points with a cantillation
+#: mark or a Tibetan stack need four; more is "Zalgo" text.
+MAX_COMBINING_RUN = 4
 #: Script values any word may contain (digits, punctuation, combining marks).
 SHARED_SCRIPTS = frozenset({"COMMON", "INHERITED"})
 #: Scripts one word may combine: UTS #39 §5.2, "Highly Restrictive".
@@ -104,25 +107,59 @@ def _offered(requested: list[str], offered: tuple[str, ...], name: str) -> list[
 
 
 def _client_name(data: dict[str, Any]) -> str:
+    """The name the consent page will show, normalised; raise if it deceives.
+
+    UTS #39 §5 and UAX #15: compatibility look-alikes (full-width
+    ``ＣＬＡＵＤＥ``, mathematical ``𝐂𝐥𝐚𝐮𝐝𝐞``) are folded by NFKC, every run
+    of spaces (no-break, ideographic, figure ...) becomes one space, and the
+    result is what is judged, stored and shown.
+    """
     name = data.get("client_name")
     if name is None or (isinstance(name, str) and not name.strip()):
         return DEFAULT_CLIENT_NAME
     if not isinstance(name, str) or len(name) > MAX_CLIENT_NAME_LENGTH:
-        raise InvalidClientMetadataError(
-            "'client_name' must be a string of at most "
-            f"{MAX_CLIENT_NAME_LENGTH} characters."
+        raise _name_error(
+            f"must be a string of at most {MAX_CLIENT_NAME_LENGTH} characters"
         )
-    # The consent page shows the name; hidden characters and look-alike
-    # letters would let it read as another application's (UTS #39 §5).
     if any(_hidden(c) for c in name):
-        raise InvalidClientMetadataError(
-            "'client_name' must not contain invisible or formatting characters."
+        raise _name_error("must not contain invisible or formatting characters")
+    name = " ".join(unicodedata.normalize("NFKC", name).split())
+    if not name:
+        return DEFAULT_CLIENT_NAME
+    if len(name) > MAX_CLIENT_NAME_LENGTH or any(_hidden(c) for c in name):
+        raise _name_error("must not expand into hidden or overlong text")
+    if any(_marks_deceive(word) for word in name.split()):
+        raise _name_error(
+            "must not contain marks that strike through, enclose or pile up on letters"
         )
     if any(_mixes_scripts(word) for word in name.split()):
-        raise InvalidClientMetadataError(
-            "'client_name' must not mix look-alike scripts within a word."
-        )
-    return name.strip()
+        raise _name_error("must not mix look-alike scripts within a word")
+    return name
+
+
+def _name_error(problem: str) -> InvalidClientMetadataError:
+    return InvalidClientMetadataError(f"'client_name' {problem}.")
+
+
+def _marks_deceive(word: str) -> bool:
+    """True if combining marks could make ``word`` read as other text.
+
+    Overlays (canonical combining class 1: U+0338 after ``Claude`` strikes
+    the e through) and enclosing marks (category Me, such as U+20E0) draw
+    across letters; a mark with no letter before it, or a pile of more than
+    :data:`MAX_COMBINING_RUN`, spills over its neighbours on the page.
+    """
+    if unicodedata.category(word[0]).startswith("M"):
+        return True  # a mark with no letter to sit on
+    run = 0
+    for char in word:
+        category = unicodedata.category(char)
+        run = run + 1 if category.startswith("M") else 0
+        if category == "Me" or unicodedata.combining(char) == 1:
+            return True
+        if run > MAX_COMBINING_RUN:
+            return True
+    return False
 
 
 def _hidden(char: str) -> bool:

@@ -3,7 +3,8 @@
 ``require_token("read")`` guards a view; the verified claims are then in
 :func:`current_claims`. Failures answer exactly as CONTRACT §6 says:
 
-- no token: ``401 Bearer resource_metadata="<PRM URL>"``
+- no token: ``401 Bearer resource_metadata="<PRM URL>", scope="read write"``
+  (the scopes the protected resource metadata lists)
 - bad, expired, forged, revoked or foreign token:
   ``401 Bearer error="invalid_token", resource_metadata="<PRM URL>"``
 - missing scope: ``403 Bearer error="insufficient_scope", scope="...",
@@ -35,6 +36,7 @@ from flask import Request, abort, g, request
 from ..config import current_settings
 from ..denylist import is_denied
 from ..errors import json_error
+from .constants import SCOPES
 from .metadata import resource_metadata_url
 from .tokens import InvalidAccessToken, decode_access_token
 
@@ -128,8 +130,12 @@ class BearerProtector(ResourceProtector):
             }
             status = 401
         else:
-            # No token, or not a Bearer one: RFC 6750 §3.1 says to add no error code.
-            challenge = f'Bearer resource_metadata="{metadata}"'
+            # No token, or not a Bearer one: RFC 6750 §3.1 says to add no error
+            # code. The scope hint (RFC 6750 §3, MCP authorization "Scope
+            # Challenge Handling") names the scopes the protected resource
+            # metadata lists, so a client knows what to ask for at once.
+            hint = " ".join(SCOPES)
+            challenge = f'Bearer resource_metadata="{metadata}", scope="{hint}"'
             body = {
                 "error": "unauthorized",
                 "error_description": "A Bearer access token is required.",

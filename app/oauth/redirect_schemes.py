@@ -1,0 +1,68 @@
+"""URI schemes a redirect may never use: the browser's and the OS's own.
+
+RFC 8252 §7.1 lets a native app receive its redirect on a private-use scheme
+it claims. The schemes below are claimed by a browser or by the OS itself, so
+a "redirect" to them hands the URL to a web page or to a handler that acts
+on it. Schemes are compared in lower case (RFC 3986 §3.1).
+"""
+
+from __future__ import annotations
+
+#: Schemes that open a URL in one particular web browser, whatever the
+#: default: an "app" redirect to them is a web redirect to any site. Edge's
+#: ``microsoft-edge:https://...`` on Windows and iOS, Safari's
+#: ``x-safari-https://`` (iOS 17), Chrome's ``googlechrome(s)://`` on iOS,
+#: ``firefox://open-url?url=``, Opera's and Brave's.
+BROWSER_LAUNCHER_SCHEMES = frozenset(
+    {
+        "microsoft-edge", "microsoft-edge-holographic", "microsoft-edge-http",
+        "microsoft-edge-https", "x-safari-http", "x-safari-https",
+        "googlechrome", "googlechromes", "googlechrome-x-callback",
+        "firefox", "firefox-focus", "opera", "opera-http", "opera-https",
+        "touch-http", "touch-https", "brave", "x-web-search",
+    }
+)  # fmt: skip
+#: OS handlers that install, run or fetch what the URL names, behind known
+#: exploits: Windows search (``search:``/``search-ms:`` to a remote share),
+#: compiled-help and MHTML handlers (``its:``, ``ms-its:``, ``mk:``,
+#: ``mhtml:``, ``hcp:``), the shell, Java Web Start, and Apple's App Store
+#: and over-the-air install handlers (``itms-services:``), settings and
+#: Shortcuts. Every ``ms-`` scheme is refused too (:data:`REFUSED_PREFIXES`).
+OS_HANDLER_SCHEMES = frozenset(
+    {
+        "search", "search-ms", "its", "mk", "mhtml", "hcp", "res", "shell",
+        "jnlp", "jnlps", "itms", "itmss", "itms-apps", "itms-appss",
+        "itms-services", "itms-books", "prefs", "app-prefs",
+        "x-apple.systempreferences", "shortcuts",
+    }
+)  # fmt: skip
+#: Scheme namespaces that belong to an OS vendor: ``ms-`` is Windows' and
+#: Office's (``ms-appinstaller``, ``ms-msdt``, ``ms-officecmd``, ``ms-word``,
+#: ``ms-excel``, ``ms-settings``, ``ms-cxh`` ...), dozens of handlers and none
+#: an application's redirect; the Edge launchers vary their suffix.
+REFUSED_PREFIXES = ("ms-", "microsoft-edge")
+#: Schemes a browser or the OS acts on itself, so never a native app's
+#: private-use redirect (RFC 8252 §7.1): script and inline content,
+#: local files and browser internals, other protocols and handlers, Android
+#: intents, the retired OOB URN, and ``localhost:`` (a loopback URI missing
+#: its ``http://``). Compared in lower case (RFC 3986 §3.1).
+REFUSED_REDIRECT_SCHEMES = frozenset(
+    {
+        "javascript", "vbscript", "livescript", "data", "blob", "filesystem",
+        "file", "about", "view-source", "chrome", "chrome-extension",
+        "chrome-untrusted", "edge", "moz-extension", "resource", "jar", "read",
+        "ftp", "ftps", "sftp", "ws", "wss", "gopher", "telnet", "ssh", "ldap",
+        "ldaps", "smb", "afp", "nfs",
+        "mailto", "tel", "sms", "smsto", "mms", "callto", "facetime",
+        "facetime-audio", "sip", "sips",
+        "intent", "android-app", "market", "urn", "localhost",
+    }
+    | BROWSER_LAUNCHER_SCHEMES
+    | OS_HANDLER_SCHEMES
+)  # fmt: skip
+
+
+def scheme_refused(scheme: str) -> bool:
+    """Whether a scheme is one a browser or the OS acts on (never accepted)."""
+    scheme = scheme.lower()
+    return scheme in REFUSED_REDIRECT_SCHEMES or scheme.startswith(REFUSED_PREFIXES)
