@@ -7,6 +7,8 @@ import hashlib
 import json
 import os
 import secrets
+import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -17,6 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+import devservices
+import redis
 import requests
 import sqlalchemy
 from bs4 import BeautifulSoup
@@ -403,3 +407,100 @@ def wait_for_current_view(server: Any, seconds: float = 5) -> None:
     deadline = time.monotonic() + seconds
     while not view.is_current() and time.monotonic() < deadline:
         time.sleep(0.02)
+
+
+def until(predicate: Any, seconds: float) -> bool:
+    """Poll ``predicate`` until it holds or ``seconds`` pass; tell whether it held."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+class RestartableRedis:
+    """A private redis-server that keeps its port across restarts.
+
+    It saves only when told (``SAVE``); a restart then loads that snapshot,
+    as after a crash, unless :meth:`start` is asked to begin empty.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = data_dir
+        self.port = devservices.free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.command = [
+            devservices.find_redis_server(),
+            *("--port", str(self.port), "--bind", "127.0.0.1"),
+            *("--dir", str(data_dir), "--save", "", "--appendonly", "no"),
+        ]
+        self.process: subprocess.Popen | None = None
+        self.start()
+
+    def start(self, empty: bool = False) -> None:
+        if empty:
+            for saved in ("dump.rdb", "appendonly.aof", "appendonlydir"):
+                path = self.data_dir / saved
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink(missing_ok=True)
+        self.process = subprocess.Popen(
+            self.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        client = redis.Redis.from_url(self.url)
+        assert until(lambda: _answers(client), 10.0)
+        client.close()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+    def crash(self) -> None:
+        """Die at once, as a crash does: nothing is saved on the way out."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+def _answers(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+
+
+def start_web(
+    env: dict[str, str], port: int, log: Path, issuer: str | None = None
+) -> subprocess.Popen:
+    """The Procfile's ``web:`` line with one worker, run directly so its pid is
+    gunicorn's master; ready once ``/readyz`` answers."""
+    env = {
+        **os.environ,
+        **env,
+        "PORT": str(port),
+        "WEB_CONCURRENCY": "1",
+        "ISSUER": issuer or f"http://127.0.0.1:{port}",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    with log.open("w") as out:
+        web = subprocess.Popen(
+            shlex.split(procfile()["web"]),
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 60
+    while True:
+        assert web.poll() is None, log.read_text()
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=5).ok:
+                return web
+        except requests.ConnectionError:
+            pass
+        assert time.monotonic() < deadline, "gunicorn did not start"
+        time.sleep(0.2)

@@ -3,50 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import shlex
 import signal
 import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
-import requests
 from devservices import free_port
-from helpers import procfile
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def start_web(base_env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
-    """The Procfile's ``web:`` line, run directly so its pid is gunicorn's master."""
-    env = {
-        **os.environ,
-        **base_env,
-        "PORT": str(port),
-        "WEB_CONCURRENCY": "1",
-        "ISSUER": f"http://127.0.0.1:{port}",
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-    }
-    with log.open("w") as out:
-        web = subprocess.Popen(
-            shlex.split(procfile()["web"]),
-            env=env,
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 60
-    while True:
-        assert web.poll() is None, log.read_text()
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=5).ok:
-                return web
-        except requests.ConnectionError:
-            pass
-        assert time.monotonic() < deadline, "gunicorn did not start"
-        time.sleep(0.2)
+from helpers import start_web
 
 
 def read_response(sock: socket.socket) -> tuple[int, dict]:
