@@ -229,6 +229,12 @@ def key_token(browser: Browser, key: str) -> str:
     return response.json()["token"]
 
 
+def claims_of(token: str) -> dict[str, Any]:
+    """A JWT's claims, unverified."""
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
 def whoami(browser: Browser, token: str) -> requests.Response:
     return browser.post("/mcp", json=WHOAMI, headers={**MCP_HEADERS, **bearer(token)})
 
@@ -458,6 +464,14 @@ class RestartableRedis:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=10)
+
+    def run(self, *command: str) -> Any:
+        """Send it one command (``FLUSHALL``, ``SAVE``) on a connection of its own."""
+        client = redis.Redis.from_url(self.url)
+        try:
+            return client.execute_command(*command)
+        finally:
+            client.close()
 
     def crash(self) -> None:
         """Die at once, as a crash does: nothing is saved on the way out."""

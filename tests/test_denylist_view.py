@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 import redis
 from helpers import (
     RestartableRedis,
@@ -90,13 +87,6 @@ def test_an_instance_that_has_not_loaded_its_view_asks_redis(
 
     fresh = make_server(ISSUER=first.issuer)
     assert whoami(fresh.browser(), token).status_code == 401
-
-
-@pytest.fixture
-def restartable_redis(tmp_path: Path) -> Iterator[RestartableRedis]:
-    server = RestartableRedis(tmp_path / "redis")
-    yield server
-    server.stop()
 
 
 def test_a_revocation_after_a_redis_restart_reaches_another_instance(
