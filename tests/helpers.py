@@ -432,7 +432,7 @@ class RestartableRedis:
     as after a crash, unless :meth:`start` is asked to begin empty.
     """
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *options: str) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir = data_dir
         self.port = devservices.free_port()
@@ -441,6 +441,7 @@ class RestartableRedis:
             devservices.find_redis_server(),
             *("--port", str(self.port), "--bind", "127.0.0.1"),
             *("--dir", str(data_dir), "--save", "", "--appendonly", "no"),
+            *options,
         ]
         self.process: subprocess.Popen | None = None
         self.start()

@@ -15,9 +15,11 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import sqlalchemy
 from conftest import make_user
 from devservices import free_port
@@ -123,14 +125,14 @@ def ended_every_way(
     ended["access token revoked"] = token.json()["access_token"]
     assert revoke(browser, client, {"token": ended["access token revoked"]}).ok
 
-    client = register_client(
-        browser, grant_types=["authorization_code", "refresh_token"]
-    )
-    code, verifier, _ = get_code(browser, client, alice)
-    ended["code replayed"] = redeem(browser, client, code, verifier).json()[
-        "access_token"
-    ]
-    assert redeem(browser, client, code, verifier).status_code == 400
+    # A replayed code ends its token, and the consent when a refresh chain
+    # came with it.
+    for grants in (["authorization_code"], ["authorization_code", "refresh_token"]):
+        client = register_client(browser, grant_types=grants)
+        code, verifier, _ = get_code(browser, client, alice)
+        token = redeem(browser, client, code, verifier)
+        ended[f"code replayed ({' '.join(grants)})"] = token.json()["access_token"]
+        assert redeem(browser, client, code, verifier).status_code == 400
 
     client = register_client(browser)
     token = redeem(browser, client, *get_code(browser, client, alice)[:2])
@@ -316,3 +318,34 @@ def test_denials_are_kept_until_their_tokens_expire_then_pruned(
         ).all()
     assert [row.jti for row in kept] == [claims_of(token)["jti"]]
     assert 0 < kept[0].left.total_seconds() <= 3601
+
+
+def test_a_redis_that_refuses_info_still_forgets_nothing_when_emptied(
+    make_server: Any, user: dict[str, str], tmp_path: Path
+) -> None:
+    # Some managed Redis restrict INFO; then only a missing sentinel can
+    # show a Redis that lost its data, and that must still be enough.
+    tmp_path.chmod(0o755)
+    guarded = RestartableRedis(tmp_path / "redis", "--rename-command", "INFO", "")
+    try:
+        with pytest.raises(redis.ResponseError):
+            guarded.run("INFO", "server")
+        live = make_server(REDIS_URL=guarded.url)
+        browser = live.browser()
+        kept = obtain_token(browser, user)
+        client = register_client(browser)
+        ended = redeem(browser, client, *get_code(browser, client, user)[:2]).json()
+        revoke_from_account_page(browser, client["client_id"])
+        view = live.app.extensions["denylist_view"]
+        assert until(view.is_current, 5.0)
+
+        guarded.stop()
+        guarded.start(empty=True)
+
+        deadline = time.monotonic() + WATCH_SECONDS
+        while time.monotonic() < deadline:
+            assert whoami(browser, ended["access_token"]).status_code == 401
+            assert whoami(browser, kept).status_code == 200
+        assert until(view.is_current, 5.0)
+    finally:
+        guarded.stop()
