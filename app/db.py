@@ -6,12 +6,16 @@ Domain functions (consents, API keys, clients, users) only add and flush, so
 whatever one request changes commits or rolls back as a whole.
 
 One rule orders a database change and its Redis denial marker
-(:mod:`app.denylist`): the marker is written *before* the commit, inside the
+(:mod:`app.denylist`): the change carries its own record of the denial (a
+``revoked_at``, a cut-off time, a denied token's row), and the marker, a
+cache of that record, is written *before* the commit, inside the
 transaction. If Redis fails, the change rolls back and the person can retry;
 if the commit fails, the marker only denies tokens a little early. Markers
 keyed by an id (token, consent, API key) need nothing more. The one time
 cutoff (a disabled person) is written again after the commit, because a
 token issued while the transaction was still open carries a later time.
+After the commit, the denylist checks that Redis was not rebuilt from
+Postgres meanwhile (:meth:`FlaskDatabase.after_commit`).
 """
 
 from __future__ import annotations

@@ -4,8 +4,10 @@ Checking a token against Redis costs a round trip on every request; a copy in
 memory costs none, but must never be trusted when it may be behind. So:
 
 - every denial is written to Redis *and* published on :data:`CHANNEL` in one
-  round trip (:func:`app.denylist`); Redis stays the source of truth;
-- a thread per process subscribes, then loads every marker with ``SCAN`` (a
+  round trip (:func:`app.denylist`); Redis caches the record in Postgres;
+- a thread per process subscribes, makes sure Redis holds every marker
+  Postgres records (a Redis that lost them is first rebuilt from Postgres,
+  :mod:`app.denylist_rebuild`), then loads every marker with ``SCAN`` (a
   denial published meanwhile is queued on the subscription and applied after),
   and does the same after any reconnect, replacing the whole copy, since a
   restarted Redis may have lost markers or gained new ones;
@@ -19,6 +21,9 @@ The same channel carries evictions from small per-process caches of rows
 that almost never change (registered clients): :meth:`DenylistView.cache`
 hands a cache out only while the copy is current, and every (re)load empties
 them all, since evictions may have been missed meanwhile.
+
+A Redis flushed while the copy stays connected loses nothing the copy holds:
+it keeps every marker it had, and the next reload waits for the rebuild.
 
 Pub/sub rather than keyspace notifications: those need ``CONFIG SET``, which
 managed Redis often forbids, and carry no value. Rather than RESP3 client-side
@@ -36,9 +41,10 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import redis
+from sqlalchemy.exc import SQLAlchemyError
 
 #: Where denials are announced; each message is ``"<ttl> <key> <value>"``.
 CHANNEL = "denylist:announce"
@@ -79,9 +85,17 @@ class _Idle(Exception):
 class DenylistView:
     """An in-memory copy of the ``denied:*`` markers; see the module's text."""
 
-    def __init__(self, client: redis.Redis, max_ttl: int) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        max_ttl: int,
+        ensure_rebuilt: Callable[[threading.Event], str | None],
+    ) -> None:
         self._client = client
         self._max_ttl = max_ttl
+        #: Returns once Redis holds every marker Postgres records, naming that
+        #: rebuild (:mod:`app.denylist_rebuild`).
+        self._ensure_rebuilt = ensure_rebuilt
         #: key -> (value, monotonic time after which the marker is gone)
         self._markers: dict[str, tuple[str, float]] = {}
         self._caches: dict[str, dict[str, object]] = {}
@@ -112,8 +126,12 @@ class DenylistView:
     def is_current(self) -> bool:
         return time.monotonic() - self._current_as_of <= TRUST_WINDOW
 
-    def stop(self) -> None:
+    def stop(self, wait: float = 0.0) -> None:
+        """Stop following; wait up to ``wait`` seconds for the thread to end."""
         self._stopped.set()
+        thread = self._thread
+        if wait and thread is not None and thread.is_alive():
+            thread.join(wait)
 
     def _ensure_started(self) -> None:
         if self._pid == os.getpid():
@@ -138,7 +156,7 @@ class DenylistView:
                     self._current_as_of = float("-inf")
                     self._pid = 0  # the next look-up starts a fresh thread
                 return
-            except (redis.RedisError, OSError, ValueError) as exc:
+            except (redis.RedisError, SQLAlchemyError, OSError, ValueError) as exc:
                 # Once per outage, not once per retry.
                 if self._current_as_of != float("-inf"):
                     log.warning("denylist view behind: %s", type(exc).__name__)
@@ -153,7 +171,13 @@ class DenylistView:
             confirmed = pubsub.get_message(timeout=PING_INTERVAL * 20)
             if confirmed is None or confirmed.get("type") != "subscribe":
                 raise redis.ConnectionError("no subscription confirmation")
+            # A Redis that restarted, failed over or was flushed must get back
+            # what Postgres records before the copy is trusted again; and it
+            # must not have lost it again while being loaded.
+            rebuilt = self._ensure_rebuilt(self._stopped)
             self._markers = self._load()
+            if self._ensure_rebuilt(self._stopped) != rebuilt:
+                raise redis.ConnectionError("Redis lost its data while loaded")
             self._caches = {}
             next_sweep = time.monotonic() + SWEEP_INTERVAL
             while not self._stopped.is_set():

@@ -1,4 +1,4 @@
-"""The rows kept in Postgres: people, clients, the consents between them, API keys."""
+"""The rows kept in Postgres: people, clients, consents, keys, tokens, denials."""
 
 from __future__ import annotations
 
@@ -52,6 +52,8 @@ class User(Timestamped, Base):
     email: Mapped[str] = mapped_column(String(320), unique=True)
     password_hash: Mapped[str] = mapped_column(Text)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: When the account was disabled: its tokens issued until then are denied.
+    tokens_cut_off_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     def get_user_id(self) -> str:
         return str(self.id)
@@ -184,3 +186,16 @@ class RefreshToken(Base):
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     rotated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class DeniedToken(Base):
+    """One access token ended before its expiry: revoked, or its code replayed.
+
+    The record that survives Redis (:mod:`app.denylist`); kept until the token
+    would have expired anyway, then pruned.
+    """
+
+    __tablename__ = "denied_tokens"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

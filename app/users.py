@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 
 from .db import db, is_storable
 from .denylist import deny_user_until_now
-from .models import User
+from .models import User, utcnow
 from .passwords import hash_password, verify_password
 
 #: RFC 5321 limits a mailbox to 254 characters in practice.
@@ -60,6 +60,8 @@ def create_user(email: str, password: str) -> User:
 def disable_user(user: User) -> None:
     """Disable an account and deny every token it holds (see :mod:`app.db`)."""
     user.is_active = False
+    # The record of the cut-off, which outlives Redis (app.denylist_record).
+    user.tokens_cut_off_at = utcnow()
     db.session.flush()
     deny_user_until_now(str(user.id))
 

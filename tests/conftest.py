@@ -15,7 +15,7 @@ import pytest
 import redis
 import sqlalchemy
 from document_server import DocumentServer
-from helpers import Browser
+from helpers import Browser, RestartableRedis
 from werkzeug.exceptions import NotFound
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.serving import make_server as make_wsgi_server
@@ -116,6 +116,10 @@ class LiveServer:
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+        # Its thread may be reading Postgres (a rebuild): done before disposing.
+        view = self.app.extensions.get("denylist_view")
+        if view is not None:
+            view.stop(wait=5.0)
         self.app.extensions["db"].engine.dispose()
         self.app.extensions["redis"].close()
 
@@ -190,6 +194,15 @@ def doomed_redis(tmp_path: Path) -> Iterator[Any]:
     redis_server = devservices.start_redis(tmp_path / "redis", durable=False)
     yield redis_server
     redis_server.stop()
+
+
+@pytest.fixture
+def restartable_redis(tmp_path: Path) -> Iterator[RestartableRedis]:
+    """A Redis of our own that the test may restart, empty or from a snapshot."""
+    tmp_path.chmod(0o755)
+    server = RestartableRedis(tmp_path / "redis")
+    yield server
+    server.stop()
 
 
 @pytest.fixture

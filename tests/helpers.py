@@ -8,6 +8,7 @@ import json
 import os
 import secrets
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+import devservices
+import redis
 import requests
 import sqlalchemy
 from bs4 import BeautifulSoup
@@ -224,6 +227,12 @@ def key_token(browser: Browser, key: str) -> str:
     response = exchange(browser, key)
     assert response.status_code == 200, response.text
     return response.json()["token"]
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    """A JWT's claims, unverified."""
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
 
 
 def whoami(browser: Browser, token: str) -> requests.Response:
@@ -440,3 +449,76 @@ def wait_for_current_view(server: Any, seconds: float = 5) -> None:
     deadline = time.monotonic() + seconds
     while not view.is_current() and time.monotonic() < deadline:
         time.sleep(0.02)
+
+
+def until(predicate: Any, seconds: float) -> bool:
+    """Poll ``predicate`` until it holds or ``seconds`` pass; tell whether it held."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+class RestartableRedis:
+    """A private redis-server that keeps its port across restarts.
+
+    It saves only when told (``SAVE``); a restart then loads that snapshot,
+    as after a crash, unless :meth:`start` is asked to begin empty.
+    """
+
+    def __init__(self, data_dir: Path, *options: str) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = data_dir
+        self.port = devservices.free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.command = [
+            devservices.find_redis_server(),
+            *("--port", str(self.port), "--bind", "127.0.0.1"),
+            *("--dir", str(data_dir), "--save", "", "--appendonly", "no"),
+            *options,
+        ]
+        self.process: subprocess.Popen | None = None
+        self.start()
+
+    def start(self, empty: bool = False) -> None:
+        if empty:
+            for saved in ("dump.rdb", "appendonly.aof", "appendonlydir"):
+                path = self.data_dir / saved
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink(missing_ok=True)
+        self.process = subprocess.Popen(
+            self.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        client = redis.Redis.from_url(self.url)
+        assert until(lambda: _answers(client), 10.0)
+        client.close()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+    def run(self, *command: str) -> Any:
+        """Send it one command (``FLUSHALL``, ``SAVE``) on a connection of its own."""
+        client = redis.Redis.from_url(self.url)
+        try:
+            return client.execute_command(*command)
+        finally:
+            client.close()
+
+    def crash(self) -> None:
+        """Die at once, as a crash does: nothing is saved on the way out."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+def _answers(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import base64
-import json
 from typing import Any
 
 from helpers import (
     Browser,
+    claims_of,
     consent,
     get_code,
     query_of,
@@ -85,8 +84,3 @@ def test_each_approval_after_a_revocation_is_a_new_consent(
     # Approving again while live keeps the consent; after a revocation it is new.
     assert claims_of(old)["consent_id"] == claims_of(same)["consent_id"]
     assert claims_of(new)["consent_id"] != claims_of(old)["consent_id"]
-
-
-def claims_of(token: str) -> dict[str, Any]:
-    payload = token.split(".")[1]
-    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))

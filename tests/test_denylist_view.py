@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import devservices
-import pytest
 import redis
 from helpers import (
+    RestartableRedis,
     authorize_params,
     authorize_path,
     backdate,
@@ -21,6 +16,7 @@ from helpers import (
     redeem,
     register_client,
     revoke_from_account_page,
+    until,
     whoami,
 )
 
@@ -30,15 +26,6 @@ PROPAGATION = 1.0
 
 def mget_calls(client: redis.Redis) -> int:
     return client.info("commandstats").get("cmdstat_mget", {}).get("calls", 0)
-
-
-def until(predicate: Any, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def token_through(live: Any, user: dict[str, str]) -> tuple[Any, str]:
@@ -100,48 +87,6 @@ def test_an_instance_that_has_not_loaded_its_view_asks_redis(
 
     fresh = make_server(ISSUER=first.issuer)
     assert whoami(fresh.browser(), token).status_code == 401
-
-
-class RestartableRedis:
-    """A private redis-server that keeps its port across restarts."""
-
-    def __init__(self, data_dir: Path) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self.port = devservices.free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.command = [
-            devservices.find_redis_server(),
-            *("--port", str(self.port), "--bind", "127.0.0.1"),
-            *("--dir", str(data_dir), "--save", "", "--appendonly", "no"),
-        ]
-        self.process: subprocess.Popen | None = None
-        self.start()
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            self.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        client = redis.Redis.from_url(self.url)
-        assert until(lambda: _answers(client), 10.0)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-
-
-def _answers(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.ConnectionError:
-        return False
-
-
-@pytest.fixture
-def restartable_redis(tmp_path: Path) -> Iterator[RestartableRedis]:
-    server = RestartableRedis(tmp_path / "redis")
-    yield server
-    server.stop()
 
 
 def test_a_revocation_after_a_redis_restart_reaches_another_instance(

@@ -56,7 +56,7 @@ def test_upgrade_downgrade_upgrade(base_env, empty_database) -> None:
 
     flask_db(base_env, empty_database, "upgrade")
     assert tables(empty_database) == expected
-    assert current_heads(empty_database) == {"0004"}
+    assert current_heads(empty_database) == {"0005"}
 
     flask_db(base_env, empty_database, "downgrade", "base")
     assert tables(empty_database) == set()
