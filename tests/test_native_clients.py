@@ -315,6 +315,14 @@ LAUNCHER_SCHEMES = {
     "iOS over-the-air, mixed case": "ITMS-Services://?action=download-manifest",
     "App Store": "itms-apps://apps.apple.com/app/id1",
     "shell": "shell:cb",
+    "Firefox Klar": "firefox-klar://open-url?url=https://phish.example/",
+    "DuckDuckGo": "ddgQuickLink://phish.example/",
+    "Yandex": "yandexbrowser-open-url://phish.example/",
+    "UC Browser": "ucbrowser://phish.example/",
+    "OneNote": "onenote:https://phish.example/a.one",
+    "Teams": "msteams:/l/meetup-join/cb",
+    "remote desktop": "rdp://full%20address=s:phish.example",
+    "help": "help:cb",
 }
 
 #: Private-use URIs whose shape is wrong, whatever the scheme.

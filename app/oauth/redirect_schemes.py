@@ -12,14 +12,16 @@ from __future__ import annotations
 #: default: an "app" redirect to them is a web redirect to any site. Edge's
 #: ``microsoft-edge:https://...`` on Windows and iOS, Safari's
 #: ``x-safari-https://`` (iOS 17), Chrome's ``googlechrome(s)://`` on iOS,
-#: ``firefox://open-url?url=``, Opera's and Brave's.
+#: ``firefox://open-url?url=`` (and Firefox Focus/Klar's), Opera's, Brave's,
+#: DuckDuckGo's, Yandex's and UC Browser's.
 BROWSER_LAUNCHER_SCHEMES = frozenset(
     {
         "microsoft-edge", "microsoft-edge-holographic", "microsoft-edge-http",
         "microsoft-edge-https", "x-safari-http", "x-safari-https",
         "googlechrome", "googlechromes", "googlechrome-x-callback",
-        "firefox", "firefox-focus", "opera", "opera-http", "opera-https",
-        "touch-http", "touch-https", "brave", "x-web-search",
+        "firefox", "firefox-focus", "firefox-klar", "opera", "opera-http",
+        "opera-https", "touch-http", "touch-https", "brave", "x-web-search",
+        "ddgquicklink", "yandexbrowser-open-url", "ucbrowser", "dolphin",
     }
 )  # fmt: skip
 #: OS handlers that install, run or fetch what the URL names, behind known
@@ -27,13 +29,16 @@ BROWSER_LAUNCHER_SCHEMES = frozenset(
 #: compiled-help and MHTML handlers (``its:``, ``ms-its:``, ``mk:``,
 #: ``mhtml:``, ``hcp:``), the shell, Java Web Start, and Apple's App Store
 #: and over-the-air install handlers (``itms-services:``), settings and
-#: Shortcuts. Every ``ms-`` scheme is refused too (:data:`REFUSED_PREFIXES`).
+#: Shortcuts, Office and Teams handlers outside the ``ms-`` namespace
+#: (``onenote:https://...`` opens a web document), remote desktop and help.
+#: Every ``ms-`` scheme is refused too (:data:`REFUSED_PREFIXES`).
 OS_HANDLER_SCHEMES = frozenset(
     {
         "search", "search-ms", "its", "mk", "mhtml", "hcp", "res", "shell",
         "jnlp", "jnlps", "itms", "itmss", "itms-apps", "itms-appss",
         "itms-services", "itms-books", "prefs", "app-prefs",
-        "x-apple.systempreferences", "shortcuts",
+        "x-apple.systempreferences", "shortcuts", "onenote", "msteams",
+        "teams", "skype", "rdp", "help",
     }
 )  # fmt: skip
 #: Scheme namespaces that belong to an OS vendor: ``ms-`` is Windows' and
