@@ -73,6 +73,8 @@ SPECIAL_ADDRESSES = [
     "::a00:1",  # IPv4-compatible 10.0.0.1
     "::ffff:192.0.0.8",
     "2002:c000:8::",  # 6to4 around 192.0.0.8
+    "2002:808:808::1",  # 6to4 around a public address: a relay nobody chose
+    "2001:0:4136:e378:8000:63bf:f7f7:f7f7",  # Teredo around 8.8.8.8
     "64:ff9b::c000:8",  # NAT64 around 192.0.0.8
     # And what is_global already refuses, held to the same rule.
     "198.51.100.1",
@@ -83,7 +85,7 @@ SPECIAL_ADDRESSES = [
     "2001:20::1",
     "fc00::1",
 ]
-#: Global unicast, also when carried inside IPv6 (NAT64, 6to4).
+#: Global unicast, also when carried inside IPv6 by NAT64.
 PUBLIC_ADDRESSES = [
     "93.184.215.14",
     "8.8.8.8",
@@ -91,7 +93,6 @@ PUBLIC_ADDRESSES = [
     "2606:4700::1111",
     "2a00:1450:4001:81c::200e",
     "64:ff9b::808:808",
-    "2002:808:808::1",
 ]
 
 

@@ -50,7 +50,7 @@ SPECIAL_V6 = tuple(
     for block in (
         "2001::/23",  # IETF protocol assignments (RFC 2928): Teredo, ORCHID, ...
         "2001:db8::/32",  # documentation (RFC 3849)
-        "2002::/16",  # 6to4 (RFC 3056): judged by the IPv4 address it carries
+        "2002::/16",  # 6to4 (RFC 3056), deprecated (RFC 7526): a relay we do not know
         "2620:4f:8000::/48",  # direct delegation AS112 service (RFC 7534)
         "3fff::/20",  # documentation (RFC 9637)
     )
@@ -62,16 +62,13 @@ NAT64 = ipaddress.ip_network("64:ff9b::/96")
 def carried_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     """The IPv4 address an IPv6 address reaches, if it is a form that carries one.
 
-    IPv4-mapped (RFC 4291 §2.5.5.2), 6to4 (RFC 3056), Teredo (RFC 4380, the
-    client it tunnels to) and NAT64 (RFC 6052): where the packets go is the
-    IPv4 address, so that is what is judged.
+    IPv4-mapped (RFC 4291 §2.5.5.2) and NAT64 (RFC 6052): where the packets
+    go is the IPv4 address, so that is what is judged. The tunnels, 6to4
+    (RFC 3056) and Teredo (RFC 4380), are refused whatever they carry: both
+    are deprecated, and they go through relays nobody here chose.
     """
     if address.ipv4_mapped is not None:
         return address.ipv4_mapped
-    if address.sixtofour is not None:
-        return address.sixtofour
-    if address.teredo is not None:
-        return address.teredo[1]
     if address in NAT64:
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return None
