@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
+from typing import Any
 
 from app.config import Settings
 
@@ -37,7 +38,7 @@ def _as_documented(rule: str) -> str:
     return re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", r"<\1>", rule)
 
 
-def test_every_route_is_documented(app) -> None:
+def test_every_route_is_documented(app: Any) -> None:
     reference = (DOCS / "reference.md").read_text()
     missing = [
         f"{method} {_as_documented(rule.rule)}"
