@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import fnmatch
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -161,7 +162,9 @@ def _spend_the_device_budget(browser: Browser, email: str) -> None:
     assert last.status_code == 429, last.text
 
 
-def _run_the_flows(live: LiveServer, documents: DocumentServer, user: Any) -> None:
+def _run_the_flows(
+    live: LiveServer, documents: DocumentServer, user: dict[str, str]
+) -> None:
     browser = live.browser()
     # Register, sign in, consent, code, token; refresh; revoke at /revoke.
     client, tokens = obtain_tokens(browser, user)
@@ -193,7 +196,7 @@ def _run_the_flows(live: LiveServer, documents: DocumentServer, user: Any) -> No
 
 
 @pytest.fixture
-def live(make_server: Any) -> LiveServer:
+def live(make_server: Callable[..., LiveServer]) -> LiveServer:
     return make_server(CIMD_ALLOW_LOOPBACK="on", LOGIN_RATE_LIMIT=LOW_LOGIN_LIMIT)
 
 
