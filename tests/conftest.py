@@ -70,12 +70,17 @@ def engine(base_env: dict[str, str]) -> Iterator[sqlalchemy.Engine]:
 
 
 @pytest.fixture(scope="session")
-def redis_client(base_env: dict[str, str]) -> redis.Redis:
+def redis_client(base_env: dict[str, str]) -> Any:
+    """A ``redis.Redis`` on the tests' Redis, answering ``str``.
+
+    Typed ``Any``, as ``app.redis_store.get_redis`` is: redis-py annotates each
+    command as returning a value or an awaitable, whichever client it is.
+    """
     return redis.Redis.from_url(base_env["REDIS_URL"], decode_responses=True)
 
 
 @pytest.fixture(autouse=True)
-def clean_state(engine: sqlalchemy.Engine, redis_client: redis.Redis) -> None:
+def clean_state(engine: sqlalchemy.Engine, redis_client: Any) -> None:
     """Empty every table and Redis before each test."""
     with engine.begin() as connection:
         connection.execute(sqlalchemy.text(f"TRUNCATE {', '.join(TABLES)} CASCADE"))

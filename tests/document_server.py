@@ -115,7 +115,9 @@ class DocumentServer:
         self.respond(path, json.dumps(document), headers=headers, delay=delay)
         return url
 
-    def endless(self, path: str, chunk: bytes = b" " * 1024, every: float = 0.05):
+    def endless(
+        self, path: str, chunk: bytes = b" " * 1024, every: float = 0.05
+    ) -> None:
         """Serve a body that never ends, without a Content-Length."""
 
         def answer(handler: BaseHTTPRequestHandler) -> None:

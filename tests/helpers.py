@@ -23,7 +23,7 @@ import devservices
 import redis
 import requests
 import sqlalchemy
-from bs4 import BeautifulSoup
+from bs4 import BeautifulSoup, Tag
 
 if TYPE_CHECKING:
     from conftest import LiveServer
@@ -38,8 +38,8 @@ class Browser(requests.Session):
         super().__init__()
         self.server = server
 
-    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-        if url.startswith("/"):
+    def request(self, method: str, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(url, str) and url.startswith("/"):
             url = self.server.url + url
         # Redirects are what these tests inspect; follow one only when asked.
         kwargs["allow_redirects"] = kwargs.pop("follow", False)
@@ -50,7 +50,7 @@ class Browser(requests.Session):
         """The hidden fields of the page's first form (CSRF token, next)."""
         soup = BeautifulSoup(response.text, "html.parser")
         fields = soup.select("form input[type=hidden]")
-        return {f["name"]: f.get("value", "") for f in fields}
+        return {attribute(f, "name"): attribute(f, "value", "") for f in fields}
 
     def login(self, email: str, password: str, next_path: str | None = None) -> Any:
         page = self.get(
@@ -81,7 +81,9 @@ def query_of(location: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
 
 
-def authorize_params(client: dict[str, Any], challenge: str, **extra: str) -> dict:
+def authorize_params(
+    client: dict[str, Any], challenge: str, **extra: str | None
+) -> dict:
     params = {
         "response_type": "code",
         "client_id": client["client_id"],
@@ -184,7 +186,7 @@ def obtain_token(browser: Browser, user: dict[str, str], **client_metadata: Any)
 INVALID_CREDENTIALS = {"error": "Invalid credentials"}
 
 
-WHOAMI = {
+WHOAMI: dict[str, Any] = {
     "jsonrpc": "2.0",
     "id": 1,
     "method": "tools/call",
@@ -254,8 +256,24 @@ def soup(response: requests.Response) -> BeautifulSoup:
     return BeautifulSoup(response.text, "html.parser")
 
 
+def select_one(page: requests.Response | Tag, selector: str) -> Tag:
+    """The element ``selector`` finds first; the test fails if there is none."""
+    found = (soup(page) if isinstance(page, requests.Response) else page).select_one(
+        selector
+    )
+    assert found is not None, f"nothing matches {selector!r}"
+    return found
+
+
+def attribute(tag: Tag, name: str, default: str | None = None) -> str:
+    """A single-valued attribute of ``tag`` (``action``, ``name``, ``href``...)."""
+    value = tag.get(name, default)
+    assert isinstance(value, str), f"{name}={value!r} on {tag.name}"
+    return value
+
+
 def form_actions(page: requests.Response) -> list[str]:
-    return [form["action"] for form in soup(page).select("form[method=post]")]
+    return [attribute(f, "action") for f in soup(page).select("form[method=post]")]
 
 
 def action_for(page: requests.Response, fragment: str) -> str:
@@ -278,19 +296,20 @@ def create_on_page(browser: Browser, **fields: Any) -> requests.Response:
 
 def created_key(response: requests.Response) -> str:
     assert response.status_code == 201, response.text
-    return soup(response).select_one("#new-key").get_text(strip=True)
+    return select_one(response, "#new-key").get_text(strip=True)
 
 
 def revoke_from_account_page(browser: Browser, client_id: str = "") -> None:
     """Press the account page's revoke button for a client (the only one, if none)."""
     page = browser.get("/account")
     [form] = [
-        f
-        for f in BeautifulSoup(page.text, "html.parser").select("form[method=post]")
-        if "/account/consents/" in f["action"]
-        and client_id in f.find_parent("tr").get_text()
+        form
+        for row in soup(page).select("tr")
+        if client_id in row.get_text()
+        for form in row.select("form[method=post]")
+        if "/account/consents/" in attribute(form, "action")
     ]
-    response = browser.post(form["action"], data=browser.form(page))
+    response = browser.post(attribute(form, "action"), data=browser.form(page))
     assert response.status_code == 302
 
 
@@ -318,7 +337,7 @@ def prune(base_env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def client_ids(engine) -> set[str]:
+def client_ids(engine: sqlalchemy.Engine) -> set[str]:
     with engine.connect() as connection:
         rows = connection.execute(
             sqlalchemy.text("SELECT client_id FROM oauth_clients")
@@ -367,7 +386,7 @@ def start_web(
         time.sleep(0.2)
 
 
-def backdate(engine, client: dict, days: int) -> None:
+def backdate(engine: sqlalchemy.Engine, client: dict, days: int) -> None:
     with engine.begin() as connection:
         connection.execute(
             sqlalchemy.text(
@@ -415,7 +434,14 @@ def statements(server: Any) -> Iterator[list[str]]:
     seen: list[str] = []
     engine = server.app.extensions["db"].engine
 
-    def record(conn, cursor, statement, parameters, context, executemany) -> None:
+    def record(
+        conn: Any,
+        cursor: Any,
+        statement: Any,
+        parameters: Any,
+        context: Any,
+        executemany: Any,
+    ) -> None:
         seen.append(statement.split()[0].upper())
 
     sqlalchemy.event.listen(engine, "before_cursor_execute", record)

@@ -13,6 +13,7 @@ from mcp import ClientSession
 from mcp.client.auth import AuthorizationCodeResult, OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+from pydantic import AnyUrl
 
 #: A loopback redirect URI, as a desktop MCP client registers (RFC 8252 §7.3).
 REDIRECT_URI = "http://127.0.0.1:33418/callback"
@@ -88,7 +89,7 @@ class Person:
 def oauth_provider(server: Any, person: Person, **metadata: Any) -> OAuthClientProvider:
     client_metadata = OAuthClientMetadata(
         client_name="MCP SDK test client",
-        redirect_uris=[REDIRECT_URI],
+        redirect_uris=[AnyUrl(REDIRECT_URI)],
         **metadata,
     )
     return OAuthClientProvider(

@@ -11,6 +11,7 @@ from helpers import (
     INVALID_CREDENTIALS,
     Browser,
     action_for,
+    attribute,
     bearer,
     create_on_page,
     created_key,
@@ -21,6 +22,7 @@ from helpers import (
     list_keys,
     new_key,
     obtain_token,
+    select_one,
     soup,
     whoami,
 )
@@ -67,7 +69,7 @@ def test_create_a_key_on_the_page_shows_it_once(signed_in: Browser) -> None:
     # The CSP allows only our own files: no inline script or style anywhere.
     scripts = page.find_all("script")
     assert scripts and all(
-        s.get("src", "").endswith("/static/copy.js") for s in scripts
+        attribute(s, "src", "").endswith("/static/copy.js") for s in scripts
     )
     assert all(not s.string for s in scripts)
     assert not page.find_all("style") and not page.select("[style]")
@@ -145,7 +147,7 @@ def test_page_refuses_bad_input_with_a_message(
 ) -> None:
     response = create_on_page(signed_in, **fields)
     assert response.status_code == 400
-    assert message in soup(response).select_one("p.error").get_text()
+    assert message in select_one(response, "p.error").get_text()
     assert not KEY_PATTERN.search(response.text)
     assert "You have no API keys." in response.text
 
@@ -236,7 +238,7 @@ def test_sign_out_from_the_page(signed_in: Browser) -> None:
 def test_page_speaks_the_visitors_language(signed_in: Browser) -> None:
     page = signed_in.get("/account", headers={"Accept-Language": "zh-CN,zh;q=0.9"})
     assert page.status_code == 200
-    assert soup(page).html["lang"] == "zh"
+    assert attribute(select_one(page, "html"), "lang") == "zh"
 
 
 def test_the_api_token_does_not_open_the_page(browser: Browser, user: dict) -> None:

@@ -18,6 +18,7 @@ from helpers import (
     INVALID_CREDENTIALS,
     MCP_HEADERS,
     Browser,
+    attribute,
     bearer,
     create_key,
     create_on_page,
@@ -32,6 +33,7 @@ from helpers import (
     refresh,
     register_client,
     revoke_from_account_page,
+    select_one,
     soup,
     whoami_output,
 )
@@ -40,7 +42,7 @@ from sqlalchemy.exc import IntegrityError
 from app.config import ConfigError, load_settings
 
 GATEWAY_SECRET = "gateway-secret-of-some-length"
-TOOLS_LIST = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+TOOLS_LIST: dict[str, Any] = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
 
 
 def authorized_token(
@@ -337,10 +339,11 @@ def test_an_application_sees_and_deletes_only_its_own_keys(
     assert [k["id"] for k in list_keys(browser, token_b)] == [key_b["id"]]
 
     page_key_id = next(
-        form["action"].split("/")[-2]
-        for form in soup(browser.get("/account")).select("form[method=post]")
-        if "/account/api-keys/" in form["action"]
-        and "from the page" in form.find_parent("tr").get_text()
+        attribute(form, "action").split("/")[-2]
+        for row in soup(browser.get("/account")).select("tr")
+        if "from the page" in row.get_text()
+        for form in row.select("form[method=post]")
+        if "/account/api-keys/" in attribute(form, "action")
     )
     answers = []
     for key_id in (key_b["id"], page_key_id, str(uuid.uuid4())):
@@ -366,7 +369,7 @@ def test_the_account_page_manages_every_key_and_names_its_maker(
 
     page = browser.get("/account")
     rows = {
-        r.select_one("td").get_text(strip=True): r
+        select_one(r, "td").get_text(strip=True): r
         for r in soup(page).select("tbody tr")
     }
     app_row, page_row = rows["made by the app"], rows["made on the page"]
@@ -376,7 +379,7 @@ def test_the_account_page_manages_every_key_and_names_its_maker(
     assert "Never" in page_row.get_text()
 
     for row in (app_row, page_row):
-        action = row.select_one("form")["action"]
+        action = attribute(select_one(row, "form"), "action")
         assert browser.post(action, data=browser.form(page)).status_code == 302
     assert exchange(browser, by_app["key"]).status_code == 401
     assert exchange(browser, forever).status_code == 401

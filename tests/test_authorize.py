@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import pytest
 from bs4 import BeautifulSoup
+from conftest import LiveServer
 from helpers import (
     LOOPBACK_REDIRECT,
+    Browser,
+    attribute,
     authorize_params,
     authorize_path,
     consent,
@@ -15,17 +19,18 @@ from helpers import (
     query_of,
     redeem,
     register_client,
+    select_one,
 )
 
 HTTPS_REDIRECT = "https://client.example.com/cb?tenant=a"
 
 
 @pytest.fixture
-def client(browser):
+def client(browser: Browser) -> dict[str, Any]:
     return register_client(browser, client_name="Inspector")
 
 
-def redirect_query(response, redirect_uri: str) -> dict[str, str]:
+def redirect_query(response: Any, redirect_uri: str) -> dict[str, str]:
     """Assert a redirect to ``redirect_uri`` (as requested) and return its query."""
     assert response.status_code == 302, response.text[:500]
     location = response.headers["Location"]
@@ -34,14 +39,14 @@ def redirect_query(response, redirect_uri: str) -> dict[str, str]:
     return query_of(location)
 
 
-def assert_error_page(response) -> None:
+def assert_error_page(response: Any) -> None:
     """A 400 page for people, never a redirect (RFC 6749 §4.1.2.1)."""
     assert response.status_code == 400, response.text[:500]
     assert "Location" not in response.headers
     assert response.headers["Content-Type"].startswith("text/html")
 
 
-def page(response) -> BeautifulSoup:
+def page(response: Any) -> BeautifulSoup:
     assert response.status_code == 200, response.text[:500]
     return BeautifulSoup(response.text, "html.parser")
 
@@ -49,7 +54,9 @@ def page(response) -> BeautifulSoup:
 # --- Without a session: log in, then come back to the same request ------------
 
 
-def test_visitor_without_session_is_sent_to_login(browser, server, client):
+def test_visitor_without_session_is_sent_to_login(
+    browser: Browser, server: LiveServer, client: Any
+) -> None:
     params = authorize_params(client, pkce_pair()[1])
 
     response = browser.get(authorize_path(params))
@@ -62,7 +69,9 @@ def test_visitor_without_session_is_sent_to_login(browser, server, client):
     assert query_of(next_target) == params
 
 
-def test_signing_in_returns_to_the_authorization_request(browser, server, user, client):
+def test_signing_in_returns_to_the_authorization_request(
+    browser: Browser, server: LiveServer, user: dict[str, str], client: Any
+) -> None:
     params = authorize_params(client, pkce_pair()[1])
     next_target = query_of(browser.get(authorize_path(params)).headers["Location"])[
         "next"
@@ -78,7 +87,9 @@ def test_signing_in_returns_to_the_authorization_request(browser, server, user, 
 # --- The consent page ---------------------------------------------------------
 
 
-def test_consent_page_names_client_redirect_host_and_scopes(signed_in, client):
+def test_consent_page_names_client_redirect_host_and_scopes(
+    signed_in: Browser, client: Any
+) -> None:
     params = authorize_params(client, pkce_pair()[1])
 
     soup = page(signed_in.get(authorize_path(params)))
@@ -90,10 +101,12 @@ def test_consent_page_names_client_redirect_host_and_scopes(signed_in, client):
     buttons = soup.select("form [name=decision]")
     assert {button["value"] for button in buttons} == {"approve", "deny"}
     assert all(button.get("type", "submit") == "submit" for button in buttons)
-    assert soup.select_one("form input[type=hidden][name=csrf_token]")["value"]
+    assert attribute(
+        select_one(soup, "form input[type=hidden][name=csrf_token]"), "value"
+    )
 
 
-def test_consent_page_shows_the_requested_port(signed_in, client):
+def test_consent_page_shows_the_requested_port(signed_in: Browser, client: Any) -> None:
     params = authorize_params(
         client, pkce_pair()[1], redirect_uri="http://127.0.0.1:5555/callback"
     )
@@ -106,7 +119,9 @@ def test_consent_page_shows_the_requested_port(signed_in, client):
     [(None, ["read", "write"], []), ("read", ["read"], ["write"])],
     ids=["default read write", "read only"],
 )
-def test_consent_page_lists_requested_scopes(signed_in, client, scope, shown, hidden):
+def test_consent_page_lists_requested_scopes(
+    signed_in: Browser, client: Any, scope: Any, shown: Any, hidden: Any
+) -> None:
     params = authorize_params(client, pkce_pair()[1], scope=scope)
 
     soup = page(signed_in.get(authorize_path(params)))
@@ -120,7 +135,9 @@ def test_consent_page_lists_requested_scopes(signed_in, client, scope, shown, hi
 # --- Approve and deny ---------------------------------------------------------
 
 
-def test_approve_redirects_with_code_state_and_iss(signed_in, server, client):
+def test_approve_redirects_with_code_state_and_iss(
+    signed_in: Browser, server: LiveServer, client: Any
+) -> None:
     params = authorize_params(client, pkce_pair()[1])
 
     query = redirect_query(consent(signed_in, params), LOOPBACK_REDIRECT)
@@ -132,7 +149,7 @@ def test_approve_redirects_with_code_state_and_iss(signed_in, server, client):
     assert set(query) == {"code", "state", "iss"}
 
 
-def test_each_approval_issues_a_new_code(signed_in, client):
+def test_each_approval_issues_a_new_code(signed_in: Browser, client: Any) -> None:
     params = authorize_params(client, pkce_pair()[1])
 
     first = redirect_query(consent(signed_in, params), LOOPBACK_REDIRECT)
@@ -141,7 +158,9 @@ def test_each_approval_issues_a_new_code(signed_in, client):
     assert first["code"] != second["code"]
 
 
-def test_approve_without_state_sends_no_state(signed_in, server, client):
+def test_approve_without_state_sends_no_state(
+    signed_in: Browser, server: LiveServer, client: Any
+) -> None:
     params = authorize_params(client, pkce_pair()[1], state=None)
 
     query = redirect_query(consent(signed_in, params), LOOPBACK_REDIRECT)
@@ -150,7 +169,9 @@ def test_approve_without_state_sends_no_state(signed_in, server, client):
     assert query["iss"] == server.issuer
 
 
-def test_deny_redirects_with_access_denied(signed_in, server, client):
+def test_deny_redirects_with_access_denied(
+    signed_in: Browser, server: LiveServer, client: Any
+) -> None:
     params = authorize_params(client, pkce_pair()[1])
 
     query = redirect_query(consent(signed_in, params, "deny"), LOOPBACK_REDIRECT)
@@ -161,7 +182,7 @@ def test_deny_redirects_with_access_denied(signed_in, server, client):
     assert "code" not in query
 
 
-def test_consent_is_remembered_but_still_asked(signed_in, client):
+def test_consent_is_remembered_but_still_asked(signed_in: Browser, client: Any) -> None:
     params = authorize_params(client, pkce_pair()[1])
     first = page(signed_in.get(authorize_path(params))).get_text().lower()
     redirect_query(consent(signed_in, params), LOOPBACK_REDIRECT)
@@ -173,7 +194,9 @@ def test_consent_is_remembered_but_still_asked(signed_in, client):
     assert second.select("form [name=decision]")
 
 
-def test_approval_of_fewer_scopes_is_not_remembered_for_more(signed_in, client):
+def test_approval_of_fewer_scopes_is_not_remembered_for_more(
+    signed_in: Browser, client: Any
+) -> None:
     narrow = authorize_params(client, pkce_pair()[1], scope="read")
     redirect_query(consent(signed_in, narrow), LOOPBACK_REDIRECT)
 
@@ -212,8 +235,8 @@ ERROR_REDIRECTS = {
     ("changes", "error"), ERROR_REDIRECTS.values(), ids=ERROR_REDIRECTS.keys()
 )
 def test_bad_requests_redirect_with_error_state_and_iss(
-    browser, server, client, changes, error
-):
+    browser: Browser, server: LiveServer, client: Any, changes: Any, error: Any
+) -> None:
     # Answered before anyone is asked to sign in: no login needed to see it.
     changes = {
         name: value.format(issuer=server.issuer) if value else value
@@ -229,7 +252,9 @@ def test_bad_requests_redirect_with_error_state_and_iss(
     assert "code" not in query
 
 
-def test_missing_response_type_redirects_with_error(browser, server, client):
+def test_missing_response_type_redirects_with_error(
+    browser: Browser, server: LiveServer, client: Any
+) -> None:
     params = authorize_params(client, pkce_pair()[1], response_type=None)
 
     query = redirect_query(browser.get(authorize_path(params)), LOOPBACK_REDIRECT)
@@ -238,7 +263,9 @@ def test_missing_response_type_redirects_with_error(browser, server, client):
     assert query["iss"] == server.issuer
 
 
-def test_our_resource_is_accepted(signed_in, server, client):
+def test_our_resource_is_accepted(
+    signed_in: Browser, server: LiveServer, client: Any
+) -> None:
     params = authorize_params(client, pkce_pair()[1], resource=server.issuer + "/mcp")
 
     query = redirect_query(consent(signed_in, params), LOOPBACK_REDIRECT)
@@ -260,8 +287,8 @@ LOOPBACK_PORTS = [
 
 @pytest.mark.parametrize(("registered", "requested"), LOOPBACK_PORTS)
 def test_loopback_port_is_ignored_and_the_code_goes_to_the_named_port(
-    signed_in, registered, requested
-):
+    signed_in: Browser, registered: Any, requested: Any
+) -> None:
     client = register_client(signed_in, redirect_uris=[registered])
     verifier, challenge = pkce_pair()
     params = authorize_params(client, challenge, redirect_uri=requested)
@@ -287,7 +314,9 @@ LOOPBACK_MISMATCHES = [
 
 
 @pytest.mark.parametrize("requested", LOOPBACK_MISMATCHES)
-def test_loopback_uris_otherwise_match_exactly(browser, client, requested):
+def test_loopback_uris_otherwise_match_exactly(
+    browser: Browser, client: Any, requested: Any
+) -> None:
     params = authorize_params(client, pkce_pair()[1], redirect_uri=requested)
 
     assert_error_page(browser.get(authorize_path(params)))
@@ -314,14 +343,14 @@ HTTPS_MISMATCHES = {
 @pytest.mark.parametrize(
     "requested", HTTPS_MISMATCHES.values(), ids=HTTPS_MISMATCHES.keys()
 )
-def test_https_uris_match_exactly(browser, requested):
+def test_https_uris_match_exactly(browser: Browser, requested: Any) -> None:
     client = register_client(browser, redirect_uris=[HTTPS_REDIRECT])
     params = authorize_params(client, pkce_pair()[1], redirect_uri=requested)
 
     assert_error_page(browser.get(authorize_path(params)))
 
 
-def test_https_uri_registered_is_accepted(signed_in):
+def test_https_uri_registered_is_accepted(signed_in: Browser) -> None:
     client = register_client(signed_in, redirect_uris=[HTTPS_REDIRECT])
     params = authorize_params(client, pkce_pair()[1])
 
@@ -331,13 +360,13 @@ def test_https_uri_registered_is_accepted(signed_in):
     assert query["code"]
 
 
-def test_single_registered_uri_is_the_default(signed_in, client):
+def test_single_registered_uri_is_the_default(signed_in: Browser, client: Any) -> None:
     params = authorize_params(client, pkce_pair()[1], redirect_uri=None)
 
     assert redirect_query(consent(signed_in, params), LOOPBACK_REDIRECT)["code"]
 
 
-def test_several_registered_uris_require_one_to_be_named(browser):
+def test_several_registered_uris_require_one_to_be_named(browser: Browser) -> None:
     client = register_client(browser, redirect_uris=[LOOPBACK_REDIRECT, HTTPS_REDIRECT])
     params = authorize_params(client, pkce_pair()[1], redirect_uri=None)
 
@@ -347,7 +376,7 @@ def test_several_registered_uris_require_one_to_be_named(browser):
 # --- CSRF on the consent form -------------------------------------------------
 
 
-def code_keys(redis_client) -> list[str]:
+def code_keys(redis_client: Any) -> list[str]:
     return list(redis_client.scan_iter("oauth:code:*"))
 
 
@@ -357,8 +386,8 @@ def code_keys(redis_client) -> list[str]:
     ids=["missing", "garbage", "well-formed but forged"],
 )
 def test_consent_without_a_valid_csrf_token_issues_no_code(
-    signed_in, client, redis_client, csrf_token
-):
+    signed_in: Browser, client: Any, redis_client: Any, csrf_token: str | None
+) -> None:
     params = authorize_params(client, pkce_pair()[1])
     page(signed_in.get(authorize_path(params)))
     form = {"decision": "approve"}
@@ -372,8 +401,12 @@ def test_consent_without_a_valid_csrf_token_issues_no_code(
 
 
 def test_consent_with_another_sessions_csrf_token_issues_no_code(
-    server, signed_in, other_user, client, redis_client
-):
+    server: LiveServer,
+    signed_in: Browser,
+    other_user: dict[str, str],
+    client: Any,
+    redis_client: Any,
+) -> None:
     params = authorize_params(client, pkce_pair()[1])
     other = server.browser()
     other.login(other_user["email"], other_user["password"])
@@ -388,7 +421,9 @@ def test_consent_with_another_sessions_csrf_token_issues_no_code(
 
 
 @pytest.mark.parametrize("decision", [None, "maybe", "APPROVE"])
-def test_consent_needs_an_explicit_decision(signed_in, client, redis_client, decision):
+def test_consent_needs_an_explicit_decision(
+    signed_in: Browser, client: Any, redis_client: Any, decision: str | None
+) -> None:
     params = authorize_params(client, pkce_pair()[1])
     form = signed_in.form(signed_in.get(authorize_path(params)))
     if decision is not None:
@@ -402,8 +437,8 @@ def test_consent_needs_an_explicit_decision(signed_in, client, redis_client, dec
 
 @pytest.mark.parametrize("repeated", ["scope", "response_type", "state"])
 def test_repeated_parameters_redirect_once_the_client_is_known(
-    browser, server, client, repeated
-):
+    browser: Browser, server: LiveServer, client: Any, repeated: str
+) -> None:
     params = authorize_params(client, pkce_pair()[1], scope="read")
     path = authorize_path(params) + "&" + urlencode({repeated: params[repeated]})
 
@@ -415,7 +450,9 @@ def test_repeated_parameters_redirect_once_the_client_is_known(
 
 
 @pytest.mark.parametrize("repeated", ["client_id", "redirect_uri"])
-def test_repeated_client_or_redirect_uri_is_a_page(browser, client, repeated):
+def test_repeated_client_or_redirect_uri_is_a_page(
+    browser: Browser, client: Any, repeated: str
+) -> None:
     params = authorize_params(client, pkce_pair()[1])
     path = authorize_path(params) + "&" + urlencode({repeated: params[repeated]})
 

@@ -20,18 +20,22 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 import requests
 from devservices import free_port
 from helpers import Browser, obtain_token, whoami_output
 
+if TYPE_CHECKING:
+    from conftest import LiveServer
+
 ROOT = Path(__file__).resolve().parent.parent
 #: What a router puts in front of every request (one hop: TRUSTED_PROXY_HOPS=1).
 ROUTER_HEADERS = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "http"}
 
 
-def run(command: list[str] | str, **kwargs) -> subprocess.CompletedProcess:
+def run(command: list[str] | str, **kwargs: Any) -> subprocess.CompletedProcess:
     result = subprocess.run(
         command, capture_output=True, text=True, timeout=300, **kwargs
     )
@@ -116,7 +120,7 @@ def wait_ready(url: str, process: subprocess.Popen) -> None:
             assert response.status_code == 200, response.text
             return
         except requests.ConnectionError:
-            assert process.poll() is None, process.stderr.read()
+            assert process.poll() is None, process.stderr and process.stderr.read()
             assert time.monotonic() < deadline, "gunicorn did not start"
             time.sleep(0.2)
 
@@ -141,7 +145,8 @@ def test_a_buildpack_build_serves_a_whole_authorization(
     )
     assert "ops@example.com" in created.stdout
 
-    browser = Browser(SimpleNamespace(url=web))
+    # A Browser reads only its server's url.
+    browser = Browser(cast("LiveServer", SimpleNamespace(url=web)))
     browser.headers.update(ROUTER_HEADERS)
     token = obtain_token(browser, {"email": "ops@example.com", "password": password})
     caller = whoami_output(browser, token)

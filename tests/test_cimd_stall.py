@@ -16,11 +16,14 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+from conftest import LiveServer
 from devservices import free_port
+from document_server import DocumentServer
 from helpers import (
     LOOPBACK_REDIRECT,
     authorize_params,
@@ -49,7 +52,7 @@ def authorize_url(base: str, client_id: str) -> str:
 
 
 @pytest.fixture
-def web(base_env, tmp_path) -> Any:
+def web(base_env: dict[str, str], tmp_path: Path) -> Any:
     port = free_port()
     process = start_web(
         base_env,
@@ -64,7 +67,9 @@ def web(base_env, tmp_path) -> Any:
     process.wait(timeout=60)
 
 
-def test_hosts_dribbling_headers_cannot_hold_the_server(web, documents, redis_client):
+def test_hosts_dribbling_headers_cannot_hold_the_server(
+    web: Any, documents: DocumentServer, redis_client: Any
+) -> None:
     urls = []
     for number in range(ATTACKERS):
         documents.dribble(f"/slow/{number}.json")
@@ -111,8 +116,10 @@ def test_hosts_dribbling_headers_cannot_hold_the_server(web, documents, redis_cl
 
 
 def test_a_waiter_gets_the_holders_verdict_and_the_lock_outlasts_the_fetch(
-    make_server, documents, redis_client
-):
+    make_server: Callable[..., LiveServer],
+    documents: DocumentServer,
+    redis_client: Any,
+) -> None:
     # Slow, but within the limit: the instance that fetches holds the lock
     # throughout, and the other waits for its verdict instead of fetching.
     url = documents.document("/c", delay=DEADLINE - 1.5)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import pytest
+import sqlalchemy
 
 
 @pytest.fixture
-def flask_cli(base_env: dict[str, str]):
+def flask_cli(base_env: dict[str, str]) -> Callable[..., subprocess.CompletedProcess]:
     def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
         return subprocess.run(
             [sys.executable, "-m", "flask", "--app", "app", *args],
@@ -24,7 +27,9 @@ def flask_cli(base_env: dict[str, str]):
     return run
 
 
-def test_create_list_and_disable_a_user(flask_cli, engine) -> None:
+def test_create_list_and_disable_a_user(
+    flask_cli: Any, engine: sqlalchemy.Engine
+) -> None:
     created = flask_cli(
         "users",
         "create",
@@ -51,7 +56,7 @@ def test_create_list_and_disable_a_user(flask_cli, engine) -> None:
     assert row.is_active is False
 
 
-def test_duplicate_email_is_a_clear_error_whatever_its_case(flask_cli) -> None:
+def test_duplicate_email_is_a_clear_error_whatever_its_case(flask_cli: Any) -> None:
     first = flask_cli(
         "users",
         "create",
@@ -81,7 +86,9 @@ def test_duplicate_email_is_a_clear_error_whatever_its_case(flask_cli) -> None:
         ("carol@example.com", "short", "password must be"),
     ],
 )
-def test_bad_accounts_are_refused(flask_cli, email, password, message) -> None:
+def test_bad_accounts_are_refused(
+    flask_cli: Any, email: Any, password: Any, message: Any
+) -> None:
     result = flask_cli(
         "users", "create", email, "--password-stdin", stdin=password + "\n"
     )
@@ -89,7 +96,7 @@ def test_bad_accounts_are_refused(flask_cli, email, password, message) -> None:
     assert message in result.stderr
 
 
-def test_disabling_an_unknown_user_fails(flask_cli) -> None:
+def test_disabling_an_unknown_user_fails(flask_cli: Any) -> None:
     result = flask_cli("users", "disable", "nobody@example.com")
     assert result.returncode == 1
     assert "no user with email nobody@example.com" in result.stderr

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import sqlalchemy
 from bs4 import BeautifulSoup
+from conftest import LiveServer
+from document_server import DocumentServer
 from helpers import (
     LOOPBACK_REDIRECT,
+    Browser,
     authorize_params,
     authorize_path,
     client_ids,
@@ -24,6 +28,7 @@ from helpers import (
     redeem,
     register_client,
     result_of,
+    select_one,
     whoami,
 )
 
@@ -52,7 +57,7 @@ def authorize_page(browser: Any, url: str) -> Any:
 
 
 def error_text(page: Any) -> str:
-    return BeautifulSoup(page.text, "html.parser").select_one("p.error").get_text()
+    return select_one(page, "p.error").get_text()
 
 
 def token_with(browser: Any, url: str) -> Any:
@@ -69,7 +74,9 @@ def token_with(browser: Any, url: str) -> Any:
 # --- The whole flow ----------------------------------------------------------------
 
 
-def test_a_document_client_goes_from_authorize_to_mcp(live, documents, user):
+def test_a_document_client_goes_from_authorize_to_mcp(
+    live: Any, documents: DocumentServer, user: dict[str, str]
+) -> None:
     url = documents.document("/client.json")
     browser = live.browser()
     client = client_for(url)
@@ -85,7 +92,9 @@ def test_a_document_client_goes_from_authorize_to_mcp(live, documents, user):
     assert documents.requests == {"/client.json": 1}
 
 
-def test_the_consent_page_shows_the_documents_host(live, documents, user):
+def test_the_consent_page_shows_the_documents_host(
+    live: Any, documents: DocumentServer, user: dict[str, str]
+) -> None:
     url = documents.document("/client.json", client_name="Visual Studio Code")
     browser = live.browser()
     browser.login(user["email"], user["password"])
@@ -94,15 +103,16 @@ def test_the_consent_page_shows_the_documents_host(live, documents, user):
 
     assert page.status_code == 200, page.text
     soup = BeautifulSoup(page.text, "html.parser")
-    assert "Visual Studio Code" in soup.h1.get_text()
-    assert soup.select_one("#client-host").get_text() == f"127.0.0.1:{documents.port}"
+    assert "Visual Studio Code" in select_one(soup, "h1").get_text()
+    host = select_one(soup, "#client-host").get_text()
+    assert host == f"127.0.0.1:{documents.port}"
     # The redirect goes to 127.0.0.1 without the document's port: another host.
     assert soup.select_one("#client-redirect-elsewhere") is not None
 
 
 def test_the_consent_page_says_nothing_more_when_the_host_is_the_same(
-    live, documents, user
-):
+    live: Any, documents: DocumentServer, user: dict[str, str]
+) -> None:
     redirect = f"http://127.0.0.1:{documents.port}/callback"
     url = documents.document("/client.json", redirect_uris=[redirect])
     browser = live.browser()
@@ -118,7 +128,9 @@ def test_the_consent_page_says_nothing_more_when_the_host_is_the_same(
     assert soup.select_one("#client-redirect-elsewhere") is None
 
 
-def test_a_documents_name_is_shown_normalised(live, documents, user):
+def test_a_documents_name_is_shown_normalised(
+    live: Any, documents: DocumentServer, user: dict[str, str]
+) -> None:
     name = "\uff23\uff2c\uff21\uff35\uff24\uff25\u3000\u00a0Desktop"
     url = documents.document("/client.json", client_name=name)
     browser = live.browser()
@@ -127,11 +139,11 @@ def test_a_documents_name_is_shown_normalised(live, documents, user):
     page = authorize_page(browser, url)
 
     assert page.status_code == 200, page.text
-    heading = BeautifulSoup(page.text, "html.parser").h1.get_text()
+    heading = select_one(page, "h1").get_text()
     assert heading.startswith("CLAUDE Desktop ")
 
 
-def test_registered_clients_get_no_document_notice(signed_in):
+def test_registered_clients_get_no_document_notice(signed_in: Browser) -> None:
     client = register_client(signed_in)
     _, challenge = pkce_pair()
 
@@ -141,7 +153,9 @@ def test_registered_clients_get_no_document_notice(signed_in):
     assert "client-host" not in page.text
 
 
-def test_the_consent_page_is_translated(live, documents, user):
+def test_the_consent_page_is_translated(
+    live: Any, documents: DocumentServer, user: dict[str, str]
+) -> None:
     url = documents.document("/client.json")
     browser = live.browser()
     browser.headers["Accept-Language"] = "zh-CN"
@@ -149,11 +163,13 @@ def test_the_consent_page_is_translated(live, documents, user):
 
     page = authorize_page(browser, url)
 
-    notice = BeautifulSoup(page.text, "html.parser").select_one("#client-document")
+    notice = select_one(page, "#client-document")
     assert "网站" in notice.get_text()
 
 
-def test_a_redirect_uri_not_in_the_document_is_refused(live, documents, user):
+def test_a_redirect_uri_not_in_the_document_is_refused(
+    live: Any, documents: DocumentServer, user: dict[str, str]
+) -> None:
     url = documents.document("/client.json")
     browser = live.browser()
     _, challenge = pkce_pair()
@@ -167,7 +183,9 @@ def test_a_redirect_uri_not_in_the_document_is_refused(live, documents, user):
     assert "Location" not in page.headers
 
 
-def test_a_document_client_must_not_send_a_secret(live, documents, user):
+def test_a_document_client_must_not_send_a_secret(
+    live: Any, documents: DocumentServer, user: dict[str, str]
+) -> None:
     url = documents.document("/client.json")
     browser = live.browser()
     code, verifier, _ = get_code(browser, client_for(url), user)
@@ -238,7 +256,9 @@ BAD_DOCUMENTS = {
 
 
 @pytest.mark.parametrize("serve", BAD_DOCUMENTS.values(), ids=BAD_DOCUMENTS.keys())
-def test_a_bad_document_is_a_page_at_authorize_and_401_at_token(live, documents, serve):
+def test_a_bad_document_is_a_page_at_authorize_and_401_at_token(
+    live: Any, documents: DocumentServer, serve: Any
+) -> None:
     make, words = serve
     make(documents)
     url = documents.url("/c")
@@ -256,7 +276,9 @@ def test_a_bad_document_is_a_page_at_authorize_and_401_at_token(live, documents,
     assert documents.requests["/c"] == 1
 
 
-def test_a_document_too_slow_to_arrive_is_refused(live, documents):
+def test_a_document_too_slow_to_arrive_is_refused(
+    live: Any, documents: DocumentServer
+) -> None:
     from app.oauth.client_metadata_fetch import DEADLINE
 
     documents.document("/c", delay=DEADLINE + 2)
@@ -269,7 +291,7 @@ def test_a_document_too_slow_to_arrive_is_refused(live, documents):
     assert token_with(browser, documents.url("/c")).status_code == 401
 
 
-def test_the_problem_page_is_translated(live, documents):
+def test_the_problem_page_is_translated(live: Any, documents: DocumentServer) -> None:
     browser = live.browser()
     browser.headers["Accept-Language"] = "zh-CN"
 
@@ -283,7 +305,11 @@ def test_the_problem_page_is_translated(live, documents):
 # --- Caching -----------------------------------------------------------------------
 
 
-def test_two_instances_share_one_fetch(make_server, documents, user):
+def test_two_instances_share_one_fetch(
+    make_server: Callable[..., LiveServer],
+    documents: DocumentServer,
+    user: dict[str, str],
+) -> None:
     url = documents.document("/c")
     first, second = make_server(**LOOPBACK_ON), make_server(**LOOPBACK_ON)
     client = client_for(url)
@@ -296,7 +322,9 @@ def test_two_instances_share_one_fetch(make_server, documents, user):
     assert documents.requests == {"/c": 1}
 
 
-def test_concurrent_misses_fetch_once(make_server, documents):
+def test_concurrent_misses_fetch_once(
+    make_server: Callable[..., LiveServer], documents: DocumentServer
+) -> None:
     url = documents.document("/c", delay=0.5)
     servers = [make_server(**LOOPBACK_ON), make_server(**LOOPBACK_ON)]
     statuses: list[int] = []
@@ -329,8 +357,12 @@ def test_concurrent_misses_fetch_once(make_server, documents):
     ],
 )
 def test_the_verdict_lasts_as_cache_control_says_within_bounds(
-    live, documents, redis_client, cache_control, ttl
-):
+    live: Any,
+    documents: DocumentServer,
+    redis_client: Any,
+    cache_control: Any,
+    ttl: Any,
+) -> None:
     url = documents.document("/c", headers={"Cache-Control": cache_control})
 
     authorize_page(live.browser(), url)
@@ -339,7 +371,9 @@ def test_the_verdict_lasts_as_cache_control_says_within_bounds(
     assert ttl - 5 <= redis_client.ttl(key) <= ttl
 
 
-def test_a_failure_is_remembered_briefly(live, documents, redis_client):
+def test_a_failure_is_remembered_briefly(
+    live: Any, documents: DocumentServer, redis_client: Any
+) -> None:
     documents.respond("/c", status=500)
 
     authorize_page(live.browser(), documents.url("/c"))
@@ -355,7 +389,9 @@ def test_a_failure_is_remembered_briefly(live, documents, redis_client):
 # --- Settings ----------------------------------------------------------------------
 
 
-def test_by_default_a_loopback_document_is_refused_unfetched(browser, documents):
+def test_by_default_a_loopback_document_is_refused_unfetched(
+    browser: Browser, documents: DocumentServer
+) -> None:
     https_url = f"https://127.0.0.1:{documents.port}/c"
     http_url = documents.document("/c")
 
@@ -368,7 +404,9 @@ def test_by_default_a_loopback_document_is_refused_unfetched(browser, documents)
     assert documents.connections == 0
 
 
-def test_allowed_hosts_restrict_documents(make_server, documents):
+def test_allowed_hosts_restrict_documents(
+    make_server: Callable[..., LiveServer], documents: DocumentServer
+) -> None:
     url = documents.document("/c")
     elsewhere = make_server(**LOOPBACK_ON, CIMD_ALLOWED_HOSTS="vscode.dev, claude.ai")
     here = make_server(**LOOPBACK_ON, CIMD_ALLOWED_HOSTS="vscode.dev,127.0.0.1")
@@ -381,7 +419,9 @@ def test_allowed_hosts_restrict_documents(make_server, documents):
     assert authorize_page(here.browser(), url).status_code == 302
 
 
-def test_switched_off_url_client_ids_are_unknown(make_server, documents, browser):
+def test_switched_off_url_client_ids_are_unknown(
+    make_server: Callable[..., LiveServer], documents: DocumentServer, browser: Browser
+) -> None:
     url = documents.document("/c")
     off = make_server(**LOOPBACK_ON, CLIENT_METADATA_DOCUMENTS="off")
 
@@ -401,8 +441,12 @@ def test_switched_off_url_client_ids_are_unknown(make_server, documents, browser
 
 
 def test_approval_keeps_a_row_that_caps_and_pruning_leave_alone(
-    make_server, documents, user, engine, base_env
-):
+    make_server: Callable[..., LiveServer],
+    documents: DocumentServer,
+    user: dict[str, str],
+    engine: sqlalchemy.Engine,
+    base_env: dict[str, str],
+) -> None:
     url = documents.document("/c", client_name="First Name")
     live = make_server(**LOOPBACK_ON, MAX_CLIENTS="1", MAX_CLIENTS_PER_ADDRESS="1")
     browser = live.browser()
@@ -425,8 +469,12 @@ def test_approval_keeps_a_row_that_caps_and_pruning_leave_alone(
 
 
 def test_a_later_approval_refreshes_the_row_from_the_document(
-    live, documents, user, engine, redis_client
-):
+    live: Any,
+    documents: DocumentServer,
+    user: dict[str, str],
+    engine: sqlalchemy.Engine,
+    redis_client: Any,
+) -> None:
     url = documents.document("/c", client_name="First Name")
     browser = live.browser()
     get_code(browser, client_for(url), user)
@@ -456,7 +504,12 @@ def login_page_for(browser: Any, url: str) -> Any:
     return browser.get("/login", params={"next": target})
 
 
-def test_only_authorize_fetches(live, documents, user, redis_client):
+def test_only_authorize_fetches(
+    live: Any,
+    documents: DocumentServer,
+    user: dict[str, str],
+    redis_client: Any,
+) -> None:
     url = documents.document("/c", client_name="Fetched At Authorize")
     browser = live.browser()
     client = client_for(url)
@@ -490,8 +543,10 @@ def test_only_authorize_fetches(live, documents, user, redis_client):
 
 
 def test_fetches_are_limited_per_address_cached_verdicts_are_not(
-    make_server, documents, redis_client
-):
+    make_server: Callable[..., LiveServer],
+    documents: DocumentServer,
+    redis_client: Any,
+) -> None:
     live = make_server(
         **LOOPBACK_ON, CIMD_FETCH_RATE_LIMIT="3 per minute", TRUSTED_PROXY_HOPS="1"
     )

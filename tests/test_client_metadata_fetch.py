@@ -11,6 +11,7 @@ import ssl
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -141,14 +142,18 @@ def problem_of(url: str, policy: FetchPolicy = DEFAULT) -> FetchProblem:
         ("https:///meta.json", "url_path"),  # read as host "meta.json"
     ],
 )
-def test_malformed_urls_are_refused_before_any_lookup(monkeypatch, url, code):
+def test_malformed_urls_are_refused_before_any_lookup(
+    monkeypatch: pytest.MonkeyPatch, url: Any, code: Any
+) -> None:
     asked = resolving_to(monkeypatch, "93.184.215.14")
 
     assert problem_of(url).code == code
     assert asked == []
 
 
-def test_allowed_hosts_restrict_where_documents_come_from(monkeypatch):
+def test_allowed_hosts_restrict_where_documents_come_from(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     asked = resolving_to(monkeypatch, "93.184.215.14")
     policy = FetchPolicy(allowed_hosts=frozenset({"vscode.dev"}))
 
@@ -162,7 +167,7 @@ def test_allowed_hosts_restrict_where_documents_come_from(monkeypatch):
     assert fetching.check_url("https://vscode.dev/meta.json", policy)
 
 
-def test_loopback_mode_opens_http_only_on_loopback_hosts():
+def test_loopback_mode_opens_http_only_on_loopback_hosts() -> None:
     for url in (
         "http://127.0.0.1:9/meta.json",
         "http://localhost:9/meta.json",
@@ -178,19 +183,19 @@ def test_loopback_mode_opens_http_only_on_loopback_hosts():
 
 
 @pytest.mark.parametrize("address", SPECIAL_ADDRESSES)
-def test_special_addresses_are_not_public(address):
+def test_special_addresses_are_not_public(address: Any) -> None:
     assert not fetching.address_is_public(address)
 
 
 @pytest.mark.parametrize("address", PUBLIC_ADDRESSES)
-def test_public_addresses_are(address):
+def test_public_addresses_are(address: Any) -> None:
     assert fetching.address_is_public(address)
 
 
 @pytest.mark.parametrize("address", SPECIAL_ADDRESSES)
 def test_a_name_resolving_to_a_special_address_is_refused_unconnected(
-    monkeypatch, documents, address
-):
+    monkeypatch: pytest.MonkeyPatch, documents: DocumentServer, address: Any
+) -> None:
     # The name resolves to the address; were it connected to, the document
     # server would count it (loopback) or the fetch would hang (the rest).
     resolving_to(monkeypatch, address)
@@ -216,21 +221,27 @@ def test_a_name_resolving_to_a_special_address_is_refused_unconnected(
         "0.0.0.0",
     ],
 )
-def test_special_literals_and_real_names_are_refused_unconnected(documents, host):
+def test_special_literals_and_real_names_are_refused_unconnected(
+    documents: DocumentServer, host: str
+) -> None:
     problem = problem_of(f"https://{host}:{documents.port}/meta.json")
 
     assert problem.code == "address"
     assert documents.connections == 0
 
 
-def test_one_special_answer_among_public_ones_is_enough(monkeypatch, documents):
+def test_one_special_answer_among_public_ones_is_enough(
+    monkeypatch: pytest.MonkeyPatch, documents: DocumentServer
+) -> None:
     resolving_to(monkeypatch, "93.184.215.14", "127.0.0.1")
 
     assert problem_of(f"https://two.example:{documents.port}/m.json").code == "address"
     assert documents.connections == 0
 
 
-def test_the_connection_goes_to_the_address_checked(monkeypatch, documents):
+def test_the_connection_goes_to_the_address_checked(
+    monkeypatch: pytest.MonkeyPatch, documents: DocumentServer
+) -> None:
     # A rebinding resolver would answer differently the second time; there is
     # no second time, and the request still names the host.
     url = f"http://localhost:{documents.port}/meta.json"
@@ -244,7 +255,9 @@ def test_the_connection_goes_to_the_address_checked(monkeypatch, documents):
     assert documents.hosts == [f"localhost:{documents.port}"]
 
 
-def test_loopback_mode_still_refuses_private_addresses(monkeypatch, documents):
+def test_loopback_mode_still_refuses_private_addresses(
+    monkeypatch: pytest.MonkeyPatch, documents: DocumentServer
+) -> None:
     resolving_to(monkeypatch, "10.0.0.1")
 
     assert problem_of(f"http://localhost:{documents.port}/m", LOOPBACK).code == (
@@ -273,7 +286,9 @@ def _certificate(
 
 
 @pytest.fixture
-def tls_documents(tmp_path, monkeypatch) -> Iterator[DocumentServer]:
+def tls_documents(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[DocumentServer]:
     """A document server with a certificate for ``docs.example`` from a test CA
     that the fetcher is told to trust."""
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -301,8 +316,8 @@ def tls_documents(tmp_path, monkeypatch) -> Iterator[DocumentServer]:
 
 
 def test_tls_is_verified_for_the_name_while_connecting_to_the_address(
-    monkeypatch, tls_documents
-):
+    monkeypatch: pytest.MonkeyPatch, tls_documents: DocumentServer
+) -> None:
     tls_documents.respond("/meta.json", "{}")
     resolving_to(monkeypatch, "127.0.0.1")
     port = tls_documents.port
@@ -323,7 +338,9 @@ def test_tls_is_verified_for_the_name_while_connecting_to_the_address(
 @pytest.mark.parametrize(
     ("status", "code"), [(301, "redirect"), (302, "redirect"), (307, "redirect")]
 )
-def test_redirects_are_not_followed(documents, status, code):
+def test_redirects_are_not_followed(
+    documents: DocumentServer, status: Any, code: Any
+) -> None:
     documents.respond("/m", status=status, headers={"Location": documents.url("/x")})
 
     problem = problem_of(documents.url("/m"), LOOPBACK)
@@ -332,23 +349,25 @@ def test_redirects_are_not_followed(documents, status, code):
     assert documents.requests == {"/m": 1}
 
 
-def test_an_error_status_is_a_failure(documents):
+def test_an_error_status_is_a_failure(documents: DocumentServer) -> None:
     assert problem_of(documents.url("/missing"), LOOPBACK).args_ == {"status": 404}
 
 
-def test_a_body_over_five_kilobytes_is_refused(documents):
+def test_a_body_over_five_kilobytes_is_refused(documents: DocumentServer) -> None:
     documents.respond("/big", b" " * (5 * 1024 + 1), headers={"Content-Length": None})
 
     assert problem_of(documents.url("/big"), LOOPBACK).code == "too_large"
 
 
-def test_a_declared_length_over_the_cap_is_refused_unread(documents):
+def test_a_declared_length_over_the_cap_is_refused_unread(
+    documents: DocumentServer,
+) -> None:
     documents.respond("/big", b" " * 6000)
 
     assert problem_of(documents.url("/big"), LOOPBACK).code == "too_large"
 
 
-def test_an_endless_body_stops_at_the_cap(documents):
+def test_an_endless_body_stops_at_the_cap(documents: DocumentServer) -> None:
     documents.endless("/endless")
     started = time.monotonic()
 
@@ -358,7 +377,9 @@ def test_an_endless_body_stops_at_the_cap(documents):
     assert time.monotonic() - started < 2
 
 
-def test_a_trickling_body_stops_at_the_deadline(documents, monkeypatch):
+def test_a_trickling_body_stops_at_the_deadline(
+    documents: DocumentServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(fetching, "DEADLINE", 0.5)
     documents.endless("/trickle", chunk=b" ", every=0.1)
     started = time.monotonic()
@@ -367,7 +388,9 @@ def test_a_trickling_body_stops_at_the_deadline(documents, monkeypatch):
     assert time.monotonic() - started < 2
 
 
-def test_headers_sent_a_byte_at_a_time_stop_at_the_deadline(documents, monkeypatch):
+def test_headers_sent_a_byte_at_a_time_stop_at_the_deadline(
+    documents: DocumentServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Every byte arrives well within any per-read timeout; only the one
     # limit over the whole fetch ends it.
     monkeypatch.setattr(fetching, "DEADLINE", 1.0)
@@ -379,7 +402,7 @@ def test_headers_sent_a_byte_at_a_time_stop_at_the_deadline(documents, monkeypat
 
 
 @pytest.fixture
-def hanging_resolver(monkeypatch) -> Iterator[list[str]]:
+def hanging_resolver(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """A resolver that answers only when the test ends: a name server that
     never replies. Yields the names it was asked."""
     released, asked = threading.Event(), []
@@ -399,8 +422,10 @@ def hanging_resolver(monkeypatch) -> Iterator[list[str]]:
 
 
 def test_a_name_lookup_that_hangs_is_given_up_at_the_deadline(
-    monkeypatch, documents, hanging_resolver
-):
+    monkeypatch: pytest.MonkeyPatch,
+    documents: DocumentServer,
+    hanging_resolver: list[str],
+) -> None:
     monkeypatch.setattr(fetching, "DEADLINE", 0.5)
     started = time.monotonic()
 
@@ -412,7 +437,9 @@ def test_a_name_lookup_that_hangs_is_given_up_at_the_deadline(
     assert documents.connections == 0
 
 
-def test_lookups_left_hanging_are_bounded(monkeypatch, hanging_resolver):
+def test_lookups_left_hanging_are_bounded(
+    monkeypatch: pytest.MonkeyPatch, hanging_resolver: list[str]
+) -> None:
     monkeypatch.setattr(fetching, "DEADLINE", 0.05)
     url = "https://hangs.example/m"
     for _ in range(fetching.MAX_PENDING_LOOKUPS):
@@ -423,7 +450,7 @@ def test_lookups_left_hanging_are_bounded(monkeypatch, hanging_resolver):
     assert len(hanging_resolver) == fetching.MAX_PENDING_LOOKUPS
 
 
-def test_a_server_that_does_not_answer_times_out(documents):
+def test_a_server_that_does_not_answer_times_out(documents: DocumentServer) -> None:
     documents.respond("/slow", "{}", delay=fetching.DEADLINE + 2)
     started = time.monotonic()
 
@@ -431,13 +458,13 @@ def test_a_server_that_does_not_answer_times_out(documents):
     assert time.monotonic() - started < fetching.DEADLINE + 1
 
 
-def test_a_compressed_body_is_refused(documents):
+def test_a_compressed_body_is_refused(documents: DocumentServer) -> None:
     documents.respond("/gz", b"\x1f\x8b", headers={"Content-Encoding": "gzip"})
 
     assert problem_of(documents.url("/gz"), LOOPBACK).code == "encoding"
 
 
-def test_nothing_listening_is_a_connect_failure(documents):
+def test_nothing_listening_is_a_connect_failure(documents: DocumentServer) -> None:
     url = documents.url("/m")
     documents.stop()
 
@@ -460,5 +487,5 @@ def test_nothing_listening_is_a_connect_failure(documents):
         ("max-age=abc", 300),
     ],
 )
-def test_cache_control_is_honoured_within_bounds(header, seconds):
+def test_cache_control_is_honoured_within_bounds(header: Any, seconds: Any) -> None:
     assert cache_seconds(header) == seconds

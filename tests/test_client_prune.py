@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sqlalchemy
 from helpers import (
+    Browser,
     authorize_params,
     backdate,
     client_ids,
@@ -15,8 +17,11 @@ from helpers import (
 
 
 def test_prune_deletes_only_old_clients_that_never_authorized(
-    browser, user, engine, base_env
-):
+    browser: Browser,
+    user: dict[str, str],
+    engine: sqlalchemy.Engine,
+    base_env: dict[str, str],
+) -> None:
     stale = register_client(browser, client_name="stale")
     used = register_client(browser, client_name="used")
     fresh = register_client(browser, client_name="fresh")
@@ -37,7 +42,9 @@ def test_prune_deletes_only_old_clients_that_never_authorized(
     }
 
 
-def test_prune_respects_the_age_given(browser, engine, base_env):
+def test_prune_respects_the_age_given(
+    browser: Browser, engine: sqlalchemy.Engine, base_env: dict[str, str]
+) -> None:
     month_old = register_client(browser)
     backdate(engine, month_old, 30)
 
@@ -50,7 +57,9 @@ def test_prune_respects_the_age_given(browser, engine, base_env):
     assert client_ids(engine) == set()
 
 
-def test_a_pruned_client_can_no_longer_authorize(browser, engine, base_env):
+def test_a_pruned_client_can_no_longer_authorize(
+    browser: Browser, engine: sqlalchemy.Engine, base_env: dict[str, str]
+) -> None:
     client = register_client(browser)
     backdate(engine, client, 30)
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from app.config import ConfigError, load_settings
+from app.config import ConfigError, Settings, load_settings
 
 REQUIRED = {
     "DATABASE_URL": "postgresql://u:p@db.example:5432/app",
@@ -26,7 +27,7 @@ NO_JWT_SECRET = (
 )
 
 
-def settings(**changes: str | None):
+def settings(**changes: str | None) -> Settings:
     env = {**REQUIRED, **changes}
     return load_settings({k: v for k, v in env.items() if v is not None})
 
@@ -160,7 +161,9 @@ def test_issuer_is_one_exact_string_without_trailing_slash(
         ("vscode-webview://abc123", ("vscode-webview://abc123",)),
     ],
 )
-def test_allowed_origins_are_origins_as_browsers_send_them(value, expected) -> None:
+def test_allowed_origins_are_origins_as_browsers_send_them(
+    value: Any, expected: Any
+) -> None:
     assert settings(ALLOWED_ORIGINS=value).allowed_origins == expected
 
 
@@ -199,7 +202,7 @@ def test_an_upper_case_https_issuer_still_gets_secure_cookies() -> None:
 # --- Token signing keys (CONTRACT §5) -----------------------------------------
 
 
-def private_pem(key, password: bytes | None = None) -> str:
+def private_pem(key: Any, password: bytes | None = None) -> str:
     encryption = (
         serialization.BestAvailableEncryption(password)
         if password
@@ -210,7 +213,7 @@ def private_pem(key, password: bytes | None = None) -> str:
     ).decode()
 
 
-def public_pem(key) -> str:
+def public_pem(key: Any) -> str:
     return (
         key.public_key()
         .public_bytes(
@@ -227,7 +230,7 @@ RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
 @pytest.mark.parametrize("key", [EC_KEY, ED_KEY], ids=["P-256", "Ed25519"])
-def test_a_signing_key_makes_jwt_secret_optional(key) -> None:
+def test_a_signing_key_makes_jwt_secret_optional(key: Any) -> None:
     s = settings(JWT_SECRET=None, JWT_SIGNING_KEY=private_pem(key))
     assert s.jwt_secret is None
     assert "PRIVATE" not in repr(s)

@@ -13,11 +13,19 @@ import socket
 import tempfile
 import threading
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import devservices
 import pytest
-from helpers import authorize_params, authorize_path, pkce_pair, register_client
+from conftest import LiveServer
+from helpers import (
+    Browser,
+    authorize_params,
+    authorize_path,
+    pkce_pair,
+    register_client,
+)
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -93,7 +101,11 @@ def closed_port() -> int:
 
 
 def approve_in_chromium(
-    chromium: WebDriver, server, user: dict, client_id: str, redirect_uri: str
+    chromium: WebDriver,
+    server: LiveServer,
+    user: dict,
+    client_id: str,
+    redirect_uri: str,
 ) -> tuple[str, str]:
     """Sign in, read the consent page's host, approve; return it and the URL."""
     _, challenge = pkce_pair()
@@ -136,16 +148,16 @@ def approve_in_chromium(
     ],
 )
 def test_approve_goes_to_the_host_the_consent_page_names(
-    chromium,
-    server,
-    browser,
-    user,
-    callback_port,
-    closed_port,
-    registered,
-    requested,
-    host,
-):
+    chromium: WebDriver,
+    server: LiveServer,
+    browser: Browser,
+    user: dict[str, str],
+    callback_port: int,
+    closed_port: int,
+    registered: Any,
+    requested: Any,
+    host: Any,
+) -> None:
     ports = {"live": callback_port, "closed": closed_port}
     registered = registered.format(**ports)
     requested = (requested or registered).format(**ports)
@@ -161,7 +173,9 @@ def test_approve_goes_to_the_host_the_consent_page_names(
 
 
 @pytest.mark.parametrize("redirect_uri", ATTACK_REDIRECT_URIS)
-def test_the_findings_redirect_uris_are_refused(browser, redirect_uri):
+def test_the_findings_redirect_uris_are_refused(
+    browser: Browser, redirect_uri: Any
+) -> None:
     response = browser.post("/register", json={"redirect_uris": [redirect_uri]})
 
     assert response.status_code == 400, response.text
@@ -169,8 +183,8 @@ def test_the_findings_redirect_uris_are_refused(browser, redirect_uri):
 
 
 def test_a_client_stored_before_the_fix_shows_where_the_browser_goes(
-    chromium, server, user
-):
+    chromium: WebDriver, server: LiveServer, user: dict[str, str]
+) -> None:
     """A backslash URI registered earlier is named as Chromium resolves it."""
     redirect_uri = ATTACK_REDIRECT_URIS[0]
     with server.app.app_context():

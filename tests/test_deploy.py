@@ -26,7 +26,7 @@ from app.config import Settings, load_settings
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_procfile_release_and_web_serve_a_ready_app(base_env) -> None:
+def test_procfile_release_and_web_serve_a_ready_app(base_env: dict[str, str]) -> None:
     port = free_port()
     env = {
         **os.environ,
@@ -71,7 +71,7 @@ def test_procfile_release_and_web_serve_a_ready_app(base_env) -> None:
                 )
                 break
             except requests.ConnectionError:
-                assert web.poll() is None, web.stderr.read()
+                assert web.poll() is None, web.stderr and web.stderr.read()
                 assert time.monotonic() < deadline, "gunicorn did not start"
                 time.sleep(0.2)
         assert response.status_code == 200

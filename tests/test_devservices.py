@@ -12,6 +12,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -116,7 +117,9 @@ def reachable_dir() -> Iterator[Path]:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
-def test_a_stop_signal_stops_every_server(reachable_dir, tmp_path, signum) -> None:
+def test_a_stop_signal_stops_every_server(
+    reachable_dir: Path, tmp_path: Path, signum: Any
+) -> None:
     run = DevRun(reachable_dir, tmp_path / "run.log")
 
     run.stop(signum)
@@ -126,7 +129,7 @@ def test_a_stop_signal_stops_every_server(reachable_dir, tmp_path, signum) -> No
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the fallback is only for root")
 def test_data_survives_a_restart_where_postgres_cannot_reach_the_checkout(
-    tmp_path,
+    tmp_path: Path,
 ) -> None:
     checkout = tmp_path / "checkout"
     checkout.mkdir(mode=0o700)
@@ -154,7 +157,7 @@ def test_data_survives_a_restart_where_postgres_cannot_reach_the_checkout(
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the fallback is only for root")
-def test_a_fallback_folder_someone_else_planted_is_refused(tmp_path) -> None:
+def test_a_fallback_folder_someone_else_planted_is_refused(tmp_path: Path) -> None:
     data_dir = tmp_path / "checkout" / ".devdata"
     fallback = fallback_data_dir(data_dir)
     fallback.symlink_to(tmp_path)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
+from conftest import LiveServer
+from helpers import Browser
 
 PATH_ISSUER = "https://www.example.com/prod-api"
 
@@ -44,7 +49,9 @@ def assert_protected_resource_metadata(document: dict, issuer: str) -> None:
 
 
 @pytest.mark.parametrize("path", [AS_METADATA, "/.well-known/openid-configuration"])
-def test_authorization_server_metadata_names_every_endpoint(browser, server, path):
+def test_authorization_server_metadata_names_every_endpoint(
+    browser: Browser, server: LiveServer, path: Any
+) -> None:
     response = browser.get(path)
 
     assert response.status_code == 200
@@ -52,7 +59,9 @@ def test_authorization_server_metadata_names_every_endpoint(browser, server, pat
     assert_authorization_server_metadata(response.json(), server.url)
 
 
-def test_issuer_is_the_exact_base_url_without_trailing_slash(browser, server):
+def test_issuer_is_the_exact_base_url_without_trailing_slash(
+    browser: Browser, server: LiveServer
+) -> None:
     document = browser.get(AS_METADATA).json()
 
     assert document["issuer"] == server.url
@@ -65,8 +74,8 @@ def test_issuer_is_the_exact_base_url_without_trailing_slash(browser, server):
     [("/revoke", "revocation_endpoint"), ("/introspect", "introspection_endpoint")],
 )
 def test_every_further_endpoint_the_service_has_is_advertised(
-    browser, server, path, field
-):
+    browser: Browser, server: LiveServer, path: Any, field: Any
+) -> None:
     document = browser.get(AS_METADATA).json()
     exists = browser.post(path, data={"token": "x"}).status_code not in (404, 405)
 
@@ -75,7 +84,7 @@ def test_every_further_endpoint_the_service_has_is_advertised(
         assert document[field] == server.url + path
 
 
-def test_advertised_endpoints_exist(browser, server):
+def test_advertised_endpoints_exist(browser: Browser, server: LiveServer) -> None:
     document = browser.get(AS_METADATA).json()
     for field in ("token_endpoint", "registration_endpoint"):
         path = document[field].removeprefix(server.url)
@@ -88,7 +97,9 @@ def test_advertised_endpoints_exist(browser, server):
 
 
 @pytest.mark.parametrize("path", [PR_METADATA, PR_METADATA + "/mcp"])
-def test_protected_resource_metadata_describes_mcp(browser, server, path):
+def test_protected_resource_metadata_describes_mcp(
+    browser: Browser, server: LiveServer, path: Any
+) -> None:
     response = browser.get(path)
 
     assert response.status_code == 200
@@ -99,7 +110,7 @@ def test_protected_resource_metadata_describes_mcp(browser, server, path):
 
 
 @pytest.fixture
-def prefixed(make_server):
+def prefixed(make_server: Callable[..., LiveServer]) -> LiveServer:
     """A server whose ISSUER carries a path; note the trailing slash is dropped."""
     return make_server(ISSUER=PATH_ISSUER + "/")
 
@@ -112,7 +123,7 @@ def prefixed(make_server):
         AS_METADATA,
     ],
 )
-def test_path_issuer_metadata_is_built_from_issuer(prefixed, path):
+def test_path_issuer_metadata_is_built_from_issuer(prefixed: Any, path: Any) -> None:
     response = prefixed.browser().get(path)
 
     assert response.status_code == 200
@@ -120,7 +131,7 @@ def test_path_issuer_metadata_is_built_from_issuer(prefixed, path):
 
 
 @pytest.mark.parametrize("path", [PR_METADATA, PR_METADATA + "/prod-api/mcp"])
-def test_path_issuer_protected_resource_metadata(prefixed, path):
+def test_path_issuer_protected_resource_metadata(prefixed: Any, path: Any) -> None:
     response = prefixed.browser().get(path)
 
     assert response.status_code == 200
@@ -130,11 +141,13 @@ def test_path_issuer_protected_resource_metadata(prefixed, path):
 @pytest.mark.parametrize(
     "path", [AS_METADATA + "/other", AS_METADATA + "/prod-api/extra"]
 )
-def test_path_issuer_metadata_is_not_served_for_other_paths(prefixed, path):
+def test_path_issuer_metadata_is_not_served_for_other_paths(
+    prefixed: Any, path: Any
+) -> None:
     assert prefixed.browser().get(path).status_code == 404
 
 
-def test_metadata_ignores_the_host_header(browser, server):
+def test_metadata_ignores_the_host_header(browser: Browser, server: LiveServer) -> None:
     response = browser.get(AS_METADATA, headers={"Host": "evil.example"})
 
     assert response.json()["issuer"] == server.url
@@ -156,14 +169,14 @@ OPEN_ROUTES = [
 
 
 @pytest.mark.parametrize(("method", "path"), OPEN_ROUTES)
-def test_open_routes_allow_any_origin(browser, method, path):
+def test_open_routes_allow_any_origin(browser: Browser, method: Any, path: Any) -> None:
     response = browser.request(method, path, headers={"Origin": ORIGIN}, json={})
 
     assert response.headers.get("Access-Control-Allow-Origin") == "*"
 
 
 @pytest.mark.parametrize(("method", "path"), OPEN_ROUTES)
-def test_open_routes_answer_preflight(browser, method, path):
+def test_open_routes_answer_preflight(browser: Browser, method: Any, path: Any) -> None:
     response = browser.options(
         path,
         headers={
@@ -187,7 +200,9 @@ CORS_ROUTES = [*OPEN_ROUTES, ("POST", "/mcp"), ("POST", "/auth/token")]
 
 
 @pytest.mark.parametrize(("method", "path"), CORS_ROUTES)
-def test_preflights_advertise_only_the_routes_methods(browser, method, path):
+def test_preflights_advertise_only_the_routes_methods(
+    browser: Browser, method: Any, path: Any
+) -> None:
     advertised = browser.options(
         path, headers={"Origin": ORIGIN, "Access-Control-Request-Method": method}
     ).headers["Access-Control-Allow-Methods"]
@@ -199,7 +214,7 @@ def test_preflights_advertise_only_the_routes_methods(browser, method, path):
     assert "Access-Control-Allow-Methods" not in other.headers
 
 
-def test_token_errors_expose_www_authenticate(browser):
+def test_token_errors_expose_www_authenticate(browser: Browser) -> None:
     response = browser.post(
         "/token",
         data={"grant_type": "authorization_code"},
@@ -214,7 +229,9 @@ def test_token_errors_expose_www_authenticate(browser):
 
 @pytest.mark.parametrize("path", ["/authorize", "/login"])
 @pytest.mark.parametrize("method", ["GET", "OPTIONS"])
-def test_pages_for_people_do_not_answer_other_origins(browser, path, method):
+def test_pages_for_people_do_not_answer_other_origins(
+    browser: Browser, path: str, method: str
+) -> None:
     response = browser.request(
         method,
         path,
@@ -244,7 +261,9 @@ def ec_private_pem() -> str:
     )
 
 
-def test_an_hs256_server_publishes_no_key_and_no_jwks_uri(browser, server):
+def test_an_hs256_server_publishes_no_key_and_no_jwks_uri(
+    browser: Browser, server: LiveServer
+) -> None:
     secret = server.app.config["SETTINGS"].jwt_secret
 
     document = browser.get(AS_METADATA).json()
@@ -257,7 +276,9 @@ def test_an_hs256_server_publishes_no_key_and_no_jwks_uri(browser, server):
 
 
 @pytest.mark.parametrize("path", [AS_METADATA, AS_METADATA + "/prod-api"])
-def test_jwks_uri_is_advertised_from_the_issuer_with_a_signing_key(make_server, path):
+def test_jwks_uri_is_advertised_from_the_issuer_with_a_signing_key(
+    make_server: Callable[..., LiveServer], path: Any
+) -> None:
     keyed = make_server(ISSUER=PATH_ISSUER, JWT_SIGNING_KEY=ec_private_pem())
 
     document = keyed.browser().get(path).json()
@@ -267,7 +288,9 @@ def test_jwks_uri_is_advertised_from_the_issuer_with_a_signing_key(make_server, 
     assert keyed.browser().get(JWKS).status_code == 200
 
 
-def test_the_jwk_set_answers_any_origin_and_preflight(make_server):
+def test_the_jwk_set_answers_any_origin_and_preflight(
+    make_server: Callable[..., LiveServer],
+) -> None:
     keyed = make_server(JWT_SIGNING_KEY=ec_private_pem())
     browser = keyed.browser()
 

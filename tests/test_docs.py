@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
+from typing import Any
 
 from app.config import Settings
 
@@ -37,7 +38,7 @@ def _as_documented(rule: str) -> str:
     return re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", r"<\1>", rule)
 
 
-def test_every_route_is_documented(app) -> None:
+def test_every_route_is_documented(app: Any) -> None:
     reference = (DOCS / "reference.md").read_text()
     missing = [
         f"{method} {_as_documented(rule.rule)}"
@@ -61,3 +62,56 @@ def test_relative_links_resolve() -> None:
     for path in [README, *DOCS.glob("*.md")]:
         for target in link.findall(path.read_text()):
             assert (path.parent / target).exists(), f"{path.name} -> {target}"
+
+
+#: A module named in the README's layout: ``name.py``, alone or in a list.
+LAYOUT_MODULE = re.compile(r"(?<![\w./*])([a-z_][a-z0-9_]*\.py)\b")
+
+
+def layout_paths() -> set[str]:
+    """Every path the README's layout names, read from its indented tree.
+
+    A line whose first word ends in ``/`` opens a folder inside the folder
+    above it (by indentation); ``name.py`` anywhere on a line inside a folder,
+    or on the folder's own line, names a module of that folder.
+    """
+    section = README.read_text().split("## Layout", 1)[1]
+    block = section.split("```", 2)[1]
+    named: set[str] = set()
+    folders: list[tuple[int, str]] = []
+    for line in block.splitlines()[1:]:
+        indent = len(line) - len(line.lstrip())
+        words = line.split()
+        if not words:
+            continue
+        while folders and folders[-1][0] >= indent:
+            folders.pop()
+        here = folders[-1][1] if folders else ""
+        folder = words[0].rstrip(",")
+        if folder.endswith("/"):
+            here += folder
+            named.add(here)
+            folders.append((indent, here))
+        named.update(here + module for module in LAYOUT_MODULE.findall(line))
+    return named
+
+
+def test_the_readme_layout_names_every_module() -> None:
+    root = README.parent
+    app = root / "app"
+    modules = {
+        str(path.relative_to(root))
+        for path in app.rglob("*.py")
+        if path.name != "__init__.py" or path.parent == app
+    }
+    packages = {
+        str(path.parent.relative_to(root)) + "/" for path in app.rglob("*/*.py")
+    }
+    missing = (modules | packages) - layout_paths()
+    assert not missing, f"name these in the README's layout: {sorted(missing)}"
+
+
+def test_the_readme_layout_names_nothing_that_is_gone() -> None:
+    root = README.parent
+    gone = sorted(path for path in layout_paths() if not (root / path).exists())
+    assert not gone, f"the README's layout names what does not exist: {gone}"

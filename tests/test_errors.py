@@ -4,31 +4,33 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable, Iterator
 
 import pytest
-from helpers import LOOPBACK_REDIRECT
+from conftest import LiveServer
+from helpers import LOOPBACK_REDIRECT, Browser
 
 
-def test_unknown_api_route_is_json_404(browser) -> None:
+def test_unknown_api_route_is_json_404(browser: Browser) -> None:
     response = browser.get("/no-such-route", headers={"Accept": "application/json"})
     assert response.status_code == 404
     assert response.json()["error"] == "not_found"
 
 
-def test_unknown_route_is_an_html_page_for_browsers(browser) -> None:
+def test_unknown_route_is_an_html_page_for_browsers(browser: Browser) -> None:
     response = browser.get("/no-such-page", headers={"Accept": "text/html"})
     assert response.status_code == 404
     assert response.headers["Content-Type"].startswith("text/html")
     assert "<h1>" in response.text
 
 
-def test_wrong_method_on_an_api_route_is_json_405(browser) -> None:
+def test_wrong_method_on_an_api_route_is_json_405(browser: Browser) -> None:
     response = browser.get("/token")
     assert response.status_code == 405
     assert response.json()["error"] == "method_not_allowed"
 
 
-def test_oversized_body_is_refused_with_413(browser) -> None:
+def test_oversized_body_is_refused_with_413(browser: Browser) -> None:
     response = browser.post(
         "/register",
         data=b"{" + b" " * (1024 * 1024) + b"}",
@@ -38,25 +40,27 @@ def test_oversized_body_is_refused_with_413(browser) -> None:
     assert response.json()["error"] == "request_entity_too_large"
 
 
-def test_a_generated_request_id_is_returned(browser) -> None:
+def test_a_generated_request_id_is_returned(browser: Browser) -> None:
     first = browser.get("/healthz").headers["X-Request-ID"]
     second = browser.get("/healthz").headers["X-Request-ID"]
     assert re.fullmatch(r"[0-9a-f]{32}", first) and first != second
 
 
-def test_a_sane_incoming_request_id_is_kept(browser) -> None:
+def test_a_sane_incoming_request_id_is_kept(browser: Browser) -> None:
     response = browser.get("/healthz", headers={"X-Request-ID": "abc-123.def"})
     assert response.headers["X-Request-ID"] == "abc-123.def"
 
 
 @pytest.mark.parametrize("hostile", ["x" * 500, "a b", "id\u00e9", "<script>"])
-def test_a_hostile_request_id_is_replaced(browser, hostile: str) -> None:
+def test_a_hostile_request_id_is_replaced(browser: Browser, hostile: str) -> None:
     response = browser.get("/healthz", headers={"X-Request-ID": hostile.encode()})
     assert response.headers["X-Request-ID"] != hostile
     assert re.fullmatch(r"[0-9a-f]{32}", response.headers["X-Request-ID"])
 
 
-def test_logs_are_json_lines_with_the_request_id(make_server, capfd) -> None:
+def test_logs_are_json_lines_with_the_request_id(
+    make_server: Callable[..., LiveServer], capfd: pytest.CaptureFixture[str]
+) -> None:
     import json
 
     live = make_server(LOG_LEVEL="INFO")
@@ -80,13 +84,15 @@ def test_logs_are_json_lines_with_the_request_id(make_server, capfd) -> None:
 @pytest.mark.parametrize(
     "path", ["/.well-known//oauth-authorization-server", "/auth//token", "//token"]
 )
-def test_doubled_slashes_never_redirect_to_the_host_header(browser, path) -> None:
+def test_doubled_slashes_never_redirect_to_the_host_header(
+    browser: Browser, path: str
+) -> None:
     response = browser.post(path, headers={"Host": "evil.example"})
     assert "evil.example" not in response.headers.get("Location", "")
     assert response.status_code in (400, 404, 405)
 
 
-def test_retry_after_is_only_on_429(browser, user) -> None:
+def test_retry_after_is_only_on_429(browser: Browser, user: dict[str, str]) -> None:
     # RFC 9110 §10.2.3: Retry-After on a redirect asks the client to wait
     # before following it; rate-limit counters belong in X-RateLimit-*.
     answers = {
@@ -101,7 +107,7 @@ def test_retry_after_is_only_on_429(browser, user) -> None:
         assert int(response.headers["X-RateLimit-Remaining"]) >= 0
 
 
-def chunked(body: bytes, size: int = 8192):
+def chunked(body: bytes, size: int = 8192) -> Iterator[bytes]:
     """Yield ``body`` in pieces: requests then sends it chunked, with no length."""
     return (body[i : i + size] for i in range(0, len(body), size))
 
@@ -115,7 +121,7 @@ def chunked(body: bytes, size: int = 8192):
     ],
 )
 def test_an_oversized_chunked_body_is_refused_with_413(
-    browser, path: str, content_type: str, body: bytes
+    browser: Browser, path: str, content_type: str, body: bytes
 ) -> None:
     # Without a Content-Length, werkzeug would read up to the limit and hand
     # the view a silently cut-off body.
@@ -127,7 +133,7 @@ def test_an_oversized_chunked_body_is_refused_with_413(
     assert response.json()["error"] == "request_entity_too_large"
 
 
-def test_a_chunked_body_within_the_limit_is_read_whole(browser) -> None:
+def test_a_chunked_body_within_the_limit_is_read_whole(browser: Browser) -> None:
     body = b'{"redirect_uris": ["' + LOOPBACK_REDIRECT.encode() + b'"]}'
 
     response = browser.post(

@@ -30,7 +30,14 @@ def statements_in_transactions(server: Any) -> Iterator[list[tuple[str, bool]]]:
     seen: list[tuple[str, bool]] = []
     engine = server.app.extensions["db"].engine
 
-    def record(conn, cursor, statement, parameters, context, executemany) -> None:
+    def record(
+        conn: Any,
+        cursor: Any,
+        statement: Any,
+        parameters: Any,
+        context: Any,
+        executemany: Any,
+    ) -> None:
         in_transaction = not conn.connection.dbapi_connection.autocommit
         seen.append((statement.split()[0].upper(), in_transaction))
 

@@ -193,13 +193,13 @@ def person(gateway: Gateway) -> dict[str, str]:
 def post_mcp(gateway: Gateway, token: str | None = None, **headers: str) -> Any:
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
-    message = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    message: dict[str, Any] = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
     return gateway.browser().post("/mcp", json=message, headers=headers)
 
 
 def test_a_good_token_reaches_the_upstream_with_the_caller(
     gateway: Gateway, person: dict[str, str]
-):
+) -> None:
     # The whole OAuth flow runs through nginx too: registration, login, token.
     browser = gateway.browser()
     client = register_client(browser)
@@ -221,7 +221,9 @@ def test_a_good_token_reaches_the_upstream_with_the_caller(
     assert json.loads(request["body"])["method"] == "tools/list"
 
 
-def test_no_token_is_challenged_and_never_reaches_the_upstream(gateway: Gateway):
+def test_no_token_is_challenged_and_never_reaches_the_upstream(
+    gateway: Gateway,
+) -> None:
     gateway.upstream.seen.clear()
 
     response = post_mcp(gateway)
@@ -236,7 +238,7 @@ def test_no_token_is_challenged_and_never_reaches_the_upstream(gateway: Gateway)
     assert gateway.upstream.seen == []
 
 
-def test_a_bad_token_is_invalid_token(gateway: Gateway):
+def test_a_bad_token_is_invalid_token(gateway: Gateway) -> None:
     gateway.upstream.seen.clear()
 
     response = post_mcp(gateway, "not-a-jwt")
@@ -251,7 +253,7 @@ def test_a_bad_token_is_invalid_token(gateway: Gateway):
 
 def test_a_token_without_read_is_insufficient_scope(
     gateway: Gateway, person: dict[str, str]
-):
+) -> None:
     browser = gateway.browser()
     client = register_client(browser)
     code, verifier, _ = get_code(browser, client, person, scope="write")
@@ -270,7 +272,7 @@ def test_a_token_without_read_is_insufficient_scope(
 
 def test_a_token_for_the_direct_service_is_another_audience(
     gateway: Gateway, server: LiveServer, user: dict[str, str]
-):
+) -> None:
     # A token minted for another issuer's /mcp must not open this one.
     token = obtain_token(server.browser(), user)
 
@@ -280,7 +282,7 @@ def test_a_token_for_the_direct_service_is_another_audience(
     assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
 
 
-def test_discovery_through_nginx_names_the_public_origin(gateway: Gateway):
+def test_discovery_through_nginx_names_the_public_origin(gateway: Gateway) -> None:
     browser = gateway.browser()
 
     resource = browser.get("/.well-known/oauth-protected-resource").json()
@@ -291,7 +293,7 @@ def test_discovery_through_nginx_names_the_public_origin(gateway: Gateway):
     assert server["issuer"] == gateway.url
 
 
-def test_cors_preflight_is_answered_by_nginx(gateway: Gateway):
+def test_cors_preflight_is_answered_by_nginx(gateway: Gateway) -> None:
     response = gateway.browser().options(
         "/mcp",
         headers={

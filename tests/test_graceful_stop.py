@@ -6,6 +6,7 @@ import json
 import signal
 import socket
 import time
+from pathlib import Path
 
 from devservices import free_port
 from helpers import start_web
@@ -22,7 +23,7 @@ def read_response(sock: socket.socket) -> tuple[int, dict]:
 
 
 def test_a_request_in_flight_at_sigterm_gets_its_whole_answer(
-    base_env, tmp_path
+    base_env: dict[str, str], tmp_path: Path
 ) -> None:
     port = free_port()
     web = start_web(base_env, port, tmp_path / "web.log")

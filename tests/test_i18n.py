@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from babel.messages.mofile import read_mo
 from babel.messages.pofile import read_po
+from helpers import Browser
 
 ROOT = Path(__file__).resolve().parent.parent
 CATALOG = ROOT / "app" / "translations" / "zh" / "LC_MESSAGES"
@@ -25,7 +26,7 @@ CATALOG = ROOT / "app" / "translations" / "zh" / "LC_MESSAGES"
     ],
 )
 def test_login_page_language_follows_accept_language(
-    browser, accept_language: str | None, lang: str, button: str
+    browser: Browser, accept_language: str | None, lang: str, button: str
 ) -> None:
     headers = {"Accept-Language": accept_language} if accept_language else {}
     page = browser.get("/login", headers=headers)
@@ -33,7 +34,7 @@ def test_login_page_language_follows_accept_language(
     assert button in page.text
 
 
-def test_consent_page_in_chinese(browser, user) -> None:
+def test_consent_page_in_chinese(browser: Browser, user: dict[str, str]) -> None:
     from helpers import authorize_params, pkce_pair, register_client
 
     client = register_client(browser, client_name="Notes")
@@ -71,8 +72,10 @@ def test_every_message_has_a_chinese_translation(tmp_path: Path) -> None:
     assert wanted - translated == set(), "run `make translations` and translate"
 
 
-def _forms(value: str | tuple[str, ...]) -> tuple[str, ...]:
-    return value if isinstance(value, tuple) else (value,)
+def _forms(value: str | tuple[str, ...] | list[str] | None) -> tuple[str, ...]:
+    if isinstance(value, (tuple, list)):
+        return tuple(value)
+    return (value or "",)
 
 
 def _plain(value: object) -> object:

@@ -186,7 +186,9 @@ def test_mcp_sdk_completes_the_whole_flow_on_an_asymmetric_server(
     outcome = anyio.run(run_session, signing_server, provider)
 
     assert outcome["whoami"]["sub"] == user["id"]
-    assert header_of(provider.context.current_tokens.access_token)["alg"] == algorithm
+    tokens = provider.context.current_tokens
+    assert tokens is not None
+    assert header_of(tokens.access_token)["alg"] == algorithm
 
 
 def test_api_key_tokens_are_signed_with_the_same_key(
@@ -243,10 +245,10 @@ def forged(server: Any, user: dict[str, str], case: str) -> str:
     if case == "no kid":
         return jose_jwt.encode({"alg": "ES256", "typ": "at+jwt"}, claims, stranger)
     if case == "alg none":
-        header = b64(
+        unsigned = b64(
             json.dumps({"alg": "none", "typ": "at+jwt", "kid": our_kid}).encode()
         )
-        return f"{header}.{b64(json.dumps(claims).encode())}."
+        return f"{unsigned}.{b64(json.dumps(claims).encode())}."
     if case == "expired":
         return sign_claims({**claims, "iat": 1000, "exp": 2000}, settings)
     raise AssertionError(case)
@@ -298,7 +300,9 @@ def fastmcp_server(issuer: str, jwks_uri: str, algorithm: str) -> Iterator[str]:
     @resource.tool
     def subject() -> str:
         """Who the bearer token speaks for."""
-        return get_access_token().claims["sub"]
+        token = get_access_token()
+        assert token is not None
+        return token.claims["sub"]
 
     port = free_port()
     config = uvicorn.Config(
@@ -351,7 +355,7 @@ def test_a_fastmcp_server_accepts_our_tokens_through_the_mcp_sdk(
         # ... and the same key claiming to be ours.
         pyjwt.encode(
             claims,
-            serialization.load_pem_private_key(stranger.encode(), None),
+            stranger,  # PyJWT loads the PEM itself
             algorithm=algorithm,
             headers={"typ": "at+jwt", "kid": header_of(token)["kid"]},
         ),

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
+import requests
 import sqlalchemy
 from bs4 import BeautifulSoup
-from helpers import authorize_params, pkce_pair, register_client
+from conftest import LiveServer
+from helpers import (
+    Browser,
+    attribute,
+    authorize_params,
+    pkce_pair,
+    register_client,
+    select_one,
+)
 
 
-def attempt(browser, email: str, password: str, headers: dict | None = None):
+def attempt(
+    browser: Browser, email: str, password: str, headers: dict | None = None
+) -> requests.Response:
     """Fill in and submit the login form as a person would."""
     page = browser.get("/login", headers=headers)
     assert page.status_code == 200, page.text[:500]
@@ -16,30 +30,31 @@ def attempt(browser, email: str, password: str, headers: dict | None = None):
     return browser.post("/login", data=form, headers=headers)
 
 
-def is_signed_in(browser) -> bool:
+def is_signed_in(browser: Browser) -> bool:
     """A signed-in visitor is sent on from the login page; others see the form."""
     return browser.get("/login").status_code == 302
 
 
-def visible_text(response) -> str:
+def visible_text(response: Any) -> str:
     return " ".join(BeautifulSoup(response.text, "html.parser").get_text().split())
 
 
 # --- The form -----------------------------------------------------------------
 
 
-def test_login_page_is_a_form_with_email_password_and_csrf(browser):
+def test_login_page_is_a_form_with_email_password_and_csrf(browser: Browser) -> None:
     response = browser.get("/login")
 
     assert response.status_code == 200
-    soup = BeautifulSoup(response.text, "html.parser")
-    form = soup.select_one("form[method=post]")
+    form = select_one(response, "form[method=post]")
     assert form.select_one("input[name=email]")
     assert form.select_one("input[name=password][type=password]")
-    assert form.select_one("input[type=hidden][name=csrf_token]")["value"]
+    assert attribute(select_one(form, "input[type=hidden][name=csrf_token]"), "value")
 
 
-def test_sign_in_returns_to_a_local_next(browser, server, user):
+def test_sign_in_returns_to_a_local_next(
+    browser: Browser, server: LiveServer, user: dict[str, str]
+) -> None:
     target = "/authorize?client_id=abc&state=x%20y"
 
     response = browser.login(user["email"], user["password"], next_path=target)
@@ -49,14 +64,16 @@ def test_sign_in_returns_to_a_local_next(browser, server, user):
     assert is_signed_in(browser)
 
 
-def test_sign_in_without_next_stays_on_the_issuer(browser, server, user):
+def test_sign_in_without_next_stays_on_the_issuer(
+    browser: Browser, server: LiveServer, user: dict[str, str]
+) -> None:
     response = browser.login(user["email"], user["password"])
 
     assert response.status_code == 302
     assert response.headers["Location"].startswith(server.issuer + "/")
 
 
-def test_email_is_not_case_sensitive(browser, user):
+def test_email_is_not_case_sensitive(browser: Browser, user: dict[str, str]) -> None:
     response = attempt(browser, user["email"].upper(), user["password"])
 
     assert response.status_code == 302
@@ -65,7 +82,12 @@ def test_email_is_not_case_sensitive(browser, user):
 # --- One generic error for every failure --------------------------------------
 
 
-def test_failures_all_say_the_same_thing(server, user, other_user, engine):
+def test_failures_all_say_the_same_thing(
+    server: LiveServer,
+    user: dict[str, str],
+    other_user: dict[str, str],
+    engine: sqlalchemy.Engine,
+) -> None:
     with engine.begin() as connection:
         connection.execute(
             sqlalchemy.text("UPDATE users SET is_active = false WHERE email = :email"),
@@ -93,7 +115,9 @@ def test_failures_all_say_the_same_thing(server, user, other_user, engine):
 # --- Rate limits, per address and per account ---------------------------------
 
 
-def test_failed_logins_are_limited_per_address(make_server, user):
+def test_failed_logins_are_limited_per_address(
+    make_server: Callable[..., LiveServer], user: dict[str, str]
+) -> None:
     live = make_server(LOGIN_RATE_LIMIT="3 per minute")
     browser = live.browser()
     for n in range(3):
@@ -107,7 +131,9 @@ def test_failed_logins_are_limited_per_address(make_server, user):
     assert not is_signed_in(browser)
 
 
-def test_spoofed_forwarded_for_does_not_escape_the_address_limit(make_server, user):
+def test_spoofed_forwarded_for_does_not_escape_the_address_limit(
+    make_server: Callable[..., LiveServer], user: dict[str, str]
+) -> None:
     live = make_server(LOGIN_RATE_LIMIT="3 per minute", TRUSTED_PROXY_HOPS="0")
     browser = live.browser()
     for n in range(3):
@@ -121,7 +147,11 @@ def test_spoofed_forwarded_for_does_not_escape_the_address_limit(make_server, us
     assert response.status_code == 429
 
 
-def test_failed_logins_are_limited_per_account(make_server, user, other_user):
+def test_failed_logins_are_limited_per_account(
+    make_server: Callable[..., LiveServer],
+    user: dict[str, str],
+    other_user: dict[str, str],
+) -> None:
     live = make_server(LOGIN_RATE_LIMIT="3 per minute", TRUSTED_PROXY_HOPS="1")
     for n in range(3):
         address = {"X-Forwarded-For": f"203.0.113.{n + 1}"}
@@ -138,7 +168,9 @@ def test_failed_logins_are_limited_per_account(make_server, user, other_user):
     assert other.status_code == 302
 
 
-def test_account_limit_ignores_email_case(make_server, user):
+def test_account_limit_ignores_email_case(
+    make_server: Callable[..., LiveServer], user: dict[str, str]
+) -> None:
     live = make_server(LOGIN_RATE_LIMIT="3 per minute", TRUSTED_PROXY_HOPS="1")
     for n, email in enumerate(
         [user["email"], user["email"].upper(), user["email"].title()]
@@ -164,7 +196,9 @@ def test_account_limit_ignores_email_case(make_server, user):
     [None, "", "forged", "IjEyMyI.ZzZzZw.aaaaaaaaaaaaaaaaaaaaaaaaaaa"],
     ids=["missing", "empty", "garbage", "well-formed but forged"],
 )
-def test_login_without_a_valid_csrf_token_is_refused(browser, user, csrf_token):
+def test_login_without_a_valid_csrf_token_is_refused(
+    browser: Browser, user: dict[str, str], csrf_token: str | None
+) -> None:
     browser.get("/login")
     form = {"email": user["email"], "password": user["password"]}
     if csrf_token is not None:
@@ -178,7 +212,9 @@ def test_login_without_a_valid_csrf_token_is_refused(browser, user, csrf_token):
     assert not is_signed_in(browser)
 
 
-def test_login_with_another_visitors_csrf_token_is_refused(server, browser, user):
+def test_login_with_another_visitors_csrf_token_is_refused(
+    server: LiveServer, browser: Browser, user: dict[str, str]
+) -> None:
     other = server.browser()
     foreign = other.form(other.get("/login"))
     browser.get("/login")
@@ -195,9 +231,11 @@ def test_login_with_another_visitors_csrf_token_is_refused(server, browser, user
 # --- Sessions -----------------------------------------------------------------
 
 
-def test_signing_in_starts_a_fresh_session(server, browser, user):
+def test_signing_in_starts_a_fresh_session(
+    server: LiveServer, browser: Browser, user: dict[str, str]
+) -> None:
     before = browser.form(browser.get("/login"))
-    planted = dict(browser.cookies)
+    planted = browser.cookies.copy()
 
     assert browser.login(user["email"], user["password"]).status_code == 302
 
@@ -214,13 +252,15 @@ def test_signing_in_starts_a_fresh_session(server, browser, user):
     assert is_signed_in(browser)
 
 
-def session_cookie_header(response) -> str:
+def session_cookie_header(response: Any) -> str:
     cookies = response.raw.headers.getlist("Set-Cookie")
     [header] = [c for c in cookies if "session=" in c.split(";")[0]]
     return header
 
 
-def test_session_cookie_is_http_only_and_same_site_lax(browser, user):
+def test_session_cookie_is_http_only_and_same_site_lax(
+    browser: Browser, user: dict[str, str]
+) -> None:
     response = browser.login(user["email"], user["password"])
 
     attributes = [a.strip().lower() for a in session_cookie_header(response).split(";")]
@@ -229,7 +269,9 @@ def test_session_cookie_is_http_only_and_same_site_lax(browser, user):
     assert "secure" not in attributes  # the test issuer is plain http
 
 
-def test_session_cookie_is_secure_when_the_issuer_is_https(make_server):
+def test_session_cookie_is_secure_when_the_issuer_is_https(
+    make_server: Callable[..., LiveServer],
+) -> None:
     live = make_server(ISSUER="https://auth.example.com")
 
     response = live.browser().get("/login")
@@ -243,7 +285,7 @@ def test_session_cookie_is_secure_when_the_issuer_is_https(make_server):
 # --- Pages deny framing; language follows Accept-Language ---------------------
 
 
-def assert_not_frameable(response) -> None:
+def assert_not_frameable(response: Any) -> None:
     assert response.headers["X-Frame-Options"] == "DENY"
     assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
 
@@ -251,15 +293,17 @@ def assert_not_frameable(response) -> None:
 @pytest.mark.parametrize(
     "path", ["/login", "/authorize", "/authorize?client_id=unknown"]
 )
-def test_pages_deny_framing(browser, path):
+def test_pages_deny_framing(browser: Browser, path: str) -> None:
     assert_not_frameable(browser.get(path))
 
 
-def test_failed_login_page_denies_framing(browser, user):
+def test_failed_login_page_denies_framing(
+    browser: Browser, user: dict[str, str]
+) -> None:
     assert_not_frameable(attempt(browser, user["email"], "wrong-password"))
 
 
-def test_consent_page_denies_framing(browser, user):
+def test_consent_page_denies_framing(browser: Browser, user: dict[str, str]) -> None:
     client = register_client(browser)
     browser.login(user["email"], user["password"])
     params = authorize_params(client, pkce_pair()[1])
@@ -280,16 +324,20 @@ def test_consent_page_denies_framing(browser, user):
         ("fr-FR", "en"),
     ],
 )
-def test_page_language_follows_accept_language(browser, accept_language, lang):
+def test_page_language_follows_accept_language(
+    browser: Browser, accept_language: Any, lang: Any
+) -> None:
     headers = {"Accept-Language": accept_language} if accept_language else {}
 
     response = browser.get("/login", headers=headers)
 
-    html = BeautifulSoup(response.text, "html.parser").html
-    assert html["lang"].split("-")[0].split("_")[0] == lang
+    html = select_one(response, "html")
+    assert attribute(html, "lang").split("-")[0].split("_")[0] == lang
 
 
-def test_parallel_guesses_cannot_slip_under_the_limit(make_server, user):
+def test_parallel_guesses_cannot_slip_under_the_limit(
+    make_server: Callable[..., LiveServer], user: dict[str, str]
+) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     live = make_server(LOGIN_RATE_LIMIT="5 per minute")
@@ -306,7 +354,9 @@ def test_parallel_guesses_cannot_slip_under_the_limit(make_server, user):
     assert statuses.count(429) == 15, statuses
 
 
-def test_signing_out_ends_the_session_even_for_a_copied_cookie(server, browser, user):
+def test_signing_out_ends_the_session_even_for_a_copied_cookie(
+    server: LiveServer, browser: Browser, user: dict[str, str]
+) -> None:
     browser.login(user["email"], user["password"])
     assert browser.get("/account").status_code == 200
     copied = server.browser()

@@ -6,10 +6,13 @@ import base64
 import json
 import secrets
 import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
-from conftest import make_user
-from helpers import soup
+import requests
+from conftest import LiveServer, make_user
+from helpers import Browser, select_one, soup
 
 from app.device_cookies import cookie_name, encode, login_account
 
@@ -17,7 +20,9 @@ LIMIT = {"TRUSTED_PROXY_HOPS": "1", "LOGIN_RATE_LIMIT": "10 per minute"}
 HOME = {"X-Forwarded-For": "198.51.100.7"}
 
 
-def attempt(browser, email: str, password: str, headers: dict | None = None):
+def attempt(
+    browser: Browser, email: str, password: str, headers: dict | None = None
+) -> requests.Response:
     """Fill in and submit the login form as a person would."""
     page = browser.get("/login", headers=headers)
     assert page.status_code == 200, page.text[:500]
@@ -25,7 +30,7 @@ def attempt(browser, email: str, password: str, headers: dict | None = None):
     return browser.post("/login", data=form, headers=headers)
 
 
-def stranger(live, email: str, password: str, headers: dict) -> int:
+def stranger(live: Any, email: str, password: str, headers: dict) -> int:
     """One attempt from a browser of its own; the status it got."""
     with live.browser() as browser:
         return attempt(browser, email, password, headers).status_code
@@ -43,22 +48,22 @@ def case_variants(email: str, count: int) -> list[str]:
     ]
 
 
-def sign_out(browser) -> None:
+def sign_out(browser: Browser) -> None:
     page = browser.get("/account")
     assert browser.post("/logout", data=browser.form(page)).status_code == 302
 
 
-def device_cookies(browser) -> list:
+def device_cookies(browser: Browser) -> list:
     return [c for c in browser.cookies if "device-" in c.name]
 
 
 @pytest.fixture
-def live(make_server):
+def live(make_server: Callable[..., LiveServer]) -> LiveServer:
     return make_server(**LIMIT)
 
 
 @pytest.fixture
-def owner(live, user):
+def owner(live: Any, user: dict[str, str]) -> Iterator[Browser]:
     """The owner's browser, signed in once from home and then signed out."""
     with live.browser() as browser:
         assert (
@@ -68,7 +73,7 @@ def owner(live, user):
         yield browser
 
 
-def spray(live, email: str, count: int = 12, first_address: int = 1) -> list[int]:
+def spray(live: Any, email: str, count: int = 12, first_address: int = 1) -> list[int]:
     """Wrong passwords for case variants of ``email``, each from its own address."""
     return [
         stranger(live, variant, "wrong-password", address(first_address + n))
@@ -79,7 +84,9 @@ def spray(live, email: str, count: int = 12, first_address: int = 1) -> list[int
 # --- The attack ---------------------------------------------------------------
 
 
-def test_strangers_cannot_lock_the_owner_out_of_a_known_browser(live, owner, user):
+def test_strangers_cannot_lock_the_owner_out_of_a_known_browser(
+    live: Any, owner: Any, user: dict[str, str]
+) -> None:
     statuses = spray(live, user["email"])
 
     assert statuses == [401] * 9 + [429] * 3  # the owner's sign-in spent one
@@ -88,7 +95,9 @@ def test_strangers_cannot_lock_the_owner_out_of_a_known_browser(live, owner, use
     assert owner.get("/account").status_code == 200
 
 
-def test_strangers_at_the_owners_address_cannot_lock_the_owner_out(live, owner, user):
+def test_strangers_at_the_owners_address_cannot_lock_the_owner_out(
+    live: Any, owner: Any, user: dict[str, str]
+) -> None:
     for variant in case_variants(user["email"], 12):
         stranger(live, variant, "wrong-password", HOME)
 
@@ -96,7 +105,9 @@ def test_strangers_at_the_owners_address_cannot_lock_the_owner_out(live, owner, 
     assert attempt(owner, user["email"], user["password"], HOME).status_code == 302
 
 
-def test_a_browser_without_a_device_cookie_stays_limited(live, owner, user):
+def test_a_browser_without_a_device_cookie_stays_limited(
+    live: Any, owner: Any, user: dict[str, str]
+) -> None:
     spray(live, user["email"])
 
     # Guessing stays bounded however many addresses are used, the right
@@ -108,7 +119,9 @@ def test_a_browser_without_a_device_cookie_stays_limited(live, owner, user):
     assert fresh == 429
 
 
-def test_the_owner_keeps_signing_in_as_the_attack_goes_on(live, owner, user):
+def test_the_owner_keeps_signing_in_as_the_attack_goes_on(
+    live: Any, owner: Any, user: dict[str, str]
+) -> None:
     spray(live, user["email"])
 
     for round_ in range(3):
@@ -120,16 +133,18 @@ def test_the_owner_keeps_signing_in_as_the_attack_goes_on(live, owner, user):
 # --- What a browser that is paused is told --------------------------------------
 
 
-def pause_message(response) -> str:
+def pause_message(response: Any) -> str:
     assert response.status_code == 429, response.text[:300]
     assert response.headers["Content-Type"].startswith("text/html")
     assert int(response.headers["Retry-After"]) > 0
     page = soup(response)
     assert page.select_one("form input[name=password]") is not None
-    return page.select_one("p.error").get_text(" ", strip=True)
+    return select_one(page, "p.error").get_text(" ", strip=True)
 
 
-def test_a_new_browser_paused_by_strangers_is_told_the_ways_in(live, owner, user):
+def test_a_new_browser_paused_by_strangers_is_told_the_ways_in(
+    live: Any, owner: Any, user: dict[str, str]
+) -> None:
     spray(live, user["email"])
 
     with live.browser() as browser:
@@ -147,7 +162,9 @@ def test_a_new_browser_paused_by_strangers_is_told_the_ways_in(live, owner, user
     assert attempt(owner, user["email"], user["password"], HOME).status_code == 302
 
 
-def test_the_wait_named_is_the_limits_window(make_server, user):
+def test_the_wait_named_is_the_limits_window(
+    make_server: Callable[..., LiveServer], user: dict[str, str]
+) -> None:
     live = make_server(TRUSTED_PROXY_HOPS="1", LOGIN_RATE_LIMIT="2 per 10 minutes")
     for n in range(2):
         stranger(live, user["email"], "wrong-password", address(n + 1))
@@ -160,7 +177,9 @@ def test_the_wait_named_is_the_limits_window(make_server, user):
     assert "try again in 10 minutes." in message
 
 
-def test_the_pause_is_explained_in_chinese(live, owner, user):
+def test_the_pause_is_explained_in_chinese(
+    live: Any, owner: Any, user: dict[str, str]
+) -> None:
     spray(live, user["email"])
     chinese = {**address(78), "Accept-Language": "zh-CN"}
 
@@ -174,7 +193,9 @@ def test_the_pause_is_explained_in_chinese(live, owner, user):
     assert "1 分钟" in message
 
 
-def test_a_device_that_spent_its_own_budget_is_told_so(live, owner, user):
+def test_a_device_that_spent_its_own_budget_is_told_so(
+    live: Any, owner: Any, user: dict[str, str]
+) -> None:
     for _ in range(10):
         attempt(owner, user["email"], "wrong-password", HOME)
 
@@ -187,7 +208,7 @@ def test_a_device_that_spent_its_own_budget_is_told_so(live, owner, user):
 # --- Cookies that earn nothing ------------------------------------------------
 
 
-def transplanted(live, user, value: str):
+def transplanted(live: Any, user: dict[str, str], value: str) -> Browser:
     """A fresh browser carrying ``value`` as the owner's device cookie."""
     browser = live.browser()
     with live.app.app_context():
@@ -196,19 +217,23 @@ def transplanted(live, user, value: str):
     return browser
 
 
-def owners_cookie(owner) -> str:
+def owners_cookie(owner: Any) -> str:
     [cookie] = device_cookies(owner)
     return cookie.value
 
 
-def another_accounts_cookie(live, user, owner, make_server) -> str:
+def another_accounts_cookie(
+    live: Any, user: dict[str, str], owner: Any, make_server: Callable[..., LiveServer]
+) -> str:
     mallory = make_user(live, "mallory@example.com")
     with live.browser() as browser:
         attempt(browser, mallory["email"], mallory["password"], address(150))
         return owners_cookie(browser)
 
 
-def tampered_cookie(live, user, owner, make_server) -> str:
+def tampered_cookie(
+    live: Any, user: dict[str, str], owner: Any, make_server: Callable[..., LiveServer]
+) -> str:
     # A new nonce, as if to get a fresh budget, under the old signature.
     payload, signature = owners_cookie(owner).rsplit(".", 1)
     claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
@@ -217,7 +242,9 @@ def tampered_cookie(live, user, owner, make_server) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode() + "." + signature
 
 
-def forged_cookie(live, user, owner, make_server) -> str:
+def forged_cookie(
+    live: Any, user: dict[str, str], owner: Any, make_server: Callable[..., LiveServer]
+) -> str:
     other = make_server(**LIMIT, SECRET_KEY=secrets.token_urlsafe(32))
     with other.browser() as browser:
         assert (
@@ -226,7 +253,9 @@ def forged_cookie(live, user, owner, make_server) -> str:
         return owners_cookie(browser)
 
 
-def expired_cookie(live, user, owner, make_server) -> str:
+def expired_cookie(
+    live: Any, user: dict[str, str], owner: Any, make_server: Callable[..., LiveServer]
+) -> str:
     with live.app.app_context():
         account = login_account(user["email"])
         return encode(account, secrets.token_urlsafe(16), int(time.time()) - 1)
@@ -238,8 +267,12 @@ def expired_cookie(live, user, owner, make_server) -> str:
     ids=["another account", "tampered", "signed with another key", "expired"],
 )
 def test_a_bad_device_cookie_earns_no_budget(
-    live, owner, user, make_server, make_cookie
-):
+    live: Any,
+    owner: Any,
+    user: dict[str, str],
+    make_server: Callable[..., LiveServer],
+    make_cookie: Any,
+) -> None:
     value = make_cookie(live, user, owner, make_server)
     spray(live, user["email"])
 
@@ -249,7 +282,9 @@ def test_a_bad_device_cookie_earns_no_budget(
     assert response.status_code == 429
 
 
-def test_the_owners_cookie_is_what_earns_the_budget(live, owner, user):
+def test_the_owners_cookie_is_what_earns_the_budget(
+    live: Any, owner: Any, user: dict[str, str]
+) -> None:
     spray(live, user["email"])
 
     with transplanted(live, user, owners_cookie(owner)) as browser:
@@ -259,8 +294,8 @@ def test_the_owners_cookie_is_what_earns_the_budget(live, owner, user):
 
 
 def test_an_attackers_own_device_cookie_earns_no_budget_for_others(
-    live, owner, user, other_user
-):
+    live: Any, owner: Any, user: dict[str, str], other_user: dict[str, str]
+) -> None:
     with live.browser() as attacker:
         attempt(attacker, other_user["email"], other_user["password"], address(150))
         assert device_cookies(attacker)
@@ -275,7 +310,9 @@ def test_an_attackers_own_device_cookie_earns_no_budget_for_others(
 # --- The device's own budget --------------------------------------------------
 
 
-def test_wrong_passwords_on_the_owners_device_spend_only_its_budget(live, owner, user):
+def test_wrong_passwords_on_the_owners_device_spend_only_its_budget(
+    live: Any, owner: Any, user: dict[str, str]
+) -> None:
     statuses = [
         attempt(owner, user["email"], "wrong-password", HOME).status_code
         for _ in range(11)
@@ -287,7 +324,9 @@ def test_wrong_passwords_on_the_owners_device_spend_only_its_budget(live, owner,
     assert stranger(live, user["email"], user["password"], HOME) == 302
 
 
-def test_a_spent_device_cookie_counts_as_no_cookie(live, owner, user):
+def test_a_spent_device_cookie_counts_as_no_cookie(
+    live: Any, owner: Any, user: dict[str, str]
+) -> None:
     for _ in range(11):
         attempt(owner, user["email"], "wrong-password", HOME)
 
@@ -302,7 +341,9 @@ def test_a_spent_device_cookie_counts_as_no_cookie(live, owner, user):
     assert stranger(live, user["email"], user["password"], address(50)) == 429
 
 
-def test_signing_in_renews_the_device_cookie(live, owner, user):
+def test_signing_in_renews_the_device_cookie(
+    live: Any, owner: Any, user: dict[str, str]
+) -> None:
     before = owners_cookie(owner)
 
     assert attempt(owner, user["email"], user["password"], HOME).status_code == 302
@@ -314,7 +355,7 @@ def test_signing_in_renews_the_device_cookie(live, owner, user):
 # --- The cookie itself --------------------------------------------------------
 
 
-def device_cookie_header(response) -> str:
+def device_cookie_header(response: Any) -> str:
     cookies = response.raw.headers.getlist("Set-Cookie")
     [header] = [c for c in cookies if "device-" in c.split("=")[0]]
     return header
@@ -325,7 +366,9 @@ def attributes_of(header: str) -> dict[str, str]:
     return {name.lower(): value for name, _, value in pairs}
 
 
-def test_device_cookie_is_http_only_lax_long_lived_and_scoped_to_login(live, user):
+def test_device_cookie_is_http_only_lax_long_lived_and_scoped_to_login(
+    live: Any, user: dict[str, str]
+) -> None:
     with live.browser() as browser:
         response = attempt(browser, user["email"], user["password"], HOME)
 
@@ -340,7 +383,9 @@ def test_device_cookie_is_http_only_lax_long_lived_and_scoped_to_login(live, use
     assert user["email"] not in header.lower()
 
 
-def test_device_cookie_is_secure_under_an_https_issuer_with_a_path(make_server, user):
+def test_device_cookie_is_secure_under_an_https_issuer_with_a_path(
+    make_server: Callable[..., LiveServer], user: dict[str, str]
+) -> None:
     live = make_server(ISSUER="https://auth.example.com/sso")
     with live.browser() as browser:
         page = browser.get("/login")
@@ -372,8 +417,11 @@ def test_device_cookie_is_secure_under_an_https_issuer_with_a_path(make_server, 
 
 @pytest.mark.parametrize("known_browser", [True, False], ids=["known", "fresh"])
 def test_sign_in_without_redis_is_a_clear_503_page(
-    make_server, doomed_redis, user, known_browser
-):
+    make_server: Callable[..., LiveServer],
+    doomed_redis: Any,
+    user: dict[str, str],
+    known_browser: bool,
+) -> None:
     live = make_server(**LIMIT, REDIS_URL=doomed_redis.url)
     with live.browser() as browser:
         if known_browser:

@@ -58,7 +58,9 @@ def error_of(response: Any, status: int, code: int, request_id: Any = None) -> d
 
 
 @pytest.mark.parametrize("version", SUPPORTED)
-def test_initialize_echoes_a_supported_version(browser: Any, token: str, version):
+def test_initialize_echoes_a_supported_version(
+    browser: Any, token: str, version: Any
+) -> None:
     params = {
         "protocolVersion": version,
         "capabilities": {},
@@ -76,7 +78,7 @@ def test_initialize_echoes_a_supported_version(browser: Any, token: str, version
 @pytest.mark.parametrize("version", ["2026-07-28", "1999-01-01", "latest"])
 def test_initialize_offers_the_latest_for_an_unknown_version(
     browser: Any, token: str, version: str
-):
+) -> None:
     # MCP lifecycle §Version Negotiation: answer with a version we support.
     params = {"protocolVersion": version, "capabilities": {}, "clientInfo": {}}
 
@@ -96,7 +98,7 @@ def test_initialize_offers_the_latest_for_an_unknown_version(
 @pytest.mark.parametrize("params", [{}, {"protocolVersion": 20251125}])
 def test_initialize_without_a_version_is_invalid_params(
     browser: Any, token: str, params: dict
-):
+) -> None:
     error_of(rpc(browser, token, "initialize", params), 200, -32602, 1)
 
 
@@ -112,7 +114,7 @@ def test_initialize_without_a_version_is_invalid_params(
 )
 def test_notifications_and_responses_are_accepted(
     browser: Any, token: str, message: dict
-):
+) -> None:
     response = post(browser, token, json=message)
 
     assert response.status_code == 202
@@ -122,7 +124,7 @@ def test_notifications_and_responses_are_accepted(
 
 
 @pytest.mark.parametrize("request_id", [1, 0, -5, "abc", ""])
-def test_ping_echoes_the_id(browser: Any, token: str, request_id: Any):
+def test_ping_echoes_the_id(browser: Any, token: str, request_id: Any) -> None:
     response = rpc(browser, token, "ping", request_id=request_id)
 
     assert result_of(response, request_id) == {}
@@ -132,7 +134,7 @@ def test_ping_echoes_the_id(browser: Any, token: str, request_id: Any):
 # Tools -----------------------------------------------------------------------
 
 
-def test_tools_list_names_whoami(browser: Any, token: str):
+def test_tools_list_names_whoami(browser: Any, token: str) -> None:
     (tool,) = result_of(rpc(browser, token, "tools/list", {}))["tools"]
 
     assert tool["name"] == "whoami"
@@ -147,7 +149,7 @@ def whoami(browser: Any, token: str, arguments: Any = None) -> Any:
 
 def test_whoami_describes_an_oauth_caller(
     browser: Any, token: str, user: dict[str, str]
-):
+) -> None:
     result = result_of(whoami(browser, token))
 
     assert result["isError"] is False
@@ -164,7 +166,7 @@ def test_whoami_describes_an_oauth_caller(
 
 def test_whoami_describes_an_api_key_caller(
     browser: Any, server: Any, user: dict[str, str]
-):
+) -> None:
     with server.app.app_context():
         token, _ = issue_access_token(
             user["id"], "read", {"api_key_id": "key-7", "via": "api_key"}
@@ -182,7 +184,7 @@ def test_whoami_describes_an_api_key_caller(
 
 def test_whoami_for_a_disabled_account_is_invalid_token(
     browser: Any, server: Any, token: str, user: dict[str, str], engine: Any
-):
+) -> None:
     # Disabled behind the service's back (no revocation marker): still refused.
     with engine.begin() as connection:
         connection.execute(sqlalchemy.text("UPDATE users SET is_active = false"))
@@ -196,7 +198,7 @@ def test_whoami_for_a_disabled_account_is_invalid_token(
     )
 
 
-def test_whoami_with_arguments_is_a_tool_error(browser: Any, token: str):
+def test_whoami_with_arguments_is_a_tool_error(browser: Any, token: str) -> None:
     # MCP 2025-11-25: input errors are tool results, so a model can correct them.
     result = result_of(whoami(browser, token, {"verbose": True}))
 
@@ -220,7 +222,9 @@ def test_whoami_with_arguments_is_a_tool_error(browser: Any, token: str):
         {"name": "whoami", "arguments": None},
     ],
 )
-def test_bad_tool_calls_are_invalid_params(browser: Any, token: str, params: dict):
+def test_bad_tool_calls_are_invalid_params(
+    browser: Any, token: str, params: dict
+) -> None:
     error_of(rpc(browser, token, "tools/call", params), 200, -32602, 1)
 
 
@@ -228,11 +232,13 @@ def test_bad_tool_calls_are_invalid_params(browser: Any, token: str, params: dic
 
 
 @pytest.mark.parametrize("method", ["resources/list", "server/discover", "", "x" * 500])
-def test_unknown_methods_are_method_not_found(browser: Any, token: str, method: str):
+def test_unknown_methods_are_method_not_found(
+    browser: Any, token: str, method: str
+) -> None:
     error_of(rpc(browser, token, method), 200, -32601, 1)
 
 
-def test_positional_params_are_invalid_params(browser: Any, token: str):
+def test_positional_params_are_invalid_params(browser: Any, token: str) -> None:
     response = post(
         browser, token, json={"jsonrpc": "2.0", "id": 9, "method": "ping", "params": []}
     )
@@ -244,7 +250,9 @@ def test_positional_params_are_invalid_params(browser: Any, token: str):
     "body",
     [b"{", b"", b"\xff\xfe", b"NaN", b'{"a": Infinity}', b"[" * 60_000, b"{'a': 1}"],
 )
-def test_unparseable_bodies_are_parse_errors(browser: Any, token: str, body: bytes):
+def test_unparseable_bodies_are_parse_errors(
+    browser: Any, token: str, body: bytes
+) -> None:
     response = post(
         browser, token, data=body, headers={"Content-Type": "application/json"}
     )
@@ -278,7 +286,9 @@ def test_unparseable_bodies_are_parse_errors(browser: Any, token: str, body: byt
         {"jsonrpc": "2.0", "id": 1, "method": "\ud800"},
     ],
 )
-def test_invalid_messages_are_invalid_request(browser: Any, token: str, message):
+def test_invalid_messages_are_invalid_request(
+    browser: Any, token: str, message: Any
+) -> None:
     response = post(
         browser,
         token,
@@ -289,14 +299,16 @@ def test_invalid_messages_are_invalid_request(browser: Any, token: str, message)
     error_of(response, 400, -32600)
 
 
-def test_a_body_too_large_is_refused_in_json_rpc(browser: Any, token: str):
+def test_a_body_too_large_is_refused_in_json_rpc(browser: Any, token: str) -> None:
     padding = "x" * 70_000
     response = rpc(browser, token, "ping", {"_meta": {"padding": padding}})
 
     error_of(response, 413, -32600)
 
 
-def test_a_chunked_body_too_large_is_refused_in_json_rpc(browser: Any, token: str):
+def test_a_chunked_body_too_large_is_refused_in_json_rpc(
+    browser: Any, token: str
+) -> None:
     message = json.dumps(
         {"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"x": "y" * 70_000}}
     ).encode()
@@ -311,7 +323,9 @@ def test_a_chunked_body_too_large_is_refused_in_json_rpc(browser: Any, token: st
     error_of(response, 413, -32600)
 
 
-def test_a_chunked_body_within_the_limit_is_read_whole(browser: Any, token: str):
+def test_a_chunked_body_within_the_limit_is_read_whole(
+    browser: Any, token: str
+) -> None:
     message = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping"}).encode()
     chunks = (message[i : i + 5] for i in range(0, len(message), 5))
 
@@ -322,7 +336,7 @@ def test_a_chunked_body_within_the_limit_is_read_whole(browser: Any, token: str)
     assert result_of(response) == {}
 
 
-def test_answers_never_echo_lone_surrogates(browser: Any, token: str):
+def test_answers_never_echo_lone_surrogates(browser: Any, token: str) -> None:
     call = {"name": "\ud800"}
     body = json.dumps(
         {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": call}
@@ -338,21 +352,23 @@ def test_answers_never_echo_lone_surrogates(browser: Any, token: str):
 # Transport rules -------------------------------------------------------------
 
 
-def test_other_content_types_are_refused(browser: Any, token: str):
+def test_other_content_types_are_refused(browser: Any, token: str) -> None:
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping"})
     response = post(browser, token, data=body, headers={"Content-Type": "text/plain"})
 
     error_of(response, 415, -32600)
 
 
-def test_a_client_that_cannot_accept_json_is_refused(browser: Any, token: str):
+def test_a_client_that_cannot_accept_json_is_refused(browser: Any, token: str) -> None:
     response = rpc(browser, token, "ping", headers={"Accept": "text/event-stream"})
 
     error_of(response, 406, -32600)
 
 
 @pytest.mark.parametrize("version", SUPPORTED)
-def test_supported_protocol_version_headers_pass(browser: Any, token: str, version):
+def test_supported_protocol_version_headers_pass(
+    browser: Any, token: str, version: Any
+) -> None:
     response = rpc(browser, token, "ping", headers={"MCP-Protocol-Version": version})
 
     assert result_of(response) == {}
@@ -361,7 +377,7 @@ def test_supported_protocol_version_headers_pass(browser: Any, token: str, versi
 @pytest.mark.parametrize("version", ["1999-01-01", "2026-07-28", "not-a-version", ""])
 def test_unsupported_protocol_version_headers_are_bad_requests(
     browser: Any, token: str, version: str
-):
+) -> None:
     # MCP basic/transports §Protocol Version Header: MUST answer 400.
     headers = {"MCP-Protocol-Version": version}
 
@@ -376,7 +392,7 @@ def test_unsupported_protocol_version_headers_are_bad_requests(
 
 
 @pytest.mark.parametrize("method", ["GET", "DELETE"])
-def test_no_server_stream_and_no_session(browser: Any, token: str, method: str):
+def test_no_server_stream_and_no_session(browser: Any, token: str, method: str) -> None:
     response = browser.request(
         method,
         "/mcp",
@@ -388,7 +404,7 @@ def test_no_server_stream_and_no_session(browser: Any, token: str, method: str):
 
 
 @pytest.mark.parametrize("method", ["GET", "DELETE"])
-def test_get_and_delete_are_405_even_without_a_token(browser: Any, method: str):
+def test_get_and_delete_are_405_even_without_a_token(browser: Any, method: str) -> None:
     response = browser.request(method, "/mcp")
     assert response.status_code == 405
     assert response.headers["Allow"] == "POST"
@@ -397,7 +413,7 @@ def test_get_and_delete_are_405_even_without_a_token(browser: Any, method: str):
 # Browser-based clients (CORS) ------------------------------------------------
 
 
-def test_cors_preflight_on_mcp(browser: Any):
+def test_cors_preflight_on_mcp(browser: Any) -> None:
     response = browser.options(
         "/mcp",
         headers={
@@ -419,7 +435,7 @@ def test_cors_preflight_on_mcp(browser: Any):
     assert {"authorization", "content-type", "mcp-protocol-version"} <= allowed
 
 
-def test_a_browser_can_read_the_challenge(browser: Any, server: Any):
+def test_a_browser_can_read_the_challenge(browser: Any, server: Any) -> None:
     response = browser.post("/mcp", json={}, headers={"Origin": ORIGIN})
 
     assert response.status_code == 401
@@ -428,7 +444,7 @@ def test_a_browser_can_read_the_challenge(browser: Any, server: Any):
     assert "www-authenticate" in exposed
 
 
-def test_a_browser_can_read_answers(browser: Any, token: str):
+def test_a_browser_can_read_answers(browser: Any, token: str) -> None:
     response = rpc(browser, token, "ping", headers={"Origin": ORIGIN})
 
     assert result_of(response) == {}
@@ -442,7 +458,9 @@ def test_a_browser_can_read_answers(browser: Any, token: str):
         "/.well-known/oauth-protected-resource/mcp",
     ],
 )
-def test_protected_resource_metadata_for_browsers(browser: Any, server: Any, path):
+def test_protected_resource_metadata_for_browsers(
+    browser: Any, server: Any, path: str
+) -> None:
     preflight = browser.options(
         path,
         headers={"Origin": ORIGIN, "Access-Control-Request-Method": "GET"},
@@ -481,7 +499,9 @@ def guarded_token(guarded: Any, user: dict[str, str]) -> tuple[Any, str]:
     "origin",
     ["https://evil.example", "null", "https://app.example.evil", "http://app.example"],
 )
-def test_an_origin_not_allowed_is_forbidden(guarded: Any, user: dict, origin: str):
+def test_an_origin_not_allowed_is_forbidden(
+    guarded: Any, user: dict, origin: str
+) -> None:
     browser, token = guarded_token(guarded, user)
 
     response = rpc(browser, token, "ping", headers={"Origin": origin})
@@ -490,7 +510,7 @@ def test_an_origin_not_allowed_is_forbidden(guarded: Any, user: dict, origin: st
     assert "origin" in error["message"].lower()
 
 
-def test_the_origin_is_checked_before_the_token(guarded: Any):
+def test_the_origin_is_checked_before_the_token(guarded: Any) -> None:
     browser = guarded.browser()
 
     response = browser.post(
@@ -508,13 +528,15 @@ def test_the_origin_is_checked_before_the_token(guarded: Any):
     [{}, {"Origin": "https://app.example"}, {"Origin": "http://localhost:6274"}],
     ids=["no Origin", "listed", "second listed"],
 )
-def test_listed_origins_and_no_origin_pass(guarded: Any, user: dict, headers: dict):
+def test_listed_origins_and_no_origin_pass(
+    guarded: Any, user: dict, headers: dict
+) -> None:
     browser, token = guarded_token(guarded, user)
 
     assert result_of(rpc(browser, token, "ping", headers=headers)) == {}
 
 
-def test_any_origin_passes_when_none_are_configured(browser: Any, token: str):
+def test_any_origin_passes_when_none_are_configured(browser: Any, token: str) -> None:
     response = rpc(browser, token, "ping", headers={"Origin": "https://evil.example"})
 
     assert result_of(response) == {}

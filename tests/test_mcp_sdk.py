@@ -45,7 +45,9 @@ def test_sdk_client_session_completes_the_whole_flow(
     assert initialized.capabilities.tools is not None
     assert [tool.name for tool in outcome["tools"].tools] == ["whoami"]
 
-    client_id = provider.context.client_info.client_id
+    client_info = provider.context.client_info
+    assert client_info is not None
+    client_id = client_info.client_id
     assert outcome["whoami"] == {
         "sub": user["id"],
         "email": user["email"],
@@ -53,7 +55,7 @@ def test_sdk_client_session_completes_the_whole_flow(
         "scope": "read write",
     }
     assert outcome["structured"] == outcome["whoami"]
-    assert provider.context.client_info.token_endpoint_auth_method == auth_method
+    assert client_info.token_endpoint_auth_method == auth_method
 
 
 async def run_client(server: Any, provider: OAuthClientProvider) -> dict[str, Any]:
@@ -99,8 +101,11 @@ def test_sdk_client_refreshes_without_a_second_sign_in(
 
     assert first["whoami"]["email"] == second["whoami"]["email"] == user["email"]
     assert len(person.authorization_urls) == 1
-    assert "refresh_token" in provider.context.client_info.grant_types
+    client_info = provider.context.client_info
+    assert client_info is not None
+    assert "refresh_token" in client_info.grant_types
     refreshed = provider.context.current_tokens
+    assert issued is not None and refreshed is not None
     assert issued.refresh_token and refreshed.refresh_token
     assert refreshed.refresh_token != issued.refresh_token
     assert refreshed.access_token != issued.access_token

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -18,7 +20,7 @@ from app.models import Base
 
 
 @pytest.fixture
-def empty_database(base_env: dict[str, str]):
+def empty_database(base_env: dict[str, str]) -> Iterator[str]:
     """A brand-new database on the test server, dropped afterwards."""
     url = make_url(settings_from_environment(base_env).database_url)
     name = f"migrations_{uuid.uuid4().hex[:12]}"
@@ -51,7 +53,9 @@ def tables(database_url: str) -> set[str]:
         engine.dispose()
 
 
-def test_upgrade_downgrade_upgrade(base_env, empty_database) -> None:
+def test_upgrade_downgrade_upgrade(
+    base_env: dict[str, str], empty_database: Any
+) -> None:
     expected = set(Base.metadata.tables)
 
     flask_db(base_env, empty_database, "upgrade")
@@ -65,7 +69,9 @@ def test_upgrade_downgrade_upgrade(base_env, empty_database) -> None:
     assert tables(empty_database) == expected
 
 
-def test_models_and_migrations_agree(base_env, empty_database) -> None:
+def test_models_and_migrations_agree(
+    base_env: dict[str, str], empty_database: Any
+) -> None:
     """Autogenerate finds nothing to do: the models are fully migrated."""
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext

@@ -7,10 +7,12 @@ the whole flow a person sees: authorize, sign in, consent, token, ``/mcp``.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import sqlalchemy
+from conftest import LiveServer
 from helpers import (
     Browser,
     authorize_params,
@@ -116,8 +118,8 @@ def sign_in_and_approve(
 
 @pytest.mark.parametrize(("body", "redirect_uri", "sent_to"), FLOWS.values(), ids=FLOWS)
 def test_real_client_registers_and_completes_the_flow(
-    browser, user, body, redirect_uri, sent_to
-):
+    browser: Browser, user: dict[str, str], body: Any, redirect_uri: Any, sent_to: Any
+) -> None:
     client = register(browser, body)
     verifier, challenge = pkce_pair()
     params = authorize_params(client, challenge, redirect_uri=redirect_uri)
@@ -140,7 +142,9 @@ def test_real_client_registers_and_completes_the_flow(
 
 
 @pytest.mark.parametrize("body", [CURSOR, VSCODE, TYPESCRIPT_SDK, PYTHON_SDK])
-def test_registration_shows_what_was_registered(browser, engine, body):
+def test_registration_shows_what_was_registered(
+    browser: Browser, engine: sqlalchemy.Engine, body: Any
+) -> None:
     client = register(browser, body)
 
     assert client["redirect_uris"] == body["redirect_uris"]
@@ -159,7 +163,7 @@ def test_registration_shows_what_was_registered(browser, engine, body):
     assert stored.grant_types == expected
 
 
-def test_consent_page_names_the_app_scheme(signed_in):
+def test_consent_page_names_the_app_scheme(signed_in: Browser) -> None:
     client = register(signed_in, CURSOR)
     params = authorize_params(client, pkce_pair()[1], redirect_uri=CURSOR_REDIRECT)
 
@@ -174,7 +178,7 @@ def test_consent_page_names_the_app_scheme(signed_in):
     assert "将会跳转到本设备上的 cursor:// 应用" in chinese.text
 
 
-def test_consent_page_names_a_scheme_without_slashes(signed_in):
+def test_consent_page_names_a_scheme_without_slashes(signed_in: Browser) -> None:
     client = register_client(signed_in, redirect_uris=["com.example.app:/callback"])
     params = authorize_params(client, pkce_pair()[1])
 
@@ -183,7 +187,7 @@ def test_consent_page_names_a_scheme_without_slashes(signed_in):
     assert "sent to the com.example.app: app on this device" in page.text
 
 
-def test_code_reaches_a_reverse_domain_scheme(signed_in):
+def test_code_reaches_a_reverse_domain_scheme(signed_in: Browser) -> None:
     redirect_uri = "com.example.app:/oauth2redirect/example-provider"
     client = register_client(signed_in, redirect_uris=[redirect_uri])
     params = authorize_params(client, pkce_pair()[1])
@@ -193,7 +197,7 @@ def test_code_reaches_a_reverse_domain_scheme(signed_in):
     assert response.headers["Location"].startswith(redirect_uri + "?code=")
 
 
-def test_private_use_redirect_is_matched_exactly(signed_in):
+def test_private_use_redirect_is_matched_exactly(signed_in: Browser) -> None:
     client = register(signed_in, CURSOR)
     for near in (
         CURSOR_REDIRECT + "/",
@@ -211,7 +215,7 @@ def test_private_use_redirect_is_matched_exactly(signed_in):
 # --- The login page says who is asking -----------------------------------------
 
 
-def test_login_page_names_the_asking_client_in_chinese(browser):
+def test_login_page_names_the_asking_client_in_chinese(browser: Browser) -> None:
     client = register(browser, CURSOR)
     params = authorize_params(client, pkce_pair()[1], redirect_uri=CURSOR_REDIRECT)
     login_url = browser.get(authorize_path(params)).headers["Location"]
@@ -221,7 +225,7 @@ def test_login_page_names_the_asking_client_in_chinese(browser):
     assert "登录以继续使用 Cursor" in page.text
 
 
-def test_login_page_escapes_the_client_name(browser):
+def test_login_page_escapes_the_client_name(browser: Browser) -> None:
     client = register_client(browser, client_name="<b>Notes</b> & Co")
     params = authorize_params(client, pkce_pair()[1])
     login_url = browser.get(authorize_path(params)).headers["Location"]
@@ -236,14 +240,16 @@ def test_login_page_escapes_the_client_name(browser):
     "next_path",
     [None, "/account", "/authorize?client_id=lessie-nobody", "/authorize"],
 )
-def test_login_page_without_a_known_client_names_none(browser, next_path):
+def test_login_page_without_a_known_client_names_none(
+    browser: Browser, next_path: str | None
+) -> None:
     page = browser.get("/login", params={"next": next_path} if next_path else None)
 
     assert page.status_code == 200
     assert "continue to" not in page.text
 
 
-def test_pages_fit_a_phone(browser):
+def test_pages_fit_a_phone(browser: Browser) -> None:
     page = browser.get("/login")
     css = browser.get("/static/app.css").text
 
@@ -350,13 +356,15 @@ ACCEPTED_PRIVATE_USE = {
 }
 
 
-def assert_refused(response) -> None:
+def assert_refused(response: Any) -> None:
     assert response.status_code == 400, response.text
     assert response.json()["error"] == "invalid_redirect_uri"
 
 
 @pytest.mark.parametrize("uri", REFUSED_SCHEMES.values(), ids=REFUSED_SCHEMES)
-def test_schemes_a_browser_or_the_os_acts_on_are_refused(browser, engine, uri):
+def test_schemes_a_browser_or_the_os_acts_on_are_refused(
+    browser: Browser, engine: sqlalchemy.Engine, uri: Any
+) -> None:
     # Beside Cursor's good URIs: one bad URI fails the registration.
     body = {**CURSOR, "redirect_uris": [*CURSOR["redirect_uris"], uri]}
 
@@ -367,7 +375,9 @@ def test_schemes_a_browser_or_the_os_acts_on_are_refused(browser, engine, uri):
 
 
 @pytest.mark.parametrize("uri", LAUNCHER_SCHEMES.values(), ids=LAUNCHER_SCHEMES)
-def test_browser_launchers_and_os_handlers_are_refused(browser, engine, uri):
+def test_browser_launchers_and_os_handlers_are_refused(
+    browser: Browser, engine: sqlalchemy.Engine, uri: Any
+) -> None:
     response = browser.post("/register", json={"redirect_uris": [uri]})
 
     assert_refused(response)
@@ -381,18 +391,20 @@ def test_browser_launchers_and_os_handlers_are_refused(browser, engine, uri):
 @pytest.mark.parametrize(
     "uri", MALFORMED_PRIVATE_USE.values(), ids=MALFORMED_PRIVATE_USE
 )
-def test_malformed_private_use_uris_are_refused(browser, uri):
+def test_malformed_private_use_uris_are_refused(browser: Browser, uri: Any) -> None:
     assert_refused(browser.post("/register", json={"redirect_uris": [uri]}))
 
 
 @pytest.mark.parametrize("uri", ACCEPTED_PRIVATE_USE.values(), ids=ACCEPTED_PRIVATE_USE)
-def test_private_use_uris_are_registered_as_given(browser, uri):
+def test_private_use_uris_are_registered_as_given(browser: Browser, uri: Any) -> None:
     client = register_client(browser, redirect_uris=[uri])
 
     assert client["redirect_uris"] == [uri]
 
 
-def test_refused_scheme_already_stored_never_receives_a_redirect(browser, engine):
+def test_refused_scheme_already_stored_never_receives_a_redirect(
+    browser: Browser, engine: sqlalchemy.Engine
+) -> None:
     client = register_client(browser, redirect_uris=["com.example.app:/cb"])
     # A row from before a scheme was refused.
     with engine.begin() as connection:
@@ -421,8 +433,8 @@ def test_refused_scheme_already_stored_never_receives_a_redirect(browser, engine
     ],
 )
 def test_launcher_stored_before_the_rule_gets_no_code_even_once_approved(
-    signed_in, engine, stored
-):
+    signed_in: Browser, engine: sqlalchemy.Engine, stored: str
+) -> None:
     client = register_client(signed_in, redirect_uris=["com.example.app:/cb"])
     # A row registered before these schemes were refused (changed before the
     # service first reads it, so no cached copy hides the change).
@@ -446,7 +458,9 @@ def test_launcher_stored_before_the_rule_gets_no_code_even_once_approved(
         assert 'name="decision"' not in response.text
 
 
-def test_allowed_redirect_schemes_narrows_private_use_schemes(make_server):
+def test_allowed_redirect_schemes_narrows_private_use_schemes(
+    make_server: Callable[..., LiveServer],
+) -> None:
     browser = make_server(ALLOWED_REDIRECT_SCHEMES="cursor, vscode").browser()
 
     client = register(browser, CURSOR)
@@ -463,8 +477,8 @@ def test_allowed_redirect_schemes_narrows_private_use_schemes(make_server):
 
 
 def test_allowed_redirect_schemes_also_stops_clients_registered_before(
-    browser, signed_in, make_server
-):
+    browser: Browser, signed_in: Browser, make_server: Callable[..., LiveServer]
+) -> None:
     client = register_client(browser, redirect_uris=["com.example.app:/callback"])
     narrowed = make_server(ALLOWED_REDIRECT_SCHEMES="cursor").browser()
     narrowed.cookies.update(signed_in.cookies)
@@ -499,7 +513,9 @@ ALIASES = {
 
 
 @pytest.mark.parametrize(("registered", "sent"), ALIASES.values(), ids=ALIASES)
-def test_loopback_spellings_stay_distinct_by_default(signed_in, registered, sent):
+def test_loopback_spellings_stay_distinct_by_default(
+    signed_in: Browser, registered: Any, sent: Any
+) -> None:
     client = register_client(signed_in, redirect_uris=[registered])
     params = authorize_params(client, pkce_pair()[1], redirect_uri=sent)
 
@@ -511,8 +527,11 @@ def test_loopback_spellings_stay_distinct_by_default(signed_in, registered, sent
 
 @pytest.mark.parametrize(("registered", "sent"), ALIASES.values(), ids=ALIASES)
 def test_loopback_aliases_on_lets_any_spelling_match(
-    make_server, user, registered, sent
-):
+    make_server: Callable[..., LiveServer],
+    user: dict[str, str],
+    registered: Any,
+    sent: Any,
+) -> None:
     browser = make_server(LOOPBACK_ALIASES="on").browser()
     client = register_client(browser, redirect_uris=[registered])
     verifier, challenge = pkce_pair()
@@ -541,7 +560,9 @@ def test_loopback_aliases_on_lets_any_spelling_match(
         "http://127.0.0.1:5555@localhost/callback",
     ],
 )
-def test_loopback_aliases_let_only_host_and_port_vary(make_server, user, sent):
+def test_loopback_aliases_let_only_host_and_port_vary(
+    make_server: Callable[..., LiveServer], user: dict[str, str], sent: str
+) -> None:
     browser = make_server(LOOPBACK_ALIASES="on").browser()
     client = register_client(browser, redirect_uris=["http://localhost/callback"])
     browser.login(user["email"], user["password"])

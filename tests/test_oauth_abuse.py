@@ -5,13 +5,16 @@ from __future__ import annotations
 import base64
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import pytest
 import requests
 from bs4 import BeautifulSoup
+from conftest import LiveServer
 from helpers import (
     LOOPBACK_REDIRECT,
+    Browser,
     authorize_params,
     authorize_path,
     consent,
@@ -27,18 +30,18 @@ EVIL = "https://evil.example/cb"
 
 
 @pytest.fixture
-def client(browser):
+def client(browser: Browser) -> dict[str, Any]:
     return register_client(browser, redirect_uris=[LOOPBACK_REDIRECT])
 
 
-def assert_error_page(response) -> None:
+def assert_error_page(response: Any) -> None:
     """A 400 page for people, never a redirect anywhere."""
     assert response.status_code == 400, (response.status_code, response.text[:300])
     assert "Location" not in response.headers
     assert response.headers["Content-Type"].startswith("text/html")
 
 
-def assert_no_crash(response) -> None:
+def assert_no_crash(response: Any) -> None:
     assert response.status_code < 500, response.text[:500]
     assert "Traceback" not in response.text
 
@@ -80,7 +83,9 @@ OPEN_REDIRECTS = {
 
 
 @pytest.mark.parametrize("changes", OPEN_REDIRECTS.values(), ids=OPEN_REDIRECTS.keys())
-def test_authorize_never_redirects_to_an_unvalidated_uri(browser, client, changes):
+def test_authorize_never_redirects_to_an_unvalidated_uri(
+    browser: Browser, client: Any, changes: Any
+) -> None:
     params = authorize_params(client, pkce_pair()[1], **changes)
 
     assert_error_page(browser.get(authorize_path(params)))
@@ -96,7 +101,9 @@ HTTPS_OPEN_REDIRECTS = [
 
 
 @pytest.mark.parametrize("redirect_uri", HTTPS_OPEN_REDIRECTS)
-def test_https_client_gets_no_redirect_to_another_host_or_port(browser, redirect_uri):
+def test_https_client_gets_no_redirect_to_another_host_or_port(
+    browser: Browser, redirect_uri: Any
+) -> None:
     client = register_client(browser, redirect_uris=[HTTPS_REDIRECT])
     params = authorize_params(client, pkce_pair()[1], redirect_uri=redirect_uri)
 
@@ -113,16 +120,16 @@ def test_https_client_gets_no_redirect_to_another_host_or_port(browser, redirect
     ids=["evil uri", "evil uri, bad response_type", "evil uri, bad scope"],
 )
 def test_signed_in_person_gets_no_redirect_to_an_unvalidated_uri(
-    signed_in, client, changes
-):
+    signed_in: Browser, client: Any, changes: Any
+) -> None:
     params = authorize_params(client, pkce_pair()[1], **changes)
 
     assert_error_page(signed_in.get(authorize_path(params)))
 
 
 def test_approving_with_a_swapped_redirect_uri_issues_nothing(
-    signed_in, client, redis_client
-):
+    signed_in: Browser, client: Any, redis_client: Any
+) -> None:
     params = authorize_params(client, pkce_pair()[1])
     page = signed_in.get(authorize_path(params))
     swapped = {**params, "redirect_uri": EVIL}
@@ -168,14 +175,18 @@ def assert_stays_on_issuer(location: str, issuer: str) -> None:
 
 
 @pytest.mark.parametrize("target", HOSTILE_NEXT)
-def test_login_next_never_leaves_the_issuer(browser, server, user, target):
+def test_login_next_never_leaves_the_issuer(
+    browser: Browser, server: LiveServer, user: dict[str, str], target: Any
+) -> None:
     response = browser.login(user["email"], user["password"], next_path=target)
 
     assert response.status_code == 302
     assert_stays_on_issuer(response.headers["Location"], server.issuer)
 
 
-def test_signed_in_login_page_next_never_leaves_the_issuer(signed_in, server):
+def test_signed_in_login_page_next_never_leaves_the_issuer(
+    signed_in: Browser, server: LiveServer
+) -> None:
     for target in HOSTILE_NEXT:
         response = signed_in.get("/login", params={"next": target})
         assert response.status_code == 302, target
@@ -187,7 +198,7 @@ def test_signed_in_login_page_next_never_leaves_the_issuer(signed_in, server):
 HOSTILE_NAME = '<script>alert("pwned")</script><img src=x onerror=alert(1)>'
 
 
-def test_hostile_client_name_is_escaped_on_the_consent_page(signed_in):
+def test_hostile_client_name_is_escaped_on_the_consent_page(signed_in: Browser) -> None:
     client = register_client(signed_in, client_name=HOSTILE_NAME)
     params = authorize_params(client, pkce_pair()[1])
 
@@ -202,7 +213,9 @@ def test_hostile_client_name_is_escaped_on_the_consent_page(signed_in):
     assert HOSTILE_NAME in soup.get_text()
 
 
-def test_hostile_state_is_echoed_exactly_and_escaped(signed_in, client):
+def test_hostile_state_is_echoed_exactly_and_escaped(
+    signed_in: Browser, client: Any
+) -> None:
     state = '"><script>alert(1)</script>&x=é'
     params = authorize_params(client, pkce_pair()[1], state=state)
 
@@ -250,7 +263,9 @@ CRAFTED_AUTHORIZE = {
 @pytest.mark.parametrize(
     "changes", CRAFTED_AUTHORIZE.values(), ids=CRAFTED_AUTHORIZE.keys()
 )
-def test_crafted_authorization_requests_never_crash(browser, server, client, changes):
+def test_crafted_authorization_requests_never_crash(
+    browser: Browser, server: LiveServer, client: Any, changes: Any
+) -> None:
     params = authorize_params(client, pkce_pair()[1], **changes)
 
     response = browser.get(authorize_path(params))
@@ -263,7 +278,7 @@ def test_crafted_authorization_requests_never_crash(browser, server, client, cha
         ), location
 
 
-def test_repeated_parameters_never_crash(browser, client):
+def test_repeated_parameters_never_crash(browser: Browser, client: Any) -> None:
     params = list(authorize_params(client, pkce_pair()[1]).items())
     params += [("client_id", "lessie-other"), ("redirect_uri", EVIL)]
 
@@ -295,7 +310,9 @@ CRAFTED_BASIC = {
 @pytest.mark.parametrize(
     "authorization", CRAFTED_BASIC.values(), ids=CRAFTED_BASIC.keys()
 )
-def test_crafted_basic_headers_are_invalid_client(browser, authorization):
+def test_crafted_basic_headers_are_invalid_client(
+    browser: Browser, authorization: Any
+) -> None:
     response = browser.post(
         "/token",
         data={
@@ -327,7 +344,9 @@ CRAFTED_TOKEN_FORMS = {
 @pytest.mark.parametrize(
     "changes", CRAFTED_TOKEN_FORMS.values(), ids=CRAFTED_TOKEN_FORMS.keys()
 )
-def test_crafted_token_requests_are_clean_400s(browser, client, changes):
+def test_crafted_token_requests_are_clean_400s(
+    browser: Browser, client: Any, changes: Any
+) -> None:
     data = {
         "grant_type": "authorization_code",
         "code": "never-issued",
@@ -355,7 +374,9 @@ def test_crafted_token_requests_are_clean_400s(browser, client, changes):
     ],
     ids=["JSON", "bad escapes", "not UTF-8", "over 64 KiB", "broken multipart"],
 )
-def test_malformed_token_bodies_are_clean_errors(browser, client, content_type, body):
+def test_malformed_token_bodies_are_clean_errors(
+    browser: Browser, client: Any, content_type: Any, body: Any
+) -> None:
     response = browser.post(
         "/token",
         data=body,
@@ -390,7 +411,9 @@ CRAFTED_REGISTRATIONS = {
 @pytest.mark.parametrize(
     "changes", CRAFTED_REGISTRATIONS.values(), ids=CRAFTED_REGISTRATIONS.keys()
 )
-def test_crafted_registrations_never_crash(browser, server, changes):
+def test_crafted_registrations_never_crash(
+    browser: Browser, server: LiveServer, changes: Any
+) -> None:
     response = browser.post(
         "/register", json={"redirect_uris": [LOOPBACK_REDIRECT], **changes}
     )
@@ -410,7 +433,7 @@ def test_crafted_registrations_never_crash(browser, server, changes):
         assert_no_crash(browser.get(authorize_path(params)))
 
 
-def test_oversized_registration_body_is_refused(browser):
+def test_oversized_registration_body_is_refused(browser: Browser) -> None:
     body = {"redirect_uris": [LOOPBACK_REDIRECT], "padding": "p" * 100_000}
 
     response = browser.post("/register", json=body)
@@ -419,7 +442,7 @@ def test_oversized_registration_body_is_refused(browser):
     assert response.json()["error"]
 
 
-def test_deeply_nested_registration_body_never_crashes(browser):
+def test_deeply_nested_registration_body_never_crashes(browser: Browser) -> None:
     body = "[" * 50_000 + "]" * 50_000
 
     response = browser.post(
@@ -444,7 +467,9 @@ CRAFTED_LOGINS = {
 @pytest.mark.parametrize(
     ("email", "password"), CRAFTED_LOGINS.values(), ids=CRAFTED_LOGINS.keys()
 )
-def test_crafted_login_forms_are_ordinary_failures(browser, user, email, password):
+def test_crafted_login_forms_are_ordinary_failures(
+    browser: Browser, user: dict[str, str], email: Any, password: Any
+) -> None:
     page = browser.get("/login")
     form = {**browser.form(page), "email": email, "password": password}
 
@@ -458,7 +483,9 @@ def test_crafted_login_forms_are_ordinary_failures(browser, user, email, passwor
 @pytest.mark.parametrize(
     "client_id", ["\x00", "lessie-\x00abc", "lessie-ü", 'lessie-"', "x" * 5000]
 )
-def test_crafted_client_ids_in_the_token_form_are_invalid_client(browser, client_id):
+def test_crafted_client_ids_in_the_token_form_are_invalid_client(
+    browser: Browser, client_id: Any
+) -> None:
     data = {
         "grant_type": "authorization_code",
         "code": "x",
@@ -477,8 +504,8 @@ def test_crafted_client_ids_in_the_token_form_are_invalid_client(browser, client
 
 
 def test_twenty_concurrent_redemptions_of_one_code_succeed_once(
-    server, browser, user, client
-):
+    server: LiveServer, browser: Browser, user: dict[str, str], client: Any
+) -> None:
     code, verifier, params = get_code(browser, client, user)
     data = {
         "grant_type": "authorization_code",
@@ -507,7 +534,7 @@ def test_twenty_concurrent_redemptions_of_one_code_succeed_once(
     assert errors == {"invalid_grant"}
 
 
-def call_mcp(browser, token: str):
+def call_mcp(browser: Browser, token: str) -> requests.Response:
     return browser.post(
         "/mcp",
         json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
@@ -518,7 +545,9 @@ def call_mcp(browser, token: str):
     )
 
 
-def test_replayed_code_is_refused_and_revokes_the_first_token(browser, user, client):
+def test_replayed_code_is_refused_and_revokes_the_first_token(
+    browser: Browser, user: dict[str, str], client: Any
+) -> None:
     code, verifier, _ = get_code(browser, client, user)
     first = redeem(browser, client, code, verifier)
     assert first.status_code == 200, first.text

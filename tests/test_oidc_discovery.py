@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import devservices
 import pytest
+from conftest import LiveServer
+from helpers import Browser
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The SDK under test, pinned so the check does not drift under us.
@@ -57,12 +61,14 @@ def sdk_discovery(modules: Path, mcp_url: str) -> dict:
 
 
 @pytest.fixture
-def prefixed(make_server):
+def prefixed(make_server: Callable[..., LiveServer]) -> LiveServer:
     """A deployment at ``http://127.0.0.1:<port>/prod-api``; nothing else routed."""
     return make_server(prefix=PREFIX)
 
 
-def test_openid_configuration_has_what_oidc_discovery_requires(browser, server):
+def test_openid_configuration_has_what_oidc_discovery_requires(
+    browser: Browser, server: LiveServer
+) -> None:
     document = browser.get(OIDC).json()
 
     assert document["issuer"] == server.issuer
@@ -72,14 +78,16 @@ def test_openid_configuration_has_what_oidc_discovery_requires(browser, server):
     assert document["response_types_supported"] == ["code"]
 
 
-def test_oauth_metadata_claims_nothing_of_openid_connect(browser):
+def test_oauth_metadata_claims_nothing_of_openid_connect(browser: Browser) -> None:
     document = browser.get("/.well-known/oauth-authorization-server").json()
 
     assert "subject_types_supported" not in document
     assert "id_token_signing_alg_values_supported" not in document
 
 
-def test_jwks_uri_serves_an_empty_key_set_for_shared_secret_tokens(browser, server):
+def test_jwks_uri_serves_an_empty_key_set_for_shared_secret_tokens(
+    browser: Browser, server: LiveServer
+) -> None:
     jwks_uri = browser.get(OIDC).json()["jwks_uri"]
 
     response = browser.get(jwks_uri, headers={"Origin": "https://app.example"})
@@ -91,7 +99,7 @@ def test_jwks_uri_serves_an_empty_key_set_for_shared_secret_tokens(browser, serv
     assert response.json() == {"keys": []}
 
 
-def test_path_issuer_serves_openid_configuration_under_its_path(prefixed):
+def test_path_issuer_serves_openid_configuration_under_its_path(prefixed: Any) -> None:
     browser = prefixed.browser()
 
     document = browser.get(OIDC).json()
@@ -102,7 +110,9 @@ def test_path_issuer_serves_openid_configuration_under_its_path(prefixed):
     assert browser.get(document["jwks_uri"]).json() == {"keys": []}
 
 
-def test_typescript_sdk_discovers_a_path_issuer_behind_a_proxy(prefixed, sdk_modules):
+def test_typescript_sdk_discovers_a_path_issuer_behind_a_proxy(
+    prefixed: Any, sdk_modules: Path
+) -> None:
     found = sdk_discovery(sdk_modules, prefixed.issuer + "/mcp")
 
     assert found["ok"], found
@@ -118,7 +128,9 @@ def test_typescript_sdk_discovers_a_path_issuer_behind_a_proxy(prefixed, sdk_mod
     ]
 
 
-def test_typescript_sdk_discovers_a_root_issuer(server, sdk_modules):
+def test_typescript_sdk_discovers_a_root_issuer(
+    server: LiveServer, sdk_modules: Path
+) -> None:
     found = sdk_discovery(sdk_modules, server.issuer + "/mcp")
 
     assert found["ok"], found

@@ -3,11 +3,15 @@ and ``prompt=none`` (CONTRACT §3, RFC 9700 §4.11.2, RFC 8252 §7.3)."""
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 from bs4 import BeautifulSoup
+from conftest import LiveServer
 from helpers import (
+    Browser,
+    attribute,
     authorize_params,
     authorize_path,
     consent,
@@ -22,7 +26,7 @@ PHISHING = "https://phish.example/login"
 LOOPBACK = "http://127.0.0.1/cb"
 
 
-def redirect_query(response, redirect_uri: str) -> dict[str, str]:
+def redirect_query(response: Any, redirect_uri: str) -> dict[str, str]:
     """Assert a 302 to ``redirect_uri`` exactly as requested; return its query."""
     assert response.status_code == 302, (response.status_code, response.text[:300])
     location = response.headers["Location"]
@@ -31,14 +35,14 @@ def redirect_query(response, redirect_uri: str) -> dict[str, str]:
     return query_of(location)
 
 
-def error_link_query(response, redirect_uri: str, host: str) -> dict[str, str]:
+def error_link_query(response: Any, redirect_uri: str, host: str) -> dict[str, str]:
     """Assert the 400 page that names the error and host, and return the
     query of its one link to ``redirect_uri``."""
     assert response.status_code == 400, (response.status_code, response.text[:300])
     assert "Location" not in response.headers
     assert response.headers["Content-Type"].startswith("text/html")
     soup = BeautifulSoup(response.text, "html.parser")
-    [href] = [a["href"] for a in soup.select("a[href]") if host in a["href"]]
+    [href] = [h for a in soup.select("a[href]") if host in (h := attribute(a, "href"))]
     assert href.startswith(redirect_uri + "?"), href
     query = query_of(href)
     text = soup.get_text()
@@ -47,7 +51,7 @@ def error_link_query(response, redirect_uri: str, host: str) -> dict[str, str]:
     return query
 
 
-def assert_refused_page(response) -> None:
+def assert_refused_page(response: Any) -> None:
     """The 400 page for an unregistered redirect URI: no redirect, no link out."""
     assert response.status_code == 400, (response.status_code, response.text[:300])
     assert "Location" not in response.headers
@@ -57,23 +61,23 @@ def assert_refused_page(response) -> None:
 
 
 @pytest.fixture
-def phishing(browser):
+def phishing(browser: Browser) -> dict[str, Any]:
     return register_client(
         browser, client_name="Totally Legit", redirect_uris=[PHISHING]
     )
 
 
-def approve_once(browser, client, scope: str = "read write") -> None:
+def approve_once(browser: Browser, client: Any, scope: str = "read write") -> None:
     """Give ``client`` a live approval from the browser's signed-in person."""
     params = authorize_params(client, pkce_pair()[1], scope=scope)
     assert consent(browser, params).status_code == 302
 
 
-def revoke_approvals(browser) -> None:
+def revoke_approvals(browser: Browser) -> None:
     page = browser.get("/account")
     soup = BeautifulSoup(page.text, "html.parser")
     for form in soup.select("form[action*='/account/consents/']"):
-        response = browser.post(form["action"], data=browser.form(page))
+        response = browser.post(attribute(form, "action"), data=browser.form(page))
         assert response.status_code == 302
 
 
@@ -97,8 +101,8 @@ EARLY_ERRORS = {
     ("changes", "error"), EARLY_ERRORS.values(), ids=EARLY_ERRORS.keys()
 )
 def test_phishing_uri_gets_a_page_not_a_redirect(
-    browser, server, phishing, changes, error
-):
+    browser: Browser, server: LiveServer, phishing: Any, changes: Any, error: Any
+) -> None:
     params = authorize_params(phishing, pkce_pair()[1], **changes)
 
     query = error_link_query(
@@ -112,7 +116,9 @@ def test_phishing_uri_gets_a_page_not_a_redirect(
     assert "code" not in query
 
 
-def test_the_link_carries_a_hostile_state_exactly(browser, phishing):
+def test_the_link_carries_a_hostile_state_exactly(
+    browser: Browser, phishing: Any
+) -> None:
     state = '"><script>alert(1)</script>&x=é'
     params = authorize_params(phishing, pkce_pair()[1], scope="nope", state=state)
 
@@ -122,7 +128,9 @@ def test_the_link_carries_a_hostile_state_exactly(browser, phishing):
     assert error_link_query(response, PHISHING, "phish.example")["state"] == state
 
 
-def test_signed_in_person_without_approval_gets_the_page(signed_in, phishing):
+def test_signed_in_person_without_approval_gets_the_page(
+    signed_in: Browser, phishing: Any
+) -> None:
     params = authorize_params(phishing, pkce_pair()[1], scope="nope")
 
     response = signed_in.get(authorize_path(params))
@@ -133,8 +141,8 @@ def test_signed_in_person_without_approval_gets_the_page(signed_in, phishing):
 
 
 def test_another_persons_approval_does_not_count(
-    server, signed_in, other_user, phishing
-):
+    server: LiveServer, signed_in: Browser, other_user: dict[str, str], phishing: Any
+) -> None:
     other = server.browser()
     other.login(other_user["email"], other_user["password"])
     approve_once(other, phishing)
@@ -145,7 +153,9 @@ def test_another_persons_approval_does_not_count(
     error_link_query(response, PHISHING, "phish.example")
 
 
-def test_person_who_approved_the_client_is_redirected(signed_in, server, phishing):
+def test_person_who_approved_the_client_is_redirected(
+    signed_in: Browser, server: LiveServer, phishing: Any
+) -> None:
     approve_once(signed_in, phishing, scope="read")
     params = authorize_params(phishing, pkce_pair()[1], scope="nope")
 
@@ -156,7 +166,9 @@ def test_person_who_approved_the_client_is_redirected(signed_in, server, phishin
     assert query["iss"] == server.issuer
 
 
-def test_a_revoked_approval_is_no_longer_trusted(signed_in, phishing):
+def test_a_revoked_approval_is_no_longer_trusted(
+    signed_in: Browser, phishing: Any
+) -> None:
     approve_once(signed_in, phishing)
     revoke_approvals(signed_in)
     params = authorize_params(phishing, pkce_pair()[1], scope="nope")
@@ -169,8 +181,8 @@ def test_a_revoked_approval_is_no_longer_trusted(signed_in, phishing):
     ["http://127.0.0.1/cb", "http://localhost:3000/cb", "http://[::1]/cb?x=1"],
 )
 def test_loopback_errors_still_redirect_without_a_session(
-    browser, server, redirect_uri
-):
+    browser: Browser, server: LiveServer, redirect_uri: str
+) -> None:
     client = register_client(browser, redirect_uris=[redirect_uri])
     params = authorize_params(client, pkce_pair()[1], code_challenge=None)
 
@@ -187,13 +199,14 @@ APP_REDIRECTS = {
 }
 
 
-def app_link_query(response, redirect_uri: str, scheme: str) -> dict[str, str]:
+def app_link_query(response: Any, redirect_uri: str, scheme: str) -> dict[str, str]:
     """Assert the 400 page naming the app scheme; return its one link's query."""
     assert response.status_code == 400, (response.status_code, response.text[:300])
     assert "Location" not in response.headers
     assert response.headers["Content-Type"].startswith("text/html")
     soup = BeautifulSoup(response.text, "html.parser")
-    [href] = [a["href"] for a in soup.select("a[href]") if a["href"].startswith(scheme)]
+    hrefs = [attribute(a, "href") for a in soup.select("a[href]")]
+    [href] = [h for h in hrefs if h.startswith(scheme)]
     assert href.startswith(redirect_uri + "?"), href
     text = soup.get_text()
     assert f"sent to the {scheme} app on this device" in text
@@ -204,8 +217,8 @@ def app_link_query(response, redirect_uri: str, scheme: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("redirect_uri", APP_REDIRECTS, ids=APP_REDIRECTS.values())
 def test_private_use_scheme_gets_a_page_before_any_approval(
-    browser, server, redirect_uri
-):
+    browser: Browser, server: LiveServer, redirect_uri: Any
+) -> None:
     # The app scheme may be claimed by anything on the device, a browser
     # launcher among them: before the person approved the client, no redirect.
     client = register_client(browser, redirect_uris=[redirect_uri])
@@ -219,7 +232,9 @@ def test_private_use_scheme_gets_a_page_before_any_approval(
     assert query["iss"] == server.issuer
 
 
-def test_private_use_scheme_gets_a_page_when_signed_in_without_approval(signed_in):
+def test_private_use_scheme_gets_a_page_when_signed_in_without_approval(
+    signed_in: Browser,
+) -> None:
     redirect_uri = "com.example.app:/cb"
     client = register_client(signed_in, redirect_uris=[redirect_uri])
     params = authorize_params(client, pkce_pair()[1], scope="nope")
@@ -231,7 +246,9 @@ def test_private_use_scheme_gets_a_page_when_signed_in_without_approval(signed_i
     )
 
 
-def test_private_use_scheme_is_redirected_once_approved(signed_in, server):
+def test_private_use_scheme_is_redirected_once_approved(
+    signed_in: Browser, server: LiveServer
+) -> None:
     redirect_uri = "com.example.app:/cb"
     client = register_client(signed_in, redirect_uris=[redirect_uri])
     approve_once(signed_in, client, scope="read")
@@ -244,7 +261,9 @@ def test_private_use_scheme_is_redirected_once_approved(signed_in, server):
     assert query["iss"] == server.issuer
 
 
-def test_deny_on_the_consent_page_still_redirects(signed_in, server, phishing):
+def test_deny_on_the_consent_page_still_redirects(
+    signed_in: Browser, server: LiveServer, phishing: Any
+) -> None:
     params = authorize_params(phishing, pkce_pair()[1])
 
     query = redirect_query(consent(signed_in, params, "deny"), PHISHING)
@@ -254,7 +273,7 @@ def test_deny_on_the_consent_page_still_redirects(signed_in, server, phishing):
     assert query["iss"] == server.issuer
 
 
-def test_unknown_client_is_still_the_plain_page(browser):
+def test_unknown_client_is_still_the_plain_page(browser: Browser) -> None:
     params = {"client_id": "lessie-nobody", "redirect_uri": PHISHING, "scope": "nope"}
 
     response = browser.get(authorize_path(params))
@@ -302,8 +321,8 @@ RAW_STRING_TRICKS = {
     "requested", RAW_STRING_TRICKS.values(), ids=RAW_STRING_TRICKS.keys()
 )
 def test_loopback_uri_differing_beyond_the_port_is_refused(
-    signed_in, redis_client, requested
-):
+    signed_in: Browser, redis_client: Any, requested: Any
+) -> None:
     client = register_client(signed_in, redirect_uris=[LOOPBACK])
     params = authorize_params(client, pkce_pair()[1], redirect_uri=requested)
 
@@ -311,7 +330,7 @@ def test_loopback_uri_differing_beyond_the_port_is_refused(
     assert list(redis_client.scan_iter("oauth:code:*")) == []
 
 
-def test_a_registered_localhost_is_matched_as_spelled(signed_in):
+def test_a_registered_localhost_is_matched_as_spelled(signed_in: Browser) -> None:
     client = register_client(signed_in, redirect_uris=["http://localhost/cb"])
     params = authorize_params(
         client, pkce_pair()[1], redirect_uri="http://LOCALHOST:5555/cb"
@@ -332,7 +351,9 @@ PORT_SPELLINGS = {
 @pytest.mark.parametrize(
     "requested", PORT_SPELLINGS.values(), ids=PORT_SPELLINGS.keys()
 )
-def test_port_spellings_match_and_the_code_goes_where_asked(signed_in, requested):
+def test_port_spellings_match_and_the_code_goes_where_asked(
+    signed_in: Browser, requested: Any
+) -> None:
     client = register_client(signed_in, redirect_uris=[LOOPBACK])
     verifier, challenge = pkce_pair()
     params = authorize_params(client, challenge, redirect_uri=requested)
@@ -356,11 +377,13 @@ def test_port_spellings_match_and_the_code_goes_where_asked(signed_in, requested
 # --- Finding 3: prompt=none -----------------------------------------------------
 
 
-def prompt_none(client, **extra: str) -> dict[str, str]:
+def prompt_none(client: Any, **extra: str) -> dict[str, str]:
     return authorize_params(client, pkce_pair()[1], prompt="none", **extra)
 
 
-def test_prompt_none_without_a_session_is_login_required(browser, server):
+def test_prompt_none_without_a_session_is_login_required(
+    browser: Browser, server: LiveServer
+) -> None:
     client = register_client(browser, redirect_uris=[LOOPBACK])
     params = prompt_none(client)
 
@@ -371,7 +394,9 @@ def test_prompt_none_without_a_session_is_login_required(browser, server):
     assert query["iss"] == server.issuer
 
 
-def test_prompt_none_without_approval_is_consent_required(signed_in, server):
+def test_prompt_none_without_approval_is_consent_required(
+    signed_in: Browser, server: LiveServer
+) -> None:
     client = register_client(signed_in, redirect_uris=[LOOPBACK])
     params = prompt_none(client)
 
@@ -382,7 +407,9 @@ def test_prompt_none_without_approval_is_consent_required(signed_in, server):
     assert query["iss"] == server.issuer
 
 
-def test_prompt_none_with_a_narrower_approval_is_consent_required(signed_in):
+def test_prompt_none_with_a_narrower_approval_is_consent_required(
+    signed_in: Browser,
+) -> None:
     client = register_client(signed_in, redirect_uris=[PHISHING])
     approve_once(signed_in, client, scope="read")
     params = prompt_none(client, scope="read write")
@@ -392,7 +419,7 @@ def test_prompt_none_with_a_narrower_approval_is_consent_required(signed_in):
     assert query["error"] == "consent_required"
 
 
-def test_prompt_none_after_revocation_is_consent_required(signed_in):
+def test_prompt_none_after_revocation_is_consent_required(signed_in: Browser) -> None:
     client = register_client(signed_in, redirect_uris=[LOOPBACK])
     approve_once(signed_in, client)
     revoke_approvals(signed_in)
@@ -408,8 +435,8 @@ def test_prompt_none_after_revocation_is_consent_required(signed_in):
     ids=["no session", "no approval"],
 )
 def test_prompt_none_errors_to_an_https_uri_are_a_page(
-    browser, user, phishing, sign_in, error
-):
+    browser: Browser, user: dict[str, str], phishing: Any, sign_in: Any, error: Any
+) -> None:
     if sign_in:
         browser.login(user["email"], user["password"])
     params = prompt_none(phishing)
@@ -423,8 +450,8 @@ def test_prompt_none_errors_to_an_https_uri_are_a_page(
 
 @pytest.mark.parametrize("scope", ["read", "read write", None])
 def test_prompt_none_with_a_covering_approval_issues_a_code(
-    signed_in, server, phishing, scope
-):
+    signed_in: Browser, server: LiveServer, phishing: Any, scope: str | None
+) -> None:
     approve_once(signed_in, phishing)
     verifier, challenge = pkce_pair()
     params = authorize_params(phishing, challenge, prompt="none", scope=scope)
@@ -441,7 +468,7 @@ def test_prompt_none_with_a_covering_approval_issues_a_code(
     ["prompt=none+login", "prompt=none&prompt=none"],
     ids=["combined", "repeated"],
 )
-def test_prompt_none_must_stand_alone(signed_in, path_suffix):
+def test_prompt_none_must_stand_alone(signed_in: Browser, path_suffix: str) -> None:
     client = register_client(signed_in, redirect_uris=[LOOPBACK])
     approve_once(signed_in, client)
     params = authorize_params(client, pkce_pair()[1])
@@ -451,7 +478,7 @@ def test_prompt_none_must_stand_alone(signed_in, path_suffix):
     assert redirect_query(response, LOOPBACK)["error"] == "invalid_request"
 
 
-def test_other_prompt_values_show_the_consent_page(signed_in):
+def test_other_prompt_values_show_the_consent_page(signed_in: Browser) -> None:
     client = register_client(signed_in, redirect_uris=[LOOPBACK])
     approve_once(signed_in, client)
     params = authorize_params(client, pkce_pair()[1], prompt="consent")
@@ -462,7 +489,7 @@ def test_other_prompt_values_show_the_consent_page(signed_in):
     assert "decision" in response.text
 
 
-def test_deny_wins_over_prompt_none(signed_in):
+def test_deny_wins_over_prompt_none(signed_in: Browser) -> None:
     client = register_client(signed_in, redirect_uris=[LOOPBACK])
     approve_once(signed_in, client)
     params = authorize_params(client, pkce_pair()[1])

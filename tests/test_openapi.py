@@ -9,11 +9,13 @@ required and match their schemas. The document itself must be valid OpenAPI 3.1.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import openapi_spec_validator
 import requests
+from conftest import LiveServer
 from helpers import (
     Browser,
     get_code,
@@ -108,7 +110,9 @@ def test_every_schema_is_valid_json_schema_2020_12() -> None:
             raise AssertionError(f"components.schemas.{name}: {exc}") from exc
 
 
-def test_document_is_served_with_the_issuer_as_server(browser: Browser, server) -> None:
+def test_document_is_served_with_the_issuer_as_server(
+    browser: Browser, server: LiveServer
+) -> None:
     response = browser.get("/openapi.json", headers={"Origin": "https://app.example"})
     assert response.status_code == 200
     assert response.headers["Content-Type"] == "application/json"
@@ -119,14 +123,16 @@ def test_document_is_served_with_the_issuer_as_server(browser: Browser, server) 
     assert {**served, "servers": DOCUMENT["servers"]} == DOCUMENT
 
 
-def test_document_under_an_issuer_path_names_that_path(make_server) -> None:
+def test_document_under_an_issuer_path_names_that_path(
+    make_server: Callable[..., LiveServer],
+) -> None:
     live = make_server()
     prefixed = make_server(ISSUER=live.url + "/prod-api")
     served = prefixed.browser().get("/openapi.json").json()
     assert served["servers"] == [{"url": live.url + "/prod-api"}]
 
 
-def test_every_documented_operation_is_routed(app) -> None:
+def test_every_documented_operation_is_routed(app: Any) -> None:
     routed = {
         (rule.rule, method.lower())
         for rule in app.url_map.iter_rules()
@@ -170,12 +176,15 @@ def test_register_answers_as_documented(browser: Browser) -> None:
     bad_uri = browser.post("/register", json={"redirect_uris": ["http://evil/cb"]})
     check(bad_uri, "/register", "post")
     assert (bad_uri.status_code, error_of(bad_uri)) == (400, "invalid_redirect_uri")
-    for body in ([1, 2], {"redirect_uris": ["https://a.example/"], "scope": 7}):
+    bodies: list[Any] = [[1, 2], {"redirect_uris": ["https://a.example/"], "scope": 7}]
+    for body in bodies:
         bad = check(browser.post("/register", json=body), "/register", "post")
         assert (bad.status_code, error_of(bad)) == (400, "invalid_client_metadata")
 
 
-def test_register_limits_answer_as_documented(make_server) -> None:
+def test_register_limits_answer_as_documented(
+    make_server: Callable[..., LiveServer],
+) -> None:
     live = make_server(
         MAX_CLIENTS_PER_ADDRESS="1", REGISTRATION_RATE_LIMIT="2 per hour"
     )
@@ -191,7 +200,7 @@ def test_register_limits_answer_as_documented(make_server) -> None:
 # --- POST /token --------------------------------------------------------------
 
 
-def test_token_answers_as_documented(browser: Browser, user) -> None:
+def test_token_answers_as_documented(browser: Browser, user: dict[str, str]) -> None:
     client = register_client(browser)
     code, verifier, _ = get_code(browser, client, user)
     missing = check(
@@ -241,7 +250,7 @@ def test_token_answers_as_documented(browser: Browser, user) -> None:
 # --- POST /auth/token and /api-keys --------------------------------------------
 
 
-def test_api_keys_answer_as_documented(browser: Browser, user) -> None:
+def test_api_keys_answer_as_documented(browser: Browser, user: dict[str, str]) -> None:
     token = obtain_token(browser, user)
     unauthenticated = check(browser.get("/api-keys"), "/api-keys", "get")
     assert unauthenticated.status_code == 401
@@ -299,7 +308,9 @@ def test_api_keys_answer_as_documented(browser: Browser, user) -> None:
     assert (gone.status_code, error_of(gone)) == (404, "not_found")
 
 
-def test_api_key_scope_refusals_answer_as_documented(browser: Browser, user) -> None:
+def test_api_key_scope_refusals_answer_as_documented(
+    browser: Browser, user: dict[str, str]
+) -> None:
     client = register_client(browser)
     code, verifier, _ = get_code(browser, client, user, scope="write")
     write_only = redeem(browser, client, code, verifier).json()["access_token"]
@@ -318,7 +329,9 @@ def test_api_key_scope_refusals_answer_as_documented(browser: Browser, user) -> 
 # --- POST /revoke and /introspect ---------------------------------------------
 
 
-def test_revoke_answers_as_documented(app, browser: Browser, user) -> None:
+def test_revoke_answers_as_documented(
+    app: Any, browser: Browser, user: dict[str, str]
+) -> None:
     client = register_client(browser)
     code, verifier, _ = get_code(browser, client, user)
     token = redeem(browser, client, code, verifier).json()["access_token"]
@@ -342,7 +355,9 @@ def test_revoke_answers_as_documented(app, browser: Browser, user) -> None:
     assert (wrong.status_code, error_of(wrong)) == (401, "invalid_client")
 
 
-def test_introspect_answers_as_documented(make_server) -> None:
+def test_introspect_answers_as_documented(
+    make_server: Callable[..., LiveServer],
+) -> None:
     live = make_server(RESOURCE_SERVERS="gateway:" + "s" * 40)
     browser = live.browser()
     from conftest import make_user

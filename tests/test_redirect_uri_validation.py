@@ -6,8 +6,11 @@ disagree, or one whose host is not a DNS name, an IPv4 or an IPv6 address.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import sqlalchemy
+from helpers import Browser
 
 REFUSED = {
     # The finding: a backslash is "/" to a browser, so the host is attacker.example.
@@ -77,7 +80,9 @@ ACCEPTED = {
 
 
 @pytest.mark.parametrize("uri", REFUSED.values(), ids=REFUSED.keys())
-def test_uris_browsers_read_differently_are_refused(browser, engine, uri):
+def test_uris_browsers_read_differently_are_refused(
+    browser: Browser, engine: sqlalchemy.Engine, uri: Any
+) -> None:
     response = browser.post("/register", json={"redirect_uris": [uri]})
 
     assert response.status_code == 400, response.text
@@ -88,7 +93,7 @@ def test_uris_browsers_read_differently_are_refused(browser, engine, uri):
 
 
 @pytest.mark.parametrize("uri", ACCEPTED.values(), ids=ACCEPTED.keys())
-def test_uris_read_alike_are_accepted_as_given(browser, uri):
+def test_uris_read_alike_are_accepted_as_given(browser: Browser, uri: Any) -> None:
     response = browser.post("/register", json={"redirect_uris": [uri]})
 
     assert response.status_code == 201, response.text

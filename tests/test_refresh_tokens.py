@@ -398,7 +398,9 @@ def test_disabling_the_person_ends_their_chains(
 
     client, tokens = obtain_tokens(browser, user)
     with server.app.app_context(), db.transaction():
-        disable_user(find_by_email(user["email"]))
+        person = find_by_email(user["email"])
+        assert person is not None
+        disable_user(person)
 
     assert_invalid_grant(refresh(browser, client, tokens["refresh_token"]))
 

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
+import requests
 import sqlalchemy
+from conftest import LiveServer
 from helpers import (
     LOOPBACK_REDIRECT,
+    Browser,
     authorize_params,
     authorize_path,
     pkce_pair,
@@ -21,13 +26,13 @@ CLIENT_ID = re.compile(r"^lessie-[A-Za-z0-9_-]{16,}$")
 CLIENT_SECRET = re.compile(r"^sk-[A-Za-z0-9_-]{43,}$")
 
 
-def client_rows(engine) -> list[dict]:
+def client_rows(engine: sqlalchemy.Engine) -> list[dict]:
     with engine.connect() as connection:
         rows = connection.execute(sqlalchemy.text("SELECT * FROM oauth_clients"))
         return [dict(row._mapping) for row in rows]
 
 
-def assert_error(response, status: int, error: str) -> None:
+def assert_error(response: Any, status: int, error: str) -> None:
     assert response.status_code == status, response.text
     body = response.json()
     assert body["error"] == error
@@ -37,7 +42,7 @@ def assert_error(response, status: int, error: str) -> None:
 # --- What a registration returns ----------------------------------------------
 
 
-def test_defaults_are_applied(browser):
+def test_defaults_are_applied(browser: Browser) -> None:
     before = int(time.time())
     client = register_client(browser, redirect_uris=[LOOPBACK_REDIRECT])
 
@@ -52,21 +57,21 @@ def test_defaults_are_applied(browser):
     assert client["token_endpoint_auth_method"] == "client_secret_basic"
 
 
-def test_registration_answers_201_json(browser):
+def test_registration_answers_201_json(browser: Browser) -> None:
     response = browser.post("/register", json={"redirect_uris": [LOOPBACK_REDIRECT]})
 
     assert response.status_code == 201
     assert response.headers["Content-Type"].startswith("application/json")
 
 
-def test_every_registration_gets_fresh_credentials(browser):
+def test_every_registration_gets_fresh_credentials(browser: Browser) -> None:
     first, second = register_client(browser), register_client(browser)
 
     assert first["client_id"] != second["client_id"]
     assert first["client_secret"] != second["client_secret"]
 
 
-def test_requested_metadata_is_registered(browser):
+def test_requested_metadata_is_registered(browser: Browser) -> None:
     uris = ["https://app.example.com/cb", "http://localhost:3000/callback"]
     client = register_client(
         browser,
@@ -83,7 +88,7 @@ def test_requested_metadata_is_registered(browser):
     assert CLIENT_SECRET.match(client["client_secret"])
 
 
-def test_public_client_gets_no_secret(browser):
+def test_public_client_gets_no_secret(browser: Browser) -> None:
     client = register_client(browser, token_endpoint_auth_method="none")
 
     assert client["token_endpoint_auth_method"] == "none"
@@ -91,13 +96,17 @@ def test_public_client_gets_no_secret(browser):
     assert CLIENT_ID.match(client["client_id"])
 
 
-def test_client_id_prefix_is_configurable(make_server):
+def test_client_id_prefix_is_configurable(
+    make_server: Callable[..., LiveServer],
+) -> None:
     client = register_client(make_server(CLIENT_ID_PREFIX="acme").browser())
 
     assert re.match(r"^acme-[A-Za-z0-9_-]{16,}$", client["client_id"])
 
 
-def test_secret_is_stored_only_as_a_hash(browser, engine):
+def test_secret_is_stored_only_as_a_hash(
+    browser: Browser, engine: sqlalchemy.Engine
+) -> None:
     client = register_client(browser)
 
     [row] = client_rows(engine)
@@ -118,7 +127,9 @@ def test_secret_is_stored_only_as_a_hash(browser, engine):
         "https://client.example.com:8443/oauth/cb?tenant=a",
     ],
 )
-def test_loopback_http_and_https_redirect_uris_are_accepted(browser, redirect_uri):
+def test_loopback_http_and_https_redirect_uris_are_accepted(
+    browser: Browser, redirect_uri: str
+) -> None:
     client = register_client(browser, redirect_uris=[redirect_uri])
 
     assert client["redirect_uris"] == [redirect_uri]
@@ -127,7 +138,7 @@ def test_loopback_http_and_https_redirect_uris_are_accepted(browser, redirect_ur
 # --- Lenient about the merely unknown (RFC 7591 §2) ---------------------------
 
 
-def test_grant_types_not_offered_are_dropped(browser):
+def test_grant_types_not_offered_are_dropped(browser: Browser) -> None:
     client = register_client(
         browser,
         grant_types=[
@@ -141,7 +152,9 @@ def test_grant_types_not_offered_are_dropped(browser):
     assert client["grant_types"] == ["authorization_code", "refresh_token"]
 
 
-def test_refresh_tokens_off_drops_the_refresh_grant(make_server):
+def test_refresh_tokens_off_drops_the_refresh_grant(
+    make_server: Callable[..., LiveServer],
+) -> None:
     live = make_server(REFRESH_TOKENS="off")
     client = register_client(
         live.browser(), grant_types=["authorization_code", "refresh_token"]
@@ -150,7 +163,7 @@ def test_refresh_tokens_off_drops_the_refresh_grant(make_server):
     assert client["grant_types"] == ["authorization_code"]
 
 
-def test_unknown_fields_are_ignored(browser):
+def test_unknown_fields_are_ignored(browser: Browser) -> None:
     client = register_client(
         browser,
         application_type="native",
@@ -205,7 +218,9 @@ INVALID_REDIRECT_URIS = {
 @pytest.mark.parametrize(
     "body", INVALID_REDIRECT_URIS.values(), ids=INVALID_REDIRECT_URIS.keys()
 )
-def test_bad_redirect_uris_are_refused(browser, engine, body):
+def test_bad_redirect_uris_are_refused(
+    browser: Browser, engine: sqlalchemy.Engine, body: Any
+) -> None:
     response = browser.post("/register", json=body)
 
     assert_error(response, 400, "invalid_redirect_uri")
@@ -231,7 +246,9 @@ INVALID_METADATA = {
 @pytest.mark.parametrize(
     "fields", INVALID_METADATA.values(), ids=INVALID_METADATA.keys()
 )
-def test_bad_metadata_is_refused(browser, engine, fields):
+def test_bad_metadata_is_refused(
+    browser: Browser, engine: sqlalchemy.Engine, fields: Any
+) -> None:
     response = browser.post(
         "/register", json={"redirect_uris": [LOOPBACK_REDIRECT], **fields}
     )
@@ -258,7 +275,9 @@ NOT_A_JSON_OBJECT = {
 @pytest.mark.parametrize(
     ("content_type", "body"), NOT_A_JSON_OBJECT.values(), ids=NOT_A_JSON_OBJECT.keys()
 )
-def test_body_that_is_not_a_json_object_is_refused(browser, engine, content_type, body):
+def test_body_that_is_not_a_json_object_is_refused(
+    browser: Browser, engine: sqlalchemy.Engine, content_type: Any, body: Any
+) -> None:
     response = browser.post(
         "/register", data=body.encode(), headers={"Content-Type": content_type}
     )
@@ -270,19 +289,21 @@ def test_body_that_is_not_a_json_object_is_refused(browser, engine, content_type
 # --- Limits: rate per address, caps per address and in all --------------------
 
 
-def register_from(live, forwarded_for: str | None = None):
+def register_from(live: Any, forwarded_for: str | None = None) -> requests.Response:
     headers = {"X-Forwarded-For": forwarded_for} if forwarded_for else {}
     return live.browser().post(
         "/register", json={"redirect_uris": [LOOPBACK_REDIRECT]}, headers=headers
     )
 
 
-def assert_rate_limited(response) -> None:
+def assert_rate_limited(response: Any) -> None:
     assert_error(response, 429, "too_many_requests")
     assert int(response.headers["Retry-After"]) > 0
 
 
-def test_registrations_per_address_are_rate_limited(make_server):
+def test_registrations_per_address_are_rate_limited(
+    make_server: Callable[..., LiveServer],
+) -> None:
     live = make_server(REGISTRATION_RATE_LIMIT="2 per hour")
 
     assert register_from(live).status_code == 201
@@ -290,7 +311,9 @@ def test_registrations_per_address_are_rate_limited(make_server):
     assert_rate_limited(register_from(live))
 
 
-def test_spoofed_forwarded_for_does_not_escape_the_rate_limit(make_server):
+def test_spoofed_forwarded_for_does_not_escape_the_rate_limit(
+    make_server: Callable[..., LiveServer],
+) -> None:
     live = make_server(REGISTRATION_RATE_LIMIT="2 per hour", TRUSTED_PROXY_HOPS="0")
 
     assert register_from(live, "203.0.113.1").status_code == 201
@@ -298,7 +321,9 @@ def test_spoofed_forwarded_for_does_not_escape_the_rate_limit(make_server):
     assert_rate_limited(register_from(live, "203.0.113.3"))
 
 
-def test_trusted_proxy_addresses_are_counted_separately(make_server):
+def test_trusted_proxy_addresses_are_counted_separately(
+    make_server: Callable[..., LiveServer],
+) -> None:
     live = make_server(REGISTRATION_RATE_LIMIT="2 per hour", TRUSTED_PROXY_HOPS="1")
 
     assert register_from(live, "203.0.113.1").status_code == 201
@@ -307,7 +332,9 @@ def test_trusted_proxy_addresses_are_counted_separately(make_server):
     assert register_from(live, "203.0.113.2").status_code == 201
 
 
-def test_rate_limit_is_shared_by_every_instance(make_server):
+def test_rate_limit_is_shared_by_every_instance(
+    make_server: Callable[..., LiveServer],
+) -> None:
     first = make_server(REGISTRATION_RATE_LIMIT="2 per hour")
     second = make_server(REGISTRATION_RATE_LIMIT="2 per hour")
 
@@ -316,7 +343,9 @@ def test_rate_limit_is_shared_by_every_instance(make_server):
     assert_rate_limited(register_from(first))
 
 
-def test_live_clients_per_address_are_capped(make_server, engine):
+def test_live_clients_per_address_are_capped(
+    make_server: Callable[..., LiveServer], engine: sqlalchemy.Engine
+) -> None:
     live = make_server(MAX_CLIENTS_PER_ADDRESS="2")
 
     assert register_from(live).status_code == 201
@@ -325,7 +354,9 @@ def test_live_clients_per_address_are_capped(make_server, engine):
     assert len(client_rows(engine)) == 2
 
 
-def test_spoofed_forwarded_for_does_not_escape_the_address_cap(make_server):
+def test_spoofed_forwarded_for_does_not_escape_the_address_cap(
+    make_server: Callable[..., LiveServer],
+) -> None:
     live = make_server(MAX_CLIENTS_PER_ADDRESS="2", TRUSTED_PROXY_HOPS="0")
 
     assert register_from(live, "203.0.113.1").status_code == 201
@@ -333,7 +364,9 @@ def test_spoofed_forwarded_for_does_not_escape_the_address_cap(make_server):
     assert_error(register_from(live, "203.0.113.3"), 403, "client_limit_exceeded")
 
 
-def test_address_cap_counts_trusted_proxy_addresses_separately(make_server):
+def test_address_cap_counts_trusted_proxy_addresses_separately(
+    make_server: Callable[..., LiveServer],
+) -> None:
     live = make_server(MAX_CLIENTS_PER_ADDRESS="2", TRUSTED_PROXY_HOPS="1")
 
     assert register_from(live, "203.0.113.1").status_code == 201
@@ -342,7 +375,9 @@ def test_address_cap_counts_trusted_proxy_addresses_separately(make_server):
     assert register_from(live, "203.0.113.2").status_code == 201
 
 
-def test_live_clients_are_capped_in_all(make_server, engine):
+def test_live_clients_are_capped_in_all(
+    make_server: Callable[..., LiveServer], engine: sqlalchemy.Engine
+) -> None:
     live = make_server(MAX_CLIENTS="3", TRUSTED_PROXY_HOPS="1")
 
     for address in ("203.0.113.1", "203.0.113.2", "203.0.113.3"):
@@ -351,7 +386,9 @@ def test_live_clients_are_capped_in_all(make_server, engine):
     assert len(client_rows(engine)) == 3
 
 
-def test_an_ipv6_network_counts_as_one_address(make_server):
+def test_an_ipv6_network_counts_as_one_address(
+    make_server: Callable[..., LiveServer],
+) -> None:
     live = make_server(REGISTRATION_RATE_LIMIT="2 per hour", TRUSTED_PROXY_HOPS="1")
 
     assert register_from(live, "2001:db8:1:2::1").status_code == 201
@@ -371,7 +408,9 @@ def test_an_ipv6_network_counts_as_one_address(make_server):
         ({"client_name": "tab\u0085name"}, "invalid_client_metadata"),
     ],
 )
-def test_unicode_tricks_are_refused(browser, metadata, error):
+def test_unicode_tricks_are_refused(
+    browser: Browser, metadata: Any, error: Any
+) -> None:
     body = {"redirect_uris": ["https://a.example/cb"], **metadata}
     response = browser.post("/register", json=body)
     assert response.status_code == 400, response.text
@@ -422,7 +461,9 @@ HIDDEN_OR_LOOKALIKE_NAMES = {
 @pytest.mark.parametrize(
     "name", HIDDEN_OR_LOOKALIKE_NAMES.values(), ids=HIDDEN_OR_LOOKALIKE_NAMES.keys()
 )
-def test_hidden_or_lookalike_client_names_are_refused(browser, engine, name):
+def test_hidden_or_lookalike_client_names_are_refused(
+    browser: Browser, engine: sqlalchemy.Engine, name: Any
+) -> None:
     response = browser.post(
         "/register", json={"redirect_uris": [LOOPBACK_REDIRECT], "client_name": name}
     )
@@ -467,8 +508,8 @@ NORMALISED_NAMES = {
     ("sent", "stored"), NORMALISED_NAMES.values(), ids=NORMALISED_NAMES.keys()
 )
 def test_client_names_are_normalised_before_they_are_judged(
-    browser, engine, sent, stored
-):
+    browser: Browser, engine: sqlalchemy.Engine, sent: Any, stored: Any
+) -> None:
     client = register_client(browser, client_name=sent)
 
     assert client["client_name"] == stored
@@ -479,7 +520,7 @@ def test_client_names_are_normalised_before_they_are_judged(
     assert row.client_name == stored
 
 
-def test_a_name_of_spaces_alone_is_the_default(browser):
+def test_a_name_of_spaces_alone_is_the_default(browser: Browser) -> None:
     client = register_client(browser, client_name="\u3000\u00a0\u2007")
 
     assert client["client_name"] == "MCP Client"
@@ -506,7 +547,7 @@ def test_a_name_of_spaces_alone_is_the_default(browser):
         "Ti\u1ebfng Vi\u1ec7t",
     ],
 )
-def test_names_in_one_script_per_word_are_accepted(browser, name):
+def test_names_in_one_script_per_word_are_accepted(browser: Browser, name: str) -> None:
     client = register_client(browser, client_name=name)
 
     assert client["client_name"] == name
@@ -527,14 +568,18 @@ def test_names_in_one_script_per_word_are_accepted(browser, name):
         ({"scope": "offline_access write"}, "write"),
     ],
 )
-def test_known_scopes_asked_for_are_registered(browser, engine, fields, registered):
+def test_known_scopes_asked_for_are_registered(
+    browser: Browser, engine: sqlalchemy.Engine, fields: Any, registered: Any
+) -> None:
     register_client(browser, **fields)
 
     assert [row["scope"] for row in client_rows(engine)] == [registered]
 
 
 @pytest.mark.parametrize("scope", ["admin", "admin openid", ["read"], 7], ids=str)
-def test_a_scope_with_nothing_known_is_refused(browser, engine, scope):
+def test_a_scope_with_nothing_known_is_refused(
+    browser: Browser, engine: sqlalchemy.Engine, scope: Any
+) -> None:
     response = browser.post(
         "/register", json={"redirect_uris": [LOOPBACK_REDIRECT], "scope": scope}
     )
@@ -543,7 +588,7 @@ def test_a_scope_with_nothing_known_is_refused(browser, engine, scope):
     assert client_rows(engine) == []
 
 
-def test_the_consent_page_shows_the_normalised_name(signed_in):
+def test_the_consent_page_shows_the_normalised_name(signed_in: Browser) -> None:
     name = "\uff23\uff2c\uff21\uff35\uff24\uff25\u3000\u00a0\u00a0Desktop"
     client = register_client(signed_in, client_name=name)
     params = authorize_params(client, pkce_pair()[1])

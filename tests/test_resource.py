@@ -72,13 +72,15 @@ def forged(server: Any, user: dict[str, str], case: str) -> str:
     if case == "alg none":
         return f"{b64({'alg': 'none', 'typ': 'at+jwt'})}.{b64(good)}."
     if case == "another algorithm":
-        header = {"alg": "HS512", "typ": "at+jwt"}
-        return jwt.encode(header, good, OctKey.import_key(secret), algorithms=["HS512"])
+        protected = {"alg": "HS512", "typ": "at+jwt"}
+        return jwt.encode(
+            protected, good, OctKey.import_key(secret), algorithms=["HS512"]
+        )
     if case == "typ missing":
         return jwt.encode({"alg": "HS256"}, good, OctKey.import_key(secret))
     if case == "wrong typ":
-        header = {"alg": "HS256", "typ": "JWT"}
-        return jwt.encode(header, good, OctKey.import_key(secret))
+        protected = {"alg": "HS256", "typ": "JWT"}
+        return jwt.encode(protected, good, OctKey.import_key(secret))
     if case == "wrong audience":
         return mint(
             server, claims_for(server, user, aud="https://elsewhere.example/mcp")
@@ -117,7 +119,7 @@ BAD_TOKENS = [
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
 def test_no_token_gets_the_challenge_with_a_scope_hint(
     browser: Any, server: Any, endpoint: str
-):
+) -> None:
     response = call(browser, endpoint)
 
     assert response.status_code == 401
@@ -130,7 +132,7 @@ def test_no_token_gets_the_challenge_with_a_scope_hint(
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
 def test_the_scope_hint_is_what_the_resource_metadata_lists(
     browser: Any, endpoint: str
-):
+) -> None:
     # MCP authorization: a client asks first for the scope the 401 names.
     challenge = call(browser, endpoint).headers["WWW-Authenticate"]
     hint = challenge.split('scope="', 1)[1].split('"', 1)[0]
@@ -145,7 +147,7 @@ def test_the_scope_hint_is_what_the_resource_metadata_lists(
 )
 def test_other_schemes_count_as_no_token(
     browser: Any, server: Any, endpoint: str, authorization: str
-):
+) -> None:
     # RFC 6750 §3.1: a request without a usable bearer token gets no error code.
     response = call(browser, endpoint, headers={"Authorization": authorization})
 
@@ -159,7 +161,7 @@ def test_other_schemes_count_as_no_token(
 @pytest.mark.parametrize("case", BAD_TOKENS)
 def test_bad_tokens_are_invalid_token(
     browser: Any, server: Any, user: dict[str, str], endpoint: str, case: str
-):
+) -> None:
     response = call(browser, endpoint, forged(server, user, case))
 
     assert response.status_code == 401
@@ -173,7 +175,7 @@ def test_bad_tokens_are_invalid_token(
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
 def test_a_minted_good_token_passes(
     browser: Any, server: Any, user: dict[str, str], endpoint: str
-):
+) -> None:
     # The control for the table above: only the named defect makes it fail.
     response = call(browser, endpoint, mint(server, claims_for(server, user)))
 
@@ -184,7 +186,7 @@ def test_a_minted_good_token_passes(
 @pytest.mark.parametrize("how", ["jti", "consent", "user"])
 def test_revoked_tokens_are_invalid_token(
     browser: Any, server: Any, user: dict[str, str], endpoint: str, how: str
-):
+) -> None:
     token = obtain_token(browser, user)
     assert call(browser, endpoint, token).status_code == 200
     claims = payload_of(token)
@@ -215,7 +217,7 @@ def write_only_token(browser: Any, user: dict[str, str]) -> str:
 
 def test_missing_scope_at_verify_is_insufficient_scope(
     browser: Any, server: Any, user: dict[str, str]
-):
+) -> None:
     token = write_only_token(browser, user)
 
     response = call(browser, "verify", token, params={"scope": "read"})
@@ -230,7 +232,7 @@ def test_missing_scope_at_verify_is_insufficient_scope(
 
 def test_missing_scope_for_a_tool_is_insufficient_scope(
     browser: Any, server: Any, user: dict[str, str]
-):
+) -> None:
     token = write_only_token(browser, user)
     whoami = {
         "jsonrpc": "2.0",
@@ -252,7 +254,7 @@ def test_missing_scope_for_a_tool_is_insufficient_scope(
 
 def test_verify_names_every_missing_scope(
     browser: Any, server: Any, user: dict[str, str]
-):
+) -> None:
     token = write_only_token(browser, user)
 
     response = call(browser, "verify", token, params={"scope": "read write"})
@@ -264,7 +266,9 @@ def test_verify_names_every_missing_scope(
     )
 
 
-def test_verify_reports_the_caller(browser: Any, server: Any, user: dict[str, str]):
+def test_verify_reports_the_caller(
+    browser: Any, server: Any, user: dict[str, str]
+) -> None:
     token = obtain_token(browser, user)
     claims = payload_of(token)
 
@@ -279,7 +283,7 @@ def test_verify_reports_the_caller(browser: Any, server: Any, user: dict[str, st
 
 def test_verify_reports_the_api_key_of_an_api_key_token(
     browser: Any, server: Any, user: dict[str, str]
-):
+) -> None:
     with server.app.app_context():
         token, _ = issue_access_token(
             user["id"], "read", {"api_key_id": "key-42", "via": "api_key"}
@@ -296,7 +300,7 @@ def test_verify_reports_the_api_key_of_an_api_key_token(
 @pytest.mark.parametrize("scope", ["admin", "read admin", "openid"])
 def test_verify_refuses_unknown_scopes(
     browser: Any, server: Any, user: dict[str, str], scope: str
-):
+) -> None:
     token = mint(server, claims_for(server, user))
 
     response = call(browser, "verify", token, params={"scope": scope})
@@ -305,7 +309,9 @@ def test_verify_refuses_unknown_scopes(
     assert response.json()["error"] == "invalid_scope"
 
 
-def test_verify_answers_get_only(browser: Any, server: Any, user: dict[str, str]):
+def test_verify_answers_get_only(
+    browser: Any, server: Any, user: dict[str, str]
+) -> None:
     token = mint(server, claims_for(server, user))
 
     response = browser.post(
@@ -318,7 +324,7 @@ def test_verify_answers_get_only(browser: Any, server: Any, user: dict[str, str]
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
 def test_a_token_verified_before_is_refused_once_it_expires(
     browser: Any, server: Any, user: dict[str, str], endpoint: str
-):
+) -> None:
     # Verified tokens are remembered per process (app.oauth.tokens); the
     # memory must not outlive the token's exp.
     token = mint(server, claims_for(server, user, exp=int(time.time()) + 2))
@@ -334,7 +340,7 @@ def test_a_token_verified_before_is_refused_once_it_expires(
 
 def test_a_remembered_token_is_not_trusted_under_other_keys(
     make_server: Any, user: dict[str, str], server: Any
-):
+) -> None:
     # Another app in the same process (another issuer and key) must verify
     # the token afresh, and refuse it.
     token = obtain_token(server.browser(), user)

@@ -11,7 +11,9 @@ import uuid
 from typing import Any
 
 import pytest
+from conftest import LiveServer
 from flask import Blueprint, Flask
+from helpers import Browser
 
 from app import surfaces
 from app.surfaces import Surface
@@ -42,11 +44,11 @@ def _routes(app: Any) -> list[tuple[str, str, Surface, bool]]:
     return routes
 
 
-def test_every_blueprint_declares_its_surface(app):
+def test_every_blueprint_declares_its_surface(app: Any) -> None:
     assert set(app.blueprints) == set(app.extensions["surfaces"])
 
 
-def test_every_route_follows_its_surface(server, browser):
+def test_every_route_follows_its_surface(server: LiveServer, browser: Browser) -> None:
     routes = _routes(server.app)
     assert {surface for _, _, surface, _ in routes} == set(Surface)
     for method, path, surface, same_origin in routes:
@@ -78,7 +80,7 @@ def test_every_route_follows_its_surface(server, browser):
 
 
 @pytest.mark.parametrize("surface", list(Surface))
-def test_a_new_blueprint_gets_its_surfaces_rules(surface: Surface):
+def test_a_new_blueprint_gets_its_surfaces_rules(surface: Surface) -> None:
     app = Flask(__name__)
     app.config.update(SECRET_KEY="x" * 32)
     bp = Blueprint("newcomer", __name__)
@@ -92,14 +94,16 @@ def test_a_new_blueprint_gets_its_surfaces_rules(surface: Surface):
     assert opened == surface.value.cross_origin
 
 
-def test_a_blueprint_registered_without_a_surface_stops_the_app():
+def test_a_blueprint_registered_without_a_surface_stops_the_app() -> None:
     app = Flask(__name__)
     app.register_blueprint(Blueprint("forgotten", __name__))
     with pytest.raises(RuntimeError, match="forgotten"):
         surfaces.init_app(app)
 
 
-def test_cors_headers_on_fresh_answers_only_when_a_browser_asks(server, browser):
+def test_cors_headers_on_fresh_answers_only_when_a_browser_asks(
+    server: LiveServer, browser: Browser
+) -> None:
     # Only browsers send Origin and read CORS headers; an answer no cache
     # keeps needs them only then. A cacheable document carries them always:
     # a shared cache may hand the same copy to a browser later.
@@ -112,7 +116,7 @@ def test_cors_headers_on_fresh_answers_only_when_a_browser_asks(server, browser)
     assert document.headers.get("Access-Control-Allow-Origin") == "*"
 
 
-def test_extension_hooks_run_only_for_the_surfaces_they_serve(app):
+def test_extension_hooks_run_only_for_the_surfaces_they_serve(app: Any) -> None:
     # CSRF on pages, CORS on cross-origin surfaces, the limiter on
     # blueprints with limits: nothing app-wide on every request.
     assert app.before_request_funcs.get(None, []) == []
@@ -128,7 +132,7 @@ def test_extension_hooks_run_only_for_the_surfaces_they_serve(app):
 
 
 @pytest.mark.parametrize("surface", list(Surface))
-def test_only_pages_set_the_session_cookie(surface: Surface):
+def test_only_pages_set_the_session_cookie(surface: Surface) -> None:
     from flask import session
 
     from app import sessions

@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -155,13 +156,13 @@ def tls_server(tls_env: dict[str, str]) -> Iterator[LiveServer]:
     live.stop()
 
 
-def test_plain_tcp_to_the_tls_only_postgres_is_refused(tls_env) -> None:
+def test_plain_tcp_to_the_tls_only_postgres_is_refused(tls_env: dict[str, str]) -> None:
     plain = _with_query(tls_env["DATABASE_URL"], "sslmode=disable")
     with pytest.raises(psycopg.OperationalError, match="no encryption"):
         psycopg.connect(plain.replace("+psycopg", ""), connect_timeout=5)
 
 
-def test_migrations_ran_over_tls(tls_env) -> None:
+def test_migrations_ran_over_tls(tls_env: dict[str, str]) -> None:
     engine = sqlalchemy.create_engine(settings_from_environment(tls_env).database_url)
     try:
         with engine.connect() as connection:
@@ -182,7 +183,7 @@ def test_migrations_ran_over_tls(tls_env) -> None:
 @pytest.mark.parametrize(
     "verification", ["ssl_ca_certs", "ssl_cert_reqs=none", "REDIS_TLS_VERIFY=off"]
 )
-def test_a_whole_flow_over_tls(tls_env, verification) -> None:
+def test_a_whole_flow_over_tls(tls_env: dict[str, str], verification: str) -> None:
     redis_url = tls_env["REDIS_URL"]
     overrides = {}
     if verification == "ssl_cert_reqs=none":
@@ -215,7 +216,9 @@ def test_a_whole_flow_over_tls(tls_env, verification) -> None:
         live.stop()
 
 
-def _not_ready_because(live: LiveServer, capfd, backend: str) -> str:
+def _not_ready_because(
+    live: LiveServer, capfd: pytest.CaptureFixture[str], backend: str
+) -> str:
     """Assert /readyz says ``backend`` is unavailable; return what was logged."""
     response = live.browser().get("/readyz")
     assert response.status_code == 503
@@ -223,7 +226,9 @@ def _not_ready_because(live: LiveServer, capfd, backend: str) -> str:
     return capfd.readouterr().out
 
 
-def test_an_untrusted_redis_certificate_fails_clearly(tls_env, capfd) -> None:
+def test_an_untrusted_redis_certificate_fails_clearly(
+    tls_env: dict[str, str], capfd: pytest.CaptureFixture[str]
+) -> None:
     # rediss:// with no options verifies against the system's CAs, as in production.
     default = f"rediss://127.0.0.1:{_redis_port(tls_env)}/0"
     live = LiveServer(tls_env, {"REDIS_URL": default})
@@ -240,7 +245,9 @@ def test_an_untrusted_redis_certificate_fails_clearly(tls_env, capfd) -> None:
     assert register.json()["error"] == "temporarily_unavailable"
 
 
-def test_an_untrusted_postgres_certificate_fails_clearly(tls_env, pki, capfd) -> None:
+def test_an_untrusted_postgres_certificate_fails_clearly(
+    tls_env: dict[str, str], pki: Pki, capfd: pytest.CaptureFixture[str]
+) -> None:
     untrusted = _with_query(
         tls_env["DATABASE_URL"], f"sslmode=verify-full&sslrootcert={pki.untrusted_ca}"
     )
@@ -270,13 +277,17 @@ def test_an_untrusted_postgres_certificate_fails_clearly(tls_env, pki, capfd) ->
         ("DATABASE_URL", "postgres://u@h/d?sslmode=require&sslmode=disable", "once"),
     ],
 )
-def test_tls_options_are_checked_at_start_up(base_env, name, value, problem) -> None:
+def test_tls_options_are_checked_at_start_up(
+    base_env: dict[str, str], name: Any, value: Any, problem: Any
+) -> None:
     with pytest.raises(ConfigError, match=problem) as raised:
         settings_from_environment({**base_env, name: value})
     assert raised.value.name == name
 
 
-def test_tls_options_a_provider_hands_out_are_accepted(base_env, pki) -> None:
+def test_tls_options_a_provider_hands_out_are_accepted(
+    base_env: dict[str, str], pki: Pki
+) -> None:
     settings = settings_from_environment(
         {
             **base_env,

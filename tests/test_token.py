@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 from bs4 import BeautifulSoup
-from conftest import make_user
+from conftest import LiveServer, make_user
 from helpers import (
+    Browser,
     authorize_params,
     consent,
     pkce_pair,
@@ -31,11 +34,11 @@ UNKNOWN_CODE = "never-issued-code-0123456789abcdefghij"
 
 
 @pytest.fixture
-def client(browser):
+def client(browser: Browser) -> dict[str, Any]:
     return register_client(browser)
 
 
-def approve(browser, client: dict, **extra: str) -> tuple[str, str, dict]:
+def approve(browser: Browser, client: dict, **extra: str) -> tuple[str, str, dict]:
     """Approve as the signed-in user; return the code, verifier and params."""
     verifier, challenge = pkce_pair()
     params = authorize_params(client, challenge, **extra)
@@ -50,7 +53,7 @@ def decode(token: str, secret: str) -> tuple[dict, dict]:
     return decoded.header, decoded.claims
 
 
-def assert_error(response, status: int, error: str) -> None:
+def assert_error(response: Any, status: int, error: str) -> None:
     assert response.status_code == status, response.text
     assert response.json()["error"] == error
 
@@ -58,7 +61,9 @@ def assert_error(response, status: int, error: str) -> None:
 # --- The whole flow, through the real login and consent forms -----------------
 
 
-def walk_to_code(browser, server, client: dict, user: dict, challenge: str) -> dict:
+def walk_to_code(
+    browser: Browser, server: LiveServer, client: dict, user: dict, challenge: str
+) -> dict:
     """Start at /authorize signed out, sign in on the form, approve on the form."""
     params = authorize_params(client, challenge)
     start = browser.get("/authorize?" + urlencode(params))
@@ -91,8 +96,12 @@ def walk_to_code(browser, server, client: dict, user: dict, challenge: str) -> d
 
 @pytest.mark.parametrize("method", AUTH_METHODS)
 def test_full_flow_for_each_client_authentication_method(
-    browser, server, user, base_env, method
-):
+    browser: Browser,
+    server: LiveServer,
+    user: dict[str, str],
+    base_env: dict[str, str],
+    method: Any,
+) -> None:
     client = register_client(browser, token_endpoint_auth_method=method)
     verifier, challenge = pkce_pair()
     code = walk_to_code(browser, server, client, user, challenge)["code"]
@@ -120,7 +129,9 @@ def test_full_flow_for_each_client_authentication_method(
     assert claims["client_id"] == client["client_id"]
 
 
-def test_tokens_have_distinct_ids(signed_in, client, base_env):
+def test_tokens_have_distinct_ids(
+    signed_in: Browser, client: Any, base_env: dict[str, str]
+) -> None:
     tokens = []
     for _ in range(2):
         code, verifier, _ = approve(signed_in, client)
@@ -130,7 +141,9 @@ def test_tokens_have_distinct_ids(signed_in, client, base_env):
     assert len(jtis) == 2
 
 
-def test_token_carries_the_scope_approved(signed_in, client, base_env):
+def test_token_carries_the_scope_approved(
+    signed_in: Browser, client: Any, base_env: dict[str, str]
+) -> None:
     code, verifier, _ = approve(signed_in, client, scope="read")
 
     body = redeem(signed_in, client, code, verifier).json()
@@ -139,7 +152,9 @@ def test_token_carries_the_scope_approved(signed_in, client, base_env):
     assert decode(body["access_token"], base_env["JWT_SECRET"])[1]["scope"] == "read"
 
 
-def test_rfc7636_appendix_b_vector_in_a_real_flow(signed_in, client):
+def test_rfc7636_appendix_b_vector_in_a_real_flow(
+    signed_in: Browser, client: Any
+) -> None:
     params = authorize_params(client, RFC7636_CHALLENGE)
     code = query_of(consent(signed_in, params).headers["Location"])["code"]
 
@@ -152,8 +167,8 @@ def test_rfc7636_appendix_b_vector_in_a_real_flow(signed_in, client):
 
 
 def test_our_resource_is_accepted_and_becomes_the_audience(
-    signed_in, server, client, base_env
-):
+    signed_in: Browser, server: LiveServer, client: Any, base_env: dict[str, str]
+) -> None:
     resource = server.issuer + "/mcp"
     code, verifier, _ = approve(signed_in, client, resource=resource)
 
@@ -167,7 +182,9 @@ def test_our_resource_is_accepted_and_becomes_the_audience(
 @pytest.mark.parametrize(
     "resource", ["https://other.example/mcp", "{issuer}", "{issuer}/mcp/"]
 )
-def test_other_resource_at_token_is_invalid_target(signed_in, server, client, resource):
+def test_other_resource_at_token_is_invalid_target(
+    signed_in: Browser, server: LiveServer, client: Any, resource: str
+) -> None:
     code, verifier, _ = approve(signed_in, client, resource=server.issuer + "/mcp")
 
     response = redeem(
@@ -192,7 +209,9 @@ WRONG_METHODS = [
 
 
 @pytest.mark.parametrize(("registered", "used"), WRONG_METHODS)
-def test_client_must_use_the_method_it_registered(browser, registered, used):
+def test_client_must_use_the_method_it_registered(
+    browser: Browser, registered: Any, used: Any
+) -> None:
     client = register_client(browser, token_endpoint_auth_method=registered)
     data = {
         "grant_type": "authorization_code",
@@ -214,7 +233,9 @@ def test_client_must_use_the_method_it_registered(browser, registered, used):
     [(True, False), (False, True)],
     ids=["Basic header", "client_secret in the form"],
 )
-def test_public_client_may_not_present_a_secret(browser, auth, secret_in_form):
+def test_public_client_may_not_present_a_secret(
+    browser: Browser, auth: Any, secret_in_form: Any
+) -> None:
     client = register_client(browser, token_endpoint_auth_method="none")
     data = token_form(client, client_id=client["client_id"])
     if secret_in_form:
@@ -226,7 +247,7 @@ def test_public_client_may_not_present_a_secret(browser, auth, secret_in_form):
     assert_error(response, 401, "invalid_client")
 
 
-def token_form(client: dict, **changes) -> dict:
+def token_form(client: dict, **changes: Any) -> dict:
     form = {
         "grant_type": "authorization_code",
         "code": UNKNOWN_CODE,
@@ -255,12 +276,12 @@ def token_form(client: dict, **changes) -> dict:
     ],
 )
 def test_confidential_client_with_bad_credentials_is_refused(
-    browser, client, credentials
-):
+    browser: Browser, client: Any, credentials: Any
+) -> None:
     def fill(value: str) -> str:
         return value.format(**client)
 
-    auth = tuple(fill(part) for part in credentials.get("auth", ())) or None
+    auth: Any = tuple(fill(part) for part in credentials.get("auth", ())) or None
     extra = {name: fill(value) for name, value in credentials.get("data", {}).items()}
 
     response = browser.post("/token", data=token_form(client, **extra), auth=auth)
@@ -278,13 +299,17 @@ def test_confidential_client_with_bad_credentials_is_refused(
     ],
     ids=["basic", "post", "none", "no authentication"],
 )
-def test_unknown_client_is_refused(browser, client, auth, data):
+def test_unknown_client_is_refused(
+    browser: Browser, client: Any, auth: Any, data: Any
+) -> None:
     response = browser.post("/token", data=token_form(client, **data), auth=auth)
 
     assert_error(response, 401, "invalid_client")
 
 
-def test_failed_basic_authentication_names_the_scheme(browser, server, client):
+def test_failed_basic_authentication_names_the_scheme(
+    browser: Browser, server: LiveServer, client: Any
+) -> None:
     response = browser.post(
         "/token", data=token_form(client), auth=(client["client_id"], "sk-wrong")
     )
@@ -311,7 +336,7 @@ def test_failed_basic_authentication_names_the_scheme(browser, server, client):
         "AUTHORIZATION_CODE",
     ],
 )
-def test_unsupported_grant_type(browser, client, grant_type):
+def test_unsupported_grant_type(browser: Browser, client: Any, grant_type: str) -> None:
     response = token_request(browser, client, token_form(client, grant_type=grant_type))
 
     assert_error(response, 400, "unsupported_grant_type")
@@ -319,7 +344,9 @@ def test_unsupported_grant_type(browser, client, grant_type):
 
 @pytest.mark.parametrize("missing", ["code", "redirect_uri", "code_verifier"])
 @pytest.mark.parametrize("method", AUTH_METHODS)
-def test_missing_parameter_is_invalid_request(browser, method, missing):
+def test_missing_parameter_is_invalid_request(
+    browser: Browser, method: Any, missing: str
+) -> None:
     client = register_client(browser, token_endpoint_auth_method=method)
 
     response = token_request(browser, client, token_form(client, **{missing: None}))
@@ -327,7 +354,7 @@ def test_missing_parameter_is_invalid_request(browser, method, missing):
     assert_error(response, 400, "invalid_request")
 
 
-def test_unknown_code_is_invalid_grant(browser, client):
+def test_unknown_code_is_invalid_grant(browser: Browser, client: Any) -> None:
     response = token_request(browser, client, token_form(client))
 
     assert_error(response, 400, "invalid_grant")
@@ -336,7 +363,7 @@ def test_unknown_code_is_invalid_grant(browser, client):
 # --- Codes bound to what they were issued for ---------------------------------
 
 
-def test_another_clients_code_is_invalid_grant(signed_in, client):
+def test_another_clients_code_is_invalid_grant(signed_in: Browser, client: Any) -> None:
     code, verifier, _ = approve(signed_in, client)
     thief = register_client(signed_in)
 
@@ -347,7 +374,7 @@ def test_another_clients_code_is_invalid_grant(signed_in, client):
     assert redeem(signed_in, client, code, verifier).status_code == 200
 
 
-def test_pkce_mismatch_is_invalid_grant(signed_in, client):
+def test_pkce_mismatch_is_invalid_grant(signed_in: Browser, client: Any) -> None:
     code, _, _ = approve(signed_in, client)
 
     response = redeem(signed_in, client, code, pkce_pair()[0])
@@ -355,7 +382,9 @@ def test_pkce_mismatch_is_invalid_grant(signed_in, client):
     assert_error(response, 400, "invalid_grant")
 
 
-def test_rfc7636_challenge_with_another_verifier_is_invalid_grant(signed_in, client):
+def test_rfc7636_challenge_with_another_verifier_is_invalid_grant(
+    signed_in: Browser, client: Any
+) -> None:
     params = authorize_params(client, RFC7636_CHALLENGE)
     code = query_of(consent(signed_in, params).headers["Location"])["code"]
 
@@ -374,8 +403,8 @@ def test_rfc7636_challenge_with_another_verifier_is_invalid_grant(signed_in, cli
     ],
 )
 def test_redirect_uri_must_repeat_the_authorization_requests(
-    signed_in, client, at_token
-):
+    signed_in: Browser, client: Any, at_token: str
+) -> None:
     code, verifier, _ = approve(
         signed_in, client, redirect_uri="http://127.0.0.1:5555/callback"
     )
@@ -385,14 +414,18 @@ def test_redirect_uri_must_repeat_the_authorization_requests(
     assert_error(response, 400, "invalid_grant")
 
 
-def test_code_lives_ten_minutes_in_redis(signed_in, client, redis_client):
+def test_code_lives_ten_minutes_in_redis(
+    signed_in: Browser, client: Any, redis_client: Any
+) -> None:
     approve(signed_in, client)
 
     [key] = redis_client.keys("oauth:code:*")
     assert 590 <= redis_client.ttl(key) <= 600
 
 
-def test_expired_code_is_invalid_grant(make_server, redis_client):
+def test_expired_code_is_invalid_grant(
+    make_server: Callable[..., LiveServer], redis_client: Any
+) -> None:
     live = make_server(AUTH_CODE_TTL="30")
     browser = live.browser()
     person = make_user(live, "carol@example.com")
@@ -409,8 +442,8 @@ def test_expired_code_is_invalid_grant(make_server, redis_client):
 
 @pytest.mark.parametrize("verifier", ["short", "x" * 129, "has spaces" * 5])
 def test_malformed_verifier_is_invalid_grant_and_spares_the_code(
-    signed_in, client, verifier
-):
+    signed_in: Browser, client: Any, verifier: Any
+) -> None:
     code, good_verifier, _ = approve(signed_in, client)
 
     assert_error(redeem(signed_in, client, code, verifier), 400, "invalid_grant")
@@ -438,8 +471,8 @@ def basic(client: dict) -> tuple[str, str]:
     ["code", "grant_type", "redirect_uri", "code_verifier", "client_id", "scope"],
 )
 def test_a_repeated_parameter_is_invalid_request_and_spares_the_code(
-    signed_in, client, repeated
-):
+    signed_in: Browser, client: Any, repeated: str
+) -> None:
     code, verifier, _ = approve(signed_in, client)
     form = code_form(code, verifier, client)
     first = {**dict(form), "client_id": client["client_id"], "scope": "read"}[repeated]
@@ -459,8 +492,8 @@ def test_a_repeated_parameter_is_invalid_request_and_spares_the_code(
     ids=["grant_type moved to the query", "code also in the query", "state"],
 )
 def test_parameters_in_the_query_string_are_invalid_request(
-    signed_in, client, moved, copied
-):
+    signed_in: Browser, client: Any, moved: Any, copied: Any
+) -> None:
     code, verifier, _ = approve(signed_in, client)
     form = dict(code_form(code, verifier, client))
     # RFC 6749 §3.2: the token endpoint takes its parameters in the form body.
@@ -473,7 +506,7 @@ def test_parameters_in_the_query_string_are_invalid_request(
     assert_error(response, 400, "invalid_request")
 
 
-def test_a_json_body_is_invalid_request(signed_in, client):
+def test_a_json_body_is_invalid_request(signed_in: Browser, client: Any) -> None:
     code, verifier, _ = approve(signed_in, client)
 
     response = signed_in.post(
@@ -483,13 +516,17 @@ def test_a_json_body_is_invalid_request(signed_in, client):
     assert_error(response, 400, "invalid_request")
 
 
-def test_a_form_without_grant_type_is_invalid_request(browser, client):
+def test_a_form_without_grant_type_is_invalid_request(
+    browser: Browser, client: Any
+) -> None:
     response = token_request(browser, client, token_form(client, grant_type=None))
 
     assert_error(response, 400, "invalid_request")
 
 
-def test_basic_for_one_client_and_form_credentials_for_another(signed_in, client):
+def test_basic_for_one_client_and_form_credentials_for_another(
+    signed_in: Browser, client: Any
+) -> None:
     code, verifier, _ = approve(signed_in, client)
     other = register_client(signed_in, token_endpoint_auth_method="client_secret_post")
     form = code_form(code, verifier, client) + [
@@ -512,7 +549,9 @@ def test_basic_for_one_client_and_form_credentials_for_another(signed_in, client
     ],
     ids=["same secret in the form", "same credentials in the form", "other client_id"],
 )
-def test_basic_with_a_second_method_is_invalid_request(signed_in, client, extra):
+def test_basic_with_a_second_method_is_invalid_request(
+    signed_in: Browser, client: Any, extra: Any
+) -> None:
     code, verifier, _ = approve(signed_in, client)
     form = code_form(code, verifier, client)
     form += [(name, value.format(**client)) for name, value in extra]
@@ -523,8 +562,8 @@ def test_basic_with_a_second_method_is_invalid_request(signed_in, client, extra)
 
 
 def test_other_authorization_scheme_with_form_credentials_is_invalid_request(
-    browser,
-):
+    browser: Browser,
+) -> None:
     client = register_client(browser, token_endpoint_auth_method="client_secret_post")
     form = token_form(
         client, client_id=client["client_id"], client_secret=client["client_secret"]
@@ -537,7 +576,9 @@ def test_other_authorization_scheme_with_form_credentials_is_invalid_request(
     assert_error(response, 400, "invalid_request")
 
 
-def test_basic_with_its_own_client_id_in_the_form_is_fine(signed_in, client):
+def test_basic_with_its_own_client_id_in_the_form_is_fine(
+    signed_in: Browser, client: Any
+) -> None:
     # RFC 6749 §3.2.1 lets a client name itself with client_id; only a second
     # credential, or another client, makes a second method.
     code, verifier, _ = approve(signed_in, client)
@@ -548,7 +589,9 @@ def test_basic_with_its_own_client_id_in_the_form_is_fine(signed_in, client):
     assert response.status_code == 200, response.text
 
 
-def test_several_resource_indicators_are_not_repeats(signed_in, server, client):
+def test_several_resource_indicators_are_not_repeats(
+    signed_in: Browser, server: LiveServer, client: Any
+) -> None:
     # RFC 8707 §2: ``resource`` is the one parameter that may be repeated.
     resource = server.issuer + "/mcp"
     code, verifier, _ = approve(signed_in, client, resource=resource)

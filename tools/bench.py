@@ -185,9 +185,13 @@ def sender(
     def send() -> None:
         body = endpoint.body
         if codes:
+            assert body is not None, endpoint.name
             body = body.replace("{code}", codes.pop())
         status, _, data = client.request(
-            endpoint.method, endpoint.path, body and body.encode(), endpoint.headers
+            endpoint.method,
+            endpoint.path,
+            None if body is None else body.encode(),
+            endpoint.headers,
         )
         bench_flows.expect(status, 200, endpoint.name, data)
         if endpoint.path == "/mcp" and b'"result"' not in data:

@@ -92,7 +92,7 @@ class _Monitor(threading.Thread):
 
 
 def measure(
-    database_url: str, redis_url: str, send: Callable[[], None], requests: int
+    database_url: str, redis_url: str, send: Callable[[], object], requests: int
 ) -> Costs:
     """Call ``send`` ``requests`` times, one after another, and count the cost."""
     database = make_url(database_url).database

@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV_DATA = ROOT / ".devdata"
@@ -410,7 +411,9 @@ def _dev_signing_key(data_dir: Path) -> str:
     return path.read_text()
 
 
-def _flask(env: dict[str, str], *args: str, **kwargs) -> subprocess.CompletedProcess:
+def _flask(
+    env: dict[str, str], *args: str, **kwargs: Any
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "flask", "--app", "app", *args], env=env, **kwargs
     )

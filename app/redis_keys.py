@@ -1,0 +1,206 @@
+"""Every family of Redis keys the service writes: name, owner, lifetime, loss.
+
+Postgres holds every fact; Redis holds what may be lost (codes in flight,
+counters, caches) and copies that Postgres can rebuild (the denylist). This
+is the one list of what lives there. ``tests/test_redis_keys.py`` fails when
+the code writes a key no family here names, or a family here is no longer
+written by its owner; ``docs/reference.md`` ("Redis keys") is checked against
+it too. A new key family is declared here first.
+
+Names use ``{...}`` for the variable parts; :attr:`KeyFamily.glob` is the
+``SCAN`` pattern that finds a family's keys.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_PART = re.compile(r"\{[^}]*\}")
+
+
+@dataclass(frozen=True)
+class KeyFamily:
+    """One kind of Redis key: how it is named, who writes it, how long it lives."""
+
+    #: The key's name, ``{...}`` marking each variable part.
+    name: str
+    #: The module that writes it (dotted).
+    owner: str
+    #: How long one key lives.
+    lifetime: str
+    #: What emptying Redis (a restart without its data, a flush) costs.
+    lost: str
+    #: ``"channel"`` for a pub/sub channel: named like a key, but never stored.
+    kind: str = "key"
+
+    @property
+    def prefix(self) -> str:
+        """The fixed start of every name in the family."""
+        return self.name.split("{", 1)[0]
+
+    @property
+    def glob(self) -> str:
+        """The family as a ``SCAN MATCH`` / :func:`fnmatch.fnmatchcase` pattern."""
+        return _PART.sub("*", self.name)
+
+
+#: Authorization codes, by the SHA-256 of the code (RFC 6749 §4.1.2: one use).
+CODE = KeyFamily(
+    "oauth:code:{sha256 of the code}",
+    "app.oauth.codes",
+    "`AUTH_CODE_TTL`, or until redeemed",
+    "codes in flight: the client starts again at `/authorize`",
+)
+#: What a redeemed code became, so that a replay revokes it (RFC 6749 §4.1.2).
+CODE_USED = KeyFamily(
+    "oauth:code-used:{sha256 of the code}",
+    "app.oauth.codes",
+    "`ACCESS_TOKEN_TTL`",
+    "a code replayed after the loss is refused as unknown, but the token it "
+    "became is no longer revoked for the replay",
+)
+#: An access token denied at ``/revoke`` or for a replayed code.
+DENIED_JTI = KeyFamily(
+    "denied:jti:{jti}",
+    "app.denylist_record",
+    "until the token's `exp`, plus 60 s",
+    "nothing: rebuilt from Postgres (`denied_tokens`)",
+)
+#: A withdrawn consent: every token issued under it.
+DENIED_CONSENT = KeyFamily(
+    "denied:consent:{consent id}",
+    "app.denylist_record",
+    "`ACCESS_TOKEN_TTL` + 60 s from the withdrawal",
+    "nothing: rebuilt from Postgres (`consents.revoked_at`)",
+)
+#: A revoked API key: every token exchanged for it.
+DENIED_API_KEY = KeyFamily(
+    "denied:api_key:{key id}",
+    "app.denylist_record",
+    "`ACCESS_TOKEN_TTL` + 60 s from the revocation",
+    "nothing: rebuilt from Postgres (`api_keys.revoked_at`)",
+)
+#: A disabled account: its tokens issued before the cut-off (the value).
+DENIED_USER = KeyFamily(
+    "denied:user:{user id}",
+    "app.denylist_record",
+    "`ACCESS_TOKEN_TTL` + 60 s from the cut-off",
+    "nothing: rebuilt from Postgres (`users.tokens_cut_off_at`)",
+)
+#: Names the Redis server (``run_id``) and rebuild whose markers Redis holds.
+DENYLIST_REBUILT = KeyFamily(
+    "denylist:rebuilt",
+    "app.denylist_rebuild",
+    "no expiry",
+    "nothing: its absence is how a loss is noticed, and the next look-up "
+    "rebuilds the denylist",
+)
+#: Held by the one instance rebuilding the denylist.
+DENYLIST_REBUILDING = KeyFamily(
+    "denylist:rebuilding",
+    "app.denylist_rebuild",
+    "15 s, or until the rebuild ends",
+    "nothing: another instance takes the rebuild over",
+)
+#: Pub/sub channel: each denial, and each process-cache eviction, as it happens.
+DENYLIST_CHANNEL = KeyFamily(
+    "denylist:announce",
+    "app.denylist_view",
+    "none: messages are not stored",
+    "nothing: each process reloads its copy when it resubscribes",
+    kind="channel",
+)
+#: A signed-out session, so that a copy of its cookie is no longer accepted.
+SESSION_ENDED = KeyFamily(
+    "session:ended:{session id}",
+    "app.sessions",
+    "the session's lifetime (12 hours)",
+    "a copy of a signed-out session's cookie works again until it expires",
+)
+#: A device cookie that spent its own sign-in budget (OWASP device cookies).
+LOGIN_DEVICE_LOCKED = KeyFamily(
+    "login:device-locked:{device digest}",
+    "app.device_cookies",
+    "until the device cookie expires (180 days at most)",
+    "a locked device cookie earns a fresh budget of `LOGIN_RATE_LIMIT`",
+)
+#: At most one ``api_keys.last_used_at`` write a minute per key.
+API_KEY_LAST_USED = KeyFamily(
+    "api_key:last_used:{key id}",
+    "app.api_key_exchange",
+    "60 s",
+    "one extra `last_used_at` write per key",
+)
+#: A client metadata document's verdict, by the SHA-256 of its URL.
+CIMD_VERDICT = KeyFamily(
+    "cimd:verdict:{sha256 of the URL}",
+    "app.oauth.client_metadata",
+    "the document's `Cache-Control: max-age` (bounded), 60 s for a failure",
+    "the document is fetched again",
+)
+#: Held by the one instance fetching a document.
+CIMD_LOCK = KeyFamily(
+    "cimd:lock:{sha256 of the URL}",
+    "app.oauth.client_metadata",
+    "the fetch's deadline + 2 s, or until the fetch ends",
+    "another instance may fetch the same document at once",
+)
+#: Wakes the instances waiting for another's fetch.
+CIMD_DONE = KeyFamily(
+    "cimd:done:{sha256 of the URL}",
+    "app.oauth.client_metadata",
+    "the fetch's deadline + 2 s",
+    "waiters read the verdict at their next look (within 1 s)",
+)
+#: flask-limiter's moving windows, per caller address (``key_prefix="rl"``).
+RATE_LIMIT = KeyFamily(
+    "LIMITS:LIMITER/rl/{address}/{endpoint}/{limit}",
+    "app.rate_limits",
+    "the limit's window",
+    "the counts start again from zero",
+)
+#: Sign-in attempts per account, by the account's digest.
+RATE_LIMIT_ACCOUNT = KeyFamily(
+    "LIMITS:LIMITER/rl/login-account:{account digest}/{endpoint}/{limit}",
+    "app.blueprints.auth",
+    "the limit's window",
+    "the counts start again from zero",
+)
+#: Sign-in attempts per known browser (device cookie), by the nonce's digest.
+RATE_LIMIT_DEVICE = KeyFamily(
+    "LIMITS:LIMITER/rl/login-device:{device digest}/{endpoint}/{limit}",
+    "app.blueprints.auth",
+    "the limit's window",
+    "the counts start again from zero",
+)
+#: ``/authorize`` requests per address that made the service fetch a document.
+RATE_LIMIT_CIMD_FETCH = KeyFamily(
+    "LIMITS:LIMITER/cimd-fetch/{address}/{limit}",
+    "app.oauth.client_metadata",
+    "the limit's window",
+    "the counts start again from zero",
+)
+
+#: Every family, in the order docs/reference.md lists them.
+FAMILIES: tuple[KeyFamily, ...] = (
+    CODE,
+    CODE_USED,
+    DENIED_JTI,
+    DENIED_CONSENT,
+    DENIED_API_KEY,
+    DENIED_USER,
+    DENYLIST_REBUILT,
+    DENYLIST_REBUILDING,
+    DENYLIST_CHANNEL,
+    SESSION_ENDED,
+    LOGIN_DEVICE_LOCKED,
+    API_KEY_LAST_USED,
+    CIMD_VERDICT,
+    CIMD_LOCK,
+    CIMD_DONE,
+    RATE_LIMIT,
+    RATE_LIMIT_ACCOUNT,
+    RATE_LIMIT_DEVICE,
+    RATE_LIMIT_CIMD_FETCH,
+)
