@@ -14,8 +14,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from .api_keys import hash_key
 from .db import db
 from .models import ApiKey, Consent, User, utcnow
-from .oauth.consent import cap_scope
-from .oauth.tokens import issue_access_token
+from .oauth.consent import narrow
+from .oauth.issuance import Issuance
+from .oauth.resources import default_resource
+from .oauth.tokens import issue_access_token, new_jti
 from .redis_store import get_redis
 
 log = logging.getLogger(__name__)
@@ -25,8 +27,6 @@ log = logging.getLogger(__name__)
 MAX_CANDIDATE_LENGTH = 256
 #: ``last_used_at`` is written at most once per key in this many seconds.
 LAST_USED_INTERVAL = 60
-#: The ``via`` claim of tokens exchanged from a key.
-VIA_API_KEY = "api_key"
 
 
 def exchange(candidate: object) -> tuple[str, dict[str, Any]] | None:
@@ -50,9 +50,15 @@ def exchange(candidate: object) -> tuple[str, dict[str, Any]] | None:
     if row is None:
         return None
     return issue_access_token(
-        str(row.user_id),
-        " ".join(cap_scope(row.scopes, row.scope)),
-        {"via": VIA_API_KEY, "api_key_id": str(row.id)},
+        Issuance(
+            user_id=row.user_id,
+            client_id=None,
+            # Keys predate resources: their tokens are for the built-in one.
+            resource=default_resource(),
+            scope=" ".join(narrow(row.scopes, row.scope)),
+            jti=new_jti(),
+            api_key_id=str(row.id),
+        )
     )
 
 

@@ -34,7 +34,7 @@ from .config import current_settings
 from .db import db
 from .denylist import deny_api_keys
 from .models import ApiKey, Consent, User, utcnow
-from .oauth.constants import SCOPES
+from .oauth.scopes import SCOPES
 
 #: Marks our keys so that secret scanners can recognise a leaked one.
 KEY_PREFIX = "lsk_"
@@ -294,18 +294,3 @@ def revoke(
     deny_api_keys([str(revoked_id)])
     db.after_commit(lambda: audit.record_api_key(audit.API_KEY_REVOKED, revoked_id))
     return True
-
-
-def revoke_consent_keys(consent_id: uuid.UUID) -> list[str]:
-    """Revoke the live keys made under a consent, denying their tokens."""
-    key_ids = [
-        str(key_id)
-        for key_id in db.session.scalars(
-            update(ApiKey)
-            .where(ApiKey.consent_id == consent_id, ApiKey.revoked_at.is_(None))
-            .values(revoked_at=utcnow())
-            .returning(ApiKey.id)
-        )
-    ]
-    deny_api_keys(key_ids)
-    return key_ids

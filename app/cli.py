@@ -16,6 +16,7 @@ from .db import db
 from .denylist import deny_user_until_now
 from .models import User, utcnow
 from .oauth.clients import prune_unused_clients
+from .oauth.resources import builtin_resource
 from .users import UserError, create_user, disable_user, find_by_email
 
 users_cli = AppGroup("users", help="Manage people's accounts.")
@@ -91,7 +92,9 @@ def prune_clients_command(older_than_days: int) -> None:
 @click.argument("revision", default="head")
 def upgrade_command(revision: str) -> None:
     """Apply migrations up to REVISION (default: head)."""
-    migrate.upgrade(current_settings().database_url, revision)
+    settings = current_settings()
+    builtin = builtin_resource(settings).uri
+    migrate.upgrade(settings.database_url, revision, builtin_resource=builtin)
 
 
 @db_cli.command("downgrade")

@@ -12,12 +12,14 @@ from sqlalchemy.exc import OperationalError
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
-def alembic_config(database_url: str) -> Config:
+def alembic_config(database_url: str, builtin_resource: str | None = None) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     # Passed as an attribute, not a main option: URL-encoded passwords contain '%'
     # which ConfigParser would try to interpolate.
     config.attributes["database_url"] = database_url
+    # The built-in resource's URI, for rows from before resources were recorded.
+    config.attributes["builtin_resource"] = builtin_resource
     return config
 
 
@@ -29,9 +31,12 @@ class DatabaseUnreachable(SystemExit):
         super().__init__(f"cannot migrate the DATABASE_URL database: {reason}")
 
 
-def upgrade(database_url: str, revision: str = "head") -> None:
+def upgrade(
+    database_url: str, revision: str = "head", builtin_resource: str | None = None
+) -> None:
+    """Apply migrations; ``builtin_resource`` is needed only for existing rows."""
     try:
-        command.upgrade(alembic_config(database_url), revision)
+        command.upgrade(alembic_config(database_url, builtin_resource), revision)
     except OperationalError as exc:
         raise DatabaseUnreachable(exc) from None
 

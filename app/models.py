@@ -172,6 +172,8 @@ class RefreshToken(Base):
     user_id: Mapped[uuid.UUID] = mapped_column()
     #: The scope of the chain as consented; a narrowed refresh keeps it whole.
     scope: Mapped[str] = mapped_column(String(200))
+    #: The URI of the resource (RFC 8707) the chain's tokens are for.
+    resource: Mapped[str] = mapped_column(Text)
     parent_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("refresh_tokens.id", ondelete="SET NULL"), index=True
     )

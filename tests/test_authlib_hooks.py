@@ -19,7 +19,6 @@ from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7591 import ClientRegistrationEndpoint
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
-from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
 
 CodeGrant = grants.AuthorizationCodeGrant
 RefreshGrant = grants.RefreshTokenGrant
@@ -48,17 +47,35 @@ EXPECTED = [
     ),
     (AuthorizationServer, "create_oauth2_request", ["self", "request"]),
     (AuthorizationServer, "create_json_request", ["self", "request"]),
+    # The token generator hook: our generator is called with these keywords,
+    # and the grant's Issuance arrives as ``user``.
     (
-        JWTBearerTokenGenerator,
-        "get_jti",
-        ["self", "client", "grant_type", "user", "scope"],
+        AuthorizationServer,
+        "generate_token",
+        [
+            "self",
+            "grant_type",
+            "client",
+            "user",
+            "scope",
+            "expires_in",
+            "include_refresh_token",
+        ],
     ),
+    (AuthorizationServer, "register_token_generator", ["self", "grant_type", "func"]),
     (
-        JWTBearerTokenGenerator,
-        "get_extra_claims",
-        ["self", "client", "grant_type", "user", "scope"],
+        grants.BaseGrant,
+        "generate_token",
+        [
+            "self",
+            "user",
+            "scope",
+            "grant_type",
+            "expires_in",
+            "include_refresh_token",
+        ],
     ),
-    (JWTBearerTokenGenerator, "get_audiences", ["self", "client", "user", "scope"]),
+    (AuthorizationServer, "save_token", ["self", "token", "request"]),
     (ResourceProtector, "acquire_token", ["self", "scopes", "kwargs"]),
     (ResourceProtector, "raise_error_response", ["self", "error"]),
     (
@@ -132,3 +149,16 @@ def test_validate_token_request_still_runs_its_hooks() -> None:
     )
     probe.validate_token_request()
     assert calls == ["before", "method", "after"]
+
+
+@pytest.mark.parametrize("grant", [CodeGrant, RefreshGrant], ids=lambda g: g.__name__)
+def test_the_grant_user_reaches_the_generator_and_save_token(grant: type) -> None:
+    """Our Issuance travels as Authlib's ``user``: ``authenticate_user``'s
+    answer is what ``generate_token`` gets and what ``request.user`` holds
+    when ``save_token`` runs."""
+    source = inspect.getsource(_unhooked(grant.create_token_response))
+    authenticated = source.index("self.authenticate_user(")
+    assert authenticated < source.index("self.request.user = user")
+    assert source.index("self.request.user = user") < source.index(
+        "self.save_token(token)"
+    )

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import pytest
 import sqlalchemy
 from helpers import obtain_token, result_of
 
-from app.oauth.tokens import issue_access_token
+from app.oauth.issuance import Issuance
+from app.oauth.resources import default_resource
+from app.oauth.tokens import issue_access_token, new_jti
 
 SUPPORTED = ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"]
 ORIGIN = "https://inspector.example"
@@ -169,7 +172,14 @@ def test_whoami_describes_an_api_key_caller(
 ) -> None:
     with server.app.app_context():
         token, _ = issue_access_token(
-            user["id"], "read", {"api_key_id": "key-7", "via": "api_key"}
+            Issuance(
+                user_id=uuid.UUID(user["id"]),
+                client_id=None,
+                resource=default_resource(),
+                scope="read",
+                jti=new_jti(),
+                api_key_id="key-7",
+            )
         )
 
     result = result_of(whoami(browser, token))

@@ -60,7 +60,7 @@ def test_upgrade_downgrade_upgrade(
 
     flask_db(base_env, empty_database, "upgrade")
     assert tables(empty_database) == expected
-    assert current_heads(empty_database) == {"0005"}
+    assert current_heads(empty_database) == {"0006"}
 
     flask_db(base_env, empty_database, "downgrade", "base")
     assert tables(empty_database) == set()
@@ -84,3 +84,43 @@ def test_models_and_migrations_agree(
             assert compare_metadata(context, Base.metadata) == []
     finally:
         engine.dispose()
+
+
+def test_refresh_chains_from_before_resources_are_bound_to_mcp(
+    base_env, empty_database
+) -> None:
+    """0006 gives every existing chain the one resource tokens were for then."""
+    flask_db(base_env, empty_database, "upgrade", "0005")
+    with psycopg.connect(empty_database.replace("+psycopg", "")) as connection:
+        user_id, consent_id = uuid.uuid4(), uuid.uuid4()
+        connection.execute(
+            "INSERT INTO users (id, email, password_hash, is_active, created_at)"
+            " VALUES (%s, 'old@example.com', 'x', true, now())",
+            (user_id,),
+        )
+        connection.execute(
+            "INSERT INTO oauth_clients (client_id, client_name, redirect_uris,"
+            " grant_types, response_types, token_endpoint_auth_method, scope,"
+            " registered_from, created_at) VALUES ('old-client', 'Old',"
+            " '{http://127.0.0.1/cb}', '{authorization_code,refresh_token}',"
+            " '{code}', 'none', 'read write', '127.0.0.1', now())"
+        )
+        connection.execute(
+            "INSERT INTO consents (id, user_id, client_id, scope, approved_at,"
+            " created_at) VALUES (%s, %s, 'old-client', 'read', now(), now())",
+            (consent_id, user_id),
+        )
+        connection.execute(
+            "INSERT INTO refresh_tokens (id, token_hash, consent_id, client_id,"
+            " user_id, scope, issued_at, chain_expires_at) VALUES (%s, 'h',"
+            " %s, 'old-client', %s, 'read', now(), now() + interval '1 day')",
+            (uuid.uuid4(), consent_id, user_id),
+        )
+
+    flask_db(base_env, empty_database, "upgrade")
+
+    with psycopg.connect(empty_database.replace("+psycopg", "")) as connection:
+        [(resource,)] = connection.execute(
+            "SELECT resource FROM refresh_tokens"
+        ).fetchall()
+    assert resource == base_env["ISSUER"] + "/mcp"

@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy
 from helpers import (
     Browser,
+    claims_of,
     get_code,
     obtain_tokens,
     redeem,
@@ -153,6 +154,28 @@ def test_scope_may_narrow_but_never_widen(
     assert full.json()["scope"] == "read write"
     assert widened.status_code == 400
     assert widened.json()["error"] == "invalid_scope"
+
+
+def test_a_chain_keeps_no_scope_its_consent_was_approved_again_without(
+    browser: Browser, user: dict[str, str]
+) -> None:
+    client = register_client(
+        browser, grant_types=["authorization_code", "refresh_token"]
+    )
+    code, verifier, _ = get_code(browser, client, user, scope="read")
+    tokens = redeem(browser, client, code, verifier).json()
+    # The person approves the client again, for `write` only: the consent
+    # keeps its id (so the chain lives) and no longer holds `read`.
+    code, verifier, _ = get_code(browser, client, user, scope="write")
+    assert redeem(browser, client, code, verifier).status_code == 200
+
+    refreshed = refresh(browser, client, tokens["refresh_token"])
+
+    # Nothing of the chain's scope is left: the token carries none, and
+    # never the client's whole registered scope in its place.
+    assert refreshed.status_code == 200, refreshed.text
+    assert "scope" not in refreshed.json()
+    assert claims_of(refreshed.json()["access_token"])["scope"] == ""
 
 
 def test_a_refused_scope_leaves_the_token_as_it_was(

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import secrets
 import time
+import uuid
 from typing import Any
 
 import pytest
@@ -15,7 +16,9 @@ from joserfc import jwt
 from joserfc.jwk import OctKey
 
 from app.denylist import deny_consent, deny_token, deny_user_until_now
-from app.oauth.tokens import issue_access_token, sign_claims
+from app.oauth.issuance import Issuance
+from app.oauth.resources import default_resource
+from app.oauth.tokens import issue_access_token, new_jti, sign_claims
 
 #: The two protected surfaces, each called the way its clients call it.
 ENDPOINTS = {
@@ -286,7 +289,14 @@ def test_verify_reports_the_api_key_of_an_api_key_token(
 ) -> None:
     with server.app.app_context():
         token, _ = issue_access_token(
-            user["id"], "read", {"api_key_id": "key-42", "via": "api_key"}
+            Issuance(
+                user_id=uuid.UUID(user["id"]),
+                client_id=None,
+                resource=default_resource(),
+                scope="read",
+                jti=new_jti(),
+                api_key_id="key-42",
+            )
         )
 
     response = call(browser, "verify", token)

@@ -22,8 +22,7 @@ from ..api_keys import (
 )
 from ..db import db
 from ..models import User, utcnow
-from ..oauth.consent import list_consents
-from ..oauth.refresh import end_chain
+from ..oauth.consent import list_consents, withdraw
 from ..oauth.refresh_store import last_refreshed
 from ..sessions import current_user, issuer_redirect, login_required
 
@@ -127,7 +126,7 @@ def revoke_client(consent_id: str) -> Response:
     """Withdraw a client's authorization; its tokens stop working at once."""
     parsed = parse_id(consent_id)
     with db.transaction():
-        revoked = parsed is not None and end_chain(_signed_in().id, parsed)
+        revoked = parsed is not None and withdraw(_signed_in().id, parsed)
     if not revoked:
         abort(404, _("There is no such authorization."))
     return issuer_redirect(ACCOUNT_PATH)

@@ -15,7 +15,7 @@ from typing import Any
 from flask import Blueprint, Response, abort, jsonify, request
 from flask_babel import gettext as _
 
-from ..api_key_exchange import VIA_API_KEY, exchange, note_use_after
+from ..api_key_exchange import exchange, note_use_after
 from ..api_keys import (
     ApiKeyError,
     ConsentWithdrawn,
@@ -39,6 +39,7 @@ from ..oauth.resource import (
     deny_invalid_token,
     require_token,
 )
+from ..oauth.tokens import VIA_API_KEY
 from ..rate_limits import limit, setting
 from ..surfaces import same_origin_only
 from ..users import get_active_user

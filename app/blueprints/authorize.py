@@ -19,14 +19,15 @@ from ..oauth.client_metadata import FetchRefused, look_up, problem_text
 from ..oauth.clients import Client, document_client_row
 from ..oauth.consent import (
     ConsentedUser,
+    approve,
     covers,
     find_consent,
-    record_consent,
     signed_in_consent,
 )
-from ..oauth.constants import AUTHORIZATION_PATH, SCOPE_DESCRIPTIONS
-from ..oauth.grants import AuthorizationCodeGrant
+from ..oauth.constants import AUTHORIZATION_PATH
+from ..oauth.grants.authorization_code import AuthorizationCodeGrant
 from ..oauth.redirect_uris import app_scheme, browser_host, redirect_uri_is_trusted
+from ..oauth.resources import resolve_resource
 from ..oauth.server import get_server
 from ..sessions import current_user, login_redirect, signed_in_id
 
@@ -194,9 +195,7 @@ def _decide(grant: AuthorizationCodeGrant, user_id: str) -> Response:
         return server.create_authorization_response(grant=grant, grant_user=None)
     # One statement: the account must be enabled, and a metadata-document
     # client's row is kept with it.
-    consent_id = record_consent(
-        user_id, client_id, scope, document_client_row(grant.client)
-    )
+    consent_id = approve(user_id, client_id, scope, document_client_row(grant.client))
     if consent_id is None:
         return login_redirect()  # the account was disabled meanwhile
     person_id = uuid.UUID(user_id)
@@ -215,9 +214,9 @@ def _consent_page(
     if found is None:
         return login_redirect()  # the account is gone or disabled
     person, previous = found
-    scopes = [
-        (s, str(SCOPE_DESCRIPTIONS.get(s, s))) for s in grant.request.scope.split()
-    ]
+    # Validated already (ResourceIndicator): the resource the token will be for.
+    resource = resolve_resource(grant.request.payload.datalist.get("resource", []))
+    scopes = [(s, resource.describe(s)) for s in grant.request.scope.split()]
     return render_template(
         "authorize/consent.html",
         client_name=client.client_name,

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
+from ..config import current_settings
 from ..errors import json_error
-from ..oauth.constants import SCOPES
 from ..oauth.resource import authenticate_request
+from ..oauth.resources import builtin_resource
 
 bp = Blueprint("forward_auth", __name__, url_prefix="/auth")
 
@@ -28,7 +29,13 @@ def _demanded_scopes() -> list[str] | None:
     if not request.query_string:
         return []  # the usual call: nothing demanded beyond a valid token
     scopes = [s for value in request.args.getlist("scope") for s in value.split()]
-    return scopes if all(scope in SCOPES for scope in scopes) else None
+    known = _guarded_scopes()
+    return scopes if all(scope in known for scope in scopes) else None
+
+
+def _guarded_scopes() -> tuple[str, ...]:
+    """The scopes of the resource the proxy guards: today the built-in one."""
+    return builtin_resource(current_settings()).scope_names
 
 
 @bp.get("/verify")
@@ -37,7 +44,9 @@ def verify() -> Response:
     scopes = _demanded_scopes()
     if scopes is None:
         return json_error(
-            400, "invalid_scope", f"'scope' may only name {', '.join(SCOPES)}."
+            400,
+            "invalid_scope",
+            f"'scope' may only name {', '.join(_guarded_scopes())}.",
         )
     claims = authenticate_request(*scopes)
     response = Response(status=200)

@@ -23,6 +23,7 @@ from ..oauth.metadata import (
     openid_configuration,
     protected_resource_metadata,
 )
+from ..oauth.resources import builtin_resource
 from ..oauth.server import get_server
 from ..oauth.tokens import public_jwks
 
@@ -71,7 +72,9 @@ def authorization_server_for_path(suffix: str) -> Response:
 @bp.get(RESOURCE_METADATA_PATH)
 @bp.get(RESOURCE_METADATA_PATH + MCP_PATH)
 def protected_resource() -> Response:
-    return _document(protected_resource_metadata(current_settings()))
+    settings = current_settings()
+    resource = builtin_resource(settings)
+    return _document(protected_resource_metadata(settings, resource))
 
 
 @bp.get(f"{RESOURCE_METADATA_PATH}/<path:suffix>")

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from authlib.oauth2.rfc7591.errors import InvalidClientMetadataError
 
 from .client_metadata_fetch import FetchProblem
+from .client_names import client_name
 from .redirect_uris import browser_host, redirect_uri_problem
-from .registration import _client_name
 
 #: Bounds on how long a good document is trusted (seconds).
 MIN_CACHE_SECONDS = 300
@@ -59,7 +59,7 @@ def parse_document(url: str, body: bytes) -> ClientDocument:
             raise FetchProblem("redirect_uri", uri=str(uri)[:200])
     try:
         # Absent, the name is the host: the one thing the document proves.
-        name = _client_name(data) if data.get("client_name") else browser_host(url)
+        name = client_name(data) if data.get("client_name") else browser_host(url)
     except InvalidClientMetadataError:
         raise FetchProblem("client_name") from None
     return ClientDocument(url, name, list(dict.fromkeys(uris)))

@@ -15,24 +15,21 @@ from datetime import datetime
 from types import SimpleNamespace
 
 from authlib.oauth2.rfc6749 import ClientMixin
-from sqlalchemy import bindparam, delete, exists, func, select, update
+from sqlalchemy import bindparam, delete, exists, func, select
 from sqlalchemy.dialects.postgresql import Insert, insert
 
 from ..config import current_settings
 from ..db import db, is_storable
 from ..denylist import evict, process_cache
 from ..models import Consent, OAuthClient, utcnow
-from .constants import (
-    DEFAULT_GRANT_TYPES,
-    DEFAULT_RESPONSE_TYPES,
-    OFFLINE_ACCESS,
-    SCOPES,
-)
+from . import client_metadata
+from .constants import DEFAULT_GRANT_TYPES, DEFAULT_RESPONSE_TYPES
 from .redirect_uris import (
     browser_host,
     redirect_uri_matches,
     registered_scheme_allowed,
 )
+from .scopes import OFFLINE_ACCESS, SCOPES
 
 #: ``registered_from`` of the row kept for a metadata-document client, so that
 #: grants can refer to it. It was not registered from any address, so no
@@ -144,10 +141,6 @@ def query_client(client_id: str | None) -> Client | None:
     # Text Postgres cannot hold could never have been registered.
     if not client_id or not is_storable(client_id):
         return None
-    # Imported here: client_metadata judges names as registration does, and
-    # registration builds on this module.
-    from . import client_metadata
-
     if client_metadata.is_document_url(client_id):
         return _document_client(client_id)
     if len(client_id) > 128:
@@ -177,8 +170,6 @@ def _document_client(url: str) -> Client | None:
     Nothing is fetched here: only the authorization endpoint fetches, and the
     verdict it reached stays with its request (app/oauth/client_metadata.py).
     """
-    from . import client_metadata
-
     if not current_settings().client_metadata_documents:
         return None
     verdict = client_metadata.known_verdict(url)
@@ -247,22 +238,6 @@ def count_clients(registered_from: str | None = None) -> int:
     if registered_from is not None:
         query = query.where(OAuthClient.registered_from == registered_from)
     return db.session.scalar(query) or 0
-
-
-def mark_authorized(client: Client) -> None:
-    """Record, once, that a client completed an authorization (it is in use)."""
-    if client.row.last_authorized_at is not None:
-        return  # only whether it was ever used matters, not when it last was
-    now = utcnow()
-    db.session.execute(
-        update(OAuthClient)
-        .where(
-            OAuthClient.client_id == client.client_id,
-            OAuthClient.last_authorized_at.is_(None),
-        )
-        .values(last_authorized_at=now)
-    )
-    client.row.last_authorized_at = now  # the cached copy, so it is written once
 
 
 def prune_unused_clients(registered_before: datetime) -> int:

@@ -1,13 +1,12 @@
-"""Protocol facts declared once: paths, scopes, client authentication, loopback.
+"""Protocol facts declared once: paths, client authentication, loopback.
 
 Routes, discovery metadata, registration checks and error texts all read
-them from here. Grant and response types are not listed: they follow from the
-grants registered on the server (``AuthServer.grant_types``).
+them from here. Scopes have a module of their own (:mod:`.scopes`). Grant and
+response types are not listed: they follow from the grants registered on the
+server (``AuthServer.grant_types``).
 """
 
 from __future__ import annotations
-
-from flask_babel import lazy_gettext as _
 
 #: RFC 6749 §3.1: the authorization endpoint.
 AUTHORIZATION_PATH = "/authorize"
@@ -34,23 +33,15 @@ JWKS_PATH = WELL_KNOWN_PREFIX + "/jwks.json"
 API_KEY_EXCHANGE_PATH = "/auth/token"
 API_KEYS_PATH = "/api-keys"
 
-#: Scopes this service knows, with what each lets a client do (shown on consent).
-SCOPE_DESCRIPTIONS = {
-    "read": _("Read your data and use read-only tools"),
-    "write": _("Change your data and use tools that make changes"),
-}
-#: Scopes this service knows; a client may ask for any of them.
-SCOPES = tuple(SCOPE_DESCRIPTIONS)
-#: OpenID's scope for refresh tokens: accepted and ignored, since refresh
-#: tokens do not depend on it (CONTRACT §10); never granted as a scope.
-OFFLINE_ACCESS = "offline_access"
-
 #: Client authentication methods at the token endpoint (CONTRACT §2).
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")
 
 #: RFC 7591 §2: what a client registers when it names no grant or response type.
 DEFAULT_GRANT_TYPES = ("authorization_code",)
 DEFAULT_RESPONSE_TYPES = ("code",)
+#: Grant types that only continue a grant another one began (RFC 6749 §6):
+#: a client registered with these alone could never obtain a first token.
+CONTINUING_GRANT_TYPES = frozenset({"refresh_token"})
 
 #: Loopback host names, as ``urlsplit().hostname`` gives them (RFC 8252 §7.3).
 #: Redirect URIs must use exactly these; an ``http`` issuer may also use any

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
@@ -14,24 +14,28 @@ from .constants import (
     AUTHORIZATION_PATH,
     INTROSPECTION_PATH,
     JWKS_PATH,
-    OFFLINE_ACCESS,
     REGISTRATION_PATH,
     RESOURCE_METADATA_PATH,
     REVOCATION_PATH,
-    SCOPES,
     TOKEN_PATH,
 )
+from .resources import Resource, builtin_resource
+from .scopes import OFFLINE_ACCESS
 from .tokens import keys_of
 
-if TYPE_CHECKING:
-    from .server import AuthServer
+
+class Offers(Protocol):
+    """What the authorization server offers (``AuthServer``): the registered
+    grants' types, in registration order."""
+
+    grant_types: tuple[str, ...]
+    response_types: tuple[str, ...]
 
 
-def authorization_server_metadata(
-    settings: Settings, server: AuthServer
-) -> dict[str, Any]:
+def authorization_server_metadata(settings: Settings, server: Offers) -> dict[str, Any]:
     """The RFC 8414 document; grant and response types are the server's own."""
     issuer = settings.issuer
+    scopes = builtin_resource(settings).scope_names
     document = {
         "issuer": issuer,
         "authorization_endpoint": issuer + AUTHORIZATION_PATH,
@@ -43,7 +47,7 @@ def authorization_server_metadata(
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
         # offline_access is accepted for clients that ask for it (CONTRACT §10).
-        "scopes_supported": [*SCOPES, OFFLINE_ACCESS],
+        "scopes_supported": [*scopes, OFFLINE_ACCESS],
         # RFC 9207: every authorization response carries ``iss``.
         "authorization_response_iss_parameter_supported": True,
         "revocation_endpoint": issuer + REVOCATION_PATH,
@@ -63,7 +67,7 @@ def authorization_server_metadata(
     return document
 
 
-def openid_configuration(settings: Settings, server: AuthServer) -> dict[str, Any]:
+def openid_configuration(settings: Settings, server: Offers) -> dict[str, Any]:
     """The RFC 8414 document with the fields OpenID Connect Discovery 1.0 §3 requires.
 
     Strict clients (the MCP TypeScript SDK) validate this URL's answer against
@@ -78,20 +82,23 @@ def openid_configuration(settings: Settings, server: AuthServer) -> dict[str, An
     }
 
 
-def validate_metadata(settings: Settings, server: AuthServer) -> None:
+def validate_metadata(settings: Settings, server: Offers) -> None:
     """Check the document against RFC 8414 at start-up (raises ``ValueError``)."""
     document = authorization_server_metadata(settings, server)
     metadata = AuthorizationServerMetadata(document)
     metadata.validate(metadata_classes=[IssMetadata])
 
 
-def protected_resource_metadata(settings: Settings) -> dict[str, Any]:
+def protected_resource_metadata(
+    settings: Settings, resource: Resource
+) -> dict[str, Any]:
+    """The RFC 9728 document of ``resource``."""
     return {
-        "resource": settings.mcp_resource,
+        "resource": resource.uri,
         "authorization_servers": [settings.issuer],
-        "scopes_supported": list(SCOPES),
+        "scopes_supported": list(resource.scope_names),
         "bearer_methods_supported": ["header"],
-        "resource_name": "MCP",
+        "resource_name": resource.name,
     }
 
 

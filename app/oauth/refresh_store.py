@@ -1,10 +1,11 @@
-"""Refresh tokens in Postgres: issue, consume atomically, find rotated, end chains.
+"""Refresh tokens in Postgres: issue, consume atomically, find rotated.
 
-A chain is one consent's refresh lineage (docs/reference.md, "Refresh
-tokens"). Tokens are opaque (256 random bits) and stored only as SHA-256
-hashes. A repeat inside the grace window is answered from the rotation's
-answer, sealed beside the successor (:mod:`.refresh_seal`). What a chain
-grants is capped, on every use, at what the person's consent holds now.
+A chain is one consent's refresh lineage for one resource (docs/reference.md,
+"Refresh tokens"); withdrawing the consent ends it (:func:`.consent.withdraw`).
+Tokens are opaque (256 random bits) and stored only as SHA-256 hashes. A
+repeat inside the grace window is answered from the rotation's answer, sealed
+beside the successor (:mod:`.refresh_seal`). What a chain grants is capped,
+on every use, at what the person's consent holds now.
 
 These functions only flush; the caller owns the transaction (:mod:`app.db`).
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,10 +24,10 @@ from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.orm import aliased
 
 from ..db import db
-from ..models import Consent, OAuthClient, RefreshToken, User, utcnow
-from .consent import cap_scope
-from .constants import OFFLINE_ACCESS
+from ..models import Consent, RefreshToken, User
+from .consent import narrow
 from .refresh_seal import RotationAnswer, seal
+from .scopes import OFFLINE_ACCESS
 
 #: 32 bytes: 256 random bits.
 TOKEN_BYTES = 32
@@ -46,7 +47,7 @@ def is_plausible(token: Any) -> bool:
     return isinstance(token, str) and 0 < len(token) <= MAX_TOKEN_LENGTH
 
 
-@dataclass
+@dataclass(frozen=True)
 class RefreshRecord:
     """A refresh token just consumed (or repeated in the grace window).
 
@@ -59,9 +60,11 @@ class RefreshRecord:
     client_id: str
     user_id: uuid.UUID
     scope: str
+    #: The URI of the resource the chain's tokens are for; it never changes.
+    resource: str
     chain_expires_at: datetime
     #: What the rotation answered, when this is a repeat in the grace window.
-    grace_answer: RotationAnswer | None = field(default=None)
+    grace_answer: RotationAnswer | None = None
 
     def check_client(self, client: Any) -> bool:
         return self.client_id == client.get_client_id()
@@ -99,18 +102,25 @@ RECORD_COLUMNS = (
     RefreshToken.client_id,
     RefreshToken.user_id,
     RefreshToken.scope,
+    RefreshToken.resource,
     RefreshToken.chain_expires_at,
-    Consent.scope,
+    Consent.scope.label("consent_scope"),
 )
-RECORD_WIDTH = len(RECORD_COLUMNS)
 
 
 def record_of(row: Any) -> RefreshRecord:
     # The consent may have been narrowed since the chain began (approved
     # again with fewer scopes); the chain never grants more than it holds.
-    chain_scope, consent_scope = row[4], row[6]
-    scope = " ".join(cap_scope(chain_scope.split(), consent_scope))
-    return RefreshRecord(row[0], row[1], row[2], row[3], scope, row[5])
+    scope = " ".join(narrow(row.scope.split(), row.consent_scope))
+    return RefreshRecord(
+        id=row.id,
+        consent_id=row.consent_id,
+        client_id=row.client_id,
+        user_id=row.user_id,
+        scope=scope,
+        resource=row.resource,
+        chain_expires_at=row.chain_expires_at,
+    )
 
 
 def _scopes_cover(column: Any, requested: list[str]) -> Any:
@@ -164,10 +174,10 @@ def find_unconsumed(token: str, client_id: str, idle_ttl: int) -> Unconsumed | N
     row = db.session.execute(
         select(
             *RECORD_COLUMNS,
-            RefreshToken.issued_at <= now - timedelta(seconds=idle_ttl),
-            func.extract("epoch", now - RefreshToken.rotated_at),
-            child.sealed,
-            child.rotated_at.is_not(None),
+            (RefreshToken.issued_at <= now - timedelta(seconds=idle_ttl)).label("idle"),
+            func.extract("epoch", now - RefreshToken.rotated_at).label("since"),
+            child.sealed.label("successor_sealed"),
+            child.rotated_at.is_not(None).label("successor_used"),
         )
         .outerjoin(child, child.parent_id == RefreshToken.id)
         # Once rotated, idle time counts from the successor's issue.
@@ -175,14 +185,13 @@ def find_unconsumed(token: str, client_id: str, idle_ttl: int) -> Unconsumed | N
     ).first()
     if row is None:
         return None
-    extra: tuple[Any, ...] = tuple(row[RECORD_WIDTH:])
-    idle, since, sealed, used = extra
+    since = row.since
     return Unconsumed(
         record_of(row),
-        bool(idle) and since is None,
+        bool(row.idle) and since is None,
         None if since is None else float(since),
-        sealed,
-        bool(used),
+        row.successor_sealed,
+        bool(row.successor_used),
     )
 
 
@@ -193,46 +202,34 @@ def issue(
     client_id: str,
     user_id: uuid.UUID,
     scope: str,
+    resource: str,
     chain_expires_at: datetime,
     parent: tuple[uuid.UUID, str] | None = None,
     answer: RotationAnswer | None = None,
     code_jti: str | None = None,
-    mark_client: bool = False,
 ) -> None:
     """Store a new token of a chain: one INSERT.
 
     ``parent`` is the rotated-out token's id and plaintext, under which
     ``answer`` (this token and the access token issued with it) is sealed
-    for the grace window. ``mark_client`` records, in the same statement,
-    that the client completed an authorization (as ``mark_authorized`` does).
+    for the grace window.
     """
-    statement = insert(RefreshToken).values(
-        id=uuid.uuid4(),
-        token_hash=hash_token(token),
-        consent_id=consent_id,
-        client_id=client_id,
-        user_id=user_id,
-        scope=scope,
-        parent_id=parent[0] if parent else None,
-        sealed=seal(answer, parent[1]) if parent and answer else None,
-        code_jti=code_jti,
-        issued_at=func.now(),
-        chain_expires_at=chain_expires_at,
-    )
-    if mark_client:
-        # Postgres runs a data-modifying WITH once, read or not.
-        marked = (
-            update(OAuthClient)
-            .where(
-                OAuthClient.client_id == client_id,
-                OAuthClient.last_authorized_at.is_(None),
-            )
-            .values(last_authorized_at=utcnow())
-            .returning(OAuthClient.client_id)
-            .cte("marked")
+    db.session.execute(
+        insert(RefreshToken).values(
+            id=uuid.uuid4(),
+            token_hash=hash_token(token),
+            consent_id=consent_id,
+            client_id=client_id,
+            user_id=user_id,
+            scope=scope,
+            resource=resource,
+            parent_id=parent[0] if parent else None,
+            sealed=seal(answer, parent[1]) if parent and answer else None,
+            code_jti=code_jti,
+            issued_at=func.now(),
+            chain_expires_at=chain_expires_at,
         )
-        statement = statement.add_cte(marked)
-    db.session.execute(statement)
+    )
 
 
 def chain_of_code(code_jti: str) -> tuple[uuid.UUID, uuid.UUID] | None:
@@ -243,19 +240,6 @@ def chain_of_code(code_jti: str) -> tuple[uuid.UUID, uuid.UUID] | None:
         .limit(1)
     ).first()
     return (row[0], row[1]) if row is not None else None
-
-
-def end_chains(consent_id: uuid.UUID) -> None:
-    """Mark every refresh token of a consent revoked."""
-    db.session.execute(
-        update(RefreshToken)
-        .where(
-            RefreshToken.consent_id == consent_id,
-            RefreshToken.revoked_at.is_(None),
-        )
-        .values(revoked_at=func.now())
-        .execution_options(synchronize_session=False)
-    )
 
 
 def last_refreshed(consent_ids: list[uuid.UUID]) -> dict[uuid.UUID, datetime]:

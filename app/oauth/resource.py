@@ -36,8 +36,8 @@ from flask import Request, abort, g, request
 from ..config import current_settings
 from ..denylist import is_denied
 from ..errors import json_error
-from .constants import SCOPES
 from .metadata import resource_metadata_url
+from .resources import builtin_resource
 from .tokens import InvalidAccessToken, decode_access_token
 
 
@@ -134,7 +134,7 @@ class BearerProtector(ResourceProtector):
             # code. The scope hint (RFC 6750 §3, MCP authorization "Scope
             # Challenge Handling") names the scopes the protected resource
             # metadata lists, so a client knows what to ask for at once.
-            hint = " ".join(SCOPES)
+            hint = " ".join(builtin_resource(current_settings()).scope_names)
             challenge = f'Bearer resource_metadata="{metadata}", scope="{hint}"'
             body = {
                 "error": "unauthorized",

@@ -13,17 +13,20 @@ Every remaining deviation from stock Authlib, and why:
   ``response_type`` is answered before Authlib builds its own error, whose
   text quotes the value (a quote in it makes the error itself fail, a 500);
   so does an unregistered ``redirect_uri`` (``validate_authorization_redirect_uri``);
-- the code grant (:mod:`.grants`): PKCE is S256-only and required of every
-  client; ``query_authorization_code`` first refuses a malformed token
-  request (so it does not burn its code), then consumes the code atomically
-  and only for the client it was issued to; ``authenticate_user`` also checks
-  that the consent the code was issued under is still live;
-- the grant hands the token generator a ``ConsentedUser`` as ``user``, which
-  names the consent (the ``consent_id`` claim) and the token's chosen ``jti``;
-- the refresh grant (:mod:`.refresh`) consumes its token atomically and keeps
-  a grace window; revocation and introspection (:mod:`.token_endpoints`)
-  accept post and none client authentication, and introspection
-  authenticates resource servers, not clients.
+- the code grant (:mod:`.grants.authorization_code`): PKCE is S256-only and
+  required of every client; ``query_authorization_code`` first refuses a
+  malformed token request (so it does not burn its code), then consumes the
+  code atomically and only for the client it was issued to;
+  ``authenticate_user`` also checks that the consent the code was issued
+  under is still live;
+- every grant's ``authenticate_user`` returns an :class:`.issuance.Issuance`,
+  which Authlib hands our token generator as ``user`` (its documented
+  ``register_token_generator`` hook) and ``save_token`` as ``request.user``:
+  the token is what the grant decided, scope included;
+- the refresh grant (:mod:`.grants.refresh_token`) consumes its token
+  atomically and keeps a grace window; revocation and introspection
+  (:mod:`.token_endpoints`) accept post and none client authentication, and
+  introspection authenticates resource servers, not clients.
 """
 
 from __future__ import annotations
@@ -54,15 +57,12 @@ from ..db import db
 from ..errors import challenge
 from . import client_auth
 from .clients import query_client
-from .grants import (
-    AuthorizationCodeGrant,
-    ResourceIndicator,
-    S256CodeChallenge,
-    SingleParameters,
-)
+from .grants.authorization_code import AuthorizationCodeGrant
+from .grants.extensions import ResourceIndicator, S256CodeChallenge, SingleParameters
+from .grants.refresh_token import RefreshTokenGrant
+from .issuance import save_token
 from .metadata import validate_metadata
 from .oauth_errors import UnsupportedGrantType, UnsupportedResponseType
-from .refresh import RefreshTokenGrant, refresh_token_generator, save_token
 from .registration import RegistrationEndpoint
 from .token_endpoints import IntrospectionEndpoint, RevocationEndpoint
 from .tokens import AccessTokenGenerator
@@ -222,9 +222,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     server = AuthServer(settings)
     server.init_app(app, query_client=query_client, save_token=save_token)
     # After init_app, which installs Authlib's default (opaque token) generator.
-    server.register_token_generator(
-        "default", AccessTokenGenerator(settings, refresh_token_generator)
-    )
+    server.register_token_generator("default", AccessTokenGenerator(settings))
     client_auth.register(server)
     server.register_grant(
         AuthorizationCodeGrant,

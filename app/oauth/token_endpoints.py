@@ -2,7 +2,8 @@
 
 Revocation accepts our two kinds of token: JWT access tokens (which have
 dots) and opaque refresh tokens (which have none). Ending either goes through
-the one denylist path (:mod:`app.denylist`, via :func:`.refresh.end_chain`).
+the one denylist path (:mod:`app.denylist`, a refresh token's by withdrawing
+its consent: :func:`.consent.withdraw`).
 Introspection is for resource servers, which have access tokens only.
 """
 
@@ -19,10 +20,9 @@ from authlib.oauth2.rfc7662 import IntrospectionEndpoint as BaseIntrospectionEnd
 
 from ..config import current_settings
 from ..denylist import deny_token, is_denied
-from . import refresh_liveness
+from . import consent, refresh_liveness
 from .client_auth import parse_basic_authorization
 from .constants import AUTH_METHODS
-from .refresh import end_chain
 from .tokens import InvalidAccessToken, decode_access_token
 
 #: Longest token worth looking at; our JWTs are well under this.
@@ -115,7 +115,7 @@ class RevocationEndpoint(BaseRevocationEndpoint):
         # today (which may share its consent, approved again since).
         if token.stored.revocable:
             record = token.stored.record
-            end_chain(record.user_id, record.consent_id)
+            consent.withdraw(record.user_id, record.consent_id)
 
     def create_endpoint_response(self, request: Any) -> tuple[int, str, list]:
         super().create_endpoint_response(request)

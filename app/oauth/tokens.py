@@ -1,8 +1,10 @@
 """Access tokens: JWTs (RFC 9068 profile), ES256/EdDSA or HS256 (see ``keys``).
 
-OAuth tokens come out of Authlib's generator (:class:`AccessTokenGenerator`);
-API-key tokens out of :func:`issue_access_token`. Both sign through
-:func:`sign_claims`, and :func:`decode_access_token` is the one verifier.
+Every token is one :class:`~.issuance.Issuance` signed: OAuth grants' through
+Authlib's token generator hook (:class:`AccessTokenGenerator`), API-key
+exchanges' through :func:`issue_access_token`. Both build their claims with
+:func:`claims_of` and sign through :func:`sign_claims`;
+:func:`decode_access_token` is the one verifier.
 """
 
 from __future__ import annotations
@@ -11,13 +13,14 @@ import secrets
 import time
 from typing import Any
 
-from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwt import JWTClaimsRegistry
 
 from ..config import Settings, current_settings
+from .issuance import Issuance
 from .keys import KeyRing, key_ring
+from .resources import Resource, builtin_resource
 
 #: RFC 9068 §2.1: access tokens are typed, so an ID token cannot pass for one.
 TOKEN_TYPE = "at+jwt"
@@ -26,6 +29,8 @@ TOKEN_TYPES_ACCEPTED = (TOKEN_TYPE, "application/at+jwt")
 TOKEN_TYPE_NAME = "bearer"
 #: Private claim: the consent an OAuth token was issued under (app.denylist).
 CONSENT_ID_CLAIM = "consent_id"
+#: The ``via`` claim of tokens exchanged from an API key.
+VIA_API_KEY = "api_key"
 
 
 class InvalidAccessToken(Exception):
@@ -57,22 +62,32 @@ def sign_claims(claims: dict[str, Any], settings: Settings) -> str:
     return jwt.encode(header, claims, keys.signing_key, registry=keys.signing_registry)
 
 
-def issue_access_token(
-    subject: str, scope: str, extra: dict[str, Any] | None = None
-) -> tuple[str, dict[str, Any]]:
-    """Sign a token for ``subject``; return it with its claims."""
-    settings = current_settings()
-    now = int(time.time())
-    claims = {
-        "iss": settings.issuer,
-        "sub": subject,
-        "aud": settings.mcp_resource,
+def claims_of(issuance: Issuance, issuer: str, now: int) -> dict[str, Any]:
+    """The claims of the token ``issuance`` describes (RFC 9068 §2.2)."""
+    claims: dict[str, Any] = {
+        "iss": issuer,
+        "sub": str(issuance.user_id),
+        # RFC 8707: the resource the grant resolved.
+        "aud": issuance.resource.uri,
         "iat": now,
-        "exp": now + settings.access_token_ttl,
-        "jti": new_jti(),
-        "scope": scope,
-        **(extra or {}),
+        "exp": now + issuance.resource.access_token_ttl,
+        "jti": issuance.jti,
+        "scope": issuance.scope,
     }
+    if issuance.client_id is not None:
+        claims["client_id"] = issuance.client_id
+    if issuance.consent_id is not None:
+        claims[CONSENT_ID_CLAIM] = str(issuance.consent_id)
+    if issuance.api_key_id is not None:
+        claims["via"] = VIA_API_KEY
+        claims["api_key_id"] = issuance.api_key_id
+    return claims
+
+
+def issue_access_token(issuance: Issuance) -> tuple[str, dict[str, Any]]:
+    """Sign the token ``issuance`` describes; return it with its claims."""
+    settings = current_settings()
+    claims = claims_of(issuance, settings.issuer, int(time.time()))
     return sign_claims(claims, settings), claims
 
 
@@ -86,11 +101,15 @@ _verified: dict[tuple[str, str, str], tuple[KeyRing, dict[str, Any]]] = {}
 VERIFIED_TOKENS_KEPT = 4096
 
 
-def decode_access_token(token: str) -> dict[str, Any]:
-    """Verify signature, type, issuer, audience and lifetime; return the claims."""
+def decode_access_token(token: str, resource: Resource | None = None) -> dict[str, Any]:
+    """Verify signature, type, issuer, audience and lifetime; return the claims.
+
+    The audience is ``resource``'s URI; the built-in resource's by default.
+    """
     settings = current_settings()
     keys = keys_of(settings)
-    cache_key = (token, settings.issuer, settings.mcp_resource)
+    audience = (resource or builtin_resource(settings)).uri
+    cache_key = (token, settings.issuer, audience)
     known = _verified.get(cache_key)
     if known is not None and known[0] is keys:
         claims = known[1]
@@ -99,7 +118,7 @@ def decode_access_token(token: str) -> dict[str, Any]:
             return dict(claims)
         _verified.pop(cache_key, None)
         raise InvalidAccessToken
-    claims = _verify(token, settings, keys)
+    claims = _verify(token, settings, keys, audience)
     if len(_verified) >= VERIFIED_TOKENS_KEPT:
         # Dicts keep insertion order: drop the oldest quarter, not one per call.
         for stale in list(_verified)[: VERIFIED_TOKENS_KEPT // 4]:
@@ -108,7 +127,9 @@ def decode_access_token(token: str) -> dict[str, Any]:
     return claims
 
 
-def _verify(token: str, settings: Settings, keys: KeyRing) -> dict[str, Any]:
+def _verify(
+    token: str, settings: Settings, keys: KeyRing, audience: str
+) -> dict[str, Any]:
     try:
         decoded = jwt.decode(
             token,
@@ -120,7 +141,7 @@ def _verify(token: str, settings: Settings, keys: KeyRing) -> dict[str, Any]:
             raise InvalidAccessToken
         JWTClaimsRegistry(
             iss={"essential": True, "value": settings.issuer},
-            aud={"essential": True, "value": settings.mcp_resource},
+            aud={"essential": True, "value": audience},
             sub={"essential": True},
             exp={"essential": True},
             iat={"essential": True},
@@ -134,52 +155,35 @@ def _verify(token: str, settings: Settings, keys: KeyRing) -> dict[str, Any]:
     return claims
 
 
-class AccessTokenGenerator(JWTBearerTokenGenerator):
-    """Authlib's RFC 9068 generator with our key, lifetime, audience and jti."""
+class AccessTokenGenerator:
+    """Authlib's token generator hook (``register_token_generator``).
 
-    def __init__(self, settings: Settings, refresh_token_generator: Any = None) -> None:
-        super().__init__(
-            issuer=settings.issuer,
-            alg=keys_of(settings).algorithm,
-            refresh_token_generator=refresh_token_generator,
-            expires_generator=settings.access_token_ttl,
-        )
+    Authlib passes the grant's :class:`~.issuance.Issuance` as ``user``; the
+    token is exactly what it describes. Authlib's own ``scope`` and
+    ``expires_in`` are ignored: the grant decided both, and re-deriving the
+    scope from the client would turn an empty one into the client's whole.
+    """
+
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    def access_token_generator(
-        self, client: Any, grant_type: str, user: Any, scope: str
-    ) -> str:
-        # Authlib's version signs with joserfc's default registry, which refuses
-        # EdDSA and sets no kid; build the same claims and use our one signer.
-        now = int(time.time())
-        claims = {
-            "iss": self.issuer,
-            "exp": now + self.settings.access_token_ttl,
-            "client_id": client.get_client_id(),
-            "iat": now,
-            "jti": self.get_jti(client, grant_type, user, scope),
-            "scope": scope,
-            "sub": str(user.get_user_id()) if user else client.get_client_id(),
-            "aud": self.get_audiences(client, user, scope),
-        }
-        claims.update(self.get_extra_claims(client, grant_type, user, scope))
-        return sign_claims(claims, self.settings)
-
-    def get_audiences(self, client: Any, user: Any, scope: str) -> str:
-        # RFC 8707: the one resource we serve; a different one never gets this far.
-        return self.settings.mcp_resource
-
-    def get_jti(self, client: Any, grant_type: str, user: Any, scope: str) -> str:
-        # ``user`` is the grant's ConsentedUser; its code chose the jti when it
-        # was issued, so a replayed code can deny the token it became.
-        return getattr(user, "token_jti", None) or new_jti()
-
-    def get_extra_claims(
-        self, client: Any, grant_type: str, user: Any, scope: str
+    def __call__(
+        self,
+        grant_type: str,
+        client: Any,
+        user: Issuance,
+        scope: str | None = None,
+        expires_in: int | None = None,
+        include_refresh_token: bool = True,
     ) -> dict[str, Any]:
-        return {CONSENT_ID_CLAIM: str(user.consent_id)}
-
-    def generate(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        token = super().generate(*args, **kwargs)
-        token["token_type"] = TOKEN_TYPE_NAME
+        claims = claims_of(user, self.settings.issuer, int(time.time()))
+        token: dict[str, Any] = {
+            "token_type": TOKEN_TYPE_NAME,
+            "access_token": sign_claims(claims, self.settings),
+            "expires_in": user.resource.access_token_ttl,
+        }
+        if include_refresh_token and user.refresh_token is not None:
+            token["refresh_token"] = user.refresh_token
+        if user.scope:
+            token["scope"] = user.scope
         return token

@@ -4,7 +4,8 @@ Authlib's own ``validate_token_request`` runs; what we add sits at its
 storage hooks: ``query_authorization_code`` refuses a malformed request
 (:func:`check_token_parameters`) and only then consumes the code atomically.
 That is after Authlib has authenticated the client, so a stranger learns
-nothing about the request before ``invalid_client``.
+nothing about the request before ``invalid_client``. ``authenticate_user``
+turns the code into the :class:`~app.oauth.issuance.Issuance` it was for.
 """
 
 from __future__ import annotations
@@ -12,37 +13,42 @@ from __future__ import annotations
 import secrets
 import time
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc6749.errors import InvalidGrantError, InvalidRequestError
-from authlib.oauth2.rfc7636 import CodeChallenge
-from authlib.oauth2.rfc7636.challenge import (
-    CODE_VERIFIER_PATTERN,
-    compare_s256_code_challenge,
-)
+from authlib.oauth2.rfc7636.challenge import CODE_VERIFIER_PATTERN
 from flask import session
 
-from .. import audit
-from ..config import current_settings
-from ..denylist import deny_token
-from ..models import utcnow
-from .audience import check_resource
-from .clients import Client
-from .codes import AuthorizationCode, CodeStore
-from .consent import ConsentedUser, live_consent_holder
-from .constants import AUTH_METHODS
-from .refresh import end_chain_of_code
-from .tokens import new_jti
+from ... import audit
+from ...config import current_settings
+from ...denylist import deny_token
+from ...models import utcnow
+from .. import consent, refresh_store
+from ..clients import Client
+from ..codes import AuthorizationCode, CodeStore, Consumed
+from ..constants import AUTH_METHODS
+from ..issuance import ChainStart, Issuance
+from ..oauth_errors import InvalidTargetError
+from ..resources import find_resource, resolve_resource
+from ..tokens import new_jti
 
-#: Parameters the token request must carry (CONTRACT §4); checked before the code
-#: is consumed, so a malformed request does not burn a good code.
+#: Parameters the token request must carry (RFC 6749 §4.1.3, RFC 7636 §4.5);
+#: checked before the code is consumed, so a malformed request does not burn
+#: a good code.
 REQUIRED_TOKEN_PARAMETERS = ("code", "redirect_uri", "code_verifier")
 
 
 def code_store() -> CodeStore:
     settings = current_settings()
     return CodeStore(settings.auth_code_ttl, settings.access_token_ttl)
+
+
+def sign_in_time() -> int:
+    """When the person approving signed in (OpenID Connect ``auth_time``)."""
+    # The sign-in session's record; now, for a session from before it had one.
+    return int(session.get("auth_time") or time.time())
 
 
 def check_token_parameters(request: Any) -> None:
@@ -54,60 +60,7 @@ def check_token_parameters(request: Any) -> None:
     # RFC 7636 §4.1: a verifier of another shape can never match the challenge.
     if not CODE_VERIFIER_PATTERN.match(form["code_verifier"]):
         raise InvalidGrantError("Code challenge failed.")
-    check_resource(request.payload.datalist.get("resource", []))
-
-
-class S256CodeChallenge(CodeChallenge):
-    """PKCE that every client must use, with ``S256`` only (OAuth 2.1 §4.1.1)."""
-
-    DEFAULT_CODE_CHALLENGE_METHOD = "S256"
-    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
-    CODE_CHALLENGE_METHODS = {"S256": compare_s256_code_challenge}
-
-    def validate_code_challenge(self, grant: Any, redirect_uri: str) -> None:
-        data = grant.request.payload.data
-        if not data.get("code_challenge"):
-            raise InvalidRequestError("Missing 'code_challenge'.")
-        # RFC 7636 §4.3 defaults an absent method to "plain", which we refuse.
-        if data.get("code_challenge_method") != "S256":
-            raise InvalidRequestError("'code_challenge_method' must be 'S256'.")
-        super().validate_code_challenge(grant, redirect_uri)
-
-
-class ResourceIndicator:
-    """RFC 8707 at the authorization endpoint: only our ``/mcp`` resource."""
-
-    def __call__(self, grant: Any) -> None:
-        grant.register_hook(
-            "after_validate_authorization_request_payload", self.validate_resource
-        )
-
-    def validate_resource(self, grant: Any, redirect_uri: str) -> None:
-        check_resource(grant.request.payload.datalist.get("resource", []))
-
-
-class SingleParameters:
-    """RFC 6749 §3.1: parameters appear once; once the redirect URI is known
-    good, a repeat is reported to the client rather than on a page."""
-
-    PARAMETERS = (
-        "response_type",
-        "scope",
-        "state",
-        "code_challenge_method",
-        "prompt",
-    )
-
-    def __call__(self, grant: Any) -> None:
-        grant.register_hook(
-            "after_validate_authorization_request_payload", self.validate_single
-        )
-
-    def validate_single(self, grant: Any, redirect_uri: str) -> None:
-        datalist = grant.request.payload.datalist
-        for name in self.PARAMETERS:
-            if len(datalist.get(name, [])) > 1:
-                raise InvalidRequestError(f"Multiple '{name}' in request.")
+    resolve_resource(request.payload.datalist.get("resource", []))
 
 
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
@@ -148,7 +101,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     def save_authorization_code(self, code: str, request: Any) -> None:
         client: Client = request.client
         # The authorization view passes the person with the consent they gave.
-        subject: ConsentedUser = request.user
+        subject: consent.ConsentedUser = request.user
+        resource = resolve_resource(request.payload.datalist.get("resource", []))
         code_store().save(
             code,
             AuthorizationCode(
@@ -160,9 +114,10 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
                 user_id=subject.get_user_id(),
                 code_challenge=request.payload.data["code_challenge"],
                 code_challenge_method="S256",
-                resource=current_settings().mcp_resource,
-                auth_time=int(session.get("auth_time") or time.time()),
+                resource=resource.uri,
+                auth_time=sign_in_time(),
                 consent_id=str(subject.consent_id),
+                # Chosen now, so that a replayed code can deny its token.
                 token_jti=new_jti(),
             ),
         )
@@ -175,39 +130,54 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         check_token_parameters(self.request)
         consumed = code_store().consume(code, client.client_id)
         if consumed.replayed_jti:
-            # RFC 6749 §4.1.2: a code used twice revokes what it produced.
-            deny_token(consumed.replayed_jti)
-            audit.record(
-                audit.AUTHORIZATION_CODE_REPLAYED,
-                client_id=client.client_id,
-                user_id=consumed.replayed_user_id,
-                revoked_jti=consumed.replayed_jti,
-            )
-            end_chain_of_code(consumed.replayed_jti)
+            _end_replayed_grant(consumed, client)
         return consumed.code
 
     def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
         """Nothing to do: consuming the code already deleted it."""
 
-    def authenticate_user(
-        self, authorization_code: AuthorizationCode
-    ) -> ConsentedUser | None:
+    def authenticate_user(self, authorization_code: AuthorizationCode) -> Issuance:
         # One query: the person is enabled and the consent the code was issued
-        # under is still the live one (a revoked consent never comes back);
-        # a client's first authorization is recorded by the same statement.
+        # under is still the live one (a withdrawn consent never comes back);
+        # it also records that the client has been used.
         client: Client = self.request.client
-        unmarked = client.row.last_authorized_at is None
-        user_id = live_consent_holder(
-            authorization_code.user_id,
-            authorization_code.consent_id,
-            mark_client=client.client_id if unmarked else None,
+        code = authorization_code
+        user_id = consent.live_consent_holder(
+            code.user_id, code.consent_id, client.client_id
         )
         if user_id is None:
             raise InvalidGrantError("The authorization was revoked.")
-        if unmarked:
-            client.row.last_authorized_at = utcnow()  # so save_token skips it
-        return ConsentedUser(
-            user_id,
-            uuid.UUID(authorization_code.consent_id),
-            authorization_code.token_jti,
+        resource = find_resource(code.resource)
+        if resource is None:
+            raise InvalidGrantError("The resource is no longer served.")
+        requested = self.request.payload.datalist.get("resource", [])
+        if any(value != resource.uri for value in requested):
+            raise InvalidTargetError()  # RFC 8707 §2.2: the code's resource only
+        refresh = client.check_grant_type("refresh_token")
+        ttl = timedelta(seconds=current_settings().refresh_token_ttl)
+        return Issuance(
+            user_id=user_id,
+            client_id=client.client_id,
+            resource=resource,
+            scope=code.scope,
+            jti=code.token_jti,
+            consent_id=uuid.UUID(code.consent_id),
+            refresh_token=refresh_store.new_refresh_token() if refresh else None,
+            chain=ChainStart(expires_at=utcnow() + ttl) if refresh else None,
         )
+
+
+def _end_replayed_grant(consumed: Consumed, client: Client) -> None:
+    """RFC 6749 §4.1.2: a code used twice revokes what it produced, and the
+    refresh chain it began ends with its consent."""
+    jti = str(consumed.replayed_jti)
+    deny_token(jti)
+    audit.record(
+        audit.AUTHORIZATION_CODE_REPLAYED,
+        client_id=client.client_id,
+        user_id=consumed.replayed_user_id,
+        revoked_jti=jti,
+    )
+    chain = refresh_store.chain_of_code(jti)
+    if chain is not None:
+        consent.withdraw(*chain)

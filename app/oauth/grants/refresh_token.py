@@ -8,60 +8,35 @@ of concurrent uses exactly one rotates it and an error answer leaves the
 grant as it was (RFC 6749 §5.2). A loser, or a client retrying, that presents
 the rotated-out token within ``REFRESH_GRACE_SECONDS``, while its successor
 is unused, is handed the rotation's answer again; otherwise it is reuse
-(RFC 9700 §4.14.2) and the whole consent ends (:func:`end_chain`).
+(RFC 9700 §4.14.2) and the whole consent is withdrawn
+(:func:`.consent.withdraw`). ``authenticate_user`` turns the token into the
+:class:`~app.oauth.issuance.Issuance` of its successor.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
-from datetime import timedelta
-from typing import Any
+from dataclasses import replace
 
 from authlib.oauth2.rfc6749 import grants
-from authlib.oauth2.rfc6749.errors import InvalidScopeError
-from flask import g
+from authlib.oauth2.rfc6749.errors import InvalidGrantError, InvalidScopeError
 
-from .. import audit
-from ..config import current_settings
-from ..db import db
-from ..models import utcnow
-from . import refresh_store
-from .audience import check_resource
-from .clients import Client, mark_authorized
-from .consent import ConsentedUser, revoke_consent
-from .constants import AUTH_METHODS, OFFLINE_ACCESS
-from .refresh_liveness import chain_head_is_live
-from .refresh_seal import RotationAnswer, unseal
-from .refresh_store import RefreshRecord, Unconsumed
-from .tokens import TOKEN_TYPE_NAME
+from ... import audit
+from ...config import current_settings
+from ...db import db
+from .. import consent, refresh_store
+from ..clients import Client
+from ..constants import AUTH_METHODS
+from ..issuance import ChainRotation, Issuance
+from ..refresh_liveness import chain_head_is_live
+from ..refresh_seal import RotationAnswer, unseal
+from ..refresh_store import RefreshRecord, Unconsumed
+from ..resources import find_resource, resolve_resource
+from ..scopes import OFFLINE_ACCESS
+from ..tokens import TOKEN_TYPE_NAME, new_jti
 
 #: A remembered access token is handed out again only with this much life left.
 MIN_REPEAT_LIFETIME = 5
-
-
-def end_chain(user_id: uuid.UUID, consent_id: uuid.UUID) -> bool:
-    """End a consent's refresh chains and every access token issued under it.
-
-    RFC 7009 §2.1 and RFC 9700 §4.14.2: the whole grant goes. Revoking the
-    consent denies its id (:mod:`app.denylist`) before the caller commits.
-    Tell whether the consent was live.
-    """
-    revoked = revoke_consent(user_id, consent_id)
-    refresh_store.end_chains(consent_id)
-    return revoked
-
-
-def end_chain_of_code(code_jti: str) -> None:
-    """A code redeemed twice ends the chain its first redemption began."""
-    chain = refresh_store.chain_of_code(code_jti)
-    if chain is not None:
-        end_chain(*chain)
-
-
-def refresh_token_generator(**_: Any) -> str:
-    """A new refresh token, or the successor already issued (grace window)."""
-    return g.get("refresh_successor") or refresh_store.new_refresh_token()
 
 
 def requested_scopes(scope: str | None) -> list[str]:
@@ -77,7 +52,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
     def authenticate_refresh_token(self, refresh_token: str) -> RefreshRecord | None:
         # RFC 8707: a chain never changes its audience; refused before the
         # token is looked at, so the refusal spends nothing.
-        check_resource(self.request.payload.datalist.get("resource", []))
+        resolve_resource(self.request.payload.datalist.get("resource", []))
         if not refresh_store.is_plausible(refresh_token):
             return None
         client: Client = self.request.client
@@ -104,26 +79,47 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         answer = unseal(found.sealed_answer, refresh_token)
         if answer is None:
             return None
-        found.record.grace_answer = answer
-        g.refresh_successor = answer.refresh_token
-        return found.record
+        return replace(found.record, grace_answer=answer)
 
-    def issue_token(self, user: ConsentedUser, refresh_token: RefreshRecord) -> dict:
-        # RFC 6749 §6: an omitted scope is the one granted; a narrower one was
-        # already checked against it.
+    def authenticate_user(self, refresh_token: RefreshRecord) -> Issuance:
+        # The consume (or find_unconsumed) already required an enabled person
+        # and a live consent. RFC 6749 §6: an omitted scope is the one
+        # granted; a narrower one was already checked against it.
+        record = refresh_token
+        resource = find_resource(record.resource)
+        if resource is None:
+            raise InvalidGrantError("The resource is no longer served.")
         scope = " ".join(requested_scopes(self.request.payload.scope))
-        scope = scope or refresh_token.scope
-        repeated = _repeated_answer(refresh_token.grace_answer, scope)
+        if record.grace_answer is not None:
+            successor, chain = record.grace_answer.refresh_token, None
+        else:
+            successor = refresh_store.new_refresh_token()
+            chain = ChainRotation(
+                parent_id=record.id,
+                presented=self.request.form["refresh_token"],
+                scope=record.scope,
+                expires_at=record.chain_expires_at,
+            )
+        return Issuance(
+            user_id=record.user_id,
+            client_id=record.client_id,
+            resource=resource,
+            scope=scope or record.scope,
+            jti=new_jti(),
+            consent_id=record.consent_id,
+            refresh_token=successor,
+            chain=chain,
+        )
+
+    def issue_token(self, user: Issuance, refresh_token: RefreshRecord) -> dict:
+        repeated = _repeated_answer(refresh_token.grace_answer, user.scope)
         if repeated is not None:
             return repeated
         return self.generate_token(
-            user=user, scope=scope, include_refresh_token=self.INCLUDE_NEW_REFRESH_TOKEN
+            user=user,
+            scope=user.scope,
+            include_refresh_token=self.INCLUDE_NEW_REFRESH_TOKEN,
         )
-
-    def authenticate_user(self, refresh_token: RefreshRecord) -> ConsentedUser:
-        # The consume (or find_unconsumed) already required an enabled person
-        # and a live consent; the token generator only needs the id.
-        return ConsentedUser(refresh_token.user_id, refresh_token.consent_id)
 
     def revoke_old_credential(self, refresh_token: RefreshRecord) -> None:
         """Nothing to do: consuming the token already rotated it out."""
@@ -140,7 +136,7 @@ def _repeatable(found: Unconsumed) -> bool:
 
 def _end_reused_chain(record: RefreshRecord) -> None:
     """RFC 9700 §4.14.2: a rotated-out token used again ends the whole grant."""
-    end_chain(record.user_id, record.consent_id)
+    consent.withdraw(record.user_id, record.consent_id)
     db.after_commit(
         lambda: audit.record(
             audit.REFRESH_TOKEN_REUSED,
@@ -173,45 +169,3 @@ def _repeated_answer(answer: RotationAnswer | None, scope: str) -> dict | None:
     if answer.scope:
         token["scope"] = answer.scope
     return token
-
-
-def save_token(token: dict[str, Any], request: Any) -> None:
-    """Store the refresh token just issued, if any (Authlib's ``save_token``)."""
-    client: Client = request.client
-    unmarked = client.row.last_authorized_at is None
-    plain = token.get("refresh_token")
-    parent = getattr(request, "refresh_token", None)
-    if plain is None:
-        mark_authorized(client)
-    elif isinstance(parent, RefreshRecord):
-        if parent.grace_answer is None:
-            # The successor's scope is the capped one: a chain only narrows.
-            refresh_store.issue(
-                plain,
-                consent_id=parent.consent_id,
-                client_id=parent.client_id,
-                user_id=parent.user_id,
-                scope=parent.scope,
-                chain_expires_at=parent.chain_expires_at,
-                parent=(parent.id, request.form["refresh_token"]),
-                answer=RotationAnswer(
-                    refresh_token=plain,
-                    access_token=token["access_token"],
-                    scope=token.get("scope", ""),
-                    expires_at=int(time.time()) + int(token.get("expires_in", 0)),
-                ),
-                mark_client=unmarked,
-            )
-    else:
-        subject: ConsentedUser = request.user
-        refresh_store.issue(
-            plain,
-            consent_id=subject.consent_id,
-            client_id=client.client_id,
-            user_id=subject.user_id,
-            scope=token.get("scope", ""),
-            code_jti=subject.token_jti,
-            chain_expires_at=utcnow()
-            + timedelta(seconds=current_settings().refresh_token_ttl),
-            mark_client=unmarked,
-        )

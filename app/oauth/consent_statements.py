@@ -1,0 +1,103 @@
+"""The hot consent statements, built once with parameters (:mod:`.consent`).
+
+Building SQLAlchemy constructs costs more CPU than Postgres spends running
+them. They select columns, not entities, and run on the session's
+connection: the ORM's per-statement and per-row work would cost more than
+the rest of the query.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, cast
+
+from sqlalchemy import Select, Table, and_, bindparam, exists, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.sql.dml import ReturningInsert
+
+from ..db import db
+from ..models import Consent, OAuthClient, User
+
+
+def run(statement: Any, parameters: dict[str, Any]) -> CursorResult[Any]:
+    return db.session.connection().execute(statement, parameters)
+
+
+@functools.cache
+def person_with_consent() -> Select:
+    """The enabled person ``p_user`` with their live consent to ``p_client``."""
+    live = and_(
+        Consent.user_id == User.id,
+        Consent.client_id == bindparam("p_client"),
+        Consent.revoked_at.is_(None),
+    )
+    return (
+        select(
+            User.id.label("person_id"),
+            User.email,
+            Consent.id.label("consent_id"),
+            Consent.scope,
+            Consent.approved_at,
+        )
+        .outerjoin(Consent, live)
+        .where(User.id == bindparam("p_user"), User.is_active.is_(True))
+    )
+
+
+@functools.cache
+def approval() -> ReturningInsert[Any]:
+    """A new consent of the enabled person ``p_user``, or their live one's
+    scope replaced; returns its id."""
+    columns = Consent.__table__.c
+    person = select(
+        bindparam("p_id", type_=columns.id.type),
+        User.id,
+        bindparam("p_client", type_=columns.client_id.type),
+        bindparam("p_scope", type_=columns.scope.type),
+        bindparam("p_now", type_=columns.approved_at.type),
+        bindparam("p_now", type_=columns.created_at.type),
+    ).where(User.id == bindparam("p_user"), User.is_active.is_(True))
+    # The table, not the mapped class: with parameters, an ORM insert would
+    # be a bulk insert keyed by attribute.
+    statement = insert(cast(Table, Consent.__table__)).from_select(
+        ["id", "user_id", "client_id", "scope", "approved_at", "created_at"],
+        person,
+        include_defaults=False,
+    )
+    return statement.on_conflict_do_update(
+        index_elements=[columns.user_id, columns.client_id],
+        index_where=columns.revoked_at.is_(None),
+        set_={"scope": bindparam("p_scope"), "approved_at": bindparam("p_now")},
+    ).returning(columns.id)
+
+
+def _live_holder() -> tuple[Any, ...]:
+    return (
+        User.id == bindparam("p_user"),
+        User.is_active.is_(True),
+        Consent.id == bindparam("p_consent"),
+        Consent.revoked_at.is_(None),
+    )
+
+
+@functools.cache
+def holder_marking_client() -> Select:
+    """The enabled person ``p_user`` whose consent ``p_consent`` is live; the
+    same statement records, once, that client ``p_client`` has been used."""
+    holder = select(Consent.id).join(User, Consent.user_id == User.id)
+    mark = (
+        update(cast(Table, OAuthClient.__table__))
+        .where(
+            OAuthClient.client_id == bindparam("p_client"),
+            OAuthClient.last_authorized_at.is_(None),
+            exists(holder.where(*_live_holder())),
+        )
+        .values(last_authorized_at=bindparam("p_now"))
+    )
+    return (
+        select(User.id)
+        .join(Consent, Consent.user_id == User.id)
+        .where(*_live_holder())
+        .add_cte(mark.cte("mark_client"))
+    )
