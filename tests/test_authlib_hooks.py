@@ -152,7 +152,7 @@ def test_validate_token_request_still_runs_its_hooks() -> None:
 
 
 @pytest.mark.parametrize("grant", [CodeGrant, RefreshGrant], ids=lambda g: g.__name__)
-def test_the_grant_user_reaches_the_generator_and_save_token(grant: type) -> None:
+def test_the_grant_user_reaches_the_generator_and_save_token(grant: Any) -> None:
     """Our Issuance travels as Authlib's ``user``: ``authenticate_user``'s
     answer is what ``generate_token`` gets and what ``request.user`` holds
     when ``save_token`` runs."""

@@ -87,7 +87,7 @@ def test_models_and_migrations_agree(
 
 
 def test_refresh_chains_from_before_resources_are_bound_to_mcp(
-    base_env, empty_database
+    base_env: dict[str, str], empty_database: Any
 ) -> None:
     """0006 gives every existing chain the one resource tokens were for then."""
     flask_db(base_env, empty_database, "upgrade", "0005")

@@ -142,7 +142,7 @@ def code_minter(
     from app.config import current_settings
     from app.oauth.codes import AuthorizationCode
     from app.oauth.consent import find_consent
-    from app.oauth.grants import code_store
+    from app.oauth.grants.authorization_code import code_store
     from app.oauth.tokens import new_jti
 
     def mint(count: int) -> list[str]:
