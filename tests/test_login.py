@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy
 from bs4 import BeautifulSoup
+from conftest import make_user
 from helpers import authorize_params, pkce_pair, register_client
 
 
@@ -66,16 +67,24 @@ def test_email_is_not_case_sensitive(browser, user):
 
 
 def test_failures_all_say_the_same_thing(server, user, other_user, engine):
+    # Someone who signs in only through an identity provider has no password.
+    upstream_only = make_user(server, "bob@example.com")
     with engine.begin() as connection:
         connection.execute(
             sqlalchemy.text("UPDATE users SET is_active = false WHERE email = :email"),
             {"email": other_user["email"]},
+        )
+        connection.execute(
+            sqlalchemy.text("UPDATE users SET password_hash = NULL WHERE id = :id"),
+            {"id": upstream_only["id"]},
         )
     attempts = {
         "wrong password": (user["email"], user["password"] + "x"),
         "unknown email": ("nobody@example.com", user["password"]),
         "disabled account": (other_user["email"], other_user["password"]),
         "empty password": (user["email"], ""),
+        "account without a password": (upstream_only["email"], ""),
+        "no password, one typed": (upstream_only["email"], upstream_only["password"]),
     }
     answers = {}
     for kind, (email, password) in attempts.items():
@@ -149,6 +158,41 @@ def test_account_limit_ignores_email_case(make_server, user):
     response = attempt(
         live.browser(),
         user["email"],
+        user["password"],
+        {"X-Forwarded-For": "203.0.113.50"},
+    )
+
+    assert response.status_code == 429
+
+
+def test_guessing_at_an_email_with_no_account_is_limited_too(make_server):
+    live = make_server(LOGIN_RATE_LIMIT="3 per minute", TRUSTED_PROXY_HOPS="1")
+    spellings = ["nobody@example.com", "NOBODY@example.com", " Nobody@Example.com"]
+    for n, email in enumerate(spellings):
+        address = {"X-Forwarded-For": f"203.0.113.{n + 1}"}
+        assert attempt(live.browser(), email, "guess", address).status_code == 401
+
+    fresh_address = {"X-Forwarded-For": "203.0.113.50"}
+    again = attempt(live.browser(), "nobody@example.com", "guess", fresh_address)
+    another = attempt(live.browser(), "somebody@example.com", "guess", fresh_address)
+
+    assert again.status_code == 429
+    assert another.status_code == 401
+
+
+def test_the_account_limit_follows_the_account_not_its_email(make_server, user, engine):
+    live = make_server(LOGIN_RATE_LIMIT="3 per minute", TRUSTED_PROXY_HOPS="1")
+    for n in range(3):
+        address = {"X-Forwarded-For": f"203.0.113.{n + 1}"}
+        attempt(live.browser(), user["email"], "wrong-password", address)
+    with engine.begin() as connection:
+        connection.execute(
+            sqlalchemy.text("UPDATE users SET email = 'alice@example.org'")
+        )
+
+    response = attempt(
+        live.browser(),
+        "alice@example.org",
         user["password"],
         {"X-Forwarded-For": "203.0.113.50"},
     )

@@ -8,10 +8,11 @@ import secrets
 import time
 
 import pytest
+import sqlalchemy
 from conftest import make_user
 from helpers import soup
 
-from app.device_cookies import cookie_name, encode, login_account
+from app.device_cookies import cookie_name, encode
 
 LIMIT = {"TRUSTED_PROXY_HOPS": "1", "LOGIN_RATE_LIMIT": "10 per minute"}
 HOME = {"X-Forwarded-For": "198.51.100.7"}
@@ -191,7 +192,7 @@ def transplanted(live, user, value: str):
     """A fresh browser carrying ``value`` as the owner's device cookie."""
     browser = live.browser()
     with live.app.app_context():
-        name = cookie_name(login_account(user["email"]))
+        name = cookie_name(user["id"])  # the account's id
     browser.cookies.set(name, value, domain="127.0.0.1", path="/login")
     return browser
 
@@ -228,8 +229,7 @@ def forged_cookie(live, user, owner, make_server) -> str:
 
 def expired_cookie(live, user, owner, make_server) -> str:
     with live.app.app_context():
-        account = login_account(user["email"])
-        return encode(account, secrets.token_urlsafe(16), int(time.time()) - 1)
+        return encode(user["id"], secrets.token_urlsafe(16), int(time.time()) - 1)
 
 
 @pytest.mark.parametrize(
@@ -270,6 +270,18 @@ def test_an_attackers_own_device_cookie_earns_no_budget_for_others(
         response = attempt(attacker, user["email"], user["password"], address(150))
 
     assert response.status_code == 429
+
+
+def test_the_device_cookie_names_the_account_not_its_email(live, owner, user, engine):
+    with engine.begin() as connection:
+        connection.execute(
+            sqlalchemy.text("UPDATE users SET email = 'alice@example.org'")
+        )
+    spray(live, "alice@example.org")
+
+    response = attempt(owner, "Alice@example.org", user["password"], HOME)
+
+    assert response.status_code == 302
 
 
 # --- The device's own budget --------------------------------------------------

@@ -25,7 +25,7 @@ from ..models import User, utcnow
 from ..oauth.consent import list_consents
 from ..oauth.refresh import end_chain
 from ..oauth.refresh_store import last_refreshed
-from ..sessions import current_user, issuer_redirect, login_required
+from ..signin import current_user, issuer_redirect, login_required
 
 bp = Blueprint("account", __name__)
 

@@ -21,12 +21,12 @@ from authlib.oauth2.rfc7636.challenge import (
     CODE_VERIFIER_PATTERN,
     compare_s256_code_challenge,
 )
-from flask import session
 
 from .. import audit
 from ..config import current_settings
 from ..denylist import deny_token
 from ..models import utcnow
+from ..signin import current_sign_in
 from .audience import check_resource
 from .clients import Client
 from .codes import AuthorizationCode, CodeStore
@@ -149,6 +149,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         client: Client = request.client
         # The authorization view passes the person with the consent they gave.
         subject: ConsentedUser = request.user
+        signed_in = current_sign_in()
         code_store().save(
             code,
             AuthorizationCode(
@@ -161,7 +162,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
                 code_challenge=request.payload.data["code_challenge"],
                 code_challenge_method="S256",
                 resource=current_settings().mcp_resource,
-                auth_time=int(session.get("auth_time") or time.time()),
+                auth_time=signed_in.auth_time if signed_in else int(time.time()),
                 consent_id=str(subject.consent_id),
                 token_jti=new_jti(),
             ),
