@@ -6,7 +6,7 @@ import pytest
 import sqlalchemy
 from bs4 import BeautifulSoup
 from conftest import make_user
-from helpers import authorize_params, pkce_pair, register_client
+from helpers import authorize_params, pkce_pair, register_client, statements
 
 
 def attempt(browser, email: str, password: str, headers: dict | None = None):
@@ -61,6 +61,20 @@ def test_email_is_not_case_sensitive(browser, user):
     response = attempt(browser, user["email"].upper(), user["password"])
 
     assert response.status_code == 302
+
+
+@pytest.mark.parametrize("password", ["right", "wrong"])
+def test_an_attempt_reads_the_account_once(server, browser, user, password):
+    # The limits and the password check share one look-up of the account.
+    page = browser.get("/login")
+    typed = user["password"] if password == "right" else "wrong-password"
+    form = {**browser.form(page), "email": user["email"], "password": typed}
+
+    with statements(server) as cost:
+        response = browser.post("/login", data=form)
+
+    assert response.status_code == (302 if password == "right" else 401)
+    assert cost == ["SELECT"]
 
 
 # --- One generic error for every failure --------------------------------------
