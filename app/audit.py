@@ -7,9 +7,10 @@ declared here, each with the only field names it may carry: no audit line
 can hold a password, a token, a code, a cookie or a key. ``docs/audit.md``
 lists them for operators.
 
-People appear by user id, or before they are known by ``account``: the same
-digest of the normalised email the sign-in limiter counts by
-(``flask --app app users digest EMAIL`` prints it).
+People appear by user id. A sign-in attempt names its ``account`` as the
+sign-in limiter counts it: the account's id when the email names one,
+otherwise a keyed digest of the email (:func:`app.users.account_key`;
+``flask --app app users digest EMAIL`` prints it).
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from typing import Any
 from sqlalchemy import select
 
 from .db import db
-from .device_cookies import login_account
 from .logs import AUDIT_LOGGER
 from .models import ApiKey, Consent
+from .users import account_key, find_by_email
 
 log = logging.getLogger(AUDIT_LOGGER)
 
@@ -49,10 +50,12 @@ def _event(name: str, *fields: str) -> Event:
     return Event(name, frozenset(fields))
 
 
-#: A sign-in with the right password for an enabled account.
-SIGN_IN_SUCCEEDED = _event("sign_in_succeeded", "user_id", "account", "address")
-#: A sign-in refused: unknown email, wrong password or disabled account.
-SIGN_IN_FAILED = _event("sign_in_failed", "account", "address")
+#: A person signed in to an enabled account, by ``method`` (``password``).
+SIGN_IN_SUCCEEDED = _event(
+    "sign_in_succeeded", "user_id", "account", "address", "method"
+)
+#: A sign-in refused: unknown email, no or a wrong password, disabled account.
+SIGN_IN_FAILED = _event("sign_in_failed", "account", "address", "method")
 #: A person approved a client's request on the consent page.
 CONSENT_GRANTED = _event("consent_granted", "user_id", "client_id", "scope")
 #: A person refused a client's request on the consent page.
@@ -110,9 +113,9 @@ def record_api_key(event: Event, key_id: uuid.UUID) -> None:
     )
 
 
-def account_digest(email: str) -> str:
-    """The ``account`` an email appears as in the audit trail."""
-    return login_account(email)
+def account_of(email: str) -> str:
+    """The ``account`` a sign-in with ``email`` appears as in the audit trail."""
+    return account_key(email, find_by_email(email))
 
 
 def _plain(value: Any) -> Any:

@@ -60,17 +60,15 @@ def disable_user_command(email: str) -> None:
         disable_user(user)
     # A time cutoff: again after the commit, past tokens issued meanwhile.
     deny_user_until_now(str(user.id))
-    audit.record(
-        audit.USER_DISABLED, user_id=user.id, account=audit.account_digest(user.email)
-    )
+    audit.record(audit.USER_DISABLED, user_id=user.id, account=str(user.id))
     click.echo(f"disabled {user.email}")
 
 
 @users_cli.command("digest")
 @click.argument("email")
 def digest_command(email: str) -> None:
-    """Print the digest an email appears as in sign-in audit events."""
-    click.echo(audit.account_digest(email))
+    """Print the account an email appears as in sign-in audit events."""
+    click.echo(audit.account_of(email))
 
 
 @clients_cli.command("prune")

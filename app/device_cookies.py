@@ -1,11 +1,12 @@
 """Device cookies: a browser that has signed in before keeps its way in.
 
 OWASP's "Slow Down Online Guessing Attacks with Device Cookies": a successful
-sign-in leaves a signed cookie naming the account and a random nonce. Attempts
-that present one for the account being tried are limited per nonce, not on
-the account's shared budget, so strangers who spend that budget cannot lock
-the owner out (CONTRACT §8). A nonce whose budget runs out is locked until
-its cookie expires; the browser then counts as any other.
+sign-in leaves a signed cookie naming the account (its id, see
+:func:`app.users.account_key`) and a random nonce. Attempts that present one
+for the account being tried are limited per nonce, not on the account's
+shared budget, so strangers who spend that budget cannot lock the owner out
+(docs/reference.md, "Sign-in limits"). A nonce whose budget runs out is
+locked until its cookie expires; the browser then counts as any other.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from werkzeug.wrappers import Response
 
 from .config import current_settings
 from .redis_store import get_redis
-from .users import normalize_email
+from .signin import LOGIN_PATH
 
 #: How long a browser stays trusted after its last sign-in: 180 days.
 LIFETIME = 180 * 24 * 3600
@@ -37,12 +38,6 @@ class Device(NamedTuple):
 
     id: str
     expires_at: int
-
-
-def login_account(email: str) -> str:
-    """Name the account an attempt is for by a digest, so no log carries the email."""
-    email = normalize_email(email)[:320]
-    return hashlib.sha256(email.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def cookie_name(account: str) -> str:
@@ -89,10 +84,10 @@ def _read(account: str) -> Device | None:
     return Device(hashlib.sha256(nonce.encode()).hexdigest()[:32], expires_at)
 
 
-def trusted_device(email: str) -> str | None:
-    """The id of this browser's unlocked device cookie for the account, or ``None``."""
+def trusted_device(account: str) -> str | None:
+    """The id of this browser's unlocked device cookie for ``account``, or ``None``."""
     if "login_device" not in g:
-        device = _read(login_account(email))
+        device = _read(account)
         if device is not None and get_redis().exists(_lock_key(device.id)):
             device = None
         g.login_device = device
@@ -107,9 +102,8 @@ def lock_device() -> None:
         get_redis().set(_lock_key(device.id), "1", ex=ttl)
 
 
-def remember_device(response: Response, email: str) -> None:
-    """Give the browser a fresh device cookie (a new nonce) for this account."""
-    account = login_account(email)
+def remember_device(response: Response, account: str) -> None:
+    """Give the browser a fresh device cookie (a new nonce) for ``account``."""
     expires_at = int(time.time()) + LIFETIME
     settings = current_settings()
     response.set_cookie(
@@ -117,7 +111,7 @@ def remember_device(response: Response, email: str) -> None:
         encode(account, secrets.token_urlsafe(16), expires_at),
         max_age=LIFETIME,
         # Only the sign-in form needs it; no other route sees it.
-        path=urlsplit(settings.issuer).path + "/login",
+        path=urlsplit(settings.issuer).path + LOGIN_PATH,
         secure=settings.secure_cookies,
         httponly=True,
         samesite="Lax",

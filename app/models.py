@@ -1,4 +1,5 @@
-"""The rows kept in Postgres: people, clients, consents, keys, tokens, denials."""
+"""The rows kept in Postgres: people and their identities, clients, consents,
+keys, tokens, denials."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
     func,
     text,
 )
@@ -50,13 +52,44 @@ class User(Timestamped, Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     #: Stored lower-cased, which makes the unique constraint case-insensitive.
     email: Mapped[str] = mapped_column(String(320), unique=True)
-    password_hash: Mapped[str] = mapped_column(Text)
+    #: NULL for a person who signs in only through an identity provider.
+    password_hash: Mapped[str | None] = mapped_column(Text)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     #: When the account was disabled: its tokens issued until then are denied.
     tokens_cut_off_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     def get_user_id(self) -> str:
         return str(self.id)
+
+
+class Identity(Timestamped, Base):
+    """A person's account at an identity provider they sign in with.
+
+    The pair (issuer, subject) is the identity (OpenID Connect Core §5.7: only
+    ``iss`` with ``sub`` is stable and unique); an email never is. One person
+    may have several.
+    """
+
+    __tablename__ = "identities"
+    __table_args__ = (
+        UniqueConstraint("issuer", "subject", name="uq_identities_issuer_subject"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    #: The provider's issuer URL (its ``iss``), or a fixed name for a plain
+    #: OAuth provider that has none.
+    issuer: Mapped[str] = mapped_column(String(512))
+    #: The provider's id for the person (``sub``; at most 255 ASCII characters).
+    subject: Mapped[str] = mapped_column(String(255))
+    #: The verified email the provider gave when the identity was linked, for
+    #: the person's account page; never used to find anyone.
+    email: Mapped[str | None] = mapped_column(String(320))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    owner: Mapped[User] = relationship(lazy="raise")
 
 
 class OAuthClient(Timestamped, Base):

@@ -1,12 +1,15 @@
-"""People: creating, finding and signing in accounts."""
+"""People: creating, finding and checking the passwords of accounts."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import uuid
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from .config import current_settings
 from .db import db, is_storable
 from .denylist import deny_user_until_now
 from .models import User, utcnow
@@ -67,8 +70,8 @@ def disable_user(user: User) -> None:
 
 
 def find_by_email(email: str) -> User | None:
-    if not is_storable(email):
-        return None  # no account can have an address Postgres cannot store
+    if len(email) > MAX_EMAIL_LENGTH or not is_storable(email):
+        return None  # no account can have such an address
     return db.session.scalar(select(User).where(User.email == normalize_email(email)))
 
 
@@ -82,10 +85,30 @@ def get_active_user(user_id: str | uuid.UUID | None) -> User | None:
     return user if user is not None and user.is_active else None
 
 
-def authenticate(email: str, password: str) -> User | None:
-    """Return the enabled user with these credentials, spending equal time on misses."""
-    user = find_by_email(email) if len(email) <= MAX_EMAIL_LENGTH else None
+def authenticate(user: User | None, password: str) -> User | None:
+    """Return ``user`` if it is enabled and ``password`` is its password.
+
+    Every miss (no such account, no password, a wrong one, a disabled
+    account) spends the same time: a full argon2 verification.
+    """
     if len(password) > MAX_PASSWORD_LENGTH:
         password = ""
     ok = verify_password(user.password_hash if user else None, password)
     return user if ok and user is not None and user.is_active else None
+
+
+def account_key(email: str, user: User | None) -> str:
+    """Name the account a sign-in attempt is for: the one limits and audit count.
+
+    The account's id when ``email`` names one (in any spelling); otherwise a
+    keyed digest of the normalised email, so that guessing at an address
+    with no account is counted too, without the address being kept.
+    """
+    return str(user.id) if user is not None else email_digest(email)
+
+
+def email_digest(email: str) -> str:
+    """HMAC-SHA256 of the normalised email, keyed by ``SECRET_KEY`` (32 hex digits)."""
+    key = current_settings().secret_key.encode()
+    message = normalize_email(email)[:320].encode("utf-8", "surrogatepass")
+    return hmac.new(key, b"account\x00" + message, hashlib.sha256).hexdigest()[:32]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import os
+import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -99,7 +101,7 @@ def authorized_client(browser: Browser, user: dict) -> tuple[dict, str]:
     return client, response.json()["access_token"]
 
 
-def test_sign_in_success_names_the_account_by_its_digest(
+def test_sign_in_success_and_failure_name_the_account_by_its_id(
     browser: Browser, user: dict, audit_log: AuditLog, base_env: dict
 ) -> None:
     page = browser.get("/login")
@@ -113,12 +115,15 @@ def test_sign_in_success_names_the_account_by_its_digest(
 
     event = audit_log.one("sign_in_succeeded")
     account = digest(base_env, "Alice@Example.com")
+    assert account == user["id"]
     assert event["account"] == account
     assert event["user_id"] == user["id"]
+    assert event["method"] == "password"
     assert event["address"] == "127.0.0.1"
     assert event["request_id"] == request_id(response)
     failed = audit_log.one("sign_in_failed")
     assert failed["account"] == account and "user_id" not in failed
+    assert failed["method"] == "password"
 
 
 def test_sign_in_failure_for_an_unknown_email(
@@ -136,9 +141,15 @@ def test_sign_in_failure_for_an_unknown_email(
         **event,
         "account": digest(base_env, "nobody@example.com"),
         "address": "127.0.0.1",
+        "method": "password",
         "request_id": "audit-test-1",
     }
     assert audit_log.events("sign_in_succeeded") == []
+    # Keyed by SECRET_KEY: hashing guessed addresses does not find the one tried.
+    unkeyed = hashlib.sha256(b"nobody@example.com").hexdigest()
+    assert event["account"] not in unkeyed
+    other_key = {**base_env, "SECRET_KEY": secrets.token_urlsafe(32)}
+    assert digest(other_key, "nobody@example.com") != event["account"]
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import pytest
 import requests
 import sqlalchemy
 from bs4 import BeautifulSoup
-from conftest import LiveServer
+from conftest import LiveServer, make_user
 from helpers import (
     Browser,
     attribute,
@@ -17,6 +17,7 @@ from helpers import (
     pkce_pair,
     register_client,
     select_one,
+    statements,
 )
 
 
@@ -79,6 +80,22 @@ def test_email_is_not_case_sensitive(browser: Browser, user: dict[str, str]) -> 
     assert response.status_code == 302
 
 
+@pytest.mark.parametrize("password", ["right", "wrong"])
+def test_an_attempt_reads_the_account_once(
+    server: LiveServer, browser: Browser, user: dict[str, str], password: str
+) -> None:
+    # The limits and the password check share one look-up of the account.
+    page = browser.get("/login")
+    typed = user["password"] if password == "right" else "wrong-password"
+    form = {**browser.form(page), "email": user["email"], "password": typed}
+
+    with statements(server) as cost:
+        response = browser.post("/login", data=form)
+
+    assert response.status_code == (302 if password == "right" else 401)
+    assert cost == ["SELECT"]
+
+
 # --- One generic error for every failure --------------------------------------
 
 
@@ -88,16 +105,24 @@ def test_failures_all_say_the_same_thing(
     other_user: dict[str, str],
     engine: sqlalchemy.Engine,
 ) -> None:
+    # Someone who signs in only through an identity provider has no password.
+    upstream_only = make_user(server, "bob@example.com")
     with engine.begin() as connection:
         connection.execute(
             sqlalchemy.text("UPDATE users SET is_active = false WHERE email = :email"),
             {"email": other_user["email"]},
+        )
+        connection.execute(
+            sqlalchemy.text("UPDATE users SET password_hash = NULL WHERE id = :id"),
+            {"id": upstream_only["id"]},
         )
     attempts = {
         "wrong password": (user["email"], user["password"] + "x"),
         "unknown email": ("nobody@example.com", user["password"]),
         "disabled account": (other_user["email"], other_user["password"]),
         "empty password": (user["email"], ""),
+        "account without a password": (upstream_only["email"], ""),
+        "no password, one typed": (upstream_only["email"], upstream_only["password"]),
     }
     answers = {}
     for kind, (email, password) in attempts.items():
@@ -181,6 +206,43 @@ def test_account_limit_ignores_email_case(
     response = attempt(
         live.browser(),
         user["email"],
+        user["password"],
+        {"X-Forwarded-For": "203.0.113.50"},
+    )
+
+    assert response.status_code == 429
+
+
+def test_guessing_at_an_email_with_no_account_is_limited_too(make_server: Any) -> None:
+    live = make_server(LOGIN_RATE_LIMIT="3 per minute", TRUSTED_PROXY_HOPS="1")
+    spellings = ["nobody@example.com", "NOBODY@example.com", " Nobody@Example.com"]
+    for n, email in enumerate(spellings):
+        address = {"X-Forwarded-For": f"203.0.113.{n + 1}"}
+        assert attempt(live.browser(), email, "guess", address).status_code == 401
+
+    fresh_address = {"X-Forwarded-For": "203.0.113.50"}
+    again = attempt(live.browser(), "nobody@example.com", "guess", fresh_address)
+    another = attempt(live.browser(), "somebody@example.com", "guess", fresh_address)
+
+    assert again.status_code == 429
+    assert another.status_code == 401
+
+
+def test_the_account_limit_follows_the_account_not_its_email(
+    make_server: Any, user: dict[str, str], engine: sqlalchemy.Engine
+) -> None:
+    live = make_server(LOGIN_RATE_LIMIT="3 per minute", TRUSTED_PROXY_HOPS="1")
+    for n in range(3):
+        address = {"X-Forwarded-For": f"203.0.113.{n + 1}"}
+        attempt(live.browser(), user["email"], "wrong-password", address)
+    with engine.begin() as connection:
+        connection.execute(
+            sqlalchemy.text("UPDATE users SET email = 'alice@example.org'")
+        )
+
+    response = attempt(
+        live.browser(),
+        "alice@example.org",
         user["password"],
         {"X-Forwarded-For": "203.0.113.50"},
     )

@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 import requests
+import sqlalchemy
 from conftest import LiveServer, make_user
 from helpers import Browser, select_one, soup
 
-from app.device_cookies import cookie_name, encode, login_account
+from app.device_cookies import cookie_name, encode
 
 LIMIT = {"TRUSTED_PROXY_HOPS": "1", "LOGIN_RATE_LIMIT": "10 per minute"}
 HOME = {"X-Forwarded-For": "198.51.100.7"}
@@ -212,7 +213,7 @@ def transplanted(live: Any, user: dict[str, str], value: str) -> Browser:
     """A fresh browser carrying ``value`` as the owner's device cookie."""
     browser = live.browser()
     with live.app.app_context():
-        name = cookie_name(login_account(user["email"]))
+        name = cookie_name(user["id"])  # the account's id
     browser.cookies.set(name, value, domain="127.0.0.1", path="/login")
     return browser
 
@@ -257,8 +258,7 @@ def expired_cookie(
     live: Any, user: dict[str, str], owner: Any, make_server: Callable[..., LiveServer]
 ) -> str:
     with live.app.app_context():
-        account = login_account(user["email"])
-        return encode(account, secrets.token_urlsafe(16), int(time.time()) - 1)
+        return encode(user["id"], secrets.token_urlsafe(16), int(time.time()) - 1)
 
 
 @pytest.mark.parametrize(
@@ -305,6 +305,20 @@ def test_an_attackers_own_device_cookie_earns_no_budget_for_others(
         response = attempt(attacker, user["email"], user["password"], address(150))
 
     assert response.status_code == 429
+
+
+def test_the_device_cookie_names_the_account_not_its_email(
+    live: Any, owner: Any, user: dict[str, str], engine: sqlalchemy.Engine
+) -> None:
+    with engine.begin() as connection:
+        connection.execute(
+            sqlalchemy.text("UPDATE users SET email = 'alice@example.org'")
+        )
+    spray(live, "alice@example.org")
+
+    response = attempt(owner, "Alice@example.org", user["password"], HOME)
+
+    assert response.status_code == 302
 
 
 # --- The device's own budget --------------------------------------------------

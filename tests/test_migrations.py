@@ -11,8 +11,9 @@ from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 
 from app.config import settings_from_environment
 from app.migrate import current_heads
@@ -60,7 +61,7 @@ def test_upgrade_downgrade_upgrade(
 
     flask_db(base_env, empty_database, "upgrade")
     assert tables(empty_database) == expected
-    assert current_heads(empty_database) == {"0006"}
+    assert current_heads(empty_database) == {"0007"}
 
     flask_db(base_env, empty_database, "downgrade", "base")
     assert tables(empty_database) == set()
@@ -124,3 +125,64 @@ def test_refresh_chains_from_before_resources_are_bound_to_mcp(
             "SELECT resource FROM refresh_tokens"
         ).fetchall()
     assert resource == base_env["ISSUER"] + "/mcp"
+
+
+def _person_without_password(connection: Any) -> uuid.UUID:
+    return connection.execute(
+        text(
+            "INSERT INTO users (id, email, password_hash, is_active)"
+            " VALUES (gen_random_uuid(), 'bob@example.com', NULL, true) RETURNING id"
+        )
+    ).scalar_one()
+
+
+def _link(connection: Any, user_id: uuid.UUID, subject: str) -> None:
+    connection.execute(
+        text(
+            "INSERT INTO identities (id, user_id, issuer, subject)"
+            " VALUES (gen_random_uuid(), :user_id, 'https://idp.example', :subject)"
+        ),
+        {"user_id": user_id, "subject": subject},
+    )
+
+
+def test_an_identity_is_one_person_s_and_goes_with_them(
+    base_env: dict[str, str], empty_database: Any
+) -> None:
+    flask_db(base_env, empty_database, "upgrade")
+    engine = create_engine(empty_database)
+    try:
+        with engine.begin() as connection:
+            person = _person_without_password(connection)
+            _link(connection, person, "248289761001")
+            _link(connection, person, "another-subject")
+        with pytest.raises(IntegrityError), engine.begin() as connection:
+            _link(connection, person, "248289761001")
+        with engine.begin() as connection:
+            connection.execute(text("DELETE FROM users"))
+            left = connection.execute(text("SELECT count(*) FROM identities"))
+            assert left.scalar_one() == 0
+    finally:
+        engine.dispose()
+
+
+def test_a_person_without_a_password_survives_a_downgrade_and_back(
+    base_env: dict[str, str], empty_database: Any
+) -> None:
+    flask_db(base_env, empty_database, "upgrade")
+    engine = create_engine(empty_database)
+    hash_of = text("SELECT password_hash FROM users")
+    try:
+        with engine.begin() as connection:
+            _person_without_password(connection)
+
+        flask_db(base_env, empty_database, "downgrade")  # one step
+        with engine.connect() as connection:
+            # What the earlier code takes for "no password".
+            assert connection.execute(hash_of).scalar_one() == ""
+
+        flask_db(base_env, empty_database, "upgrade")
+        with engine.connect() as connection:
+            assert connection.execute(hash_of).scalar_one() is None
+    finally:
+        engine.dispose()

@@ -24,7 +24,7 @@ from ..db import db
 from ..models import User, utcnow
 from ..oauth.consent import list_consents, withdraw
 from ..oauth.refresh_store import last_refreshed
-from ..sessions import current_user, issuer_redirect, login_required
+from ..signin import current_user, issuer_redirect, login_required
 
 bp = Blueprint("account", __name__)
 

@@ -1,10 +1,11 @@
-"""Signing in and out."""
+"""Signing in and out: the password form, one way into :mod:`app.signin`."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
-from flask import Blueprint, Response, render_template, request
+from flask import Blueprint, Response, g, render_template, request
 from flask_babel import gettext as _
 from flask_babel import ngettext
 from flask_limiter import RequestLimit
@@ -13,12 +14,21 @@ from werkzeug.exceptions import TooManyRequests
 
 from .. import audit
 from ..config import current_settings
-from ..device_cookies import lock_device, login_account, remember_device, trusted_device
+from ..device_cookies import lock_device, remember_device, trusted_device
+from ..models import User
 from ..oauth.clients import query_client
 from ..oauth.constants import AUTHORIZATION_PATH
 from ..rate_limits import client_address, limit, setting
-from ..sessions import current_user, is_local_target, issuer_redirect, sign_in, sign_out
-from ..users import authenticate
+from ..signin import (
+    LOGIN_PATH,
+    PASSWORD,
+    begin,
+    current_user,
+    end,
+    is_local_target,
+    issuer_redirect,
+)
+from ..users import account_key, authenticate, find_by_email
 
 bp = Blueprint("auth", __name__)
 
@@ -26,28 +36,44 @@ bp = Blueprint("auth", __name__)
 DEFAULT_TARGET = "/account"
 
 
-def _email() -> str:
-    return request.form.get("email", "")
+@dataclass(frozen=True)
+class Attempt:
+    """Whom a sign-in attempt is for: the account its email names, if any."""
+
+    user: User | None
+    #: What limits, device cookies and audit count it by (users.account_key).
+    account: str
+
+
+def _attempt() -> Attempt:
+    # Read once per request: by the limits below, then by the view.
+    if "login_attempt" not in g:
+        email = request.form.get("email", "")
+        user = find_by_email(email)
+        g.login_attempt = Attempt(user, account_key(email, user))
+    attempt: Attempt = g.login_attempt
+    return attempt
+
+
+def _device() -> str | None:
+    return trusted_device(_attempt().account)
 
 
 def _is_trusted() -> bool:
-    return trusted_device(_email()) is not None
+    # flask-limiter asks before it filters by method: a GET looks nothing up.
+    return request.method == "POST" and _device() is not None
 
 
 def _is_untrusted() -> bool:
-    return trusted_device(_email()) is None
-
-
-def _account() -> str:
-    return login_account(_email())
+    return request.method != "POST" or _device() is None
 
 
 def _account_key() -> str:
-    return "login-account:" + _account()
+    return "login-account:" + _attempt().account
 
 
 def _device_key() -> str:
-    return "login-device:" + (trusted_device(_email()) or "")
+    return "login-device:" + (_device() or "")
 
 
 def _device_budget_spent(_: RequestLimit) -> None:
@@ -110,7 +136,7 @@ def _asking_client(target: str) -> str | None:
     return client.client_name if client is not None else None
 
 
-@bp.route("/login", methods=["GET", "POST"])
+@bp.route(LOGIN_PATH, methods=["GET", "POST"])
 # Every attempt counts, and is counted before the password is checked: counting
 # only failures afterwards would let parallel guesses all slip under the limit.
 # A browser holding a device cookie for the account spends its own budget;
@@ -145,10 +171,17 @@ def login() -> Response | tuple[str, int] | str:
         return render_template(
             "auth/login.html", next=target, client_name=_asking_client(target)
         )
-    user = authenticate(request.form.get("email", ""), request.form.get("password", ""))
+    attempt = _attempt()
+    user = authenticate(attempt.user, request.form.get("password", ""))
     if user is None:
-        audit.record(audit.SIGN_IN_FAILED, account=_account(), address=client_address())
-        # One message for every failure: unknown email, wrong password, disabled.
+        audit.record(
+            audit.SIGN_IN_FAILED,
+            account=attempt.account,
+            address=client_address(),
+            method=PASSWORD,
+        )
+        # One message for every failure: unknown email, no or a wrong
+        # password, disabled account.
         error = _("The email or password is incorrect.")
         page = render_template(
             "auth/login.html",
@@ -158,15 +191,21 @@ def login() -> Response | tuple[str, int] | str:
             email=request.form.get("email", ""),
         )
         return page, 401
-    sign_in(user)
+    return _signed_in(user, PASSWORD, attempt.account)
+
+
+def _signed_in(user: User, method: str, account: str) -> Response:
+    """Sign ``user`` in by ``method`` and send them on; what every method ends in."""
+    begin(user, method)
     audit.record(
         audit.SIGN_IN_SUCCEEDED,
         user_id=user.id,
-        account=_account(),
+        account=account,
         address=client_address(),
+        method=method,
     )
     response = issuer_redirect(_target())
-    remember_device(response, user.email)
+    remember_device(response, account)
     return response
 
 
@@ -185,5 +224,5 @@ def too_many_attempts(error: TooManyRequests) -> tuple[str, int]:
 
 @bp.post("/logout")
 def logout() -> Response:
-    sign_out()
-    return issuer_redirect("/login")
+    end()
+    return issuer_redirect(LOGIN_PATH)

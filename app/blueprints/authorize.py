@@ -29,7 +29,7 @@ from ..oauth.grants.authorization_code import AuthorizationCodeGrant
 from ..oauth.redirect_uris import app_scheme, browser_host, redirect_uri_is_trusted
 from ..oauth.resources import resolve_resource
 from ..oauth.server import get_server
-from ..sessions import current_user, login_redirect, signed_in_id
+from ..signin import current_sign_in, current_user, login_redirect
 
 bp = Blueprint("authorize", __name__)
 
@@ -161,8 +161,9 @@ def authorize() -> Response | tuple[str, int] | tuple[str, int, dict[str, str]] 
     if refused is not None:
         return refused
     server = get_server()
-    # The session alone; the account is read with the consent, further down.
-    user_id = signed_in_id()
+    # The sign-in alone; the account is read with the consent, further down.
+    signed_in = current_sign_in()
+    user_id = signed_in.user_id if signed_in else None
     try:
         grant = server.get_consent_grant()
         # On a POST the person has decided; their decision is the answer.

@@ -19,12 +19,12 @@ from typing import Any
 from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc6749.errors import InvalidGrantError, InvalidRequestError
 from authlib.oauth2.rfc7636.challenge import CODE_VERIFIER_PATTERN
-from flask import session
 
 from ... import audit
 from ...config import current_settings
 from ...denylist import deny_token
 from ...models import utcnow
+from ...signin import current_sign_in
 from .. import consent, refresh_store
 from ..clients import Client
 from ..codes import AuthorizationCode, CodeStore, Consumed
@@ -47,8 +47,10 @@ def code_store() -> CodeStore:
 
 def sign_in_time() -> int:
     """When the person approving signed in (OpenID Connect ``auth_time``)."""
-    # The sign-in session's record; now, for a session from before it had one.
-    return int(session.get("auth_time") or time.time())
+    # Asked of the sign-in seam, whatever the method was; now, for a
+    # session from before it kept the time.
+    signed_in = current_sign_in()
+    return signed_in.auth_time if signed_in else int(time.time())
 
 
 def check_token_parameters(request: Any) -> None:
