@@ -211,6 +211,30 @@ def test_approving_again_with_fewer_scopes_narrows_what_the_application_holds(
     )
 
 
+def test_a_code_issued_before_the_narrowing_yields_only_what_is_left(
+    make_server: Any, user: dict[str, str]
+) -> None:
+    browser = make_server().browser()
+    client = register_client(
+        browser, grant_types=["authorization_code", "refresh_token"]
+    )
+    # Two approvals of `read write`; the second code waits, unredeemed.
+    code, verifier, _ = get_code(browser, client, user, scope="read write")
+    assert redeem(browser, client, code, verifier).status_code == 200
+    waiting, waiting_verifier, _ = get_code(browser, client, user, scope="read write")
+    # The person approves the client again, for `read` only.
+    code, verifier, _ = get_code(browser, client, user, scope="read")
+    assert redeem(browser, client, code, verifier).status_code == 200
+
+    late = redeem(browser, client, waiting, waiting_verifier)
+    assert late.status_code == 200, late.text
+    assert late.json()["scope"] == "read"
+    assert whoami_output(browser, late.json()["access_token"])["scope"] == "read"
+    assert_insufficient_scope(
+        create_key(browser, late.json()["access_token"], scopes=["read"])
+    )
+
+
 @pytest.mark.parametrize(
     "settings, body, days",
     [

@@ -134,10 +134,18 @@ def narrow(scopes: Iterable[str], consent_scope: str | None) -> list[str]:
     return within(scopes, consent_scope)
 
 
+@dataclass(frozen=True)
+class LiveConsent:
+    """The enabled person holding a live consent, and what it allows today."""
+
+    user_id: uuid.UUID
+    scope: str
+
+
 def live_consent_holder(
     user_id: str, consent_id: str, client_id: str
-) -> uuid.UUID | None:
-    """The id of the enabled person whose consent ``consent_id`` is still live.
+) -> LiveConsent | None:
+    """The enabled person whose consent ``consent_id`` is still live.
 
     One query, run when a code is redeemed. The same statement records, once,
     that ``client_id`` has been used (``last_authorized_at``, which spares it
@@ -152,7 +160,10 @@ def live_consent_holder(
         "p_client": client_id,
         "p_now": utcnow(),
     }
-    return statements.run(statements.holder_marking_client(), parameters).scalar()
+    row = statements.run(statements.holder_marking_client(), parameters).first()
+    if row is None:
+        return None
+    return LiveConsent(row.id, row.scope)
 
 
 def list_consents(user_id: uuid.UUID) -> list[Consent]:

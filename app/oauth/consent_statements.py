@@ -83,8 +83,9 @@ def _live_holder() -> tuple[Any, ...]:
 
 @functools.cache
 def holder_marking_client() -> Select:
-    """The enabled person ``p_user`` whose consent ``p_consent`` is live; the
-    same statement records, once, that client ``p_client`` has been used."""
+    """The enabled person ``p_user`` whose consent ``p_consent`` is live, with
+    the consent's scope today; the same statement records, once, that client
+    ``p_client`` has been used."""
     holder = select(Consent.id).join(User, Consent.user_id == User.id)
     mark = (
         update(cast(Table, OAuthClient.__table__))
@@ -96,7 +97,7 @@ def holder_marking_client() -> Select:
         .values(last_authorized_at=bindparam("p_now"))
     )
     return (
-        select(User.id)
+        select(User.id, Consent.scope)
         .join(Consent, Consent.user_id == User.id)
         .where(*_live_holder())
         .add_cte(mark.cte("mark_client"))

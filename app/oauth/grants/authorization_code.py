@@ -32,6 +32,7 @@ from ..constants import AUTH_METHODS
 from ..issuance import ChainStart, Issuance
 from ..oauth_errors import InvalidTargetError
 from ..resources import find_resource, resolve_resource
+from ..scopes import within
 from ..tokens import new_jti
 
 #: Parameters the token request must carry (RFC 6749 §4.1.3, RFC 7636 §4.5);
@@ -144,11 +145,14 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         # it also records that the client has been used.
         client: Client = self.request.client
         code = authorization_code
-        user_id = consent.live_consent_holder(
+        holder = consent.live_consent_holder(
             code.user_id, code.consent_id, client.client_id
         )
-        if user_id is None:
+        if holder is None:
             raise InvalidGrantError("The authorization was revoked.")
+        # Approved again with fewer scopes since this code was issued: the
+        # token gets no scope the consent no longer has.
+        scope = " ".join(within(code.scope.split(), holder.scope))
         resource = find_resource(code.resource)
         if resource is None:
             raise InvalidGrantError("The resource is no longer served.")
@@ -158,10 +162,10 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         refresh = client.check_grant_type("refresh_token")
         ttl = timedelta(seconds=current_settings().refresh_token_ttl)
         return Issuance(
-            user_id=user_id,
+            user_id=holder.user_id,
             client_id=client.client_id,
             resource=resource,
-            scope=code.scope,
+            scope=scope,
             jti=code.token_jti,
             consent_id=uuid.UUID(code.consent_id),
             refresh_token=refresh_store.new_refresh_token() if refresh else None,
