@@ -114,8 +114,11 @@ def signed_in_consent(
     found: Any = _core(_person_with_consent(), parameters).first()
     if found is None:
         return None
-    approval = None if found[2] is None else Approval(*found[2:])
-    return Person(found[0], found[1]), approval
+    row = found._mapping
+    approval = None
+    if row["consent_id"] is not None:
+        approval = Approval(row["consent_id"], row["scope"], row["approved_at"])
+    return Person(row["user_id"], row["email"]), approval
 
 
 def record_consent(
@@ -191,7 +194,13 @@ def _person_with_consent() -> Select:
         Consent.revoked_at.is_(None),
     )
     return (
-        select(User.id, User.email, Consent.id, Consent.scope, Consent.approved_at)
+        select(
+            User.id.label("user_id"),
+            User.email,
+            Consent.id.label("consent_id"),
+            Consent.scope,
+            Consent.approved_at,
+        )
         .outerjoin(Consent, live)
         .where(User.id == bindparam("p_user"), User.is_active.is_(True))
     )

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from flask_babel import lazy_gettext as _
 
+from ..config_values import LOOPBACK_HOSTS, MCP_PATH  # noqa: F401 (declared there)
+
 #: RFC 6749 §3.1: the authorization endpoint.
 AUTHORIZATION_PATH = "/authorize"
 #: RFC 6749 §3.2: the token endpoint.
@@ -19,8 +21,6 @@ REGISTRATION_PATH = "/register"
 REVOCATION_PATH = "/revoke"
 #: RFC 7662 token introspection (resource servers only).
 INTROSPECTION_PATH = "/introspect"
-#: The protected MCP endpoint; its URL is the RFC 8707 resource indicator.
-MCP_PATH = "/mcp"
 #: RFC 8615: where discovery documents live.
 WELL_KNOWN_PREFIX = "/.well-known"
 #: RFC 8414 §3, and its OpenID Connect Discovery twin.
@@ -52,10 +52,6 @@ AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")
 DEFAULT_GRANT_TYPES = ("authorization_code",)
 DEFAULT_RESPONSE_TYPES = ("code",)
 
-#: Loopback host names, as ``urlsplit().hostname`` gives them (RFC 8252 §7.3).
-#: Redirect URIs must use exactly these; an ``http`` issuer may also use any
-#: other loopback address (``config.is_loopback_host``), since only we use it.
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 #: The same hosts as a browser (WHATWG URL) writes them: IPv6 in brackets.
 LOOPBACK_BROWSER_HOSTS = frozenset(
     f"[{host}]" if ":" in host else host for host in LOOPBACK_HOSTS

@@ -28,7 +28,7 @@ from ..config import current_settings
 from ..denylist import deny_token
 from ..models import utcnow
 from .audience import check_resource
-from .clients import Client
+from .clients import Client, note_authorized
 from .codes import AuthorizationCode, CodeStore
 from .consent import ConsentedUser, live_consent_holder
 from .constants import AUTH_METHODS
@@ -205,7 +205,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         if user_id is None:
             raise InvalidGrantError("The authorization was revoked.")
         if unmarked:
-            client.row.last_authorized_at = utcnow()  # so save_token skips it
+            note_authorized(client, utcnow())  # so save_token skips it
         return ConsentedUser(
             user_id,
             uuid.UUID(authorization_code.consent_id),

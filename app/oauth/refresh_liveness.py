@@ -19,7 +19,6 @@ from ..db import db
 from ..models import Consent, RefreshToken, User
 from .refresh_store import (
     RECORD_COLUMNS,
-    RECORD_WIDTH,
     RefreshRecord,
     hash_token,
     is_plausible,
@@ -60,7 +59,7 @@ def lookup(token: str, idle_ttl: int, grace_seconds: int) -> StoredToken | None:
         or_(current, repeatable),
     )
     row = db.session.execute(
-        select(*RECORD_COLUMNS, revocable)
+        select(*RECORD_COLUMNS, revocable.label("revocable"))
         .join(Consent, Consent.id == RefreshToken.consent_id)
         .join(User, User.id == RefreshToken.user_id)
         .outerjoin(child, child.parent_id == RefreshToken.id)
@@ -68,7 +67,7 @@ def lookup(token: str, idle_ttl: int, grace_seconds: int) -> StoredToken | None:
     ).first()
     if row is None:
         return None
-    return StoredToken(record_of(row), bool(row[RECORD_WIDTH]))
+    return StoredToken(record_of(row), bool(row._mapping["revocable"]))
 
 
 def chain_head_is_live(token_id: uuid.UUID, idle_ttl: int) -> bool:

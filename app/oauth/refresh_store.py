@@ -93,6 +93,7 @@ def _live_chain(token_hash: str, client_id: str, idle_ttl: int | None) -> list[A
     ]
 
 
+#: What :func:`record_of` reads, by these names.
 RECORD_COLUMNS = (
     RefreshToken.id,
     RefreshToken.consent_id,
@@ -100,17 +101,23 @@ RECORD_COLUMNS = (
     RefreshToken.user_id,
     RefreshToken.scope,
     RefreshToken.chain_expires_at,
-    Consent.scope,
+    Consent.scope.label("consent_scope"),
 )
-RECORD_WIDTH = len(RECORD_COLUMNS)
 
 
 def record_of(row: Any) -> RefreshRecord:
     # The consent may have been narrowed since the chain began (approved
     # again with fewer scopes); the chain never grants more than it holds.
-    chain_scope, consent_scope = row[4], row[6]
-    scope = " ".join(cap_scope(chain_scope.split(), consent_scope))
-    return RefreshRecord(row[0], row[1], row[2], row[3], scope, row[5])
+    found = row._mapping
+    scope = " ".join(cap_scope(found["scope"].split(), found["consent_scope"]))
+    return RefreshRecord(
+        found["id"],
+        found["consent_id"],
+        found["client_id"],
+        found["user_id"],
+        scope,
+        found["chain_expires_at"],
+    )
 
 
 def _scopes_cover(column: Any, requested: list[str]) -> Any:
@@ -164,10 +171,10 @@ def find_unconsumed(token: str, client_id: str, idle_ttl: int) -> Unconsumed | N
     row = db.session.execute(
         select(
             *RECORD_COLUMNS,
-            RefreshToken.issued_at <= now - timedelta(seconds=idle_ttl),
-            func.extract("epoch", now - RefreshToken.rotated_at),
-            child.sealed,
-            child.rotated_at.is_not(None),
+            (RefreshToken.issued_at <= now - timedelta(seconds=idle_ttl)).label("idle"),
+            func.extract("epoch", now - RefreshToken.rotated_at).label("since"),
+            child.sealed.label("sealed"),
+            child.rotated_at.is_not(None).label("used"),
         )
         .outerjoin(child, child.parent_id == RefreshToken.id)
         # Once rotated, idle time counts from the successor's issue.
@@ -175,8 +182,9 @@ def find_unconsumed(token: str, client_id: str, idle_ttl: int) -> Unconsumed | N
     ).first()
     if row is None:
         return None
-    extra: tuple[Any, ...] = tuple(row[RECORD_WIDTH:])
-    idle, since, sealed, used = extra
+    found = row._mapping
+    idle, since = found["idle"], found["since"]
+    sealed, used = found["sealed"], found["used"]
     return Unconsumed(
         record_of(row),
         bool(idle) and since is None,
@@ -242,7 +250,7 @@ def chain_of_code(code_jti: str) -> tuple[uuid.UUID, uuid.UUID] | None:
         .where(RefreshToken.code_jti == code_jti)
         .limit(1)
     ).first()
-    return (row[0], row[1]) if row is not None else None
+    return (row.user_id, row.consent_id) if row is not None else None
 
 
 def end_chains(consent_id: uuid.UUID) -> None:

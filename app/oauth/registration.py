@@ -9,7 +9,6 @@ lets the server replace requested values), and every other field is ignored.
 from __future__ import annotations
 
 import unicodedata
-from types import SimpleNamespace
 from typing import Any
 
 from authlib.oauth2.rfc6749.requests import JsonPayload
@@ -25,6 +24,7 @@ from ..models import utcnow
 from ..rate_limits import client_address
 from .clients import (
     Client,
+    ClientRow,
     generate_client_id,
     generate_client_secret,
     hash_secret,
@@ -292,4 +292,4 @@ class RegistrationEndpoint(ClientRegistrationEndpoint):
             "last_authorized_at": None,
         }
         insert_within_caps(values, settings)
-        return Client(SimpleNamespace(**values))
+        return Client(ClientRow(**values))
