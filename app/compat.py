@@ -10,7 +10,10 @@ breaks it. Anything else in ``app/`` uses only documented APIs.
   internal. Extensions (Flask-WTF, flask-cors, flask-limiter) hook every
   request; moving their hooks to the blueprints they act on spares every
   other request (``/mcp``, ``/auth/verify``, ``/healthz``) their calls.
-  flask-cors in particular walks every route pattern on every answer.
+  flask-cors in particular walks every route pattern on every answer. With
+  the hooks left app-wide (the public route), ``make bench`` measured the
+  MCP whoami call at about 730 CPU µs per request instead of about 540, and
+  its ratio to hello-world at 0.40 instead of about 0.70.
 """
 
 from __future__ import annotations
