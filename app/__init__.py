@@ -11,6 +11,7 @@ from . import (
     errors,
     i18n,
     logs,
+    middleware,
     rate_limits,
     redis_store,
     security,
@@ -47,7 +48,6 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     app.url_map.merge_slashes = False
 
     logs.configure_logging(settings.log_level)
-    logs.init_app(app)
     security.init_app(app, settings)
     sessions.init_app(app)
     errors.init_app(app)
@@ -75,4 +75,5 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     surfaces.init_app(app)
     rate_limits.init_app(app, settings.redis_client_url)
     cli.init_app(app)
+    middleware.init_app(app, settings)
     return app

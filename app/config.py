@@ -16,10 +16,8 @@ from limits import parse_many
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from .oauth.constants import LOOPBACK_HOSTS, MCP_PATH
-from .oauth.keys import load_signing_key, load_verify_keys
-from .oauth.redirect_schemes import scheme_refused
-from .oauth.redirect_uris import WEB_SCHEMES
+from .config_keys import load_signing_key, load_verify_keys
+from .config_values import LOOPBACK_HOSTS, MCP_PATH, WEB_SCHEMES, scheme_refused
 
 #: libpq's ``sslmode`` values; a typo would otherwise only fail at first connect.
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")

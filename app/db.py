@@ -113,7 +113,16 @@ class FlaskDatabase:
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        """Commit what the block wrote, or roll all of it back if the block raises."""
+        """Commit what the block wrote, or roll all of it back if the block raises.
+
+        Refused after :meth:`autocommit`: each statement has committed on its
+        own by then, so there is nothing the block could roll back.
+        """
+        if g.get("db_autocommit"):
+            raise RuntimeError(
+                "db.transaction() after db.autocommit() in the same request: "
+                "its statements would commit one by one, not all or nothing"
+            )
         session = self.session
         try:
             yield session
@@ -129,9 +138,13 @@ class FlaskDatabase:
         """Let each of this request's statements commit on its own.
 
         For a request whose every write is one statement: it then costs no
-        ``BEGIN``/``COMMIT`` round trips (:meth:`transaction` still works, its
-        commit and rollback doing nothing). Call before the first statement.
+        ``BEGIN``/``COMMIT`` round trips. :meth:`transaction` is refused for
+        the rest of the request, loudly, rather than silently committing
+        statement by statement. Call before the first statement.
         """
+        if self.session.in_transaction():
+            raise RuntimeError("db.autocommit() after a statement already ran")
+        g.db_autocommit = True
         self.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
     @staticmethod

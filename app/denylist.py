@@ -49,6 +49,7 @@ from .db import db
 from .denylist_rebuild import SENTINEL, Rebuilder, answers, is_rebuilt
 from .denylist_record import api_key_key, consent_key, jti_key, user_key
 from .denylist_view import CHANNEL, DenylistView, announcement, eviction
+from .process_cache import ProcessCache
 from .redis_store import get_redis
 
 #: Extra seconds an entry outlives the tokens it covers (clock skew between hosts).
@@ -109,9 +110,9 @@ def _confirm(
         log.warning("denial not confirmed in Redis: %s", type(exc).__name__)
 
 
-def process_cache(name: str) -> dict[str, Any] | None:
-    """A per-process cache kept coherent by :func:`evict`; ``None``: do not cache."""
-    return _view().cache(name)
+def process_cache(name: str, size: int) -> ProcessCache[Any, Any] | None:
+    """This process's cache ``name`` (app/process_cache.py); ``None``: do not cache."""
+    return _view().cache(name, size)
 
 
 def evict(name: str, entries: list[str]) -> None:

@@ -17,8 +17,8 @@ memory costs none, but must never be trusted when it may be behind. So:
   younger than :data:`TRUST_WINDOW`; otherwise (not loaded yet, disconnected,
   slow) callers fall back to asking Redis directly.
 
-The same channel carries evictions from small per-process caches of rows
-that almost never change (registered clients): :meth:`DenylistView.cache`
+The same channel carries evictions from the per-process caches
+(:mod:`app.process_cache`, which states their one rule): :meth:`DenylistView.cache`
 hands a cache out only while the copy is current, and every (re)load empties
 them all, since evictions may have been missed meanwhile.
 
@@ -42,9 +42,12 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import redis
 from sqlalchemy.exc import SQLAlchemyError
+
+from .process_cache import ProcessCache
 
 #: Where denials are announced; each message is ``"<ttl> <key> <value>"``.
 CHANNEL = "denylist:announce"
@@ -98,7 +101,7 @@ class DenylistView:
         self._ensure_rebuilt = ensure_rebuilt
         #: key -> (value, monotonic time after which the marker is gone)
         self._markers: dict[str, tuple[str, float]] = {}
-        self._caches: dict[str, dict[str, object]] = {}
+        self._caches: dict[str, ProcessCache[Any, Any]] = {}
         self._current_as_of = float("-inf")
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -115,13 +118,16 @@ class DenylistView:
         markers = self._markers
         return [markers.get(key, (None, 0.0))[0] for key in keys]
 
-    def cache(self, name: str) -> dict[str, object] | None:
+    def cache(self, name: str, size: int) -> ProcessCache[Any, Any] | None:
         """The process cache ``name``, or ``None`` while evictions may be missed."""
         self._ensure_started()
         self._last_used = time.monotonic()
         if time.monotonic() - self._current_as_of > TRUST_WINDOW:
             return None
-        return self._caches.setdefault(name, {})
+        cache = self._caches.get(name)
+        if cache is None:
+            cache = self._caches.setdefault(name, ProcessCache(size))
+        return cache
 
     def is_current(self) -> bool:
         return time.monotonic() - self._current_as_of <= TRUST_WINDOW
@@ -178,7 +184,8 @@ class DenylistView:
             self._markers = self._load()
             if self._ensure_rebuilt(self._stopped) != rebuilt:
                 raise redis.ConnectionError("Redis lost its data while loaded")
-            self._caches = {}
+            for cache in list(self._caches.values()):
+                cache.clear()
             next_sweep = time.monotonic() + SWEEP_INTERVAL
             while not self._stopped.is_set():
                 pubsub.ping(PONG_PREFIX + str(time.monotonic()))
@@ -235,7 +242,9 @@ class DenylistView:
         elif kind == "message":
             ttl, key, value = str(data).split(" ", 2)
             if key.startswith(EVICT_PREFIX):
-                self._caches.get(key[len(EVICT_PREFIX) :], {}).pop(value, None)
+                cache = self._caches.get(key[len(EVICT_PREFIX) :])
+                if cache is not None:
+                    cache.evict(value)
                 return
             expires = time.monotonic() + min(int(ttl), self._max_ttl)
             self._markers[key] = (value, expires)

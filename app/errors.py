@@ -193,6 +193,5 @@ class SafeJSONProvider(DefaultJSONProvider):
 
 def init_app(app: Flask) -> None:
     app.config["MAX_CONTENT_LENGTH"] = MAX_CONTENT_LENGTH
-    app.wsgi_app = ChunkedBodyLimit(app.wsgi_app, MAX_CONTENT_LENGTH)  # type: ignore[method-assign]
     app.json = SafeJSONProvider(app)
     app.register_error_handler(Exception, _dispatch)

@@ -17,9 +17,9 @@ from flask import Flask, Response, current_app, request
 from flask_limiter import Limiter
 from limits import parse
 
+from .compat import confined_to
 from .config import current_settings
 from .redis_store import redis_options
-from .surfaces import confined_to
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -104,9 +104,8 @@ def init_app(app: Flask, redis_url: str) -> Limiter:
             key_prefix="rl",
         )
         # Every limit is on a view, and a limited view checks its own limits
-        # when called; the limiter's before_request hook would only walk an
-        # empty list of application-wide limits.
-        app.before_request_funcs[None].remove(limiter._check_request_limit)
+        # when called; the limiter's before_request hook finds no
+        # application-wide limits (a few microseconds, on limited views only).
     for endpoint, view in list(app.view_functions.items()):
         wrapped: Any = view
         for limit_value, kwargs in getattr(view, "rate_limits", ()):

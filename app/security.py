@@ -9,7 +9,6 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Flask
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .config import Settings
 
@@ -31,10 +30,6 @@ def init_app(app: Flask, settings: Settings) -> None:
         WTF_CSRF_TIME_LIMIT=3600,
         WTF_CSRF_SSL_STRICT=False,  # the Referer check breaks behind proxies
     )
-    app.wsgi_app = SecurityHeaders(app.wsgi_app)  # type: ignore[method-assign]
-    if settings.trusted_proxy_hops:
-        hops = settings.trusted_proxy_hops
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
 
 
 class SecurityHeaders:

@@ -5,14 +5,14 @@ Who is signed in, and since when, is :mod:`app.signin`'s to say.
 
 from __future__ import annotations
 
-from flask import Flask, Request, Response, current_app
-from flask.globals import request_ctx
+from flask import Flask, Request, Response, current_app, request
 from flask.sessions import (
     SecureCookieSession,
     SecureCookieSessionInterface,
     SessionMixin,
 )
 from itsdangerous import URLSafeTimedSerializer
+from werkzeug.exceptions import HTTPException
 
 from .redis_store import get_redis
 from .surfaces import Surface
@@ -28,10 +28,9 @@ class PageSessionInterface(SecureCookieSessionInterface):
             return self.session_class()
         # Only people's pages read who is signed in; APIs, documents and
         # services neither verify nor set the cookie (app.surfaces). Flask
-        # opens the session before routing; routing now tells the surface
-        # (push() routes again, keeping the first answer's effect).
-        request_ctx.match_request()
-        surface = app.extensions.get("surfaces", {}).get(request.blueprint)
+        # opens the session before routing; routing here tells the surface
+        # (Flask routes again once the session is open).
+        surface = app.extensions.get("surfaces", {}).get(_blueprint_of(app, request))
         if surface is not None and surface is not Surface.PAGE:
             return None  # Flask's NullSession: reads are empty, writes raise
         return super().open_session(app, request)
@@ -41,7 +40,7 @@ class PageSessionInterface(SecureCookieSessionInterface):
     ) -> None:
         # A session opened without a cookie was opened before routing, as a
         # plain one; whatever the request did to it, only pages set cookies.
-        surface = app.extensions.get("surfaces", {}).get(request_ctx.request.blueprint)
+        surface = app.extensions.get("surfaces", {}).get(request.blueprint)
         if surface is not None and surface is not Surface.PAGE:
             return
         super().save_session(app, session, response)
@@ -53,6 +52,15 @@ class PageSessionInterface(SecureCookieSessionInterface):
             serializer = super().get_signing_serializer(app)
             app.extensions["session_serializer"] = serializer
         return serializer
+
+
+def _blueprint_of(app: Flask, request: Request) -> str | None:
+    """The blueprint ``request`` routes to, before Flask has routed it."""
+    try:
+        rule, _ = app.create_url_adapter(request).match(return_rule=True)  # type: ignore[union-attr]
+    except HTTPException:  # not found, wrong method, or a redirect
+        return None
+    return rule.endpoint.rpartition(".")[0] or None
 
 
 def init_app(app: Flask) -> None:

@@ -7,11 +7,10 @@ new blueprint cannot be left out of a list it should have been in.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import re
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, TypeVar
@@ -19,6 +18,8 @@ from typing import Any, TypeVar
 from flask import Blueprint, Flask, Response, current_app, request
 from flask_cors import CORS
 from flask_wtf.csrf import CSRFProtect
+
+from .compat import confined_to
 
 #: Methods CORS and Flask answer on their own; never declared by a route.
 _IMPLICIT_METHODS = frozenset({"HEAD", "OPTIONS"})
@@ -167,41 +168,8 @@ def init_app(app: Flask) -> None:
             vary_header=False,
         )
     for name, surface in surfaces.items():
-        app.after_request_funcs.setdefault(name, []).append(
-            _cache_control(surface.value.cache_control)
-        )
-
-
-@contextlib.contextmanager
-def confined_to(
-    app: Flask,
-    blueprints: list[str],
-    wrap_for: Callable[[Callable], Callable] | None = None,
-    wrapped: Collection[str] = (),
-) -> Iterator[None]:
-    """Move the request hooks an extension adds app-wide to ``blueprints`` only.
-
-    Extensions hook every request; a hook that can only act on some surfaces
-    (CSRF on pages, CORS on cross-origin routes, limits on limited views)
-    then costs every other request a call for nothing. Flask runs a
-    blueprint's hooks for the requests routed to it, in the same order.
-    The hooks of the ``wrapped`` blueprints go through ``wrap_for`` first.
-    """
-    hooks: tuple[dict[str | None, list[Any]], ...] = (
-        app.before_request_funcs,
-        app.after_request_funcs,
-        app.teardown_request_funcs,
-    )
-    before = [list(funcs.get(None, ())) for funcs in hooks]
-    yield
-    for funcs, existing in zip(hooks, before, strict=True):
-        added = [hook for hook in funcs.get(None, ()) if hook not in existing]
-        funcs[None] = existing
-        for name in blueprints:
-            hooks_here = added
-            if wrap_for is not None and name in wrapped:
-                hooks_here = [wrap_for(hook) for hook in added]
-            funcs.setdefault(name, []).extend(hooks_here)
+        with confined_to(app, [name]):
+            app.after_request(_cache_control(surface.value.cache_control))
 
 
 def _only_with_origin(hook: Callable) -> Callable:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -368,3 +370,31 @@ def test_refresh_defaults_and_resource_servers_kept_hashed() -> None:
     servers = settings(RESOURCE_SERVERS=f"gateway:{secret}").resource_servers
     assert [name for name, _ in servers] == ["gateway"]
     assert secret not in repr(servers)
+
+
+#: What the configuration may import from app/: its own leaf helpers.
+CONFIG_MODULES = {"app.config", "app.config_keys", "app.config_values"}
+
+
+def _app_imports(module: str) -> set[str]:
+    """The app/ modules ``module`` imports, function-level imports included."""
+    path = Path(__file__).resolve().parent.parent / (module.replace(".", "/") + ".py")
+    package = module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parts, base] if base else parts)
+            names = [base] if node.module else [f"{base}.{a.name}" for a in node.names]
+            found |= {name for name in names if name.split(".")[0] == "app"}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.split(".")[0] == "app"}
+    return found
+
+
+@pytest.mark.parametrize("module", sorted(CONFIG_MODULES))
+def test_the_configuration_imports_nothing_from_the_domain(module: str) -> None:
+    # The arrow runs from the domain to the configuration, never back.
+    assert _app_imports(module) <= CONFIG_MODULES

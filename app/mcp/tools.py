@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from flask import current_app
-
-from ..denylist import is_user_denied
+from ..denylist import is_user_denied, process_cache
 from ..users import get_active_user
 
 Claims = Mapping[str, Any]
@@ -72,30 +69,32 @@ class Tool:
         }
 
 
-#: Accounts whose email this process remembers; beyond that it starts afresh.
+#: The process cache of accounts' emails (app/process_cache.py): user id ->
+#: email. An email never changes once the account exists, and accounts are
+#: disabled, never deleted, so nothing evicts an entry but the cache's rule.
+EMAIL_CACHE = "emails"
+#: Accounts whose email this process remembers; beyond that the oldest go.
 EMAIL_CACHE_SIZE = 10_000
-_email_cache_lock = threading.Lock()
 
 
 def email_of(user_id: str) -> str | None:
     """The enabled account's email, remembered so a token check needs no query.
 
-    An email never changes once the account exists, and accounts are disabled,
-    never deleted. A disabled account's tokens are refused before any tool
-    runs (its denylist marker); while that marker lives the account is read
-    afresh, so a token issued after the cutoff still meets the database.
+    A disabled account's tokens are refused before any tool runs (its
+    denylist marker); while that marker lives the account is read afresh, so
+    a token issued after the cutoff still meets the database.
     """
-    cache: dict[str, str] = current_app.extensions.setdefault("mcp_emails", {})
-    email = None if is_user_denied(user_id) else cache.get(user_id)
+    cache = process_cache(EMAIL_CACHE, EMAIL_CACHE_SIZE)
+    email = None
+    if cache is not None and not is_user_denied(user_id):
+        email = cache.get(user_id)
     if email is None:
         user = get_active_user(user_id)
         if user is None:
             return None
         email = user.email
-        with _email_cache_lock:
-            if len(cache) >= EMAIL_CACHE_SIZE:
-                cache.clear()
-            cache[user_id] = email
+        if cache is not None:
+            cache.put(user_id, email)
     return email
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from dataclasses import dataclass
 from datetime import datetime
-from types import SimpleNamespace
 
 from authlib.oauth2.rfc6749 import ClientMixin
 from sqlalchemy import bindparam, delete, exists, func, select
@@ -50,10 +50,36 @@ def generate_client_secret() -> str:
     return "sk-" + secrets.token_urlsafe(32)
 
 
+@dataclass(frozen=True)
+class ClientRow:
+    """A row of ``oauth_clients``, read by column name (``ClientRow(**row._mapping)``).
+
+    Frozen, its lists as tuples: the per-process cache shares one with
+    every request.
+    """
+
+    client_id: str
+    client_secret_hash: str | None
+    client_name: str
+    redirect_uris: tuple[str, ...]
+    grant_types: tuple[str, ...]
+    response_types: tuple[str, ...]
+    token_endpoint_auth_method: str
+    scope: str
+    registered_from: str
+    created_at: datetime | None = None
+    last_authorized_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        # The dataclasses documentation's way to set a frozen field once.
+        for name in ("redirect_uris", "grant_types", "response_types"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+
+
 class Client(ClientMixin):
     """Authlib's view of a registered client row."""
 
-    def __init__(self, row: OAuthClient | SimpleNamespace) -> None:
+    def __init__(self, row: ClientRow) -> None:
         self.row = row
 
     @property
@@ -147,7 +173,7 @@ def query_client(client_id: str | None) -> Client | None:
         return None
     # A registration never changes, so each process keeps what it read;
     # pruning evicts it everywhere (see prune_unused_clients).
-    cache = process_cache(CLIENT_CACHE)
+    cache = process_cache(CLIENT_CACHE, CLIENT_CACHE_SIZE)
     row = cache.get(client_id) if cache is not None else None
     if row is None:
         found = (
@@ -157,9 +183,9 @@ def query_client(client_id: str | None) -> Client | None:
         )
         if found is None:
             return None  # unknown ids are not remembered: anyone can send them
-        row = SimpleNamespace(**found._mapping)
-        if cache is not None and len(cache) < CLIENT_CACHE_SIZE:
-            cache[client_id] = row
+        row = ClientRow(**found._mapping)
+        if cache is not None:
+            cache.put(client_id, row)
     return Client(row)
 
 
@@ -178,13 +204,13 @@ def _document_client(url: str) -> Client | None:
     if verdict.document is None:
         return None
     document = verdict.document
-    row = OAuthClient(
+    row = ClientRow(
         client_id=url,
         client_secret_hash=None,
         client_name=document.client_name,
-        redirect_uris=document.redirect_uris,
-        grant_types=list(DEFAULT_GRANT_TYPES),
-        response_types=list(DEFAULT_RESPONSE_TYPES),
+        redirect_uris=tuple(document.redirect_uris),
+        grant_types=tuple(DEFAULT_GRANT_TYPES),
+        response_types=tuple(DEFAULT_RESPONSE_TYPES),
         token_endpoint_auth_method="none",
         scope=" ".join(SCOPES),
         registered_from=DOCUMENT_SOURCE,
@@ -197,7 +223,7 @@ def _approved_document_client(url: str) -> Client | None:
     found = db.session.connection().execute(_CLIENT_ROW, {"client_id": url}).first()
     if found is None or found.registered_from != DOCUMENT_SOURCE:
         return None
-    return Client(SimpleNamespace(**found._mapping))
+    return Client(ClientRow(**found._mapping))
 
 
 def document_client_row(client: Client) -> Insert | None:
@@ -213,9 +239,9 @@ def document_client_row(client: Client) -> Insert | None:
     row = client.row
     values = {
         "client_name": row.client_name,
-        "redirect_uris": row.redirect_uris,
-        "grant_types": row.grant_types,
-        "response_types": row.response_types,
+        "redirect_uris": list(row.redirect_uris),
+        "grant_types": list(row.grant_types),
+        "response_types": list(row.response_types),
         "token_endpoint_auth_method": row.token_endpoint_auth_method,
         "scope": row.scope,
     }

@@ -8,6 +8,8 @@ server (``AuthServer.grant_types``).
 
 from __future__ import annotations
 
+from ..config_values import LOOPBACK_HOSTS, MCP_PATH  # noqa: F401 (declared there)
+
 #: RFC 6749 §3.1: the authorization endpoint.
 AUTHORIZATION_PATH = "/authorize"
 #: RFC 6749 §3.2: the token endpoint.
@@ -18,8 +20,6 @@ REGISTRATION_PATH = "/register"
 REVOCATION_PATH = "/revoke"
 #: RFC 7662 token introspection (resource servers only).
 INTROSPECTION_PATH = "/introspect"
-#: The protected MCP endpoint; its URL is the RFC 8707 resource indicator.
-MCP_PATH = "/mcp"
 #: RFC 8615: where discovery documents live.
 WELL_KNOWN_PREFIX = "/.well-known"
 #: RFC 8414 §3, and its OpenID Connect Discovery twin.
@@ -43,10 +43,6 @@ DEFAULT_RESPONSE_TYPES = ("code",)
 #: a client registered with these alone could never obtain a first token.
 CONTINUING_GRANT_TYPES = frozenset({"refresh_token"})
 
-#: Loopback host names, as ``urlsplit().hostname`` gives them (RFC 8252 §7.3).
-#: Redirect URIs must use exactly these; an ``http`` issuer may also use any
-#: other loopback address (``config.is_loopback_host``), since only we use it.
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 #: The same hosts as a browser (WHATWG URL) writes them: IPv6 in brackets.
 LOOPBACK_BROWSER_HOSTS = frozenset(
     f"[{host}]" if ":" in host else host for host in LOOPBACK_HOSTS

@@ -14,15 +14,13 @@ import ada_url
 import idna
 from rfc3986_validator import validate_rfc3986
 
+from ..config_values import WEB_SCHEMES, scheme_refused
 from .constants import LOOPBACK_BROWSER_HOSTS
-from .redirect_schemes import scheme_refused
 
 #: Loopback origins one another's aliases when ``LOOPBACK_ALIASES`` is on.
 LOOPBACK_ORIGINS = tuple(f"http://{host}" for host in sorted(LOOPBACK_BROWSER_HOSTS))
 #: Web schemes a redirect URI may use, with their default ports.
 WEB_PORTS = {"https": 443, "http": 80}
-#: Schemes that leave the device; any other registered scheme is private-use.
-WEB_SCHEMES = ("http", "https")
 #: A loopback ``http`` URI split where RFC 8252 §7.3 lets it vary: scheme and
 #: host as spelled, then an optional port, then the rest (path and query).
 _LOOPBACK_URI = re.compile(

@@ -96,6 +96,7 @@ def _live_chain(token_hash: str, client_id: str, idle_ttl: int | None) -> list[A
     ]
 
 
+#: What :func:`record_of` reads, by these names.
 RECORD_COLUMNS = (
     RefreshToken.id,
     RefreshToken.consent_id,
@@ -239,7 +240,7 @@ def chain_of_code(code_jti: str) -> tuple[uuid.UUID, uuid.UUID] | None:
         .where(RefreshToken.code_jti == code_jti)
         .limit(1)
     ).first()
-    return (row[0], row[1]) if row is not None else None
+    return (row.user_id, row.consent_id) if row is not None else None
 
 
 def last_refreshed(consent_ids: list[uuid.UUID]) -> dict[uuid.UUID, datetime]:

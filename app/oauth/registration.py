@@ -8,7 +8,6 @@ lets the server replace requested values), and every other field is ignored.
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 from authlib.oauth2.rfc6749.requests import JsonPayload
@@ -24,6 +23,7 @@ from ..rate_limits import client_address
 from .client_names import client_name
 from .clients import (
     Client,
+    ClientRow,
     generate_client_id,
     generate_client_secret,
     hash_secret,
@@ -209,4 +209,4 @@ class RegistrationEndpoint(ClientRegistrationEndpoint):
             "last_authorized_at": None,
         }
         insert_within_caps(values, settings)
-        return Client(SimpleNamespace(**values))
+        return Client(ClientRow(**values))

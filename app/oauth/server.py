@@ -38,7 +38,6 @@ from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.integrations.flask_oauth2.requests import (
     FlaskJsonPayload,
     FlaskOAuth2Payload,
-    FlaskOAuth2Request,
 )
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import OAuth2Request
@@ -50,7 +49,6 @@ from authlib.oauth2.rfc6749.errors import (
 from authlib.oauth2.rfc6749.requests import JsonRequest
 from flask import Flask, Response, current_app
 from flask import request as flask_request
-from flask.globals import request_ctx
 
 from ..config import Settings
 from ..db import db
@@ -68,19 +66,28 @@ from .token_endpoints import IntrospectionEndpoint, RevocationEndpoint
 from .tokens import AccessTokenGenerator
 
 
-class _Request(FlaskOAuth2Request):
-    """Authlib's request, with the URL seen from the issuer.
+class _Request(OAuth2Request):
+    """Authlib's Flask request (``FlaskOAuth2Request``), with the URL seen
+    from the issuer.
 
     TLS ends at the platform's router, so the URL the app sees may be plain
     http; the issuer (https, or loopback in development) is what clients use.
     """
 
     def __init__(self, request: Any, issuer: str) -> None:
-        OAuth2Request.__init__(
-            self, request.method, issuer + request.full_path, headers=request.headers
+        super().__init__(
+            request.method, issuer + request.full_path, headers=request.headers
         )
         self._request = request
         self.payload = FlaskOAuth2Payload(request)
+
+    @property
+    def args(self) -> Any:
+        return self._request.args
+
+    @property
+    def form(self) -> Any:
+        return self._request.form
 
 
 class _JsonPayload(FlaskJsonPayload):
@@ -95,6 +102,13 @@ class _JsonRequest(JsonRequest):
     def __init__(self, request: Any, issuer: str) -> None:
         super().__init__(request.method, issuer + request.full_path, request.headers)
         self.payload = _JsonPayload(request)
+
+
+def _unproxied() -> Any:
+    """This request itself, behind Flask's proxy (werkzeug's documented
+    ``LocalProxy._get_current_object``)."""
+    proxy: Any = flask_request
+    return proxy._get_current_object()
 
 
 REVOCATION = RevocationEndpoint.ENDPOINT_NAME
@@ -151,10 +165,10 @@ class AuthServer(AuthorizationServer):
     # The request itself, not Flask's proxy to it: Authlib reads its
     # parameters many times per request, each read through the proxy a lookup.
     def create_oauth2_request(self, request: Any) -> OAuth2Request:
-        return _Request(request_ctx.request, self.settings.issuer)
+        return _Request(_unproxied(), self.settings.issuer)
 
     def create_json_request(self, request: Any) -> JsonRequest:
-        return _JsonRequest(request_ctx.request, self.settings.issuer)
+        return _JsonRequest(_unproxied(), self.settings.issuer)
 
     def get_authorization_grant(self, request: OAuth2Request) -> Any:
         if AuthorizationCodeGrant.check_authorization_endpoint(request):

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from joserfc import jwt
@@ -18,6 +21,7 @@ from joserfc.errors import JoseError
 from joserfc.jwt import JWTClaimsRegistry
 
 from ..config import Settings, current_settings
+from ..denylist import process_cache
 from .issuance import Issuance
 from .keys import KeyRing, key_ring
 from .resources import Resource, builtin_resource
@@ -91,14 +95,22 @@ def issue_access_token(issuance: Issuance) -> tuple[str, dict[str, Any]]:
     return sign_claims(claims, settings), claims
 
 
-#: Tokens verified lately: (token, issuer, audience) → (key ring, claims).
-#: An MCP client sends one token with every call until it expires; its
-#: signature and claims verify the same every time, so they are checked once
-#: per process. Only the lifetime is checked again (and the denylist, by the
-#: caller, on every use). Failures are not remembered.
-_verified: dict[tuple[str, str, str], tuple[KeyRing, dict[str, Any]]] = {}
+#: The process cache of tokens verified lately (app/process_cache.py):
+#: (token, issuer, audience) -> its claims. An MCP client sends one token with
+#: every call until it expires; a JWT never changes, so its signature and
+#: claims verify the same every time and are checked once per process. An
+#: entry expires with its token; nothing else evicts one (revocation is the
+#: denylist's, checked by the caller on every use). Failures are not kept.
+VERIFIED_CACHE = "verified-tokens"
 #: Enough for every live token of a busy instance; beyond it, the oldest go.
 VERIFIED_TOKENS_KEPT = 4096
+
+
+@dataclass(frozen=True)
+class VerifiedClaims:
+    """The claims of a token whose signature and claims verified."""
+
+    claims: Mapping[str, Any]
 
 
 def decode_access_token(token: str, resource: Resource | None = None) -> dict[str, Any]:
@@ -107,23 +119,17 @@ def decode_access_token(token: str, resource: Resource | None = None) -> dict[st
     The audience is ``resource``'s URI; the built-in resource's by default.
     """
     settings = current_settings()
-    keys = keys_of(settings)
     audience = (resource or builtin_resource(settings)).uri
+    cache = process_cache(VERIFIED_CACHE, VERIFIED_TOKENS_KEPT)
     cache_key = (token, settings.issuer, audience)
-    known = _verified.get(cache_key)
-    if known is not None and known[0] is keys:
-        claims = known[1]
+    known = cache.get(cache_key) if cache is not None else None
+    if known is not None:
+        return dict(known.claims)
+    claims = _verify(token, settings, keys_of(settings), audience)
+    if cache is not None:
         # RFC 7519 §4.1.4: not on or after exp; verified above with no leeway.
-        if time.time() < claims["exp"]:
-            return dict(claims)
-        _verified.pop(cache_key, None)
-        raise InvalidAccessToken
-    claims = _verify(token, settings, keys, audience)
-    if len(_verified) >= VERIFIED_TOKENS_KEPT:
-        # Dicts keep insertion order: drop the oldest quarter, not one per call.
-        for stale in list(_verified)[: VERIFIED_TOKENS_KEPT // 4]:
-            _verified.pop(stale, None)
-    _verified[cache_key] = (keys, dict(claims))
+        frozen = VerifiedClaims(MappingProxyType(dict(claims)))
+        cache.put(cache_key, frozen, until=claims["exp"])
     return claims
 
 

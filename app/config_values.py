@@ -1,5 +1,9 @@
-"""URI schemes a redirect may never use: the browser's and the OS's own.
+"""Plain values that settings and the domain share; imports nothing from app/.
 
+:mod:`app.config` validates settings with these, and the domain reads them
+from here, so the arrow runs from the domain to the configuration only.
+
+URI schemes a redirect may never use are the browser's and the OS's own.
 RFC 8252 §7.1 lets a native app receive its redirect on a private-use scheme
 it claims. The schemes below are claimed by a browser or by the OS itself, so
 a "redirect" to them hands the URL to a web page or to a handler that acts
@@ -7,6 +11,15 @@ on it. Schemes are compared in lower case (RFC 3986 §3.1).
 """
 
 from __future__ import annotations
+
+#: The protected MCP endpoint; its URL is the RFC 8707 resource indicator.
+MCP_PATH = "/mcp"
+#: Loopback host names, as ``urlsplit().hostname`` gives them (RFC 8252 §7.3).
+#: Redirect URIs must use exactly these; an ``http`` issuer may also use any
+#: other loopback address (``config.is_loopback_host``), since only we use it.
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+#: Schemes that leave the device; any other registered scheme is private-use.
+WEB_SCHEMES = ("http", "https")
 
 #: Schemes that open a URL in one particular web browser, whatever the
 #: default: an "app" redirect to them is a web redirect to any site. Edge's
