@@ -1,4 +1,4 @@
-"""Trading an API key for an access token (``POST /auth/token``, CONTRACT §7)."""
+"""Trading an API key for an access token (``POST /auth/token``, docs/reference.md)."""
 
 from __future__ import annotations
 

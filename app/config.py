@@ -317,7 +317,7 @@ class Settings:
     max_api_keys_per_user: int = setting(_int(1, 10000), 50)
     #: Live keys each application may hold for a person, made through /api-keys.
     api_key_max_per_app: int = setting(_int(1, 1000), 5)
-    #: Longest lifetime, in days, of a key an application creates (CONTRACT §7).
+    #: Longest lifetime, in days, of a key an application creates (docs/settings.md).
     api_key_max_days: int = setting(_int(1, 3650), 90)
     log_level: str = setting(_log_level, "INFO")
     #: Origins that may call ``/mcp`` (MCP transports, DNS rebinding); empty: any.
@@ -350,7 +350,7 @@ class Settings:
         separator = "&" if "?" in self.redis_url else "?"
         return f"{self.redis_url}{separator}ssl_cert_reqs=none"
 
-    #: Issue refresh tokens to clients that register the grant (CONTRACT §10).
+    #: Issue refresh tokens to clients that register the grant (RFC 6749 §6; docs/settings.md).
     refresh_tokens: bool = setting(_switch, True)
     #: Absolute lifetime of one consent's refresh chain, seconds (30 days).
     refresh_token_ttl: int = setting(_int(1, 366 * 86400), 2592000)
@@ -390,7 +390,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
 
 
 def _check_token_keys(values: dict[str, Any]) -> None:
-    # CONTRACT §5: HS256 under JWT_SECRET unless a signing key is configured.
+    # docs/settings.md: HS256 under JWT_SECRET unless a signing key is configured.
     if values.get("jwt_signing_key"):
         return
     if values.get("jwt_verify_keys"):

@@ -53,7 +53,7 @@ class Surface(Enum):
         csrf=True, html_errors=True, cross_origin=False, cache_control=_NEVER_STORED
     )
     #: JSON for programs, called with client credentials or bearer tokens,
-    #: browser-based MCP clients included (CONTRACT §2).
+    #: browser-based MCP clients included (docs/reference.md, "CORS").
     API = Rules(
         csrf=False, html_errors=False, cross_origin=True, cache_control=_NEVER_STORED
     )

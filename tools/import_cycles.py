@@ -78,13 +78,13 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return result
 
 
-def main() -> int:
-    root = Path(sys.argv[1] if len(sys.argv) > 1 else "app").resolve()
+def graph_of(root: Path) -> dict[str, set[str]]:
+    """Each module under ``root`` and the modules it imports, anywhere in it."""
     paths = {module_name(p, root): p for p in root.rglob("*.py")}
     known = set(paths)
     # Package __init__ edges are left out: importing app.x runs app/__init__,
     # which imports everything, but that is the factory, not a dependency.
-    graph = {
+    return {
         name: {
             t
             for t in imports_of(path, name, known)
@@ -92,6 +92,11 @@ def main() -> int:
         }
         for name, path in paths.items()
     }
+
+
+def main() -> int:
+    root = Path(sys.argv[1] if len(sys.argv) > 1 else "app").resolve()
+    graph = graph_of(root)
     found = cycles(graph)
     for component in found:
         print("cycle:", " ".join(component))

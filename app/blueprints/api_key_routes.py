@@ -1,4 +1,4 @@
-"""The API-key endpoints programs call (CONTRACT §7).
+"""The API-key endpoints programs call (docs/reference.md, "API keys").
 
 ``POST /auth/token`` trades a key for an access token. ``/api-keys`` lets a
 client manage the keys it made for a person, with an OAuth access token that
@@ -79,7 +79,7 @@ def exchange_token() -> Response:
         return response
     token, claims = issued
     response = _json({"token": token, "expiresIn": claims["exp"] - claims["iat"]})
-    # CONTRACT §7: last_used_at is kept without slowing the answer.
+    # last_used_at is kept without slowing the answer.
     note_use_after(response, claims["api_key_id"])
     return response
 

@@ -163,8 +163,8 @@ def endpoint() -> Response:
 def no_stream() -> Response:
     """Refuse GET (no server-initiated stream) and DELETE (no session to end).
 
-    No token is needed to learn that: the answer reveals nothing, and
-    CONTRACT §6 names a 405 for GET whoever asks.
+    No token is needed to learn that: the answer reveals nothing, and the
+    MCP Streamable HTTP transport allows a 405 for GET whoever asks.
     """
     response = _refuse(405, RpcError(INVALID_REQUEST, "Method Not Allowed."))
     response.headers["Allow"] = "POST"

@@ -29,11 +29,11 @@ OPENID_CONFIGURATION_PATH = WELL_KNOWN_PREFIX + "/openid-configuration"
 RESOURCE_METADATA_PATH = WELL_KNOWN_PREFIX + "/oauth-protected-resource"
 #: RFC 7517 §5: the JWK Set.
 JWKS_PATH = WELL_KNOWN_PREFIX + "/jwks.json"
-#: CONTRACT §7: an API key traded for an access token, and keys managed.
+#: docs/reference.md, "API keys": an API key traded for an access token, and keys managed.
 API_KEY_EXCHANGE_PATH = "/auth/token"
 API_KEYS_PATH = "/api-keys"
 
-#: Client authentication methods at the token endpoint (CONTRACT §2).
+#: Client authentication methods at the token endpoint (RFC 7591 §2, RFC 6749 §2.3).
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")
 
 #: RFC 7591 §2: what a client registers when it names no grant or response type.

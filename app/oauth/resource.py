@@ -1,7 +1,7 @@
 """Bearer-token protection for resource routes (RFC 6750, RFC 9728).
 
 ``require_token("read")`` guards a view; the verified claims are then in
-:func:`current_claims`. Failures answer exactly as CONTRACT §6 says:
+:func:`current_claims`. Failures answer as RFC 6750 §3 and RFC 9728 §5.1 say:
 
 - no token: ``401 Bearer resource_metadata="<PRM URL>", scope="read write"``
   (the scopes the protected resource metadata lists)
