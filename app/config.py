@@ -350,7 +350,7 @@ class Settings:
         separator = "&" if "?" in self.redis_url else "?"
         return f"{self.redis_url}{separator}ssl_cert_reqs=none"
 
-    #: Issue refresh tokens to clients that register the grant (RFC 6749 §6; docs/settings.md).
+    #: Issue refresh tokens to clients that register the grant (RFC 6749 §6).
     refresh_tokens: bool = setting(_switch, True)
     #: Absolute lifetime of one consent's refresh chain, seconds (30 days).
     refresh_token_ttl: int = setting(_int(1, 366 * 86400), 2592000)

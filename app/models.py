@@ -185,7 +185,7 @@ class ApiKey(Timestamped, Base):
 
 
 class RefreshToken(Base):
-    """One refresh token of a consent's chain (RFC 6749 §6, OAuth 2.1 §4.3.1); only its hash is kept.
+    """One refresh token of a consent's chain (OAuth 2.1 §4.3.1); only its hash is kept.
 
     Each use rotates it: the row is marked ``rotated_at`` and a successor row
     names it as ``parent_id``. The successor also keeps its own plaintext

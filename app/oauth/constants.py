@@ -29,7 +29,7 @@ OPENID_CONFIGURATION_PATH = WELL_KNOWN_PREFIX + "/openid-configuration"
 RESOURCE_METADATA_PATH = WELL_KNOWN_PREFIX + "/oauth-protected-resource"
 #: RFC 7517 §5: the JWK Set.
 JWKS_PATH = WELL_KNOWN_PREFIX + "/jwks.json"
-#: docs/reference.md, "API keys": an API key traded for an access token, and keys managed.
+#: An API key traded for an access token, and keys managed (docs/reference.md).
 API_KEY_EXCHANGE_PATH = "/auth/token"
 API_KEYS_PATH = "/api-keys"
 

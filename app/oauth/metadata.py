@@ -46,7 +46,7 @@ def authorization_server_metadata(settings: Settings, server: Offers) -> dict[st
         "grant_types_supported": list(server.grant_types),
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
-        # offline_access is accepted for clients that ask for it (docs/reference.md, "Refresh tokens").
+        # offline_access is accepted for clients that ask for it (docs/reference.md).
         "scopes_supported": [*scopes, OFFLINE_ACCESS],
         # RFC 9207: every authorization response carries ``iss``.
         "authorization_response_iss_parameter_supported": True,
@@ -57,7 +57,7 @@ def authorization_server_metadata(settings: Settings, server: Offers) -> dict[st
         # draft-ietf-oauth-client-id-metadata-document §5.
         document["client_id_metadata_document_supported"] = True
     if settings.jwt_signing_key:
-        # Only public keys can be published; an HS256 secret never is (RFC 7517 §1; docs/reference.md, "Access tokens").
+        # Only public keys can be published; an HS256 secret never is (RFC 7517).
         document["jwks_uri"] = issuer + JWKS_PATH
     if settings.resource_servers:
         document["introspection_endpoint"] = issuer + INTROSPECTION_PATH

@@ -17,7 +17,7 @@ class InvalidTargetError(OAuth2Error):
 
 
 class ClientLimitExceededError(OAuth2Error):
-    """Too many live clients, from one address or in all (docs/reference.md, "POST /register")."""
+    """Too many live clients, from one address or in all (docs/reference.md)."""
 
     error = "client_limit_exceeded"
     status_code = 403

@@ -1,4 +1,4 @@
-"""The caps on open registration (RFC 7591 §3 leaves them to the server; docs/settings.md): per source address, and in total.
+"""The caps on open registration (docs/settings.md): per source address, and in all.
 
 A registration from an address holds that address's advisory lock for the
 rest of its transaction, so the per-address cap cannot be raced past; the

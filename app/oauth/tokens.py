@@ -29,7 +29,7 @@ from .resources import Resource, builtin_resource
 #: RFC 9068 §2.1: access tokens are typed, so an ID token cannot pass for one.
 TOKEN_TYPE = "at+jwt"
 TOKEN_TYPES_ACCEPTED = (TOKEN_TYPE, "application/at+jwt")
-#: The token type named in token responses (RFC 6749 §7.1; docs/reference.md, "POST /token").
+#: The token type named in token responses (RFC 6749 §7.1).
 TOKEN_TYPE_NAME = "bearer"
 #: Private claim: the consent an OAuth token was issued under (app.denylist).
 CONSENT_ID_CLAIM = "consent_id"
