@@ -1,4 +1,4 @@
-"""The authorization endpoint, login round trip and consent page (CONTRACT §3)."""
+"""The authorization endpoint, login round trip and consent page (docs/reference.md)."""
 
 from __future__ import annotations
 
@@ -224,6 +224,9 @@ ERROR_REDIRECTS = {
     "unknown PKCE method": ({"code_challenge_method": "S512"}, "invalid_request"),
     "unknown scope": ({"scope": "admin"}, "invalid_scope"),
     "one unknown scope": ({"scope": "read admin"}, "invalid_scope"),
+    # RFC 6749 §3.3: scope-tokens are separated by spaces alone.
+    "no-break space between scopes": ({"scope": "read\u00a0write"}, "invalid_scope"),
+    "tab between scopes": ({"scope": "read\twrite"}, "invalid_scope"),
     "foreign resource": ({"resource": "https://other.example/mcp"}, "invalid_target"),
     "issuer as resource": ({"resource": "{issuer}"}, "invalid_target"),
     "resource with trailing slash": ({"resource": "{issuer}/mcp/"}, "invalid_target"),

@@ -1,4 +1,4 @@
-"""Refresh tokens (CONTRACT §10): rotation, a grace window, reuse detection, expiry."""
+"""Refresh tokens: rotation, a grace window, reuse detection, expiry."""
 
 from __future__ import annotations
 
@@ -198,6 +198,21 @@ def test_a_refused_scope_leaves_the_token_as_it_was(
     assert retry.status_code == 200, retry.text
     assert whoami(browser, tokens["access_token"]).status_code == 200
     assert whoami(browser, retry.json()["access_token"]).status_code == 200
+
+
+@pytest.mark.parametrize("scope", ["read\u00a0write", "read\twrite", "read\nwrite"])
+def test_scope_tokens_are_separated_by_spaces_alone(
+    make_server: Any, user: dict[str, str], scope: str
+) -> None:
+    browser = make_server().browser()
+    client, tokens = obtain_tokens(browser, user)
+    refused = refresh(browser, client, tokens["refresh_token"], scope=scope)
+    assert refused.status_code == 400
+    assert refused.json()["error"] == "invalid_scope"
+    # Repeats and runs of spaces are forgiven; the token names each scope once.
+    repeated = refresh(browser, client, tokens["refresh_token"], scope="read  read")
+    assert repeated.status_code == 200, repeated.text
+    assert claims_of(repeated.json()["access_token"])["scope"] == "read"
 
 
 def test_a_foreign_resource_is_invalid_target_and_spends_nothing(

@@ -29,7 +29,7 @@ from .redirect_uris import (
     redirect_uri_matches,
     registered_scheme_allowed,
 )
-from .scopes import OFFLINE_ACCESS, SCOPES
+from .scopes import OFFLINE_ACCESS, SCOPES, scope_tokens
 
 #: ``registered_from`` of the row kept for a metadata-document client, so that
 #: grants can refer to it. It was not registered from any address, so no
@@ -115,9 +115,10 @@ class Client(ClientMixin):
         allowed = self.row.scope.split()
         if not scope:
             return " ".join(allowed)
-        requested = [s for s in scope.split() if s != OFFLINE_ACCESS]
+        tokens = scope_tokens(scope)
+        requested = [s for s in tokens if s != OFFLINE_ACCESS]
         if not requested:
-            return " ".join(allowed) if OFFLINE_ACCESS in scope.split() else None
+            return " ".join(allowed) if OFFLINE_ACCESS in tokens else None
         if any(s not in allowed for s in requested):
             return None
         return " ".join(s for s in allowed if s in requested)

@@ -32,3 +32,13 @@ def within(scopes: Iterable[str], ceiling: str | None) -> list[str]:
         return list(scopes)
     allowed = set(ceiling.split())
     return [scope for scope in scopes if scope in allowed]
+
+
+def scope_tokens(scope: str | None) -> list[str]:
+    """The scope-tokens of a requested ``scope``, each once, in order.
+
+    RFC 6749 §3.3: tokens are separated by spaces (``%x20``) alone, so a tab,
+    a newline or a no-break space is part of a token, which then names no
+    scope. Runs of spaces are forgiven.
+    """
+    return list(dict.fromkeys(token for token in (scope or "").split(" ") if token))

@@ -32,7 +32,7 @@ from ..refresh_liveness import chain_head_is_live
 from ..refresh_seal import RotationAnswer, unseal
 from ..refresh_store import RefreshRecord, Unconsumed
 from ..resources import find_resource, resolve_resource
-from ..scopes import OFFLINE_ACCESS
+from ..scopes import OFFLINE_ACCESS, scope_tokens
 from ..tokens import TOKEN_TYPE_NAME, new_jti
 
 #: A remembered access token is handed out again only with this much life left.
@@ -41,7 +41,7 @@ MIN_REPEAT_LIFETIME = 5
 
 def requested_scopes(scope: str | None) -> list[str]:
     """The scopes a refresh asks for; offline_access is never a token's scope."""
-    return [s for s in (scope or "").split() if s != OFFLINE_ACCESS]
+    return [s for s in scope_tokens(scope) if s != OFFLINE_ACCESS]
 
 
 class RefreshTokenGrant(grants.RefreshTokenGrant):
