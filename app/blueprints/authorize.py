@@ -12,7 +12,6 @@ from flask import Blueprint, Response, abort, render_template
 from flask import request as flask_request
 from flask_babel import gettext as _
 
-from .. import audit
 from ..db import db
 from ..models import User
 from ..oauth.client_metadata import FetchRefused, look_up, problem_text
@@ -21,6 +20,7 @@ from ..oauth.consent import (
     ConsentedUser,
     approve,
     covers,
+    deny,
     find_consent,
     signed_in_consent,
 )
@@ -190,20 +190,14 @@ def _decide(grant: AuthorizationCodeGrant, user_id: str) -> Response:
         user = current_user()
         if user is None:
             return login_redirect()
-        audit.record(
-            audit.CONSENT_DENIED, user_id=user.id, client_id=client_id, scope=scope
-        )
+        deny(user.id, client_id, scope)
         return server.create_authorization_response(grant=grant, grant_user=None)
     # One statement: the account must be enabled, and a metadata-document
     # client's row is kept with it.
     consent_id = approve(user_id, client_id, scope, document_client_row(grant.client))
     if consent_id is None:
         return login_redirect()  # the account was disabled meanwhile
-    person_id = uuid.UUID(user_id)
-    audit.record(
-        audit.CONSENT_GRANTED, user_id=person_id, client_id=client_id, scope=scope
-    )
-    approved = ConsentedUser(person_id, consent_id)
+    approved = ConsentedUser(uuid.UUID(user_id), consent_id)
     return server.create_authorization_response(grant=grant, grant_user=approved)
 
 

@@ -119,7 +119,19 @@ def approve(
         "p_now": utcnow(),
     }
     # An upsert with RETURNING yields the row it inserted or updated, if any.
-    return statements.run(statement, parameters).scalar()
+    consent_id = statements.run(statement, parameters).scalar()
+    if consent_id is not None:
+        audit.record(
+            audit.CONSENT_GRANTED, user_id=key, client_id=client_id, scope=scope
+        )
+    return consent_id
+
+
+def deny(user_id: uuid.UUID, client_id: str, scope: str) -> None:
+    """Record that the person refused ``client_id`` the ``scope`` it asked for."""
+    audit.record(
+        audit.CONSENT_DENIED, user_id=user_id, client_id=client_id, scope=scope
+    )
 
 
 def narrow(scopes: Iterable[str], consent_scope: str | None) -> list[str]:

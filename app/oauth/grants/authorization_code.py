@@ -32,7 +32,6 @@ from ..constants import AUTH_METHODS
 from ..issuance import ChainStart, Issuance
 from ..oauth_errors import InvalidTargetError
 from ..resources import find_resource, resolve_resource
-from ..scopes import within
 from ..tokens import new_jti
 
 #: Parameters the token request must carry (RFC 6749 §4.1.3, RFC 7636 §4.5);
@@ -152,7 +151,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             raise InvalidGrantError("The authorization was revoked.")
         # Approved again with fewer scopes since this code was issued: the
         # token gets no scope the consent no longer has.
-        scope = " ".join(within(code.scope.split(), holder.scope))
+        scope = " ".join(consent.narrow(code.scope.split(), holder.scope))
         resource = find_resource(code.resource)
         if resource is None:
             raise InvalidGrantError("The resource is no longer served.")
