@@ -1,7 +1,7 @@
 """Dynamic client registration (RFC 7591), strict where it matters.
 
 The request is reduced to the fields this service stores before Authlib's
-claims validation sees it: redirect URIs are held to the contract's rules,
+claims validation sees it: redirect URIs are held to our rules (docs/reference.md),
 grant and response types the service does not offer are dropped (RFC 7591 §2
 lets the server replace requested values), and every other field is ignored.
 """
@@ -85,13 +85,15 @@ def _grant_types(requested: list[str], offered: tuple[str, ...]) -> list[str]:
     return kept
 
 
-def _response_types(requested: list[str], offered: tuple[str, ...]) -> list[str]:
+def _response_types(
+    requested: list[str], offered: tuple[str, ...], grant_types: list[str]
+) -> list[str]:
+    """RFC 7591 §2.1: ``code`` goes with the authorization-code grant, and
+    only with it; a client of other grants needs no response type."""
     kept = [value for value in offered if value in requested]
-    if offered[0] not in kept:
-        raise InvalidClientMetadataError(
-            f"'response_types' must include '{offered[0]}'."
-        )
-    return kept
+    if "authorization_code" in grant_types and "code" not in kept:
+        raise InvalidClientMetadataError("'response_types' must include 'code'.")
+    return kept if "authorization_code" in grant_types else []
 
 
 def _auth_method(data: dict[str, Any]) -> str:
@@ -130,16 +132,17 @@ def clean_metadata(
     """
     if not isinstance(data, dict):
         raise InvalidClientMetadataError("The request body must be a JSON object.")
+    kept_grant_types = _grant_types(
+        _string_list(data, "grant_types", list(DEFAULT_GRANT_TYPES)), grant_types
+    )
     return {
         "redirect_uris": _redirect_uris(data),
         "token_endpoint_auth_method": _auth_method(data),
-        "grant_types": _grant_types(
-            _string_list(data, "grant_types", list(DEFAULT_GRANT_TYPES)),
-            grant_types,
-        ),
+        "grant_types": kept_grant_types,
         "response_types": _response_types(
             _string_list(data, "response_types", list(DEFAULT_RESPONSE_TYPES)),
             response_types,
+            kept_grant_types,
         ),
         "client_name": client_name(data),
         "scope": _scope(data),
