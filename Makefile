@@ -51,7 +51,7 @@ translations: $(INSTALLED)
 clean:
 	rm -rf $(VENV) .devdata
 
-# CONTRACT §12: the app's requests per second against a bare Flask hello-world,
+# README, "Performance": the app's requests per second against a bare Flask hello-world,
 # and the Postgres statements and Redis commands each endpoint costs.
 .PHONY: bench
 bench: $(INSTALLED)

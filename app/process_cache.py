@@ -16,10 +16,12 @@ entry leaves it by this rule, the same for all:
   out at all, and callers read the source;
 - when the cache is full: then the oldest quarter goes.
 
-A cache whose data never changes says so where it is used, and relies on
-expiry alone. Values are frozen (frozen dataclasses, strings, tuples): every
-request of the process shares them, so none may change one; a new value is
-put in its place.
+Each cache says, where it is used, how its data may change and which of
+these rules keeps it true: a client's registration changes only by being
+pruned (announced), a verified token never changes (it expires), an email
+may change (it expires after minutes). Values are frozen (frozen
+dataclasses, strings, tuples): every request of the process shares them, so
+none may change one; a new value is put in its place.
 """
 
 from __future__ import annotations

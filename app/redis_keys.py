@@ -160,9 +160,10 @@ RATE_LIMIT = KeyFamily(
     "the limit's window",
     "the counts start again from zero",
 )
-#: Sign-in attempts per account, by the account's digest.
+#: Sign-in attempts per account: its id, or for an email with no account a
+#: digest of it keyed with SECRET_KEY (app.users.account_key).
 RATE_LIMIT_ACCOUNT = KeyFamily(
-    "LIMITS:LIMITER/rl/login-account:{account digest}/{endpoint}/{limit}",
+    "LIMITS:LIMITER/rl/login-account:{account id or email digest}/{endpoint}/{limit}",
     "app.blueprints.auth",
     "the limit's window",
     "the counts start again from zero",

@@ -1,4 +1,4 @@
-"""API keys over HTTP: the key API, the exchange, and use at /mcp (CONTRACT §7)."""
+"""API keys over HTTP: the key API, the exchange, and use at /mcp."""
 
 from __future__ import annotations
 

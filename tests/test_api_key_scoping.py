@@ -1,4 +1,4 @@
-"""An application can never give itself more than the person gave it (CONTRACT §7).
+"""An application can never give itself more than the person gave it.
 
 Each test is an attack a client with a ``write`` token could make through
 ``/api-keys``: keys with more scopes than it was given, keys that outlive it,
@@ -58,7 +58,7 @@ def authorized_token(
 
 
 def tools_list(browser: Browser, token: str) -> requests.Response:
-    """Any valid token may list tools, whatever its scopes (CONTRACT §6)."""
+    """Any valid token may list tools, whatever its scopes (docs/reference.md)."""
     return browser.post(
         "/mcp", json=TOOLS_LIST, headers={**MCP_HEADERS, **bearer(token)}
     )

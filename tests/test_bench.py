@@ -51,7 +51,7 @@ def test_bench_produces_every_row_and_count(tmp_path: Path) -> None:
         assert name in run.stdout
     for name in ROWS[:4]:
         assert rows[name]["hello"] > 0
-    # A flow registers a client and keeps its code in Redis (CONTRACT §3).
+    # A flow registers a client and keeps its code in Redis (docs/reference.md).
     flow = rows["flow (4 requests)"]
     assert any(q.startswith("INSERT INTO oauth_clients") for q in flow["statements"])
     assert flow["commands"] or flow["script_commands"]

@@ -1,4 +1,4 @@
-"""Client ID Metadata Documents at /authorize and /token (CONTRACT §11).
+"""Client ID Metadata Documents at /authorize and /token (docs/reference.md).
 
 Documents are served by a local web server; ``CIMD_ALLOW_LOOPBACK=on`` lets
 the service fetch them over http on 127.0.0.1.

@@ -201,7 +201,7 @@ def test_an_upper_case_https_issuer_still_gets_secure_cookies() -> None:
     assert settings(ISSUER="HTTPS://Auth.Example.com").secure_cookies
 
 
-# --- Token signing keys (CONTRACT §5) -----------------------------------------
+# --- Token signing keys (docs/reference.md) -----------------------------------------
 
 
 def private_pem(key: Any, password: bytes | None = None) -> str:
@@ -348,7 +348,7 @@ def test_gunicorn_start_up_with_a_bad_signing_key_prints_one_line_and_fails(
 
 
 def test_lifetimes_accept_one_second() -> None:
-    # CONTRACT §9: operators and tests shorten lifetimes to watch expiry happen.
+    # docs/reference.md: operators and tests shorten lifetimes to watch expiry happen.
     s = settings(
         ACCESS_TOKEN_TTL="1",
         AUTH_CODE_TTL="1",

@@ -1,4 +1,4 @@
-"""The consent page names the host a real browser goes to (CONTRACT §2, §3).
+"""The consent page names the host a real browser goes to (docs/reference.md).
 
 Headless Chromium signs in through the form, reads the host the consent page
 names, presses Approve and reports the URL it then navigates to. There is no

@@ -19,7 +19,7 @@ from helpers import (
     whoami,
 )
 
-#: CONTRACT §12: a denial reaches every instance within this many seconds.
+#: README, "Performance": a denial reaches every instance within this many seconds.
 PROPAGATION = 1.0
 
 

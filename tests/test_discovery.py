@@ -1,4 +1,4 @@
-"""Discovery (CONTRACT §1) and who may call the service from a browser (CORS)."""
+"""Discovery (docs/reference.md) and who may call the service from a browser (CORS)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def assert_authorization_server_metadata(document: dict, issuer: str) -> None:
     assert document["code_challenge_methods_supported"] == ["S256"]
     assert set(document["token_endpoint_auth_methods_supported"]) == AUTH_METHODS
     assert len(document["token_endpoint_auth_methods_supported"]) == 3
-    # offline_access only here, never in the protected resource's (CONTRACT §10).
+    # offline_access only here, never in the protected resource's (docs/reference.md).
     assert sorted(document["scopes_supported"]) == ["offline_access", "read", "write"]
     # Every URL the document names is built from the issuer, nothing else.
     for name, value in document.items():
@@ -241,7 +241,7 @@ def test_pages_for_people_do_not_answer_other_origins(
     assert "Access-Control-Allow-Origin" not in response.headers
 
 
-# --- The JWK Set (CONTRACT §5): published only when there are public keys ------
+# --- The JWK Set (docs/reference.md): published only when there are public keys ------
 
 JWKS = "/.well-known/jwks.json"
 

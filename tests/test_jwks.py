@@ -1,4 +1,4 @@
-"""Asymmetric tokens (CONTRACT §5): verifiers nobody here wrote accept them.
+"""Asymmetric tokens (docs/reference.md): verifiers nobody here wrote accept them.
 
 PyJWT's ``PyJWKClient`` and a FastMCP resource server reached by the official
 MCP SDK check our tokens against the published JWK Set alone, keys rotate

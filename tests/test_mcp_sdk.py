@@ -35,7 +35,7 @@ def test_sdk_client_session_completes_the_whole_flow(
     authorize = parse_qs(urlsplit(person.authorization_urls[0]).query)
     assert authorize["resource"] == [server.issuer + "/mcp"]
     assert authorize["code_challenge_method"] == ["S256"]
-    # The SDK adds offline_access because the metadata lists it (CONTRACT §10);
+    # The SDK adds offline_access because the metadata lists it (docs/reference.md);
     # it is accepted, and the token's scope is still just what was granted.
     assert set(authorize["scope"][0].split()) == {"read", "write", "offline_access"}
 
@@ -88,7 +88,7 @@ def test_sdk_high_level_client_falls_back_to_the_initialize_handshake(
 def test_sdk_client_refreshes_without_a_second_sign_in(
     make_server: Any, user: dict[str, str]
 ) -> None:
-    # CONTRACT §10: the SDK asks for refresh_token and uses it when the access
+    # docs/reference.md: the SDK asks for refresh_token and uses it when the access
     # token has expired, in a new session, instead of the browser.
     live = make_server(ACCESS_TOKEN_TTL="2")
     person = Person(live.browser(), user)

@@ -1,4 +1,4 @@
-"""The clients people actually run, with the bodies they send (CONTRACT §2, §11).
+"""The clients people actually run, with the bodies they send (docs/reference.md).
 
 Each registration body is the one the client sends; each then goes through
 the whole flow a person sees: authorize, sign in, consent, token, ``/mcp``.
@@ -259,7 +259,7 @@ def test_pages_fit_a_phone(browser: Browser) -> None:
 
 # --- Which schemes a native app may use ----------------------------------------
 
-#: Schemes a browser or the OS acts on itself (CONTRACT §11), and a few more.
+#: Schemes a browser or the OS acts on itself (docs/reference.md), and a few more.
 REFUSED_SCHEMES = {
     "javascript": "javascript:alert(document.cookie)",
     "javascript, mixed case": "JavaScript:alert(1)",

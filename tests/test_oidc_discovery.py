@@ -1,4 +1,4 @@
-"""OpenID Connect discovery that strict clients accept (CONTRACT §1, §11).
+"""OpenID Connect discovery that strict clients accept (docs/reference.md).
 
 Behind a proxy that forwards only ``/prod-api/*``, ``ISSUER/.well-known/
 openid-configuration`` is the one metadata URL an MCP client reaches. The MCP

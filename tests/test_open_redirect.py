@@ -1,5 +1,5 @@
 """Where /authorize may send people: trusted redirects, raw loopback matching,
-and ``prompt=none`` (CONTRACT §3, RFC 9700 §4.11.2, RFC 8252 §7.3)."""
+and ``prompt=none`` (RFC 9700 §4.11.2, RFC 8252 §7.3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Redirect URIs at registration: RFC 3986, read the same by browsers (CONTRACT §2).
+"""Redirect URIs at registration: RFC 3986, read the same by browsers.
 
 Every refused URI is one where a browser's WHATWG URL parsing and RFC 3986
 disagree, or one whose host is not a DNS name, an IPv4 or an IPv6 address.

@@ -1,4 +1,4 @@
-"""Dynamic client registration, RFC 7591 (CONTRACT §2)."""
+"""Dynamic client registration, RFC 7591 (docs/reference.md)."""
 
 from __future__ import annotations
 
@@ -148,7 +148,7 @@ def test_grant_types_not_offered_are_dropped(browser: Browser) -> None:
         ],
     )
 
-    # CONTRACT §10: refresh_token is kept beside authorization_code.
+    # docs/reference.md: refresh_token is kept beside authorization_code.
     assert client["grant_types"] == ["authorization_code", "refresh_token"]
 
 

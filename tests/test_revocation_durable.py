@@ -1,4 +1,4 @@
-"""What was revoked stays revoked when Redis loses its data (CONTRACT §9).
+"""What was revoked stays revoked when Redis loses its data (docs/reference.md).
 
 Two gunicorn instances share a private Redis. Tokens are ended every way there
 is; then that Redis comes back empty (restarted with no data), flushed, or

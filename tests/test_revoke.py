@@ -1,4 +1,4 @@
-"""Token revocation (RFC 7009) at POST /revoke (CONTRACT §10)."""
+"""Token revocation (RFC 7009) at POST /revoke (docs/reference.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The token endpoint and the access tokens it issues (CONTRACT §4, §5)."""
+"""The token endpoint and the access tokens it issues (docs/reference.md)."""
 
 from __future__ import annotations
 

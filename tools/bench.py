@@ -1,4 +1,6 @@
-"""``make bench``: the app's speed against a bare Flask hello-world (CONTRACT §12).
+"""``make bench``: the app's speed against a bare Flask hello-world.
+
+The goals are in the README, "Performance".
 
 Private Postgres (with ``pg_stat_statements``) and Redis as in ``make test``;
 the app and ``tools/bench_hello.py`` are served by the Procfile's ``web:``

@@ -1,4 +1,4 @@
-"""The table ``make bench`` prints, with the goals of CONTRACT §12."""
+"""The table ``make bench`` prints, with the goals of README, "Performance"."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 from bench_costs import Costs, describe
 
-#: Flows per second a 2-core machine must reach (CONTRACT §12).
+#: Flows per second a 2-core machine must reach (README, "Performance").
 FLOW_GOAL = 180
 #: Most Postgres statements and Redis commands a code exchange may cost.
 TOKEN_STATEMENTS, TOKEN_COMMANDS = 3, 2

@@ -18,11 +18,11 @@ from flask import Blueprint, Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..config import current_settings
+from ..config_values import MCP_PATH
 from ..errors import empty_response
 from ..mcp import jsonrpc, protocol
 from ..mcp.jsonrpc import INVALID_REQUEST, RpcError
 from ..mcp.tools import ScopeRequired, UnknownCaller
-from ..oauth.constants import MCP_PATH
 from ..oauth.resource import (
     current_claims,
     deny_insufficient_scope,

@@ -10,10 +10,10 @@ from typing import Any
 from flask import Blueprint, Response, abort, jsonify
 
 from ..config import current_settings
+from ..config_values import MCP_PATH
 from ..oauth.constants import (
     AUTHORIZATION_SERVER_METADATA_PATH,
     JWKS_PATH,
-    MCP_PATH,
     OPENID_CONFIGURATION_PATH,
     RESOURCE_METADATA_PATH,
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -70,11 +71,14 @@ class Tool:
 
 
 #: The process cache of accounts' emails (app/process_cache.py): user id ->
-#: email. An email never changes once the account exists, and accounts are
-#: disabled, never deleted, so nothing evicts an entry but the cache's rule.
+#: email. Accounts are disabled, never deleted (the denylist check below),
+#: but an email may change, say when an upstream identity reports a new
+#: one: an entry is trusted for a few minutes only.
 EMAIL_CACHE = "emails"
 #: Accounts whose email this process remembers; beyond that the oldest go.
 EMAIL_CACHE_SIZE = 10_000
+#: Seconds an email is remembered.
+EMAIL_CACHE_SECONDS = 300
 
 
 def email_of(user_id: str) -> str | None:
@@ -94,7 +98,7 @@ def email_of(user_id: str) -> str | None:
             return None
         email = user.email
         if cache is not None:
-            cache.put(user_id, email)
+            cache.put(user_id, email, until=time.time() + EMAIL_CACHE_SECONDS)
     return email
 
 

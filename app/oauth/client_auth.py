@@ -1,6 +1,6 @@
 """Client authentication at the token endpoint that never fails loudly.
 
-Authlib's built-in methods answer an unknown client with a 400 (the contract
+Authlib's built-in methods answer an unknown client with a 400 (docs/reference.md
 wants 401 for every failure) and decode the Basic header in a way that raises
 on bytes that are not UTF-8. These replacements return the client or ``None``;
 Authlib then answers ``401 invalid_client`` with ``WWW-Authenticate: Basic``.

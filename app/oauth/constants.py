@@ -1,14 +1,16 @@
 """Protocol facts declared once: paths, client authentication, loopback.
 
 Routes, discovery metadata, registration checks and error texts all read
-them from here. Scopes have a module of their own (:mod:`.scopes`). Grant and
-response types are not listed: they follow from the grants registered on the
-server (``AuthServer.grant_types``).
+them from here. Scopes have a module of their own (:mod:`.scopes`); the
+path of ``/mcp`` and the loopback hosts are settings' facts
+(:mod:`app.config_values`). The grant and response types offered follow
+from the grants registered on the server (``AuthServer.grant_types``); only
+registration's defaults are declared here.
 """
 
 from __future__ import annotations
 
-from ..config_values import LOOPBACK_HOSTS, MCP_PATH  # noqa: F401 (declared there)
+from ..config_values import LOOPBACK_HOSTS
 
 #: RFC 6749 §3.1: the authorization endpoint.
 AUTHORIZATION_PATH = "/authorize"

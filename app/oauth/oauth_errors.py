@@ -1,4 +1,4 @@
-"""OAuth errors the contract names that Authlib does not define."""
+"""OAuth errors this service answers that Authlib does not define."""
 
 from __future__ import annotations
 

@@ -87,7 +87,7 @@ class _BearerRequest(JsonRequest):
 
 
 class BearerProtector(ResourceProtector):
-    """Authlib's protector with the exact RFC 6750/9728 challenges of the contract."""
+    """Authlib's protector with the exact RFC 6750 and RFC 9728 challenges."""
 
     def acquire_token(self, scopes: Any = None, **kwargs: Any) -> TokenMixin:
         # Authlib's own steps (flask_oauth2.ResourceProtector.acquire_token),

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..config import Settings, current_settings
-from .constants import MCP_PATH
+from ..config_values import MCP_PATH
 from .oauth_errors import InvalidTargetError
 from .scopes import SCOPE_DESCRIPTIONS, SCOPES
 

@@ -144,7 +144,7 @@ def check_token_request(request: Any) -> None:
 
 
 class AuthServer(AuthorizationServer):
-    """Authlib's Flask server with the contract's error texts and RFC 9207."""
+    """Authlib's Flask server with our error texts and RFC 9207."""
 
     def __init__(self, settings: Settings) -> None:
         super().__init__()
