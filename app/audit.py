@@ -103,12 +103,12 @@ def record_api_key(event: Event, key_id: uuid.UUID) -> None:
     ).first()
     if found is None:
         return
-    key, client_id = found
+    key = found.ApiKey
     record(
         event,
         user_id=key.user_id,
         api_key_id=key.id,
-        client_id=client_id,
+        client_id=found.client_id,
         scopes=key.scopes,
     )
 

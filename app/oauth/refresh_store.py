@@ -248,11 +248,18 @@ def last_refreshed(consent_ids: list[uuid.UUID]) -> dict[uuid.UUID, datetime]:
     if not consent_ids:
         return {}
     rows = db.session.execute(
-        select(RefreshToken.consent_id, func.max(RefreshToken.rotated_at))
+        select(
+            RefreshToken.consent_id,
+            func.max(RefreshToken.rotated_at).label("last_rotated_at"),
+        )
         .where(
             RefreshToken.consent_id.in_(consent_ids),
             RefreshToken.rotated_at.is_not(None),
         )
         .group_by(RefreshToken.consent_id)
     )
-    return {consent_id: moment for consent_id, moment in rows if moment is not None}
+    return {
+        row.consent_id: row.last_rotated_at
+        for row in rows
+        if row.last_rotated_at is not None
+    }
