@@ -182,6 +182,12 @@ def test_approving_again_with_fewer_scopes_narrows_what_the_application_holds(
     ]
     assert "read" in row.get_text().split()
     assert "write" not in row.get_text().split()
+    # So does the key the application made, in the person's list of keys.
+    [key_row] = [
+        r for r in page.select("tbody tr") if created["prefix"] in r.get_text()
+    ]
+    shown = key_row.select_one("td.scopes")
+    assert shown is not None and shown.get_text().split() == ["read"]
 
     # The old chain refreshes to `read`, and cannot ask for `write` back.
     refreshed = refresh(browser, client, tokens["refresh_token"])
