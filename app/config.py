@@ -17,7 +17,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from .config_keys import load_signing_key, load_verify_keys
-from .config_values import LOOPBACK_HOSTS, MCP_PATH, WEB_SCHEMES, scheme_refused
+from .config_values import LOOPBACK_HOSTS, WEB_SCHEMES, scheme_refused
 
 #: libpq's ``sslmode`` values; a typo would otherwise only fail at first connect.
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
@@ -360,11 +360,6 @@ class Settings:
     refresh_grace_seconds: int = setting(_int(0, 3600), 30)
     #: Resource servers allowed at ``/introspect``: (name, SHA-256 of secret).
     resource_servers: tuple[tuple[str, str], ...] = setting(_resource_servers, ())
-
-    @property
-    def mcp_resource(self) -> str:
-        """The RFC 8707 resource indicator of the ``/mcp`` endpoint."""
-        return self.issuer + MCP_PATH
 
     @property
     def secure_cookies(self) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
+import weakref
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -78,6 +79,7 @@ def same_origin_only(view: View) -> View:
 
 def register(app: Flask, blueprint: Blueprint, surface: Surface) -> None:
     """Register ``blueprint`` as a ``surface``; its rules follow from that."""
+    _hook_cache_control(blueprint, surface)
     app.register_blueprint(blueprint)
     app.extensions.setdefault("surfaces", {})[blueprint.name] = surface
     if not surface.value.csrf:
@@ -167,9 +169,6 @@ def init_app(app: Flask) -> None:
             send_wildcard=True,
             vary_header=False,
         )
-    for name, surface in surfaces.items():
-        with confined_to(app, [name]):
-            app.after_request(_cache_control(surface.value.cache_control))
 
 
 def _only_with_origin(hook: Callable) -> Callable:
@@ -182,6 +181,23 @@ def _only_with_origin(hook: Callable) -> Callable:
         return args[0] if args else None  # after_request passes the response on
 
     return when_origin
+
+
+#: Blueprints given their surface's Cache-Control hook, and that surface. A
+#: blueprint object outlives the apps it is registered with (tests build many)
+#: and takes no new hooks once registered, so it gets its hook once.
+_CACHE_HOOKED: weakref.WeakKeyDictionary[Blueprint, Surface] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _hook_cache_control(blueprint: Blueprint, surface: Surface) -> None:
+    hooked = _CACHE_HOOKED.get(blueprint)
+    if hooked is None:
+        blueprint.after_request(_cache_control(surface.value.cache_control))
+        _CACHE_HOOKED[blueprint] = surface
+    elif hooked is not surface:
+        raise RuntimeError(f"blueprint {blueprint.name!r} is a {hooked.name}")
 
 
 def _cache_control(value: str) -> Callable[[Response], Response]:

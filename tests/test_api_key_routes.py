@@ -33,6 +33,7 @@ from helpers import (
     whoami_output,
 )
 
+from app.oauth.resources import default_resource
 from app.oauth.tokens import decode_access_token
 
 JSON_HEADERS = {"Content-Type": "application/json"}
@@ -114,7 +115,9 @@ def test_exchanged_token_claims(
     assert created["scopes"] == ["read", "write"]
     token = key_token(browser, created["key"])
     with server.app.app_context():
-        claims = decode_access_token(token)  # checks signature, iss and aud too
+        claims = decode_access_token(
+            token, default_resource()
+        )  # checks signature, iss and aud too
     assert claims["sub"] == user["id"]
     assert claims["scope"] == "read write"
     assert claims["via"] == "api_key"

@@ -6,12 +6,16 @@ breaks a passage; the rest of the suite would only see odd behaviour.
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import pytest
+from authlib.integrations.flask_oauth2 import ResourceProtector, current_token
+from authlib.oauth2.rfc6750 import BearerTokenValidator
 from flask import Blueprint, Flask, Response
 
 from app import compat
@@ -112,6 +116,59 @@ def test_confined_to_wraps_the_hooks_of_the_wrapped_blueprints_only() -> None:
     seen.clear()
     client.get("/b/")
     assert seen == ["wrapper", "confined:before"]
+
+
+def test_acquire_bearer_token_is_used_with_the_authlib_it_was_copied_from() -> None:
+    low, high = compat.AUTHLIB_ACQUIRE_TOKEN_VERSIONS
+    installed = compat.release("authlib")
+    assert low <= installed < high, (
+        f"app.compat.acquire_bearer_token copies Authlib's "
+        f"ResourceProtector.acquire_token and was written for Authlib {low} up "
+        f"to {high}; Authlib {version('authlib')} is installed: re-check the "
+        f"passage, then widen AUTHLIB_ACQUIRE_TOKEN_VERSIONS"
+    )
+
+
+def test_authlibs_acquire_token_is_still_the_one_acquire_bearer_token_copies() -> None:
+    source = inspect.getsource(ResourceProtector.acquire_token)
+    digest = hashlib.sha256(source.encode()).hexdigest()
+    assert digest == compat.AUTHLIB_ACQUIRE_TOKEN_SHA256, (
+        f"Authlib {version('authlib')} changed "
+        f"authlib.integrations.flask_oauth2.ResourceProtector.acquire_token, "
+        f"which app.compat.acquire_bearer_token copies step for step: bring the "
+        f"copy in line with it, then pin the new digest {digest}:\n{source}"
+    )
+
+
+class _Token(dict):
+    def get_scope(self) -> str:
+        return "read"
+
+    def is_expired(self) -> bool:
+        return False
+
+    def is_revoked(self) -> bool:
+        return False
+
+
+class _AnyTokenValidator(BearerTokenValidator):
+    def authenticate_token(self, token_string: str) -> _Token:
+        return _Token(value=token_string)
+
+
+def test_acquire_bearer_token_leaves_the_token_where_current_token_reads_it() -> None:
+    protector = ResourceProtector()
+    protector.register_token_validator(_AnyTokenValidator())
+    app = Flask(__name__)
+    headers = {"Authorization": "Bearer abc"}
+    with app.test_request_context("/x?y=1", headers=headers):
+        token = compat.acquire_bearer_token(protector, "https://as.example", "read")
+        assert token == {"value": "abc"}
+        assert current_token._get_current_object() is token, (
+            f"app.compat.acquire_bearer_token with Authlib {version('authlib')}: "
+            f"Authlib's current_token no longer reads the token where Authlib "
+            f"keeps it"
+        )
 
 
 @pytest.mark.parametrize(

@@ -42,7 +42,6 @@ def test_defaults_match_the_contract() -> None:
     assert (s.max_clients_per_address, s.max_clients) == (100, 100000)
     assert s.login_rate_limit == "10 per minute"
     assert s.client_id_prefix == "lessie"
-    assert s.mcp_resource == "https://auth.example.com/mcp"
     assert s.allowed_redirect_schemes is None
     assert s.loopback_aliases is False
 

@@ -143,6 +143,7 @@ def code_minter(
     from app.oauth.codes import AuthorizationCode
     from app.oauth.consent import find_consent
     from app.oauth.grants.authorization_code import code_store
+    from app.oauth.resources import builtin_resource
     from app.oauth.tokens import new_jti
 
     def mint(count: int) -> list[str]:
@@ -158,7 +159,7 @@ def code_minter(
                 user_id=user_id,
                 code_challenge=challenge,
                 code_challenge_method="S256",
-                resource=current_settings().mcp_resource,
+                resource=builtin_resource(current_settings()).uri,
                 auth_time=int(time.time()),
                 consent_id=str(consent.id),
                 token_jti=new_jti(),

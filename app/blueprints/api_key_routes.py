@@ -39,6 +39,7 @@ from ..oauth.resource import (
     deny_invalid_token,
     require_token,
 )
+from ..oauth.resources import default_resource
 from ..oauth.tokens import VIA_API_KEY
 from ..rate_limits import limit, setting
 from ..surfaces import same_origin_only
@@ -140,7 +141,7 @@ def _describe(key: ApiKey) -> dict[str, Any]:
 
 @bp.post(API_KEYS_PATH)
 @same_origin_only
-@require_token("write")
+@require_token(default_resource, "write")
 def create() -> Response:
     """Create a key; the answer is the only place the key ever appears."""
     caller = _caller()
@@ -175,7 +176,7 @@ def create() -> Response:
 
 @bp.get(API_KEYS_PATH)
 @same_origin_only
-@require_token("write")
+@require_token(default_resource, "write")
 def index() -> Response:
     """List the keys this client made for the caller that are not revoked."""
     caller = _caller()
@@ -189,7 +190,7 @@ def index() -> Response:
 
 @bp.delete(f"{API_KEYS_PATH}/<key_id>")
 @same_origin_only
-@require_token("write")
+@require_token(default_resource, "write")
 def delete(key_id: str) -> Response:
     """Revoke a key this client made, and the tokens exchanged from it."""
     caller = _caller()

@@ -14,7 +14,7 @@ from flask import Blueprint, Response, request
 from ..config import current_settings
 from ..errors import json_error
 from ..oauth.resource import authenticate_request
-from ..oauth.resources import builtin_resource
+from ..oauth.resources import Resource, builtin_resource
 
 bp = Blueprint("forward_auth", __name__, url_prefix="/auth")
 
@@ -33,9 +33,13 @@ def _demanded_scopes() -> list[str] | None:
     return scopes if all(scope in known for scope in scopes) else None
 
 
+def _guarded() -> Resource:
+    """The resource the proxy guards: today the built-in one."""
+    return builtin_resource(current_settings())
+
+
 def _guarded_scopes() -> tuple[str, ...]:
-    """The scopes of the resource the proxy guards: today the built-in one."""
-    return builtin_resource(current_settings()).scope_names
+    return _guarded().scope_names
 
 
 @bp.get("/verify")
@@ -48,7 +52,7 @@ def verify() -> Response:
             "invalid_scope",
             f"'scope' may only name {', '.join(_guarded_scopes())}.",
         )
-    claims = authenticate_request(*scopes)
+    claims = authenticate_request(_guarded(), *scopes)
     response = Response(status=200)
     response.headers[SUBJECT_HEADER] = str(claims["sub"])
     response.headers[CLIENT_HEADER] = str(

@@ -1,6 +1,7 @@
 """Bearer-token protection for resource routes (RFC 6750, RFC 9728).
 
-``require_token("read")`` guards a view; the verified claims are then in
+``require_token(default_resource, "read")`` guards a view of a resource; the
+verified claims (their audience that resource) are then in
 :func:`current_claims`. Failures answer as RFC 6750 §3 and RFC 9728 §5.1 say:
 
 - no token: ``401 Bearer resource_metadata="<PRM URL>", scope="read write"``
@@ -21,20 +22,19 @@ import functools
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from authlib.integrations.flask_oauth2 import ResourceProtector
-from authlib.integrations.flask_oauth2.requests import FlaskJsonPayload
-from authlib.integrations.flask_oauth2.signals import token_authenticated
+from authlib.integrations.flask_oauth2 import ResourceProtector, current_token
 from authlib.oauth2 import OAuth2Error
-from authlib.oauth2.rfc6749 import JsonRequest, TokenMixin
+from authlib.oauth2.rfc6749 import TokenMixin
 from authlib.oauth2.rfc6750 import BearerTokenValidator
 from authlib.oauth2.rfc6750.errors import InsufficientScopeError, InvalidTokenError
-from flask import Request, abort, g, request
+from flask import abort, g
 
+from ..compat import acquire_bearer_token
 from ..config import current_settings
 from ..denylist import is_denied
 from ..errors import json_error
 from .metadata import resource_metadata_url
-from .resources import builtin_resource
+from .resources import Resource
 from .tokens import InvalidAccessToken, decode_access_token
 
 
@@ -65,7 +65,7 @@ class JWTAccessTokenValidator(BearerTokenValidator):
 
     def authenticate_token(self, token_string: str) -> AccessToken | None:
         try:
-            claims = decode_access_token(token_string)
+            claims = decode_access_token(token_string, _guarded())
         except InvalidAccessToken:
             return None
         if is_denied(claims):
@@ -73,35 +73,20 @@ class JWTAccessTokenValidator(BearerTokenValidator):
         return AccessToken(claims)
 
 
-class _BearerRequest(JsonRequest):
-    """Authlib's Flask request wrapper (``FlaskJsonRequest``), with the URL
-    seen from the issuer.
-
-    ``FlaskJsonRequest`` rebuilds ``request.url`` (an IRI round trip, some
-    ten microseconds) for every token check; no bearer check reads it.
-    """
-
-    def __init__(self, request: Request, issuer: str) -> None:  # noqa: D107
-        super().__init__(request.method, issuer + request.full_path, request.headers)
-        self.payload = FlaskJsonPayload(request)
+def _guarded() -> Resource:
+    """The resource the current request's guard protects (its tokens' audience)."""
+    resource = g.get("guarded_resource")
+    if not isinstance(resource, Resource):
+        raise RuntimeError("no resource guards this request (require_token)")
+    return resource
 
 
 class BearerProtector(ResourceProtector):
     """Authlib's protector with the exact RFC 6750 and RFC 9728 challenges."""
 
     def acquire_token(self, scopes: Any = None, **kwargs: Any) -> TokenMixin:
-        # Authlib's own steps (flask_oauth2.ResourceProtector.acquire_token),
-        # with the lighter request wrapper above; the token is kept in our own
-        # name, read by current_claims(), not in Authlib's.
-        kwargs["scopes"] = scopes
-        for claim, value in kwargs.items():
-            if isinstance(value, str):
-                kwargs[claim] = [value]
-        bearer = _BearerRequest(request, current_settings().issuer)
-        token = self.validate_request(request=bearer, **kwargs)
-        token_authenticated.send(self, token=token)
-        g.access_token = token
-        return token
+        # Authlib's own steps with a lighter request wrapper (app/compat.py).
+        return acquire_bearer_token(self, current_settings().issuer, scopes, **kwargs)
 
     def raise_error_response(self, error: OAuth2Error) -> NoReturn:
         metadata = resource_metadata_url(current_settings())
@@ -128,7 +113,7 @@ class BearerProtector(ResourceProtector):
             # code. The scope hint (RFC 6750 §3, MCP authorization "Scope
             # Challenge Handling") names the scopes the protected resource
             # metadata lists, so a client knows what to ask for at once.
-            hint = " ".join(builtin_resource(current_settings()).scope_names)
+            hint = " ".join(_guarded().scope_names)
             challenge = f'Bearer resource_metadata="{metadata}", scope="{hint}"'
             body = {
                 "error": "unauthorized",
@@ -144,8 +129,13 @@ protector = BearerProtector()
 protector.register_token_validator(JWTAccessTokenValidator())
 
 
-def require_token(*scopes: str) -> Callable:
-    """Guard a view with a bearer token holding every scope in ``scopes``."""
+def require_token(guarded: Callable[[], Resource], *scopes: str) -> Callable:
+    """Guard a view of the resource ``guarded()`` with a bearer token for it
+    holding every scope in ``scopes``.
+
+    ``guarded`` is called per request: resources are built from the settings
+    of the app serving it (e.g. :func:`.resources.default_resource`).
+    """
     required = " ".join(scopes) or None
 
     def decorator(view: Callable) -> Callable:
@@ -153,6 +143,7 @@ def require_token(*scopes: str) -> Callable:
 
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            g.guarded_resource = guarded()
             g.required_scopes = list(scopes)
             return protected(*args, **kwargs)
 
@@ -163,14 +154,17 @@ def require_token(*scopes: str) -> Callable:
 
 def current_claims() -> dict[str, Any]:
     """The verified claims of the token on this request (inside ``require_token``)."""
-    token = g.get("access_token")
+    # Authlib's documented proxy to the token its protector accepted.
+    token = current_token._get_current_object()
     if not isinstance(token, AccessToken):
         raise RuntimeError("current_claims() is only for views in require_token")
     return token.claims
 
 
-def authenticate_request(*scopes: str) -> dict[str, Any]:
-    """Check the request's bearer token without a decorator; abort as above."""
+def authenticate_request(resource: Resource, *scopes: str) -> dict[str, Any]:
+    """Check the request's bearer token for ``resource`` without a decorator;
+    abort as above."""
+    g.guarded_resource = resource
     g.required_scopes = list(scopes)
     try:
         token = protector.acquire_token(" ".join(scopes) or None)

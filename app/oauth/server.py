@@ -35,10 +35,7 @@ from typing import Any
 
 from authlib.common.urls import add_params_to_uri
 from authlib.integrations.flask_oauth2 import AuthorizationServer
-from authlib.integrations.flask_oauth2.requests import (
-    FlaskJsonPayload,
-    FlaskOAuth2Payload,
-)
+from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import OAuth2Request
 from authlib.oauth2.rfc6749.errors import (
@@ -46,7 +43,7 @@ from authlib.oauth2.rfc6749.errors import (
     InvalidRequestError,
     UnsupportedGrantTypeError,
 )
-from authlib.oauth2.rfc6749.requests import JsonRequest
+from authlib.oauth2.rfc6749.requests import JsonPayload, JsonRequest
 from flask import Flask, Response, current_app
 from flask import request as flask_request
 
@@ -90,12 +87,17 @@ class _Request(OAuth2Request):
         return self._request.form
 
 
-class _JsonPayload(FlaskJsonPayload):
+class _JsonPayload(JsonPayload):
+    """Authlib's JSON payload interface over a Flask request."""
+
+    def __init__(self, request: Any) -> None:
+        self.flask_request = request
+
     @property
     def data(self) -> Any:
         # Malformed JSON or a wrong content type becomes ``None``, which the
         # registration endpoint answers with ``invalid_client_metadata``.
-        return self._request.get_json(force=True, silent=True)
+        return self.flask_request.get_json(force=True, silent=True)
 
 
 class _JsonRequest(JsonRequest):

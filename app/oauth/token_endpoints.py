@@ -23,6 +23,7 @@ from ..denylist import deny_token, is_denied
 from . import consent, refresh_liveness
 from .client_auth import parse_basic_authorization
 from .constants import AUTH_METHODS
+from .resources import known_resources
 from .tokens import InvalidAccessToken, decode_access_token
 
 #: Longest token worth looking at; our JWTs are well under this.
@@ -65,11 +66,14 @@ def find_access_token(token: Any) -> AccessTokenClaims | None:
         return None
     if "." not in token:
         return None  # a refresh token, or nothing of ours
-    try:
-        claims = decode_access_token(token)
-    except InvalidAccessToken:
-        return None
-    return None if is_denied(claims) else AccessTokenClaims(claims)
+    # Ours if it verifies for one of the resources we issue tokens for.
+    for resource in known_resources():
+        try:
+            claims = decode_access_token(token, resource)
+        except InvalidAccessToken:
+            continue
+        return None if is_denied(claims) else AccessTokenClaims(claims)
+    return None
 
 
 def find_token(token: Any) -> AccessTokenClaims | StoredRefreshToken | None:

@@ -24,7 +24,7 @@ from ..config import Settings, current_settings
 from ..denylist import process_cache
 from .issuance import Issuance
 from .keys import KeyRing, key_ring
-from .resources import Resource, builtin_resource
+from .resources import Resource
 
 #: RFC 9068 §2.1: access tokens are typed, so an ID token cannot pass for one.
 TOKEN_TYPE = "at+jwt"
@@ -113,13 +113,14 @@ class VerifiedClaims:
     claims: Mapping[str, Any]
 
 
-def decode_access_token(token: str, resource: Resource | None = None) -> dict[str, Any]:
+def decode_access_token(token: str, resource: Resource) -> dict[str, Any]:
     """Verify signature, type, issuer, audience and lifetime; return the claims.
 
-    The audience is ``resource``'s URI; the built-in resource's by default.
+    The audience must be ``resource``'s URI (RFC 8707, RFC 9068 §4): the
+    caller names the resource the token is presented to.
     """
     settings = current_settings()
-    audience = (resource or builtin_resource(settings)).uri
+    audience = resource.uri
     cache = process_cache(VERIFIED_CACHE, VERIFIED_TOKENS_KEPT)
     cache_key = (token, settings.issuer, audience)
     known = cache.get(cache_key) if cache is not None else None
