@@ -264,17 +264,24 @@ def test_a_redis_back_from_an_older_snapshot_brings_no_revoked_token_back(
     watch(instances, ended, fresh)
 
 
-def test_while_another_instance_rebuilds_the_record_decides(
-    make_server: Any, user: dict[str, str], restartable_redis: Any
-) -> None:
-    live = make_server(REDIS_URL=restartable_redis.url)
+def _one_kept_one_ended(live: Any, user: dict[str, str]) -> tuple[Any, Any, Any]:
+    """A token that stays good and one whose consent the person revoked, with
+    the process's copy of the denylist current."""
     browser = live.browser()
     kept = obtain_token(browser, user)
     client = register_client(browser)
     ended = redeem(browser, client, *get_code(browser, client, user)[:2]).json()
     revoke_from_account_page(browser, client["client_id"])
+    assert until(live.app.extensions["denylist_view"].is_current, 5.0)
+    return browser, kept, ended
+
+
+def test_while_another_instance_rebuilds_the_record_decides(
+    make_server: Any, user: dict[str, str], restartable_redis: Any
+) -> None:
+    live = make_server(REDIS_URL=restartable_redis.url)
+    browser, kept, ended = _one_kept_one_ended(live, user)
     view = live.app.extensions["denylist_view"]
-    assert until(view.is_current, 5.0)
 
     restartable_redis.stop()
     restartable_redis.start(empty=True)
@@ -331,13 +338,8 @@ def test_a_redis_that_refuses_info_still_forgets_nothing_when_emptied(
         with pytest.raises(redis.ResponseError):
             guarded.run("INFO", "server")
         live = make_server(REDIS_URL=guarded.url)
-        browser = live.browser()
-        kept = obtain_token(browser, user)
-        client = register_client(browser)
-        ended = redeem(browser, client, *get_code(browser, client, user)[:2]).json()
-        revoke_from_account_page(browser, client["client_id"])
+        browser, kept, ended = _one_kept_one_ended(live, user)
         view = live.app.extensions["denylist_view"]
-        assert until(view.is_current, 5.0)
 
         guarded.stop()
         guarded.start(empty=True)
