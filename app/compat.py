@@ -94,7 +94,10 @@ class _BearerRequest(JsonRequest):
     seen from the issuer rather than rebuilt from the request."""
 
     def __init__(self, request: Request, issuer: str) -> None:  # noqa: D107
-        super().__init__(request.method, issuer + request.full_path, request.headers)
+        super().__init__(request.method, issuer + request.full_path)
+        # Set after: the parent's ``headers or {}`` asks werkzeug's environ
+        # headers for their length, which walks the whole WSGI environ.
+        self.headers = request.headers
         self.payload = FlaskJsonPayload(request)
 
 

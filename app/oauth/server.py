@@ -72,9 +72,10 @@ class _Request(OAuth2Request):
     """
 
     def __init__(self, request: Any, issuer: str) -> None:
-        super().__init__(
-            request.method, issuer + request.full_path, headers=request.headers
-        )
+        super().__init__(request.method, issuer + request.full_path)
+        # Set after: the parent's ``headers or {}`` asks werkzeug's environ
+        # headers for their length, which walks the whole WSGI environ.
+        self.headers = request.headers
         self._request = request
         self.payload = FlaskOAuth2Payload(request)
 
@@ -102,7 +103,8 @@ class _JsonPayload(JsonPayload):
 
 class _JsonRequest(JsonRequest):
     def __init__(self, request: Any, issuer: str) -> None:
-        super().__init__(request.method, issuer + request.full_path, request.headers)
+        super().__init__(request.method, issuer + request.full_path)
+        self.headers = request.headers  # as in _Request
         self.payload = _JsonPayload(request)
 
 
