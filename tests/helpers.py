@@ -12,7 +12,8 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -429,9 +430,12 @@ def revoke(
 
 
 @contextmanager
-def statements(server: Any) -> Iterator[list[str]]:
-    """Record the SQL the live server runs (it shares this process)."""
-    seen: list[str] = []
+def statements_as(
+    server: Any, describe: Callable[[Any, str], Any]
+) -> Iterator[list[Any]]:
+    """Record, as ``describe(connection, sql)`` says, the SQL the live server
+    runs (it shares this process)."""
+    seen: list[Any] = []
     engine = server.app.extensions["db"].engine
 
     def record(
@@ -442,13 +446,38 @@ def statements(server: Any) -> Iterator[list[str]]:
         context: Any,
         executemany: Any,
     ) -> None:
-        seen.append(statement.split()[0].upper())
+        seen.append(describe(conn, statement))
 
     sqlalchemy.event.listen(engine, "before_cursor_execute", record)
     try:
         yield seen
     finally:
         sqlalchemy.event.remove(engine, "before_cursor_execute", record)
+
+
+def statements(server: Any) -> Any:
+    """The first word of each statement the live server runs."""
+    return statements_as(server, lambda conn, sql: sql.split()[0].upper())
+
+
+def api_key_token(server: Any, user: dict[str, str], key_id: str) -> str:
+    """An access token as if exchanged from the API key ``key_id``."""
+    from app.oauth.issuance import Issuance
+    from app.oauth.resources import default_resource
+    from app.oauth.tokens import issue_access_token, new_jti
+
+    with server.app.app_context():
+        token, _ = issue_access_token(
+            Issuance(
+                user_id=uuid.UUID(user["id"]),
+                client_id=None,
+                resource=default_resource(),
+                scope="read",
+                jti=new_jti(),
+                api_key_id=key_id,
+            )
+        )
+    return token
 
 
 def claims_for(server: Any, user: dict[str, str], **changes: Any) -> dict[str, Any]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy
@@ -16,36 +14,24 @@ from helpers import (
     query_of,
     register_client,
     statements,
+    statements_as,
     wait_for_current_view,
 )
 
 
-@contextmanager
-def statements_in_transactions(server: Any) -> Iterator[list[tuple[str, bool]]]:
+def statements_in_transactions(server: Any) -> Any:
     """Each statement the live server runs, and whether a transaction holds it.
 
     A statement outside a transaction (autocommit) costs no BEGIN and no
     COMMIT or ROLLBACK round trip.
     """
-    seen: list[tuple[str, bool]] = []
-    engine = server.app.extensions["db"].engine
-
-    def record(
-        conn: Any,
-        cursor: Any,
-        statement: Any,
-        parameters: Any,
-        context: Any,
-        executemany: Any,
-    ) -> None:
-        in_transaction = not conn.connection.dbapi_connection.autocommit
-        seen.append((statement.split()[0].upper(), in_transaction))
-
-    sqlalchemy.event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        sqlalchemy.event.remove(engine, "before_cursor_execute", record)
+    return statements_as(
+        server,
+        lambda conn, sql: (
+            sql.split()[0].upper(),
+            not conn.connection.dbapi_connection.autocommit,
+        ),
+    )
 
 
 def _client_cached(server: Any, browser: Browser, user: dict[str, str]) -> dict:

@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
 import pytest
 import sqlalchemy
-from helpers import obtain_token, result_of
-
-from app.oauth.issuance import Issuance
-from app.oauth.resources import default_resource
-from app.oauth.tokens import issue_access_token, new_jti
+from helpers import api_key_token, obtain_token, result_of
 
 SUPPORTED = ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"]
 ORIGIN = "https://inspector.example"
@@ -170,17 +165,7 @@ def test_whoami_describes_an_oauth_caller(
 def test_whoami_describes_an_api_key_caller(
     browser: Any, server: Any, user: dict[str, str]
 ) -> None:
-    with server.app.app_context():
-        token, _ = issue_access_token(
-            Issuance(
-                user_id=uuid.UUID(user["id"]),
-                client_id=None,
-                resource=default_resource(),
-                scope="read",
-                jti=new_jti(),
-                api_key_id="key-7",
-            )
-        )
+    token = api_key_token(server, user, "key-7")
 
     result = result_of(whoami(browser, token))
 

@@ -7,18 +7,22 @@ import dataclasses
 import json
 import secrets
 import time
-import uuid
 from typing import Any
 
 import pytest
-from helpers import claims_for, get_code, obtain_token, redeem, register_client
+from helpers import (
+    api_key_token,
+    claims_for,
+    get_code,
+    obtain_token,
+    redeem,
+    register_client,
+)
 from joserfc import jwt
 from joserfc.jwk import OctKey
 
 from app.denylist import deny_consent, deny_token, deny_user_until_now
-from app.oauth.issuance import Issuance
-from app.oauth.resources import default_resource
-from app.oauth.tokens import issue_access_token, new_jti, sign_claims
+from app.oauth.tokens import sign_claims
 
 #: The two protected surfaces, each called the way its clients call it.
 ENDPOINTS = {
@@ -287,17 +291,7 @@ def test_verify_reports_the_caller(
 def test_verify_reports_the_api_key_of_an_api_key_token(
     browser: Any, server: Any, user: dict[str, str]
 ) -> None:
-    with server.app.app_context():
-        token, _ = issue_access_token(
-            Issuance(
-                user_id=uuid.UUID(user["id"]),
-                client_id=None,
-                resource=default_resource(),
-                scope="read",
-                jti=new_jti(),
-                api_key_id="key-42",
-            )
-        )
+    token = api_key_token(server, user, "key-42")
 
     response = call(browser, "verify", token)
 

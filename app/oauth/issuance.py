@@ -77,33 +77,26 @@ def save_token(token: dict[str, Any], request: Any) -> None:
         return
     if issuance.consent_id is None or issuance.client_id is None:
         raise ValueError("a refresh chain belongs to a client's consent")
+    lineage: dict[str, Any]
     if isinstance(chain, ChainStart):
-        refresh_store.issue(
-            plain,
-            consent_id=issuance.consent_id,
-            client_id=issuance.client_id,
-            user_id=issuance.user_id,
+        scope, lineage = issuance.scope, {"code_jti": issuance.jti}
+    else:
+        # The successor's scope is the chain's, capped: a chain only narrows.
+        scope = chain.scope
+        answer = RotationAnswer(
+            refresh_token=plain,
+            access_token=token["access_token"],
             scope=issuance.scope,
-            resource=issuance.resource.uri,
-            chain_expires_at=chain.expires_at,
-            code_jti=issuance.jti,
+            expires_at=int(time.time()) + int(token.get("expires_in", 0)),
         )
-        return
-    answer = RotationAnswer(
-        refresh_token=plain,
-        access_token=token["access_token"],
-        scope=issuance.scope,
-        expires_at=int(time.time()) + int(token.get("expires_in", 0)),
-    )
+        lineage = {"parent": (chain.parent_id, chain.presented), "answer": answer}
     refresh_store.issue(
         plain,
         consent_id=issuance.consent_id,
         client_id=issuance.client_id,
         user_id=issuance.user_id,
-        # The successor's scope is the chain's, capped: a chain only narrows.
-        scope=chain.scope,
+        scope=scope,
         resource=issuance.resource.uri,
         chain_expires_at=chain.expires_at,
-        parent=(chain.parent_id, chain.presented),
-        answer=answer,
+        **lineage,
     )
