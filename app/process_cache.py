@@ -2,8 +2,9 @@
 
 A process keeps a few things it has read or verified, so that the next
 request needs no round trip for them: registered clients
-(app/oauth/clients.py), access tokens whose signature verified
-(app/oauth/tokens.py) and accounts' emails (app/mcp/tools.py). Each is a
+(app/oauth/clients.py), the registry of resources (app/oauth/resources.py),
+access tokens whose signature verified (app/oauth/tokens.py) and accounts'
+emails (app/mcp/tools.py). Each is a
 :class:`ProcessCache`, handed out by :func:`app.denylist.process_cache`, and an
 entry leaves it by this rule, the same for all:
 
@@ -18,7 +19,8 @@ entry leaves it by this rule, the same for all:
 
 Each cache says, where it is used, how its data may change and which of
 these rules keeps it true: a client's registration changes only by being
-pruned (announced), a verified token never changes (it expires), an email
+pruned (announced), the registry only by the ``resources`` commands
+(announced), a verified token never changes (it expires), an email
 may change (it expires after minutes). Values are frozen (frozen
 dataclasses, strings, tuples): every request of the process shares them, so
 none may change one; a new value is put in its place.
