@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from flask import g
 from flask_babel import get_locale
 from sqlalchemy import select
 
@@ -156,13 +157,21 @@ def mcp_resource() -> Resource:
 
 
 def registry() -> Registry:
-    """The registry, from this process's cache when it can be trusted."""
+    """The registry, from this process's cache when it can be trusted.
+
+    Read once per request at most: while the cache cannot be trusted (its
+    announcements may have been missed), each request reads Postgres.
+    """
+    found = g.get("resource_registry")
+    if found is not None:
+        return found
     cache = process_cache(REGISTRY_CACHE, 1)
     found = cache.get(REGISTRY_KEY) if cache is not None else None
     if found is None:
         found = load_registry(current_settings())
         if cache is not None:
             cache.put(REGISTRY_KEY, found)
+    g.resource_registry = found
     return found
 
 
