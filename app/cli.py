@@ -11,6 +11,7 @@ from flask.cli import AppGroup
 from sqlalchemy import select
 
 from . import audit, migrate
+from .logs import log_to_stderr
 from .cli_resources import resources_cli
 from .config import current_settings
 from .db import db
@@ -105,4 +106,6 @@ def downgrade_command(revision: str) -> None:
 
 def init_app(app: Flask) -> None:
     for group in (users_cli, clients_cli, db_cli, resources_cli):
+        # Runs before each of the group's commands.
+        group.callback = log_to_stderr
         app.cli.add_command(group)
