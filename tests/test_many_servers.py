@@ -273,6 +273,22 @@ def test_each_servers_token_is_refused_at_the_other(
     notes_metadata = demo.metadata_url(demo.notes_resource)
     assert f'resource_metadata="{notes_metadata}"' in challenge(at_notes)
 
+    # nginx clears a client's X-MCP-Resource: naming the search server in it
+    # does not get a search token checked as one (the issuer would answer 403
+    # invalid_target, the two forms disagreeing, if it reached it).
+    claimed = requests.post(
+        demo.notes_url,
+        json=INITIALIZE,
+        headers={
+            **MCP_HEADERS,
+            **bearer(search),
+            "X-MCP-Resource": demo.search_resource,
+        },
+        timeout=30,
+    )
+    assert claimed.status_code == 401
+    assert 'error="invalid_token"' in challenge(claimed)
+
     # The notes token at the search server: its JWTVerifier checks aud itself.
     at_search = initialize(stack, demo.search_url, notes)
     assert at_search.status_code == 401
@@ -321,6 +337,26 @@ def test_without_a_token_each_server_names_its_own_metadata(stack: Stack) -> Non
     assert {demo.notes_resource, demo.search_resource} <= set(
         listed["protected_resources"]
     )
+
+
+def test_a_proxy_guarding_an_unregistered_path_is_a_set_up_error(
+    stack: Stack, person: dict[str, str]
+) -> None:
+    # What /auth/verify tells a proxy whose forwarded host and path fall under
+    # no registered resource: not a challenge a client could follow.
+    token = token_for(stack, person, stack.demo.notes_resource)
+    response = stack.browser().get(
+        "/auth/verify",
+        headers={
+            **bearer(token),
+            "X-Forwarded-Host": urlsplit(stack.url).netloc,
+            "X-Forwarded-Uri": "/nothing/mcp",
+            "X-Forwarded-Proto": "http",
+        },
+    )
+
+    assert response.status_code == 403
+    assert response.json()["error"] == "invalid_target"
 
 
 def introspect(stack: Stack, credentials: tuple[str, str], token: str) -> Any:
@@ -610,32 +646,34 @@ def run_ts_client(
     modules: Path, user: Person, calls: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
     """Run tests/js/sdk_two_servers.mjs, approving each authorization it asks for."""
-    process = subprocess.Popen(
-        ["node", str(TS_SCRIPT), str(modules), json.dumps(calls)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdin is not None and process.stdout is not None
     outcomes: list[dict[str, Any]] = []
-    try:
-        for line in process.stdout:
-            message = json.loads(line)
-            assert "error" not in message, message["error"]
-            if "authorize" in message:
-                landed = user.approve(message["authorize"])
-                process.stdin.write(landed + "\n")
-                process.stdin.flush()
-            else:
-                outcomes.append(message)
-        assert process.wait(timeout=60) == 0, (
-            process.stderr.read() if process.stderr else ""
-        )
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    with (
+        tempfile.TemporaryFile("w+") as errors,
+        subprocess.Popen(
+            ["node", str(TS_SCRIPT), str(modules), json.dumps(calls)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+        ) as process,
+    ):
+        assert process.stdin is not None and process.stdout is not None
+        try:
+            for line in process.stdout:
+                message = json.loads(line)
+                assert "error" not in message, message["error"]
+                if "authorize" in message:
+                    landed = user.approve(message["authorize"])
+                    process.stdin.write(landed + "\n")
+                    process.stdin.flush()
+                else:
+                    outcomes.append(message)
+            status = process.wait(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        errors.seek(0)
+        assert status == 0, errors.read()
     return outcomes
 
 
