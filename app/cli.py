@@ -1,4 +1,4 @@
-"""Operator commands: ``flask --app app users|clients|db ...``."""
+"""Operator commands: ``flask --app app users|clients|db|resources ...``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from flask.cli import AppGroup
 from sqlalchemy import select
 
 from . import audit, migrate
+from .cli_resources import resources_cli
 from .config import current_settings
 from .db import db
 from .denylist import deny_user_until_now
@@ -103,5 +104,5 @@ def downgrade_command(revision: str) -> None:
 
 
 def init_app(app: Flask) -> None:
-    for group in (users_cli, clients_cli, db_cli):
+    for group in (users_cli, clients_cli, db_cli, resources_cli):
         app.cli.add_command(group)

@@ -58,15 +58,26 @@ class Approval(NamedTuple):
     approved_at: datetime
 
 
-def find_consent(user_id: uuid.UUID, client_id: str) -> Consent | None:
-    """The live consent of ``user_id`` to ``client_id``, if any."""
+def find_consent(user_id: uuid.UUID, client_id: str, resource: str) -> Consent | None:
+    """The live consent of ``user_id`` to ``client_id`` for ``resource``, if any."""
     return db.session.scalar(
         select(Consent).where(
             Consent.user_id == user_id,
             Consent.client_id == client_id,
+            Consent.resource == resource,
             Consent.revoked_at.is_(None),
         )
     )
+
+
+def has_approved(user_id: uuid.UUID, client_id: str) -> bool:
+    """Whether ``user_id`` holds a live consent to ``client_id``, for any resource."""
+    live = select(Consent.id).where(
+        Consent.user_id == user_id,
+        Consent.client_id == client_id,
+        Consent.revoked_at.is_(None),
+    )
+    return bool(db.session.scalar(select(live.exists())))
 
 
 def covers(consent: Consent | Approval | None, scope: str) -> bool:
@@ -74,16 +85,17 @@ def covers(consent: Consent | Approval | None, scope: str) -> bool:
 
 
 def signed_in_consent(
-    user_id: str, client_id: str
+    user_id: str, client_id: str, resource: str
 ) -> tuple[Person, Approval | None] | None:
-    """The enabled person ``user_id`` with their live consent to ``client_id``.
+    """The enabled person ``user_id`` with their live consent to ``client_id``
+    for ``resource``.
 
     One query; ``None`` if the account is gone or disabled.
     """
     key = _uuid(user_id)
     if key is None:
         return None
-    parameters = {"p_user": key, "p_client": client_id}
+    parameters = {"p_user": key, "p_client": client_id, "p_resource": resource}
     found = statements.run(statements.person_with_consent(), parameters).first()
     if found is None:
         return None
@@ -94,16 +106,23 @@ def signed_in_consent(
 
 
 def approve(
-    user_id: str, client_id: str, scope: str, client_row: Insert | None = None
+    user_id: str,
+    client_id: str,
+    scope: str,
+    resource: str,
+    client_row: Insert | None = None,
 ) -> uuid.UUID | None:
-    """Record an approval by the enabled person ``user_id``; return the consent's id.
+    """Record an approval by the enabled person ``user_id`` of ``client_id``
+    for ``resource``; return the consent's id.
 
-    Approving again while a consent is live replaces its scope and keeps its
-    id (its API keys and refresh chains stay bound to it): fewer scopes
-    narrow it (:func:`narrow`). Otherwise a new consent begins. ``None``,
-    with nothing recorded, if the account is gone or disabled. ``client_row``
-    (the client's own row, for a metadata-document client) is written by the
-    same statement, so the approval needs no transaction.
+    Approving again while a consent is live keeps its id (its API keys and
+    refresh chains stay bound to it). A request for scopes it lacks (MCP's
+    step-up, after a ``403 insufficient_scope``) widens it to the union; a
+    request within it narrows it to what was asked (:func:`narrow`).
+    Otherwise a new consent begins. ``None``, with nothing recorded, if the
+    account is gone or disabled. ``client_row`` (the client's own row, for a
+    metadata-document client) is written by the same statement, so the
+    approval needs no transaction.
     """
     key = _uuid(user_id)
     if key is None:
@@ -116,21 +135,30 @@ def approve(
         "p_user": key,
         "p_client": client_id,
         "p_scope": scope,
+        "p_resource": resource,
         "p_now": utcnow(),
     }
     # An upsert with RETURNING yields the row it inserted or updated, if any.
     consent_id = statements.run(statement, parameters).scalar()
     if consent_id is not None:
         audit.record(
-            audit.CONSENT_GRANTED, user_id=key, client_id=client_id, scope=scope
+            audit.CONSENT_GRANTED,
+            user_id=key,
+            client_id=client_id,
+            scope=scope,
+            resource=resource,
         )
     return consent_id
 
 
-def deny(user_id: uuid.UUID, client_id: str, scope: str) -> None:
+def deny(user_id: uuid.UUID, client_id: str, scope: str, resource: str) -> None:
     """Record that the person refused ``client_id`` the ``scope`` it asked for."""
     audit.record(
-        audit.CONSENT_DENIED, user_id=user_id, client_id=client_id, scope=scope
+        audit.CONSENT_DENIED,
+        user_id=user_id,
+        client_id=client_id,
+        scope=scope,
+        resource=resource,
     )
 
 

@@ -37,6 +37,7 @@ from .constants import (
 from .metadata import authorization_server_metadata
 from .redirect_uris import redirect_uri_problem
 from .registration_caps import insert_within_caps
+from .resources import all_scopes, known_resources
 from .scopes import SCOPES
 
 MAX_REDIRECT_URIS = 20
@@ -108,6 +109,8 @@ def _auth_method(data: dict[str, Any]) -> str:
 
 
 def _scope(data: dict[str, Any]) -> str:
+    """The scopes the client may ask for; only those of resources it names
+    are limited by it (:meth:`.resources.Resource.allowed_scope`)."""
     scope = data.get("scope")
     if scope is None or (isinstance(scope, str) and not scope.strip()):
         return " ".join(SCOPES)
@@ -115,10 +118,11 @@ def _scope(data: dict[str, Any]) -> str:
         raise InvalidClientMetadataError("'scope' must be a space-separated string.")
     # Unknown scopes are dropped (RFC 7591 §2), but never replaced by wider ones.
     requested = scope.split()
-    kept = [s for s in SCOPES if s in requested]
+    known = all_scopes()
+    kept = [s for s in known if s in requested]
     if not kept:
         raise InvalidClientMetadataError(
-            "'scope' must include at least one of: " + ", ".join(SCOPES) + "."
+            "'scope' must include at least one of: " + ", ".join(known) + "."
         )
     return " ".join(kept)
 
@@ -169,7 +173,9 @@ class RegistrationEndpoint(ClientRegistrationEndpoint):
         return True  # open registration, as MCP clients expect; limits apply instead
 
     def get_server_metadata(self) -> dict[str, Any]:
-        return authorization_server_metadata(current_settings(), self.server)
+        return authorization_server_metadata(
+            current_settings(), self.server, known_resources()
+        )
 
     def extract_client_metadata(self, request: Any) -> dict[str, Any]:
         cleaned = clean_metadata(

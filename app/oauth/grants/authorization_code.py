@@ -156,7 +156,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         if resource is None:
             raise InvalidGrantError("The resource is no longer served.")
         requested = self.request.payload.datalist.get("resource", [])
-        if any(value != resource.uri for value in requested):
+        if requested and resolve_resource(requested).uri != resource.uri:
             raise InvalidTargetError()  # RFC 8707 §2.2: the code's resource only
         refresh = client.check_grant_type("refresh_token")
         ttl = timedelta(seconds=current_settings().refresh_token_ttl)
