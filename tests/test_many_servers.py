@@ -29,6 +29,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import demo_nginx
+import devservices
 import httpx2
 import pytest
 import requests
@@ -59,7 +60,7 @@ from helpers import (
 from mcp import ClientSession
 from mcp.client.auth import AuthorizationCodeResult, OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.auth import OAuthClientMetadata
+from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata
 from mcp_sdk_client import REDIRECT_URI, MemoryStorage
 from pydantic import AnyUrl
 from test_devservices import descendants, is_running, run_env
@@ -163,7 +164,8 @@ def stack(base_env: dict[str, str]) -> Iterator[Stack]:
     for arguments in demo.registrations():
         added = flask_cli(env, "resources", "add", *arguments)
         assert added.returncode == 0, added.stderr
-        assert added.stdout.strip() == arguments[0]
+        # The registered URI is the last line (the audit record may precede it).
+        assert added.stdout.strip().splitlines()[-1] == arguments[0]
     resource_servers = ",".join(
         [
             f"{NOTES_RS[0]}:{NOTES_RS[1]} {demo.notes_resource}",
@@ -316,15 +318,24 @@ def test_a_token_for_the_issuers_own_mcp_opens_neither_server(
 def test_without_a_token_each_server_names_its_own_metadata(stack: Stack) -> None:
     demo = stack.demo
     browser = stack.browser()
+    notes_metadata = demo.metadata_url(demo.notes_resource)
+    search_metadata = demo.metadata_url(demo.search_resource)
+    expected = {
+        # From /auth/verify, passed on by nginx.
+        demo.notes_url: f'Bearer resource_metadata="{notes_metadata}", '
+        'scope="notes:read notes:write"',
+        # From FastMCP's RemoteAuthProvider.
+        demo.search_url: 'Bearer scope="search", '
+        f'resource_metadata="{search_metadata}"',
+    }
     for url, resource, name, scopes in (
         (demo.notes_url, demo.notes_resource, NOTES_NAME, NOTES_SCOPES),
         (demo.search_url, demo.search_resource, SEARCH_NAME, SEARCH_SCOPES),
     ):
         response = requests.post(url, json=INITIALIZE, headers=MCP_HEADERS, timeout=30)
         assert response.status_code == 401
+        assert challenge(response) == expected[url]
         metadata_url = demo.metadata_url(resource)
-        assert f'resource_metadata="{metadata_url}"' in challenge(response)
-        assert "error=" not in challenge(response)
 
         # The issuer serves the document at that URL (through nginx).
         document = browser.get(metadata_url).json()
@@ -357,6 +368,20 @@ def test_a_proxy_guarding_an_unregistered_path_is_a_set_up_error(
 
     assert response.status_code == 403
     assert response.json()["error"] == "invalid_target"
+
+
+def test_the_demo_registers_only_what_is_missing(
+    stack: Stack, base_env: dict[str, str]
+) -> None:
+    # `make run DEMO=servers` runs again and again on the same database.
+    env = {**os.environ, **base_env, "ISSUER": stack.url}
+    devservices.register_demo_resources(env, stack.demo.registrations())
+
+    listed = flask_cli(env, "resources", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    mine = {stack.demo.notes_resource, stack.demo.search_resource}
+    found = [entry for entry in json.loads(listed.stdout) if entry["uri"] in mine]
+    assert len(found) == 2
 
 
 def introspect(stack: Stack, credentials: tuple[str, str], token: str) -> Any:
@@ -528,8 +553,28 @@ class Person:
         return self.result
 
 
-def sdk_provider(url: str, person: Person) -> OAuthClientProvider:
-    """One OAuth client a server, as an MCP client keeps them (its own storage)."""
+class SharedRegistration(MemoryStorage):
+    """Tokens of one server, the client registration of every server.
+
+    The SDK binds stored credentials to the issuer that registered them, not
+    to a server, so a client may keep one registration with an issuer for
+    all the servers behind it.
+    """
+
+    def __init__(self, shared: MemoryStorage) -> None:
+        super().__init__()
+        self.shared = shared
+
+    async def get_client_info(self) -> OAuthClientInformationFull | None:
+        return self.shared.client_info
+
+    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
+        self.shared.client_info = client_info
+
+
+def sdk_provider(
+    url: str, person: Person, storage: MemoryStorage
+) -> OAuthClientProvider:
     return OAuthClientProvider(
         server_url=url,
         client_metadata=OAuthClientMetadata(
@@ -537,7 +582,7 @@ def sdk_provider(url: str, person: Person) -> OAuthClientProvider:
             redirect_uris=[AnyUrl(REDIRECT_URI)],
             token_endpoint_auth_method="none",
         ),
-        storage=MemoryStorage(),
+        storage=storage,
         redirect_handler=person.redirect_handler,
         callback_handler=person.callback_handler,
     )
@@ -586,13 +631,17 @@ def consents_of(engine: sqlalchemy.Engine, person: dict[str, str]) -> set[Any]:
         return {(row.client_id, row.resource) for row in rows}
 
 
-def test_the_python_sdk_uses_both_servers_with_two_consents(
+def test_the_python_sdk_uses_both_servers_with_two_consents_for_one_client(
     stack: Stack, person: dict[str, str], engine: sqlalchemy.Engine
 ) -> None:
     demo = stack.demo
     user = Person(stack.browser(), person)
-    notes_client = sdk_provider(demo.notes_url, user)
-    search_client = sdk_provider(demo.search_url, user)
+    # One client, registered once with the issuer, for both servers.
+    registration = MemoryStorage()
+    notes_client = sdk_provider(demo.notes_url, user, SharedRegistration(registration))
+    search_client = sdk_provider(
+        demo.search_url, user, SharedRegistration(registration)
+    )
 
     added = anyio.run(
         sdk_call, demo.notes_url, notes_client, "add_note", {"text": "from python"}
@@ -615,31 +664,37 @@ def test_the_python_sdk_uses_both_servers_with_two_consents(
     assert SEARCH_NAME in user.consent_pages[1]
     assert demo.search_resource in user.consent_pages[1]
 
-    notes_info = notes_client.context.client_info
-    search_info = search_client.context.client_info
-    assert notes_info is not None and search_info is not None
-    notes_id, search_id = notes_info.client_id, search_info.client_id
+    assert registration.client_info is not None
+    client_id = registration.client_info.client_id
     assert added["tools"] == ["add_note", "list_notes"]
     assert added["result"]["subject"] == person["id"]
-    assert added["result"]["client"] == notes_id
+    assert added["result"]["client"] == client_id
     assert added["result"]["notes"] == ["from python"]
     assert found["tools"] == ["search"]
     assert found["result"]["subject"] == person["id"]
-    assert found["result"]["client"] == search_id
+    assert found["result"]["client"] == client_id
     assert found["result"]["results"] == ["Release checklist"]
+    # Each server's tokens are for it alone.
+    for provider, resource in (
+        (notes_client, demo.notes_resource),
+        (search_client, demo.search_resource),
+    ):
+        tokens = provider.context.current_tokens
+        assert tokens is not None
+        assert claims_of(tokens.access_token)["aud"] == resource
 
-    # Two consents, each for its own server, grouped so on the account page.
+    # Two consents of one client, each for its own server, grouped so on the
+    # account page.
     assert consents_of(engine, person) == {
-        (notes_id, demo.notes_resource),
-        (search_id, demo.search_resource),
+        (client_id, demo.notes_resource),
+        (client_id, demo.search_resource),
     }
     sections = resource_sections(user.browser)
     assert set(sections) == {demo.notes_resource, demo.search_resource}
     assert NOTES_NAME in sections[demo.notes_resource]
-    assert notes_id in sections[demo.notes_resource]
-    assert search_id not in sections[demo.notes_resource]
+    assert client_id in sections[demo.notes_resource]
     assert SEARCH_NAME in sections[demo.search_resource]
-    assert search_id in sections[demo.search_resource]
+    assert client_id in sections[demo.search_resource]
 
 
 def run_ts_client(
@@ -677,7 +732,7 @@ def run_ts_client(
     return outcomes
 
 
-def test_the_typescript_sdk_uses_both_servers_with_two_consents(
+def test_the_typescript_sdk_uses_both_servers_with_a_client_each(
     stack: Stack,
     person: dict[str, str],
     engine: sqlalchemy.Engine,
@@ -714,59 +769,60 @@ def test_the_typescript_sdk_uses_both_servers_with_two_consents(
     assert search["client_id"] in sections[demo.search_resource]
 
 
-def test_make_run_demo_servers_serves_both_servers_behind_nginx(
-    tmp_path: Path,
-) -> None:
+def test_make_run_demo_servers_serves_both_servers_behind_nginx() -> None:
     # `make run DEMO=servers`, as a newcomer runs it; stopping it stops it all.
-    tmp_path.chmod(0o755)
     port = free_port()
     demo = Demo(f"http://127.0.0.1:{port}")
-    output = tmp_path / "run.log"
-    with output.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "tools/devservices.py", "run"]
-            + ["--data-dir", str(tmp_path / "devdata"), "--demo", "servers"],
-            env=run_env(port),
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 180
-        while demo.search_url not in output.read_text():
-            assert process.poll() is None, output.read_text()
-            assert time.monotonic() < deadline, output.read_text()
-            time.sleep(0.3)
-        printed = output.read_text()
-        assert demo.notes_url in printed
-
-        for url, resource in (
-            (demo.notes_url, demo.notes_resource),
-            (demo.search_url, demo.search_resource),
-        ):
-            response = requests.post(
-                url, json=INITIALIZE, headers=MCP_HEADERS, timeout=30
+    with tempfile.TemporaryDirectory(prefix="mcp-auth-demo-") as tmp:
+        Path(tmp).chmod(0o755)  # the postgres account reaches it: no fallback
+        output = Path(tmp) / "run.log"
+        with output.open("w") as out:
+            process = subprocess.Popen(
+                [sys.executable, "tools/devservices.py", "run"]
+                + ["--data-dir", str(Path(tmp) / "devdata"), "--demo", "servers"],
+                env=run_env(port),
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
-            assert response.status_code == 401, response.text
-            metadata_url = demo.metadata_url(resource)
-            assert f'resource_metadata="{metadata_url}"' in challenge(response)
-            document = requests.get(metadata_url, timeout=30).json()
-            assert document["resource"] == resource
-        keys = requests.get(demo.jwks_uri, timeout=30).json()["keys"]
-        assert [key["kty"] for key in keys] == ["EC"]
+        try:
+            check_demo_run(demo, process, output)
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)  # it stops what it started
+                process.wait(timeout=120)
 
-        children = descendants(process.pid)
-        commands = " ".join(children.values())
-        for name in ("postgres", "redis-server", "gunicorn", "nginx"):
-            assert name in commands, commands
-        assert "demo_servers.py notes" in commands
-        assert "demo_servers.py search" in commands
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=120) == 0, output.read_text()
-        time.sleep(0.5)
-        left = {pid: cmd for pid, cmd in children.items() if is_running(pid)}
-        assert not left, left
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+
+def check_demo_run(demo: Demo, process: subprocess.Popen, output: Path) -> None:
+    deadline = time.monotonic() + 180
+    while "give an MCP client either URL" not in output.read_text():
+        assert process.poll() is None, output.read_text()
+        assert time.monotonic() < deadline, output.read_text()
+        time.sleep(0.3)
+    printed = output.read_text().split("give an MCP client either URL", 1)[1]
+    assert demo.notes_url in printed and demo.search_url in printed
+
+    for url, resource in (
+        (demo.notes_url, demo.notes_resource),
+        (demo.search_url, demo.search_resource),
+    ):
+        response = requests.post(url, json=INITIALIZE, headers=MCP_HEADERS, timeout=30)
+        assert response.status_code == 401, response.text
+        metadata_url = demo.metadata_url(resource)
+        assert f'resource_metadata="{metadata_url}"' in challenge(response)
+        document = requests.get(metadata_url, timeout=30).json()
+        assert document["resource"] == resource
+    keys = requests.get(demo.jwks_uri, timeout=30).json()["keys"]
+    assert [key["kty"] for key in keys] == ["EC"]
+
+    children = descendants(process.pid)
+    commands = " ".join(children.values())
+    for name in ("postgres", "redis-server", "gunicorn", "nginx"):
+        assert name in commands, commands
+    assert "demo_servers.py notes" in commands
+    assert "demo_servers.py search" in commands
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 0, output.read_text()
+    time.sleep(0.5)
+    left = {pid: cmd for pid, cmd in children.items() if is_running(pid)}
+    assert not left, left

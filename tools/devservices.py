@@ -496,7 +496,7 @@ def _signing_algorithm(pem: str) -> str:
     return "ES256" if isinstance(key, ec.EllipticCurvePrivateKey) else "EdDSA"
 
 
-def _register_demo_resources(
+def register_demo_resources(
     env: dict[str, str], registrations: list[list[str]]
 ) -> None:
     """``flask --app app resources add`` each resource not registered yet."""
@@ -514,7 +514,8 @@ def _register_demo_resources(
         )
         if added.returncode != 0:
             raise SystemExit(added.stderr.strip())
-        log(f"registered the resource {added.stdout.strip()}")
+        # The URI is the last line (the audit record may come first).
+        log(f"registered the resource {added.stdout.strip().splitlines()[-1]}")
 
 
 def _run_servers_demo(
@@ -532,7 +533,7 @@ def _run_servers_demo(
     demo = Demo(env["ISSUER"])
     # The app is behind nginx: one proxy hop, whose X-Forwarded-* it believes.
     env = {**env, "TRUSTED_PROXY_HOPS": "1"}
-    _register_demo_resources(env, demo.registrations())
+    register_demo_resources(env, demo.registrations())
     script = str(ROOT / "tools" / "demo_servers.py")
     upstreams: dict[str, str] = {}
     for name, extra in (
