@@ -75,6 +75,8 @@ SEARCH_RS = ("search-server", secrets.token_urlsafe(24))
 #: Rows that stay between this module's tests: the resources registered once.
 KEPT_TABLES = {"resources"}
 
+ARCHIVE_PATH = "/archive/mcp"
+
 INITIALIZE: dict[str, Any] = {
     "jsonrpc": "2.0",
     "id": 1,
@@ -147,6 +149,11 @@ class Stack:
     nginx_dir: Path
 
     @property
+    def archive(self) -> str:
+        """A third resource, with a ``search`` scope too, that no server serves."""
+        return self.demo.issuer + ARCHIVE_PATH
+
+    @property
     def url(self) -> str:
         return self.demo.issuer
 
@@ -161,7 +168,8 @@ def stack(base_env: dict[str, str]) -> Iterator[Stack]:
     demo = Demo(f"http://127.0.0.1:{port}")
     pem = signing_key_pem()
     env = {**base_env, "ISSUER": demo.issuer, "JWT_SIGNING_KEY": pem}
-    for arguments in demo.registrations():
+    archive = [demo.issuer + ARCHIVE_PATH, "--name", "Archive", "--scopes", "search"]
+    for arguments in [*demo.registrations(), archive]:
         added = flask_cli(env, "resources", "add", *arguments)
         assert added.returncode == 0, added.stderr
         # The registered URI is the last line (the audit record may precede it).
@@ -208,7 +216,7 @@ def stack(base_env: dict[str, str]) -> Iterator[Stack]:
         )
         yield Stack(demo, service, nginx_dir)
     # Leave no resource of a port that is gone for later modules.
-    for resource in (demo.notes_resource, demo.search_resource):
+    for resource in (demo.notes_resource, demo.search_resource, archive[0]):
         flask_cli(env, "resources", "remove", resource)
 
 
@@ -297,6 +305,13 @@ def test_each_servers_token_is_refused_at_the_other(
     assert 'error="invalid_token"' in challenge(at_search)
     search_metadata = demo.metadata_url(demo.search_resource)
     assert f'resource_metadata="{search_metadata}"' in challenge(at_search)
+    # So does a token with the very scope it wants, for another resource:
+    # only its audience is wrong.
+    archive = token_for(stack, person, stack.archive, scope="search")
+    assert claims_of(archive)["scope"] == "search"
+    wrong_audience = initialize(stack, demo.search_url, archive)
+    assert wrong_audience.status_code == 401
+    assert 'error="invalid_token"' in challenge(wrong_audience)
 
 
 def test_a_token_for_the_issuers_own_mcp_opens_neither_server(
