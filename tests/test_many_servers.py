@@ -269,6 +269,9 @@ def test_each_servers_token_is_refused_at_the_other(
     search = token_for(stack, person, demo.search_resource)
     assert claims_of(notes)["aud"] == demo.notes_resource
     assert claims_of(search)["aud"] == demo.search_resource
+    # Asking for the notes endpoint itself, under the registered /notes.
+    by_endpoint = token_for(stack, person, demo.notes_url)
+    assert claims_of(by_endpoint)["aud"] == demo.notes_resource
 
     # Each token opens its own server: notes through /auth/verify, search
     # through its own JWTVerifier.
