@@ -140,6 +140,11 @@ def stop(process: subprocess.Popen) -> None:
         process.wait()
 
 
+def alias_of(uri: str) -> str:
+    """``uri`` with ``localhost`` for ``127.0.0.1``: the same socket, another name."""
+    return uri.replace("//127.0.0.1:", "//localhost:", 1)
+
+
 @dataclass
 class Stack:
     """nginx on the issuer's origin, the issuer and both servers behind it."""
@@ -169,7 +174,16 @@ def stack(base_env: dict[str, str]) -> Iterator[Stack]:
     pem = signing_key_pem()
     env = {**base_env, "ISSUER": demo.issuer, "JWT_SIGNING_KEY": pem}
     archive = [demo.issuer + ARCHIVE_PATH, "--name", "Archive", "--scopes", "search"]
-    for arguments in [*demo.registrations(), archive]:
+    # The notes path under another name of this host: another server as far
+    # as the registry knows, whose tokens must not open this proxy's notes.
+    alias = [
+        alias_of(demo.notes_resource),
+        "--name",
+        "Notes elsewhere",
+        "--scopes",
+        "notes:read notes:write",
+    ]
+    for arguments in [*demo.registrations(), archive, alias]:
         added = flask_cli(env, "resources", "add", *arguments)
         assert added.returncode == 0, added.stderr
         # The registered URI is the last line (the audit record may precede it).
@@ -209,6 +223,7 @@ def stack(base_env: dict[str, str]) -> Iterator[Stack]:
             issuer_upstream=service.url,
             notes_upstream=notes_upstream,
             search_upstream=search_upstream,
+            notes_resource=demo.notes_resource,
         )
         nginx_dir = directory / "nginx"
         stack.callback(
@@ -216,7 +231,7 @@ def stack(base_env: dict[str, str]) -> Iterator[Stack]:
         )
         yield Stack(demo, service, nginx_dir)
     # Leave no resource of a port that is gone for later modules.
-    for resource in (demo.notes_resource, demo.search_resource, archive[0]):
+    for resource in (demo.notes_resource, demo.search_resource, archive[0], alias[0]):
         flask_cli(env, "resources", "remove", resource)
 
 
@@ -386,6 +401,28 @@ def test_a_proxy_guarding_an_unregistered_path_is_a_set_up_error(
 
     assert response.status_code == 403
     assert response.json()["error"] == "invalid_target"
+
+
+def test_a_host_the_client_chose_does_not_pick_the_resource(
+    stack: Stack, person: dict[str, str]
+) -> None:
+    # nginx answers any Host here, and forwards the one the client sent. A
+    # token for the resource registered under the host's other name must not
+    # open the notes server: the location names its resource outright, and
+    # the issuer refuses a check whose two forms disagree.
+    elsewhere = token_for(stack, person, alias_of(stack.demo.notes_resource))
+    port = urlsplit(stack.url).port
+    response = requests.post(
+        stack.demo.notes_url,
+        json=INITIALIZE,
+        headers={**MCP_HEADERS, **bearer(elsewhere), "Host": f"localhost:{port}"},
+        timeout=30,
+    )
+
+    assert response.status_code in (401, 403), response.text
+    # And its own token through the same door still opens it.
+    own = token_for(stack, person, stack.demo.notes_resource)
+    assert initialize(stack, stack.demo.notes_url, own).status_code == 200
 
 
 def test_the_demo_registers_only_what_is_missing(
@@ -844,3 +881,19 @@ def check_demo_run(demo: Demo, process: subprocess.Popen, output: Path) -> None:
     time.sleep(0.5)
     left = {pid: cmd for pid, cmd in children.items() if is_running(pid)}
     assert not left, left
+
+
+def test_the_readme_shows_the_site_the_tests_run() -> None:
+    # The README's nginx block is site_config's output, filled with its
+    # example values: what the tests run is what operators copy.
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Several MCP servers behind one issuer", 1)[1]
+    shown = section.split("```nginx\n", 1)[1].split("```", 1)[0]
+    assert shown == demo_nginx.site_config(
+        listen="443 ssl",
+        server_name="mcp.example.com",
+        issuer_upstream="http://127.0.0.1:8000",
+        notes_upstream="http://127.0.0.1:9001",
+        search_upstream="http://127.0.0.1:9002",
+        notes_resource="https://mcp.example.com/notes",
+    )

@@ -27,6 +27,7 @@ def site_config(
     issuer_upstream: str,
     notes_upstream: str,
     search_upstream: str,
+    notes_resource: str,
 ) -> str:
     """The ``server {}`` block; upstreams are ``http://host:port`` with no path."""
     return f"""\
@@ -64,13 +65,16 @@ server {{
         proxy_pass {issuer_upstream}/auth/verify;
         proxy_pass_request_body off;
         proxy_set_header Content-Length "";
-        # $http_host keeps the port ($host drops it).
+        # nginx passes the client's own headers to the subrequest: a client
+        # must not pick the resource its token is checked against. This
+        # location guards one resource, named outright.
+        proxy_set_header X-MCP-Resource {notes_resource};
+        # The original address too ($http_host keeps the port, $host drops
+        # it): the issuer refuses a request whose two disagree, such as one
+        # whose Host the client chose to name another registered server.
         proxy_set_header X-Forwarded-Host $http_host;
         proxy_set_header X-Forwarded-Uri $request_uri;
         proxy_set_header X-Forwarded-Proto $scheme;
-        # nginx passes the client's own headers to the subrequest: a client
-        # must not pick the resource its token is checked against.
-        proxy_set_header X-MCP-Resource "";
     }}
 
     # Server B (search) checks tokens itself, against the issuer's JWKS.

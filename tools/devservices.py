@@ -562,6 +562,7 @@ def _run_servers_demo(
         issuer_upstream=f"http://127.0.0.1:{app_port}",
         notes_upstream=upstreams["notes"],
         search_upstream=upstreams["search"],
+        notes_resource=demo.notes_resource,
     )
     try:
         nginx = demo_nginx.start_nginx(nginx_dir, site, int(env["PORT"]))
