@@ -11,11 +11,11 @@ from flask.cli import AppGroup
 from sqlalchemy import select
 
 from . import audit, migrate
-from .logs import log_to_stderr
 from .cli_resources import resources_cli
 from .config import current_settings
 from .db import db
 from .denylist import deny_user_until_now
+from .logs import log_to_stderr
 from .models import User, utcnow
 from .oauth.clients import prune_unused_clients
 from .oauth.resources import builtin_resource
