@@ -301,3 +301,22 @@ def revoke(
     deny_api_keys([str(revoked_id)])
     db.after_commit(lambda: audit.record_api_key(audit.API_KEY_REVOKED, revoked_id))
     return True
+
+
+def revoke_all(*conditions: Any) -> list[str]:
+    """Revoke every live key matching ``conditions`` (a withdrawn consent's, a
+    removed resource's) and the tokens exchanged from them; return their ids.
+
+    Their audit record is the caller's, which names them all at once.
+    """
+    key_ids = [
+        str(key_id)
+        for key_id in db.session.scalars(
+            update(ApiKey)
+            .where(*conditions, ApiKey.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+            .returning(ApiKey.id)
+        )
+    ]
+    deny_api_keys(key_ids)
+    return key_ids

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import os.path
 import re
 from collections.abc import Callable, Mapping
@@ -17,8 +16,8 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from .config_keys import load_signing_key, load_verify_keys
-from .config_uris import canonical_resource_uri
-from .config_values import LOOPBACK_HOSTS, WEB_SCHEMES, scheme_refused
+from .config_uris import canonical_resource_uri, is_loopback_host
+from .config_values import WEB_SCHEMES, scheme_refused
 
 #: libpq's ``sslmode`` values; a typo would otherwise only fail at first connect.
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
@@ -40,22 +39,6 @@ class ConfigError(SystemExit):
     def __init__(self, name: str, problem: str) -> None:
         super().__init__(f"configuration error: {name} {problem}")
         self.name = name
-
-
-def is_loopback_host(host: str | None) -> bool:
-    """Tell whether ``host`` (as ``urlsplit().hostname`` gives it) is loopback.
-
-    Wider than the redirect URI rule: any loopback address will do for an
-    ``http`` issuer (development and tests), not only RFC 8252's names.
-    """
-    if not host:
-        return False
-    if host in LOOPBACK_HOSTS:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _database_url(value: str) -> str:

@@ -49,7 +49,7 @@ def split_resource_uri(value: str) -> tuple[str, str]:
     if "@" in parts.netloc:
         raise ValueError("must not carry credentials")
     host = parts.hostname.lower()
-    if scheme == "http" and not _loopback(host):
+    if scheme == "http" and not is_loopback_host(host):
         raise ValueError("must use https unless the host is loopback")
     port = parts.port  # raises ValueError for a port that is not a number
     if ":" in host:
@@ -60,9 +60,15 @@ def split_resource_uri(value: str) -> tuple[str, str]:
     return origin, _path(parts.path)
 
 
-def _loopback(host: str) -> bool:
-    # As for an http issuer: any loopback address, so the built-in resource
-    # of such an issuer is a resource URI too.
+def is_loopback_host(host: str | None) -> bool:
+    """Tell whether ``host`` (as ``urlsplit().hostname`` gives it) is loopback.
+
+    Wider than the redirect URI rule: any loopback address will do for an
+    ``http`` issuer or resource (development and tests), not only RFC 8252's
+    names, so the built-in resource of any such issuer is a resource URI.
+    """
+    if not host:
+        return False
     if host in LOOPBACK_HOSTS:
         return True
     try:

@@ -13,14 +13,15 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 
 from . import audit
+from .api_keys import revoke_all
 from .config import current_settings
 from .config_uris import canonical_resource_uri
 from .db import db
-from .denylist import deny_api_keys, evict
-from .models import ApiKey, Consent, ResourceRow, utcnow
+from .denylist import evict
+from .models import ApiKey, Consent, ResourceRow
 from .oauth import consent
 from .oauth.resources import (
     REGISTRY_CACHE,
@@ -160,16 +161,8 @@ def remove(uri: str) -> Removed:
     ).all()
     for user_id, consent_id in live:
         consent.withdraw(user_id, consent_id)
-    keys = [
-        str(key_id)
-        for key_id in db.session.scalars(
-            update(ApiKey)
-            .where(ApiKey.resource == uri, ApiKey.revoked_at.is_(None))
-            .values(revoked_at=utcnow())
-            .returning(ApiKey.id)
-        )
-    ]
-    deny_api_keys(keys)
+    # The keys made for it on account pages (a client's went with its consent).
+    keys = revoke_all(ApiKey.resource == uri)
     db.after_commit(
         lambda: audit.record(
             audit.RESOURCE_REMOVED, resource=uri, consents=len(live), api_key_ids=keys

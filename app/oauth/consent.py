@@ -24,8 +24,9 @@ from sqlalchemy.dialects.postgresql import Insert
 from sqlalchemy.orm import joinedload
 
 from .. import audit
+from ..api_keys import revoke_all
 from ..db import db
-from ..denylist import deny_api_keys, deny_consent
+from ..denylist import deny_consent
 from ..models import ApiKey, Consent, RefreshToken, utcnow
 from . import consent_statements as statements
 from .scopes import within
@@ -237,7 +238,7 @@ def withdraw(user_id: uuid.UUID, consent_id: uuid.UUID) -> bool:
         .returning(Consent.client_id)
     )
     if client_id is not None:
-        key_ids = _revoke_keys(consent_id)
+        key_ids = revoke_all(ApiKey.consent_id == consent_id)
         deny_consent(str(consent_id))
         db.after_commit(
             lambda: audit.record(
@@ -250,21 +251,6 @@ def withdraw(user_id: uuid.UUID, consent_id: uuid.UUID) -> bool:
         )
     _end_chains(consent_id)
     return client_id is not None
-
-
-def _revoke_keys(consent_id: uuid.UUID) -> list[str]:
-    """Revoke the live keys made under a consent, denying their tokens."""
-    key_ids = [
-        str(key_id)
-        for key_id in db.session.scalars(
-            update(ApiKey)
-            .where(ApiKey.consent_id == consent_id, ApiKey.revoked_at.is_(None))
-            .values(revoked_at=utcnow())
-            .returning(ApiKey.id)
-        )
-    ]
-    deny_api_keys(key_ids)
-    return key_ids
 
 
 def _end_chains(consent_id: uuid.UUID) -> None:
