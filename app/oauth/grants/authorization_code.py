@@ -62,7 +62,11 @@ def check_token_parameters(request: Any) -> None:
     # RFC 7636 §4.1: a verifier of another shape can never match the challenge.
     if not CODE_VERIFIER_PATTERN.match(form["code_verifier"]):
         raise InvalidGrantError("Code challenge failed.")
-    resolve_resource(request.payload.datalist.get("resource", []))
+    # A resource we do not serve could never be the code's. Without one, the
+    # code's own resource (RFC 8707 §2.2), whatever the default is now.
+    values = request.payload.datalist.get("resource", [])
+    if values:
+        resolve_resource(values)
 
 
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
