@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -37,6 +38,7 @@ from helpers import (
     soup,
     statements,
     until,
+    wait_for_current_view,
     whoami,
 )
 
@@ -741,6 +743,123 @@ def test_a_token_of_deeply_nested_json_is_no_crash_at_introspect(
     )
     assert answer.status_code == 200, answer.status_code
     assert answer.json() == {"active": False}
+
+
+#: A cache of this test's own, whose eviction marks the announcements' progress.
+SENTINEL = "test-sentinel"
+
+
+def test_a_registry_read_before_a_removal_is_not_kept_after_it(
+    server: Any, browser: Browser, registered: None
+) -> None:
+    """A request reads the registry from Postgres (cache miss) just before an
+    operator removes a resource; the removal's eviction reaches the process
+    before that request puts what it read into the cache. The removed
+    resource must not then stay registered in this process for good (new
+    consents and tokens for it would pass here); today it does, as the
+    registry's cache entry has no expiry and ``put`` follows any eviction."""
+    from app.denylist import evict, process_cache
+    from app.oauth.resources import REGISTRY_CACHE, REGISTRY_KEY
+    from app.resource_admin import announce
+
+    def cached() -> Any:
+        with server.app.app_context():
+            cache = process_cache(REGISTRY_CACHE, 1)
+            return cache.get(REGISTRY_KEY) if cache is not None else None
+
+    wait_for_current_view(server)
+    with server.app.app_context():
+        announce()
+    assert until(lambda: cached() is None, 5)
+    wait_for_current_view(server)
+    engine = server.app.extensions["db"].engine
+    read, release = threading.Event(), threading.Event()
+
+    def pause(*args: Any) -> None:
+        statement = args[2]
+        if "FROM resources ORDER BY" in statement and not read.is_set():
+            if threading.current_thread() is not threading.main_thread():
+                read.set()
+                release.wait(10)
+
+    sqlalchemy.event.listen(engine, "after_cursor_execute", pause)
+    answers: list[int] = []
+    look = server.browser()
+    request = threading.Thread(
+        target=lambda: answers.append(
+            verify(look, None, X_MCP_Resource=GITHUB).status_code
+        )
+    )
+    try:
+        request.start()
+        assert read.wait(10)
+        result = cli(server, "remove", GITHUB)
+        assert result.exit_code == 0, result.output
+        # Announcements arrive in order: once a later one has, so has this.
+        with server.app.app_context():
+            sentinel = process_cache(SENTINEL, 1)
+            assert sentinel is not None
+            sentinel.put("k", "v")
+            evict(SENTINEL, ["k"])
+            assert until(lambda: sentinel.get("k") is None, 5)
+    finally:
+        release.set()
+        request.join(10)
+        sqlalchemy.event.remove(engine, "after_cursor_execute", pause)
+    assert answers == [401]  # it was registered when that request began
+    assert until(
+        lambda: verify(browser, None, X_MCP_Resource=GITHUB).status_code == 403, 3
+    )
+
+
+def test_one_resource_per_request_means_one_value(
+    browser: Browser, user: dict, registered: None
+) -> None:
+    """§13: several ``resource`` values are ``invalid_target`` (not only two
+    different resources)."""
+    client = register_client(browser)
+    browser.login(user["email"], user["password"])
+    for values in ([GITHUB, GITHUB], [GITHUB, GITHUB + "/mcp"]):
+        _, challenge = pkce_pair()
+        params = authorize_params(client, challenge)
+        query = authorize_path(params) + "".join(
+            f"&resource={value}" for value in values
+        )
+        answer = browser.get(query)
+        assert answer.status_code == 302, (values, answer.status_code)
+        assert query_of(answer.headers["Location"])["error"] == "invalid_target"
+
+
+def test_discovery_of_same_origin_resources_and_their_lifetime(
+    server: Any, browser: Browser, user: dict, registered: None
+) -> None:
+    local = server.issuer + "/github"
+    result = cli(
+        server, "add", local, "--name", "Local", "--scopes", "x:y", "--token-ttl", "77"
+    )
+    assert result.exit_code == 0, result.output
+    wait_registered(server, local)
+    found = browser.get("/.well-known/oauth-protected-resource/github")
+    assert found.status_code == 200
+    document = found.json()
+    assert document["resource"] == local
+    assert document["scopes_supported"] == ["x:y"]
+    printed = json.loads(cli(server, "metadata", local + "/").output)
+    assert printed == document
+    for other in ("/github/mcp", "/github2", "/GitHub", "/github%2Fmcp"):
+        path = "/.well-known/oauth-protected-resource" + other
+        assert browser.get(path).status_code == 404, other
+    metadata = browser.get("/.well-known/oauth-authorization-server").json()
+    assert set(metadata["protected_resources"]) == {
+        server.issuer + "/mcp",
+        local,
+        *RESOURCES,
+    }
+    assert {"x:y", "repo:read", "offline_access"} <= set(metadata["scopes_supported"])
+    _, tokens = flow(browser, user, local)
+    assert tokens["expires_in"] == 77
+    claims = claims_of(tokens["access_token"])
+    assert claims["exp"] - claims["iat"] == 77 and claims["aud"] == local
 
 
 # --- hot paths --------------------------------------------------------------
