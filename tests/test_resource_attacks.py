@@ -9,16 +9,26 @@ in this process (Flask's CLI runner) on the live server's app.
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
+import os
+import subprocess
+import sys
+import tempfile
 import threading
 from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import requests
 import sqlalchemy
+from conftest import LiveServer, make_user
+from devservices import free_port
 from helpers import (
     Browser,
     authorize_params,
@@ -41,6 +51,8 @@ from helpers import (
     wait_for_current_view,
     whoami,
 )
+from test_forward_auth_nginx import EXAMPLE as NGINX_EXAMPLE
+from test_forward_auth_nginx import Upstream, start_nginx, stop_nginx
 
 #: A server on another host, and one whose path merely starts the same way.
 GITHUB = "https://mcp.example.com/github"
@@ -399,6 +411,60 @@ def test_odd_resource_headers_never_fail_the_server(
     answer = verify(browser, None, X_MCP_Resource=builtin)
     assert answer.status_code == 401
     assert "oauth-protected-resource" in answer.headers["WWW-Authenticate"]
+
+
+def test_a_proxy_set_up_before_resources_passes_no_smuggled_resource(
+    server: Any, base_env: dict[str, str]
+) -> None:
+    """docs/nginx-forward-auth.conf as it stood before resources existed (the
+    same file without the three lines that now clear ``X-MCP-Resource`` and
+    ``X-Forwarded-Host``/``-Uri``), in front of the built-in ``/mcp``
+    upstream: the deployment an operator upgrades and then registers a
+    second MCP server with. A client holding a token for that other server
+    adds ``X-MCP-Resource: <its URI>``; nginx hands it on to ``/auth/verify``,
+    which then checks the token against the resource the client chose, and
+    the built-in upstream is reached with another resource's token."""
+    cleared = [
+        '        proxy_set_header X-MCP-Resource "";\n',
+        '        proxy_set_header X-Forwarded-Host "";\n',
+        '        proxy_set_header X-Forwarded-Uri "";\n',
+    ]
+    text = NGINX_EXAMPLE.read_text()
+    for line in cleared:
+        assert line in text
+        text = text.replace(line, "")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    other = "https://other.example/tools"
+    with contextlib.ExitStack() as stack:
+        service = LiveServer(base_env, {"ISSUER": url, "TRUSTED_PROXY_HOPS": "1"})
+        stack.callback(service.stop)
+        upstream = Upstream()
+        stub = ThreadingHTTPServer(("127.0.0.1", 0), upstream.handler())
+        stack.callback(stub.server_close)
+        threading.Thread(target=stub.serve_forever, daemon=True).start()
+        stack.callback(stub.shutdown)
+        values = {
+            "LISTEN": f"127.0.0.1:{port}",
+            "SERVER_NAME": "127.0.0.1",
+            "AUTH_SERVICE": service.url,
+            "MCP_UPSTREAM": f"http://127.0.0.1:{stub.server_port}/mcp",
+        }
+        for name, value in values.items():
+            text = text.replace("${" + name + "}", value)
+        directory = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        directory.chmod(0o755)  # workers run as nobody when we are root
+        stack.callback(stop_nginx, start_nginx(directory, text, port))
+        add_resource(service, other, "read")
+        wait_registered(service, other)
+        person = make_user(service, "upgrader@example.com")
+        gate = Browser(SimpleNamespace(url=url))  # type: ignore[arg-type]
+        token = token_for(gate, person, other)
+        message: dict[str, Any] = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+        headers = {**bearer(token), "X-MCP-Resource": other}
+        answer = gate.post("/mcp", json=message, headers=headers)
+        assert answer.status_code == 401, answer.status_code
+        assert upstream.seen == []
 
 
 # --- discovery -------------------------------------------------------------
@@ -1018,6 +1084,39 @@ def test_the_command_refuses_in_one_line(server: Any, args: list[str]) -> None:
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
     assert "Traceback" not in result.output
     assert registry_uris(server) == {server.issuer + "/mcp"}
+
+
+def test_the_command_refuses_bytes_that_are_not_utf8_in_one_line(
+    base_env: dict[str, str],
+) -> None:
+    """An operator's shell hands over a name in another encoding (Latin-1
+    ``Caf\xe9``): Python keeps the byte as a lone surrogate, which Postgres
+    cannot store. One line and exit code 1, as for every refusal."""
+    root = Path(__file__).resolve().parent.parent
+    command: list[str | bytes] = [
+        sys.executable,
+        "-m",
+        "flask",
+        "--app",
+        "app",
+        "resources",
+        "add",
+        "https://latin.example/mcp",
+        "--name",
+        b"Caf\xe9",
+        "--scopes",
+        "read",
+    ]
+    result = subprocess.run(
+        command,
+        cwd=root,
+        env={**os.environ, **base_env},
+        capture_output=True,
+        timeout=60,
+    )
+    stderr = result.stderr.decode(errors="replace").strip()
+    assert result.returncode == 1, (result.returncode, stderr[-500:])
+    assert len(stderr.splitlines()) == 1, stderr[-500:]
 
 
 def test_the_command_refuses_a_taken_uri_however_spelled(
