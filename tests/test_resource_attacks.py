@@ -38,6 +38,7 @@ from helpers import (
     consent,
     create_key,
     get_code,
+    key_token,
     pkce_pair,
     query_of,
     redeem,
@@ -516,6 +517,21 @@ def test_a_code_is_for_its_resource_only(
     assert answer.status_code in (400, 401)
 
 
+def test_a_code_survives_an_exchange_naming_another_resource(
+    browser: Browser, user: dict, registered: None
+) -> None:
+    """An exchange that could never succeed (another resource than the
+    code's) is refused before the code is spent, as the other malformed
+    exchanges are (app/oauth/grants/authorization_code.py); the right
+    exchange then still works."""
+    client = register_client(browser)
+    code, verifier, _ = get_code(browser, client, user, resource=GITHUB)
+    answer = redeem(browser, client, code, verifier, resource=GITHUB2)
+    assert answer.json()["error"] == "invalid_target"
+    answer = redeem(browser, client, code, verifier, resource=GITHUB)
+    assert answer.status_code == 200, answer.text
+
+
 def test_a_refresh_never_changes_audience_and_is_not_spent(
     server: Any, browser: Browser, user: dict, registered: None
 ) -> None:
@@ -639,19 +655,37 @@ def consent_page_lists(
 def test_a_scope_dropped_from_a_resource_is_no_longer_issued(
     server: Any, browser: Browser, user: dict
 ) -> None:
-    """``resources update --scopes`` drops ``repo:admin``; a refresh of a chain
-    begun before must not keep minting it (§13: scopes are the resource's)."""
+    """``resources update --scopes`` drops ``repo:admin``; neither a refresh of
+    a chain begun before nor a key made before may keep minting it (§13:
+    scopes are the resource's)."""
     uri = "https://gh.example/mcp"
     add_resource(server, uri, "repo:read repo:admin")
     wait_registered(server, uri)
     client, tokens = flow(browser, user, uri)
     assert tokens["scope"] == "repo:read repo:admin"
+    # A key the person made on the account page for that server, too.
+    page = browser.get("/account")
+    made = browser.post(
+        "/account/api-keys",
+        data={
+            **browser.form(page),
+            "name": "ci",
+            "resource": uri,
+            "scopes": ["repo:read", "repo:admin"],
+        },
+    )
+    key = select_one(made, "#new-key").get_text(strip=True)
     result = cli(server, "update", uri, "--scopes", "repo:read")
     assert result.exit_code == 0, result.output
     assert until(lambda: not consent_page_lists(browser, client, uri, "repo:admin"), 5)
     answer = refresh(browser, client, tokens["refresh_token"])
     assert answer.status_code == 200, answer.text
-    assert "repo:admin" not in claims_of(answer.json()["access_token"])["scope"]
+    refreshed = claims_of(answer.json()["access_token"])["scope"]
+    exchanged = claims_of(key_token(browser, key))["scope"]
+    assert "repo:admin" not in refreshed and "repo:admin" not in exchanged, (
+        refreshed,
+        exchanged,
+    )
 
 
 def test_a_client_registered_without_scope_may_ask_any_resources_scopes(
