@@ -14,6 +14,7 @@ from . import resource_admin as admin
 from .config import current_settings
 from .db import db
 from .models import ResourceRow
+from .oauth import consent
 from .oauth.metadata import protected_resource_metadata
 from .oauth.resources import Resource, load_registry
 
@@ -40,7 +41,7 @@ def _announced() -> None:
     except Exception as exc:  # the change is stored; only the news is late
         click.echo(
             f"warning: stored, but running instances were not told ({exc}); "
-            "they see it after a restart",
+            "each sees it when its link to Redis is back, or after a restart",
             err=True,
         )
 
@@ -100,12 +101,14 @@ def update_command(
 ) -> None:
     """Change a registered resource."""
     try:
+        if token_ttl is not None and default_token_ttl:
+            raise admin.ResourceError("give --token-ttl or --default-token-ttl")
         with db.transaction():
-            row = admin.find_row(uri)
+            row = admin.find_row(admin.not_builtin(uri))
             if row is None:
                 raise admin.ResourceError(f"{admin.canonical(uri)} is not registered")
             old = {str(s["name"]): s for s in row.scopes}
-            names = admin.parse_scopes(scopes) if scopes else list(old)
+            names = admin.parse_scopes(scopes) if scopes is not None else list(old)
             english = {n: str(old[n]["description"]) for n in names if n in old}
             chinese = {
                 n: str(old[n]["description_zh"])
@@ -115,6 +118,8 @@ def update_command(
             english.update(admin.parse_descriptions(describe, names))
             chinese.update(admin.parse_descriptions(describe_zh, names))
             row.scopes = admin.scope_entries(names, english, chinese)
+            if set(names) != set(old):
+                consent.keep_only(row.uri, names)
             if name is not None:
                 row.name = admin.check_name(name)
             if token_ttl is not None:

@@ -367,6 +367,9 @@ class Settings:
     resource_servers: tuple[ResourceServerEntry, ...] = setting(_resource_servers, ())
     #: The registered resource of a request that names none; unset: ``/mcp``.
     default_resource: str | None = setting(_resource_uri, None)
+    #: ``/auth/verify`` believes the proxy's X-MCP-Resource and X-Forwarded-*
+    #: (every proxy check sets them); off: every check is for ``/mcp``.
+    verify_resource_headers: bool = setting(_switch, False)
 
     @property
     def secure_cookies(self) -> bool:

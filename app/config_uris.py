@@ -30,6 +30,14 @@ DEFAULT_PORTS = {"https": 443, "http": 80}
 PATH_PATTERN = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/]*")
 #: The longest URI kept; a resource's is an identifier, not a document.
 MAX_URI_LENGTH = 2000
+#: ``host[:port]``: a DNS name or IPv4 address, or an IPv6 literal in brackets.
+#: Nothing else may stand in the authority: a quote would break the
+#: challenge that names the resource, a slash would move the path.
+HOST_PORT = re.compile(
+    r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?"
+    r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?)*"
+    r"|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?"
+)
 
 
 def split_resource_uri(value: str) -> tuple[str, str]:
@@ -48,6 +56,8 @@ def split_resource_uri(value: str) -> tuple[str, str]:
         raise ValueError("must be an absolute https URI")
     if "@" in parts.netloc:
         raise ValueError("must not carry credentials")
+    if not HOST_PORT.fullmatch(parts.netloc):
+        raise ValueError("must name a plain host name or address")
     host = parts.hostname.lower()
     if scheme == "http" and not is_loopback_host(host):
         raise ValueError("must use https unless the host is loopback")

@@ -18,7 +18,7 @@ from sqlalchemy import delete, select
 from . import audit
 from .api_keys import revoke_all
 from .config import current_settings
-from .config_uris import canonical_resource_uri
+from .config_uris import canonical_resource_uri, split_resource_uri
 from .db import db
 from .denylist import evict
 from .models import ApiKey, Consent, ResourceRow
@@ -51,6 +51,18 @@ class Removed:
     api_keys: int
 
 
+def _text(value: str) -> str:
+    """``value`` if Postgres can keep it: text the shell passed as bytes that
+    are not UTF-8 arrives with surrogates."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ResourceError("the text is not UTF-8") from None
+    if "\x00" in value:
+        raise ResourceError("the text contains a NUL character")
+    return value
+
+
 def canonical(uri: str) -> str:
     try:
         return canonical_resource_uri(uri)
@@ -59,7 +71,7 @@ def canonical(uri: str) -> str:
 
 
 def parse_scopes(scopes: str) -> list[str]:
-    names = list(dict.fromkeys(scopes.split()))
+    names = list(dict.fromkeys(_text(scopes).split()))
     if not names or len(names) > MAX_SCOPES:
         raise ResourceError(f"give from 1 to {MAX_SCOPES} scopes")
     for name in names:
@@ -75,7 +87,7 @@ def parse_descriptions(pairs: Sequence[str], scopes: list[str]) -> dict[str, str
     """``scope=text`` pairs, each for one of ``scopes``."""
     found: dict[str, str] = {}
     for pair in pairs:
-        name, sep, text = pair.partition("=")
+        name, sep, text = _text(pair).partition("=")
         text = " ".join(text.split())
         if not sep or name not in scopes:
             raise ResourceError(
@@ -88,7 +100,7 @@ def parse_descriptions(pairs: Sequence[str], scopes: list[str]) -> dict[str, str
 
 
 def check_name(name: str) -> str:
-    name = " ".join(name.split())
+    name = " ".join(_text(name).split())
     if not name or len(name) > MAX_NAME_LENGTH:
         raise ResourceError(f"a name is 1 to {MAX_NAME_LENGTH} characters")
     return name
@@ -115,7 +127,7 @@ def find_row(uri: str) -> ResourceRow | None:
     return db.session.get(ResourceRow, canonical(uri))
 
 
-def _not_builtin(uri: str) -> str:
+def not_builtin(uri: str) -> str:
     uri = canonical(uri)
     if uri == canonical(builtin_resource(current_settings()).uri):
         raise ResourceError(f"{uri} is the built-in resource")
@@ -124,7 +136,14 @@ def _not_builtin(uri: str) -> str:
 
 def add(row: ResourceRow) -> None:
     """Register ``row`` (its URI canonical already)."""
-    _not_builtin(row.uri)
+    not_builtin(row.uri)
+    try:
+        issuer_origin, _ = split_resource_uri(current_settings().issuer)
+    except ValueError:
+        issuer_origin = current_settings().issuer
+    # Its RFC 9728 document would be the built-in one's address.
+    if row.uri == issuer_origin:
+        raise ResourceError(f"{row.uri} is the issuer's origin: name a path")
     if db.session.get(ResourceRow, row.uri) is not None:
         raise ResourceError(f"{row.uri} is registered already")
     db.session.add(row)
@@ -145,7 +164,7 @@ def updated(row: ResourceRow) -> None:
 
 def remove(uri: str) -> Removed:
     """Remove a resource and end everything issued for it; flushes only."""
-    uri = _not_builtin(uri)
+    uri = not_builtin(uri)
     settings = current_settings()
     if settings.default_resource == uri:
         raise ResourceError(f"{uri} is DEFAULT_RESOURCE; change that setting first")

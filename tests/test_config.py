@@ -364,6 +364,8 @@ def test_refresh_defaults_and_resource_servers_kept_hashed() -> None:
     assert (s.refresh_token_ttl, s.refresh_token_idle_ttl) == (2592000, 1209600)
     assert s.refresh_grace_seconds == 30
     assert s.resource_servers == ()
+    # /auth/verify believes no resource header until the operator says so.
+    assert s.verify_resource_headers is False
     assert settings(REFRESH_TOKENS="off").refresh_tokens is False
     secret = "a-resource-server-secret"
     servers = settings(RESOURCE_SERVERS=f"gateway:{secret}").resource_servers

@@ -28,6 +28,7 @@ import pytest
 import requests
 import sqlalchemy
 from conftest import LiveServer, make_user
+from demo_nginx import start_nginx, stop_nginx
 from devservices import free_port
 from helpers import (
     Browser,
@@ -53,7 +54,7 @@ from helpers import (
     whoami,
 )
 from test_forward_auth_nginx import EXAMPLE as NGINX_EXAMPLE
-from test_forward_auth_nginx import Upstream, start_nginx, stop_nginx
+from test_forward_auth_nginx import Upstream
 
 #: A server on another host, and one whose path merely starts the same way.
 GITHUB = "https://mcp.example.com/github"
@@ -438,7 +439,15 @@ def test_a_proxy_set_up_before_resources_passes_no_smuggled_resource(
     url = f"http://127.0.0.1:{port}"
     other = "https://other.example/tools"
     with contextlib.ExitStack() as stack:
-        service = LiveServer(base_env, {"ISSUER": url, "TRUSTED_PROXY_HOPS": "1"})
+        # As deployed before resources: the setting at its default.
+        service = LiveServer(
+            base_env,
+            {
+                "ISSUER": url,
+                "TRUSTED_PROXY_HOPS": "1",
+                "VERIFY_RESOURCE_HEADERS": "off",
+            },
+        )
         stack.callback(service.stop)
         upstream = Upstream()
         stub = ThreadingHTTPServer(("127.0.0.1", 0), upstream.handler())
@@ -477,11 +486,14 @@ def test_each_challenge_names_a_document_about_that_resource(
     """Whatever resource the proxy guards, its 401 names a metadata URL whose
     document is that resource's (RFC 9728 §3.3: the client must check
     ``resource``). A resource at the issuer's origin root would be told to
-    read the built-in ``/mcp``'s document."""
+    read the built-in ``/mcp``'s document, so it cannot be registered."""
     origin_root = server.issuer  # the issuer has no path here
-    add_resource(server, origin_root, "read")
-    wait_registered(server, origin_root)
-    for uri in (server.issuer + "/mcp", origin_root):
+    refused = cli(server, "add", origin_root, "--name", "Root", "--scopes", "read")
+    assert refused.exit_code == 1
+    assert refused.output.count("\n") == 1 and "origin" in refused.output
+    add_resource(server, origin_root + "/tools", "read")
+    wait_registered(server, origin_root + "/tools")
+    for uri in (server.issuer + "/mcp", origin_root + "/tools"):
         answer = verify(browser, None, X_MCP_Resource=uri)
         assert answer.status_code == 401
         challenge = answer.headers["WWW-Authenticate"]
@@ -915,11 +927,16 @@ def test_a_registry_read_before_a_removal_is_not_kept_after_it(
 def test_one_resource_per_request_means_one_value(
     browser: Browser, user: dict, registered: None
 ) -> None:
-    """§13: several ``resource`` values are ``invalid_target`` (not only two
-    different resources)."""
+    """Several ``resource`` values are ``invalid_target``, even two spellings
+    of one resource; the same value repeated is one value (RFC 8707 §2 lets
+    the parameter repeat), as tests/test_token.py holds at the token endpoint."""
     client = register_client(browser)
     browser.login(user["email"], user["password"])
-    for values in ([GITHUB, GITHUB], [GITHUB, GITHUB + "/mcp"]):
+    _, challenge = pkce_pair()
+    repeated = authorize_path(authorize_params(client, challenge))
+    answer = browser.get(repeated + f"&resource={GITHUB}" * 2)
+    assert answer.status_code == 200, answer.status_code  # the consent page
+    for values in ([GITHUB, GITHUB + "/mcp"], [GITHUB, GITHUB2]):
         _, challenge = pkce_pair()
         params = authorize_params(client, challenge)
         query = authorize_path(params) + "".join(

@@ -532,7 +532,8 @@ def _run_servers_demo(
         raise SystemExit("DEMO=servers serves http://127.0.0.1:$PORT; unset ISSUER")
     demo = Demo(env["ISSUER"])
     # The app is behind nginx: one proxy hop, whose X-Forwarded-* it believes.
-    env = {**env, "TRUSTED_PROXY_HOPS": "1"}
+    # nginx is the one proxy, and its check location sets the resource headers.
+    env = {**env, "TRUSTED_PROXY_HOPS": "1", "VERIFY_RESOURCE_HEADERS": "on"}
     register_demo_resources(env, demo.registrations())
     script = str(ROOT / "tools" / "demo_servers.py")
     upstreams: dict[str, str] = {}

@@ -73,7 +73,10 @@ def _by_server(consents: list, resources: tuple[Resource, ...]) -> list[tuple]:
     groups: dict[str, list] = {}
     for consent in consents:
         groups.setdefault(consent.resource, []).append(consent)
-    return [(r, groups[r.uri]) for r in resources if r.uri in groups]
+    known = [(r, groups.pop(r.uri)) for r in resources if r.uri in groups]
+    # One removed meanwhile is still shown, by its URI, so it can be revoked.
+    gone = [(Resource(uri, uri, (), 0), found) for uri, found in groups.items()]
+    return known + gone
 
 
 @bp.get(ACCOUNT_PATH)

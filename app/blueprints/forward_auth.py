@@ -10,9 +10,11 @@ One service guards many MCP servers (docs/resource-servers.md): the proxy
 says which one this request is for, with ``X-MCP-Resource`` or with the
 ``X-Forwarded-Host`` and ``X-Forwarded-Uri`` of the original request, and
 only a token for that resource passes. nginx hands the client's own headers
-to the subrequest, so a proxy must set these itself; when it sends both
-forms they must agree, so that one the client smuggled in cannot redirect
-the check to a resource its token is good for.
+to the subrequest, so a proxy must set these itself, and the service
+believes them only once ``VERIFY_RESOURCE_HEADERS`` says every proxy does:
+a proxy set up before there were resources would hand on whatever a client
+sent. When both forms come they must agree, so that one the client
+smuggled in cannot move the check to a resource its token is good for.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, request
 
 from ..config import current_settings
+from ..config_uris import HOST_PORT
 from ..errors import json_error
 from ..oauth.resource import authenticate_request
 from ..oauth.resources import Resource, builtin_resource, registry
@@ -56,7 +59,10 @@ def _forwarded_uri() -> str | None:
         scheme = current_settings().issuer.partition(":")[0]
     path = uri.partition("?")[0]
     # One value each: a list means a proxy appended to what the client sent.
-    if "," in host or "," in scheme or not path.startswith("/"):
+    # The host is only a host: anything more would move the path.
+    if not HOST_PORT.fullmatch(host) or "," in scheme:
+        return ""
+    if "," in path or not path.startswith("/"):
         return ""
     return f"{scheme}://{host}{path}"
 
@@ -64,10 +70,15 @@ def _forwarded_uri() -> str | None:
 def _guarded() -> Resource | None:
     """The resource the proxy guards; the built-in one when it says nothing;
     ``None`` if nothing registered is there, or the two headers disagree."""
+    settings = current_settings()
+    # Off, the headers may be a client's own, handed on by a proxy that was
+    # set up before there were resources to name: believe none of them.
+    if not settings.verify_resource_headers:
+        return builtin_resource(settings)
     named = request.headers.get(RESOURCE_HEADER)
     forwarded = _forwarded_uri()
     if named is None and forwarded is None:
-        return builtin_resource(current_settings())
+        return builtin_resource(settings)
     found = {
         registry().match(value) for value in (named, forwarded) if value is not None
     }

@@ -29,7 +29,6 @@ from .redirect_uris import (
     redirect_uri_matches,
     registered_scheme_allowed,
 )
-from .scopes import SCOPES
 
 #: ``registered_from`` of the row kept for a metadata-document client, so that
 #: grants can refer to it. It was not registered from any address, so no
@@ -215,7 +214,8 @@ def _document_client(url: str) -> Client | None:
         grant_types=tuple(DEFAULT_GRANT_TYPES),
         response_types=tuple(DEFAULT_RESPONSE_TYPES),
         token_endpoint_auth_method="none",
-        scope=" ".join(SCOPES),
+        # A document names no scopes it may ask for: each resource's limit it.
+        scope="",
         registered_from=DOCUMENT_SOURCE,
     )
     return Client(row)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import Insert
 from sqlalchemy.orm import joinedload
 
@@ -217,6 +217,21 @@ def list_consents(user_id: uuid.UUID) -> list[Consent]:
             .order_by(Consent.approved_at.desc())
         )
     )
+
+
+def keep_only(resource: str, scopes: list[str]) -> None:
+    """Narrow every live consent for ``resource`` to ``scopes``, the scopes
+    an operator left it: what was issued under them then yields no more."""
+    db.session.execute(_KEEP_ONLY, {"resource": resource, "kept": scopes})
+
+
+#: Each consent's scopes in their order, less those not kept.
+_KEEP_ONLY = text(
+    "UPDATE consents SET scope = coalesce((SELECT string_agg(s, ' ' ORDER BY n)"
+    " FROM unnest(string_to_array(consents.scope, ' ')) WITH ORDINALITY AS t(s, n)"
+    " WHERE s = ANY(CAST(:kept AS text[]))), '')"
+    " WHERE resource = :resource AND revoked_at IS NULL"
+)
 
 
 def withdraw(user_id: uuid.UUID, consent_id: uuid.UUID) -> bool:

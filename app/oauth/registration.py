@@ -38,7 +38,6 @@ from .metadata import authorization_server_metadata
 from .redirect_uris import redirect_uri_problem
 from .registration_caps import insert_within_caps
 from .resources import all_scopes, known_resources
-from .scopes import SCOPES
 
 MAX_REDIRECT_URIS = 20
 
@@ -113,7 +112,8 @@ def _scope(data: dict[str, Any]) -> str:
     are limited by it (:meth:`.resources.Resource.allowed_scope`)."""
     scope = data.get("scope")
     if scope is None or (isinstance(scope, str) and not scope.strip()):
-        return " ".join(SCOPES)
+        # No limit of the client's own: each resource's scopes limit it.
+        return ""
     if not isinstance(scope, str):
         raise InvalidClientMetadataError("'scope' must be a space-separated string.")
     # Unknown scopes are dropped (RFC 7591 §2), but never replaced by wider ones.
@@ -194,6 +194,8 @@ class RegistrationEndpoint(ClientRegistrationEndpoint):
         status, body, headers = super().create_registration_response(request)
         if body["token_endpoint_auth_method"] == "none":
             body.pop("client_secret", None)  # public clients get no secret
+        if not body.get("scope"):
+            body.pop("scope", None)  # none registered: each resource's own
         return status, body, headers
 
     def save_client(

@@ -168,9 +168,11 @@ def registry() -> Registry:
     cache = process_cache(REGISTRY_CACHE, 1)
     found = cache.get(REGISTRY_KEY) if cache is not None else None
     if found is None:
+        # An eviction that arrives while we read must win over what we read.
+        generation = cache.generation if cache is not None else 0
         found = load_registry(current_settings())
         if cache is not None:
-            cache.put(REGISTRY_KEY, found)
+            cache.put(REGISTRY_KEY, found, since=generation)
     g.resource_registry = found
     return found
 
@@ -182,7 +184,10 @@ def load_registry(settings: Settings) -> Registry:
     resources = (builtin, *(_from_row(row, settings) for row in rows))
     by_origin: dict[str, list[tuple[str, Resource]]] = {}
     for resource in resources:
-        origin, path = split_resource_uri(resource.uri)
+        try:
+            origin, path = split_resource_uri(resource.uri)
+        except ValueError:
+            continue  # an issuer of an odd spelling: its /mcp is found exactly
         by_origin.setdefault(origin, []).append((path, resource))
     ordered = {
         origin: tuple(sorted(entries, key=lambda entry: -len(entry[0])))
@@ -241,12 +246,14 @@ def resolve_resource(values: Sequence[str]) -> Resource:
     """
     if not values:
         return default_resource()
-    matched = [registry().match(value) for value in values]
-    found = {resource.uri: resource for resource in matched if resource is not None}
-    if len(found) != 1 or None in matched:
-        # A repeat of the one resource is not a second one; two are.
+    # The same value repeated is one value; two values are two, even two
+    # spellings of one resource.
+    if len(set(values)) > 1:
+        raise InvalidTargetError("Only one 'resource' may be requested.")
+    found = registry().match(values[0])
+    if found is None:
         raise InvalidTargetError()
-    return next(iter(found.values()))
+    return found
 
 
 def all_scopes() -> list[str]:

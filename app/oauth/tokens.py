@@ -144,7 +144,7 @@ def audience_of(token: str) -> str | None:
         claims = json.loads(
             base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
         )
-    except (IndexError, ValueError, TypeError, UnicodeDecodeError):
+    except (IndexError, ValueError, TypeError, UnicodeDecodeError, RecursionError):
         return None
     audience = claims.get("aud") if isinstance(claims, dict) else None
     return audience if isinstance(audience, str) else None

@@ -53,8 +53,9 @@ def sign_in_time() -> int:
     return signed_in.auth_time if signed_in else int(time.time())
 
 
-def check_token_parameters(request: Any) -> None:
-    """Refuse a token request that could never succeed, before its code is spent."""
+def check_token_parameters(request: Any) -> str:
+    """Refuse a token request that could never succeed, before its code is spent;
+    return the URI of the resource it names ('': none)."""
     form = request.form
     for name in REQUIRED_TOKEN_PARAMETERS:
         if not form.get(name):
@@ -65,8 +66,7 @@ def check_token_parameters(request: Any) -> None:
     # A resource we do not serve could never be the code's. Without one, the
     # code's own resource (RFC 8707 §2.2), whatever the default is now.
     values = request.payload.datalist.get("resource", [])
-    if values:
-        resolve_resource(values)
+    return resolve_resource(values).uri if values else ""
 
 
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
@@ -133,8 +133,10 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     ) -> AuthorizationCode | None:
         # Codes are single-use: a request that could never succeed must not
         # burn one. Then consumed atomically: of concurrent redemptions one wins.
-        check_token_parameters(self.request)
-        consumed = code_store().consume(code, client.client_id)
+        resource = check_token_parameters(self.request)
+        consumed = code_store().consume(code, client.client_id, resource)
+        if consumed.other_resource:
+            raise InvalidTargetError()  # RFC 8707 §2.2: the code's resource only
         if consumed.replayed_jti:
             _end_replayed_grant(consumed, client)
         return consumed.code
