@@ -632,7 +632,8 @@ def add_resource(base_env: dict[str, str], uri: str, **options: Any) -> str:
     options.setdefault("scopes", "read")
     added = resources_cli(base_env, "add", uri, *resource_options(**options))
     assert added.returncode == 0, added.stderr
-    return added.stdout.strip()
+    # Its last line: the audit log's JSON lines may come first.
+    return added.stdout.strip().splitlines()[-1]
 
 
 def remove_resource(base_env: dict[str, str], uri: str) -> None:

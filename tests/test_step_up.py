@@ -170,9 +170,9 @@ def test_step_up_asks_only_for_the_new_scope_and_grants_the_union(
     }
 
     # Asking later for what is already granted is the page as before:
-    # nothing new, approved before; approving it narrows the consent.
+    # approved before, nothing listed as granted apart; approving narrows.
     verifier, request = person.open(client, scope="read")
-    assert person.texts("li.scope-new") == []
+    assert person.texts("li.scope-granted") == []
     assert "You approved this application" in chromium.page_source
     code = person.approve(request)
     assert redeem(browser, client, code, verifier).json()["scope"] == "read"
@@ -180,6 +180,34 @@ def test_step_up_asks_only_for_the_new_scope_and_grants_the_union(
         create_key(browser, writer["access_token"], scopes=["write"])
     ) == ["write"]
     assert consent_scopes(server.browser(), user, client["client_id"]) == {"read"}
+
+
+def test_approving_only_the_new_scope_keeps_the_granted_one(
+    chromium: WebDriver,
+    callback: str,
+    server: LiveServer,
+    browser: Browser,
+    user: dict[str, str],
+) -> None:
+    person = Person(chromium, server, user)
+    client = register_client(browser, redirect_uris=[callback])
+    granted(person, browser, client, "read")
+
+    # A client that asks for the challenged scope alone.
+    verifier, request = person.open(client, scope="write")
+
+    new, already = person.texts("li.scope-new"), person.texts("li.scope-granted")
+    assert len(new) == 1 and "write" in new[0], new
+    assert len(already) == 1 and "read" in already[0], already
+    code = person.approve(request)
+    response = redeem(browser, client, code, verifier)
+    assert response.status_code == 200, response.text
+    # The token carries what was asked; the consent keeps what was granted.
+    assert response.json()["scope"] == "write"
+    assert consent_scopes(server.browser(), user, client["client_id"]) == {
+        "read",
+        "write",
+    }
 
 
 def test_a_consent_for_one_resource_grants_nothing_for_another(
