@@ -45,6 +45,7 @@ from helpers import (
     resources_cli,
     revoke_from_account_page,
     select_one,
+    soup,
     start_web,
     statements,
     until,
@@ -766,11 +767,17 @@ def test_a_resource_s_own_token_lifetime(
     tokens = tokens_for(browser, user, client, short)
     refreshed = refresh(browser, client, tokens["refresh_token"]).json()
     builtins = tokens_for(browser, user, client, None)
+    key = account_key(browser, short, "read")
+    exchanged = exchange(browser, key).json()
 
     for issued in (tokens, refreshed):
         claims = claims_of(issued["access_token"])
         assert issued["expires_in"] == 120
         assert claims["exp"] - claims["iat"] == 120
+    # A key made for it yields its tokens too.
+    claims = claims_of(exchanged["token"])
+    assert claims["aud"] == short
+    assert exchanged["expiresIn"] == claims["exp"] - claims["iat"] == 120
     claims = claims_of(builtins["access_token"])
     assert builtins["expires_in"] == claims["exp"] - claims["iat"] == 3600
 
@@ -795,6 +802,8 @@ def test_approving_another_resource_leaves_the_first_consent_alone(
     github, search = local_pair(server, cli_env)
     client = register_client(browser, grant_types=REFRESHING)
     first = tokens_for(browser, user, client, github, scope="repo")
+    page = browser.get("/account")
+    assert soup(page).select(f'section.resource[data-resource="{search}"]') == []
 
     second = tokens_for(browser, user, client, search)
 
@@ -858,6 +867,7 @@ def test_revoking_one_server_on_the_account_page_leaves_the_other(
     # person made for GitHub.
     app_key = new_key(browser, mine["access_token"], scopes=["read"])["key"]
     github_key = account_key(browser, github, "repo")
+    assert claims_of(key_token(browser, app_key))["aud"] == builtin(server)
     assert claims_of(key_token(browser, github_key))["aud"] == github
 
     revoke_from_account_page(browser, client["client_id"], resource=github)
@@ -878,6 +888,58 @@ def test_revoking_one_server_on_the_account_page_leaves_the_other(
     assert exchange(browser, app_key).json() == INVALID_CREDENTIALS
     assert whoami(browser, renewed.json()["access_token"]).status_code == 401
     assert verify(browser, key_token(browser, github_key), github).status_code == 200
+
+
+def forwarded(server: LiveServer, uri: str, **more: str) -> dict[str, str]:
+    """The headers a proxy on the issuer's host sends for a request to ``uri``."""
+    return {
+        "X-Forwarded-Host": urlsplit(server.url).netloc,
+        "X-Forwarded-Uri": uri,
+        **more,
+    }
+
+
+def test_verify_learns_the_guarded_resource_from_the_proxy(
+    server: LiveServer, cli_env: dict[str, str], browser: Browser, user: dict
+) -> None:
+    github, search = local_pair(server, cli_env)
+    register(server, cli_env, (TOOLS, TOOLS_OPTIONS))
+    client = register_client(browser)
+    token = tokens_for(browser, user, client, github)["access_token"]
+    builtin_token = tokens_for(browser, user, client, None)["access_token"]
+
+    def status(token: str, **headers: str) -> int:
+        return browser.get(
+            "/auth/verify", headers={**bearer(token), **headers}
+        ).status_code
+
+    # The request's own address, below the resource, with a query.
+    assert status(token, **forwarded(server, "/github/mcp?x=1")) == 200
+    assert status(token, **forwarded(server, "/search/mcp")) == 401
+    assert (
+        status(token, **forwarded(server, "/github/mcp", **{"X-MCP-Resource": github}))
+        == 200
+    )
+    # Nothing said: the built-in resource.
+    assert status(builtin_token) == 200
+    assert status(token) == 401
+    # A proxy set-up error: nothing registered there, or two answers.
+    for headers in (
+        forwarded(server, "/github2/mcp"),
+        forwarded(server, "/nothing"),
+        {"X-MCP-Resource": "https://elsewhere.example.com/mcp"},
+        forwarded(server, "/github/mcp", **{"X-MCP-Resource": search}),
+    ):
+        refused = browser.get("/auth/verify", headers={**bearer(token), **headers})
+        assert refused.status_code == 403, headers
+        assert refused.json()["error"] == "invalid_target", headers
+    # A resource elsewhere is named by its own origin's metadata address.
+    challenge = verify(browser, None, TOOLS)
+    assert challenge.status_code == 401
+    assert (
+        'resource_metadata="https://tools.example.com/.well-known/'
+        'oauth-protected-resource/github"'
+    ) in challenge.headers["WWW-Authenticate"]
 
 
 # --- Removing a resource ------------------------------------------------------
@@ -971,21 +1033,17 @@ def test_checking_a_token_for_a_registered_resource_reads_no_postgres(
     client = register_client(browser)
     token = tokens_for(browser, user, client, github)["access_token"]
     builtin_token = tokens_for(browser, user, client, None)["access_token"]
-    forwarded = {
-        **bearer(token),
-        "X-Forwarded-Host": urlsplit(server.url).netloc,
-        "X-Forwarded-Uri": "/github/mcp?session=1",
-    }
+    through_proxy = {**bearer(token), **forwarded(server, "/github/mcp?session=1")}
     # Warm: the first checks may fill the process's caches.
     wait_for_current_view(server)
     assert verify(browser, token, github).status_code == 200
-    assert browser.get("/auth/verify", headers=forwarded).status_code == 200
+    assert browser.get("/auth/verify", headers=through_proxy).status_code == 200
     assert whoami(browser, builtin_token).status_code == 200
 
     with statements(server) as cost:
         for _ in range(3):
             assert verify(browser, token, github).status_code == 200
-            assert browser.get("/auth/verify", headers=forwarded).status_code == 200
+            assert browser.get("/auth/verify", headers=through_proxy).status_code == 200
             assert whoami(browser, builtin_token).status_code == 200
 
     assert cost == []
