@@ -219,9 +219,7 @@ CANONICAL = {
     "HTTPS://GitHub.Example.COM:443/tools/": "https://github.example.com/tools",
     "https://github.example.com:8443/tools": "https://github.example.com:8443/tools",
     "http://LOCALHOST:80/mcp/": "http://localhost/mcp",
-    "http://127.0.0.1:9000/a/b": "http://127.0.0.1:9000/a/b",
-    "http://[::1]:9000/mcp": "http://[::1]:9000/mcp",
-    "https://files.example.com": "https://files.example.com",
+    "http://[::1]:9000/a/b": "http://[::1]:9000/a/b",
 }
 
 

@@ -9,6 +9,7 @@ granted ones apart, and approving grants the union (docs/reference.md).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -271,8 +272,8 @@ def test_each_server_s_consent_page_names_it_and_describes_its_own_scopes(
     user: dict[str, str],
     language: str,
 ) -> None:
-    for uri, options in SERVERS.items():
-        add_resource(cli_env, uri, **options)
+    with ThreadPoolExecutor() as pool:  # each run of the command starts Python
+        list(pool.map(lambda i: add_resource(cli_env, i[0], **i[1]), SERVERS.items()))
     client = register_client(browser, client_name="Notes")
     browser.login(user["email"], user["password"])
 
