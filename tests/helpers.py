@@ -636,6 +636,19 @@ def add_resource(base_env: dict[str, str], uri: str, **options: Any) -> str:
     return added.stdout.strip().splitlines()[-1]
 
 
+def register_resource(server: Any, uri: str, **options: Any) -> str:
+    """Register a resource as :func:`add_resource` does, with the same command
+    run by Flask's CLI runner in this process, on the live ``server``'s app:
+    set-up without starting Python each time. Return the URI it printed."""
+    options.setdefault("name", "Tools")
+    options.setdefault("scopes", "read")
+    result = server.app.test_cli_runner().invoke(
+        args=["resources", "add", uri, *resource_options(**options)]
+    )
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result.stdout.strip().splitlines()[-1]
+
+
 def remove_resource(base_env: dict[str, str], uri: str) -> None:
     removed = resources_cli(base_env, "remove", uri)
     assert removed.returncode == 0, removed.stderr

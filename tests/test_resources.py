@@ -41,6 +41,7 @@ from helpers import (
     redeem,
     refresh,
     register_client,
+    register_resource,
     remove_resource,
     resources_cli,
     revoke_from_account_page,
@@ -87,17 +88,24 @@ def as_metadata(server: Any) -> dict[str, Any]:
     return response.json()
 
 
-def register(
-    server: Any, cli_env: dict[str, str], *resources: tuple[str, dict[str, Any]]
-) -> list[str]:
-    """Add ``resources`` (URI, options) with the real command; wait until the
-    live ``server`` lists them; return the URIs the command printed."""
-    added = concurrently(
-        lambda uri, options: add_resource(cli_env, uri, **options), *resources
-    )
+def register(server: LiveServer, *resources: tuple[str, dict[str, Any]]) -> list[str]:
+    """Register ``resources`` (URI, options) for set-up (the command's own
+    tests start it as an operator does); wait until the live ``server`` lists
+    them; return their URIs."""
+    added = [register_resource(server, uri, **options) for uri, options in resources]
     assert until(
         lambda: set(added) <= set(as_metadata(server)["protected_resources"]), 5
     ), added
+    return added
+
+
+def added_by_the_command(
+    server: LiveServer, cli_env: dict[str, str], uri: str, **options: Any
+) -> str:
+    """Add a resource with the command an operator runs; wait until the live
+    ``server`` lists it."""
+    added = add_resource(cli_env, uri, **options)
+    assert until(lambda: added in as_metadata(server)["protected_resources"], 5)
     return added
 
 
@@ -284,7 +292,7 @@ def test_update_changes_what_the_live_server_accepts(
     user: dict[str, str],
 ) -> None:
     uri = "https://update.example.com/mcp"
-    register(server, cli_env, (uri, {"name": "Old", "scopes": "a b", "token_ttl": 60}))
+    register(server, (uri, {"name": "Old", "scopes": "a b", "token_ttl": 60}))
     client = register_client(browser)
     browser.login(user["email"], user["password"])
     assert authorize_error(browser, client, resource=uri, scope="b") == ""
@@ -448,9 +456,9 @@ SPELLINGS = {
 
 
 def test_every_spelling_gets_the_registered_uri_as_audience(
-    server: LiveServer, cli_env: dict[str, str], browser: Browser, user: dict
+    server: LiveServer, browser: Browser, user: dict
 ) -> None:
-    register(server, cli_env, (TOOLS, TOOLS_OPTIONS))
+    register(server, (TOOLS, TOOLS_OPTIONS))
     client = register_client(browser)
 
     audiences = {
@@ -464,9 +472,9 @@ def test_every_spelling_gets_the_registered_uri_as_audience(
 
 
 def test_without_resource_the_default_resource(
-    server: LiveServer, cli_env: dict[str, str], browser: Browser, user: dict
+    server: LiveServer, browser: Browser, user: dict
 ) -> None:
-    register(server, cli_env, (TOOLS, TOOLS_OPTIONS))
+    register(server, (TOOLS, TOOLS_OPTIONS))
     client = register_client(browser)
 
     tokens = tokens_for(browser, user, client, None)
@@ -476,12 +484,11 @@ def test_without_resource_the_default_resource(
 
 
 def test_the_longest_registered_prefix_wins(
-    server: LiveServer, cli_env: dict[str, str], browser: Browser, user: dict
+    server: LiveServer, browser: Browser, user: dict
 ) -> None:
     admin = TOOLS + "/admin"
     register(
         server,
-        cli_env,
         (TOOLS, TOOLS_OPTIONS),
         (admin, {"name": "GitHub admin", "scopes": "admin"}),
     )
@@ -513,9 +520,9 @@ def refused_targets(server: Any) -> dict[str, Any]:
 
 
 def test_unknown_and_several_resources_are_invalid_target_at_authorize(
-    server: LiveServer, cli_env: dict[str, str], browser: Browser, user: dict
+    server: LiveServer, browser: Browser, user: dict
 ) -> None:
-    register(server, cli_env, (TOOLS, TOOLS_OPTIONS), (SEARCH, SEARCH_OPTIONS))
+    register(server, (TOOLS, TOOLS_OPTIONS), (SEARCH, SEARCH_OPTIONS))
     client = register_client(browser)
     browser.login(user["email"], user["password"])
     cases = refused_targets(server)
@@ -530,9 +537,9 @@ def test_unknown_and_several_resources_are_invalid_target_at_authorize(
 
 
 def test_a_code_is_redeemed_only_for_its_own_resource(
-    server: LiveServer, cli_env: dict[str, str], browser: Browser, user: dict
+    server: LiveServer, browser: Browser, user: dict
 ) -> None:
-    register(server, cli_env, (TOOLS, TOOLS_OPTIONS), (SEARCH, SEARCH_OPTIONS))
+    register(server, (TOOLS, TOOLS_OPTIONS), (SEARCH, SEARCH_OPTIONS))
     client = register_client(browser)
     cases = {
         "another registered resource": SEARCH,
@@ -567,9 +574,9 @@ def test_a_code_is_redeemed_only_for_its_own_resource(
 
 
 def test_a_refresh_never_changes_audience_and_a_refused_one_spends_nothing(
-    server: LiveServer, cli_env: dict[str, str], browser: Browser, user: dict
+    server: LiveServer, browser: Browser, user: dict
 ) -> None:
-    register(server, cli_env, (TOOLS, TOOLS_OPTIONS), (SEARCH, SEARCH_OPTIONS))
+    register(server, (TOOLS, TOOLS_OPTIONS), (SEARCH, SEARCH_OPTIONS))
     client = register_client(browser, grant_types=REFRESHING)
     tokens = tokens_for(browser, user, client, TOOLS)
 
@@ -595,9 +602,9 @@ def test_a_refresh_never_changes_audience_and_a_refused_one_spends_nothing(
 
 
 def test_scopes_are_checked_against_the_resource_s_own(
-    server: LiveServer, cli_env: dict[str, str], browser: Browser, user: dict
+    server: LiveServer, browser: Browser, user: dict
 ) -> None:
-    register(server, cli_env, (TOOLS, TOOLS_OPTIONS))
+    register(server, (TOOLS, TOOLS_OPTIONS))
     client = register_client(browser)
     browser.login(user["email"], user["password"])
     cases = {
@@ -619,9 +626,9 @@ def test_scopes_are_checked_against_the_resource_s_own(
 
 
 def test_without_scope_a_client_gets_all_of_the_resource_s_scopes(
-    server: LiveServer, cli_env: dict[str, str], browser: Browser, user: dict
+    server: LiveServer, browser: Browser, user: dict
 ) -> None:
-    register(server, cli_env, (TOOLS, TOOLS_OPTIONS), (SEARCH, SEARCH_OPTIONS))
+    register(server, (TOOLS, TOOLS_OPTIONS), (SEARCH, SEARCH_OPTIONS))
     client = register_client(browser)
 
     granted = {
@@ -639,9 +646,9 @@ def test_without_scope_a_client_gets_all_of_the_resource_s_scopes(
 
 
 def test_a_client_registered_with_a_scope_asks_only_for_those(
-    server: LiveServer, cli_env: dict[str, str], browser: Browser, user: dict
+    server: LiveServer, browser: Browser, user: dict
 ) -> None:
-    register(server, cli_env, (TOOLS, TOOLS_OPTIONS))
+    register(server, (TOOLS, TOOLS_OPTIONS))
     client = register_client(browser, scope="read repo")
     browser.login(user["email"], user["password"])
 
@@ -670,7 +677,6 @@ def test_the_metadata_lists_every_resource_and_the_union_of_their_scopes(
     local = server.issuer + "/search"
     register(
         server,
-        cli_env,
         (TOOLS, TOOLS_OPTIONS),
         (local, {"name": "S", "scopes": "query"}),
     )
@@ -695,7 +701,6 @@ def test_each_resource_on_the_issuer_s_origin_has_its_document(
     nested = server.issuer + "/team/docs"
     register(
         server,
-        cli_env,
         (github, {"name": "GitHub", "scopes": "repo issues"}),
         (nested, {"name": "Docs", "scopes": "docs:read"}),
         (TOOLS, TOOLS_OPTIONS),
@@ -732,12 +737,11 @@ def test_each_resource_on_the_issuer_s_origin_has_its_document(
 
 def test_default_resource_is_what_a_request_without_resource_gets(
     server: LiveServer,
-    cli_env: dict[str, str],
     base_env: dict[str, str],
     user: dict,
     tmp_path: Path,
 ) -> None:
-    add_resource(cli_env, TOOLS, **TOOLS_OPTIONS)
+    register(server, (TOOLS, TOOLS_OPTIONS))
     instance = second_instance(base_env, tmp_path / "web.log", DEFAULT_RESOURCE=TOOLS)
     try:
         browser = instance.browser()
@@ -754,12 +758,10 @@ def test_default_resource_is_what_a_request_without_resource_gets(
 
 
 def test_a_resource_s_own_token_lifetime(
-    server: LiveServer, cli_env: dict[str, str], browser: Browser, user: dict
+    server: LiveServer, browser: Browser, user: dict
 ) -> None:
     short = "https://short.example.com/mcp"
-    register(
-        server, cli_env, (short, {"name": "Short", "scopes": "read", "token_ttl": 120})
-    )
+    register(server, (short, {"name": "Short", "scopes": "read", "token_ttl": 120}))
     client = register_client(browser, grant_types=REFRESHING)
 
     tokens = tokens_for(browser, user, client, short)
@@ -783,11 +785,10 @@ def test_a_resource_s_own_token_lifetime(
 # --- A consent per person, client and resource --------------------------------
 
 
-def local_pair(server: LiveServer, cli_env: dict[str, str]) -> tuple[str, str]:
+def local_pair(server: LiveServer) -> tuple[str, str]:
     """Two resources on the issuer's origin, so /auth/verify can guard them."""
     github, search = register(
         server,
-        cli_env,
         (server.issuer + "/github", {"name": "GitHub", "scopes": "repo issues"}),
         (server.issuer + "/search", {"name": "Search", "scopes": "query"}),
     )
@@ -795,9 +796,9 @@ def local_pair(server: LiveServer, cli_env: dict[str, str]) -> tuple[str, str]:
 
 
 def test_approving_another_resource_leaves_the_first_consent_alone(
-    server: LiveServer, cli_env: dict[str, str], browser: Browser, user: dict
+    server: LiveServer, browser: Browser, user: dict
 ) -> None:
-    github, search = local_pair(server, cli_env)
+    github, search = local_pair(server)
     client = register_client(browser, grant_types=REFRESHING)
     first = tokens_for(browser, user, client, github, scope="repo")
     page = browser.get("/account")
@@ -821,12 +822,11 @@ def test_approving_another_resource_leaves_the_first_consent_alone(
 
 def test_a_token_for_one_resource_is_refused_for_another(
     server: LiveServer,
-    cli_env: dict[str, str],
     make_server: Callable[..., LiveServer],
     browser: Browser,
     user: dict,
 ) -> None:
-    github, search = local_pair(server, cli_env)
+    github, search = local_pair(server)
     # A resource server for `search` alone, asking an instance of this issuer.
     gateway = make_server(
         ISSUER=server.issuer,
@@ -855,9 +855,9 @@ def account_key(browser: Browser, resource: str, scopes: str) -> str:
 
 
 def test_revoking_one_server_on_the_account_page_leaves_the_other(
-    server: LiveServer, cli_env: dict[str, str], browser: Browser, user: dict
+    server: LiveServer, browser: Browser, user: dict
 ) -> None:
-    github, _ = local_pair(server, cli_env)
+    github, _ = local_pair(server)
     client = register_client(browser, grant_types=REFRESHING)
     mine = tokens_for(browser, user, client, None)
     theirs = tokens_for(browser, user, client, github)
@@ -898,10 +898,10 @@ def forwarded(server: LiveServer, uri: str, **more: str) -> dict[str, str]:
 
 
 def test_verify_learns_the_guarded_resource_from_the_proxy(
-    server: LiveServer, cli_env: dict[str, str], browser: Browser, user: dict
+    server: LiveServer, browser: Browser, user: dict
 ) -> None:
-    github, search = local_pair(server, cli_env)
-    register(server, cli_env, (TOOLS, TOOLS_OPTIONS))
+    github, search = local_pair(server)
+    register(server, (TOOLS, TOOLS_OPTIONS))
     client = register_client(browser)
     token = tokens_for(browser, user, client, github)["access_token"]
     builtin_token = tokens_for(browser, user, client, None)["access_token"]
@@ -951,7 +951,7 @@ def test_removal_ends_the_resource_s_tokens_on_every_instance(
     user: dict,
     tmp_path: Path,
 ) -> None:
-    github, search = local_pair(server, cli_env)
+    github, search = local_pair(server)
     other = second_instance(
         base_env,
         tmp_path / "web.log",
@@ -1005,7 +1005,7 @@ def removed_resource_ends_everything(
     # No resource is there any more: a proxy set-up error (RFC 8707 §2).
     nothing_left_for(403)
     # Registered again, it starts afresh: nothing from before comes back.
-    register(server, cli_env, (github, {"name": "GitHub", "scopes": "repo issues"}))
+    added_by_the_command(server, cli_env, github, name="GitHub", scopes="repo issues")
     assert until(lambda: verify(other, None, github).status_code == 401, 5)
     nothing_left_for(401)
     assert token_error(refresh(browser, client, doomed["refresh_token"])) == (
@@ -1025,9 +1025,9 @@ def removed_resource_ends_everything(
 
 
 def test_checking_a_token_for_a_registered_resource_reads_no_postgres(
-    server: LiveServer, cli_env: dict[str, str], browser: Browser, user: dict
+    server: LiveServer, browser: Browser, user: dict
 ) -> None:
-    github, _ = local_pair(server, cli_env)
+    github, _ = local_pair(server)
     client = register_client(browser)
     token = tokens_for(browser, user, client, github)["access_token"]
     builtin_token = tokens_for(browser, user, client, None)["access_token"]
@@ -1048,9 +1048,9 @@ def test_checking_a_token_for_a_registered_resource_reads_no_postgres(
 
 
 def test_a_code_exchange_for_a_registered_resource_costs_what_the_built_in_does(
-    server: LiveServer, cli_env: dict[str, str], browser: Browser, user: dict
+    server: LiveServer, browser: Browser, user: dict
 ) -> None:
-    register(server, cli_env, (TOOLS, TOOLS_OPTIONS))
+    register(server, (TOOLS, TOOLS_OPTIONS))
     client = register_client(browser)
     tokens_for(browser, user, client, TOOLS)
     wait_for_current_view(server)

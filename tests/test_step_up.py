@@ -9,14 +9,12 @@ granted ones apart, and approving grants the union (docs/reference.md).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 from conftest import LiveServer
 from helpers import (
     Browser,
-    add_resource,
     authorize_params,
     authorize_path,
     claims_of,
@@ -29,6 +27,7 @@ from helpers import (
     query_of,
     redeem,
     register_client,
+    register_resource,
     select_one,
     soup,
     until,
@@ -50,12 +49,6 @@ def chromium() -> Iterator[WebDriver]:
 def callback() -> Iterator[str]:
     with loopback_callback() as redirect_uri:
         yield redirect_uri
-
-
-@pytest.fixture
-def cli_env(server: LiveServer, base_env: dict[str, str]) -> dict[str, str]:
-    """The operator's environment: the live server's settings and issuer."""
-    return {**base_env, "ISSUER": server.issuer}
 
 
 class Person:
@@ -213,11 +206,10 @@ def test_approving_only_the_new_scope_keeps_the_granted_one(
 
 def test_a_consent_for_one_resource_grants_nothing_for_another(
     server: LiveServer,
-    cli_env: dict[str, str],
     browser: Browser,
     user: dict[str, str],
 ) -> None:
-    tools = add_resource(cli_env, "https://tools.example.com/github", scopes="read")
+    tools = register_resource(server, "https://tools.example.com/github")
     client = register_client(browser)
     get_code(browser, client, user, scope="read")  # approved for the built-in
     params = authorize_params(client, pkce_pair()[1], resource=tools, scope="read")
@@ -267,13 +259,12 @@ DESCRIPTIONS = {
 @pytest.mark.parametrize("language", DESCRIPTIONS)
 def test_each_server_s_consent_page_names_it_and_describes_its_own_scopes(
     server: LiveServer,
-    cli_env: dict[str, str],
     browser: Browser,
     user: dict[str, str],
     language: str,
 ) -> None:
-    with ThreadPoolExecutor() as pool:  # each run of the command starts Python
-        list(pool.map(lambda i: add_resource(cli_env, i[0], **i[1]), SERVERS.items()))
+    for uri, options in SERVERS.items():
+        register_resource(server, uri, **options)
     client = register_client(browser, client_name="Notes")
     browser.login(user["email"], user["password"])
 
