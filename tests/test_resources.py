@@ -131,14 +131,15 @@ def tokens_for(
 
 
 def authorize_error(browser: Browser, client: dict[str, Any], **params: Any) -> str:
-    """The ``error`` of the redirect /authorize answers; '' if it is a code.
+    """The ``error`` of the redirect /authorize answers; '' for the consent
+    page (the request was good).
 
     A list value repeats its parameter.
     """
     query = urlencode(authorize_params(client, pkce_pair()[1], **params), doseq=True)
     response = browser.get("/authorize?" + query)
     if response.status_code == 200:
-        return ""  # the consent page: the request was good
+        return ""
     assert response.status_code == 302, response.text[:300]
     return query_of(response.headers["Location"]).get("error", "")
 
