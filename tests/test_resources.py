@@ -30,6 +30,7 @@ from helpers import (
     authorize_params,
     bearer,
     claims_of,
+    create_key,
     create_on_page,
     created_key,
     exchange,
@@ -584,6 +585,9 @@ def test_a_refresh_never_changes_audience_and_a_refused_one_spends_nothing(
     for elsewhere in (SEARCH, builtin(server), TOOLS + "2"):
         moved = refresh(browser, client, tokens["refresh_token"], resource=elsewhere)
         assert token_error(moved) == "invalid_target", elsewhere
+    # Nor can it take another resource's scope along.
+    wider = refresh(browser, client, tokens["refresh_token"], scope="repo read")
+    assert token_error(wider) == "invalid_scope"
 
     same = refresh(
         browser,
@@ -845,6 +849,9 @@ def test_a_token_for_one_resource_is_refused_for_another(
         f'{server.issuer}/.well-known/oauth-protected-resource/search"'
     )
     assert introspect(gateway, token) == {"active": False}
+    # Nor is it good for the built-in /mcp, or for managing API keys there.
+    assert whoami(browser, token).status_code == 401
+    assert create_key(browser, token).status_code == 401
     assert verify(browser, token, github).status_code == 200
     assert verify(browser, its_own, search).status_code == 200
     assert introspect(gateway, its_own)["aud"] == search
