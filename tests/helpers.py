@@ -632,8 +632,7 @@ def add_resource(base_env: dict[str, str], uri: str, **options: Any) -> str:
     options.setdefault("scopes", "read")
     added = resources_cli(base_env, "add", uri, *resource_options(**options))
     assert added.returncode == 0, added.stderr
-    # Its last line: the audit log's JSON lines may come first.
-    return added.stdout.strip().splitlines()[-1]
+    return added.stdout.strip()
 
 
 def register_resource(server: Any, uri: str, **options: Any) -> str:
@@ -646,7 +645,7 @@ def register_resource(server: Any, uri: str, **options: Any) -> str:
         args=["resources", "add", uri, *resource_options(**options)]
     )
     assert result.exit_code == 0, (result.output, result.exception)
-    return result.stdout.strip().splitlines()[-1]
+    return result.stdout.strip()
 
 
 def remove_resource(base_env: dict[str, str], uri: str) -> None:

@@ -236,12 +236,18 @@ CANONICAL = {
 def test_add_prints_the_canonical_uri_and_list_shows_it(
     server: LiveServer, cli_env: dict[str, str]
 ) -> None:
-    printed = concurrently(
-        lambda uri: add_resource(cli_env, uri, name="Files", scopes="read"),
+    added = concurrently(
+        lambda uri: resources_cli(
+            cli_env, "add", uri, "--name", "Files", "--scopes", "read"
+        ),
         *[(uri,) for uri in CANONICAL],
     )
 
-    assert printed == list(CANONICAL.values())
+    # Its answer alone on stdout (URI=$(flask --app app resources add ...)).
+    assert [result.stdout for result in added] == [
+        uri + "\n" for uri in CANONICAL.values()
+    ]
+    assert [result.returncode for result in added] == [0] * len(CANONICAL)
     rows = listed(cli_env)
     assert set(rows) == {builtin(server), *CANONICAL.values()}
     for uri in CANONICAL.values():
@@ -339,7 +345,7 @@ def test_update_changes_what_the_live_server_accepts(
 def test_remove_takes_it_off_the_list(
     server: LiveServer, cli_env: dict[str, str]
 ) -> None:
-    add_resource(cli_env, TOOLS, **TOOLS_OPTIONS)
+    register_resource(server, TOOLS, **TOOLS_OPTIONS)
 
     remove_resource(cli_env, TOOLS)
 
@@ -350,7 +356,7 @@ def test_remove_takes_it_off_the_list(
 def test_metadata_prints_the_document_for_a_server_on_another_host(
     server: LiveServer, cli_env: dict[str, str]
 ) -> None:
-    add_resource(cli_env, TOOLS, **TOOLS_OPTIONS)
+    register_resource(server, TOOLS, **TOOLS_OPTIONS)
 
     printed = resources_cli(cli_env, "metadata", TOOLS)
 
@@ -413,7 +419,7 @@ def test_a_bad_uri_or_scope_is_one_line_of_error(
 def test_a_uri_registered_in_any_spelling_is_a_duplicate(
     server: LiveServer, cli_env: dict[str, str]
 ) -> None:
-    add_resource(cli_env, TOOLS, **TOOLS_OPTIONS)
+    register_resource(server, TOOLS, **TOOLS_OPTIONS)
 
     again, builtin_again = concurrently(
         lambda uri: resources_cli(
@@ -431,7 +437,7 @@ def test_a_uri_registered_in_any_spelling_is_a_duplicate(
 def test_the_built_in_and_the_default_resource_cannot_be_removed(
     server: LiveServer, cli_env: dict[str, str]
 ) -> None:
-    add_resource(cli_env, TOOLS, **TOOLS_OPTIONS)
+    register_resource(server, TOOLS, **TOOLS_OPTIONS)
 
     the_builtin, the_default = concurrently(
         lambda uri, settings: resources_cli(cli_env, "remove", uri, **settings),
