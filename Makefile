@@ -28,8 +28,10 @@ lock: $(INSTALLED)
 	$(COMPILE) $(if $(UPGRADE),--upgrade) --extra dev -c $(LOCK) -o $(DEV_LOCK)
 	$(MAKE) $(INSTALLED)
 
+# `make run DEMO=servers`: the same issuer behind nginx, with two MCP servers
+# registered as its resources (tools/demo_servers.py).
 run: $(INSTALLED)
-	$(BIN)/python tools/devservices.py run
+	$(BIN)/python tools/devservices.py run $(if $(DEMO),--demo $(DEMO))
 
 test: $(INSTALLED)
 	$(BIN)/python tools/devservices.py test $(PYTEST_ARGS)

@@ -16,7 +16,7 @@ from .db import db
 from .models import ApiKey, Consent, User, utcnow
 from .oauth.consent import narrow
 from .oauth.issuance import Issuance
-from .oauth.resources import default_resource
+from .oauth.resources import find_resource
 from .oauth.tokens import issue_access_token, new_jti
 from .redis_store import get_redis
 
@@ -35,7 +35,7 @@ def exchange(candidate: object) -> tuple[str, dict[str, Any]] | None:
     if not isinstance(candidate, str) or len(candidate) > MAX_CANDIDATE_LENGTH:
         candidate = ""
     row = db.session.execute(
-        select(ApiKey.id, ApiKey.user_id, ApiKey.scopes, Consent.scope)
+        select(ApiKey.id, ApiKey.user_id, ApiKey.scopes, ApiKey.resource, Consent.scope)
         .join(User, User.id == ApiKey.user_id)
         # A client's key yields no more than the consent it was made under
         # holds now: the person may have approved the client again for less.
@@ -47,14 +47,15 @@ def exchange(candidate: object) -> tuple[str, dict[str, Any]] | None:
             User.is_active.is_(True),
         )
     ).first()
-    if row is None:
+    # A removed resource's keys were revoked with it; this is the moment between.
+    resource = find_resource(row.resource) if row is not None else None
+    if row is None or resource is None:
         return None
     return issue_access_token(
         Issuance(
             user_id=row.user_id,
             client_id=None,
-            # Keys predate resources: their tokens are for the built-in one.
-            resource=default_resource(),
+            resource=resource,
             scope=" ".join(narrow(row.scopes, row.scope)),
             jti=new_jti(),
             api_key_id=str(row.id),

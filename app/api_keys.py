@@ -34,7 +34,7 @@ from .config import current_settings
 from .db import db
 from .denylist import deny_api_keys
 from .models import ApiKey, Consent, User, utcnow
-from .oauth.scopes import SCOPES
+from .oauth.resources import Resource
 
 #: Marks our keys so that secret scanners can recognise a leaked one.
 KEY_PREFIX = "lsk_"
@@ -67,6 +67,8 @@ class NewKey:
     name: str
     scopes: tuple[str, ...]
     expires_in_days: int | None
+    #: The URI of the resource (RFC 8707) its tokens are for.
+    resource: str
 
 
 def hash_key(key: str) -> str:
@@ -97,13 +99,15 @@ def is_expired(key: ApiKey, now: datetime | None = None) -> bool:
 
 def validate_new_key(
     name: object,
-    scopes: object = None,
-    expires_in_days: object = None,
+    scopes: object,
+    expires_in_days: object,
+    resource: Resource,
     *,
     max_days: int = MAX_EXPIRES_IN_DAYS,
     default_days: int | None = None,
 ) -> NewKey:
-    """Check a request for a key; ``None`` means the default. Raise ApiKeyError.
+    """Check a request for a key for ``resource``; ``None`` means the default.
+    Raise ApiKeyError.
 
     ``default_days`` is the lifetime of a key whose request names none
     (``None``: it never expires); a longer one than ``max_days`` is refused.
@@ -111,8 +115,9 @@ def validate_new_key(
     days = _valid_days(expires_in_days, max_days)
     return NewKey(
         _valid_name(name),
-        _valid_scopes(scopes),
+        _valid_scopes(scopes, resource.scope_names),
         default_days if days is None else days,
+        resource.uri,
     )
 
 
@@ -130,18 +135,19 @@ def _valid_name(name: object) -> str:
     return name
 
 
-def _valid_scopes(scopes: object) -> tuple[str, ...]:
+def _valid_scopes(scopes: object, known: tuple[str, ...]) -> tuple[str, ...]:
     if scopes is None:
-        return DEFAULT_SCOPES
+        # The least a key can do: one scope, read-only where there is one.
+        return DEFAULT_SCOPES if set(DEFAULT_SCOPES) <= set(known) else known[:1]
     if (
         not isinstance(scopes, list)
         or not scopes
-        or not all(isinstance(s, str) and s in SCOPES for s in scopes)
+        or not all(isinstance(s, str) and s in known for s in scopes)
     ):
         raise ApiKeyError(
-            _("Choose at least one scope, from: %(scopes)s.", scopes=", ".join(SCOPES))
+            _("Choose at least one scope, from: %(scopes)s.", scopes=", ".join(known))
         )
-    return tuple(s for s in SCOPES if s in scopes)
+    return tuple(s for s in known if s in scopes)
 
 
 def _valid_days(days: object, max_days: int) -> int | None:
@@ -180,6 +186,7 @@ def create_api_key(
         key_hash=hash_key(key),
         prefix=key[:DISPLAY_PREFIX_LENGTH],
         scopes=list(request.scopes),
+        resource=request.resource,
         created_at=now,
         expires_at=(
             now + timedelta(days=request.expires_in_days)
@@ -294,3 +301,22 @@ def revoke(
     deny_api_keys([str(revoked_id)])
     db.after_commit(lambda: audit.record_api_key(audit.API_KEY_REVOKED, revoked_id))
     return True
+
+
+def revoke_all(*conditions: Any) -> list[str]:
+    """Revoke every live key matching ``conditions`` (a withdrawn consent's, a
+    removed resource's) and the tokens exchanged from them; return their ids.
+
+    Their audit record is the caller's, which names them all at once.
+    """
+    key_ids = [
+        str(key_id)
+        for key_id in db.session.scalars(
+            update(ApiKey)
+            .where(*conditions, ApiKey.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+            .returning(ApiKey.id)
+        )
+    ]
+    deny_api_keys(key_ids)
+    return key_ids

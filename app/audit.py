@@ -57,9 +57,9 @@ SIGN_IN_SUCCEEDED = _event(
 #: A sign-in refused: unknown email, no or a wrong password, disabled account.
 SIGN_IN_FAILED = _event("sign_in_failed", "account", "address", "method")
 #: A person approved a client's request on the consent page.
-CONSENT_GRANTED = _event("consent_granted", "user_id", "client_id", "scope")
+CONSENT_GRANTED = _event("consent_granted", "user_id", "client_id", "scope", "resource")
 #: A person refused a client's request on the consent page.
-CONSENT_DENIED = _event("consent_denied", "user_id", "client_id", "scope")
+CONSENT_DENIED = _event("consent_denied", "user_id", "client_id", "scope", "resource")
 #: A person withdrew a client's access, and with it the keys the client made.
 CONSENT_REVOKED = _event(
     "consent_revoked", "user_id", "client_id", "consent_id", "api_key_ids"
@@ -81,6 +81,11 @@ AUTHORIZATION_CODE_REPLAYED = _event(
 REFRESH_TOKEN_REUSED = _event(
     "refresh_token_reused", "client_id", "user_id", "consent_id"
 )
+#: An operator registered, changed or removed a resource (CLI); a removal
+#: ended every consent and key for it.
+RESOURCE_ADDED = _event("resource_added", "resource", "scopes")
+RESOURCE_UPDATED = _event("resource_updated", "resource", "scopes")
+RESOURCE_REMOVED = _event("resource_removed", "resource", "consents", "api_key_ids")
 #: An operator disabled an account (CLI); its tokens were cut off.
 USER_DISABLED = _event("user_disabled", "user_id", "account")
 

@@ -1,4 +1,4 @@
-"""Operator commands: ``flask --app app users|clients|db ...``."""
+"""Operator commands: ``flask --app app users|clients|db|resources ...``."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from flask.cli import AppGroup
 from sqlalchemy import select
 
 from . import audit, migrate
+from .cli_resources import resources_cli
 from .config import current_settings
 from .db import db
 from .denylist import deny_user_until_now
+from .logs import log_to_stderr
 from .models import User, utcnow
 from .oauth.clients import prune_unused_clients
 from .oauth.resources import builtin_resource
@@ -103,5 +105,7 @@ def downgrade_command(revision: str) -> None:
 
 
 def init_app(app: Flask) -> None:
-    for group in (users_cli, clients_cli, db_cli):
+    for group in (users_cli, clients_cli, db_cli, resources_cli):
+        # Runs before each of the group's commands.
+        group.callback = log_to_stderr
         app.cli.add_command(group)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import os.path
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
 import ada_url
@@ -17,7 +16,8 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from .config_keys import load_signing_key, load_verify_keys
-from .config_values import LOOPBACK_HOSTS, WEB_SCHEMES, scheme_refused
+from .config_uris import canonical_resource_uri, is_loopback_host
+from .config_values import WEB_SCHEMES, scheme_refused
 
 #: libpq's ``sslmode`` values; a typo would otherwise only fail at first connect.
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
@@ -39,22 +39,6 @@ class ConfigError(SystemExit):
     def __init__(self, name: str, problem: str) -> None:
         super().__init__(f"configuration error: {name} {problem}")
         self.name = name
-
-
-def is_loopback_host(host: str | None) -> bool:
-    """Tell whether ``host`` (as ``urlsplit().hostname`` gives it) is loopback.
-
-    Wider than the redirect URI rule: any loopback address will do for an
-    ``http`` issuer (development and tests), not only RFC 8252's names.
-    """
-    if not host:
-        return False
-    if host in LOOPBACK_HOSTS:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _database_url(value: str) -> str:
@@ -228,23 +212,44 @@ def _host_list(value: str) -> frozenset[str]:
     return frozenset(hosts)
 
 
-def _resource_servers(value: str) -> tuple[tuple[str, str], ...]:
-    """``name:secret`` pairs; each secret is kept only as its SHA-256."""
-    pairs: dict[str, str] = {}
+class ResourceServerEntry(NamedTuple):
+    """One ``RESOURCE_SERVERS`` entry: who may introspect, and for which resources."""
+
+    name: str
+    #: SHA-256 of the secret; the secret itself is not kept.
+    secret_hash: str
+    #: Canonical URIs of the resources it is bound to; empty: the default one.
+    resources: tuple[str, ...]
+
+
+def _resource_servers(value: str) -> tuple[ResourceServerEntry, ...]:
+    """``name:secret`` entries, each optionally followed by the URIs of the
+    resources it is bound to, separated by spaces."""
+    entries: dict[str, ResourceServerEntry] = {}
     for item in value.split(","):
-        name, sep, secret = item.strip().partition(":")
         if not item.strip():
             continue
+        credentials, *uris = item.split()
+        name, sep, secret = credentials.partition(":")
         if not sep or not name or not secret:
-            raise ValueError("must be comma-separated name:secret pairs")
+            raise ValueError("must be comma-separated name:secret entries")
         if len(secret) < MIN_SECRET_LENGTH // 2:
             raise ValueError(f"secret of {name} is shorter than 16 characters")
-        if name in pairs:
+        if name in entries:
             raise ValueError(f"names {name} twice")
-        pairs[name] = hashlib.sha256(secret.encode()).hexdigest()
-    if not pairs:
-        raise ValueError("must list at least one name:secret pair")
-    return tuple(pairs.items())
+        try:
+            resources = tuple(dict.fromkeys(canonical_resource_uri(u) for u in uris))
+        except ValueError as exc:
+            raise ValueError(f"a resource of {name} {exc}") from None
+        digest = hashlib.sha256(secret.encode()).hexdigest()
+        entries[name] = ResourceServerEntry(name, digest, resources)
+    if not entries:
+        raise ValueError("must list at least one name:secret entry")
+    return tuple(entries.values())
+
+
+def _resource_uri(value: str) -> str:
+    return canonical_resource_uri(value)
 
 
 def _client_id_prefix(value: str) -> str:
@@ -358,8 +363,13 @@ class Settings:
     refresh_token_idle_ttl: int = setting(_int(1, 366 * 86400), 1209600)
     #: Seconds after a rotation in which the old token still gets the successor.
     refresh_grace_seconds: int = setting(_int(0, 3600), 30)
-    #: Resource servers allowed at ``/introspect``: (name, SHA-256 of secret).
-    resource_servers: tuple[tuple[str, str], ...] = setting(_resource_servers, ())
+    #: Resource servers allowed at ``/introspect``, with their resources.
+    resource_servers: tuple[ResourceServerEntry, ...] = setting(_resource_servers, ())
+    #: The registered resource of a request that names none; unset: ``/mcp``.
+    default_resource: str | None = setting(_resource_uri, None)
+    #: ``/auth/verify`` believes the proxy's X-MCP-Resource and X-Forwarded-*
+    #: (every proxy check sets them); off: every check is for ``/mcp``.
+    verify_resource_headers: bool = setting(_switch, False)
 
     @property
     def secure_cookies(self) -> bool:

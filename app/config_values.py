@@ -16,7 +16,7 @@ from __future__ import annotations
 MCP_PATH = "/mcp"
 #: Loopback host names, as ``urlsplit().hostname`` gives them (RFC 8252 §7.3).
 #: Redirect URIs must use exactly these; an ``http`` issuer may also use any
-#: other loopback address (``config.is_loopback_host``), since only we use it.
+#: other loopback address (``config_uris.is_loopback_host``), since only we use it.
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 #: Schemes that leave the device; any other registered scheme is private-use.
 WEB_SCHEMES = ("http", "https")

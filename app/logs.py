@@ -202,6 +202,13 @@ def configure_logging(level: str) -> None:
     audit.filters = [RequestIdFilter()]
 
 
+def log_to_stderr() -> None:
+    """Send this process's records to stderr: a command's stdout is its answer
+    (``URI=$(flask --app app resources add ...)``), its log lines beside it."""
+    if _handler is not None:
+        _handler.setStream(sys.stderr)
+
+
 class RequestLog:
     """WSGI middleware: a request id for every request, and one log line.
 

@@ -13,6 +13,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Index,
+    Integer,
     MetaData,
     String,
     Text,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     func,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 #: Stable constraint names so that Alembic migrations can refer to them.
@@ -110,8 +112,26 @@ class OAuthClient(Timestamped, Base):
     last_authorized_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class ResourceRow(Timestamped, Base):
+    """An MCP server registered as a protected resource (RFC 8707, RFC 9728).
+
+    The built-in ``/mcp`` is not a row: its URI follows ``ISSUER``
+    (app/oauth/resources.py).
+    """
+
+    __tablename__ = "resources"
+
+    #: Canonical: lower-case scheme and host, no default port, no trailing slash.
+    uri: Mapped[str] = mapped_column(Text, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    #: ``[{"name", "description", "description_zh"}]``, in the order shown.
+    scopes: Mapped[list[dict[str, str | None]]] = mapped_column(JSONB)
+    #: Seconds; NULL: ``ACCESS_TOKEN_TTL``.
+    access_token_ttl: Mapped[int | None] = mapped_column(Integer)
+
+
 class Consent(Timestamped, Base):
-    """What a person approved for a client.
+    """What a person approved for a client, for one resource.
 
     A consent's id names it in the codes and tokens issued under it. Approving
     again while it is live widens or narrows it in place; once revoked it stays
@@ -120,12 +140,18 @@ class Consent(Timestamped, Base):
 
     __tablename__ = "consents"
     __table_args__ = (
-        # At most one live consent per person and client.
+        # At most one live consent per person, client and resource.
         Index(
-            "uq_consents_user_id_client_id_live",
+            "uq_consents_user_id_client_id_resource_live",
             "user_id",
             "client_id",
+            "resource",
             unique=True,
+            postgresql_where=text("revoked_at IS NULL"),
+        ),
+        Index(
+            "ix_consents_resource_live",
+            "resource",
             postgresql_where=text("revoked_at IS NULL"),
         ),
     )
@@ -138,6 +164,8 @@ class Consent(Timestamped, Base):
         ForeignKey("oauth_clients.client_id", ondelete="CASCADE"), index=True
     )
     scope: Mapped[str] = mapped_column(String(200))
+    #: The URI of the resource (RFC 8707) approved for.
+    resource: Mapped[str] = mapped_column(Text)
     approved_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow
     )
@@ -156,6 +184,11 @@ class ApiKey(Timestamped, Base):
     __tablename__ = "api_keys"
     __table_args__ = (
         Index("ix_api_keys_user_id_live", "user_id", "revoked_at"),
+        Index(
+            "ix_api_keys_resource_live",
+            "resource",
+            postgresql_where=text("revoked_at IS NULL"),
+        ),
         CheckConstraint(
             "consent_id IS NULL OR expires_at IS NOT NULL", name="client_keys_expire"
         ),
@@ -176,6 +209,8 @@ class ApiKey(Timestamped, Base):
     #: The first characters of the key, so people can tell their keys apart.
     prefix: Mapped[str] = mapped_column(String(16))
     scopes: Mapped[list[str]] = mapped_column(ARRAY(String(32)))
+    #: The URI of the resource (RFC 8707) the key's tokens are for.
+    resource: Mapped[str] = mapped_column(Text)
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

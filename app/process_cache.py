@@ -2,8 +2,9 @@
 
 A process keeps a few things it has read or verified, so that the next
 request needs no round trip for them: registered clients
-(app/oauth/clients.py), access tokens whose signature verified
-(app/oauth/tokens.py) and accounts' emails (app/mcp/tools.py). Each is a
+(app/oauth/clients.py), the registry of resources (app/oauth/resources.py),
+access tokens whose signature verified (app/oauth/tokens.py) and accounts'
+emails (app/mcp/tools.py). Each is a
 :class:`ProcessCache`, handed out by :func:`app.denylist.process_cache`, and an
 entry leaves it by this rule, the same for all:
 
@@ -16,9 +17,15 @@ entry leaves it by this rule, the same for all:
   out at all, and callers read the source;
 - when the cache is full: then the oldest quarter goes.
 
+A value read from the source before an eviction and put after it would undo
+the eviction; a caller that reads first passes ``since``, the cache's
+:attr:`ProcessCache.generation` before its read, and a put after any eviction
+or clearing meanwhile is dropped.
+
 Each cache says, where it is used, how its data may change and which of
 these rules keeps it true: a client's registration changes only by being
-pruned (announced), a verified token never changes (it expires), an email
+pruned (announced), the registry only by the ``resources`` commands
+(announced), a verified token never changes (it expires), an email
 may change (it expires after minutes). Values are frozen (frozen
 dataclasses, strings, tuples): every request of the process shares them, so
 none may change one; a new value is put in its place.
@@ -43,6 +50,8 @@ class ProcessCache(Generic[K, V]):
         self.size = size
         self._entries: dict[K, tuple[V, float]] = {}
         self._lock = threading.Lock()
+        #: Counts evictions and clearings, for :meth:`put`'s ``since``.
+        self.generation = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -58,9 +67,14 @@ class ProcessCache(Generic[K, V]):
             return None
         return value
 
-    def put(self, key: K, value: V, until: float = math.inf) -> None:
-        """Keep ``value`` at ``key`` until the Unix time ``until``."""
+    def put(
+        self, key: K, value: V, until: float = math.inf, since: int | None = None
+    ) -> None:
+        """Keep ``value`` at ``key`` until the Unix time ``until``; unless an
+        eviction came after ``since`` (a :attr:`generation`)."""
         with self._lock:
+            if since is not None and since != self.generation:
+                return
             if key not in self._entries and len(self._entries) >= self.size:
                 # Dicts keep insertion order: the oldest quarter, not one per put.
                 for stale in list(self._entries)[: max(1, self.size // 4)]:
@@ -69,8 +83,12 @@ class ProcessCache(Generic[K, V]):
 
     def evict(self, key: K) -> None:
         """Forget ``key`` (an announced eviction)."""
-        self._entries.pop(key, None)
+        with self._lock:
+            self.generation += 1
+            self._entries.pop(key, None)
 
     def clear(self) -> None:
         """Forget everything (the denylist copy reloaded)."""
-        self._entries.clear()
+        with self._lock:
+            self.generation += 1
+            self._entries.clear()

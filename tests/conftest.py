@@ -56,6 +56,9 @@ def base_env(service_urls: dict[str, str]) -> dict[str, str]:
         "REGISTRATION_RATE_LIMIT": "1000 per minute",
         "API_KEY_RATE_LIMIT": "1000 per minute",
         "CIMD_FETCH_RATE_LIMIT": "1000 per minute",
+        # The proxies the tests run set the resource headers of /auth/verify
+        # themselves; tests of the default (off) say so.
+        "VERIFY_RESOURCE_HEADERS": "on",
         "LOG_LEVEL": "WARNING",
     }
     upgrade(settings_from_environment(env).database_url)

@@ -99,15 +99,16 @@ def test_the_page_makes_keys_that_never_expire_or_outlive_the_api_maximum(
     assert "It does not expire." in forever.text
     long = create_on_page(signed_in, name="long", expires_in_days="3650")
     assert created_key(long) and "Expires:" in long.text
-    # Cells: name, key, scopes, created by, created, expires, last used.
+    # Cells: name, key, server, scopes, created by, created, expires, last used.
     rows = {
         cells[0]: cells
         for r in soup(signed_in.get("/account")).select("tbody tr")
         if (cells := [td.get_text(" ", strip=True) for td in r.select("td")])
     }
-    assert rows["forever"][3] == "You, on this page"
-    assert rows["forever"][5] == "Never"
-    assert rows["long"][5].endswith("UTC")
+    assert rows["forever"][2] == "MCP"
+    assert rows["forever"][4] == "You, on this page"
+    assert rows["forever"][6] == "Never"
+    assert rows["long"][6].endswith("UTC")
 
 
 def test_revoke_a_key_on_the_page(signed_in: Browser) -> None:

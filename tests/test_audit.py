@@ -255,7 +255,8 @@ def test_disabling_a_user_is_on_stdout_despite_log_level_warning(
 ) -> None:
     assert base_env["LOG_LEVEL"] == "WARNING"
     result = flask_cli(base_env, "users", "disable", user["email"])
-    [event] = [e for e in json_lines(result.stdout) if e.get("name") == "app.audit"]
+    # A command's log lines go to stderr; its stdout is its answer.
+    [event] = [e for e in json_lines(result.stderr) if e.get("name") == "app.audit"]
     assert event["event"] == "user_disabled"
     assert event["user_id"] == user["id"]
     assert event["account"] == digest(base_env, user["email"])

@@ -229,7 +229,7 @@ ERROR_REDIRECTS = {
     "tab between scopes": ({"scope": "read\twrite"}, "invalid_scope"),
     "foreign resource": ({"resource": "https://other.example/mcp"}, "invalid_target"),
     "issuer as resource": ({"resource": "{issuer}"}, "invalid_target"),
-    "resource with trailing slash": ({"resource": "{issuer}/mcp/"}, "invalid_target"),
+    "resource past a segment": ({"resource": "{issuer}/mcpx"}, "invalid_target"),
     "resource on another path": ({"resource": "{issuer}/api"}, "invalid_target"),
 }
 

@@ -92,6 +92,24 @@ def test_a_document_client_goes_from_authorize_to_mcp(
     assert documents.requests == {"/client.json": 1}
 
 
+def test_rp_metadata_choices_with_none_are_a_public_client(
+    live: Any, documents: DocumentServer, user: dict[str, str]
+) -> None:
+    # ChatGPT's document offers a list of methods (OpenID Federation §5.1.2)
+    # rather than naming one; with "none" among them, the client is public.
+    url = documents.document(
+        "/chatgpt.json",
+        token_endpoint_auth_methods_supported=["client_secret_basic", "none"],
+    )
+    browser = live.browser()
+    client = client_for(url)
+
+    code, verifier, _ = get_code(browser, client, user)
+    response = redeem(browser, client, code, verifier)
+
+    assert response.status_code == 200, response.text
+
+
 def test_the_consent_page_shows_the_documents_host(
     live: Any, documents: DocumentServer, user: dict[str, str]
 ) -> None:
@@ -232,6 +250,16 @@ BAD_DOCUMENTS = {
     ),
     "client_secret_basic": (
         lambda d: d.document("/c", token_endpoint_auth_method="client_secret_basic"),
+        "token_endpoint_auth_method",
+    ),
+    "choices without none": (
+        lambda d: d.document(
+            "/c",
+            token_endpoint_auth_methods_supported=[
+                "private_key_jwt",
+                "client_secret_post",
+            ],
+        ),
         "token_endpoint_auth_method",
     ),
     "a hidden character in the name": (

@@ -364,15 +364,33 @@ def test_refresh_defaults_and_resource_servers_kept_hashed() -> None:
     assert (s.refresh_token_ttl, s.refresh_token_idle_ttl) == (2592000, 1209600)
     assert s.refresh_grace_seconds == 30
     assert s.resource_servers == ()
+    # /auth/verify believes no resource header until the operator says so.
+    assert s.verify_resource_headers is False
     assert settings(REFRESH_TOKENS="off").refresh_tokens is False
     secret = "a-resource-server-secret"
     servers = settings(RESOURCE_SERVERS=f"gateway:{secret}").resource_servers
-    assert [name for name, _ in servers] == ["gateway"]
+    assert [entry.name for entry in servers] == ["gateway"]
     assert secret not in repr(servers)
+    # Each entry may name the resources it is bound to, spelled any way.
+    bound = settings(
+        RESOURCE_SERVERS=f"a:{secret} HTTPS://X.example:443/git/ https://y.example,"
+        f"b:{secret}"
+    ).resource_servers
+    assert [entry.resources for entry in bound] == [
+        ("https://x.example/git", "https://y.example"),
+        (),
+    ]
+    with pytest.raises(ConfigError, match="RESOURCE_SERVERS"):
+        settings(RESOURCE_SERVERS=f"a:{secret} http://x.example/mcp")
 
 
 #: What the configuration may import from app/: its own leaf helpers.
-CONFIG_MODULES = {"app.config", "app.config_keys", "app.config_values"}
+CONFIG_MODULES = {
+    "app.config",
+    "app.config_keys",
+    "app.config_uris",
+    "app.config_values",
+}
 
 
 def _app_imports(module: str) -> set[str]:

@@ -12,12 +12,8 @@ import contextlib
 import json
 import re
 import secrets
-import signal
-import socket
-import subprocess
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,29 +23,12 @@ from typing import Any
 
 import pytest
 from conftest import LiveServer, make_user
-from devservices import find_or_install, free_port
+from demo_nginx import start_nginx, stop_nginx
+from devservices import free_port
 from helpers import Browser, get_code, obtain_token, redeem, register_client
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "nginx-forward-auth.conf"
 PLACEHOLDER = re.compile(r"\$\{([A-Z_]+)\}")
-
-
-def find_nginx() -> str:
-    """Find nginx, installing Debian's package when we are root (as for Redis)."""
-    return find_or_install("nginx", "nginx")
-
-
-def wait_for_port(port: int, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"nginx exited: {log.read_text() if log.exists() else ''}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    pytest.fail(f"nginx did not listen on {port}")
 
 
 @dataclass
@@ -91,29 +70,6 @@ def render_example(values: dict[str, str]) -> str:
     return PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
 
 
-def main_config(directory: Path, site: Path) -> str:
-    """An nginx.conf that keeps every file nginx writes inside ``directory``."""
-    temp = {
-        name: directory / name for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi")
-    }
-    return f"""
-daemon off;
-worker_processes 1;
-pid {directory}/nginx.pid;
-error_log {directory}/error.log warn;
-events {{ worker_connections 64; }}
-http {{
-    access_log {directory}/access.log;
-    client_body_temp_path {temp["body"]};
-    proxy_temp_path {temp["proxy"]};
-    fastcgi_temp_path {temp["fastcgi"]};
-    uwsgi_temp_path {temp["uwsgi"]};
-    scgi_temp_path {temp["scgi"]};
-    include {site};
-}}
-"""
-
-
 @dataclass
 class Gateway:
     url: str
@@ -123,38 +79,6 @@ class Gateway:
     def browser(self) -> Browser:
         """A browser that reaches the service only through nginx."""
         return Browser(SimpleNamespace(url=self.url))  # type: ignore[arg-type]
-
-
-def start_nginx(directory: Path, site_text: str, port: int) -> subprocess.Popen:
-    site = directory / "site.conf"
-    site.write_text(site_text)
-    config = directory / "nginx.conf"
-    config.write_text(main_config(directory, site))
-    nginx = find_nginx()
-    log = directory / "startup.log"
-    check = subprocess.run(
-        [nginx, "-t", "-p", str(directory), "-c", str(config), "-e", str(log)],
-        capture_output=True,
-        text=True,
-    )
-    assert check.returncode == 0, check.stderr
-    process = subprocess.Popen(
-        [nginx, "-p", str(directory), "-c", str(config), "-e", str(log)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    wait_for_port(port, process, log)
-    return process
-
-
-def stop_nginx(process: subprocess.Popen) -> None:
-    process.send_signal(signal.SIGQUIT)  # graceful shutdown
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 @pytest.fixture(scope="module")

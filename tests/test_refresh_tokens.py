@@ -164,10 +164,12 @@ def test_a_chain_keeps_no_scope_its_consent_was_approved_again_without(
     )
     code, verifier, _ = get_code(browser, client, user, scope="read")
     tokens = redeem(browser, client, code, verifier).json()
-    # The person approves the client again, for `write` only: the consent
-    # keeps its id (so the chain lives) and no longer holds `read`.
-    code, verifier, _ = get_code(browser, client, user, scope="write")
-    assert redeem(browser, client, code, verifier).status_code == 200
+    # A step-up widens the consent to `read write`; then the person approves
+    # the client again for `write` only: the consent keeps its id (so the
+    # chain lives) and no longer holds `read`.
+    for scope in ("read write", "write"):
+        code, verifier, _ = get_code(browser, client, user, scope=scope)
+        assert redeem(browser, client, code, verifier).status_code == 200
 
     refreshed = refresh(browser, client, tokens["refresh_token"])
 

@@ -559,9 +559,10 @@ def test_names_in_one_script_per_word_are_accepted(browser: Browser, name: str) 
 @pytest.mark.parametrize(
     ("fields", "registered"),
     [
-        ({}, "read write"),
-        ({"scope": None}, "read write"),
-        ({"scope": ""}, "read write"),
+        # None asked for: no limit of the client's own (each resource's).
+        ({}, ""),
+        ({"scope": None}, ""),
+        ({"scope": ""}, ""),
         ({"scope": "read"}, "read"),
         ({"scope": "write read"}, "read write"),
         ({"scope": "read admin"}, "read"),

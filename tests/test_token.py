@@ -180,7 +180,7 @@ def test_our_resource_is_accepted_and_becomes_the_audience(
 
 
 @pytest.mark.parametrize(
-    "resource", ["https://other.example/mcp", "{issuer}", "{issuer}/mcp/"]
+    "resource", ["https://other.example/mcp", "{issuer}", "{issuer}/mcp2"]
 )
 def test_other_resource_at_token_is_invalid_target(
     signed_in: Browser, server: LiveServer, client: Any, resource: str

@@ -148,7 +148,8 @@ def code_minter(
 
     def mint(count: int) -> list[str]:
         store = code_store()
-        consent = find_consent(uuid.UUID(user_id), client_id)
+        resource = builtin_resource(current_settings()).uri
+        consent = find_consent(uuid.UUID(user_id), client_id, resource)
         assert consent is not None, "the bench client went through consent"
         codes = [secrets.token_urlsafe(32) for _ in range(count)]
         for code in codes:

@@ -4,6 +4,9 @@
 ``.devdata/`` (kept between runs), applies migrations, creates a demo user and
 serves the app on http://127.0.0.1:$PORT (8000). When the postgres account cannot
 reach that folder, the data lives in a stable per-folder one under /var/tmp.
+``run --demo servers`` (``make run DEMO=servers``) serves the same origin through
+nginx, with two MCP servers behind it (tools/demo_servers.py) registered as
+resources of the issuer.
 ``python tools/devservices.py test [pytest args]`` starts throwaway servers on
 free ports and runs the test suite against them. Ctrl-C, SIGTERM or SIGHUP stops
 everything that was started.
@@ -438,7 +441,11 @@ def _create_demo_user(env: dict[str, str]) -> None:
         raise SystemExit(result.stderr.strip())
 
 
-def run(data_dir: Path = DEV_DATA) -> int:
+#: What ``run --demo`` can start besides the app.
+DEMOS = ("servers",)
+
+
+def run(data_dir: Path = DEV_DATA, demo: str | None = None) -> int:
     data_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **_dev_secrets(data_dir)}
     if not env.get("JWT_SIGNING_KEY"):
@@ -456,22 +463,123 @@ def run(data_dir: Path = DEV_DATA) -> int:
         if _flask(env, "db", "upgrade").returncode != 0:
             return 1
         _create_demo_user(env)
+        if demo == "servers":
+            return _run_servers_demo(env, data_dir, stack)
         log(f"serving on {env['ISSUER']} (Ctrl-C stops everything)")
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "-c",
-                str(ROOT / "gunicorn.conf.py"),
-                "--bind",
-                f"127.0.0.1:{env['PORT']}",
-                "app:create_app()",
-            ],
-            env=env,
-        )
+        server = _start_gunicorn(env, int(env["PORT"]))
         stack.callback(_terminate, server)
         return server.wait()
+
+
+def _start_gunicorn(env: dict[str, str], port: int) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            str(ROOT / "gunicorn.conf.py"),
+            "--bind",
+            f"127.0.0.1:{port}",
+            "app:create_app()",
+        ],
+        env=env,
+    )
+
+
+def _signing_algorithm(pem: str) -> str:
+    """The JWS algorithm the app signs with under this key (app/oauth/keys.py)."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    key = load_pem_private_key(pem.encode(), password=None)
+    return "ES256" if isinstance(key, ec.EllipticCurvePrivateKey) else "EdDSA"
+
+
+def register_demo_resources(
+    env: dict[str, str], registrations: list[list[str]]
+) -> None:
+    """``flask --app app resources add`` each resource not registered yet."""
+    import json
+
+    listed = _flask(env, "resources", "list", "--json", capture_output=True, text=True)
+    if listed.returncode != 0:
+        raise SystemExit(listed.stderr.strip())
+    known = {entry["uri"] for entry in json.loads(listed.stdout)}
+    for arguments in registrations:
+        if arguments[0] in known:
+            continue
+        added = _flask(
+            env, "resources", "add", *arguments, capture_output=True, text=True
+        )
+        if added.returncode != 0:
+            raise SystemExit(added.stderr.strip())
+        # The URI is the last line (the audit record may come first).
+        log(f"registered the resource {added.stdout.strip().splitlines()[-1]}")
+
+
+def _run_servers_demo(
+    env: dict[str, str], data_dir: Path, stack: contextlib.ExitStack
+) -> int:
+    """nginx on PORT (the issuer's origin) in front of the app and two MCP servers."""
+    from urllib.parse import urlsplit
+
+    import demo_nginx
+    from demo_servers import Demo
+
+    public = urlsplit(env["ISSUER"])
+    if public.scheme != "http" or public.hostname != "127.0.0.1" or public.path:
+        raise SystemExit("DEMO=servers serves http://127.0.0.1:$PORT; unset ISSUER")
+    demo = Demo(env["ISSUER"])
+    # The app is behind nginx: one proxy hop, whose X-Forwarded-* it believes.
+    # nginx is the one proxy, and its check location sets the resource headers.
+    env = {**env, "TRUSTED_PROXY_HOPS": "1", "VERIFY_RESOURCE_HEADERS": "on"}
+    register_demo_resources(env, demo.registrations())
+    script = str(ROOT / "tools" / "demo_servers.py")
+    upstreams: dict[str, str] = {}
+    for name, extra in (
+        ("notes", []),
+        ("search", ["--algorithm", _signing_algorithm(env["JWT_SIGNING_KEY"])]),
+    ):
+        port = free_port()
+        process = subprocess.Popen(
+            [sys.executable, script, name, "--issuer", demo.issuer]
+            + ["--port", str(port), *extra],
+            env=env,
+        )
+        stack.callback(_terminate, process)
+        wait_for_port(port, process, f"the {name} server")
+        upstreams[name] = f"http://127.0.0.1:{port}"
+    app_port = free_port()
+    server = _start_gunicorn(env, app_port)
+    stack.callback(_terminate, server)
+    wait_for_port(app_port, server, "gunicorn")
+    nginx_dir = data_dir / "nginx"
+    nginx_dir.mkdir(exist_ok=True)
+    nginx_dir.chmod(0o755)  # its workers run as nobody when we are root
+    site = demo_nginx.site_config(
+        listen=f"127.0.0.1:{env['PORT']}",
+        server_name="127.0.0.1",
+        issuer_upstream=f"http://127.0.0.1:{app_port}",
+        notes_upstream=upstreams["notes"],
+        search_upstream=upstreams["search"],
+        notes_resource=demo.notes_resource,
+    )
+    try:
+        nginx = demo_nginx.start_nginx(nginx_dir, site, int(env["PORT"]))
+    except RuntimeError as error:
+        raise SystemExit(str(error)) from None
+    stack.callback(demo_nginx.stop_nginx, nginx)
+    print(
+        "\n  Two MCP servers behind one issuer; give an MCP client either URL:\n"
+        f"    {demo.notes_url}    (notes: nginx asks /auth/verify)\n"
+        f"    {demo.search_url}   (search: checks tokens with the JWKS)\n"
+        f"  the issuer's own MCP endpoint: {demo.issuer}/mcp\n"
+        f"  your connected applications:  {demo.issuer}/account\n",
+        flush=True,
+    )
+    log(f"serving on {demo.issuer} through nginx (Ctrl-C stops everything)")
+    return server.wait()
 
 
 def _terminate(process: subprocess.Popen) -> None:
@@ -503,12 +611,23 @@ def test(pytest_args: list[str]) -> int:
             ).returncode
 
 
-def _run_data_dir(args: list[str]) -> Path:
-    if not args:
-        return DEV_DATA
-    if len(args) == 2 and args[0] == "--data-dir":
-        return Path(args[1]).resolve()
-    raise SystemExit("usage: devservices.py run [--data-dir DIR]")
+def _run_options(args: list[str]) -> tuple[Path, str | None]:
+    """``[--data-dir DIR] [--demo NAME]``; an empty NAME is no demo (``make run``)."""
+    usage = "usage: devservices.py run [--data-dir DIR] [--demo servers]"
+    options = {"--data-dir": "", "--demo": ""}
+    if len(args) % 2:
+        raise SystemExit(usage)
+    for flag, value in zip(args[::2], args[1::2], strict=True):
+        if flag not in options:
+            raise SystemExit(usage)
+        options[flag] = value
+    demo = options["--demo"] or None
+    if demo is not None and demo not in DEMOS:
+        raise SystemExit(f"unknown demo {demo!r}; choose from {', '.join(DEMOS)}")
+    data_dir = (
+        Path(options["--data-dir"]).resolve() if options["--data-dir"] else DEV_DATA
+    )
+    return data_dir, demo
 
 
 def main(argv: list[str]) -> int:
@@ -521,7 +640,7 @@ def main(argv: list[str]) -> int:
         signal.signal(sig, _raise_stop)
     try:
         if argv[0] == "run":
-            return run(_run_data_dir(argv[1:]))
+            return run(*_run_options(argv[1:]))
         return test(argv[1:])
     except KeyboardInterrupt:
         log("stopped")

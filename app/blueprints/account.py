@@ -10,7 +10,6 @@ from flask_babel import gettext as _
 from ..api_keys import (
     MAX_EXPIRES_IN_DAYS,
     MAX_NAME_LENGTH,
-    SCOPES,
     ApiKeyError,
     KeyLimitReached,
     create_api_key,
@@ -24,6 +23,7 @@ from ..db import db
 from ..models import User, utcnow
 from ..oauth.consent import list_consents, withdraw
 from ..oauth.refresh_store import last_refreshed
+from ..oauth.resources import Resource, known_resources, mcp_resource, registry
 from ..signin import current_user, issuer_redirect, login_required
 
 bp = Blueprint("account", __name__)
@@ -49,21 +49,34 @@ def _signed_in() -> User:
 def _account_page(status: int = 200, error: str | None = None) -> tuple[str, int]:
     user = _signed_in()
     consents = list_consents(user.id)
+    resources = known_resources()
     page = render_template(
         "account/index.html",
         user=user,
         keys=list_api_keys(user.id),
-        consents=consents,
+        servers=_by_server(consents, resources),
+        resources=resources,
+        resource_names={resource.uri: resource.name for resource in resources},
         refreshed=last_refreshed([consent.id for consent in consents]),
         is_expired=is_expired,
         now=utcnow(),
-        scopes=SCOPES,
         max_name_length=MAX_NAME_LENGTH,
         max_days=MAX_EXPIRES_IN_DAYS,
         error=error,
         form=request.form if request.method == "POST" else None,
     )
     return page, status
+
+
+def _by_server(consents: list, resources: tuple[Resource, ...]) -> list[tuple]:
+    """The consents grouped by the resource they are for, in registry order."""
+    groups: dict[str, list] = {}
+    for consent in consents:
+        groups.setdefault(consent.resource, []).append(consent)
+    known = [(r, groups.pop(r.uri)) for r in resources if r.uri in groups]
+    # One removed meanwhile is still shown, by its URI, so it can be revoked.
+    gone = [(Resource(uri, uri, (), 0), found) for uri, found in groups.items()]
+    return known + gone
 
 
 @bp.get(ACCOUNT_PATH)
@@ -90,11 +103,17 @@ def create_key() -> Response | tuple[str, int]:
     """Create a key and show it, this once, in the answer itself."""
     user = _signed_in()
     form = request.form
+    # A form from before servers were named makes keys for the built-in one.
+    named = form.get("resource")
+    resource = registry().find(named) if named else mcp_resource()
     try:
+        if resource is None:
+            raise ApiKeyError(_("Choose the server the key is for."))
         new_key = validate_new_key(
             form.get("name"),
             form.getlist("scopes"),
             _days(form.get("expires_in_days", "")),
+            resource,
         )
         with db.transaction():
             key, secret = create_api_key(user.id, new_key)

@@ -39,7 +39,7 @@ from ..oauth.resource import (
     deny_invalid_token,
     require_token,
 )
-from ..oauth.resources import default_resource
+from ..oauth.resources import mcp_resource
 from ..oauth.tokens import VIA_API_KEY
 from ..rate_limits import limit, setting
 from ..surfaces import same_origin_only
@@ -111,7 +111,7 @@ def _caller() -> Caller:
     user = get_active_user(claims.get("sub"))
     client_id = claims.get("client_id")
     consent = (
-        find_consent(user.id, client_id)
+        find_consent(user.id, client_id, str(claims["aud"]))
         if user is not None and isinstance(client_id, str)
         else None
     )
@@ -141,7 +141,7 @@ def _describe(key: ApiKey) -> dict[str, Any]:
 
 @bp.post(API_KEYS_PATH)
 @same_origin_only
-@require_token(default_resource, "write")
+@require_token(mcp_resource, "write")
 def create() -> Response:
     """Create a key; the answer is the only place the key ever appears."""
     caller = _caller()
@@ -156,6 +156,9 @@ def create() -> Response:
             body.get("name"),
             body.get("scopes"),
             body.get("expires_in_days"),
+            # The token's resource: the key is bound to the consent it was
+            # made under, which is for this resource.
+            mcp_resource(),
             max_days=max_days,
             default_days=max_days,
         )
@@ -176,7 +179,7 @@ def create() -> Response:
 
 @bp.get(API_KEYS_PATH)
 @same_origin_only
-@require_token(default_resource, "write")
+@require_token(mcp_resource, "write")
 def index() -> Response:
     """List the keys this client made for the caller that are not revoked."""
     caller = _caller()
@@ -190,7 +193,7 @@ def index() -> Response:
 
 @bp.delete(f"{API_KEYS_PATH}/<key_id>")
 @same_origin_only
-@require_token(default_resource, "write")
+@require_token(mcp_resource, "write")
 def delete(key_id: str) -> Response:
     """Revoke a key this client made, and the tokens exchanged from it."""
     caller = _caller()

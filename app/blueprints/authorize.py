@@ -21,13 +21,13 @@ from ..oauth.consent import (
     approve,
     covers,
     deny,
-    find_consent,
+    has_approved,
     signed_in_consent,
 )
 from ..oauth.constants import AUTHORIZATION_PATH
 from ..oauth.grants.authorization_code import AuthorizationCodeGrant
 from ..oauth.redirect_uris import app_scheme, browser_host, redirect_uri_is_trusted
-from ..oauth.resources import resolve_resource
+from ..oauth.resources import Resource, resolve_resource
 from ..oauth.server import get_server
 from ..signin import current_sign_in, current_user, login_redirect
 
@@ -116,7 +116,7 @@ def _may_redirect(redirect_uri: str, user: User | None) -> bool:
     if user is None:
         return False
     client_id = get_server().create_oauth2_request(None).payload.client_id
-    return bool(client_id) and find_consent(user.id, client_id) is not None
+    return bool(client_id) and has_approved(user.id, client_id)
 
 
 def _handle_error(error: OAuth2Error, user: User | None) -> Response | tuple[str, int]:
@@ -144,7 +144,12 @@ def _prompt_none(
     where = {"redirect_uri": grant.redirect_uri, "state": grant.request.payload.state}
     if len(values) > 1:
         raise InvalidRequestError("'prompt=none' cannot be combined.", **where)
-    found = signed_in_consent(user_id, grant.client.client_id) if user_id else None
+    resource = _resource(grant).uri
+    found = (
+        signed_in_consent(user_id, grant.client.client_id, resource)
+        if user_id
+        else None
+    )
     if found is None:
         raise LoginRequiredError("The person is not signed in.", **where)
     person, approval = found
@@ -180,21 +185,28 @@ def authorize() -> Response | tuple[str, int] | tuple[str, int, dict[str, str]] 
     return _consent_page(grant, user_id)
 
 
+def _resource(grant: AuthorizationCodeGrant) -> Resource:
+    """The resource the token will be for (validated by ResourceIndicator)."""
+    return resolve_resource(grant.request.payload.datalist.get("resource", []))
+
+
 def _decide(grant: AuthorizationCodeGrant, user_id: str) -> Response:
     server = get_server()
     decision = flask_request.form.get("decision")
     if decision not in ("approve", "deny"):
         abort(400, _("Choose approve or deny."))
     client_id, scope = grant.client.client_id, grant.request.scope
+    resource = _resource(grant).uri
     if decision == "deny":
         user = current_user()
         if user is None:
             return login_redirect()
-        deny(user.id, client_id, scope)
+        deny(user.id, client_id, scope, resource)
         return server.create_authorization_response(grant=grant, grant_user=None)
     # One statement: the account must be enabled, and a metadata-document
     # client's row is kept with it.
-    consent_id = approve(user_id, client_id, scope, document_client_row(grant.client))
+    client_row = document_client_row(grant.client)
+    consent_id = approve(user_id, client_id, scope, resource, client_row)
     if consent_id is None:
         return login_redirect()  # the account was disabled meanwhile
     approved = ConsentedUser(uuid.UUID(user_id), consent_id)
@@ -205,19 +217,24 @@ def _consent_page(
     grant: AuthorizationCodeGrant, user_id: str
 ) -> Response | tuple[str, int] | str:
     client = grant.client
-    found = signed_in_consent(user_id, client.client_id)
+    resource = _resource(grant)
+    found = signed_in_consent(user_id, client.client_id, resource.uri)
     if found is None:
         return login_redirect()  # the account is gone or disabled
     person, previous = found
-    # Validated already (ResourceIndicator): the resource the token will be for.
-    resource = resolve_resource(grant.request.payload.datalist.get("resource", []))
-    scopes = [(s, resource.describe(s)) for s in grant.request.scope.split()]
+    requested = grant.request.scope.split()
+    # Step-up (MCP's scope challenge): the page asks only for what is new,
+    # and lists what the person granted before apart.
+    granted = previous.scope.split() if previous is not None else []
+    new = [s for s in requested if s not in granted]
     return render_template(
         "authorize/consent.html",
         client_name=client.client_name,
         redirect_host=browser_host(grant.redirect_uri),
         app_scheme=app_scheme(grant.redirect_uri),
-        scopes=scopes,
+        resource=resource,
+        scopes=[(s, resource.describe(s)) for s in new or requested],
+        granted=[(s, resource.describe(s)) for s in granted] if new else [],
         user=person,
         approved_before=previous if covers(previous, grant.request.scope) else None,
         document=_document_notice(client, grant.redirect_uri),

@@ -29,7 +29,7 @@ from ..oauth.resource import (
     deny_invalid_token,
     require_token,
 )
-from ..oauth.resources import default_resource
+from ..oauth.resources import mcp_resource
 from ..surfaces import same_origin_only
 
 bp = Blueprint("mcp_endpoint", __name__)
@@ -130,7 +130,7 @@ def _check_protocol_version(message: jsonrpc.Message) -> Response | None:
 
 
 @bp.post(MCP_PATH)
-@require_token(default_resource)
+@require_token(mcp_resource)
 def endpoint() -> Response:
     """Answer one JSON-RPC message from an authenticated MCP client."""
     refused = _check_transport()

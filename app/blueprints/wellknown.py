@@ -22,8 +22,9 @@ from ..oauth.metadata import (
     issuer_path,
     openid_configuration,
     protected_resource_metadata,
+    served_resource,
 )
-from ..oauth.resources import builtin_resource
+from ..oauth.resources import builtin_resource, known_resources
 from ..oauth.server import get_server
 from ..oauth.tokens import public_jwks
 
@@ -51,13 +52,16 @@ def jwks() -> Response:
 
 @bp.get(AUTHORIZATION_SERVER_METADATA_PATH)
 def authorization_server() -> Response:
-    document = authorization_server_metadata(current_settings(), get_server())
+    document = authorization_server_metadata(
+        current_settings(), get_server(), known_resources()
+    )
     return _document(document)
 
 
 @bp.get(OPENID_CONFIGURATION_PATH)
 def openid_provider() -> Response:
-    return _document(openid_configuration(current_settings(), get_server()))
+    document = openid_configuration(current_settings(), get_server(), known_resources())
+    return _document(document)
 
 
 @bp.get(f"{AUTHORIZATION_SERVER_METADATA_PATH}/<path:suffix>")
@@ -79,10 +83,13 @@ def protected_resource() -> Response:
 
 @bp.get(f"{RESOURCE_METADATA_PATH}/<path:suffix>")
 def protected_resource_for_path(suffix: str) -> Response:
-    # RFC 9728 §3.1: the resource's path follows the well-known segment.
-    if "/" + suffix != issuer_path(current_settings()) + MCP_PATH:
+    # RFC 9728 §3.1: the resource's path follows the well-known segment;
+    # every resource on the issuer's origin has its document here.
+    settings = current_settings()
+    resource = served_resource(settings, known_resources(), "/" + suffix)
+    if resource is None:
         abort(404)
-    return protected_resource()
+    return _document(protected_resource_metadata(settings, resource))
 
 
 @functools.cache

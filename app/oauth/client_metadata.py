@@ -263,7 +263,8 @@ def describe(result: Verdict) -> str:
         ),
         "client_secret": _("The metadata document must not contain a client_secret."),
         "auth_method": _(
-            "The metadata document's token_endpoint_auth_method must be 'none'."
+            "The metadata document's token_endpoint_auth_method must be 'none'"
+            " (or its token_endpoint_auth_methods_supported must include it)."
         ),
         "redirect_uris": _(
             "The metadata document must list its redirect_uris (at most 20)."

@@ -36,6 +36,22 @@ def cache_seconds(cache_control: str) -> int:
     return max(MIN_CACHE_SECONDS, min(MAX_CACHE_SECONDS, seconds))
 
 
+def _public(data: dict) -> bool:
+    """Whether the document lets the client authenticate with nothing (it is public).
+
+    One ``token_endpoint_auth_method``, absent or ``none``; or OpenID
+    Federation's RP Metadata Choices (§5.1.2), a
+    ``token_endpoint_auth_methods_supported`` list, as ChatGPT publishes,
+    that offers ``none`` among its choices, which we then make.
+    """
+    if "token_endpoint_auth_method" in data:
+        return data["token_endpoint_auth_method"] in (None, "none")
+    choices = data.get("token_endpoint_auth_methods_supported")
+    if choices is None:
+        return True
+    return isinstance(choices, list) and "none" in choices
+
+
 def parse_document(url: str, body: bytes) -> ClientDocument:
     """Hold a fetched document to the draft's rules (§4.1); raise FetchProblem."""
     try:
@@ -49,7 +65,7 @@ def parse_document(url: str, body: bytes) -> ClientDocument:
     # A document is public; a secret in it is known to everyone (§4.1).
     if "client_secret" in data:
         raise FetchProblem("client_secret")
-    if data.get("token_endpoint_auth_method") not in (None, "none"):
+    if not _public(data):
         raise FetchProblem("auth_method")
     uris = data.get("redirect_uris")
     if not isinstance(uris, list) or not uris or len(uris) > MAX_REDIRECT_URIS:

@@ -29,7 +29,6 @@ from .redirect_uris import (
     redirect_uri_matches,
     registered_scheme_allowed,
 )
-from .scopes import OFFLINE_ACCESS, SCOPES, scope_tokens
 
 #: ``registered_from`` of the row kept for a metadata-document client, so that
 #: grants can refer to it. It was not registered from any address, so no
@@ -111,17 +110,19 @@ class Client(ClientMixin):
         return uris[0] if len(uris) == 1 else None
 
     def get_allowed_scope(self, scope: str | None) -> str | None:
-        """Return the scope to grant, or ``None`` (``invalid_scope``) if not allowed."""
-        allowed = self.row.scope.split()
-        if not scope:
-            return " ".join(allowed)
-        tokens = scope_tokens(scope)
-        requested = [s for s in tokens if s != OFFLINE_ACCESS]
-        if not requested:
-            return " ".join(allowed) if OFFLINE_ACCESS in tokens else None
-        if any(s not in allowed for s in requested):
-            return None
-        return " ".join(s for s in allowed if s in requested)
+        """Authlib's first look at ``scope``: passed on as asked.
+
+        What may be granted depends on the resource asked for, which Authlib
+        does not know; the authorization endpoint decides it right after
+        (:class:`.grants.extensions.ResourceIndicator`, with
+        :meth:`.resources.Resource.allowed_scope`).
+        """
+        return scope or ""
+
+    @property
+    def registered_scope(self) -> str:
+        """The scope the client registered (RFC 7591 §2), space-separated."""
+        return self.row.scope
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
         settings = current_settings()
@@ -213,7 +214,8 @@ def _document_client(url: str) -> Client | None:
         grant_types=tuple(DEFAULT_GRANT_TYPES),
         response_types=tuple(DEFAULT_RESPONSE_TYPES),
         token_endpoint_auth_method="none",
-        scope=" ".join(SCOPES),
+        # A document names no scopes it may ask for: each resource's limit it.
+        scope="",
         registered_from=DOCUMENT_SOURCE,
     )
     return Client(row)

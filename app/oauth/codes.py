@@ -10,7 +10,9 @@ from ..redis_store import get_redis, get_script
 
 #: Atomically take a code issued to client ARGV[1] and leave a tombstone naming
 #: the token it becomes; a second redemption finds only the tombstone (RFC 6749
-#: §4.1.2, replay). Another client's attempt leaves the code where it is.
+#: §4.1.2, replay). Another client's attempt leaves the code where it is, and
+#: so does one naming another resource than the code's (ARGV[3], when given):
+#: an error answer spends nothing (RFC 6749 §5.2).
 _CONSUME = """
 local value = redis.call('GET', KEYS[1])
 if value then
@@ -18,6 +20,9 @@ if value then
   if not ok or type(code) ~= 'table' or code['client_id'] ~= ARGV[1]
       or type(code['token_jti']) ~= 'string' then
     return {false, false}
+  end
+  if ARGV[3] ~= '' and code['resource'] ~= ARGV[3] then
+    return {false, false, 1}
   end
   redis.call('DEL', KEYS[1])
   -- The tombstone names the token and, for the audit trail, the person.
@@ -69,6 +74,8 @@ class Consumed:
     code: AuthorizationCode | None
     replayed_jti: str | None
     replayed_user_id: str | None = None
+    #: The code is for another resource than the one asked for; it was kept.
+    other_resource: bool = False
 
 
 class CodeStore:
@@ -86,12 +93,16 @@ class CodeStore:
             self.PREFIX + _digest(code), json.dumps(asdict(data)), ex=self.ttl, nx=True
         )
 
-    def consume(self, code: str, client_id: str) -> Consumed:
-        """Take the code if it was issued to ``client_id``, exactly once."""
+    def consume(self, code: str, client_id: str, resource: str = "") -> Consumed:
+        """Take the code if it was issued to ``client_id`` (and, when given,
+        for ``resource``), exactly once."""
         digest = _digest(code)
         keys = [self.PREFIX + digest, self.USED_PREFIX + digest]
         consume = get_script(_CONSUME)
-        value, used_by = consume(keys=keys, args=[client_id, self.tombstone_ttl])
+        answer = consume(keys=keys, args=[client_id, self.tombstone_ttl, resource])
+        value, used_by = answer[0], answer[1]
+        if len(answer) > 2:
+            return Consumed(None, None, other_resource=True)
         if not value:
             # Tombstones left before they named the person hold the jti alone.
             jti, _, user_id = (used_by or "").partition(" ")

@@ -19,13 +19,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import Insert
 from sqlalchemy.orm import joinedload
 
 from .. import audit
+from ..api_keys import revoke_all
 from ..db import db
-from ..denylist import deny_api_keys, deny_consent
+from ..denylist import deny_consent
 from ..models import ApiKey, Consent, RefreshToken, utcnow
 from . import consent_statements as statements
 from .scopes import within
@@ -58,15 +59,26 @@ class Approval(NamedTuple):
     approved_at: datetime
 
 
-def find_consent(user_id: uuid.UUID, client_id: str) -> Consent | None:
-    """The live consent of ``user_id`` to ``client_id``, if any."""
+def find_consent(user_id: uuid.UUID, client_id: str, resource: str) -> Consent | None:
+    """The live consent of ``user_id`` to ``client_id`` for ``resource``, if any."""
     return db.session.scalar(
         select(Consent).where(
             Consent.user_id == user_id,
             Consent.client_id == client_id,
+            Consent.resource == resource,
             Consent.revoked_at.is_(None),
         )
     )
+
+
+def has_approved(user_id: uuid.UUID, client_id: str) -> bool:
+    """Whether ``user_id`` holds a live consent to ``client_id``, for any resource."""
+    live = select(Consent.id).where(
+        Consent.user_id == user_id,
+        Consent.client_id == client_id,
+        Consent.revoked_at.is_(None),
+    )
+    return bool(db.session.scalar(select(live.exists())))
 
 
 def covers(consent: Consent | Approval | None, scope: str) -> bool:
@@ -74,16 +86,17 @@ def covers(consent: Consent | Approval | None, scope: str) -> bool:
 
 
 def signed_in_consent(
-    user_id: str, client_id: str
+    user_id: str, client_id: str, resource: str
 ) -> tuple[Person, Approval | None] | None:
-    """The enabled person ``user_id`` with their live consent to ``client_id``.
+    """The enabled person ``user_id`` with their live consent to ``client_id``
+    for ``resource``.
 
     One query; ``None`` if the account is gone or disabled.
     """
     key = _uuid(user_id)
     if key is None:
         return None
-    parameters = {"p_user": key, "p_client": client_id}
+    parameters = {"p_user": key, "p_client": client_id, "p_resource": resource}
     found = statements.run(statements.person_with_consent(), parameters).first()
     if found is None:
         return None
@@ -94,16 +107,23 @@ def signed_in_consent(
 
 
 def approve(
-    user_id: str, client_id: str, scope: str, client_row: Insert | None = None
+    user_id: str,
+    client_id: str,
+    scope: str,
+    resource: str,
+    client_row: Insert | None = None,
 ) -> uuid.UUID | None:
-    """Record an approval by the enabled person ``user_id``; return the consent's id.
+    """Record an approval by the enabled person ``user_id`` of ``client_id``
+    for ``resource``; return the consent's id.
 
-    Approving again while a consent is live replaces its scope and keeps its
-    id (its API keys and refresh chains stay bound to it): fewer scopes
-    narrow it (:func:`narrow`). Otherwise a new consent begins. ``None``,
-    with nothing recorded, if the account is gone or disabled. ``client_row``
-    (the client's own row, for a metadata-document client) is written by the
-    same statement, so the approval needs no transaction.
+    Approving again while a consent is live keeps its id (its API keys and
+    refresh chains stay bound to it). A request for scopes it lacks (MCP's
+    step-up, after a ``403 insufficient_scope``) widens it to the union; a
+    request within it narrows it to what was asked (:func:`narrow`).
+    Otherwise a new consent begins. ``None``, with nothing recorded, if the
+    account is gone or disabled. ``client_row`` (the client's own row, for a
+    metadata-document client) is written by the same statement, so the
+    approval needs no transaction.
     """
     key = _uuid(user_id)
     if key is None:
@@ -116,21 +136,30 @@ def approve(
         "p_user": key,
         "p_client": client_id,
         "p_scope": scope,
+        "p_resource": resource,
         "p_now": utcnow(),
     }
     # An upsert with RETURNING yields the row it inserted or updated, if any.
     consent_id = statements.run(statement, parameters).scalar()
     if consent_id is not None:
         audit.record(
-            audit.CONSENT_GRANTED, user_id=key, client_id=client_id, scope=scope
+            audit.CONSENT_GRANTED,
+            user_id=key,
+            client_id=client_id,
+            scope=scope,
+            resource=resource,
         )
     return consent_id
 
 
-def deny(user_id: uuid.UUID, client_id: str, scope: str) -> None:
+def deny(user_id: uuid.UUID, client_id: str, scope: str, resource: str) -> None:
     """Record that the person refused ``client_id`` the ``scope`` it asked for."""
     audit.record(
-        audit.CONSENT_DENIED, user_id=user_id, client_id=client_id, scope=scope
+        audit.CONSENT_DENIED,
+        user_id=user_id,
+        client_id=client_id,
+        scope=scope,
+        resource=resource,
     )
 
 
@@ -190,6 +219,21 @@ def list_consents(user_id: uuid.UUID) -> list[Consent]:
     )
 
 
+def keep_only(resource: str, scopes: list[str]) -> None:
+    """Narrow every live consent for ``resource`` to ``scopes``, the scopes
+    an operator left it: what was issued under them then yields no more."""
+    db.session.execute(_KEEP_ONLY, {"resource": resource, "kept": scopes})
+
+
+#: Each consent's scopes in their order, less those not kept.
+_KEEP_ONLY = text(
+    "UPDATE consents SET scope = coalesce((SELECT string_agg(s, ' ' ORDER BY n)"
+    " FROM unnest(string_to_array(consents.scope, ' ')) WITH ORDINALITY AS t(s, n)"
+    " WHERE s = ANY(CAST(:kept AS text[]))), '')"
+    " WHERE resource = :resource AND revoked_at IS NULL"
+)
+
+
 def withdraw(user_id: uuid.UUID, consent_id: uuid.UUID) -> bool:
     """End one of ``user_id``'s consents and everything issued under it.
 
@@ -209,7 +253,7 @@ def withdraw(user_id: uuid.UUID, consent_id: uuid.UUID) -> bool:
         .returning(Consent.client_id)
     )
     if client_id is not None:
-        key_ids = _revoke_keys(consent_id)
+        key_ids = revoke_all(ApiKey.consent_id == consent_id)
         deny_consent(str(consent_id))
         db.after_commit(
             lambda: audit.record(
@@ -222,21 +266,6 @@ def withdraw(user_id: uuid.UUID, consent_id: uuid.UUID) -> bool:
         )
     _end_chains(consent_id)
     return client_id is not None
-
-
-def _revoke_keys(consent_id: uuid.UUID) -> list[str]:
-    """Revoke the live keys made under a consent, denying their tokens."""
-    key_ids = [
-        str(key_id)
-        for key_id in db.session.scalars(
-            update(ApiKey)
-            .where(ApiKey.consent_id == consent_id, ApiKey.revoked_at.is_(None))
-            .values(revoked_at=utcnow())
-            .returning(ApiKey.id)
-        )
-    ]
-    deny_api_keys(key_ids)
-    return key_ids
 
 
 def _end_chains(consent_id: uuid.UUID) -> None:

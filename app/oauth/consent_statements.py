@@ -11,7 +11,18 @@ from __future__ import annotations
 import functools
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, and_, bindparam, exists, select, update
+from sqlalchemy import (
+    Select,
+    Table,
+    and_,
+    bindparam,
+    case,
+    exists,
+    func,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.sql.dml import ReturningInsert
@@ -26,10 +37,12 @@ def run(statement: Any, parameters: dict[str, Any]) -> CursorResult[Any]:
 
 @functools.cache
 def person_with_consent() -> Select:
-    """The enabled person ``p_user`` with their live consent to ``p_client``."""
+    """The enabled person ``p_user`` with their live consent to ``p_client``
+    for ``p_resource``."""
     live = and_(
         Consent.user_id == User.id,
         Consent.client_id == bindparam("p_client"),
+        Consent.resource == bindparam("p_resource"),
         Consent.revoked_at.is_(None),
     )
     return (
@@ -48,28 +61,53 @@ def person_with_consent() -> Select:
 @functools.cache
 def approval() -> ReturningInsert[Any]:
     """A new consent of the enabled person ``p_user``, or their live one's
-    scope replaced; returns its id."""
+    scope changed (widened to the union, or narrowed to ``p_scope`` when it
+    holds all of it); returns its id."""
     columns = Consent.__table__.c
     person = select(
         bindparam("p_id", type_=columns.id.type),
         User.id,
         bindparam("p_client", type_=columns.client_id.type),
         bindparam("p_scope", type_=columns.scope.type),
+        bindparam("p_resource", type_=columns.resource.type),
         bindparam("p_now", type_=columns.approved_at.type),
         bindparam("p_now", type_=columns.created_at.type),
     ).where(User.id == bindparam("p_user"), User.is_active.is_(True))
     # The table, not the mapped class: with parameters, an ORM insert would
     # be a bulk insert keyed by attribute.
     statement = insert(cast(Table, Consent.__table__)).from_select(
-        ["id", "user_id", "client_id", "scope", "approved_at", "created_at"],
+        [
+            "id",
+            "user_id",
+            "client_id",
+            "scope",
+            "resource",
+            "approved_at",
+            "created_at",
+        ],
         person,
         include_defaults=False,
     )
     return statement.on_conflict_do_update(
-        index_elements=[columns.user_id, columns.client_id],
+        index_elements=[columns.user_id, columns.client_id, columns.resource],
         index_where=columns.revoked_at.is_(None),
-        set_={"scope": bindparam("p_scope"), "approved_at": bindparam("p_now")},
+        set_={
+            "scope": _widened_or_narrowed(columns.scope, statement.excluded.scope),
+            "approved_at": bindparam("p_now"),
+        },
     ).returning(columns.id)
+
+
+def _widened_or_narrowed(held: Any, asked: Any) -> Any:
+    """SQL: ``asked`` if ``held`` has all of it, else both, in order, once each."""
+    held_list = func.string_to_array(held, " ")
+    asked_list = func.string_to_array(asked, " ")
+    union = text(
+        "(SELECT string_agg(s, ' ' ORDER BY n) FROM (SELECT s, min(n) AS n"
+        " FROM unnest(string_to_array(consents.scope || ' ' || excluded.scope, ' '))"
+        " WITH ORDINALITY AS t(s, n) WHERE s <> '' GROUP BY s) AS u)"
+    )
+    return case((asked_list.op("<@")(held_list), asked), else_=union)
 
 
 def _live_holder() -> tuple[Any, ...]:

@@ -65,6 +65,13 @@ class Issuance:
     #: The API key it is exchanged from.
     api_key_id: str | None = None
 
+    def __post_init__(self) -> None:
+        # Never a scope the resource no longer has: a chain, a key or a
+        # consent from before an operator dropped it still names it.
+        known = self.resource.scope_names
+        kept = " ".join(s for s in self.scope.split() if s in known)
+        object.__setattr__(self, "scope", kept)
+
     def get_user_id(self) -> str:
         return str(self.user_id)
 

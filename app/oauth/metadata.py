@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -9,6 +10,7 @@ from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
 from authlib.oauth2.rfc9207 import AuthorizationServerMetadata as IssMetadata
 
 from ..config import Settings
+from ..config_uris import split_resource_uri
 from .constants import (
     AUTH_METHODS,
     AUTHORIZATION_PATH,
@@ -32,10 +34,13 @@ class Offers(Protocol):
     response_types: tuple[str, ...]
 
 
-def authorization_server_metadata(settings: Settings, server: Offers) -> dict[str, Any]:
-    """The RFC 8414 document; grant and response types are the server's own."""
+def authorization_server_metadata(
+    settings: Settings, server: Offers, resources: Sequence[Resource]
+) -> dict[str, Any]:
+    """The RFC 8414 document; grant and response types are the server's own,
+    the scopes those of ``resources`` (every registered one)."""
     issuer = settings.issuer
-    scopes = builtin_resource(settings).scope_names
+    scopes = dict.fromkeys(s for resource in resources for s in resource.scope_names)
     document = {
         "issuer": issuer,
         "authorization_endpoint": issuer + AUTHORIZATION_PATH,
@@ -52,6 +57,8 @@ def authorization_server_metadata(settings: Settings, server: Offers) -> dict[st
         "authorization_response_iss_parameter_supported": True,
         "revocation_endpoint": issuer + REVOCATION_PATH,
         "revocation_endpoint_auth_methods_supported": list(AUTH_METHODS),
+        # RFC 9728 §4: the resources this server issues tokens for.
+        "protected_resources": [resource.uri for resource in resources],
     }
     if settings.client_metadata_documents:
         # draft-ietf-oauth-client-id-metadata-document §5.
@@ -67,7 +74,9 @@ def authorization_server_metadata(settings: Settings, server: Offers) -> dict[st
     return document
 
 
-def openid_configuration(settings: Settings, server: Offers) -> dict[str, Any]:
+def openid_configuration(
+    settings: Settings, server: Offers, resources: Sequence[Resource]
+) -> dict[str, Any]:
     """The RFC 8414 document with the fields OpenID Connect Discovery 1.0 §3 requires.
 
     Strict clients (the MCP TypeScript SDK) validate this URL's answer against
@@ -76,7 +85,7 @@ def openid_configuration(settings: Settings, server: Offers) -> dict[str, Any]:
     """
     return {
         "jwks_uri": settings.issuer + JWKS_PATH,
-        **authorization_server_metadata(settings, server),
+        **authorization_server_metadata(settings, server, resources),
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": [keys_of(settings).algorithm],
     }
@@ -84,7 +93,9 @@ def openid_configuration(settings: Settings, server: Offers) -> dict[str, Any]:
 
 def validate_metadata(settings: Settings, server: Offers) -> None:
     """Check the document against RFC 8414 at start-up (raises ``ValueError``)."""
-    document = authorization_server_metadata(settings, server)
+    document = authorization_server_metadata(
+        settings, server, [builtin_resource(settings)]
+    )
     metadata = AuthorizationServerMetadata(document)
     metadata.validate(metadata_classes=[IssMetadata])
 
@@ -102,8 +113,25 @@ def protected_resource_metadata(
     }
 
 
-def resource_metadata_url(settings: Settings) -> str:
-    return settings.issuer + RESOURCE_METADATA_PATH
+def resource_metadata_url(settings: Settings, resource: Resource) -> str:
+    """Where ``resource``'s RFC 9728 document is: inserted between its host
+    and path (§3.1); the built-in one's also under the issuer, as it always was."""
+    if resource.builtin:
+        return settings.issuer + RESOURCE_METADATA_PATH
+    origin, path = split_resource_uri(resource.uri)
+    return origin + RESOURCE_METADATA_PATH + path
+
+
+def served_resource(
+    settings: Settings, resources: Sequence[Resource], path: str
+) -> Resource | None:
+    """The resource on the issuer's origin whose document is at
+    ``RESOURCE_METADATA_PATH + path`` (RFC 9728 §3.1)."""
+    origin, _ = split_resource_uri(settings.issuer)
+    for resource in resources:
+        if split_resource_uri(resource.uri) == (origin, path.rstrip("/")):
+            return resource
+    return None
 
 
 def issuer_path(settings: Settings) -> str:

@@ -130,15 +130,22 @@ def _scopes_cover(column: Any, requested: list[str]) -> Any:
 
 
 def consume(
-    token: str, client_id: str, idle_ttl: int, requested: list[str]
+    token: str,
+    client_id: str,
+    idle_ttl: int,
+    requested: list[str],
+    resource: str | None = None,
 ) -> RefreshRecord | None:
-    """Rotate out ``token`` if it is live and covers ``requested``.
+    """Rotate out ``token`` if it is live, covers ``requested`` and (when
+    given) is for ``resource``.
 
     One conditional UPDATE, so of concurrent uses exactly one wins (the
     others wait on the row lock and then see it rotated). A request it would
     refuse leaves the token untouched (RFC 6749 §5.2).
     """
-    conditions = [RefreshToken.rotated_at.is_(None)]
+    conditions: list[Any] = [RefreshToken.rotated_at.is_(None)]
+    if resource is not None:
+        conditions.append(RefreshToken.resource == resource)
     if requested:
         conditions += [
             _scopes_cover(RefreshToken.scope, requested),

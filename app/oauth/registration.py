@@ -37,7 +37,7 @@ from .constants import (
 from .metadata import authorization_server_metadata
 from .redirect_uris import redirect_uri_problem
 from .registration_caps import insert_within_caps
-from .scopes import SCOPES
+from .resources import all_scopes, known_resources
 
 MAX_REDIRECT_URIS = 20
 
@@ -108,17 +108,21 @@ def _auth_method(data: dict[str, Any]) -> str:
 
 
 def _scope(data: dict[str, Any]) -> str:
+    """The scopes the client may ask for; only those of resources it names
+    are limited by it (:meth:`.resources.Resource.allowed_scope`)."""
     scope = data.get("scope")
     if scope is None or (isinstance(scope, str) and not scope.strip()):
-        return " ".join(SCOPES)
+        # No limit of the client's own: each resource's scopes limit it.
+        return ""
     if not isinstance(scope, str):
         raise InvalidClientMetadataError("'scope' must be a space-separated string.")
     # Unknown scopes are dropped (RFC 7591 §2), but never replaced by wider ones.
     requested = scope.split()
-    kept = [s for s in SCOPES if s in requested]
+    known = all_scopes()
+    kept = [s for s in known if s in requested]
     if not kept:
         raise InvalidClientMetadataError(
-            "'scope' must include at least one of: " + ", ".join(SCOPES) + "."
+            "'scope' must include at least one of: " + ", ".join(known) + "."
         )
     return " ".join(kept)
 
@@ -169,7 +173,9 @@ class RegistrationEndpoint(ClientRegistrationEndpoint):
         return True  # open registration, as MCP clients expect; limits apply instead
 
     def get_server_metadata(self) -> dict[str, Any]:
-        return authorization_server_metadata(current_settings(), self.server)
+        return authorization_server_metadata(
+            current_settings(), self.server, known_resources()
+        )
 
     def extract_client_metadata(self, request: Any) -> dict[str, Any]:
         cleaned = clean_metadata(
@@ -188,6 +194,8 @@ class RegistrationEndpoint(ClientRegistrationEndpoint):
         status, body, headers = super().create_registration_response(request)
         if body["token_endpoint_auth_method"] == "none":
             body.pop("client_secret", None)  # public clients get no secret
+        if not body.get("scope"):
+            body.pop("scope", None)  # none registered: each resource's own
         return status, body, headers
 
     def save_client(

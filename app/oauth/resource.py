@@ -1,6 +1,6 @@
 """Bearer-token protection for resource routes (RFC 6750, RFC 9728).
 
-``require_token(default_resource, "read")`` guards a view of a resource; the
+``require_token(mcp_resource, "read")`` guards a view of a resource; the
 verified claims (their audience that resource) are then in
 :func:`current_claims`. Failures answer as RFC 6750 §3 and RFC 9728 §5.1 say:
 
@@ -89,7 +89,7 @@ class BearerProtector(ResourceProtector):
         return acquire_bearer_token(self, current_settings().issuer, scopes, **kwargs)
 
     def raise_error_response(self, error: OAuth2Error) -> NoReturn:
-        metadata = resource_metadata_url(current_settings())
+        metadata = resource_metadata_url(current_settings(), _guarded())
         if isinstance(error, InsufficientScopeError):
             scope = " ".join(g.get("required_scopes") or [])
             challenge = (
@@ -134,7 +134,7 @@ def require_token(guarded: Callable[[], Resource], *scopes: str) -> Callable:
     holding every scope in ``scopes``.
 
     ``guarded`` is called per request: resources are built from the settings
-    of the app serving it (e.g. :func:`.resources.default_resource`).
+    of the app serving it (e.g. :func:`.resources.mcp_resource`).
     """
     required = " ".join(scopes) or None
 

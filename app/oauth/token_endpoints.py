@@ -23,8 +23,8 @@ from ..denylist import deny_token, is_denied
 from . import consent, refresh_liveness
 from .client_auth import parse_basic_authorization
 from .constants import AUTH_METHODS
-from .resources import known_resources
-from .tokens import InvalidAccessToken, decode_access_token
+from .resources import default_resource, find_resource, registry
+from .tokens import InvalidAccessToken, audience_of, decode_access_token
 
 #: Longest token worth looking at; our JWTs are well under this.
 MAX_TOKEN_LENGTH = 4096
@@ -66,14 +66,17 @@ def find_access_token(token: Any) -> AccessTokenClaims | None:
         return None
     if "." not in token:
         return None  # a refresh token, or nothing of ours
-    # Ours if it verifies for one of the resources we issue tokens for.
-    for resource in known_resources():
-        try:
-            claims = decode_access_token(token, resource)
-        except InvalidAccessToken:
-            continue
-        return None if is_denied(claims) else AccessTokenClaims(claims)
-    return None
+    # Ours if it verifies for the resource it names, one we issue tokens for
+    # (a removed resource's tokens are no longer anyone's).
+    audience = audience_of(token)
+    resource = find_resource(audience) if audience is not None else None
+    if resource is None:
+        return None
+    try:
+        claims = decode_access_token(token, resource)
+    except InvalidAccessToken:
+        return None
+    return None if is_denied(claims) else AccessTokenClaims(claims)
 
 
 def find_token(token: Any) -> AccessTokenClaims | StoredRefreshToken | None:
@@ -130,6 +133,8 @@ class RevocationEndpoint(BaseRevocationEndpoint):
 @dataclass(frozen=True)
 class ResourceServer:
     name: str
+    #: URIs of the resources whose tokens it may introspect.
+    resources: frozenset[str]
 
 
 def authenticate_resource_server(request: Any) -> ResourceServer:
@@ -138,12 +143,22 @@ def authenticate_resource_server(request: Any) -> ResourceServer:
     if credentials is not None:
         name, secret = credentials
         digest = hashlib.sha256(secret.encode()).hexdigest()
-        matched = False
-        for known, stored in current_settings().resource_servers:
-            matched |= known == name and hmac.compare_digest(stored, digest)
-        if matched:
-            return ResourceServer(name)
+        found = None
+        for entry in current_settings().resource_servers:
+            if hmac.compare_digest(entry.secret_hash, digest) and entry.name == name:
+                found = entry
+        if found is not None:
+            return ResourceServer(name, _bound_resources(found.resources))
     raise InvalidClientError("Resource server authentication failed.", status_code=401)
+
+
+def _bound_resources(uris: tuple[str, ...]) -> frozenset[str]:
+    """The registered URIs an entry names (spelled as registered); without
+    any, the default resource's (docs/settings.md, ``RESOURCE_SERVERS``)."""
+    if not uris:
+        return frozenset({default_resource().uri})
+    found = (registry().named(uri) for uri in uris)
+    return frozenset(resource.uri for resource in found if resource is not None)
 
 
 class IntrospectionEndpoint(BaseIntrospectionEndpoint):
@@ -161,7 +176,8 @@ class IntrospectionEndpoint(BaseIntrospectionEndpoint):
         return find_access_token(token_string)
 
     def check_permission(self, token: Any, client: Any, request: Any) -> bool:
-        return True  # every configured resource server may check any token
+        # Only tokens meant for it (RFC 7662 §4); any other is "not active".
+        return str(token.claims["aud"]) in client.resources
 
     def introspect_token(self, token: AccessTokenClaims) -> dict[str, Any]:
         claims = token.claims

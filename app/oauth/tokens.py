@@ -9,6 +9,8 @@ exchanges' through :func:`issue_access_token`. Both build their claims with
 
 from __future__ import annotations
 
+import base64
+import json
 import secrets
 import time
 from collections.abc import Mapping
@@ -132,6 +134,20 @@ def decode_access_token(token: str, resource: Resource) -> dict[str, Any]:
         frozen = VerifiedClaims(MappingProxyType(dict(claims)))
         cache.put(cache_key, frozen, until=claims["exp"])
     return claims
+
+
+def audience_of(token: str) -> str | None:
+    """The ``aud`` a token claims, unverified: only to choose the resource to
+    verify it for (:func:`decode_access_token` then checks everything)."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(
+            base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+        )
+    except (IndexError, ValueError, TypeError, UnicodeDecodeError, RecursionError):
+        return None
+    audience = claims.get("aud") if isinstance(claims, dict) else None
+    return audience if isinstance(audience, str) else None
 
 
 def _verify(

@@ -53,8 +53,9 @@ def sign_in_time() -> int:
     return signed_in.auth_time if signed_in else int(time.time())
 
 
-def check_token_parameters(request: Any) -> None:
-    """Refuse a token request that could never succeed, before its code is spent."""
+def check_token_parameters(request: Any) -> str:
+    """Refuse a token request that could never succeed, before its code is spent;
+    return the URI of the resource it names ('': none)."""
     form = request.form
     for name in REQUIRED_TOKEN_PARAMETERS:
         if not form.get(name):
@@ -62,7 +63,10 @@ def check_token_parameters(request: Any) -> None:
     # RFC 7636 §4.1: a verifier of another shape can never match the challenge.
     if not CODE_VERIFIER_PATTERN.match(form["code_verifier"]):
         raise InvalidGrantError("Code challenge failed.")
-    resolve_resource(request.payload.datalist.get("resource", []))
+    # A resource we do not serve could never be the code's. Without one, the
+    # code's own resource (RFC 8707 §2.2), whatever the default is now.
+    values = request.payload.datalist.get("resource", [])
+    return resolve_resource(values).uri if values else ""
 
 
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
@@ -129,8 +133,10 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     ) -> AuthorizationCode | None:
         # Codes are single-use: a request that could never succeed must not
         # burn one. Then consumed atomically: of concurrent redemptions one wins.
-        check_token_parameters(self.request)
-        consumed = code_store().consume(code, client.client_id)
+        resource = check_token_parameters(self.request)
+        consumed = code_store().consume(code, client.client_id, resource)
+        if consumed.other_resource:
+            raise InvalidTargetError()  # RFC 8707 §2.2: the code's resource only
         if consumed.replayed_jti:
             _end_replayed_grant(consumed, client)
         return consumed.code
@@ -156,7 +162,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         if resource is None:
             raise InvalidGrantError("The resource is no longer served.")
         requested = self.request.payload.datalist.get("resource", [])
-        if any(value != resource.uri for value in requested):
+        if requested and resolve_resource(requested).uri != resource.uri:
             raise InvalidTargetError()  # RFC 8707 §2.2: the code's resource only
         refresh = client.check_grant_type("refresh_token")
         ttl = timedelta(seconds=current_settings().refresh_token_ttl)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from authlib.oauth2.rfc6749.errors import InvalidRequestError
+from authlib.oauth2.rfc6749.errors import InvalidRequestError, InvalidScopeError
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc7636.challenge import compare_s256_code_challenge
 
@@ -34,7 +34,8 @@ class S256CodeChallenge(CodeChallenge):
 
 
 class ResourceIndicator:
-    """RFC 8707 at the authorization endpoint: only a resource we serve."""
+    """RFC 8707 at the authorization endpoint: only a resource we serve, and
+    only scopes it has (each resource has its own)."""
 
     def __call__(self, grant: Any) -> None:
         grant.register_hook(
@@ -42,7 +43,14 @@ class ResourceIndicator:
         )
 
     def validate_resource(self, grant: Any, redirect_uri: str) -> None:
-        resolve_resource(grant.request.payload.datalist.get("resource", []))
+        request = grant.request
+        resource = resolve_resource(request.payload.datalist.get("resource", []))
+        scope = resource.allowed_scope(
+            request.payload.scope, grant.client.registered_scope
+        )
+        if scope is None:
+            raise InvalidScopeError()
+        request.scope = scope
 
 
 class SingleParameters:

@@ -28,6 +28,7 @@ from .. import consent, refresh_store
 from ..clients import Client
 from ..constants import AUTH_METHODS
 from ..issuance import ChainRotation, Issuance
+from ..oauth_errors import InvalidTargetError
 from ..refresh_liveness import chain_head_is_live
 from ..refresh_seal import RotationAnswer, unseal
 from ..refresh_store import RefreshRecord, Unconsumed
@@ -50,16 +51,18 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
     INCLUDE_NEW_REFRESH_TOKEN = True
 
     def authenticate_refresh_token(self, refresh_token: str) -> RefreshRecord | None:
-        # RFC 8707: a chain never changes its audience; refused before the
-        # token is looked at, so the refusal spends nothing.
-        resolve_resource(self.request.payload.datalist.get("resource", []))
+        # RFC 8707: a chain never changes its audience. A resource we do not
+        # serve is refused before the token is looked at; another of ours
+        # makes the rotation below refuse it, spending nothing.
+        values = self.request.payload.datalist.get("resource", [])
+        wanted = resolve_resource(values).uri if values else None
         if not refresh_store.is_plausible(refresh_token):
             return None
         client: Client = self.request.client
         idle_ttl = current_settings().refresh_token_idle_ttl
         requested = requested_scopes(self.request.payload.scope)
         record = refresh_store.consume(
-            refresh_token, client.client_id, idle_ttl, requested
+            refresh_token, client.client_id, idle_ttl, requested, wanted
         )
         if record is not None:
             return record
@@ -72,6 +75,9 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             if chain_head_is_live(found.record.id, idle_ttl):
                 _end_reused_chain(found.record)
             return None
+        if wanted is not None and found.record.resource != wanted:
+            # and nothing was consumed
+            raise InvalidTargetError("A refresh token stays with its resource.")
         if not set(requested) <= set(found.record.scope.split()):
             raise InvalidScopeError()  # and nothing was consumed
         if found.seconds_since_rotation is None:
