@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.server
 import json
 import os
 import secrets
@@ -11,6 +12,8 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,6 +28,9 @@ import redis
 import requests
 import sqlalchemy
 from bs4 import BeautifulSoup, Tag
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.remote.webdriver import WebDriver
 
 if TYPE_CHECKING:
     from conftest import LiveServer
@@ -300,12 +306,20 @@ def created_key(response: requests.Response) -> str:
     return select_one(response, "#new-key").get_text(strip=True)
 
 
-def revoke_from_account_page(browser: Browser, client_id: str = "") -> None:
-    """Press the account page's revoke button for a client (the only one, if none)."""
+def revoke_from_account_page(
+    browser: Browser, client_id: str = "", resource: str | None = None
+) -> None:
+    """Press the account page's revoke button for a client (the only one, if none).
+
+    With ``resource``, the button in that resource's section of the page.
+    """
     page = browser.get("/account")
+    where: BeautifulSoup | Tag = soup(page)
+    if resource is not None:
+        where = select_one(page, f'section.resource[data-resource="{resource}"]')
     [form] = [
         form
-        for row in soup(page).select("tr")
+        for row in where.select("tr")
         if client_id in row.get_text()
         for form in row.select("form[method=post]")
         if "/account/consents/" in attribute(form, "action")
@@ -577,3 +591,119 @@ def _answers(client: redis.Redis) -> bool:
         return bool(client.ping())
     except redis.ConnectionError:
         return False
+
+
+def resources_cli(
+    base_env: dict[str, str], *args: str, **settings: str
+) -> subprocess.CompletedProcess:
+    """Run ``flask --app app resources ...`` as an operator would.
+
+    ``settings`` override the environment (``ISSUER``, ``DEFAULT_RESOURCE``).
+    """
+    return subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", "resources", *args],
+        cwd=ROOT,
+        env={**os.environ, **base_env, **settings},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def resource_options(**options: Any) -> list[str]:
+    """Command-line options from keywords: ``token_ttl=120`` is ``--token-ttl 120``,
+    a list repeats its option, ``True`` is a bare flag."""
+    args: list[str] = []
+    for name, value in options.items():
+        flag = "--" + name.replace("_", "-")
+        for one in value if isinstance(value, list | tuple) else [value]:
+            args += [flag] if one is True else [flag, str(one)]
+    return args
+
+
+def add_resource(base_env: dict[str, str], uri: str, **options: Any) -> str:
+    """Register a resource with the real command; return the URI it printed.
+
+    ``name`` defaults to ``"Tools"`` and ``scopes`` to ``"read"``; every
+    further keyword is an option (see :func:`resource_options`), e.g.
+    ``describe=["repo=Read your repositories"]``, ``token_ttl=120``.
+    """
+    options.setdefault("name", "Tools")
+    options.setdefault("scopes", "read")
+    added = resources_cli(base_env, "add", uri, *resource_options(**options))
+    assert added.returncode == 0, added.stderr
+    return added.stdout.strip()
+
+
+def register_resource(server: Any, uri: str, **options: Any) -> str:
+    """Register a resource as :func:`add_resource` does, with the same command
+    run by Flask's CLI runner in this process, on the live ``server``'s app:
+    set-up without starting Python each time. Return the URI it printed."""
+    options.setdefault("name", "Tools")
+    options.setdefault("scopes", "read")
+    result = server.app.test_cli_runner().invoke(
+        args=["resources", "add", uri, *resource_options(**options)]
+    )
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result.stdout.strip()
+
+
+def remove_resource(base_env: dict[str, str], uri: str) -> None:
+    removed = resources_cli(base_env, "remove", uri)
+    assert removed.returncode == 0, removed.stderr
+
+
+#: Flags for a headless Chromium that talks to nothing but the pages it is sent to.
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+
+
+@contextmanager
+def headless_chromium() -> Iterator[WebDriver]:
+    """Debian's Chromium driven through ChromeDriver, with a throwaway profile."""
+    binary, driver = devservices.find_chromium()
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
+        options.add_argument(f"--user-data-dir={profile}")
+        browser = webdriver.Chrome(options=options, service=Service(driver))
+        browser.set_page_load_timeout(30)
+        try:
+            yield browser
+        finally:
+            browser.quit()
+
+
+class _Ok(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def loopback_callback() -> Iterator[str]:
+    """A loopback redirect URI whose server answers every GET with 200, so a
+    browser lands on it with the code in its address."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_port}/callback"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
