@@ -167,6 +167,9 @@ def test_step_up_asks_only_for_the_new_scope_and_grants_the_union(
     # approved before, nothing listed as granted apart; approving narrows.
     verifier, request = person.open(client, scope="read")
     assert person.texts("li.scope-granted") == []
+    # Nothing in it is new: it is listed as asked, not as new.
+    assert person.texts("li.scope-new") == []
+    assert len(person.texts("li.scope-asked")) == 1
     assert "You approved this application" in chromium.page_source
     code = person.approve(request)
     assert redeem(browser, client, code, verifier).json()["scope"] == "read"

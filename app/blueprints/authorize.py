@@ -234,6 +234,8 @@ def _consent_page(
         app_scheme=app_scheme(grant.redirect_uri),
         resource=resource,
         scopes=[(s, resource.describe(s)) for s in new or requested],
+        # Nothing new: a request within the consent, which approving narrows.
+        asks_anew=bool(new),
         granted=[(s, resource.describe(s)) for s in granted] if new else [],
         user=person,
         approved_before=previous if covers(previous, grant.request.scope) else None,
