@@ -8,26 +8,22 @@ URL it tried; loopback redirects reach a tiny HTTP server started here.
 
 from __future__ import annotations
 
-import http.server
 import socket
-import tempfile
-import threading
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
-import devservices
 import pytest
 from conftest import LiveServer
 from helpers import (
     Browser,
     authorize_params,
     authorize_path,
+    headless_chromium,
+    loopback_callback,
     pkce_pair,
     register_client,
 )
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
@@ -35,17 +31,6 @@ from selenium.webdriver.support.ui import WebDriverWait
 from app.db import db
 from app.models import OAuthClient
 
-#: Flags for a headless Chromium that talks to nothing but the pages it is sent to.
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-)
 #: Redirect URIs of the finding; refused now, so the browser never sees them.
 ATTACK_REDIRECT_URIS = (
     "https://attacker.example\\.claude.ai/cb",
@@ -55,41 +40,19 @@ ATTACK_REDIRECT_URIS = (
 )
 
 
-class _Ok(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain")
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[WebDriver]:
-    binary, driver = devservices.find_chromium()
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
-        options.add_argument(f"--user-data-dir={profile}")
-        browser = webdriver.Chrome(options=options, service=Service(driver))
-        browser.set_page_load_timeout(30)
+    with headless_chromium() as browser:
         yield browser
-        browser.quit()
 
 
 @pytest.fixture(scope="module")
 def callback_port() -> Iterator[int]:
     """A loopback HTTP server that answers every GET with 200."""
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield httpd.server_port
-    httpd.shutdown()
-    httpd.server_close()
+    with loopback_callback() as uri:
+        port = urlsplit(uri).port
+        assert port is not None
+        yield port
 
 
 @pytest.fixture(scope="module")

@@ -45,6 +45,7 @@ from helpers import (
     redeem,
     refresh,
     register_client,
+    register_resource,
     revoke,
     select_one,
     soup,
@@ -80,8 +81,7 @@ def cli(server: Any, *args: str) -> Any:
 
 
 def add_resource(server: Any, uri: str, scopes: str, name: str = "Tools") -> None:
-    result = cli(server, "add", uri, "--name", name, "--scopes", scopes)
-    assert result.exit_code == 0, (result.output, result.exception)
+    register_resource(server, uri, scopes=scopes, name=name)
 
 
 def registry_uris(server: Any) -> set[str]:
