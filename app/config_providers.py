@@ -33,6 +33,8 @@ DEFAULT_SCOPES = {
 }
 #: A provider's name: lower case, it names variables and a callback path.
 NAME = re.compile(r"[a-z][a-z0-9]{0,31}")
+#: Paths under ``/login/`` that are not a provider's.
+RESERVED_NAMES = frozenset({"link"})
 #: RFC 6749 §3.3 ``scope-token``.
 SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 #: A DNS name as a provider writes an email domain or Google's ``hd``.
@@ -95,6 +97,8 @@ def provider_names(value: str) -> tuple[str, ...]:
                 f"{item.strip()!r} is not a provider name (a letter, then up to "
                 "31 letters or digits)"
             )
+        if name in RESERVED_NAMES:
+            raise ValueError(f"{name} is reserved (a path of the sign-in page)")
         if name in names:
             raise ValueError(f"names {name} twice")
         names.append(name)

@@ -263,6 +263,7 @@ def test_github_enterprise_server_is_the_preset_on_another_site() -> None:
         ("SIGN_IN_PROVIDERS", {"SIGN_IN_PROVIDERS": "acme, ACME"}, "is malformed"),
         ("SIGN_IN_PROVIDERS", {"SIGN_IN_PROVIDERS": "my-idp"}, "is malformed"),
         ("SIGN_IN_PROVIDERS", {"SIGN_IN_PROVIDERS": "1st"}, "is malformed"),
+        ("SIGN_IN_PROVIDERS", {"SIGN_IN_PROVIDERS": "link"}, "is malformed"),
         ("SIGN_IN_PROVIDERS", {"SIGN_IN_PROVIDERS": " , "}, "is malformed"),
         ("ACME_ISSUER", {"ACME_ISSUER": None}, "is required but not set"),
         ("ACME_ISSUER", {"ACME_ISSUER": "id.acme.example"}, "is malformed"),

@@ -1,0 +1,116 @@
+"""Who an identity provider says signed in, and what of it may be believed.
+
+The identity is the pair (issuer, subject): OpenID Connect Core §5.7 makes
+only ``iss`` with ``sub`` stable and unique. An email counts only when the
+provider marks it verified, and never from Microsoft Entra ID, where any
+tenant's administrator writes any address into ``email`` (the "nOAuth"
+takeover); Entra's tenant id ``tid`` stands in for the domain there, as
+Google's ``hd`` (the Workspace domain) does beside the email's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from .config_providers import ProviderSettings
+
+#: Why a sign-in through a provider failed; the audit trail's ``reason``.
+REASONS = (
+    "denied",  # the person (or the provider) declined at the provider
+    "provider_error",  # the provider answered with another error, or no code
+    "state",  # no such sign-in in flight here: replayed, expired, another browser's
+    "issuer",  # RFC 9207: the answer names another issuer, or none when it must
+    "token",  # the code was refused, or the ID token failed a check
+    "unavailable",  # the provider could not be reached, or its discovery is wrong
+    "email_unverified",  # no verified email where one is needed
+    "domain",  # not a domain (hd, tid) that may have accounts made
+    "disabled",  # the account is disabled
+)
+#: Microsoft Entra ID's sign-in hosts, whose ``email`` is never believed.
+ENTRA_HOSTS = frozenset({"login.microsoftonline.com", "sts.windows.net"})
+#: Google's issuer, whose ``hd`` names the Workspace domain.
+GOOGLE_ISSUERS = frozenset({"https://accounts.google.com", "accounts.google.com"})
+MAX_SUBJECT_LENGTH = 255
+
+
+class SignInFailure(Exception):
+    """A sign-in through ``provider`` failed, for one of :data:`REASONS`."""
+
+    def __init__(self, reason: str, provider: str) -> None:
+        assert reason in REASONS, reason
+        super().__init__(reason)
+        self.reason = reason
+        self.provider = provider
+
+
+@dataclass(frozen=True)
+class UpstreamIdentity:
+    """A person as a provider vouched for them at this sign-in."""
+
+    #: The provider's name in ``SIGN_IN_PROVIDERS``.
+    provider: str
+    issuer: str
+    subject: str
+    #: A verified email that may be believed; ``None`` otherwise.
+    email: str | None
+    #: What ``N_ALLOWED_DOMAINS`` is compared with: the verified email's
+    #: domain, Google's ``hd``, Entra's ``tid``.
+    domains: frozenset[str]
+
+    def allowed_by(self, allowed: frozenset[str]) -> bool:
+        """Whether a first sign-in may make this person an account."""
+        return bool(self.domains & allowed)
+
+
+def is_entra(issuer: str) -> bool:
+    return (urlsplit(issuer).hostname or "") in ENTRA_HOSTS
+
+
+def is_verified(value: Any) -> bool:
+    # Some providers (AWS Cognito among them) send the boolean as a string.
+    return value is True or value == "true"
+
+
+def email_domain(email: str) -> str:
+    return email.rpartition("@")[2].lower()
+
+
+def from_id_token(
+    provider: ProviderSettings, claims: Mapping[str, Any], userinfo: Mapping[str, Any]
+) -> UpstreamIdentity:
+    """The identity in a checked ID token (and its UserInfo answer)."""
+    subject = claims.get("sub")
+    if not isinstance(subject, str) or not 0 < len(subject) <= MAX_SUBJECT_LENGTH:
+        raise SignInFailure("token", provider.name)
+    # OpenID Connect Core §5.3.2: UserInfo about someone else is not believed.
+    if userinfo and userinfo.get("sub") != subject:
+        raise SignInFailure("token", provider.name)
+    merged = {**userinfo, **claims}
+    domains: set[str] = set()
+    email = None
+    if is_entra(provider.issuer):
+        tenant = claims.get("tid")
+        if isinstance(tenant, str) and tenant:
+            domains.add(tenant.lower())
+    else:
+        found = merged.get("email")
+        if (
+            isinstance(found, str)
+            and "@" in found
+            and is_verified(merged.get("email_verified"))
+        ):
+            email = found.strip().lower()
+            domains.add(email_domain(email))
+        hosted = claims.get("hd")
+        if provider.issuer in GOOGLE_ISSUERS and isinstance(hosted, str) and hosted:
+            domains.add(hosted.lower())
+    return UpstreamIdentity(
+        provider=provider.name,
+        issuer=provider.issuer,
+        subject=subject,
+        email=email,
+        domains=frozenset(domains),
+    )
