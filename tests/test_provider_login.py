@@ -430,3 +430,74 @@ def test_no_secret_reaches_the_logs_even_at_debug(
     assert code not in text
     assert "code_verifier" not in text
     assert "eyJ" not in text  # no ID token, nor any other JWT
+
+
+def _identity_ids(page: Any) -> list[str]:
+    soup = BeautifulSoup(page.text, "html.parser")
+    return [str(item["data-identity"]) for item in soup.select("li.identity")]
+
+
+def test_the_account_page_keeps_the_last_way_in(
+    provider_server: LiveServer, engine: sqlalchemy.Engine
+) -> None:
+    browser = provider_server.browser()
+    provider_sign_in(browser, "ada")
+    page = browser.get("/account")
+    (identity_id,) = _identity_ids(page)
+    assert "Acme ID (ada@acme.test)" in select_one(page, "li.identity").text
+    # No password and no other identity: no button, and the route refuses.
+    assert not select_one(page, "li.identity").select("button")
+    path = f"/account/identities/{identity_id}/remove"
+
+    refused = browser.post(path, data=browser.form(page))
+
+    assert refused.status_code == 409
+    assert len(identities(engine)) == 1
+
+
+def _link_alice(server: LiveServer) -> tuple[Any, dict[str, str]]:
+    """Alice's password account, with the provider's identity linked."""
+    alice = make_user(server, "alice@example.com")
+    browser = server.browser()
+    provider_sign_in(browser, "alice")
+    browser.login(alice["email"], alice["password"], "/login/link")
+    page = browser.get("/login/link")
+    assert browser.post("/login/link", data=browser.form(page)).status_code == 302
+    return browser, alice
+
+
+def test_an_identity_is_removed_while_the_password_remains(
+    provider_server: LiveServer, engine: sqlalchemy.Engine, audit_log: AuditLog
+) -> None:
+    browser, _ = _link_alice(provider_server)
+    page = browser.get("/account")
+    (identity_id,) = _identity_ids(page)
+
+    removed = browser.post(
+        f"/account/identities/{identity_id}/remove", data=browser.form(page)
+    )
+
+    assert removed.status_code == 302
+    assert identities(engine) == []
+    assert audit_log.one("identity_removed")["identity_id"] == identity_id
+    # The provider no longer signs anyone in to the account.
+    again = provider_sign_in(provider_server.browser(), "alice")
+    assert again.status_code == 200 and select_one(again, "#link-needed")
+
+
+def test_nobody_removes_anothers_identity(
+    provider_server: LiveServer, engine: sqlalchemy.Engine
+) -> None:
+    alice_browser, _ = _link_alice(provider_server)
+    (identity_id,) = _identity_ids(alice_browser.get("/account"))
+    mallory = make_user(provider_server, "mallory@example.com")
+    browser = provider_server.browser()
+    browser.login(mallory["email"], mallory["password"])
+    page = browser.get("/account")
+
+    for bad in (identity_id, "not-a-uuid"):
+        answer = browser.post(
+            f"/account/identities/{bad}/remove", data=browser.form(page)
+        )
+        assert answer.status_code == 404
+    assert len(identities(engine)) == 1
