@@ -33,6 +33,7 @@ def github_identity(
         subject=str(account_id),
         email=email,
         domains=frozenset({email_domain(email)} if email else ()),
+        account_email=email,
     )
 
 

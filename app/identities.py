@@ -65,8 +65,8 @@ def create_account(identity: UpstreamIdentity) -> User:
     Raise :class:`IdentityTaken` when the identity, or an account with its
     email, came into being meanwhile.
     """
-    assert identity.email is not None
-    user = User(email=identity.email, password_hash=None)
+    assert identity.account_email is not None
+    user = User(email=identity.account_email, password_hash=None)
     try:
         with db.session.begin_nested():
             db.session.add(user)

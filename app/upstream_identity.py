@@ -5,11 +5,16 @@ only ``iss`` with ``sub`` stable and unique. An email counts only when the
 provider marks it verified, and never from Microsoft Entra ID, where any
 tenant's administrator writes any address into ``email`` (the "nOAuth"
 takeover); Entra's tenant id ``tid`` stands in for the domain there, as
-Google's ``hd`` (the Workspace domain) does beside the email's.
+Google's ``hd`` (the Workspace domain) does beside the email's. An Entra
+account made here gets an address that can belong to nobody else
+(``<oid>@<tid>.entra.invalid``, RFC 2606), so a claimed address can neither
+take an account's place nor keep its owner from having one.
 """
 
 from __future__ import annotations
 
+import hashlib
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +64,9 @@ class UpstreamIdentity:
     #: What ``N_ALLOWED_DOMAINS`` is compared with: the verified email's
     #: domain, Google's ``hd``, Entra's ``tid``.
     domains: frozenset[str]
+    #: The email an account made for this identity gets: the verified one,
+    #: or for Entra one that can be nobody else's; ``None``: none can be made.
+    account_email: str | None = None
 
     def allowed_by(self, allowed: frozenset[str]) -> bool:
         """Whether a first sign-in may make this person an account."""
@@ -90,11 +98,12 @@ def from_id_token(
         raise SignInFailure("token", provider.name)
     merged = {**userinfo, **claims}
     domains: set[str] = set()
-    email = None
+    email = account_email = None
     if is_entra(provider.issuer):
-        tenant = claims.get("tid")
-        if isinstance(tenant, str) and tenant:
-            domains.add(tenant.lower())
+        tenant = _guid(claims.get("tid"))
+        if tenant is not None:
+            domains.add(tenant)
+            account_email = _entra_address(claims, subject, tenant)
     else:
         found = merged.get("email")
         if (
@@ -107,10 +116,29 @@ def from_id_token(
         hosted = claims.get("hd")
         if provider.issuer in GOOGLE_ISSUERS and isinstance(hosted, str) and hosted:
             domains.add(hosted.lower())
+        account_email = email
     return UpstreamIdentity(
         provider=provider.name,
         issuer=provider.issuer,
         subject=subject,
         email=email,
         domains=frozenset(domains),
+        account_email=account_email,
     )
+
+
+def _entra_address(claims: Mapping[str, Any], subject: str, tenant: str) -> str:
+    """An address in the reserved ``.invalid`` domain, one per Entra person."""
+    # oid is the person's id across the tenant's applications; sub is
+    # case-sensitive, so it is hashed rather than lower-cased.
+    oid = _guid(claims.get("oid"))
+    local = oid or hashlib.sha256(subject.encode()).hexdigest()[:32]
+    return f"{local}@{tenant}.entra.invalid"
+
+
+def _guid(value: Any) -> str | None:
+    """A GUID (Entra's ``tid`` and ``oid``) in its usual spelling, or ``None``."""
+    try:
+        return str(uuid.UUID(value)) if isinstance(value, str) else None
+    except ValueError:
+        return None

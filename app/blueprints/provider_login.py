@@ -95,7 +95,7 @@ def _account_for(provider: ProviderSettings, identity: UpstreamIdentity) -> User
     existing = account_with_email(identity)
     if existing is not None:
         return str(existing.id)
-    if identity.email is None:
+    if identity.account_email is None:
         raise SignInFailure("email_unverified", provider.name)
     if not identity.allowed_by(provider.allowed_domains):
         raise SignInFailure("domain", provider.name)
