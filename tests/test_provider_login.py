@@ -100,6 +100,8 @@ def test_a_first_sign_in_from_an_allowed_domain_makes_an_account(
     assert identities(engine) == [("ada@acme.test", oidc_provider.issuer, "ada")]
     event = audit_log.one("sign_in_succeeded")
     assert (event["method"], event["provider"]) == ("oidc", "acme")
+    # Like any sign-in, it leaves this browser a device cookie for the account.
+    assert f"device-{event['user_id'][:16]}" in browser.cookies
 
 
 def test_the_next_sign_in_finds_the_account_by_its_identity(
@@ -501,3 +503,45 @@ def test_nobody_removes_anothers_identity(
         )
         assert answer.status_code == 404
     assert len(identities(engine)) == 1
+
+
+def test_sign_in_through_the_provider_is_rate_limited_per_address(
+    make_server: Callable[..., LiveServer], oidc_provider: OidcProvider
+) -> None:
+    server = make_server(**oidc_provider.settings(), LOGIN_RATE_LIMIT="2 per minute")
+    browser = server.browser()
+    for _ in range(2):
+        start_at_provider(browser)
+    page = browser.get("/login")
+
+    answer = browser.post("/login/acme", data=browser.form(page))
+
+    assert answer.status_code == 429
+    assert answer.headers["Content-Type"].startswith("text/html")
+    assert reason_of(answer) == "too_many"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "state=a&state=b&code=c",
+        "error=%FF%FE&state=x",
+        "error=access_denied&error_description=%00%0A",
+        "code=" + "c" * 5000 + "&state=s",
+        "iss=%E2%80%AE&state=s&code=c",
+    ],
+)
+def test_odd_callbacks_are_pages_not_crashes(
+    provider_server: LiveServer, query: str
+) -> None:
+    answer = provider_server.browser().get("/login/acme/callback?" + query)
+
+    assert answer.status_code == 400
+    assert reason_of(answer) == "state"
+
+
+def test_starting_needs_the_forms_csrf_token(provider_server: LiveServer) -> None:
+    browser = provider_server.browser()
+
+    assert browser.post("/login/acme", data={"next": "/account"}).status_code == 400
+    assert browser.get("/login/acme").status_code == 405
