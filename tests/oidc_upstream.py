@@ -20,8 +20,9 @@ from urllib.parse import urlencode, urljoin
 
 import devservices
 import requests
+import sqlalchemy
 from bs4 import BeautifulSoup
-from helpers import attribute
+from helpers import attribute, select_one
 
 if TYPE_CHECKING:
     from helpers import Browser
@@ -178,3 +179,25 @@ def provider_sign_in(
     """The whole sign-in through the provider; our callback's answer."""
     url = start_at_provider(browser, provider, next_path)
     return browser.get(sign_in_at_provider(browser, url, login))
+
+
+def reason_of(page: Any) -> str:
+    """The reason code the failure page gives (also the audit line's)."""
+    return attribute(select_one(page, "#reason"), "data-reason")
+
+
+def users(engine: sqlalchemy.Engine) -> list[str]:
+    with engine.connect() as connection:
+        rows = connection.execute(sqlalchemy.text("SELECT email FROM users"))
+        return sorted(row.email for row in rows)
+
+
+def identities(engine: sqlalchemy.Engine) -> list[tuple[str, str, str]]:
+    with engine.connect() as connection:
+        rows = connection.execute(
+            sqlalchemy.text(
+                "SELECT u.email, i.issuer, i.subject FROM identities i "
+                "JOIN users u ON u.id = i.user_id ORDER BY u.email"
+            )
+        )
+        return [(row.email, row.issuer, row.subject) for row in rows]

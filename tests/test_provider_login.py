@@ -17,13 +17,16 @@ import pytest
 import sqlalchemy
 from bs4 import BeautifulSoup
 from conftest import LiveServer, make_user
-from helpers import attribute, select_one
+from helpers import select_one
 from oidc_upstream import (
     CLIENT_SECRET,
     OidcProvider,
+    identities,
     provider_sign_in,
+    reason_of,
     sign_in_at_provider,
     start_at_provider,
+    users,
 )
 from test_audit import AuditLog
 
@@ -41,11 +44,6 @@ def audit_log() -> Iterator[AuditLog]:
     logger.removeHandler(handler)
 
 
-def reason_of(page: Any) -> str:
-    """The reason code the failure page gives (also the audit line's)."""
-    return attribute(select_one(page, "#reason"), "data-reason")
-
-
 def callback_with(url: str, **changes: str | None) -> str:
     """The callback URL with query parameters changed (``None``: dropped)."""
     parts = urlsplit(url)
@@ -53,23 +51,6 @@ def callback_with(url: str, **changes: str | None) -> str:
     query.update(changes)
     kept = {k: v for k, v in query.items() if v is not None}
     return urlunsplit(parts._replace(query=urlencode(kept)))
-
-
-def users(engine: sqlalchemy.Engine) -> list[str]:
-    with engine.connect() as connection:
-        rows = connection.execute(sqlalchemy.text("SELECT email FROM users"))
-        return sorted(row.email for row in rows)
-
-
-def identities(engine: sqlalchemy.Engine) -> list[tuple[str, str, str]]:
-    with engine.connect() as connection:
-        rows = connection.execute(
-            sqlalchemy.text(
-                "SELECT u.email, i.issuer, i.subject FROM identities i "
-                "JOIN users u ON u.id = i.user_id ORDER BY u.email"
-            )
-        )
-        return [(row.email, row.issuer, row.subject) for row in rows]
 
 
 def test_the_sign_in_page_offers_each_provider_beside_the_form(

@@ -15,8 +15,7 @@ import pytest
 import sqlalchemy
 from conftest import LiveServer
 from github_standin import GitHubStandIn
-from oidc_upstream import start_at_provider
-from test_provider_login import identities, reason_of, users
+from oidc_upstream import identities, reason_of, start_at_provider, users
 
 
 @pytest.fixture
