@@ -7,7 +7,9 @@ account over). It is held here, in Redis for a few minutes, under a random
 value kept in a cookie of the browser that came back from the provider; once
 that browser has signed in to the account by its current method, the person
 confirms and the identity is linked. Another browser, or another account,
-finds nothing to link.
+finds nothing to link. The sign-in must come after the identity: a browser
+already signed in when the provider answered signs in again first, so that
+a provider's word (or a session left open) is never the proof.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ class PendingLink:
     identity: UpstreamIdentity
     user_id: str
     target: str
+    #: The sign-in this browser had when the provider answered, if any: it
+    #: proves nothing, since it came first.
+    earlier_session: str | None = None
 
 
 def cookie_name() -> str:
@@ -59,7 +64,12 @@ def offer(response: Response, link: PendingLink) -> None:
     token = secrets.token_urlsafe(24)
     identity = asdict(link.identity)
     identity["domains"] = sorted(link.identity.domains)
-    record = {"identity": identity, "user_id": link.user_id, "target": link.target}
+    record = {
+        "identity": identity,
+        "user_id": link.user_id,
+        "target": link.target,
+        "earlier_session": link.earlier_session,
+    }
     get_redis().set(_key(token), json.dumps(record), ex=LINK_TTL)
     settings = current_settings()
     response.set_cookie(
@@ -102,5 +112,8 @@ def _parse(raw: str | None) -> PendingLink | None:
     identity = record["identity"]
     identity["domains"] = frozenset(identity["domains"])
     return PendingLink(
-        UpstreamIdentity(**identity), record["user_id"], record["target"]
+        UpstreamIdentity(**identity),
+        record["user_id"],
+        record["target"],
+        record.get("earlier_session"),
     )

@@ -131,11 +131,15 @@ class OidcProvider:
 
 
 def start_at_provider(
-    browser: Browser, provider: str = "acme", next_path: str | None = None
+    browser: Browser,
+    provider: str = "acme",
+    next_path: str | None = None,
+    page_path: str = "/login",
 ) -> str:
-    """Press "Continue with ..." on the sign-in page; the provider's URL."""
+    """Press "Continue with ..." on the sign-in page (or "Add ..." on the
+    account page); the provider's URL."""
     query = f"?{urlencode({'next': next_path})}" if next_path else ""
-    page = browser.get("/login" + query)
+    page = browser.get(page_path + query)
     assert page.status_code == 200, page.text
     soup = BeautifulSoup(page.text, "html.parser")
     button = soup.select_one(f"form.provider button[value={provider}]")

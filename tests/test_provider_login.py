@@ -355,6 +355,27 @@ class TestAnExistingAccountWithTheSameEmail:
         assert again.status_code == 302
         assert users(engine) == ["alice@example.com"]
 
+    def test_a_sign_in_from_before_proves_nothing(
+        self, provider_server: LiveServer, engine: sqlalchemy.Engine
+    ) -> None:
+        alice = make_user(provider_server, "alice@example.com")
+        browser = provider_server.browser()
+        browser.login(alice["email"], alice["password"])
+        # "Add Acme ID" on the account page.
+        url = start_at_provider(browser, page_path="/account")
+        offered = browser.get(sign_in_at_provider(browser, url, "alice"))
+        assert offered.status_code == 200 and select_one(offered, "#link-needed")
+
+        again = browser.get("/login/link")
+
+        assert again.status_code == 302
+        assert again.headers["Location"].endswith("/login?next=%2Flogin%2Flink")
+        assert browser.get("/account").status_code == 302  # signed out
+        browser.login(alice["email"], alice["password"], "/login/link")
+        page = browser.get("/login/link")
+        assert browser.post("/login/link", data=browser.form(page)).status_code == 302
+        assert len(identities(engine)) == 1
+
     def test_another_browser_cannot_link_it(
         self, provider_server: LiveServer, engine: sqlalchemy.Engine
     ) -> None:
@@ -526,3 +547,25 @@ def test_starting_needs_the_forms_csrf_token(provider_server: LiveServer) -> Non
 
     assert browser.post("/login/acme", data={"next": "/account"}).status_code == 400
     assert browser.get("/login/acme").status_code == 405
+
+
+def test_a_way_in_is_added_from_the_account_page(
+    provider_server: LiveServer, engine: sqlalchemy.Engine, oidc_provider: OidcProvider
+) -> None:
+    # Whatever email the provider gives: the person is signed in here, asks
+    # to add the provider, then proves the account theirs once more.
+    carol = make_user(provider_server, "carol@example.com")
+    browser = provider_server.browser()
+    browser.login(carol["email"], carol["password"])
+    url = start_at_provider(browser, page_path="/account")
+
+    offered = browser.get(sign_in_at_provider(browser, url, "ada"))
+
+    assert offered.status_code == 200 and select_one(offered, "#link-needed")
+    assert browser.get("/login/link").status_code == 302
+    browser.login(carol["email"], carol["password"], "/login/link")
+    page = browser.get("/login/link")
+    assert browser.post("/login/link", data=browser.form(page)).status_code == 302
+    assert identities(engine) == [("carol@example.com", oidc_provider.issuer, "ada")]
+    # No account was made for the provider's email.
+    assert users(engine) == ["carol@example.com"]

@@ -63,6 +63,7 @@ def _account_page(status: int = 200, error: str | None = None) -> tuple[str, int
         refreshed=last_refreshed([consent.id for consent in consents]),
         identities=list_identities(user.id),
         provider_labels={p.issuer: p.label for p in providers().values()},
+        providers=list(providers().values()),
         is_expired=is_expired,
         now=utcnow(),
         max_name_length=MAX_NAME_LENGTH,

@@ -9,8 +9,6 @@ MCP client's own consent is still asked on our consent page afterwards.
 
 from __future__ import annotations
 
-import logging
-
 from flask import Blueprint, Response, abort, render_template, request
 from flask_babel import gettext as _
 from werkzeug.exceptions import TooManyRequests
@@ -30,11 +28,16 @@ from ..identity_links import PendingLink, offer, pending, take
 from ..identity_providers import finish, providers, start
 from ..models import User
 from ..rate_limits import client_address, limit, setting
-from ..signin import LOGIN_PATH, current_user, issuer_redirect, login_redirect
+from ..signin import (
+    LOGIN_PATH,
+    current_sign_in,
+    current_user,
+    end,
+    issuer_redirect,
+    login_redirect,
+)
 from ..signin_complete import complete, target_of
 from ..upstream_identity import SignInFailure, UpstreamIdentity
-
-log = logging.getLogger(__name__)
 
 bp = Blueprint("provider_login", __name__)
 
@@ -73,25 +76,39 @@ def begin_sign_in(name: str) -> Response | tuple[str, int]:
 def callback(name: str) -> Response | tuple[str, int]:
     """Finish the sign-in the provider sends back, or say why it failed."""
     provider = _provider(name)
+    signed_in = current_user()
     try:
         finished = finish(provider, request.args)
         with db.transaction():
-            found = _account_for(provider, finished.identity)
+            found = _account_for(provider, finished.identity, signed_in)
     except SignInFailure as failure:
         return _failed(failure)
     if isinstance(found, User):
         return complete(found, finished.target, provider)
-    return _offer_link(PendingLink(finished.identity, found, finished.target), provider)
+    earlier = current_sign_in()
+    held = PendingLink(
+        finished.identity,
+        found,
+        finished.target,
+        earlier.session_id if earlier else None,
+    )
+    return _offer_link(held, provider, adding=earlier is not None)
 
 
-def _account_for(provider: ProviderSettings, identity: UpstreamIdentity) -> User | str:
+def _account_for(
+    provider: ProviderSettings, identity: UpstreamIdentity, signed_in: User | None
+) -> User | str:
     """The account the identity signs in to (made now if it may be), or the
-    id of the account it may be linked to once the person proves it theirs."""
+    id of the account it may be linked to once the person proves it theirs:
+    the one this browser is signed in to (adding a way in from the account
+    page), else the one with the identity's verified email."""
     user = owner_of(identity)
     if user is not None:
         if not user.is_active:
             raise SignInFailure("disabled", provider.name)
         return user
+    if signed_in is not None:
+        return str(signed_in.id)
     existing = account_with_email(identity)
     if existing is not None:
         return str(existing.id)
@@ -107,9 +124,12 @@ def _account_for(provider: ProviderSettings, identity: UpstreamIdentity) -> User
     return user
 
 
-def _offer_link(link_to: PendingLink, provider: ProviderSettings) -> Response:
+def _offer_link(
+    link_to: PendingLink, provider: ProviderSettings, adding: bool
+) -> Response:
     page = render_template(
         "provider_login/link_needed.html",
+        adding=adding,
         provider=provider,
         email=link_to.identity.email,
         sign_in_path=LOGIN_PATH + "?next=" + LINK_PATH,
@@ -153,7 +173,12 @@ def confirm_link() -> Response | tuple[str, int]:
     held = pending()
     if held is None:
         abort(404, _("There is no identity waiting to be linked in this browser."))
-    user = current_user()
+    signed_in, user = current_sign_in(), current_user()
+    if signed_in is not None and signed_in.session_id == held.earlier_session:
+        # Signed in before the provider answered: that proves nothing about
+        # this identity. Sign in again, then come back here.
+        end()
+        return login_redirect()
     if user is None:
         return login_redirect()
     if str(user.id) != held.user_id:
