@@ -105,6 +105,13 @@ class OidcProvider:
         answer = requests.post(self.issuer + "/test/tamper", json=body, timeout=10)
         assert answer.status_code == 204, answer.text
 
+    def rotate_keys(self) -> None:
+        """Sign with a new key from now on, published beside the old one."""
+        answer = requests.post(
+            self.issuer + "/test/tamper", json={"rotate": True}, timeout=10
+        )
+        assert answer.status_code == 204, answer.text
+
     def settings(self, name: str = "acme", **extra: str) -> dict[str, str]:
         """The service's settings for this provider under ``name``."""
         prefix = name.upper() + "_"

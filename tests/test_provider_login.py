@@ -569,3 +569,16 @@ def test_a_way_in_is_added_from_the_account_page(
     assert identities(engine) == [("carol@example.com", oidc_provider.issuer, "ada")]
     # No account was made for the provider's email.
     assert users(engine) == ["carol@example.com"]
+
+
+def test_a_rotated_signing_key_is_fetched_when_first_seen(
+    provider_server: LiveServer, oidc_provider: OidcProvider
+) -> None:
+    # The first sign-in caches the provider's key set (one key).
+    assert provider_sign_in(provider_server.browser(), "ada").status_code == 302
+    oidc_provider.rotate_keys()
+
+    # Signed with a key id the cached set lacks: the set is fetched again.
+    answer = provider_sign_in(provider_server.browser(), "ada")
+
+    assert answer.status_code == 302, answer.text

@@ -13,7 +13,9 @@
 // One addition for the tests of a misbehaving provider: POST /test/tamper
 // with {"claims": {...}, "foreign_key": bool} makes the next token response
 // carry an ID token with those claims changed, signed with the provider's key
-// (or, with foreign_key, with a key the provider does not publish).
+// (or, with foreign_key, with a key the provider does not publish, under a
+// key id it does not know). With {"rotate": true} the provider starts
+// signing with a new key, which /jwks publishes from then on.
 import { createServer } from "node:http";
 import { createRequire } from "node:module";
 import { pathToFileURL } from "node:url";
@@ -27,7 +29,11 @@ const jose = await load("jose");
 
 const signingKey = await jose.generateKeyPair("RS256", { extractable: true });
 const foreignKey = await jose.generateKeyPair("RS256", { extractable: true });
+const nextKey = await jose.generateKeyPair("RS256", { extractable: true });
 const kid = "test-key-1";
+const nextKid = "test-key-2";
+// Set once the provider has rotated to nextKey: /jwks then publishes it too.
+let rotated = false;
 const privateJwk = { ...(await jose.exportJWK(signingKey.privateKey)), kid, alg: "RS256", use: "sig" };
 
 const server = createServer();
@@ -86,18 +92,25 @@ async function readJson(req) {
 
 provider.use(async (ctx, next) => {
   if (ctx.path === "/test/tamper" && ctx.method === "POST") {
-    tamper = await readJson(ctx.req);
+    const asked = await readJson(ctx.req);
+    if (asked.rotate) rotated = true;
+    else tamper = asked;
     ctx.status = 204;
     return;
   }
   await next();
-  if (tamper && ctx.path === "/token" && ctx.body?.id_token) {
-    const claims = { ...jose.decodeJwt(ctx.body.id_token), ...tamper.claims };
-    const key = tamper.foreign_key ? foreignKey.privateKey : signingKey.privateKey;
+  if (rotated && ctx.path === "/jwks" && ctx.body?.keys) {
+    const published = { ...(await jose.exportJWK(nextKey.publicKey)), kid: nextKid, alg: "RS256", use: "sig" };
+    ctx.body = { keys: [...ctx.body.keys, published] };
+  }
+  if ((tamper || rotated) && ctx.path === "/token" && ctx.body?.id_token) {
+    const claims = { ...jose.decodeJwt(ctx.body.id_token), ...tamper?.claims };
+    let [key, keyId] = rotated ? [nextKey.privateKey, nextKid] : [signingKey.privateKey, kid];
+    if (tamper?.foreign_key) [key, keyId] = [foreignKey.privateKey, "not-published"];
     ctx.body = {
       ...ctx.body,
       id_token: await new jose.SignJWT(claims)
-        .setProtectedHeader({ alg: "RS256", kid, typ: "JWT" })
+        .setProtectedHeader({ alg: "RS256", kid: keyId, typ: "JWT" })
         .sign(key),
     };
     tamper = null;
