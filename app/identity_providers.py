@@ -153,6 +153,11 @@ def finish(provider: ProviderSettings, args: Mapping[str, str]) -> Finished:
     except requests.RequestException as exc:
         log.warning("provider %s failed: %s", provider.name, type(exc).__name__)
         raise SignInFailure("unavailable", provider.name) from None
+    except (ValueError, TypeError, KeyError, RuntimeError) as exc:
+        # What a provider answers is input like any other: an answer of the
+        # wrong shape is refused, never a crash.
+        log.warning("provider %s answered oddly: %s", provider.name, type(exc).__name__)
+        raise SignInFailure("token", provider.name) from None
     return Finished(identity, target)
 
 
@@ -162,7 +167,9 @@ def _metadata(provider: ProviderSettings, client: Any) -> dict[str, Any]:
     # issuer it was fetched for, or its keys and endpoints are someone else's.
     if metadata.get("issuer") != provider.issuer:
         log.warning("provider %s: discovery names another issuer", provider.name)
-        client.server_metadata.pop("_loaded_at", None)
+        # Emptied, the document is fetched again at the next sign-in, so a
+        # passing fault (a proxy's error page) does not stick until restart.
+        client.server_metadata.clear()
         raise SignInFailure("unavailable", provider.name)
     return metadata
 
@@ -205,7 +212,7 @@ def _id_token_identity(
     }
     try:
         claims = client.parse_id_token(token, data["nonce"], claims_options=options)
-    except (JoseError, ValueError, TypeError, KeyError):
+    except (JoseError, ValueError, TypeError, KeyError, RuntimeError):
         raise SignInFailure("token", provider.name) from None
     userinfo: Mapping[str, Any] = {}
     if "email" not in claims and client.server_metadata.get("userinfo_endpoint"):

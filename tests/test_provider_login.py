@@ -582,3 +582,17 @@ def test_a_rotated_signing_key_is_fetched_when_first_seen(
     answer = provider_sign_in(provider_server.browser(), "ada")
 
     assert answer.status_code == 302, answer.text
+
+
+def test_a_discovery_document_for_another_issuer_is_refused(
+    make_server: Callable[..., LiveServer], oidc_provider: OidcProvider
+) -> None:
+    # The same provider under a spelling its document does not use.
+    server = make_server(**oidc_provider.settings(ISSUER=oidc_provider.issuer + "/"))
+    browser = server.browser()
+    page = browser.get("/login")
+
+    answer = browser.post("/login/acme", data=browser.form(page))
+
+    assert answer.status_code == 502
+    assert reason_of(answer) == "unavailable"
