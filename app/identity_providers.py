@@ -10,6 +10,15 @@ without OpenID Connect (:mod:`app.github_identity`).
 
 Whatever goes wrong ends as :class:`SignInFailure` with a reason code, which
 the sign-in page explains and the audit trail records.
+
+Authlib's client is used through its public steps rather than its two
+one-call helpers: ``authorize_redirect`` cannot keep ``next`` with the
+state, and ``authorize_access_token`` redeems the code before the RFC 9207
+``iss`` could be compared, and checks ``aud`` only when told to. So:
+``create_authorization_url``, the framework's ``set_state_data`` /
+``get_state_data`` (:mod:`app.provider_states`), ``fetch_access_token``,
+``parse_id_token`` with explicit ``iss`` and ``aud`` options, ``userinfo``.
+Discovery and the JWKS are kept by each process's client, as Authlib does.
 """
 
 from __future__ import annotations
