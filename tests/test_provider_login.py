@@ -596,3 +596,15 @@ def test_a_discovery_document_for_another_issuer_is_refused(
 
     assert answer.status_code == 502
     assert reason_of(answer) == "unavailable"
+
+
+def test_failure_pages_speak_chinese_when_asked(provider_server: LiveServer) -> None:
+    browser = provider_server.browser()
+    browser.headers["Accept-Language"] = "zh-CN,zh;q=0.9"
+    page = browser.get("/login")
+    assert "使用 Acme ID 继续" in page.text
+
+    answer = browser.get("/login/acme/callback?state=unknown&code=x")
+
+    assert answer.status_code == 400
+    assert "登录失败" in answer.text
