@@ -40,6 +40,7 @@ SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 #: A DNS name as a provider writes an email domain or Google's ``hd``.
 DOMAIN = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
 MAX_LABEL_LENGTH = 64
+MAX_ISSUER_LENGTH = 512
 
 
 class ProviderSettingError(ValueError):
@@ -157,6 +158,9 @@ def _issuer(variable: str, value: str) -> tuple[str, str]:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         problem = "must be an absolute https URL, or github"
+    # Identities keep the issuer beside the subject (identities.issuer).
+    elif len(value) > MAX_ISSUER_LENGTH:
+        problem = f"must be at most {MAX_ISSUER_LENGTH} characters"
     elif parts.query or parts.fragment or "?" in value or "#" in value:
         problem = "must not have a query or fragment"
     elif parts.username is not None:

@@ -12,7 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 from .config_providers import ProviderSettings
-from .upstream_identity import SignInFailure, UpstreamIdentity, email_domain
+from .upstream_identity import (
+    SignInFailure,
+    UpstreamIdentity,
+    email_domain,
+    verified_email,
+)
 
 #: GitHub's REST API version these answers are read as.
 API_VERSION = {"X-GitHub-Api-Version": "2022-11-28", "Accept": "application/json"}
@@ -47,13 +52,6 @@ def _primary_verified(emails: Any) -> str | None:
     if not isinstance(emails, list):
         return None
     for entry in emails:
-        if not isinstance(entry, dict) or entry.get("primary") is not True:
-            continue
-        address = entry.get("email")
-        if (
-            entry.get("verified") is True
-            and isinstance(address, str)
-            and "@" in address
-        ):
-            return address.strip().lower()
+        if isinstance(entry, dict) and entry.get("primary") is True:
+            return verified_email(entry.get("email"), entry.get("verified") is True)
     return None

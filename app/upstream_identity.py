@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .config_providers import ProviderSettings
+from .users import is_plausible_email, normalize_email
 
 #: Why a sign-in through a provider failed; the audit trail's ``reason``.
 REASONS = (
@@ -82,6 +83,15 @@ def is_verified(value: Any) -> bool:
     return value is True or value == "true"
 
 
+def verified_email(value: Any, verified: Any) -> str | None:
+    """``value`` normalised, if the provider verified it and it can be an
+    account's address here."""
+    if not isinstance(value, str) or not is_verified(verified):
+        return None
+    email = normalize_email(value)
+    return email if is_plausible_email(email) else None
+
+
 def email_domain(email: str) -> str:
     return email.rpartition("@")[2].lower()
 
@@ -105,13 +115,8 @@ def from_id_token(
             domains.add(tenant)
             account_email = _entra_address(claims, subject, tenant)
     else:
-        found = merged.get("email")
-        if (
-            isinstance(found, str)
-            and "@" in found
-            and is_verified(merged.get("email_verified"))
-        ):
-            email = found.strip().lower()
+        email = verified_email(merged.get("email"), merged.get("email_verified"))
+        if email is not None:
             domains.add(email_domain(email))
         hosted = claims.get("hd")
         if provider.issuer in GOOGLE_ISSUERS and isinstance(hosted, str) and hosted:

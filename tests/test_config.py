@@ -275,6 +275,11 @@ def test_github_enterprise_server_is_the_preset_on_another_site() -> None:
         ),
         ("ACME_ISSUER", {"ACME_ISSUER": "https://u:p@id.acme.example"}, "is malformed"),
         ("ACME_ISSUER", {"ACME_ISSUER": "github:ftp://git.example"}, "is malformed"),
+        (
+            "ACME_ISSUER",
+            {"ACME_ISSUER": "https://id.acme.example/" + "x" * 500},
+            "is malformed",
+        ),
         ("ACME_CLIENT_ID", {"ACME_CLIENT_ID": None}, "is required but not set"),
         ("ACME_CLIENT_ID", {"ACME_CLIENT_ID": "two words"}, "is malformed"),
         ("ACME_CLIENT_SECRET", {"ACME_CLIENT_SECRET": ""}, "is required but not set"),

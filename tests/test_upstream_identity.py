@@ -88,3 +88,18 @@ def test_a_token_without_a_usable_subject_is_refused(subject: Any) -> None:
     with pytest.raises(SignInFailure) as caught:
         from_id_token(OKTA, {"sub": subject}, {})
     assert caught.value.reason == "token"
+
+
+@pytest.mark.parametrize(
+    "email", ["not-an-email", "a@b", "x" * 250 + "@acme.example", "a b@acme.example"]
+)
+def test_an_address_no_account_could_have_is_no_email(email: str) -> None:
+    claims = {"sub": "1", "email": email, "email_verified": True}
+
+    identity = from_id_token(OKTA, claims, {})
+
+    assert (identity.email, identity.account_email, identity.domains) == (
+        None,
+        None,
+        frozenset(),
+    )
