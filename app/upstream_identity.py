@@ -45,11 +45,13 @@ MAX_SUBJECT_LENGTH = 255
 class SignInFailure(Exception):
     """A sign-in through ``provider`` failed, for one of :data:`REASONS`."""
 
-    def __init__(self, reason: str, provider: str) -> None:
+    def __init__(self, reason: str, provider: str, account: str | None = None) -> None:
         assert reason in REASONS, reason
         super().__init__(reason)
         self.reason = reason
         self.provider = provider
+        #: The account concerned, when one is known (a disabled one).
+        self.account = account
 
 
 @dataclass(frozen=True)

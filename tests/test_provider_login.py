@@ -8,6 +8,7 @@ set-up starts it. The browser is driven over HTTP.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -248,7 +249,7 @@ def test_an_unverified_email_gets_no_account(
 
 
 def test_a_disabled_person_cannot_sign_in_through_the_provider(
-    provider_server: LiveServer,
+    provider_server: LiveServer, audit_log: AuditLog
 ) -> None:
     provider_sign_in(provider_server.browser(), "ada")
     with provider_server.app.app_context(), db.transaction():
@@ -260,6 +261,9 @@ def test_a_disabled_person_cannot_sign_in_through_the_provider(
 
     assert answer.status_code == 403
     assert reason_of(answer) == "disabled"
+    failed = audit_log.one("sign_in_failed")
+    assert failed["account"] == str(user.id)
+    assert (failed["provider"], failed["reason"]) == ("acme", "disabled")
 
 
 def test_an_unknown_provider_is_a_not_found_page(provider_server: LiveServer) -> None:
@@ -608,3 +612,25 @@ def test_failure_pages_speak_chinese_when_asked(provider_server: LiveServer) -> 
 
     assert answer.status_code == 400
     assert "登录失败" in answer.text
+
+
+def test_one_callback_sent_twice_at_once_signs_in_once(
+    provider_server: LiveServer, engine: sqlalchemy.Engine
+) -> None:
+    browser = provider_server.browser()
+    callback = sign_in_at_provider(browser, start_at_provider(browser), "ada")
+    twin = provider_server.browser()
+    twin.cookies.update(browser.cookies)
+    answers: list[int] = []
+
+    def follow(session: Any) -> None:
+        answers.append(session.get(callback).status_code)
+
+    threads = [threading.Thread(target=follow, args=(b,)) for b in (browser, twin)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    assert sorted(answers) == [302, 400]
+    assert users(engine) == ["ada@acme.test"]

@@ -105,7 +105,7 @@ def _account_for(
     user = owner_of(identity)
     if user is not None:
         if not user.is_active:
-            raise SignInFailure("disabled", provider.name)
+            raise SignInFailure("disabled", provider.name, str(user.id))
         return user
     if signed_in is not None:
         return str(signed_in.id)
@@ -142,7 +142,7 @@ def _offer_link(
 def _failed(failure: SignInFailure) -> tuple[str, int]:
     audit.record(
         audit.SIGN_IN_FAILED,
-        account=None,
+        account=failure.account,
         address=client_address(),
         method=None,
         provider=failure.provider,
