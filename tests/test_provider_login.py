@@ -634,3 +634,15 @@ def test_one_callback_sent_twice_at_once_signs_in_once(
 
     assert sorted(answers) == [302, 400]
     assert users(engine) == ["ada@acme.test"]
+
+
+@pytest.mark.parametrize(
+    "target", ["//evil.example/", "https://evil.example/", "/\\evil.example", "account"]
+)
+def test_only_a_local_next_is_followed(
+    provider_server: LiveServer, target: str
+) -> None:
+    answer = provider_sign_in(provider_server.browser(), "ada", next_path=target)
+
+    assert answer.status_code == 302
+    assert answer.headers["Location"] == provider_server.url + "/account"
