@@ -38,7 +38,13 @@ from .config import Settings
 from .config_providers import GITHUB_KIND, ProviderSettings
 from .github_identity import github_identity
 from .provider_states import BrowserBoundStates
-from .upstream_identity import SignInFailure, UpstreamIdentity, from_id_token
+from .upstream_identity import (
+    SignInFailure,
+    UpstreamIdentity,
+    accepts_discovered_issuer,
+    from_id_token,
+    token_issuer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +180,7 @@ def _metadata(provider: ProviderSettings, client: Any) -> dict[str, Any]:
     metadata: dict[str, Any] = client.load_server_metadata()
     # OpenID Connect Discovery 1.0 §4.3: the document must name the very
     # issuer it was fetched for, or its keys and endpoints are someone else's.
-    if metadata.get("issuer") != provider.issuer:
+    if not accepts_discovered_issuer(provider, metadata.get("issuer")):
         log.warning("provider %s: discovery names another issuer", provider.name)
         # Emptied, the document is fetched again at the next sign-in, so a
         # passing fault (a proxy's error page) does not stick until restart.
@@ -211,12 +217,13 @@ def _token(client: Any, code: str, data: dict[str, Any]) -> dict[str, Any]:
 def _id_token_identity(
     client: Any, provider: ProviderSettings, token: dict[str, Any], data: dict
 ) -> UpstreamIdentity:
-    if "id_token" not in token or not data.get("nonce"):
+    issuer = token_issuer(client.server_metadata["issuer"], token.get("id_token"))
+    if issuer is None or "id_token" not in token or not data.get("nonce"):
         raise SignInFailure("token", provider.name)
     # Authlib checks aud only when told to: an ID token for another client
     # that names us in azp would otherwise pass.
     options = {
-        "iss": {"essential": True, "values": [provider.issuer]},
+        "iss": {"essential": True, "values": [issuer]},
         "aud": {"essential": True, "values": [provider.client_id]},
     }
     try:
@@ -228,4 +235,4 @@ def _id_token_identity(
         # Providers that conform to OpenID Connect Core §5.4 put scope claims
         # in the UserInfo answer, not in the ID token of a code flow.
         userinfo = client.userinfo(token=token)
-    return from_id_token(provider, dict(claims), dict(userinfo))
+    return from_id_token(provider, dict(claims), dict(userinfo), issuer)

@@ -13,7 +13,10 @@ take an account's place nor keep its owner from having one.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
+import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -40,6 +43,9 @@ ENTRA_HOSTS = frozenset({"login.microsoftonline.com", "sts.windows.net"})
 #: Google's issuer, whose ``hd`` names the Workspace domain.
 GOOGLE_ISSUERS = frozenset({"https://accounts.google.com", "accounts.google.com"})
 MAX_SUBJECT_LENGTH = 255
+#: What Entra ID's multi-tenant documents (``common``, ``organizations``)
+#: write for the tenant in their issuer; each token names its own.
+TENANT_PLACEHOLDER = "{tenantid}"
 
 
 class SignInFailure(Exception):
@@ -80,6 +86,41 @@ def is_entra(issuer: str) -> bool:
     return (urlsplit(issuer).hostname or "") in ENTRA_HOSTS
 
 
+def accepts_discovered_issuer(provider: ProviderSettings, discovered: Any) -> bool:
+    """Whether a discovery document names the provider's issuer (OpenID
+    Connect Discovery 1.0 §4.3): exactly, or for Entra ID's multi-tenant
+    documents, as a template on the same host."""
+    if discovered == provider.issuer:
+        return True
+    return (
+        is_entra(provider.issuer)
+        and isinstance(discovered, str)
+        and TENANT_PLACEHOLDER in discovered
+        and urlsplit(discovered).hostname == urlsplit(provider.issuer).hostname
+    )
+
+
+def token_issuer(discovered: str, id_token: Any) -> str | None:
+    """The ``iss`` an ID token must carry: the discovered issuer, with Entra's
+    tenant placeholder filled from the token's own ``tid``, which the
+    signature check that follows then vouches for; ``None``: no tenant."""
+    if TENANT_PLACEHOLDER not in discovered:
+        return discovered
+    tenant = _guid(_unverified_claims(id_token).get("tid"))
+    return discovered.replace(TENANT_PLACEHOLDER, tenant) if tenant else None
+
+
+def _unverified_claims(token: Any) -> dict[str, Any]:
+    try:
+        payload = str(token).split(".")[1]
+        claims = json.loads(
+            base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+        )
+    except (IndexError, ValueError, binascii.Error):
+        return {}
+    return claims if isinstance(claims, dict) else {}
+
+
 def is_verified(value: Any) -> bool:
     # Some providers (AWS Cognito among them) send the boolean as a string.
     return value is True or value == "true"
@@ -99,9 +140,13 @@ def email_domain(email: str) -> str:
 
 
 def from_id_token(
-    provider: ProviderSettings, claims: Mapping[str, Any], userinfo: Mapping[str, Any]
+    provider: ProviderSettings,
+    claims: Mapping[str, Any],
+    userinfo: Mapping[str, Any],
+    issuer: str | None = None,
 ) -> UpstreamIdentity:
-    """The identity in a checked ID token (and its UserInfo answer)."""
+    """The identity in a checked ID token (and its UserInfo answer); its
+    ``issuer`` is the token's (an Entra tenant's), by default the provider's."""
     subject = claims.get("sub")
     if not isinstance(subject, str) or not 0 < len(subject) <= MAX_SUBJECT_LENGTH:
         raise SignInFailure("token", provider.name)
@@ -126,7 +171,7 @@ def from_id_token(
         account_email = email
     return UpstreamIdentity(
         provider=provider.name,
-        issuer=provider.issuer,
+        issuer=issuer or provider.issuer,
         subject=subject,
         email=email,
         domains=frozenset(domains),

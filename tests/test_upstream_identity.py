@@ -6,12 +6,19 @@ issuer; their claims are given as their documentation describes them.
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 
 import pytest
 
 from app.config_providers import OIDC, ProviderSettings
-from app.upstream_identity import SignInFailure, from_id_token
+from app.upstream_identity import (
+    SignInFailure,
+    accepts_discovered_issuer,
+    from_id_token,
+    token_issuer,
+)
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 OID = "00000000-0000-0000-66f3-3332eca7ea81"
@@ -103,3 +110,44 @@ def test_an_address_no_account_could_have_is_no_email(email: str) -> None:
         None,
         frozenset(),
     )
+
+
+ENTRA_COMMON = provider("https://login.microsoftonline.com/organizations/v2.0")
+#: What Entra's multi-tenant discovery document names as its issuer.
+TEMPLATE = "https://login.microsoftonline.com/{tenantid}/v2.0"
+
+
+def unsigned(claims: dict[str, Any]) -> str:
+    body = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=")
+    return "eyJhbGciOiJSUzI1NiJ9." + body.decode() + ".signature"
+
+
+def test_entras_multi_tenant_issuer_is_the_tokens_tenant() -> None:
+    assert accepts_discovered_issuer(ENTRA_COMMON, TEMPLATE)
+    assert token_issuer(TEMPLATE, unsigned({"tid": TENANT})) == (
+        f"https://login.microsoftonline.com/{TENANT}/v2.0"
+    )
+    # No tenant in the token: nothing it could be checked against.
+    assert token_issuer(TEMPLATE, unsigned({})) is None
+    assert token_issuer(TEMPLATE, "not a token") is None
+
+
+def test_only_entra_may_discover_a_templated_issuer() -> None:
+    assert not accepts_discovered_issuer(OKTA, "https://acme.okta.com/{tenantid}")
+    assert not accepts_discovered_issuer(
+        ENTRA_COMMON, "https://evil.example/{tenantid}/v2.0"
+    )
+    assert not accepts_discovered_issuer(OKTA, "https://other.okta.com")
+    assert token_issuer("https://acme.okta.com", unsigned({"tid": TENANT})) == (
+        "https://acme.okta.com"
+    )
+
+
+def test_an_entra_tenants_identity_keeps_the_tenants_issuer() -> None:
+    tenant_issuer = f"https://login.microsoftonline.com/{TENANT}/v2.0"
+    claims = {"sub": "s", "tid": TENANT, "oid": OID}
+
+    identity = from_id_token(ENTRA_COMMON, claims, {}, tenant_issuer)
+
+    assert identity.issuer == tenant_issuer
+    assert identity.domains == {TENANT}
