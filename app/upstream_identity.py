@@ -37,6 +37,7 @@ REASONS = (
     "email_unverified",  # no verified email where one is needed
     "domain",  # not a domain (hd, tid) that may have accounts made
     "disabled",  # the account is disabled
+    "identity_taken",  # being added to one account, it signs in to another
 )
 #: Microsoft Entra ID's sign-in hosts, whose ``email`` is never believed.
 ENTRA_HOSTS = frozenset({"login.microsoftonline.com", "sts.windows.net"})

@@ -646,3 +646,21 @@ def test_only_a_local_next_is_followed(
 
     assert answer.status_code == 302
     assert answer.headers["Location"] == provider_server.url + "/account"
+
+
+def test_an_identity_of_another_account_is_not_added(
+    provider_server: LiveServer, engine: sqlalchemy.Engine
+) -> None:
+    provider_sign_in(provider_server.browser(), "ada")
+    carol = make_user(provider_server, "carol@example.com")
+    browser = provider_server.browser()
+    browser.login(carol["email"], carol["password"])
+    url = start_at_provider(browser, page_path="/account")
+
+    answer = browser.get(sign_in_at_provider(browser, url, "ada"))
+
+    assert answer.status_code == 409
+    assert reason_of(answer) == "identity_taken"
+    # Still Carol, and Ada's identity still Ada's.
+    assert "carol@example.com" in browser.get("/account").text
+    assert [row[0] for row in identities(engine)] == ["ada@acme.test"]

@@ -103,6 +103,9 @@ def _account_for(
     the one this browser is signed in to (adding a way in from the account
     page), else the one with the identity's verified email."""
     user = owner_of(identity)
+    if user is not None and signed_in is not None and user.id != signed_in.id:
+        # Adding a way in to one account must not switch to another.
+        raise SignInFailure("identity_taken", provider.name, str(signed_in.id))
     if user is not None:
         if not user.is_active:
             raise SignInFailure("disabled", provider.name, str(user.id))
@@ -164,6 +167,7 @@ FAILURE_STATUS = {
     "email_unverified": 403,
     "domain": 403,
     "disabled": 403,
+    "identity_taken": 409,
 }
 
 
