@@ -37,8 +37,10 @@ SCRIPT = Path(__file__).resolve().parent / "js" / "oidc_provider.mjs"
 #: §7.3, so the test servers' ever-changing loopback ports all match).
 CLIENT_ID = "mcp-auth-test"
 CLIENT_SECRET = "a-client-secret-the-provider-issued"
-#: Callback paths registered for the provider names the tests use.
+#: Callback paths registered for the provider names the tests use, at the
+#: root and under the path of a deployment behind a proxy.
 PROVIDER_NAMES = ("acme", "other")
+PREFIXES = ("", "/prod-api")
 #: The provider's people, by the login typed on its sign-in page.
 ACCOUNTS: dict[str, dict[str, Any]] = {
     "ada": {"email": "ada@acme.test", "email_verified": True, "name": "Ada"},
@@ -77,8 +79,9 @@ class OidcProvider:
                     "client_id": CLIENT_ID,
                     "client_secret": CLIENT_SECRET,
                     "redirect_uris": [
-                        f"http://127.0.0.1/login/{name}/callback"
+                        f"http://127.0.0.1{prefix}/login/{name}/callback"
                         for name in PROVIDER_NAMES
+                        for prefix in PREFIXES
                     ],
                 }
             ],

@@ -664,3 +664,25 @@ def test_an_identity_of_another_account_is_not_added(
     # Still Carol, and Ada's identity still Ada's.
     assert "carol@example.com" in browser.get("/account").text
     assert [row[0] for row in identities(engine)] == ["ada@acme.test"]
+
+
+def test_a_deployment_under_a_path_signs_in_and_links_there(
+    make_server: Callable[..., LiveServer],
+    oidc_provider: OidcProvider,
+    engine: sqlalchemy.Engine,
+) -> None:
+    server = make_server(prefix="/prod-api", **oidc_provider.settings())
+    browser = server.browser()
+
+    answer = provider_sign_in(browser, "ada")
+
+    assert answer.status_code == 302, answer.text
+    assert answer.headers["Location"] == server.issuer + "/account"
+    assert browser.get("/account").status_code == 200
+    alice = make_user(server, "alice@example.com")
+    linking = server.browser()
+    provider_sign_in(linking, "alice")
+    linking.login(alice["email"], alice["password"], "/login/link")
+    page = linking.get("/login/link")
+    assert linking.post("/login/link", data=linking.form(page)).status_code == 302
+    assert len(identities(engine)) == 2

@@ -14,7 +14,6 @@ from flask_babel import gettext as _
 from werkzeug.exceptions import TooManyRequests
 
 from .. import audit
-from ..config import current_settings
 from ..config_providers import ProviderSettings
 from ..db import db
 from ..identities import (
@@ -37,6 +36,7 @@ from ..signin import (
     login_redirect,
 )
 from ..signin_complete import complete, target_of
+from ..templating import public_url
 from ..upstream_identity import SignInFailure, UpstreamIdentity
 
 bp = Blueprint("provider_login", __name__)
@@ -54,7 +54,7 @@ def _provider(name: str) -> ProviderSettings:
 
 def callback_url(provider: ProviderSettings) -> str:
     """The redirect URI registered with the provider: one per provider."""
-    return f"{current_settings().issuer}{LOGIN_PATH}/{provider.name}/callback"
+    return public_url("provider_login.callback", name=provider.name)
 
 
 @bp.post(LOGIN_PATH + "/<name>")
