@@ -10,6 +10,7 @@ from . import (
     cli,
     errors,
     i18n,
+    identity_providers,
     logs,
     middleware,
     rate_limits,
@@ -26,6 +27,7 @@ from .blueprints import (
     forward_auth,
     health,
     mcp_endpoint,
+    provider_login,
     register,
     token,
     wellknown,
@@ -58,6 +60,7 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     redis_store.init_app(app, settings.redis_client_url)
     oauth_server.init_app(app, settings)
     client_metadata.init_app(app)
+    identity_providers.init_app(app, settings)
 
     for blueprint, surface in (
         (health.bp, Surface.SERVICE),
@@ -66,6 +69,7 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
         (register.bp, Surface.API),
         (authorize.bp, Surface.PAGE),
         (auth.bp, Surface.PAGE),
+        (provider_login.bp, Surface.PAGE),
         (account.bp, Surface.PAGE),
         (api_key_routes.bp, Surface.API),
         (mcp_endpoint.bp, Surface.API),

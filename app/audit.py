@@ -50,12 +50,22 @@ def _event(name: str, *fields: str) -> Event:
     return Event(name, frozenset(fields))
 
 
-#: A person signed in to an enabled account, by ``method`` (``password``).
+#: A person signed in to an enabled account, by ``method`` (``password``, or
+#: a provider's kind, ``oidc`` or ``github``, with the ``provider``'s name).
 SIGN_IN_SUCCEEDED = _event(
-    "sign_in_succeeded", "user_id", "account", "address", "method"
+    "sign_in_succeeded", "user_id", "account", "address", "method", "provider"
 )
-#: A sign-in refused: unknown email, no or a wrong password, disabled account.
-SIGN_IN_FAILED = _event("sign_in_failed", "account", "address", "method")
+#: A sign-in refused, for a ``reason``: ``credentials`` on the password form
+#: (unknown email, no or a wrong password, disabled account), or one of
+#: ``app.upstream_identity.REASONS`` through a provider.
+SIGN_IN_FAILED = _event(
+    "sign_in_failed", "account", "address", "method", "provider", "reason"
+)
+#: A person added a provider's identity to their account, after signing in
+#: to the account by its current method.
+IDENTITY_LINKED = _event("identity_linked", "user_id", "address", "provider")
+#: A person removed one of their identities on the account page.
+IDENTITY_REMOVED = _event("identity_removed", "user_id", "identity_id")
 #: A person approved a client's request on the consent page.
 CONSENT_GRANTED = _event("consent_granted", "user_id", "client_id", "scope", "resource")
 #: A person refused a client's request on the consent page.

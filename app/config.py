@@ -16,6 +16,12 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from .config_keys import load_signing_key, load_verify_keys
+from .config_providers import (
+    ProviderSettingError,
+    ProviderSettings,
+    load_providers,
+    provider_names,
+)
 from .config_uris import canonical_resource_uri, is_loopback_host
 from .config_values import WEB_SCHEMES, scheme_refused
 
@@ -371,6 +377,12 @@ class Settings:
     #: (every proxy check sets them); off: every check is for ``/mcp``.
     verify_resource_headers: bool = setting(_switch, False)
 
+    #: Identity providers people may sign in with, each from its ``N_*``
+    #: variables (``load_settings`` reads them once the names are known).
+    sign_in_providers: tuple[ProviderSettings, ...] = setting(provider_names, ())
+    #: The email and password form on the sign-in page.
+    password_sign_in: bool = setting(_switch, True)
+
     @property
     def secure_cookies(self) -> bool:
         return self.issuer.startswith("https://")
@@ -391,7 +403,21 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         except ValueError as exc:
             raise ConfigError(name, f"is malformed: {exc}") from None
     _check_token_keys(values)
+    _read_providers(values, environ)
     return Settings(**values)
+
+
+def _read_providers(values: dict[str, Any], environ: Mapping[str, str]) -> None:
+    try:
+        providers = load_providers(values.get("sign_in_providers", ()), environ)
+    except ProviderSettingError as exc:
+        raise ConfigError(exc.name, exc.problem) from None
+    values["sign_in_providers"] = providers
+    # Nobody could sign in at all: surely not what was meant.
+    if not providers and values.get("password_sign_in") is False:
+        raise ConfigError(
+            "PASSWORD_SIGN_IN", "is off but SIGN_IN_PROVIDERS names no provider"
+        )
 
 
 def _check_token_keys(values: dict[str, Any]) -> None:

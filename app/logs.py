@@ -196,6 +196,8 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level)
+    # Authlib writes the PKCE verifier of a sign-in at DEBUG: never below INFO.
+    logging.getLogger("authlib").setLevel(max(logging.INFO, root.level))
     audit = logging.getLogger(AUDIT_LOGGER)
     audit.setLevel(logging.INFO)
     # On the logger, not only the handler: every handler sees the request id.

@@ -125,6 +125,21 @@ LOGIN_DEVICE_LOCKED = KeyFamily(
     "until the device cookie expires (180 days at most)",
     "a locked device cookie earns a fresh budget of `LOGIN_RATE_LIMIT`",
 )
+#: A sign-in in flight at an identity provider: its PKCE verifier, nonce and
+#: target, bound to the browser that started it; taken out by its callback.
+SIGNIN_STATE = KeyFamily(
+    "signin:state:{sha256 of the state}",
+    "app.provider_states",
+    "10 minutes, or until the provider sends the browser back",
+    "sign-ins in flight at a provider end on the page that asks to start again",
+)
+#: An identity waiting to be linked to an existing account, after proof.
+SIGNIN_LINK = KeyFamily(
+    "signin:link:{sha256 of the link cookie}",
+    "app.identity_links",
+    "10 minutes, or until the person confirms the link",
+    "the person signs in through the provider again to be offered the link",
+)
 #: At most one ``api_keys.last_used_at`` write a minute per key.
 API_KEY_LAST_USED = KeyFamily(
     "api_key:last_used:{key id}",
@@ -196,6 +211,8 @@ FAMILIES: tuple[KeyFamily, ...] = (
     DENYLIST_CHANNEL,
     SESSION_ENDED,
     LOGIN_DEVICE_LOCKED,
+    SIGNIN_STATE,
+    SIGNIN_LINK,
     API_KEY_LAST_USED,
     CIMD_VERDICT,
     CIMD_LOCK,

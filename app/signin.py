@@ -40,6 +40,9 @@ class SignIn:
     auth_time: int
     #: :data:`PASSWORD`, or the issuer of the identity provider used.
     method: str
+    #: This sign-in's own id: a new sign-in, even within the same second,
+    #: has another.
+    session_id: str
 
 
 def current_sign_in() -> SignIn | None:
@@ -62,6 +65,7 @@ def _from_session() -> SignIn | None:
         auth_time=int(session.get("auth_time") or time.time()),
         # Sessions from before methods were recorded were all password ones.
         method=str(session.get("method") or PASSWORD),
+        session_id=str(session_id),
     )
 
 
@@ -77,11 +81,13 @@ def begin(user: User, method: str) -> SignIn:
     """Sign ``user`` in to this browser by ``method``, in a fresh session."""
     if not user.is_active:
         raise ValueError("a disabled account cannot sign in")
-    signed_in = SignIn(str(user.id), int(time.time()), method)
+    signed_in = SignIn(
+        str(user.id), int(time.time()), method, secrets.token_urlsafe(16)
+    )
     # Nothing set before it (CSRF token included) survives, so a session
     # planted by someone else is of no use to them.
     session.clear()
-    session["sid"] = secrets.token_urlsafe(16)
+    session["sid"] = signed_in.session_id
     session["user_id"] = signed_in.user_id
     session["auth_time"] = signed_in.auth_time
     session["method"] = signed_in.method

@@ -16,6 +16,7 @@ import redis
 import sqlalchemy
 from document_server import DocumentServer
 from helpers import Browser, RestartableRedis
+from oidc_upstream import OidcProvider, install
 from werkzeug.exceptions import NotFound
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.serving import make_server as make_wsgi_server
@@ -218,3 +219,19 @@ def documents() -> Iterator[DocumentServer]:
     served = DocumentServer()
     yield served
     served.stop()
+
+
+@pytest.fixture(scope="session")
+def oidc_provider() -> Iterator[OidcProvider]:
+    """A real OpenID provider (node-oidc-provider), for the whole session."""
+    provider = OidcProvider(install())
+    yield provider
+    provider.stop()
+
+
+@pytest.fixture
+def provider_server(
+    make_server: Callable[..., LiveServer], oidc_provider: OidcProvider
+) -> LiveServer:
+    """The service, offering sign-in through the provider as "acme"."""
+    return make_server(**oidc_provider.settings())

@@ -52,18 +52,7 @@ class Person:
         self.authorization_urls.append(authorization_url)
         to_login = self.browser.get(authorization_url)
         assert to_login.status_code == 302, to_login.text
-        login_page = self.browser.get(to_login.headers["Location"])
-        assert login_page.status_code == 200, login_page.text
-        signed_in = self.browser.post(
-            to_login.headers["Location"],
-            data={
-                **self.browser.form(login_page),
-                "email": self.user["email"],
-                "password": self.user["password"],
-            },
-        )
-        assert signed_in.status_code == 302, signed_in.text
-        consent_url = signed_in.headers["Location"]
+        consent_url = self.sign_in(to_login.headers["Location"])
         consent_page = self.browser.get(consent_url)
         assert consent_page.status_code == 200, consent_page.text
         answer = self.browser.post(
@@ -76,6 +65,21 @@ class Person:
         self.result = AuthorizationCodeResult(
             code=query["code"], state=query.get("state"), iss=query.get("iss")
         )
+
+    def sign_in(self, login_url: str) -> str:
+        """Sign in on the page at ``login_url``; where it sends the browser on."""
+        login_page = self.browser.get(login_url)
+        assert login_page.status_code == 200, login_page.text
+        signed_in = self.browser.post(
+            login_url,
+            data={
+                **self.browser.form(login_page),
+                "email": self.user["email"],
+                "password": self.user["password"],
+            },
+        )
+        assert signed_in.status_code == 302, signed_in.text
+        return str(signed_in.headers["Location"])
 
     async def redirect_handler(self, authorization_url: str) -> None:
         # The live server runs in another thread; keep the event loop free.

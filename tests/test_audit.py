@@ -142,6 +142,8 @@ def test_sign_in_failure_for_an_unknown_email(
         "account": digest(base_env, "nobody@example.com"),
         "address": "127.0.0.1",
         "method": "password",
+        "provider": None,
+        "reason": "credentials",
         "request_id": "audit-test-1",
     }
     assert audit_log.events("sign_in_succeeded") == []

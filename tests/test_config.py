@@ -196,6 +196,149 @@ def test_gunicorn_start_up_without_jwt_secret_prints_one_line_and_fails() -> Non
     assert result.stderr.strip().splitlines() == [NO_JWT_SECRET]
 
 
+#: One provider of each kind, configured as the settings page describes.
+PROVIDERS = {
+    "SIGN_IN_PROVIDERS": " Acme, github ",
+    "ACME_ISSUER": "https://id.acme.example/",
+    "ACME_CLIENT_ID": "acme-client",
+    "ACME_CLIENT_SECRET": "acme-secret",
+    "ACME_ALLOWED_DOMAINS": "Acme.example, 72f988bf-86f1-41af-91ab-2d7cd011db47",
+    "GITHUB_ISSUER": "github",
+    "GITHUB_CLIENT_ID": "Iv1.0123456789",
+    "GITHUB_CLIENT_SECRET": "gh-secret",
+    "GITHUB_LABEL": "GitHub (staff)",
+}
+
+
+def test_sign_in_providers_are_read_from_their_own_variables() -> None:
+    acme, github = settings(**PROVIDERS).sign_in_providers
+
+    assert (acme.name, acme.kind, acme.label) == ("acme", "oidc", "Acme")
+    # Kept as the provider spells it: discovery must answer the very string.
+    assert acme.issuer == "https://id.acme.example/"
+    assert acme.discovery_url == (
+        "https://id.acme.example/.well-known/openid-configuration"
+    )
+    assert (acme.client_id, acme.client_secret) == ("acme-client", "acme-secret")
+    assert acme.scopes == ("openid", "email", "profile")
+    assert acme.allowed_domains == {
+        "acme.example",
+        "72f988bf-86f1-41af-91ab-2d7cd011db47",
+    }
+    assert (github.kind, github.issuer, github.label) == (
+        "github",
+        "https://github.com",
+        "GitHub (staff)",
+    )
+    assert github.api_url == "https://api.github.com"
+    assert github.scopes == ("read:user", "user:email")
+    assert github.allowed_domains == frozenset()
+    assert "acme-secret" not in repr(acme)
+
+
+def test_password_sign_in_is_on_unless_switched_off() -> None:
+    assert settings().password_sign_in is True
+    assert settings().sign_in_providers == ()
+    assert settings(**PROVIDERS, PASSWORD_SIGN_IN="off").password_sign_in is False
+
+
+def test_github_enterprise_server_is_the_preset_on_another_site() -> None:
+    (ghe,) = settings(
+        SIGN_IN_PROVIDERS="ghe",
+        GHE_ISSUER="github:https://git.corp.example/",
+        GHE_CLIENT_ID="id",
+        GHE_CLIENT_SECRET="secret",
+        GHE_SCOPES="read:user, user:email",
+    ).sign_in_providers
+
+    assert (ghe.kind, ghe.issuer) == ("github", "https://git.corp.example")
+    assert ghe.api_url == "https://git.corp.example/api/v3"
+    assert ghe.scopes == ("read:user", "user:email")
+    assert ghe.label == "GitHub"
+
+
+@pytest.mark.parametrize(
+    ("name", "changes", "problem"),
+    [
+        ("SIGN_IN_PROVIDERS", {"SIGN_IN_PROVIDERS": "acme, ACME"}, "is malformed"),
+        ("SIGN_IN_PROVIDERS", {"SIGN_IN_PROVIDERS": "my-idp"}, "is malformed"),
+        ("SIGN_IN_PROVIDERS", {"SIGN_IN_PROVIDERS": "1st"}, "is malformed"),
+        ("SIGN_IN_PROVIDERS", {"SIGN_IN_PROVIDERS": "link"}, "is malformed"),
+        ("SIGN_IN_PROVIDERS", {"SIGN_IN_PROVIDERS": " , "}, "is malformed"),
+        ("ACME_ISSUER", {"ACME_ISSUER": None}, "is required but not set"),
+        ("ACME_ISSUER", {"ACME_ISSUER": "id.acme.example"}, "is malformed"),
+        ("ACME_ISSUER", {"ACME_ISSUER": "http://id.acme.example"}, "is malformed"),
+        (
+            "ACME_ISSUER",
+            {"ACME_ISSUER": "https://id.acme.example/?a=1"},
+            "is malformed",
+        ),
+        ("ACME_ISSUER", {"ACME_ISSUER": "https://u:p@id.acme.example"}, "is malformed"),
+        ("ACME_ISSUER", {"ACME_ISSUER": "github:ftp://git.example"}, "is malformed"),
+        (
+            "ACME_ISSUER",
+            {"ACME_ISSUER": "https://id.acme.example/" + "x" * 500},
+            "is malformed",
+        ),
+        ("ACME_CLIENT_ID", {"ACME_CLIENT_ID": None}, "is required but not set"),
+        ("ACME_CLIENT_ID", {"ACME_CLIENT_ID": "two words"}, "is malformed"),
+        ("ACME_CLIENT_SECRET", {"ACME_CLIENT_SECRET": ""}, "is required but not set"),
+        ("ACME_SCOPES", {"ACME_SCOPES": "email profile"}, "is malformed"),
+        ("ACME_SCOPES", {"ACME_SCOPES": 'openid "email"'}, "is malformed"),
+        (
+            "ACME_ALLOWED_DOMAINS",
+            {"ACME_ALLOWED_DOMAINS": "@acme.example"},
+            "is malformed",
+        ),
+        ("ACME_ALLOWED_DOMAINS", {"ACME_ALLOWED_DOMAINS": "localhost"}, "is malformed"),
+        ("GITHUB_LABEL", {"GITHUB_LABEL": "x" * 65}, "is malformed"),
+        ("GITHUB_LABEL", {"GITHUB_LABEL": "Git\tHub"}, "is malformed"),
+        ("PASSWORD_SIGN_IN", {"PASSWORD_SIGN_IN": "hidden"}, "is malformed"),
+    ],
+)
+def test_a_broken_provider_setting_is_named_in_one_line(
+    name: str, changes: dict[str, str | None], problem: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        settings(**{**PROVIDERS, **changes})
+    message = str(caught.value.code)
+    assert message.startswith(f"configuration error: {name} {problem}")
+    assert "\n" not in message
+    assert PROVIDERS["ACME_CLIENT_SECRET"] not in message
+
+
+def test_no_way_in_at_all_is_refused() -> None:
+    with pytest.raises(ConfigError) as caught:
+        settings(PASSWORD_SIGN_IN="off")
+    assert str(caught.value.code) == (
+        "configuration error: PASSWORD_SIGN_IN is off but SIGN_IN_PROVIDERS "
+        "names no provider"
+    )
+
+
+def test_gunicorn_start_up_with_a_broken_provider_prints_one_line_and_fails() -> None:
+    env = {**os.environ, **REQUIRED, **PROVIDERS, "ACME_ISSUER": "acme"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            "gunicorn.conf.py",
+            "app:create_app()",
+        ],
+        env={k: v for k, v in env.items() if v is not None},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        "configuration error: ACME_ISSUER is malformed: must be an absolute "
+        "https URL, or github"
+    ]
+
+
 def test_an_upper_case_https_issuer_still_gets_secure_cookies() -> None:
     assert settings(ISSUER="HTTPS://Auth.Example.com").secure_cookies
 
@@ -388,6 +531,7 @@ def test_refresh_defaults_and_resource_servers_kept_hashed() -> None:
 CONFIG_MODULES = {
     "app.config",
     "app.config_keys",
+    "app.config_providers",
     "app.config_uris",
     "app.config_values",
 }

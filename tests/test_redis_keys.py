@@ -32,6 +32,7 @@ from helpers import (
     until,
     whoami,
 )
+from oidc_upstream import OidcProvider, provider_sign_in, start_at_provider
 
 from app import redis_keys
 from app.redis_keys import FAMILIES, KeyFamily
@@ -46,6 +47,8 @@ NOT_KEYS = {
     "https:": "a URL scheme (client metadata fetch)",
     "evict:": "a message on the denylist channel, not a key",
     "denylist-view:": "the denylist thread's ping payload, not a key",
+    "read:user": "a GitHub scope",
+    "user:email": "a GitHub scope",
 }
 #: What the limits library puts before every key flask-limiter names.
 LIMITER_PREFIX = "LIMITS:LIMITER/"
@@ -190,14 +193,24 @@ def _run_the_flows(
         args=["users", "disable", other["email"]]
     )
     assert disabled.exit_code == 0, disabled.output
+    # Through the identity provider: a sign-in left in flight, and one whose
+    # email is the user's, which waits for proof to be linked.
+    start_at_provider(live.browser())
+    assert provider_sign_in(live.browser(), "alice").status_code == 200
     # Sign out; then the browser spends its device cookie's own budget.
     _sign_out(browser)
     _spend_the_device_budget(browser, user["email"])
 
 
 @pytest.fixture
-def live(make_server: Callable[..., LiveServer]) -> LiveServer:
-    return make_server(CIMD_ALLOW_LOOPBACK="on", LOGIN_RATE_LIMIT=LOW_LOGIN_LIMIT)
+def live(
+    make_server: Callable[..., LiveServer], oidc_provider: OidcProvider
+) -> LiveServer:
+    return make_server(
+        CIMD_ALLOW_LOOPBACK="on",
+        LOGIN_RATE_LIMIT=LOW_LOGIN_LIMIT,
+        **oidc_provider.settings(),
+    )
 
 
 def test_every_key_the_flows_leave_in_redis_is_declared(

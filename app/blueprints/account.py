@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from flask import Blueprint, Response, abort, make_response, render_template, request
 from flask_babel import gettext as _
 
+from .. import audit
 from ..api_keys import (
     MAX_EXPIRES_IN_DAYS,
     MAX_NAME_LENGTH,
@@ -20,6 +21,8 @@ from ..api_keys import (
     validate_new_key,
 )
 from ..db import db
+from ..identities import LastWayIn, list_identities, remove
+from ..identity_providers import providers
 from ..models import User, utcnow
 from ..oauth.consent import list_consents, withdraw
 from ..oauth.refresh_store import last_refreshed
@@ -58,6 +61,9 @@ def _account_page(status: int = 200, error: str | None = None) -> tuple[str, int
         resources=resources,
         resource_names={resource.uri: resource.name for resource in resources},
         refreshed=last_refreshed([consent.id for consent in consents]),
+        identities=list_identities(user.id),
+        provider_labels={p.issuer: p.label for p in providers().values()},
+        providers=list(providers().values()),
         is_expired=is_expired,
         now=utcnow(),
         max_name_length=MAX_NAME_LENGTH,
@@ -148,4 +154,23 @@ def revoke_client(consent_id: str) -> Response:
         revoked = parsed is not None and withdraw(_signed_in().id, parsed)
     if not revoked:
         abort(404, _("There is no such authorization."))
+    return issuer_redirect(ACCOUNT_PATH)
+
+
+@bp.post(f"{ACCOUNT_PATH}/identities/<identity_id>/remove")
+@login_required
+def remove_identity(identity_id: str) -> Response | tuple[str, int]:
+    """Stop an identity provider's account from signing in to this one."""
+    user = _signed_in()
+    parsed = parse_id(identity_id)
+    try:
+        with db.transaction():
+            removed = parsed is not None and remove(user, parsed)
+    except LastWayIn:
+        return _account_page(
+            409, _("This is your only way to sign in, so it cannot be removed.")
+        )
+    if not removed:
+        abort(404, _("There is no such way to sign in."))
+    audit.record(audit.IDENTITY_REMOVED, user_id=user.id, identity_id=parsed)
     return issuer_redirect(ACCOUNT_PATH)

@@ -14,7 +14,8 @@ from werkzeug.exceptions import TooManyRequests
 
 from .. import audit
 from ..config import current_settings
-from ..device_cookies import lock_device, remember_device, trusted_device
+from ..device_cookies import lock_device, trusted_device
+from ..identity_providers import providers
 from ..models import User
 from ..oauth.clients import query_client
 from ..oauth.constants import AUTHORIZATION_PATH
@@ -22,18 +23,14 @@ from ..rate_limits import client_address, limit, setting
 from ..signin import (
     LOGIN_PATH,
     PASSWORD,
-    begin,
     current_user,
     end,
-    is_local_target,
     issuer_redirect,
 )
+from ..signin_complete import complete, target_of
 from ..users import account_key, authenticate, find_by_email
 
 bp = Blueprint("auth", __name__)
-
-#: Where people land after signing in when no ``next`` was given.
-DEFAULT_TARGET = "/account"
 
 
 @dataclass(frozen=True)
@@ -123,8 +120,7 @@ def _device_budget_message() -> str:
 
 
 def _target() -> str:
-    target = request.values.get("next")
-    return target if target and is_local_target(target) else DEFAULT_TARGET
+    return target_of(request.values.get("next"))
 
 
 def _asking_client(target: str) -> str | None:
@@ -167,10 +163,9 @@ def login() -> Response | tuple[str, int] | str:
     if request.method == "GET":
         if current_user() is not None:
             return issuer_redirect(_target())
-        target = _target()
-        return render_template(
-            "auth/login.html", next=target, client_name=_asking_client(target)
-        )
+        return login_page()
+    if not current_settings().password_sign_in:
+        return login_page(_("Sign-in with a password is turned off here."), 403)
     attempt = _attempt()
     user = authenticate(attempt.user, request.form.get("password", ""))
     if user is None:
@@ -179,47 +174,34 @@ def login() -> Response | tuple[str, int] | str:
             account=attempt.account,
             address=client_address(),
             method=PASSWORD,
+            provider=None,
+            reason="credentials",
         )
         # One message for every failure: unknown email, no or a wrong
         # password, disabled account.
-        error = _("The email or password is incorrect.")
-        page = render_template(
-            "auth/login.html",
-            next=_target(),
-            client_name=_asking_client(_target()),
-            error=error,
-            email=request.form.get("email", ""),
-        )
-        return page, 401
-    return _signed_in(user, PASSWORD, attempt.account)
+        return login_page(_("The email or password is incorrect."), 401)
+    return complete(user, _target())
 
 
-def _signed_in(user: User, method: str, account: str) -> Response:
-    """Sign ``user`` in by ``method`` and send them on; what every method ends in."""
-    begin(user, method)
-    audit.record(
-        audit.SIGN_IN_SUCCEEDED,
-        user_id=user.id,
-        account=account,
-        address=client_address(),
-        method=method,
+def login_page(error: str | None = None, status: int = 200) -> tuple[str, int]:
+    """The sign-in page: the providers' buttons and, unless it is off, the form."""
+    target = _target()
+    page = render_template(
+        "auth/login.html",
+        next=target,
+        client_name=_asking_client(target),
+        providers=list(providers().values()),
+        password_sign_in=current_settings().password_sign_in,
+        error=error,
+        email=request.form.get("email", ""),
     )
-    response = issuer_redirect(_target())
-    remember_device(response, account)
-    return response
+    return page, status
 
 
 @bp.errorhandler(TooManyRequests)
 def too_many_attempts(error: TooManyRequests) -> tuple[str, int]:
     """The sign-in form again, saying why it is paused and what still works."""
-    page = render_template(
-        "auth/login.html",
-        next=_target(),
-        client_name=_asking_client(_target()),
-        error=error.description,
-        email=request.form.get("email", ""),
-    )
-    return page, 429
+    return login_page(str(error.description), 429)
 
 
 @bp.post("/logout")
