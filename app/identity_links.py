@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import time
 from dataclasses import asdict, dataclass
 from urllib.parse import urlsplit
 
@@ -44,6 +45,10 @@ class PendingLink:
     #: The sign-in this browser had when the provider answered, if any: it
     #: proves nothing, since it came first.
     earlier_session: str | None = None
+    #: When the provider answered (Unix time): only a sign-in made after it
+    #: proves the person owns the account, in whatever browser the offer
+    #: ends up.
+    offered_at: float = 0.0
 
 
 def cookie_name() -> str:
@@ -69,6 +74,7 @@ def offer(response: Response, link: PendingLink) -> None:
         "user_id": link.user_id,
         "target": link.target,
         "earlier_session": link.earlier_session,
+        "offered_at": link.offered_at or time.time(),
     }
     get_redis().set(_key(token), json.dumps(record), ex=LINK_TTL)
     settings = current_settings()
@@ -116,4 +122,5 @@ def _parse(raw: str | None) -> PendingLink | None:
         record["user_id"],
         record["target"],
         record.get("earlier_session"),
+        float(record.get("offered_at") or 0),
     )

@@ -43,6 +43,9 @@ class SignIn:
     #: This sign-in's own id: a new sign-in, even within the same second,
     #: has another.
     session_id: str
+    #: When it began, to the microsecond (``auth_time`` is whole seconds);
+    #: 0 for a session from before this was kept.
+    began_at: float = 0.0
 
 
 def current_sign_in() -> SignIn | None:
@@ -66,6 +69,7 @@ def _from_session() -> SignIn | None:
         # Sessions from before methods were recorded were all password ones.
         method=str(session.get("method") or PASSWORD),
         session_id=str(session_id),
+        began_at=float(session.get("began_at") or 0),
     )
 
 
@@ -81,9 +85,8 @@ def begin(user: User, method: str) -> SignIn:
     """Sign ``user`` in to this browser by ``method``, in a fresh session."""
     if not user.is_active:
         raise ValueError("a disabled account cannot sign in")
-    signed_in = SignIn(
-        str(user.id), int(time.time()), method, secrets.token_urlsafe(16)
-    )
+    now = time.time()
+    signed_in = SignIn(str(user.id), int(now), method, secrets.token_urlsafe(16), now)
     # Nothing set before it (CSRF token included) survives, so a session
     # planted by someone else is of no use to them.
     session.clear()
@@ -91,6 +94,7 @@ def begin(user: User, method: str) -> SignIn:
     session["user_id"] = signed_in.user_id
     session["auth_time"] = signed_in.auth_time
     session["method"] = signed_in.method
+    session["began_at"] = signed_in.began_at
     session.permanent = True
     g.sign_in, g.current_user = signed_in, user
     return signed_in

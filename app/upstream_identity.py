@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .config_providers import ProviderSettings
+from .db import is_storable
 from .users import is_plausible_email, normalize_email
 
 #: Why a sign-in through a provider failed; the audit trail's ``reason``.
@@ -40,7 +41,17 @@ REASONS = (
     "identity_taken",  # being added to one account, it signs in to another
 )
 #: Microsoft Entra ID's sign-in hosts, whose ``email`` is never believed.
-ENTRA_HOSTS = frozenset({"login.microsoftonline.com", "sts.windows.net"})
+ENTRA_HOSTS = frozenset(
+    {
+        "login.microsoftonline.com",
+        "sts.windows.net",
+        "login.microsoftonline.us",
+        "login.partner.microsoftonline.cn",
+        "login.chinacloudapi.cn",
+    }
+)
+#: Entra External ID and B2C tenants' hosts.
+ENTRA_HOST_SUFFIXES = (".ciamlogin.com", ".b2clogin.com")
 #: Google's issuer, whose ``hd`` names the Workspace domain.
 GOOGLE_ISSUERS = frozenset({"https://accounts.google.com", "accounts.google.com"})
 MAX_SUBJECT_LENGTH = 255
@@ -84,7 +95,8 @@ class UpstreamIdentity:
 
 
 def is_entra(issuer: str) -> bool:
-    return (urlsplit(issuer).hostname or "") in ENTRA_HOSTS
+    host = urlsplit(issuer).hostname or ""
+    return host in ENTRA_HOSTS or host.endswith(ENTRA_HOST_SUFFIXES)
 
 
 def accepts_discovered_issuer(provider: ProviderSettings, discovered: Any) -> bool:
@@ -132,6 +144,10 @@ def verified_email(value: Any, verified: Any) -> str | None:
     account's address here."""
     if not isinstance(value, str) or not is_verified(verified):
         return None
+    # ASCII only: lower-casing folds other letters into ASCII ones (the
+    # Kelvin sign into k), so one verified address could take another's.
+    if not value.isascii() or not is_storable(value):
+        return None
     email = normalize_email(value)
     return email if is_plausible_email(email) else None
 
@@ -151,13 +167,17 @@ def from_id_token(
     subject = claims.get("sub")
     if not isinstance(subject, str) or not 0 < len(subject) <= MAX_SUBJECT_LENGTH:
         raise SignInFailure("token", provider.name)
+    if not is_storable(subject):
+        raise SignInFailure("token", provider.name)
     # OpenID Connect Core §5.3.2: UserInfo about someone else is not believed.
     if userinfo and userinfo.get("sub") != subject:
         raise SignInFailure("token", provider.name)
     merged = {**userinfo, **claims}
     domains: set[str] = set()
     email = account_email = None
-    if is_entra(provider.issuer):
+    # Entra in any of its clouds: its tokens carry the tenant (tid), and
+    # its email claim is never believed.
+    if is_entra(provider.issuer) or _guid(claims.get("tid")) is not None:
         tenant = _guid(claims.get("tid"))
         if tenant is not None:
             domains.add(tenant)

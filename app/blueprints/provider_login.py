@@ -178,9 +178,13 @@ def confirm_link() -> Response | tuple[str, int]:
     if held is None:
         abort(404, _("There is no identity waiting to be linked in this browser."))
     signed_in, user = current_sign_in(), current_user()
-    if signed_in is not None and signed_in.session_id == held.earlier_session:
-        # Signed in before the provider answered: that proves nothing about
-        # this identity. Sign in again, then come back here.
+    if signed_in is not None and (
+        signed_in.session_id == held.earlier_session
+        or signed_in.began_at < held.offered_at
+    ):
+        # Signed in before the provider answered (here, or in a browser the
+        # offer was carried to): that proves nothing about this identity.
+        # Sign in again, then come back here.
         end()
         return login_redirect()
     if user is None:
