@@ -707,3 +707,22 @@ def loopback_callback() -> Iterator[str]:
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def npm_package(package: str, home: Path) -> Path:
+    """``node_modules`` under ``home`` holding ``package`` (pinned, ``name@x.y.z``),
+    installed on first use and kept between runs (``home`` is git-ignored)."""
+    # Installed from Debian when missing, as the other servers the tests need.
+    devservices.find_or_install("node", "nodejs")
+    devservices.find_or_install("npm", "npm")
+    marker = home / ".installed"
+    if not marker.exists() or marker.read_text() != package:
+        home.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["npm", "install", "--prefix", str(home), "--no-save"]
+            + ["--no-audit", "--no-fund", "--loglevel=error", package],
+            check=True,
+            timeout=300,
+        )
+        marker.write_text(package)
+    return home / "node_modules"

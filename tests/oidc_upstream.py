@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urljoin
 
-import devservices
 import requests
 import sqlalchemy
 from bs4 import BeautifulSoup
-from helpers import attribute, select_one
+from helpers import attribute, npm_package, select_one
 
 if TYPE_CHECKING:
     from helpers import Browser
@@ -54,19 +53,7 @@ ACCOUNTS: dict[str, dict[str, Any]] = {
 
 def install() -> Path:
     """``node_modules`` holding the provider, installed on first use."""
-    devservices.find_or_install("node", "nodejs")
-    devservices.find_or_install("npm", "npm")
-    marker = HOME / ".installed"
-    if not marker.exists() or marker.read_text() != PACKAGE:
-        HOME.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            ["npm", "install", "--prefix", str(HOME), "--no-save"]
-            + ["--no-audit", "--no-fund", "--loglevel=error", PACKAGE],
-            check=True,
-            timeout=300,
-        )
-        marker.write_text(PACKAGE)
-    return HOME / "node_modules"
+    return npm_package(PACKAGE, HOME)
 
 
 class OidcProvider:

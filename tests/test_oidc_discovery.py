@@ -14,10 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import devservices
 import pytest
 from conftest import LiveServer
-from helpers import Browser
+from helpers import Browser, npm_package
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The SDK under test, pinned so the check does not drift under us.
@@ -32,21 +31,7 @@ OIDC = "/.well-known/openid-configuration"
 @pytest.fixture(scope="session")
 def sdk_modules() -> Path:
     """``node_modules`` holding the MCP TypeScript SDK, installed on first use."""
-    # Installed from Debian when missing, as the other servers the tests need.
-    devservices.find_or_install("node", "nodejs")
-    devservices.find_or_install("npm", "npm")
-    modules = NODE_MODULES_HOME / "node_modules"
-    marker = NODE_MODULES_HOME / ".installed"
-    if not marker.exists() or marker.read_text() != SDK:
-        NODE_MODULES_HOME.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            ["npm", "install", "--prefix", str(NODE_MODULES_HOME), "--no-save"]
-            + ["--no-audit", "--no-fund", "--loglevel=error", SDK],
-            check=True,
-            timeout=300,
-        )
-        marker.write_text(SDK)
-    return modules
+    return npm_package(SDK, NODE_MODULES_HOME)
 
 
 def sdk_discovery(modules: Path, mcp_url: str) -> dict:
