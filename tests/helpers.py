@@ -726,3 +726,101 @@ def npm_package(package: str, home: Path) -> Path:
         )
         marker.write_text(package)
     return home / "node_modules"
+
+
+# --- Issue 22: service clients and private_key_jwt (tests/test_service_clients.py,
+# --- tests/test_service_client_sdks.py). Generic steps only; nothing above changed.
+
+#: RFC 7523 §2.2's ``client_assertion_type``.
+JWT_BEARER_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def compact_jwt(
+    header: dict[str, Any],
+    claims: dict[str, Any],
+    sign: Callable[[bytes], bytes] | None = None,
+) -> str:
+    """A compact JWS built by hand, for what no library will sign: ``sign`` maps
+    the signing input to the signature; without it the signature is empty, as
+    ``alg: none`` has it."""
+    signing_input = ".".join(
+        b64url(json.dumps(part, separators=(",", ":")).encode())
+        for part in (header, claims)
+    )
+    signature = sign(signing_input.encode()) if sign else b""
+    return f"{signing_input}.{b64url(signature)}"
+
+
+def signing_key(alg: str, kid: str | None = None) -> Any:
+    """A fresh private key (joserfc) for ``alg``: RSA 2048 for RS*/PS*, the
+    matching curve for ES*, Ed25519 for EdDSA; its ``kid`` set."""
+    from joserfc import jwk
+
+    parameters: Any = {"kid": kid or secrets.token_urlsafe(8)}
+    if alg.startswith(("RS", "PS")):
+        return jwk.RSAKey.generate_key(2048, parameters=parameters)
+    if alg.startswith("ES"):
+        curve = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}[alg]
+        return jwk.ECKey.generate_key(curve, parameters=parameters)
+    assert alg == "EdDSA", alg
+    return jwk.OKPKey.generate_key("Ed25519", parameters=parameters)
+
+
+def public_jwks(*keys: Any) -> dict[str, Any]:
+    """A JWK Set of the public halves of ``keys``."""
+    return {"keys": [key.as_dict(private=False) for key in keys]}
+
+
+def sign_jwt(key: Any, alg: str, claims: dict[str, Any], **header: Any) -> str:
+    """``claims`` signed with ``key`` by ``alg``; the key's ``kid`` in the header."""
+    import warnings
+
+    from joserfc import jwt
+
+    with warnings.catch_warnings():
+        # joserfc warns that RFC 9864 deprecates the name EdDSA; servers still use it.
+        warnings.simplefilter("ignore")
+        return jwt.encode(
+            {"alg": alg, "kid": key.kid, **header}, claims, key, algorithms=[alg]
+        )
+
+
+def client_assertion(
+    key: Any, alg: str, client_id: str, audience: Any, **changes: Any
+) -> str:
+    """A good RFC 7523 client assertion (``iss`` = ``sub`` = ``client_id``, two
+    minutes to live, a fresh ``jti``), with ``changes`` applied (``None`` drops a
+    claim)."""
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": client_id,
+        "sub": client_id,
+        "aud": audience,
+        "iat": now,
+        "exp": now + 120,
+        "jti": secrets.token_urlsafe(16),
+    }
+    claims.update(changes)
+    return sign_jwt(key, alg, {k: v for k, v in claims.items() if v is not None})
+
+
+def assertion_form(assertion: str, **data: str) -> dict[str, str]:
+    """A form authenticating its client with ``assertion`` (RFC 7523 §2.2)."""
+    return {
+        "client_assertion_type": JWT_BEARER_ASSERTION,
+        "client_assertion": assertion,
+        **data,
+    }
+
+
+def run_command(server: Any, *args: str) -> Any:
+    """``flask --app app ARGS`` run by Flask's CLI runner on the live ``server``'s
+    app (its settings, this process); the click ``Result``."""
+    return server.app.test_cli_runner().invoke(args=list(args))
+
+
+# --- End of issue 22 helpers.
