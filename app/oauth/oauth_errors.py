@@ -55,3 +55,21 @@ class UnsupportedGrantType(UnsupportedGrantTypeError):
 
     def get_error_description(self) -> str:
         return self.description
+
+
+class BusyError(OAuth2Error):
+    """A key set cannot be fetched right now: too many fetches at once here.
+
+    Says nothing about the caller's request; retrying shortly succeeds.
+    """
+
+    error = "temporarily_unavailable"
+    status_code = 503
+    description = "Too many key sets are being fetched; retry shortly."
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__()
+        self.retry_after = retry_after
+
+    def get_headers(self) -> list[tuple[str, str]]:
+        return [*super().get_headers(), ("Retry-After", str(self.retry_after))]

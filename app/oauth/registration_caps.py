@@ -51,6 +51,8 @@ COLUMNS = (
     "registered_from",
     "created_at",
     "last_authorized_at",
+    "jwks",
+    "jwks_uri",
 )
 
 
