@@ -314,6 +314,9 @@ def prune_unused_clients(registered_before: datetime) -> int:
         .where(
             OAuthClient.created_at < registered_before,
             OAuthClient.last_authorized_at.is_(None),
+            # A service client never completes an authorization: it is made
+            # by a person or an operator, and lives until revoked.
+            OAuthClient.service_resource.is_(None),
             ~has_consent,
         )
         .returning(OAuthClient.client_id)
