@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask_babel import gettext as _
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 
 from . import audit
 from .config import current_settings
@@ -53,12 +53,18 @@ MAX_CLIENT_ID_LENGTH = 128
 #: The longest name and ``jwks_uri`` kept.
 MAX_NAME_LENGTH = 100
 MAX_URI_LENGTH = 2048
+#: Live service clients one person may have.
+MAX_PER_PERSON = 20
 #: ``last_used_at`` is written at most this often per client.
 LAST_USED_PRECISION = timedelta(minutes=1)
 
 
 class ServiceClientProblem(ValueError):
     """Why a service client cannot be made as asked; one line, shown as is."""
+
+
+class ServiceClientLimit(ServiceClientProblem):
+    """The person has as many live service clients as one may."""
 
 
 @dataclass(frozen=True)
@@ -165,6 +171,13 @@ def create(
     if acts_for_owner and owner is None:
         raise ServiceClientProblem(_("Only a person's client can act for them."))
     scope = ceiling(resource, scopes)
+    if owner is not None and _live_count(owner.id) >= MAX_PER_PERSON:
+        raise ServiceClientLimit(
+            _(
+                "You have %(limit)d service clients; revoke one first.",
+                limit=MAX_PER_PERSON,
+            )
+        )
     client_id = generate_client_id(current_settings().client_id_prefix)
     with_keys = keys.get("jwks") is not None or keys.get("jwks_uri") is not None
     secret = None if with_keys else generate_client_secret()
@@ -201,6 +214,24 @@ def create(
     )
     return NewServiceClient(
         client_id, name, resource.uri, scope, subject, method, secret
+    )
+
+
+def _live_count(owner_id: uuid.UUID) -> int:
+    # The person's row is locked first, so two forms at once cannot both
+    # pass the count.
+    db.session.execute(select(User.id).where(User.id == owner_id).with_for_update())
+    return (
+        db.session.scalar(
+            select(func.count())
+            .select_from(OAuthClient)
+            .where(
+                OAuthClient.owner_id == owner_id,
+                OAuthClient.service_resource.is_not(None),
+                OAuthClient.revoked_at.is_(None),
+            )
+        )
+        or 0
     )
 
 

@@ -201,6 +201,8 @@ def create_service_client() -> Response | tuple[str, int]:
                 owner=user,
                 acts_for_owner=form.get("acts_for") == "me",
             )
+    except service_clients.ServiceClientLimit as exc:
+        return _account_page(403, str(exc))
     except service_clients.ServiceClientProblem as exc:
         return _account_page(400, str(exc))
     # As for API keys: the secret goes out in this answer and nowhere else.

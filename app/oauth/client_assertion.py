@@ -84,12 +84,18 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
                 key_set = key_set_at(client.row.jwks_uri, kid)
             verified = verify_signature(assertion, key_set, kid)
         except KeySetBusy as busy:
-            raise BusyError(busy.retry_after) from None
+            raise BusyError(busy.status, busy.retry_after) from None
         except (KeySetProblem, BadAssertion):
             raise InvalidClientError(description="The signature is not good.") from None
         self.verify_claims(verified)
         request.client = client
         return client
+
+    def extract_assertion(self, assertion: str) -> tuple[dict, dict]:
+        try:
+            return super().extract_assertion(assertion)
+        except RecursionError:
+            raise InvalidClientError(description="Invalid JWT payload.") from None
 
     def verify_claims(self, claims: Any) -> None:
         expires = claims.get("exp")

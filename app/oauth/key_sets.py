@@ -29,8 +29,14 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from ..config import current_settings
+from ..rate_limits import client_address, spend
 from ..redis_store import get_redis
-from .client_metadata import BUSY_RETRY_SECONDS, FAILURE_CACHE_SECONDS, SLOTS
+from .client_metadata import (
+    BUSY_RETRY_SECONDS,
+    FAILURE_CACHE_SECONDS,
+    FETCH_RATE_KEY,
+    SLOTS,
+)
 from .client_metadata_fetch import FetchBusy, FetchPolicy, FetchProblem, check_url
 from .client_metadata_fetch import fetch as fetch_document
 from .client_metadata_parse import cache_seconds
@@ -72,9 +78,13 @@ class KeySetProblem(ValueError):
 
 
 class KeySetBusy(Exception):
-    """This process cannot fetch now (too many fetches at once)."""
+    """This request may not fetch now: too many fetches from its address
+    (429) or at once in this process (503). Says nothing about the set."""
 
-    retry_after = BUSY_RETRY_SECONDS
+    def __init__(self, status: int = 503, retry_after: int = BUSY_RETRY_SECONDS):
+        super().__init__(status)
+        self.status = status
+        self.retry_after = retry_after
 
 
 def parse_key_set(data: Any) -> KeySet:
@@ -184,7 +194,15 @@ def key_set_at(url: str, kid: str | None) -> KeySet:
 
 
 def _fetch(url: str) -> tuple[str | None, int]:
-    """The set's text and how long to keep it; ``None`` when it failed."""
+    """The set's text and how long to keep it; ``None`` when it failed.
+
+    Held to the limits of document fetches: so many per source address (the
+    same budget), so many at once per process.
+    """
+    limit = current_settings().cimd_fetch_rate_limit
+    retry_after = spend(limit, FETCH_RATE_KEY, client_address())
+    if retry_after is not None:
+        raise KeySetBusy(429, retry_after)
     slots: threading.BoundedSemaphore = current_app.extensions[SLOTS]
     if not slots.acquire(blocking=False):
         raise KeySetBusy

@@ -168,9 +168,16 @@ class IntrospectionEndpoint(BaseIntrospectionEndpoint):
         # A client signing an assertion introspects the tokens issued to it;
         # a resource server, with its secret, the tokens meant for it.
         if "client_assertion" in request.form:
-            client = self.server.authenticate_client(
-                request, [PRIVATE_KEY_JWT], self.ENDPOINT_NAME
-            )
+            if request.headers.get("Authorization") is not None:
+                raise InvalidRequestError("Use only one client authentication method.")
+            try:
+                client = self.server.authenticate_client(
+                    request, [PRIVATE_KEY_JWT], self.ENDPOINT_NAME
+                )
+            except InvalidClientError:
+                raise InvalidClientError(
+                    "Client authentication failed.", status_code=401
+                ) from None
             request.client = client
             return client
         server = authenticate_resource_server(request)

@@ -93,7 +93,11 @@ class IdentityAssertionGrant(JWTBearerGrant):
         if len(assertion) > MAX_ASSERTION_LENGTH:
             raise InvalidGrantError("The assertion is too long.")
         headers, unverified = self.extract_assertion(assertion)
-        if headers.get("typ") != ID_JAG_TYPE:
+        typ = headers.get("typ")
+        # RFC 7515 §4.1.9: the media type may be written without "application/".
+        if not isinstance(typ, str) or typ.lower().removeprefix("application/") != (
+            ID_JAG_TYPE
+        ):
             raise InvalidGrantError(f"The assertion's 'typ' must be '{ID_JAG_TYPE}'.")
         trusted = self.resolve_issuer_client(unverified.get("iss"))
         if trusted is None:
@@ -106,7 +110,7 @@ class IdentityAssertionGrant(JWTBearerGrant):
             key_set = self.resolve_client_public_key(trusted, headers.get("kid"))
             claims = verify_signature(assertion, key_set, headers.get("kid"))
         except KeySetBusy as busy:
-            raise BusyError(busy.retry_after) from None
+            raise BusyError(busy.status, busy.retry_after) from None
         except (KeySetProblem, BadAssertion):
             raise InvalidGrantError("The assertion's signature is not good.") from None
         self.verify_claims(claims)
@@ -131,6 +135,12 @@ class IdentityAssertionGrant(JWTBearerGrant):
             scope=scope,
             jti=new_jti(),
         )
+
+    def extract_assertion(self, assertion: str) -> tuple[dict, dict]:
+        try:
+            return super().extract_assertion(assertion)
+        except RecursionError:
+            raise InvalidGrantError("Invalid JWT payload.") from None
 
     def verify_claims(self, claims: Any) -> None:
         super().verify_claims(claims)
