@@ -27,6 +27,7 @@ from helpers import (
     run_command,
     signing_key,
 )
+from mcp.client.auth.exceptions import OAuthTokenError
 from mcp.client.auth.extensions.client_credentials import (
     ClientCredentialsOAuthProvider,
     PrivateKeyJWTOAuthProvider,
@@ -128,8 +129,13 @@ def test_python_sdk_with_a_wrong_secret_gets_no_session(
         issuer=server.issuer,
     )
 
-    with pytest.raises(Exception):  # noqa: B017 (the SDK's own error, in a group)
+    with pytest.raises(ExceptionGroup) as raised:
         anyio.run(run_session, server, provider)
+
+    failed = raised.value.subgroup(OAuthTokenError)
+    assert failed is not None, raised.value
+    assert "(401)" in str(failed.exceptions[0])
+    assert "invalid_client" in str(failed.exceptions[0])
 
 
 # --- The TypeScript SDK ------------------------------------------------------------

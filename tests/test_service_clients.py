@@ -355,7 +355,7 @@ def test_create_service_errors_are_one_line_and_exit_1(
     assert result.exit_code == 1, (result.output, result.exception)
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0], result.stderr
+    assert len(lines) == 1 and lines[0], (result.stderr, result.exception)
     assert "Traceback" not in result.stderr
     assert service_rows(engine) == 0
 
@@ -469,7 +469,7 @@ def listing(browser: Browser, client_id: str) -> str:
     """The text of the account page's entry for ``client_id``."""
     page = browser.get("/account")
     assert page.status_code == 200
-    assert "Service clients" in page.text
+    assert "Service clients" in page.text and "Last used" in page.text
     entries = [
         row.get_text(" ", strip=True)
         for row in soup(page).select("tr, li")
@@ -910,7 +910,8 @@ REJECTIONS: dict[str, Forgery] = {
     "aud-the-mcp-resource": forged(aud="{issuer}/mcp"),
     "aud-the-issuer-with-a-slash": forged(aud="{issuer}/"),
     "expired": forged(exp=lambda now: now - 120, iat=lambda now: now - 300),
-    "exp-too-far-ahead": forged(exp=lambda now: now + 900),
+    # At most 300 s ahead, with 60 s of leeway for skew.
+    "exp-too-far-ahead": forged(exp=lambda now: now + 420),
     "no-exp": forged(exp=None),
     "no-jti": forged(jti=None),
     "iss-not-sub": iss_not_sub,
@@ -946,8 +947,13 @@ def test_an_assertion_is_used_once(
     assertion = client_assertion(rsa_key, "RS256", client_id, live.issuer)
     form = assertion_form(assertion, grant_type="client_credentials")
 
-    granted(browser.post("/token", data=form))
+    token = granted(browser.post("/token", data=form))["access_token"]
     refused(browser.post("/token", data=form), 401, "invalid_client")
+    # Nor at another endpoint.
+    elsewhere = assertion_form(assertion, token=token)
+    refused(browser.post("/revoke", data=elsewhere), 401, "invalid_client")
+    refused(browser.post("/introspect", data=elsewhere), 401, "invalid_client")
+    assert works_at_mcp(browser, token)
 
 
 def test_an_assertion_is_used_once_across_instances(
@@ -1159,6 +1165,10 @@ def test_registered_with_a_jwks_the_client_uses_assertions(
     assert client["token_endpoint_auth_method"] == "private_key_jwt"
     assert "client_secret" not in client
     code_then_refresh(browser, client, person, key, "ES256")
+    # Keys make it no service client.
+    machine = {"grant_type": "client_credentials"}
+    response = assertion_grant(browser, client, key, "ES256", machine)
+    refused(response, 400, "unauthorized_client")
 
 
 def test_registered_with_a_jwks_uri_the_client_uses_assertions(
