@@ -23,8 +23,10 @@ import secrets
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -576,12 +578,32 @@ def test_a_person_cannot_revoke_anothers_service_client(
     assert works_at_mcp(browser, token)
 
 
-def test_the_page_refuses_a_jwks_with_a_private_key(
-    signed_in: Browser, rsa_key: Any, engine: sqlalchemy.Engine
-) -> None:
-    private = json.dumps({"keys": [rsa_key.as_dict(private=True)]})
+def bad_page_forms() -> list[Any]:
+    rsa = signing_key("RS256", kid="k")
+    public = json.dumps(public_jwks(rsa))
+    return [
+        pytest.param(
+            {"jwks": json.dumps({"keys": [rsa.as_dict(private=True)]})},
+            id="private-key",
+        ),
+        pytest.param({"jwks": "{not json"}, id="jwks-not-json"),
+        pytest.param(
+            {"jwks": public, "jwks_uri": "https://keys.example/jwks.json"}, id="both"
+        ),
+        pytest.param(
+            {"resource": "https://elsewhere.example/mcp"}, id="unknown-resource"
+        ),
+        pytest.param({"scopes": "read admin"}, id="scope-not-the-resources"),
+        pytest.param({"name": ""}, id="no-name"),
+        pytest.param({"acts_for": "someone-else"}, id="acts-for-nonsense"),
+    ]
 
-    response = page_create(signed_in, jwks=private)
+
+@pytest.mark.parametrize("fields", bad_page_forms())
+def test_the_page_refuses_bad_service_client_forms(
+    signed_in: Browser, engine: sqlalchemy.Engine, fields: dict[str, str]
+) -> None:
+    response = page_create(signed_in, **fields)
 
     assert response.status_code == 400, response.status_code
     assert soup(response).select_one("#service-client-id") is None
@@ -954,6 +976,80 @@ def test_an_assertion_is_used_once(
     refused(browser.post("/revoke", data=elsewhere), 401, "invalid_client")
     refused(browser.post("/introspect", data=elsewhere), 401, "invalid_client")
     assert works_at_mcp(browser, token)
+
+
+def test_an_assertion_raced_in_parallel_is_used_once(
+    live: LiveServer, browser: Browser, rsa_key: Any
+) -> None:
+    client_id = create_service(live, jwks=public_jwks(rsa_key))["client_id"]
+    assertion = client_assertion(rsa_key, "RS256", client_id, live.issuer)
+    form = assertion_form(assertion, grant_type="client_credentials")
+    barrier = threading.Barrier(8)
+
+    def send(_: int) -> int:
+        session = live.browser()
+        barrier.wait()
+        return session.post("/token", data=form).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = sorted(pool.map(send, range(8)))
+
+    assert statuses == [200] + [401] * 7
+
+
+def test_a_key_client_has_no_secret_and_a_secret_client_no_keys(
+    live: LiveServer, browser: Browser, rsa_key: Any
+) -> None:
+    keyed = create_service(live, jwks=public_jwks(rsa_key))
+    secret = create_service(live, name="secret")
+    form = {"grant_type": "client_credentials"}
+
+    for password in ("", "null", "None"):
+        response = browser.post(
+            "/token", data=form, auth=(keyed["client_id"], password)
+        )
+        refused(response, 401, "invalid_client")
+    posted = {**form, "client_id": keyed["client_id"], "client_secret": ""}
+    refused(browser.post("/token", data=posted), 401, "invalid_client")
+    # The secret client has no keys: an assertion by any key is refused.
+    response = jwt_token(browser, secret["client_id"], rsa_key)
+    refused(response, 401, "invalid_client")
+    granted(secret_token(browser, secret))
+
+
+@pytest.mark.parametrize(
+    "status, body",
+    [
+        (404, "not found"),
+        (500, "{}"),
+        (200, "{not json"),
+        (200, '{"keys": "nope"}'),
+        (200, "private"),
+        (200, "symmetric"),
+    ],
+)
+def test_a_bad_key_set_at_the_uri_is_invalid_client(
+    live: LiveServer,
+    browser: Browser,
+    jwks_host: DocumentServer,
+    rsa_key: Any,
+    status: int,
+    body: str,
+) -> None:
+    url, path = serve_jwks(jwks_host, rsa_key)
+    client_id = create_service(live, "--jwks-uri", url)["client_id"]
+    if body == "private":
+        body = json.dumps({"keys": [rsa_key.as_dict(private=True)]})
+    elif body == "symmetric":
+        body = json.dumps(
+            {"keys": [{"kty": "oct", "kid": rsa_key.kid, "k": "c2VjcmV0"}]}
+        )
+    jwks_host.respond(path, body, status=status)
+
+    response = jwt_token(browser, client_id, rsa_key)
+
+    refused(response, 401, "invalid_client")
+    assert jwks_host.requests[path] == 1
 
 
 def test_an_assertion_is_used_once_across_instances(
