@@ -1122,6 +1122,8 @@ def test_a_loopback_jwks_uri_is_refused_unless_allowed(
         url.replace("http:", "https:"),
     ):
         jwks_uri_refused(server, loopback, path, rsa_key, jwks_host)
+    # Not for want of a working command: a public https URL is taken.
+    create_service(server, "--jwks-uri", "https://keys.example/jwks.json")
 
 
 @pytest.mark.parametrize(
@@ -1140,6 +1142,8 @@ def test_private_or_plain_http_jwks_uris_are_refused(
     started = time.monotonic()
     jwks_uri_refused(live, url, "/never-asked", rsa_key, jwks_host)
     assert time.monotonic() - started < 10
+    # Not for want of a working command: a public https URL is taken.
+    create_service(live, "--jwks-uri", "https://keys.example/jwks.json")
 
 
 # --- private_key_jwt at /revoke and /introspect ----------------------------------
