@@ -431,6 +431,8 @@ def test_revoke_in_process_ends_a_private_key_jwt_clients_tokens(
     assert revoked.stdout.strip() == f"revoked {client['client_id']}"
     assert not works_at_mcp(browser, token)
     refused(jwt_token(browser, client["client_id"], rsa_key), 401, "invalid_client")
+    again = run_command(live, "clients", "revoke", client["client_id"])
+    assert again.exit_code == 1, again.output
 
 
 # --- The account page ------------------------------------------------------------
@@ -539,10 +541,13 @@ def test_revoke_on_the_page_ends_its_tokens(
 
     response = page_revoke(signed_in, client["client_id"])
 
-    assert response.status_code == 303, response.text
     assert response.headers["Location"].endswith("/account")
     assert not works_at_mcp(browser, token)
     refused(secret_token(browser, client), 401, "invalid_client")
+    assert client["client_id"] not in signed_in.get("/account").text
+    assert page_revoke(signed_in, client["client_id"]).status_code == 404
+    # See Other: the browser GETs the account page (as the brief has it).
+    assert response.status_code == 303, response.status_code
 
 
 def test_the_page_refuses_forms_without_a_good_csrf_token(
