@@ -27,7 +27,13 @@ from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 
 from .. import audit
 from ..config import current_settings
-from .assertions import LEEWAY, BadAssertion, spend_jti, verify_signature
+from .assertions import (
+    LEEWAY,
+    BadAssertion,
+    is_usable_jti,
+    spend_jti,
+    verify_signature,
+)
 from .client_auth import MAX_CREDENTIAL_LENGTH
 from .constants import PRIVATE_KEY_JWT, TOKEN_PATH
 from .key_sets import KeySetBusy, KeySetProblem, key_set_at, parse_key_set
@@ -104,6 +110,8 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         horizon = time.time() + MAX_LIFETIME + LEEWAY
         if not _is_number(expires) or expires > horizon:
             raise InvalidClientError(description="'exp' is missing or too far ahead.")
+        if not is_usable_jti(claims.get("jti")):
+            raise InvalidClientError(description="Invalid claim: 'jti'")
         super().verify_claims(claims)
 
     def get_audiences(self) -> list[str]:

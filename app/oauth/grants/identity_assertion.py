@@ -48,7 +48,13 @@ from ...upstream_identity import (
     verified_email,
 )
 from ...users import find_by_email
-from ..assertions import LEEWAY, BadAssertion, spend_jti, verify_signature
+from ..assertions import (
+    LEEWAY,
+    BadAssertion,
+    is_usable_jti,
+    spend_jti,
+    verify_signature,
+)
 from ..clients import Client
 from ..constants import AUTH_METHODS, JWT_BEARER
 from ..issuance import Issuance
@@ -155,6 +161,8 @@ class IdentityAssertionGrant(JWTBearerGrant):
         for name in ("sub", "jti", "client_id", "resource"):
             if not isinstance(claims[name], str) or not claims[name]:
                 raise InvalidGrantError(f"Invalid claim: '{name}'")
+        if not is_usable_jti(claims["jti"]):
+            raise InvalidGrantError("Invalid claim: 'jti'")
 
     def get_audiences(self) -> list[str]:
         # The draft (§4.3): the assertion's audience is this issuer, exactly.
