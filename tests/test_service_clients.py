@@ -600,7 +600,6 @@ def bad_page_forms() -> list[Any]:
         ),
         pytest.param({"scopes": "read admin"}, id="scope-not-the-resources"),
         pytest.param({"name": ""}, id="no-name"),
-        pytest.param({"acts_for": "someone-else"}, id="acts-for-nonsense"),
     ]
 
 
@@ -613,6 +612,24 @@ def test_the_page_refuses_bad_service_client_forms(
     assert response.status_code == 400, response.status_code
     assert soup(response).select_one("#service-client-id") is None
     assert service_rows(engine) == 0
+
+
+@pytest.mark.parametrize("acts_for", ["someone-else", "ME", None])
+def test_the_page_acts_for_the_person_only_when_told(
+    signed_in: Browser, live: LiveServer, acts_for: str | None
+) -> None:
+    data = {"csrf_token": csrf_token(signed_in), "name": "x", "scopes": "read"}
+    data["resource"] = mcp_uri(live)
+    if acts_for is not None:
+        data["acts_for"] = acts_for
+
+    response = signed_in.post("/account/service-clients", data=data)
+
+    # Refused, or a client acting for itself; never one acting for the person.
+    if response.status_code != 400:
+        client = created_on_page(response)
+        token = granted(secret_token(live.browser(), client))["access_token"]
+        assert claims_of(token)["sub"] == client["client_id"]
 
 
 # --- client_credentials ----------------------------------------------------------
