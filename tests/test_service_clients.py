@@ -745,6 +745,7 @@ def test_disabling_the_person_ends_tokens_of_all_its_clients(
     assert disabled.exit_code == 0, disabled.output
     for token in tokens:
         assert not works_at_mcp(browser, token), claims_of(token)
+        assert introspect(browser, token) == {"active": False}
     refused(secret_token(browser, for_me), 401, "invalid_client")
     refused(secret_token(browser, for_self), 401, "invalid_client")
     refused(jwt_token(browser, keyed["client_id"], rsa_key), 401, "invalid_client")
@@ -1186,6 +1187,22 @@ def test_a_key_client_revokes_its_own_token(
 
     assert response.status_code == 200, response.text
     assert not works_at_mcp(browser, token)
+
+
+def test_a_key_client_cannot_revoke_anothers_token(
+    live: LiveServer, browser: Browser, person: dict[str, str], rsa_key: Any
+) -> None:
+    client_id = create_service(live, jwks=public_jwks(rsa_key))["client_id"]
+    other = create_service(live, name="other")
+    others = granted(secret_token(browser, other))["access_token"]
+    _, person_tokens = obtain_tokens(live.browser(), person)
+
+    for token in (others, person_tokens["access_token"]):
+        form = {"token": token}
+        response = jwt_post(browser, "/revoke", client_id, rsa_key, "RS256", form)
+        # RFC 7009 §2.2: answered as if done, and nothing is done.
+        assert response.status_code == 200, response.text
+        assert works_at_mcp(browser, token)
 
 
 def test_revoke_needs_a_good_assertion(
