@@ -62,7 +62,11 @@ NOT_KEYS = {
 LIMITER_PREFIX = "LIMITS:LIMITER/"
 #: Families that live only while an instance holds them (a rebuild, a fetch):
 #: the flows below cannot leave them behind for the SCAN to see.
-MOMENTARY = {redis_keys.DENYLIST_REBUILDING, redis_keys.CIMD_LOCK}
+MOMENTARY = {
+    redis_keys.DENYLIST_REBUILDING,
+    redis_keys.CIMD_LOCK,
+    redis_keys.KEY_SET_LOCK,
+}
 LOW_LOGIN_LIMIT = "3 per minute"
 
 
