@@ -96,6 +96,7 @@ def trust(
             issuer=issuer,
             jwks_uri=jwks_uri,
             allow_public_clients=allow_public_clients,
+            email_domains=list(domains),
         )
     )
     return Trusted(issuer, jwks_uri, allow_public_clients, domains)
