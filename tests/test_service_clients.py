@@ -41,6 +41,7 @@ from helpers import (
     ROOT,
     Browser,
     assertion_form,
+    b64url,
     bearer,
     claims_of,
     client_assertion,
@@ -317,6 +318,28 @@ def test_create_service_with_a_jwks_uri(
     assert jwks_host.requests[path] >= 1
 
 
+def weak_rsa_jwks(bits: int = 1024, exponent: int = 65537) -> dict[str, Any]:
+    """A JWK Set of one RSA public key too weak to take (made by hand: joserfc
+    will not make one)."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    numbers = rsa.generate_private_key(exponent, bits).public_key().public_numbers()
+
+    def b64int(value: int) -> str:
+        return b64url(value.to_bytes((value.bit_length() + 7) // 8, "big"))
+
+    return {
+        "keys": [
+            {
+                "kty": "RSA",
+                "kid": "weak",
+                "n": b64int(numbers.n),
+                "e": b64int(numbers.e),
+            }
+        ]
+    }
+
+
 def bad_jwks_cases() -> list[Any]:
     rsa = signing_key("RS256", kid="k")
     private = {"keys": [rsa.as_dict(private=True)]}
@@ -331,6 +354,8 @@ def bad_jwks_cases() -> list[Any]:
         pytest.param({"jwks": {"keys": []}}, id="jwks-empty"),
         pytest.param({"jwks": private}, id="jwks-with-a-private-key"),
         pytest.param({"jwks": symmetric}, id="jwks-with-a-symmetric-key"),
+        pytest.param({"jwks": weak_rsa_jwks()}, id="jwks-with-a-1024-bit-rsa-key"),
+        pytest.param({"jwks": weak_rsa_jwks(2048, 3)}, id="jwks-rsa-exponent-3"),
         pytest.param({"options": ["--for", "nobody@example.com"]}, id="unknown-email"),
         pytest.param(
             {
@@ -1003,6 +1028,20 @@ def test_an_assertion_is_used_once(
     assert works_at_mcp(browser, token)
 
 
+def test_a_spent_assertion_stays_spent_when_redis_forgets(
+    live: LiveServer, browser: Browser, rsa_key: Any, redis_client: Any
+) -> None:
+    client_id = create_service(live, jwks=public_jwks(rsa_key))["client_id"]
+    assertion = client_assertion(rsa_key, "RS256", client_id, live.issuer)
+    form = assertion_form(assertion, grant_type="client_credentials")
+    granted(browser.post("/token", data=form))
+
+    redis_client.flushdb()  # as after a Redis lost without a snapshot
+
+    refused(browser.post("/token", data=form), 401, "invalid_client")
+    granted(jwt_token(browser, client_id, rsa_key))
+
+
 def test_an_assertion_raced_in_parallel_is_used_once(
     live: LiveServer, browser: Browser, rsa_key: Any
 ) -> None:
@@ -1345,6 +1384,7 @@ def bad_registrations() -> list[Any]:
             id="symmetric-key",
         ),
         pytest.param({"jwks": {"keys": "nope"}}, id="not-a-set"),
+        pytest.param({"jwks": weak_rsa_jwks()}, id="a-1024-bit-rsa-key"),
         pytest.param({"jwks": [rsa.as_dict(private=False)]}, id="a-list-not-a-set"),
     ]
 
