@@ -807,6 +807,27 @@ def test_assertions_checked_by_keys_at_a_jwks_uri(
     assert jwks_host.requests[path] == 1  # cached, not fetched each time
 
 
+def test_a_crowd_of_first_assertions_fetches_the_key_set_once(
+    live: LiveServer, jwks_host: DocumentServer
+) -> None:
+    key = signing_key("ES256")
+    url, path = serve_jwks(jwks_host, key)
+    client_id = create_service(live, "--jwks-uri", url)["client_id"]
+    jwks_host.respond(path, json.dumps(public_jwks(key)), delay=0.3)
+    barrier = threading.Barrier(6)
+
+    def send(_: int) -> int:
+        session = live.browser()
+        barrier.wait()
+        return jwt_token(session, client_id, key, "ES256").status_code
+
+    with ThreadPoolExecutor(6) as pool:
+        statuses = list(pool.map(send, range(6)))
+
+    assert statuses == [200] * 6
+    assert jwks_host.requests[path] == 1
+
+
 def test_the_audience_may_be_the_issuer_or_its_token_endpoint(
     live: LiveServer, browser: Browser, rsa_key: Any
 ) -> None:
