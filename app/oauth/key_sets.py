@@ -115,7 +115,8 @@ def parse_key_set(data: Any) -> KeySet:
         raise KeySetProblem("the JWK Set is not plain JSON") from None
     if len(text.encode("utf-8", "surrogatepass")) > MAX_SET_BYTES:
         raise KeySetProblem(f"a JWK Set here is at most {MAX_SET_BYTES} bytes")
-    if not is_storable(text):
+    # JSON writes a NUL as an escape, which Postgres's JSONB refuses too.
+    if not is_storable(text) or "\\u0000" in text:
         raise KeySetProblem("the JWK Set holds characters that cannot be kept")
     keys = data["keys"]
     if not 0 < len(keys) <= MAX_KEYS:
