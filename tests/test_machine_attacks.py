@@ -1334,3 +1334,363 @@ def test_an_id_jag_cannot_be_presented_as_a_client_assertion(
         live, assertion_form(assertion, grant_type="client_credentials")
     )
     assert_invalid_client(response)
+
+
+# --- /introspect and /revoke with assertions --------------------------------------------
+
+
+def _introspect_with(server: LiveServer, assertion: str, token: str, **kw: Any) -> Any:
+    return requests.post(
+        server.url + "/introspect",
+        data=assertion_form(assertion, token=token),
+        timeout=30,
+        **kw,
+    )
+
+
+def test_a_keyed_client_introspects_and_revokes_only_its_own_tokens(
+    live: LiveServer, keyed: tuple[dict, ECKey], user: dict
+) -> None:
+    service, key = keyed
+    own = credentials_grant(live, sign(key, client_claims(live, service["client_id"])))
+    own_token = own.json()["access_token"]
+    _, tokens = obtain_tokens(live.browser(), user)
+    others = tokens["access_token"]
+    other_service = create_service(live)
+    other_service_token = _live_token(live, other_service)
+
+    for token in (others, other_service_token):
+        seen = _introspect_with(
+            live, sign(key, client_claims(live, service["client_id"])), token
+        )
+        assert seen.status_code == 200, seen.text
+        assert seen.json() == {"active": False}
+        revoked = _revoke_with_token(live, key, service, token)
+        assert revoked.status_code == 200, revoked.text
+        assert mcp_status(live, token) == 200  # untouched
+    mine = _introspect_with(
+        live, sign(key, client_claims(live, service["client_id"])), own_token
+    )
+    assert mine.json()["active"] is True
+    assert _revoke_with_token(live, key, service, own_token).status_code == 200
+    assert mcp_status(live, own_token) == 401
+
+
+def _revoke_with_token(
+    server: LiveServer, key: ECKey, service: dict, token: str
+) -> requests.Response:
+    assertion = sign(key, client_claims(server, service["client_id"]))
+    return requests.post(
+        server.url + "/revoke", data=assertion_form(assertion, token=token), timeout=30
+    )
+
+
+def test_introspection_with_an_assertion_and_basic_at_once_is_refused(
+    live: LiveServer, keyed: tuple[dict, ECKey]
+) -> None:
+    service, key = keyed
+    token = credentials_grant(
+        live, sign(key, client_claims(live, service["client_id"]))
+    ).json()["access_token"]
+    both = _introspect_with(
+        live, sign(key, client_claims(live, service["client_id"])), token, auth=GATEWAY
+    )
+    assert both.status_code in (400, 401), both.text
+    assert "active" not in both.json()
+
+
+def test_a_secret_service_client_cannot_introspect(live: LiveServer) -> None:
+    service = create_service(live)
+    token = _live_token(live, service)
+    response = requests.post(
+        live.url + "/introspect",
+        data={"token": token},
+        auth=(service["client_id"], service["client_secret"]),
+        timeout=30,
+    )
+    assert_invalid_client(response)
+
+
+# --- tokens of the new grants at the person's own endpoints ------------------------------
+
+
+def test_a_service_client_acting_for_a_person_cannot_manage_their_api_keys(
+    live: LiveServer,
+) -> None:
+    person = make_user(live, "owner@example.com")
+    service = create_service(live, "--for", person["email"])
+    token = _live_token(live, service)
+    response = requests.post(
+        live.url + "/api-keys", json={"name": "escape"}, headers=bearer(token), timeout=30
+    )
+    assert response.status_code in (401, 403), response.text
+    listed = requests.get(live.url + "/api-keys", headers=bearer(token), timeout=30)
+    assert listed.status_code in (401, 403), listed.text
+
+
+def test_an_id_jag_token_cannot_mint_long_lived_api_keys(
+    live: LiveServer, idp: Idp, employee: dict, app_client: dict
+) -> None:
+    """The enterprise grant gives no refresh token so that the company's
+    decision stays current: each token needs a fresh assertion. A token from
+    it must not be able to mint an API key, a credential the company cannot
+    end, even when the person once approved the same client by hand."""
+    from helpers import get_code, redeem
+
+    browser = live.browser()
+    code, verifier, _ = get_code(browser, app_client, employee)
+    assert redeem(browser, app_client, code, verifier).status_code == 200
+    assertion = idp.assertion(app_client["client_id"], sub=employee["subject"])
+    token = id_jag_grant(live, app_client, assertion).json()["access_token"]
+    response = requests.post(
+        live.url + "/api-keys", json={"name": "escape"}, headers=bearer(token), timeout=30
+    )
+    assert response.status_code in (401, 403), (response.status_code, response.text)
+
+
+# --- crafted input: never a 500 -------------------------------------------------------------
+
+
+def _deep(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def _crafted_assertions(key: ECKey, client_id: str, issuer: str) -> list[str]:
+    now = int(time.time())
+    claims = {
+        "iss": client_id,
+        "sub": client_id,
+        "aud": issuer + "/token",
+        "exp": now + 60,
+        "jti": secrets.token_hex(8),
+    }
+    head = b64(json.dumps({"alg": "ES256", "kid": key.kid}).encode())
+    body = b64(json.dumps(claims).encode())
+    deep = b64(_deep(50_000).encode())
+    nested = b64(('{"a":' * 20_000 + "1" + "}" * 20_000).encode())
+    not_utf8 = b64(b"\xff\xfe")
+
+    def header(**fields: Any) -> str:
+        return b64(json.dumps(fields).encode())
+
+    def payload(**changes: Any) -> str:
+        return b64(json.dumps({**claims, **changes}).encode())
+
+    return [
+        "a" * 9000,
+        "\x00.\x00.\x00",
+        "\u00e9.\u00e9.\u00e9",
+        "...",
+        "a.b",
+        "a.b.c.d.e",
+        f"{deep}.{body}.AA",
+        f"{head}.{deep}.AA",
+        f"{head}.{nested}.AA",
+        f"{not_utf8}.{body}.AA",
+        f"{head}.{not_utf8}.AA",
+        f"{header(alg='ES256', kid={'a': 1})}.{body}.AA",
+        f"{header(alg='ES256', kid='k' * 6000)}.{body}.AA",
+        f"{header(alg='ES256', kid='a' + chr(0))}.{body}.AA",
+        f"{header(alg=['ES256'])}.{body}.AA",
+        f"{header(alg='ES256', crit=['exp'])}.{body}.AA",
+        f"{head}.{payload(sub='a' + chr(0))}.AA",
+        f"{head}.{payload(sub=chr(0xD800))}.AA",
+        f"{head}.{body}.{'A' * 5000}",
+        f"{head}.{body}.!!!!",
+    ]
+
+
+def _weak_rsa() -> RSAKey:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return RSAKey.generate_key(1024, private=True, auto_kid=True)
+
+
+def test_crafted_client_assertions_are_401_never_500(
+    live: LiveServer, keyed: tuple[dict, ECKey]
+) -> None:
+    service, key = keyed
+    for assertion in _crafted_assertions(key, service["client_id"], live.issuer):
+        for path in ("/token", "/revoke", "/introspect"):
+            data = assertion_form(assertion, grant_type="client_credentials", token="t")
+            response = requests.post(live.url + path, data=data, timeout=30)
+            if response.status_code == 413:
+                continue  # too large to read: refused before anything else
+            assert response.status_code in (400, 401), (
+                path,
+                assertion[:80],
+                response.status_code,
+                response.text[:200],
+            )
+            assert response.json()["error"] in ("invalid_client", "invalid_request")
+
+
+def test_raw_bytes_in_assertion_forms_are_never_500(
+    live: LiveServer, keyed: tuple[dict, ECKey], idp: Idp, app_client: dict
+) -> None:
+    service, _ = keyed
+    bodies = [
+        b"grant_type=client_credentials&client_assertion_type="
+        + ASSERTION_TYPE.encode()
+        + b"&client_assertion=%FF%FE.%80.%00",
+        b"grant_type=client_credentials&client_assertion_type="
+        + ASSERTION_TYPE.encode()
+        + b"&client_assertion=a.b.c&client_id=%ED%A0%80",
+        b"grant_type=client_credentials&client_assertion_type=%00&client_assertion=x",
+        b"grant_type=" + JWT_BEARER.encode() + b"&assertion=%FF%FE.%80.%00",
+        b"grant_type=" + JWT_BEARER.encode() + b"&assertion=" + b"a" * 20_000,
+        b"grant_type=" + JWT_BEARER.encode() + b"&assertion=a.b.c&resource=%00",
+        b"grant_type=" + JWT_BEARER.encode() + b"&assertion=a.b.c&scope=%ED%A0%80",
+    ]
+    auth = (app_client["client_id"], app_client["client_secret"])
+    for body in bodies:
+        for use_auth in (False, True):
+            if use_auth and b"client_assertion" in body:
+                continue
+            response = requests.post(
+                live.url + "/token",
+                data=body,
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+                auth=auth if use_auth else None,
+                timeout=30,
+            )
+            assert response.status_code in (400, 401), (
+                body[:80],
+                response.status_code,
+                response.text[:200],
+            )
+
+
+def test_crafted_id_jags_are_invalid_grant_never_500(
+    live: LiveServer, idp: Idp, employee: dict, app_client: dict
+) -> None:
+    claims = idp.claims(app_client["client_id"], sub=employee["subject"])
+    good_head = {"alg": "ES256", "kid": idp.key.kid, "typ": ID_JAG}
+    odd = [
+        signed_by_hand(idp.key, {**good_head, "kid": {"a": 1}}, claims),
+        signed_by_hand(idp.key, {**good_head, "kid": 5}, claims),
+        signed_by_hand(idp.key, {**good_head, "kid": "x" * 5000}, claims),
+        signed_by_hand(idp.key, good_head, {**claims, "iss": "\ud800"}),
+        signed_by_hand(idp.key, good_head, {**claims, "iss": idp.issuer + "\x00"}),
+        signed_by_hand(idp.key, good_head, {**claims, "iss": ["x"]}),
+        signed_by_hand(idp.key, good_head, {**claims, "iss": "i" * 100_00}),
+        signed_by_hand(idp.key, good_head, {**claims, "scope": {"a": 1}}),
+        signed_by_hand(
+            idp.key,
+            good_head,
+            {**claims, "sub": "fresh", "email": ["x"], "email_verified": True},
+        ),
+        signed_by_hand(
+            idp.key,
+            good_head,
+            {**claims, "sub": "fresh", "email": "\ud800@x.y", "email_verified": True},
+        ),
+        signed_by_hand(idp.key, good_head, {**claims, "resource": "\x00"}),
+        signed_by_hand(idp.key, good_head, {**claims, "resource": "r" * 10_000}),
+        signed_by_hand(idp.key, good_head, {**claims, "jti": "j" * 10_000}),
+        signed_by_hand(idp.key, good_head, {**claims, "jti": "\ud800"}),
+        signed_by_hand(idp.key, good_head, {**claims, "client_id": "\ud800"}),
+    ]
+    for assertion in odd:
+        response = id_jag_grant(live, app_client, assertion)
+        assert response.status_code == 400, (response.status_code, response.text[:200])
+        assert response.json()["error"] in (
+            "invalid_grant",
+            "invalid_target",
+            "invalid_scope",
+            "invalid_request",
+        )
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"jwks": "PUBLIC_NUL_KID"},
+        {"jwks": "PUBLIC_NUL_MEMBER"},
+        {"jwks": "PUBLIC_SURROGATE"},
+        {"jwks": "PUBLIC_NAN"},
+        {"jwks": "ELEVEN_KEYS"},
+        {"jwks": "RSA_1024"},
+        {"jwks": "ENC_USE"},
+        {"jwks": [1]},
+        {"jwks": "x"},
+        {"jwks": {"keys": [{"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"}]}},
+        {"jwks_uri": 5},
+        {"jwks_uri": "http://127.0.0.1:1/\x00"},
+        {"jwks_uri": "\ud800"},
+        {"jwks_uri": "http://169.254.169.254/latest/meta-data"},
+        {"jwks_uri": "ftp://127.0.0.1/jwks"},
+        {"jwks_uri": "http://user:pw@127.0.0.1/jwks"},
+        {"jwks_uri": "https://" + "a" * 3000 + ".example/"},
+        {"jwks": "PUBLIC", "jwks_uri": "http://127.0.0.1:1/jwks"},
+        {},
+    ],
+    ids=lambda m: repr(m)[:50],
+)
+def test_crafted_registrations_of_keyed_clients_are_invalid_client_metadata(
+    live: LiveServer, metadata: dict[str, Any]
+) -> None:
+    public = ec_key().as_dict(private=False)
+    special: dict[str, Callable[[], Any]] = {
+        "PUBLIC": lambda: {"keys": [public]},
+        "PUBLIC_NUL_KID": lambda: {"keys": [{**public, "kid": "a\x00b"}]},
+        "PUBLIC_NUL_MEMBER": lambda: {"keys": [{**public, "x5t": "a\x00b"}]},
+        "PUBLIC_SURROGATE": lambda: {"keys": [{**public, "note": "\ud800"}]},
+        "ELEVEN_KEYS": lambda: public_set(*[ec_key(str(n)) for n in range(11)]),
+        "RSA_1024": lambda: {"keys": [_weak_rsa().as_dict(private=False)]},
+        "ENC_USE": lambda: {"keys": [{**public, "use": "enc"}]},
+    }
+    body: dict[str, Any] = {
+        "redirect_uris": ["http://127.0.0.1/callback"],
+        "token_endpoint_auth_method": "private_key_jwt",
+    }
+    for name, value in metadata.items():
+        known = isinstance(value, str) and value in special
+        body[name] = special[value]() if known else value
+    if metadata.get("jwks") == "PUBLIC_NAN":
+        text = json.dumps({**body, "jwks": {"keys": [public]}})
+        text = text.replace('"kty"', '"note": NaN, "kty"', 1)
+    else:
+        text = json.dumps(body)
+    response = requests.post(
+        live.url + "/register",
+        data=text.encode("utf-8", "surrogatepass"),
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert_oauth_error(response, 400, "invalid_client_metadata")
+
+
+@pytest.mark.parametrize("problem", ["nul_kid", "surrogate", "nan", "weak_rsa", "private"])
+def test_the_operator_command_refuses_bad_key_files_in_one_line(
+    live: LiveServer, tmp_path: Any, problem: str
+) -> None:
+    public = ec_key().as_dict(private=False)
+    text = {
+        "nul_kid": lambda: json.dumps({"keys": [{**public, "kid": "a\x00b"}]}),
+        "surrogate": lambda: json.dumps({"keys": [{**public, "note": "\ud800"}]}),
+        "nan": lambda: json.dumps({"keys": [public]}).replace('"kty"', '"n2": NaN, "kty"'),
+        "weak_rsa": lambda: json.dumps({"keys": [_weak_rsa().as_dict(private=False)]}),
+        "private": lambda: json.dumps({"keys": [ec_key().as_dict(private=True)]}),
+    }[problem]()
+    path = tmp_path / "keys.json"
+    path.write_text(text)
+    result = cli(
+        live,
+        "clients",
+        "create-service",
+        "ci",
+        "--resource",
+        live.issuer + "/mcp",
+        "--jwks-file",
+        str(path),
+    )
+    assert result.exit_code == 1, (result.exit_code, result.output)
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(
+        result.exception
+    )
+    assert printed_json_or_none(cli(live, "clients", "list-services", "--json")) == []
+
+
+def printed_json_or_none(result: Any) -> Any:
+    return printed_json(result.output) if result.exit_code == 0 else None
