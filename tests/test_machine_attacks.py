@@ -107,10 +107,10 @@ def client_claims(server: LiveServer, client_id: str, **changes: Any) -> dict:
     return {k: v for k, v in claims.items() if v is not None}
 
 
-def assertion_form(assertion: str, **form: str) -> dict[str, str]:
+def assertion_form(client_assertion: str, **form: str) -> dict[str, str]:
     return {
         "client_assertion_type": ASSERTION_TYPE,
-        "client_assertion": assertion,
+        "client_assertion": client_assertion,
         **form,
     }
 
@@ -1863,3 +1863,131 @@ def test_a_trusted_issuers_verified_email_links_only_an_enabled_account_once(
         email_verified=True,
     )
     assert_oauth_error(id_jag_grant(live, app_client, nobody), 400, "invalid_grant")
+
+
+# --- keys that cost the server more than the attacker -------------------------------------
+
+
+def _costly_rsa_jwk(kid: str) -> dict[str, str]:
+    """A 3072-bit RSA "public key" whose exponent is as long as its modulus:
+    each verification is a full-length modular exponentiation (~15 ms, a
+    hundred times a normal one). Nothing but e < n and oddness is checked."""
+    bits = 3072
+    n = secrets.randbits(bits) | (1 << (bits - 1)) | 1
+    e = secrets.randbits(bits - 2) | (1 << (bits - 3)) | 1
+
+    def encode(value: int) -> str:
+        return b64(value.to_bytes((value.bit_length() + 7) // 8, "big"))
+
+    return {"kty": "RSA", "kid": kid, "n": encode(n), "e": encode(e)}
+
+
+def test_rsa_keys_with_huge_public_exponents_are_refused(live: LiveServer) -> None:
+    """Open registration lets anyone store ten such keys; an assertion naming
+    no kid (or their shared kid) with any signature at all then costs ten
+    full-length exponentiations before the 401. NIST SP 800-56B wants
+    65537 <= e < 2**256; a key set here should too."""
+    jwks = {"keys": [_costly_rsa_jwk("same") for _ in range(10)]}
+    response = requests.post(
+        live.url + "/register",
+        json={
+            "redirect_uris": ["http://127.0.0.1/callback"],
+            "token_endpoint_auth_method": "private_key_jwt",
+            "jwks": jwks,
+        },
+        timeout=30,
+    )
+    if response.status_code == 201:
+        client_id = response.json()["client_id"]
+        claims = client_claims(live, client_id)
+        forged = unsigned({"alg": "RS256", "kid": "same"}, claims, b64(b"\x01" * 384))
+        started = time.monotonic()
+        for _ in range(5):
+            assert_invalid_client(_revoke_with(live, forged))
+        per_request = (time.monotonic() - started) / 5
+        pytest.fail(
+            f"registered; each forged assertion then cost {per_request * 1000:.0f} ms"
+        )
+    assert_oauth_error(response, 400, "invalid_client_metadata")
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "127.0.0.1",
+        "localhost",
+        "0.0.0.0",
+        "[::ffff:127.0.0.1]",
+        "[::1]",
+        "2130706433",
+        "0x7f.1",
+        "127.1",
+        "017700000001",
+    ],
+)
+def test_without_loopback_no_key_set_url_reaches_this_host(
+    make_server: Callable[..., LiveServer], documents: DocumentServer, host: str
+) -> None:
+    """SSRF through a client's ``jwks_uri``: however the address is spelled,
+    a server that may not fetch from loopback never connects there."""
+    live = make_server()
+    uri = f"https://{host}:{documents.port}/jwks.json"
+    response = requests.post(
+        live.url + "/register",
+        json={
+            "redirect_uris": ["http://127.0.0.1/callback"],
+            "token_endpoint_auth_method": "private_key_jwt",
+            "jwks_uri": uri,
+        },
+        timeout=30,
+    )
+    if response.status_code == 201:
+        client_id = response.json()["client_id"]
+        assertion = sign(ec_key(), client_claims(live, client_id))
+        assert_invalid_client(_revoke_with(live, assertion))
+    else:
+        assert_oauth_error(response, 400, "invalid_client_metadata")
+    assert documents.connections == 0
+
+
+def test_a_keyed_client_trades_an_id_jag_with_one_jti_in_both_assertions(
+    live: LiveServer, idp: Idp, employee: dict
+) -> None:
+    """A client assertion and an identity assertion have different signers:
+    one jti in each is no replay, and neither spends the other."""
+    key = ec_key()
+    client = register_client(
+        live.browser(),
+        token_endpoint_auth_method="private_key_jwt",
+        jwks=public_set(key),
+    )
+    jti = secrets.token_urlsafe(12)
+    own = sign(key, client_claims(live, client["client_id"], jti=jti))
+    id_jag = idp.assertion(client["client_id"], sub=employee["subject"], jti=jti)
+    data = assertion_form(own, grant_type=JWT_BEARER, assertion=id_jag)
+    response = post_token(live, data)
+    assert response.status_code == 200, response.text
+    # Each is spent now, on its own.
+    assert_invalid_client(post_token(live, data))
+    fresh = sign(key, client_claims(live, client["client_id"]))
+    again = assertion_form(fresh, grant_type=JWT_BEARER, assertion=id_jag)
+    assert_oauth_error(post_token(live, again), 400, "invalid_grant")
+
+
+def test_fractional_times_and_a_list_audience_are_understood(
+    live: LiveServer, keyed: tuple[dict, ECKey]
+) -> None:
+    service, key = keyed
+    now = time.time()
+    claims = client_claims(
+        live,
+        service["client_id"],
+        exp=now + 90.5,
+        iat=now - 0.5,
+        aud=[live.issuer, "https://other.example"],
+    )
+    response = credentials_grant(live, sign(key, claims))
+    assert response.status_code == 200, response.text
+    # The same jti once more, as a float exp a hair later: still a replay.
+    claims["exp"] = claims["exp"] + 0.25
+    assert_invalid_client(credentials_grant(live, sign(key, claims)))
