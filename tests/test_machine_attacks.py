@@ -1865,7 +1865,7 @@ def test_a_trusted_issuers_verified_email_links_only_an_enabled_account_once(
     assert_oauth_error(id_jag_grant(live, app_client, nobody), 400, "invalid_grant")
 
 
-# --- keys that cost the server more than the attacker -------------------------------------
+# --- keys that cost the server more than the attacker ---------------------------------
 
 
 def _costly_rsa_jwk(kid: str) -> dict[str, str]:
