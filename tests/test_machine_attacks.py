@@ -1991,3 +1991,61 @@ def test_fractional_times_and_a_list_audience_are_understood(
     # The same jti once more, as a float exp a hair later: still a replay.
     claims["exp"] = claims["exp"] + 0.25
     assert_invalid_client(credentials_grant(live, sign(key, claims)))
+
+
+# --- an identity linked by an assertion is no way to sign in ---------------------------
+
+
+def test_an_id_jag_email_link_does_not_become_a_way_to_sign_in(
+    make_server: Callable[..., LiveServer],
+    oidc_provider: Any,
+    documents: DocumentServer,
+) -> None:
+    """The company's IdP is both a sign-in provider here and a trusted ID-JAG
+    issuer (one Okta org, say). Signing in through the provider with a
+    verified email that is a password account's never takes that account
+    over: the person must prove the account first (tests/test_provider_link).
+    An ID-JAG carrying the same verified email links (issuer, subject) to the
+    account with no proof; that link must not then sign the provider's
+    person in to the account on the web (its keys, consents, service clients)."""
+    from oidc_upstream import provider_sign_in
+
+    server = make_server(CIMD_ALLOW_LOOPBACK="on", **oidc_provider.settings())
+    alice = make_user(server, "alice@example.com")
+    # Before: the provider's "alice" must prove the account.
+    before = provider_sign_in(server.browser(), "alice")
+    assert before.status_code == 200
+    assert select_one(before, "#link-needed")
+
+    # The operator trusts the same issuer for ID-JAGs (the stand-in keys are
+    # served here; the IdP's own would be at its jwks_uri).
+    key = ec_key("idp")
+    documents.respond("/okta/jwks", json.dumps(public_set(key)))
+    trust(server, oidc_provider.issuer, documents.url("/okta/jwks"))
+    client = register_client(server.browser())
+    now = int(time.time())
+    id_jag = sign(
+        key,
+        {
+            "iss": oidc_provider.issuer,
+            "sub": "alice",
+            "aud": server.issuer,
+            "client_id": client["client_id"],
+            "resource": server.issuer + "/mcp",
+            "scope": "read",
+            "email": "alice@example.com",
+            "email_verified": True,
+            "iat": now,
+            "exp": now + 300,
+            "jti": secrets.token_urlsafe(12),
+        },
+        typ=ID_JAG,
+    )
+    granted = id_jag_grant(server, client, id_jag)
+    assert granted.status_code == 200, granted.text  # as the brief asks
+    assert claims_of(granted.json()["access_token"])["sub"] == alice["id"]
+
+    browser = server.browser()
+    after = provider_sign_in(browser, "alice")
+    assert browser.get("/account").status_code == 302, "signed in to alice's account"
+    assert after.status_code == 200, after.status_code
