@@ -1993,7 +1993,7 @@ def test_fractional_times_and_a_list_audience_are_understood(
     assert_invalid_client(credentials_grant(live, sign(key, claims)))
 
 
-# --- an identity linked by an assertion is no way to sign in ---------------------------
+# --- an identity linked by an assertion is no way to sign in -------------------------
 
 
 def test_an_id_jag_email_link_does_not_become_a_way_to_sign_in(
