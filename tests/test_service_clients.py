@@ -573,7 +573,7 @@ def test_revoke_on_the_page_ends_its_tokens(
     refused(secret_token(browser, client), 401, "invalid_client")
     assert client["client_id"] not in signed_in.get("/account").text
     assert page_revoke(signed_in, client["client_id"]).status_code == 404
-    # See Other: the browser GETs the account page (as the brief has it).
+    # Found, as every form of the account page answers (POST-redirect-GET).
     assert response.status_code == 302, response.status_code
 
 
