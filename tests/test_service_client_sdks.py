@@ -20,9 +20,7 @@ import anyio
 import pytest
 from conftest import LiveServer
 from helpers import (
-    ROOT,
     claims_of,
-    npm_package,
     public_jwks,
     run_command,
     signing_key,
@@ -34,10 +32,8 @@ from mcp.client.auth.extensions.client_credentials import (
     SignedJWTParameters,
 )
 from mcp_sdk_client import MemoryStorage, run_session
+from test_oidc_discovery import sdk_modules  # noqa: F401  (a fixture, the pinned SDK)
 
-#: The TypeScript SDK under test, pinned as tests/test_oidc_discovery.py pins it.
-TS_SDK = "@modelcontextprotocol/sdk@1.32.2"
-NODE_MODULES_HOME = ROOT / ".devdata" / "node"
 TS_SCRIPT = Path(__file__).resolve().parent / "js" / "sdk_client_credentials.mjs"
 
 
@@ -141,12 +137,6 @@ def test_python_sdk_with_a_wrong_secret_gets_no_session(
 # --- The TypeScript SDK ------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def ts_sdk() -> Path:
-    """``node_modules`` holding the MCP TypeScript SDK, installed on first use."""
-    return npm_package(TS_SDK, NODE_MODULES_HOME)
-
-
 def run_ts(modules: Path, options: dict[str, Any]) -> dict[str, Any]:
     done = subprocess.run(
         ["node", str(TS_SCRIPT), str(modules), json.dumps(options)],
@@ -162,12 +152,14 @@ def run_ts(modules: Path, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_typescript_sdk_client_credentials_provider(
-    server: LiveServer, user: dict[str, str], ts_sdk: Path
+    server: LiveServer,
+    user: dict[str, str],
+    sdk_modules: Path,  # noqa: F811
 ) -> None:
     client = create_service(server, "--for", user["email"])
 
     outcome = run_ts(
-        ts_sdk,
+        sdk_modules,
         {
             "url": server.url + "/mcp",
             "issuer": server.issuer,
@@ -185,13 +177,15 @@ def test_typescript_sdk_client_credentials_provider(
 
 
 def test_typescript_sdk_private_key_jwt_provider(
-    server: LiveServer, user: dict[str, str], ts_sdk: Path
+    server: LiveServer,
+    user: dict[str, str],
+    sdk_modules: Path,  # noqa: F811
 ) -> None:
     key = signing_key("ES256")
     client = create_service(server, "--for", user["email"], jwks=public_jwks(key))
 
     outcome = run_ts(
-        ts_sdk,
+        sdk_modules,
         {
             "url": server.url + "/mcp",
             "issuer": server.issuer,
