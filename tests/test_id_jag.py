@@ -1,0 +1,920 @@
+"""Enterprise-managed authorization: an ID-JAG traded at /token (RFC 7523).
+
+An enterprise identity provider (:mod:`enterprise_idp`, a real HTTP server
+with real keys) issues Identity Assertion JWT Authorization Grants; the
+operator trusts it with ``flask --app app idps trust``; a registered client
+presents an assertion with ``grant_type=urn:ietf:params:oauth:grant-type:
+jwt-bearer`` and gets an access token for the person the assertion names
+(``docs``: BRIEF-22, "Enterprise-managed authorization").
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+import requests
+import sqlalchemy
+from conftest import LiveServer, make_user
+from devservices import free_port
+from enterprise_idp import OMIT, EnterpriseIdp, b64json
+from helpers import (
+    ROOT,
+    Browser,
+    claims_of,
+    register_client,
+    register_resource,
+    start_web,
+    token_request,
+    whoami,
+    whoami_output,
+)
+from mcp import ClientSession
+from mcp.client.auth.extensions.identity_assertion import (
+    IdentityAssertionOAuthProvider,
+)
+from mcp.client.streamable_http import streamable_http_client
+from mcp_sdk_client import MemoryStorage, whoami_of
+from test_audit import AuditLog
+
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+ID_JAG_PROFILE = "urn:ietf:params:oauth:grant-profile:id-jag"
+#: The person's id at the enterprise IdP (the assertions' default ``sub``).
+SUBJECT = "employee-1"
+#: A resource registered besides the built-in one, with a single scope.
+TOOLS = "https://tools.example.com/mcp"
+
+LOOPBACK_ON = {"CIMD_ALLOW_LOOPBACK": "on"}
+
+
+# --- set-up -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def service(base_env: dict[str, str]) -> Iterator[LiveServer]:
+    """The service, allowed to fetch a JWKS over http from loopback; one
+    for the module (every test starts from empty tables and Redis anyway)."""
+    live = LiveServer(base_env, LOOPBACK_ON)
+    yield live
+    live.stop()
+
+
+@pytest.fixture(scope="module")
+def idp(service: LiveServer) -> Iterator[EnterpriseIdp]:
+    """The enterprise IdP, issuing ID-JAGs for the service's own MCP endpoint."""
+    made = EnterpriseIdp(audience=service.issuer, resource=service.issuer + "/mcp")
+    yield made
+    made.stop()
+
+
+@pytest.fixture
+def other_idp(service: LiveServer) -> Iterator[EnterpriseIdp]:
+    """A second IdP, with keys of its own (trusted or not, as the test says)."""
+    made = EnterpriseIdp(audience=service.issuer, resource=service.issuer + "/mcp")
+    yield made
+    made.stop()
+
+
+def cli(server: LiveServer, *args: str) -> Any:
+    """The app's command, run by Flask's CLI runner on ``server``'s app."""
+    return server.app.test_cli_runner().invoke(args=list(args))
+
+
+def trust(server: LiveServer, idp: EnterpriseIdp, *options: str) -> None:
+    result = cli(
+        server, "idps", "trust", idp.issuer, "--jwks-uri", idp.jwks_uri, *options
+    )
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert result.stdout.strip() == idp.issuer
+
+
+def distrust(server: LiveServer, idp: EnterpriseIdp) -> None:
+    result = cli(server, "idps", "distrust", idp.issuer)
+    assert result.exit_code == 0, (result.output, result.exception)
+
+
+def link_identity(
+    engine: sqlalchemy.Engine, user_id: str, issuer: str, subject: str
+) -> None:
+    """Give the person the identity (issuer, subject), as a sign-in would have."""
+    with engine.begin() as connection:
+        connection.execute(
+            sqlalchemy.text(
+                "INSERT INTO identities (id, user_id, issuer, subject)"
+                " VALUES (:id, :user_id, :issuer, :subject)"
+            ),
+            {
+                "id": uuid.uuid4(),
+                "user_id": user_id,
+                "issuer": issuer,
+                "subject": subject,
+            },
+        )
+
+
+def identities_of(engine: sqlalchemy.Engine) -> set[tuple[str, str, str]]:
+    with engine.connect() as connection:
+        rows = connection.execute(
+            sqlalchemy.text("SELECT user_id, issuer, subject FROM identities")
+        )
+        return {(str(row.user_id), row.issuer, row.subject) for row in rows}
+
+
+def emails_of(engine: sqlalchemy.Engine) -> set[str]:
+    with engine.connect() as connection:
+        return {
+            row.email
+            for row in connection.execute(sqlalchemy.text("SELECT email FROM users"))
+        }
+
+
+def assert_error(response: requests.Response, status: int, error: str) -> None:
+    assert (response.status_code, response.headers.get("Content-Type")) == (
+        status,
+        "application/json",
+    ), (response.status_code, response.text)
+    body = response.json()
+    assert body["error"] == error, body
+    assert "access_token" not in body
+
+
+@dataclass
+class Enterprise:
+    """One test's world: the service trusting the IdP, a confidential client
+    registered by DCR, and a person holding the identity (IdP, ``SUBJECT``)."""
+
+    service: LiveServer
+    idp: EnterpriseIdp
+    engine: sqlalchemy.Engine
+    browser: Browser
+    client: dict[str, Any]
+    person: dict[str, str]
+
+    def assertion(self, idp: EnterpriseIdp | None = None, **claims: Any) -> str:
+        """A good ID-JAG for the client and the person, ``claims`` overridden."""
+        claims.setdefault("client_id", self.client["client_id"])
+        claims.setdefault("sub", SUBJECT)
+        return (idp or self.idp).mint(**claims)
+
+    def exchange(
+        self, assertion: str, client: dict[str, Any] | None = None, **params: str
+    ) -> requests.Response:
+        return self.post(assertion, params, client)
+
+    def post(
+        self,
+        assertion: str,
+        params: dict[str, str],
+        client: dict[str, Any] | None = None,
+    ) -> requests.Response:
+        """POST /token with the grant, the assertion and ``params``."""
+        data = {"grant_type": JWT_BEARER, "assertion": assertion, **params}
+        return token_request(self.browser, client or self.client, data)
+
+    def token(self, assertion: str | None = None, **params: str) -> dict[str, Any]:
+        """The 200 answer to an exchange (of a good assertion, by default)."""
+        response = self.post(assertion or self.assertion(), params)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+
+@pytest.fixture
+def enterprise(
+    service: LiveServer, idp: EnterpriseIdp, engine: sqlalchemy.Engine
+) -> Enterprise:
+    trust(service, idp)
+    browser = service.browser()
+    client = register_client(
+        browser, client_name="Agent", token_endpoint_auth_method="client_secret_basic"
+    )
+    person = make_user(service, "ada@example.com")
+    link_identity(engine, person["id"], idp.issuer, SUBJECT)
+    return Enterprise(service, idp, engine, browser, client, person)
+
+
+@pytest.fixture
+def audit_log(service: LiveServer) -> Iterator[AuditLog]:
+    handler = AuditLog()
+    logger = logging.getLogger("app.audit")
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)
+
+
+# --- the operator's commands --------------------------------------------------
+
+
+def test_trust_list_and_distrust_an_issuer(
+    service: LiveServer, idp: EnterpriseIdp, other_idp: EnterpriseIdp
+) -> None:
+    trust(service, idp)
+    trust(service, other_idp, "--allow-public-clients")
+
+    listed = cli(service, "idps", "list")
+    assert listed.exit_code == 0, listed.output
+    assert idp.issuer in listed.stdout and other_idp.issuer in listed.stdout
+    as_json = cli(service, "idps", "list", "--json")
+    assert as_json.exit_code == 0, as_json.output
+    text = json.dumps(json.loads(as_json.stdout))
+    for value in (idp.issuer, idp.jwks_uri, other_idp.issuer, other_idp.jwks_uri):
+        assert json.dumps(value) in text
+
+    distrust(service, other_idp)
+    listed = cli(service, "idps", "list", "--json")
+    assert idp.issuer in listed.stdout
+    assert other_idp.issuer not in listed.stdout
+
+
+def test_trusting_again_replaces_the_jwks_uri(
+    service: LiveServer, idp: EnterpriseIdp
+) -> None:
+    moved = idp.url + "/keys/v2"
+    trust(service, idp)
+    again = cli(service, "idps", "trust", idp.issuer, "--jwks-uri", moved)
+    assert again.exit_code == 0, again.output
+    assert again.stdout.strip() == idp.issuer
+
+    listed = cli(service, "idps", "list", "--json").stdout
+    assert moved in listed
+    assert json.dumps(idp.jwks_uri) not in listed
+    assert listed.count(json.dumps(idp.issuer)) == 1
+
+
+def assert_one_line_error(result: Any) -> None:
+    assert result.exit_code == 1, (result.output, result.exception)
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_loopback_http_is_refused_without_the_setting(
+    server: LiveServer, idp: EnterpriseIdp
+) -> None:
+    # ``server`` runs without CIMD_ALLOW_LOOPBACK: only https is trusted.
+    issuer_refused = cli(
+        server,
+        "idps",
+        "trust",
+        idp.issuer,
+        "--jwks-uri",
+        "https://idp.example.com/jwks",
+    )
+    jwks_refused = cli(
+        server, "idps", "trust", "https://idp.example.com", "--jwks-uri", idp.jwks_uri
+    )
+
+    assert_one_line_error(issuer_refused)
+    assert_one_line_error(jwks_refused)
+    listed = cli(server, "idps", "list", "--json")
+    assert listed.exit_code == 0
+    assert "idp.example.com" not in listed.stdout and idp.url not in listed.stdout
+
+
+@pytest.mark.parametrize(
+    "issuer, jwks_uri",
+    [
+        ("http://idp.example.com", "https://idp.example.com/jwks"),
+        ("https://idp.example.com", "http://idp.example.com/jwks"),
+        ("idp.example.com", "https://idp.example.com/jwks"),
+    ],
+)
+def test_plain_http_off_loopback_is_refused_even_with_the_setting(
+    service: LiveServer, issuer: str, jwks_uri: str
+) -> None:
+    refused = cli(service, "idps", "trust", issuer, "--jwks-uri", jwks_uri)
+
+    assert_one_line_error(refused)
+    assert "idp.example.com" not in cli(service, "idps", "list", "--json").stdout
+
+
+def test_the_command_run_by_an_operator_refuses_http_in_one_line(
+    base_env: dict[str, str],
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", "idps", "trust"]
+        + ["http://127.0.0.1:9/", "--jwks-uri", "http://127.0.0.1:9/jwks"],
+        cwd=ROOT,
+        env={**os.environ, **base_env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# --- metadata -------------------------------------------------------------------
+
+
+def test_metadata_advertises_the_grant_and_the_id_jag_profile(
+    service: LiveServer,
+) -> None:
+    metadata = requests.get(
+        service.url + "/.well-known/oauth-authorization-server", timeout=10
+    ).json()
+
+    assert JWT_BEARER in metadata["grant_types_supported"]
+    assert "authorization_code" in metadata["grant_types_supported"]
+    assert metadata["authorization_grant_profiles_supported"] == [ID_JAG_PROFILE]
+
+
+# --- the grant --------------------------------------------------------------------
+
+
+def test_an_assertion_for_a_known_identity_gets_a_token_that_works(
+    enterprise: Enterprise,
+) -> None:
+    service, client = enterprise.service, enterprise.client
+    before = time.time()
+
+    answer = enterprise.token()
+
+    assert answer["token_type"].lower() == "bearer"
+    assert "refresh_token" not in answer
+    assert set(answer["scope"].split()) == {"read", "write"}
+    assert 0 < answer["expires_in"] <= 3600
+    claims = claims_of(answer["access_token"])
+    assert claims["iss"] == service.issuer
+    assert claims["sub"] == enterprise.person["id"]
+    assert claims["aud"] == service.issuer + "/mcp"
+    assert claims["client_id"] == client["client_id"]
+    assert set(claims["scope"].split()) == {"read", "write"}
+    assert claims["exp"] - claims["iat"] == answer["expires_in"]
+    assert before - 5 <= claims["iat"] <= time.time() + 5
+    assert whoami_output(enterprise.browser, answer["access_token"]) == {
+        "sub": enterprise.person["id"],
+        "email": enterprise.person["email"],
+        "client_id": client["client_id"],
+        "scope": answer["scope"],
+    }
+
+
+def test_an_es256_identity_provider_is_as_good(
+    enterprise: Enterprise, service: LiveServer
+) -> None:
+    es_idp = EnterpriseIdp(
+        "ES256", audience=service.issuer, resource=service.issuer + "/mcp"
+    )
+    try:
+        trust(service, es_idp)
+        link_identity(enterprise.engine, enterprise.person["id"], es_idp.issuer, "e-7")
+
+        answer = enterprise.token(enterprise.assertion(es_idp, sub="e-7"))
+
+        assert claims_of(answer["access_token"])["sub"] == enterprise.person["id"]
+    finally:
+        es_idp.stop()
+
+
+def test_a_client_secret_post_client_may_use_the_grant(
+    enterprise: Enterprise,
+) -> None:
+    client = register_client(
+        enterprise.browser, token_endpoint_auth_method="client_secret_post"
+    )
+
+    response = enterprise.exchange(
+        enterprise.assertion(client_id=client["client_id"]), client=client
+    )
+
+    assert response.status_code == 200, response.text
+    assert (
+        claims_of(response.json()["access_token"])["client_id"] == client["client_id"]
+    )
+
+
+async def sdk_session(
+    enterprise: Enterprise, auth_method: str, calls: list[tuple[str, str]]
+) -> dict[str, Any]:
+    client = register_client(
+        enterprise.browser, client_name="SDK", token_endpoint_auth_method=auth_method
+    )
+    service = enterprise.service
+
+    async def assertion_provider(audience: str, resource: str) -> str:
+        # Plays the IdP's leg 1: the ID-JAG for this audience and resource.
+        calls.append((audience, resource))
+        return enterprise.idp.mint(
+            aud=audience, resource=resource, client_id=client["client_id"], sub=SUBJECT
+        )
+
+    provider = IdentityAssertionOAuthProvider(
+        server_url=service.url + "/mcp",
+        storage=MemoryStorage(),
+        client_id=client["client_id"],
+        client_secret=client["client_secret"],
+        issuer=service.issuer,
+        assertion_provider=assertion_provider,
+        token_endpoint_auth_method=auth_method,  # type: ignore[arg-type]
+    )
+    async with (
+        httpx2.AsyncClient(auth=provider, timeout=30) as http,
+        streamable_http_client(service.url + "/mcp", http_client=http) as streams,
+        ClientSession(*streams) as session,
+    ):
+        await session.initialize()
+        tools = await session.list_tools()
+        called = await session.call_tool("whoami", {})
+    return {"tools": tools, "whoami": whoami_of(called), "client": client}
+
+
+@pytest.mark.parametrize("auth_method", ["client_secret_post", "client_secret_basic"])
+def test_the_mcp_sdk_identity_assertion_provider_calls_a_tool(
+    enterprise: Enterprise, auth_method: str
+) -> None:
+    calls: list[tuple[str, str]] = []
+
+    outcome = anyio.run(sdk_session, enterprise, auth_method, calls)
+
+    service = enterprise.service
+    assert calls == [(service.issuer, service.issuer + "/mcp")]
+    assert outcome["whoami"] == {
+        "sub": enterprise.person["id"],
+        "email": enterprise.person["email"],
+        "client_id": outcome["client"]["client_id"],
+        "scope": "read write",
+    }
+    assert [tool.name for tool in outcome["tools"].tools] == ["whoami"]
+
+
+# --- scope ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "asserted, requested, granted",
+    [
+        ("read write", "read", {"read"}),
+        ("read", "read write", {"read"}),
+        ("read write", None, {"read", "write"}),
+        ("write", None, {"write"}),
+        # Asserted scopes the resource does not have are never granted.
+        ("read write admin", None, {"read", "write"}),
+        ("read admin", "read admin", {"read"}),
+    ],
+)
+def test_the_scope_granted_is_requested_and_asserted(
+    enterprise: Enterprise, asserted: str, requested: str | None, granted: set[str]
+) -> None:
+    params = {"scope": requested} if requested is not None else {}
+
+    answer = enterprise.token(enterprise.assertion(scope=asserted), **params)
+
+    assert set(answer["scope"].split()) == granted
+    assert set(claims_of(answer["access_token"])["scope"].split()) == granted
+
+
+def test_the_scope_stays_within_the_asserted_resources(
+    enterprise: Enterprise,
+) -> None:
+    register_resource(enterprise.service, TOOLS, scopes="read")
+
+    answer = enterprise.token(enterprise.assertion(resource=TOOLS, scope="read write"))
+
+    assert answer["scope"] == "read"
+    claims = claims_of(answer["access_token"])
+    assert claims["aud"] == TOOLS and claims["scope"] == "read"
+
+
+@pytest.mark.parametrize(
+    "asserted, requested",
+    [("read", "write"), ("admin", None), ("read", "admin"), ("", "read")],
+)
+def test_no_scope_in_common_is_invalid_scope(
+    enterprise: Enterprise, asserted: str, requested: str | None
+) -> None:
+    params = {"scope": requested} if requested is not None else {}
+
+    response = enterprise.post(enterprise.assertion(scope=asserted), params)
+
+    assert_error(response, 400, "invalid_scope")
+
+
+# --- refused assertions -----------------------------------------------------------
+
+#: Each way an assertion goes wrong, as a function of the test's world.
+BAD_ASSERTIONS: dict[str, Callable[[Enterprise], str]] = {
+    "alg none": lambda e: e.idp.unsigned(client_id=e.client["client_id"], sub=SUBJECT),
+    "HS256 keyed with the public key": lambda e: e.idp.hs256_with_public_key(
+        client_id=e.client["client_id"], sub=SUBJECT
+    ),
+    "a foreign key under the right kid": lambda e: e.idp.foreign(
+        client_id=e.client["client_id"], sub=SUBJECT
+    ),
+    "a kid the IdP never published": lambda e: e.assertion(header={"kid": "not-a-kid"}),
+    "a tampered payload": lambda e: tamper(e.assertion()),
+    "aud another server": lambda e: e.assertion(aud="https://as.example.com"),
+    "aud the resource": lambda e: e.assertion(aud=e.service.issuer + "/mcp"),
+    "aud missing": lambda e: e.assertion(aud=OMIT),
+    "expired": lambda e: e.assertion(
+        iat=int(time.time()) - 900, exp=int(time.time()) - 120
+    ),
+    "exp more than an hour ahead": lambda e: e.assertion(
+        exp=int(time.time()) + 3600 + 300
+    ),
+    "exp missing": lambda e: e.assertion(exp=OMIT),
+    "iat in the future": lambda e: e.assertion(
+        iat=int(time.time()) + 300, exp=int(time.time()) + 600
+    ),
+    "iat missing": lambda e: e.assertion(iat=OMIT),
+    "jti missing": lambda e: e.assertion(jti=OMIT),
+    "sub missing": lambda e: e.assertion(sub=OMIT),
+    "typ JWT": lambda e: e.assertion(header={"typ": "JWT"}),
+    "typ missing": lambda e: e.assertion(header={"typ": OMIT}),
+    "typ of an access token": lambda e: e.assertion(header={"typ": "at+jwt"}),
+    "client_id another client's": lambda e: e.assertion(
+        client_id=register_client(e.browser)["client_id"]
+    ),
+    "client_id missing": lambda e: e.assertion(client_id=OMIT),
+    "iss not the signer's": lambda e: e.assertion(iss="https://idp.example.com"),
+}
+
+
+def tamper(token: str) -> str:
+    """The token with its payload's ``sub`` changed and the signature kept."""
+    header, payload, signature = token.split(".")
+    claims = claims_of(token)
+    claims["sub"] = "employee-2"
+    return f"{header}.{b64json(claims)}.{signature}"
+
+
+@pytest.mark.parametrize("case", BAD_ASSERTIONS)
+def test_a_bad_assertion_is_invalid_grant(
+    enterprise: Enterprise, engine: sqlalchemy.Engine, case: str
+) -> None:
+    # The employee-2 of a tampered payload exists, so that only the signature
+    # can refuse it.
+    other = make_user(enterprise.service, "bo@example.com")
+    link_identity(engine, other["id"], enterprise.idp.issuer, "employee-2")
+
+    response = enterprise.exchange(BAD_ASSERTIONS[case](enterprise))
+
+    assert_error(response, 400, "invalid_grant")
+    # The same world takes a good assertion: the defect alone was refused.
+    enterprise.token()
+
+
+def test_an_untrusted_issuer_is_invalid_grant(
+    enterprise: Enterprise, other_idp: EnterpriseIdp
+) -> None:
+    link_identity(enterprise.engine, enterprise.person["id"], other_idp.issuer, SUBJECT)
+
+    response = enterprise.exchange(enterprise.assertion(other_idp))
+
+    assert_error(response, 400, "invalid_grant")
+
+
+def test_a_trusted_issuer_cannot_speak_for_another(
+    enterprise: Enterprise, other_idp: EnterpriseIdp
+) -> None:
+    # Both trusted: the other IdP's key signs a claim to be the first one.
+    trust(enterprise.service, other_idp)
+
+    forged = enterprise.assertion(other_idp, iss=enterprise.idp.issuer)
+
+    assert_error(enterprise.exchange(forged), 400, "invalid_grant")
+
+
+def test_a_distrusted_issuer_is_invalid_grant(enterprise: Enterprise) -> None:
+    enterprise.token()
+
+    distrust(enterprise.service, enterprise.idp)
+
+    assert_error(enterprise.exchange(enterprise.assertion()), 400, "invalid_grant")
+
+
+def test_a_replayed_assertion_is_invalid_grant_and_audited(
+    enterprise: Enterprise, audit_log: AuditLog
+) -> None:
+    assertion = enterprise.assertion()
+    enterprise.token(assertion)
+    assert audit_log.events("assertion_replayed") == []
+
+    replayed = enterprise.exchange(assertion)
+
+    assert_error(replayed, 400, "invalid_grant")
+    event = audit_log.one("assertion_replayed")
+    assert event["issuer"] == enterprise.idp.issuer
+    assert event["client_id"] == enterprise.client["client_id"]
+    assert assertion.split(".")[2] not in json.dumps(event)
+
+
+def test_a_new_assertion_reusing_a_jti_is_a_replay(
+    enterprise: Enterprise, audit_log: AuditLog
+) -> None:
+    enterprise.token(enterprise.assertion(jti="once", scope="read"))
+
+    replayed = enterprise.exchange(enterprise.assertion(jti="once", scope="write"))
+
+    assert_error(replayed, 400, "invalid_grant")
+    assert audit_log.one("assertion_replayed")["issuer"] == enterprise.idp.issuer
+
+
+@pytest.fixture
+def two_instances(
+    base_env: dict[str, str], tmp_path: Path
+) -> Iterator[tuple[list[str], list[Path]]]:
+    """Two gunicorn instances of one issuer on the same Postgres and Redis."""
+    port = free_port()
+    issuer = f"http://127.0.0.1:{port}"
+    processes: list[subprocess.Popen] = []
+    urls, logs = [], []
+    try:
+        for name, at in (("a", port), ("b", free_port())):
+            log = tmp_path / f"{name}.log"
+            processes.append(start_web(base_env, at, log, ISSUER=issuer, **LOOPBACK_ON))
+            urls.append(f"http://127.0.0.1:{at}")
+            logs.append(log)
+        yield urls, logs
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=60)
+
+
+def test_a_replay_at_another_instance_is_refused(
+    two_instances: tuple[list[str], list[Path]],
+    idp: EnterpriseIdp,
+    service: LiveServer,
+    engine: sqlalchemy.Engine,
+) -> None:
+    (first, second), (_, second_log) = two_instances
+    issuer = first  # both instances' ISSUER
+    trust(service, idp)
+    person = make_user(service, "ada@example.com")
+    link_identity(engine, person["id"], idp.issuer, SUBJECT)
+    at_first = requests.Session()
+    registered = at_first.post(
+        first + "/register",
+        json={
+            "redirect_uris": ["http://127.0.0.1/callback"],
+            "token_endpoint_auth_method": "client_secret_basic",
+        },
+        timeout=30,
+    )
+    assert registered.status_code == 201, registered.text
+    client = registered.json()
+    assertion = idp.mint(
+        aud=issuer,
+        resource=issuer + "/mcp",
+        client_id=client["client_id"],
+        sub=SUBJECT,
+    )
+    data = {"grant_type": JWT_BEARER, "assertion": assertion}
+    auth = (client["client_id"], client["client_secret"])
+
+    used = requests.post(first + "/token", data=data, auth=auth, timeout=30)
+    replayed = requests.post(second + "/token", data=data, auth=auth, timeout=30)
+
+    assert used.status_code == 200, used.text
+    assert claims_of(used.json()["access_token"])["sub"] == person["id"]
+    assert_error(replayed, 400, "invalid_grant")
+    logged = [
+        json.loads(line)
+        for line in second_log.read_text().splitlines()
+        if line.startswith("{")
+    ]
+    [event] = [e for e in logged if e.get("event") == "assertion_replayed"]
+    assert event["issuer"] == idp.issuer
+    assert event["client_id"] == client["client_id"]
+
+
+# --- the target -------------------------------------------------------------------
+
+
+def test_an_unregistered_resource_is_invalid_target(enterprise: Enterprise) -> None:
+    response = enterprise.exchange(
+        enterprise.assertion(resource="https://unknown.example.com/mcp")
+    )
+
+    assert_error(response, 400, "invalid_target")
+
+
+def test_a_request_resource_must_name_the_asserted_one(
+    enterprise: Enterprise,
+) -> None:
+    register_resource(enterprise.service, TOOLS, scopes="read")
+    mcp = enterprise.service.issuer + "/mcp"
+
+    differing = enterprise.exchange(enterprise.assertion(), resource=TOOLS)
+    unknown = enterprise.exchange(
+        enterprise.assertion(), resource="https://unknown.example.com/mcp"
+    )
+    same = enterprise.exchange(enterprise.assertion(resource=TOOLS), resource=TOOLS)
+    also_same = enterprise.exchange(enterprise.assertion(), resource=mcp)
+
+    assert_error(differing, 400, "invalid_target")
+    assert_error(unknown, 400, "invalid_target")
+    assert same.status_code == 200, same.text
+    assert claims_of(same.json()["access_token"])["aud"] == TOOLS
+    assert also_same.status_code == 200, also_same.text
+    assert claims_of(also_same.json()["access_token"])["aud"] == mcp
+
+
+# --- the client -------------------------------------------------------------------
+
+
+def test_a_public_client_needs_the_issuer_to_allow_it(
+    enterprise: Enterprise,
+) -> None:
+    public = register_client(enterprise.browser, token_endpoint_auth_method="none")
+    assert "client_secret" not in public
+
+    refused = enterprise.exchange(
+        enterprise.assertion(client_id=public["client_id"]), client=public
+    )
+    trust(enterprise.service, enterprise.idp, "--allow-public-clients")
+    allowed = enterprise.exchange(
+        enterprise.assertion(client_id=public["client_id"]), client=public
+    )
+
+    assert_error(refused, 400, "unauthorized_client")
+    assert allowed.status_code == 200, allowed.text
+    assert claims_of(allowed.json()["access_token"])["client_id"] == public["client_id"]
+    assert "refresh_token" not in allowed.json()
+
+
+@pytest.mark.parametrize("wrong", ["secret", "client"])
+def test_bad_client_authentication_is_invalid_client(
+    enterprise: Enterprise, wrong: str
+) -> None:
+    client = dict(enterprise.client)
+    if wrong == "secret":
+        client["client_secret"] = "not-the-secret"
+    else:
+        client["client_id"] = "no-such-client"
+
+    response = enterprise.exchange(enterprise.assertion(), client=client)
+
+    assert_error(response, 401, "invalid_client")
+
+
+def test_a_service_client_cannot_use_the_grant(enterprise: Enterprise) -> None:
+    service = enterprise.service
+    created = cli(
+        service,
+        "clients",
+        "create-service",
+        "robot",
+        "--resource",
+        service.issuer + "/mcp",
+        "--scopes",
+        "read write",
+    )
+    assert created.exit_code == 0, (created.output, created.exception)
+    robot = json.loads(created.stdout)
+    robot["token_endpoint_auth_method"] = "client_secret_basic"
+
+    response = enterprise.exchange(
+        enterprise.assertion(client_id=robot["client_id"]), client=robot
+    )
+
+    assert_error(response, 400, "unauthorized_client")
+
+
+# --- the person -------------------------------------------------------------------
+
+
+def test_a_disabled_person_gets_nothing(enterprise: Enterprise) -> None:
+    enterprise.token()
+    disabled = cli(enterprise.service, "users", "disable", enterprise.person["email"])
+    assert disabled.exit_code == 0, disabled.output
+
+    response = enterprise.exchange(enterprise.assertion())
+
+    assert_error(response, 400, "invalid_grant")
+
+
+def test_an_unknown_subject_without_an_email_is_invalid_grant(
+    enterprise: Enterprise,
+) -> None:
+    response = enterprise.exchange(enterprise.assertion(sub="stranger"))
+
+    assert_error(response, 400, "invalid_grant")
+
+
+def test_a_verified_email_links_the_existing_account(
+    enterprise: Enterprise, engine: sqlalchemy.Engine
+) -> None:
+    bo = make_user(enterprise.service, "bo@example.com")
+
+    answer = enterprise.token(
+        enterprise.assertion(
+            sub="employee-2", email="bo@example.com", email_verified=True
+        )
+    )
+    # Linked: the identity alone finds the account from now on.
+    again = enterprise.token(enterprise.assertion(sub="employee-2"))
+
+    for token in (answer, again):
+        assert claims_of(token["access_token"])["sub"] == bo["id"]
+    assert (bo["id"], enterprise.idp.issuer, "employee-2") in identities_of(engine)
+    assert whoami_output(enterprise.browser, again["access_token"])["email"] == (
+        "bo@example.com"
+    )
+
+
+@pytest.mark.parametrize("verified", [False, OMIT, "false", 1])
+def test_an_unverified_email_links_nothing(
+    enterprise: Enterprise, engine: sqlalchemy.Engine, verified: Any
+) -> None:
+    make_user(enterprise.service, "bo@example.com")
+    before = identities_of(engine)
+
+    response = enterprise.exchange(
+        enterprise.assertion(
+            sub="employee-2", email="bo@example.com", email_verified=verified
+        )
+    )
+
+    assert_error(response, 400, "invalid_grant")
+    assert identities_of(engine) == before
+    # Nor did it link on the way: the identity alone still finds no one.
+    assert_error(
+        enterprise.exchange(enterprise.assertion(sub="employee-2")),
+        400,
+        "invalid_grant",
+    )
+
+
+def test_no_account_is_created_for_an_unknown_email(
+    enterprise: Enterprise, engine: sqlalchemy.Engine
+) -> None:
+    before = emails_of(engine), identities_of(engine)
+
+    response = enterprise.exchange(
+        enterprise.assertion(
+            sub="newcomer", email="newcomer@example.com", email_verified=True
+        )
+    )
+
+    assert_error(response, 400, "invalid_grant")
+    assert (emails_of(engine), identities_of(engine)) == before
+
+
+def test_an_identity_wins_over_an_email(
+    enterprise: Enterprise, engine: sqlalchemy.Engine
+) -> None:
+    # SUBJECT is Ada's; an email naming Bo's account changes nothing.
+    make_user(enterprise.service, "bo@example.com")
+
+    answer = enterprise.token(
+        enterprise.assertion(email="bo@example.com", email_verified=True)
+    )
+
+    assert claims_of(answer["access_token"])["sub"] == enterprise.person["id"]
+
+
+# --- keys -------------------------------------------------------------------------
+
+
+def test_a_rotated_key_is_picked_up_from_the_jwks(
+    enterprise: Enterprise, service: LiveServer
+) -> None:
+    rotating = EnterpriseIdp(audience=service.issuer, resource=service.issuer + "/mcp")
+    try:
+        trust(service, rotating)
+        link_identity(
+            enterprise.engine, enterprise.person["id"], rotating.issuer, "r-1"
+        )
+        enterprise.token(enterprise.assertion(rotating, sub="r-1"))
+        old_key = rotating.key
+
+        rotating.rotate()
+        answer = enterprise.token(enterprise.assertion(rotating, sub="r-1"))
+        retired = enterprise.exchange(
+            enterprise.assertion(rotating, sub="r-1", key=old_key)
+        )
+
+        assert claims_of(answer["access_token"])["sub"] == enterprise.person["id"]
+        assert rotating.requests["/jwks"] >= 2
+        assert_error(retired, 400, "invalid_grant")
+    finally:
+        rotating.stop()
+
+
+def test_a_token_from_the_grant_is_a_bearer_at_mcp_only_for_its_resource(
+    enterprise: Enterprise,
+) -> None:
+    register_resource(enterprise.service, TOOLS, scopes="read")
+
+    answer = enterprise.token(enterprise.assertion(resource=TOOLS))
+
+    # Its audience is the other resource: the service's own /mcp refuses it.
+    assert whoami(enterprise.browser, answer["access_token"]).status_code == 401
