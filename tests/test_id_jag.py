@@ -233,23 +233,25 @@ def test_trust_list_and_distrust_an_issuer(
 
     distrust(service, other_idp)
     listed = cli(service, "idps", "list", "--json")
-    assert idp.issuer in listed.stdout
-    assert other_idp.issuer not in listed.stdout
+    assert json.dumps(idp.issuer) in listed.stdout
+    assert json.dumps(other_idp.issuer) not in listed.stdout
 
 
-def test_trusting_again_replaces_the_jwks_uri(
-    service: LiveServer, idp: EnterpriseIdp
-) -> None:
-    moved = idp.url + "/keys/v2"
-    trust(service, idp)
-    again = cli(service, "idps", "trust", idp.issuer, "--jwks-uri", moved)
-    assert again.exit_code == 0, again.output
-    assert again.stdout.strip() == idp.issuer
+def test_trusting_again_replaces_the_jwks_uri(enterprise: Enterprise) -> None:
+    service, idp = enterprise.service, enterprise.idp
+    nowhere = idp.url + "/keys/v2"  # answers 404
+    moved = cli(service, "idps", "trust", idp.issuer, "--jwks-uri", nowhere)
+    assert moved.exit_code == 0, moved.output
+    assert moved.stdout.strip() == idp.issuer
 
     listed = cli(service, "idps", "list", "--json").stdout
-    assert moved in listed
+    assert json.dumps(nowhere) in listed
     assert json.dumps(idp.jwks_uri) not in listed
     assert listed.count(json.dumps(idp.issuer)) == 1
+    # The keys are looked for where the operator said last.
+    assert_error(enterprise.exchange(enterprise.assertion()), 400, "invalid_grant")
+    trust(service, idp)
+    enterprise.token()
 
 
 def assert_one_line_error(result: Any) -> None:
