@@ -98,6 +98,16 @@ RESOURCE_UPDATED = _event("resource_updated", "resource", "scopes")
 RESOURCE_REMOVED = _event("resource_removed", "resource", "consents", "api_key_ids")
 #: An operator disabled an account (CLI); its tokens were cut off.
 USER_DISABLED = _event("user_disabled", "user_id", "account")
+SERVICE_CLIENT_CREATED = _event(
+    "service_client_created", "client_id", "user_id", "resource", "scope"
+)
+SERVICE_CLIENT_REVOKED = _event("service_client_revoked", "client_id", "user_id")
+#: A signed assertion presented again (RFC 7523 §3: each ``jti`` once).
+ASSERTION_REPLAYED = _event("assertion_replayed", "issuer", "client_id")
+IDENTITY_ISSUER_TRUSTED = _event(
+    "identity_issuer_trusted", "issuer", "jwks_uri", "allow_public_clients"
+)
+IDENTITY_ISSUER_DISTRUSTED = _event("identity_issuer_distrusted", "issuer")
 
 
 def record(event: Event, **fields: Any) -> None:

@@ -1,4 +1,4 @@
-"""Operator commands: ``flask --app app users|clients|db|resources ...``."""
+"""Operator commands: ``flask --app app users|clients|db|resources|idps ...``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from flask.cli import AppGroup
 from sqlalchemy import select
 
 from . import audit, migrate
+from .cli_idps import idps_cli
 from .cli_resources import resources_cli
+from .cli_services import COMMANDS as SERVICE_COMMANDS
 from .config import current_settings
 from .db import db
 from .denylist import deny_user_until_now
@@ -105,7 +107,9 @@ def downgrade_command(revision: str) -> None:
 
 
 def init_app(app: Flask) -> None:
-    for group in (users_cli, clients_cli, db_cli, resources_cli):
+    for command in SERVICE_COMMANDS:
+        clients_cli.add_command(command)
+    for group in (users_cli, clients_cli, db_cli, resources_cli, idps_cli):
         # Runs before each of the group's commands.
         group.callback = log_to_stderr
         app.cli.add_command(group)

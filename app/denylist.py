@@ -8,7 +8,8 @@ markers keyed by an id:
 - ``jti``: one token (a replayed code's, for instance);
 - ``consent_id``: everything issued under one consent, which a re-approval
   replaces with a fresh id, so no time comparison is ever needed;
-- ``api_key_id``: everything exchanged from one API key.
+- ``api_key_id``: everything exchanged from one API key;
+- ``client_id``: everything issued to one client (a revoked service client).
 
 Only disabling a person needs a time cutoff, because their tokens share no
 id narrower than their ``sub``.
@@ -47,7 +48,7 @@ from . import denylist_record
 from .config import current_settings
 from .db import db
 from .denylist_rebuild import SENTINEL, Rebuilder, answers, is_rebuilt
-from .denylist_record import api_key_key, consent_key, jti_key, user_key
+from .denylist_record import api_key_key, client_key, consent_key, jti_key, user_key
 from .denylist_view import CHANNEL, DenylistView, announcement, eviction
 from .process_cache import ProcessCache
 from .redis_store import get_redis
@@ -173,6 +174,15 @@ def deny_api_keys(key_ids: list[str]) -> None:
         _write([(api_key_key(key_id), "1") for key_id in key_ids])
 
 
+def deny_clients(client_ids: list[str]) -> None:
+    """Deny every token issued to each of ``client_ids``.
+
+    Each client's ``revoked_at``, in the caller's transaction, is the record.
+    """
+    if client_ids:
+        _write([(client_key(client_id), "1") for client_id in client_ids])
+
+
 def deny_user_until_now(user_id: str) -> None:
     """Deny every token issued so far to ``user_id`` (account disabled).
 
@@ -209,6 +219,8 @@ def is_denied(claims: Mapping[str, Any]) -> bool:
         keys.append(consent_key(str(claims["consent_id"])))
     if claims.get("api_key_id"):
         keys.append(api_key_key(str(claims["api_key_id"])))
+    if claims.get("client_id"):
+        keys.append(client_key(str(claims["client_id"])))
     values = _lookup(keys)
     if values is None:
         # Another instance is rebuilding Redis: the record decides meanwhile.

@@ -9,7 +9,9 @@ fact Postgres keeps for as long as a token it covers can be alive:
 - ``denied:consent:<id>``: the consent's ``revoked_at``;
 - ``denied:api_key:<id>``: the API key's ``revoked_at``;
 - ``denied:user:<id>``: the person's ``tokens_cut_off_at``, written when the
-  account was disabled; the marker holds the cut-off second.
+  account was disabled; the marker holds the cut-off second;
+- ``denied:client:<client_id>``: the client's ``revoked_at`` (a service
+  client revoked, or its person disabled).
 
 The *window* is how long after a denial a token it covers may still be
 alive: the access-token lifetime plus a margin for clock skew.
@@ -29,7 +31,7 @@ from sqlalchemy import Connection, Table, bindparam, delete, exists, or_, select
 from sqlalchemy.dialects.postgresql import Insert, insert
 from sqlalchemy.orm import Session
 
-from .models import ApiKey, Consent, DeniedToken, User
+from .models import ApiKey, Consent, DeniedToken, OAuthClient, User
 
 #: Expired ``denied_tokens`` rows each new denial deletes: more than one, so
 #: the table holds little beyond the denials still in force.
@@ -50,6 +52,10 @@ def api_key_key(key_id: str) -> str:
 
 def user_key(user_id: str) -> str:
     return f"denied:user:{user_id}"
+
+
+def client_key(client_id: str) -> str:
+    return f"denied:client:{client_id}"
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,14 @@ def markers(connection: Connection, window: int, now: datetime) -> list[Marker]:
                 select(model.id, model.revoked_at).where(model.revoked_at > since)
             )
         ]
+    found += [
+        Marker(client_key(row.client_id), "1", _ttl(row.revoked_at + span, now))
+        for row in connection.execute(
+            select(OAuthClient.client_id, OAuthClient.revoked_at).where(
+                OAuthClient.revoked_at > since
+            )
+        )
+    ]
     for row in connection.execute(
         select(User.id, User.is_active, User.tokens_cut_off_at).where(
             User.tokens_cut_off_at > since
@@ -162,6 +176,13 @@ def is_token_denied(session: Session, claims: Mapping[str, Any]) -> bool:
                     model.id == _uuid(claims[claim]), model.revoked_at.is_not(None)
                 )
             )
+    if claims.get("client_id"):
+        checks.append(
+            exists().where(
+                OAuthClient.client_id == str(claims["client_id"]),
+                OAuthClient.revoked_at.is_not(None),
+            )
+        )
     return any(session.execute(select(*checks)).one())
 
 

@@ -96,6 +96,18 @@ class Identity(Timestamped, Base):
 
 class OAuthClient(Timestamped, Base):
     __tablename__ = "oauth_clients"
+    __table_args__ = (
+        Index(
+            "ix_oauth_clients_revoked_at",
+            "revoked_at",
+            postgresql_where=text("revoked_at IS NOT NULL"),
+        ),
+        CheckConstraint(
+            "acts_for_owner = false OR (service_resource IS NOT NULL"
+            " AND owner_id IS NOT NULL)",
+            name="service_clients_have_a_resource",
+        ),
+    )
 
     client_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     #: SHA-256 of the secret; NULL for public (``none``) clients.
@@ -110,6 +122,26 @@ class OAuthClient(Timestamped, Base):
     registered_from: Mapped[str] = mapped_column(String(64), index=True)
     #: Set when a code is first redeemed; NULL marks a client that can be pruned.
     last_authorized_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: Public keys for ``private_key_jwt`` (RFC 7591 §2): a JWK Set, or where
+    #: one is published. At most one of the two.
+    jwks: Mapped[dict | None] = mapped_column(JSONB)
+    jwks_uri: Mapped[str | None] = mapped_column(Text)
+    #: For a service client (client credentials): the URI of the one resource
+    #: its tokens are for. Its ``scope`` is its ceiling.
+    service_resource: Mapped[str | None] = mapped_column(Text)
+    #: The person who made the service client on their account page.
+    owner_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    #: Its tokens' ``sub`` is the owner's id; otherwise its own ``client_id``.
+    acts_for_owner: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=text("false")
+    )
+    #: When a service client last obtained a token (to the minute).
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: Revoked clients keep their row: the record their tokens' denial is
+    #: rebuilt from (app/denylist_record.py).
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class ResourceRow(Timestamped, Base):
@@ -256,6 +288,21 @@ class RefreshToken(Base):
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     rotated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class TrustedIssuer(Timestamped, Base):
+    """An enterprise identity provider whose identity assertions (ID-JAG) an
+    operator trusts (``flask --app app idps trust``)."""
+
+    __tablename__ = "trusted_issuers"
+
+    issuer: Mapped[str] = mapped_column(String(512), primary_key=True)
+    #: Where its public keys are published; fetched under the safe-fetch rules.
+    jwks_uri: Mapped[str] = mapped_column(Text)
+    #: Whether public clients (``none``) may present its assertions.
+    allow_public_clients: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=text("false")
+    )
 
 
 class DeniedToken(Base):

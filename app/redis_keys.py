@@ -88,6 +88,13 @@ DENIED_USER = KeyFamily(
     "`ACCESS_TOKEN_TTL` + 60 s from the cut-off",
     "nothing: rebuilt from Postgres (`users.tokens_cut_off_at`)",
 )
+#: A revoked client (a service client, or its person disabled): its tokens.
+DENIED_CLIENT = KeyFamily(
+    "denied:client:{client id}",
+    "app.denylist_record",
+    "`ACCESS_TOKEN_TTL` + 60 s from the revocation",
+    "nothing: rebuilt from Postgres (`oauth_clients.revoked_at`)",
+)
 #: Names the Redis server (``run_id``) and rebuild whose markers Redis holds.
 DENYLIST_REBUILT = KeyFamily(
     "denylist:rebuilt",
@@ -168,6 +175,28 @@ CIMD_DONE = KeyFamily(
     "the fetch's deadline + 2 s",
     "waiters read the verdict at their next look (within 1 s)",
 )
+#: A signed assertion's ``jti`` spent (a client's, or an identity assertion's).
+ASSERTION_JTI = KeyFamily(
+    "assertion:jti:{sha256 of the kind, issuer and jti}",
+    "app.oauth.assertions",
+    "until the assertion's `exp`, plus 60 s",
+    "an assertion presented before the loss and still unexpired (minutes) "
+    "could be presented once more",
+)
+#: A fetched JWK Set (a client's ``jwks_uri``, a trusted issuer's keys).
+KEY_SET = KeyFamily(
+    "jwks:{sha256 of the URL}",
+    "app.oauth.key_sets",
+    "the set's `Cache-Control: max-age` (bounded), 60 s for a failure",
+    "the set is fetched again",
+)
+#: At most one fetch per 30 s of a set for a key id it lacks (rotation).
+KEY_SET_REFETCH = KeyFamily(
+    "jwks:refetch:{sha256 of the URL}",
+    "app.oauth.key_sets",
+    "30 s",
+    "one extra fetch of the set",
+)
 #: flask-limiter's moving windows, per caller address (``key_prefix="rl"``).
 RATE_LIMIT = KeyFamily(
     "LIMITS:LIMITER/rl/{address}/{endpoint}/{limit}",
@@ -206,6 +235,7 @@ FAMILIES: tuple[KeyFamily, ...] = (
     DENIED_CONSENT,
     DENIED_API_KEY,
     DENIED_USER,
+    DENIED_CLIENT,
     DENYLIST_REBUILT,
     DENYLIST_REBUILDING,
     DENYLIST_CHANNEL,
@@ -217,6 +247,9 @@ FAMILIES: tuple[KeyFamily, ...] = (
     CIMD_VERDICT,
     CIMD_LOCK,
     CIMD_DONE,
+    ASSERTION_JTI,
+    KEY_SET,
+    KEY_SET_REFETCH,
     RATE_LIMIT,
     RATE_LIMIT_ACCOUNT,
     RATE_LIMIT_DEVICE,

@@ -12,7 +12,8 @@ from sqlalchemy.exc import IntegrityError
 from .config import current_settings
 from .db import db, is_storable
 from .denylist import deny_user_until_now
-from .models import User, utcnow
+from .models import OAuthClient, User, utcnow
+from .oauth.clients import revoke_clients
 from .passwords import hash_password, verify_password
 
 #: RFC 5321 limits a mailbox to 254 characters in practice.
@@ -67,6 +68,8 @@ def disable_user(user: User) -> None:
     user.tokens_cut_off_at = utcnow()
     db.session.flush()
     deny_user_until_now(str(user.id))
+    # Their service clients too, whichever subject those act as.
+    revoke_clients(OAuthClient.owner_id == user.id)
 
 
 def find_by_email(email: str) -> User | None:

@@ -213,7 +213,8 @@ def test_every_form_on_the_page_needs_the_csrf_token(
     key = created_key(create_on_page(signed_in))
     page = signed_in.get("/account")
     actions = form_actions(page)
-    assert len(actions) == 4  # sign out, revoke key, create key, revoke consent
+    # sign out, revoke key, create key, revoke consent, create service client
+    assert len(actions) == 5
     fields = {"name": "sneaky", "scopes": "read"}
     for action in actions:
         for token in (None, "wrong", csrf_token(signed_in) + "x"):

@@ -13,7 +13,20 @@ PATH_ISSUER = "https://www.example.com/prod-api"
 
 AS_METADATA = "/.well-known/oauth-authorization-server"
 PR_METADATA = "/.well-known/oauth-protected-resource"
-AUTH_METHODS = {"client_secret_basic", "client_secret_post", "none"}
+AUTH_METHODS = {"client_secret_basic", "client_secret_post", "none", "private_key_jwt"}
+#: Signed client assertions: asymmetric algorithms only (RFC 8725 §3.1).
+SIGNING_ALGORITHMS = {
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "EdDSA",
+}
 
 
 def assert_authorization_server_metadata(document: dict, issuer: str) -> None:
@@ -26,10 +39,18 @@ def assert_authorization_server_metadata(document: dict, issuer: str) -> None:
     assert set(document["grant_types_supported"]) <= {
         "authorization_code",
         "refresh_token",
+        "client_credentials",
+        "urn:ietf:params:oauth:grant-type:jwt-bearer",
     }
+    assert document["authorization_grant_profiles_supported"] == [
+        "urn:ietf:params:oauth:grant-profile:id-jag"
+    ]
     assert document["code_challenge_methods_supported"] == ["S256"]
     assert set(document["token_endpoint_auth_methods_supported"]) == AUTH_METHODS
-    assert len(document["token_endpoint_auth_methods_supported"]) == 3
+    assert len(document["token_endpoint_auth_methods_supported"]) == 4
+    for endpoint in ("token", "revocation"):
+        algorithms = document[f"{endpoint}_endpoint_auth_signing_alg_values_supported"]
+        assert set(algorithms) == SIGNING_ALGORITHMS
     # offline_access only here, never in the protected resource's (docs/reference.md).
     assert sorted(document["scopes_supported"]) == ["offline_access", "read", "write"]
     # Every URL the document names is built from the issuer, nothing else.

@@ -127,7 +127,8 @@ def test_advertised_only_when_configured(
 
     assert metadata["introspection_endpoint"] == live.issuer + "/introspect"
     assert metadata["introspection_endpoint_auth_methods_supported"] == [
-        "client_secret_basic"
+        "client_secret_basic",
+        "private_key_jwt",
     ]
     assert "introspection_endpoint" not in plain
     unset = browser.post("/introspect", data={"token": "x"}, auth=GATEWAY)

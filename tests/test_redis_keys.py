@@ -49,6 +49,8 @@ NOT_KEYS = {
     "denylist-view:": "the denylist thread's ping payload, not a key",
     "read:user": "a GitHub scope",
     "user:email": "a GitHub scope",
+    "urn:ietf:params:oauth:grant-type:jwt-bearer": "a grant type (RFC 7523)",
+    "urn:ietf:params:oauth:grant-profile:id-jag": "a grant profile (ID-JAG)",
 }
 #: What the limits library puts before every key flask-limiter names.
 LIMITER_PREFIX = "LIMITS:LIMITER/"

@@ -179,6 +179,7 @@ def test_revocation_is_advertised_and_open_to_browsers(browser: Browser) -> None
         "client_secret_basic",
         "client_secret_post",
         "none",
+        "private_key_jwt",
     }
     assert preflight.headers["Access-Control-Allow-Origin"] == "*"
     assert "POST" in preflight.headers["Access-Control-Allow-Methods"]

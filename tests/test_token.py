@@ -329,10 +329,8 @@ def test_failed_basic_authentication_names_the_scheme(
     "grant_type",
     [
         "password",
-        "client_credentials",
         "implicit",
         "urn:ietf:params:oauth:grant-type:device_code",
-        "urn:ietf:params:oauth:grant-type:jwt-bearer",
         "AUTHORIZATION_CODE",
     ],
 )
@@ -340,6 +338,15 @@ def test_unsupported_grant_type(browser: Browser, client: Any, grant_type: str) 
     response = token_request(browser, client, token_form(client, grant_type=grant_type))
 
     assert_error(response, 400, "unsupported_grant_type")
+
+
+def test_client_credentials_are_for_service_clients_only(
+    browser: Browser, client: Any
+) -> None:
+    # A registered client has no client credentials (docs/machines.md).
+    form = token_form(client, grant_type="client_credentials")
+
+    assert_error(token_request(browser, client, form), 400, "unauthorized_client")
 
 
 @pytest.mark.parametrize("missing", ["code", "redirect_uri", "code_verifier"])

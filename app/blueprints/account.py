@@ -1,4 +1,5 @@
-"""The account page: a signed-in person's API keys and authorized clients."""
+"""The account page: a signed-in person's API keys, authorized clients,
+service clients and ways to sign in."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from datetime import UTC, datetime
 from flask import Blueprint, Response, abort, make_response, render_template, request
 from flask_babel import gettext as _
 
-from .. import audit
+from .. import audit, service_clients
 from ..api_keys import (
     MAX_EXPIRES_IN_DAYS,
     MAX_NAME_LENGTH,
@@ -62,6 +63,7 @@ def _account_page(status: int = 200, error: str | None = None) -> tuple[str, int
         resource_names={resource.uri: resource.name for resource in resources},
         refreshed=last_refreshed([consent.id for consent in consents]),
         identities=list_identities(user.id),
+        services=service_clients.list_for(user.id),
         provider_labels={p.issuer: p.label for p in providers().values()},
         providers=list(providers().values()),
         is_expired=is_expired,
@@ -173,4 +175,49 @@ def remove_identity(identity_id: str) -> Response | tuple[str, int]:
     if not removed:
         abort(404, _("There is no such way to sign in."))
     audit.record(audit.IDENTITY_REMOVED, user_id=user.id, identity_id=parsed)
+    return issuer_redirect(ACCOUNT_PATH)
+
+
+@bp.post(f"{ACCOUNT_PATH}/service-clients")
+@login_required
+def create_service_client() -> Response | tuple[str, int]:
+    """Make a service client and show its id (and secret), this once."""
+    user = _signed_in()
+    form = request.form
+    named = form.get("resource")
+    resource = registry().find(named) if named else None
+    try:
+        if resource is None:
+            raise service_clients.ServiceClientProblem(
+                _("Choose the server the client is for.")
+            )
+        keys = service_clients.keys_from(form.get("jwks"), form.get("jwks_uri"))
+        with db.transaction():
+            made = service_clients.create(
+                form.get("name", ""),
+                resource,
+                form.get("scopes", ""),
+                keys,
+                owner=user,
+                acts_for_owner=form.get("acts_for") == "me",
+            )
+    except service_clients.ServiceClientLimit as exc:
+        return _account_page(403, str(exc))
+    except service_clients.ServiceClientProblem as exc:
+        return _account_page(400, str(exc))
+    # As for API keys: the secret goes out in this answer and nowhere else.
+    page = render_template(
+        "account/service_client_created.html", client=made, resource=resource
+    )
+    return make_response(page, 201)
+
+
+@bp.post(f"{ACCOUNT_PATH}/service-clients/<client_id>/revoke")
+@login_required
+def revoke_service_client(client_id: str) -> Response:
+    """Revoke one of the person's service clients; its tokens stop at once."""
+    with db.transaction():
+        revoked = service_clients.revoke(client_id, owner_id=_signed_in().id)
+    if not revoked:
+        abort(404, _("There is no such service client."))
     return issuer_redirect(ACCOUNT_PATH)

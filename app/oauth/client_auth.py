@@ -51,9 +51,12 @@ def check_one_method(request: Any) -> None:
     the one in a Basic header (§3.2.1 lets a client name itself, nothing more).
     """
     authorization = request.headers.get("Authorization")
+    form = request.form
+    asserted = "client_assertion" in form or "client_assertion_type" in form
+    if asserted and (authorization is not None or "client_secret" in form):
+        raise InvalidRequestError("Use only one client authentication method.")
     if authorization is None:
         return
-    form = request.form
     if "client_secret" in form:
         raise InvalidRequestError("Use only one client authentication method.")
     named = form.get("client_id")
@@ -97,6 +100,8 @@ def none(query_client: Callable, request: Any) -> Client | None:
     # A public client proves nothing but its id; any other credential means the
     # caller meant another method.
     if form.get("client_secret") or request.headers.get("Authorization"):
+        return None
+    if form.get("client_assertion"):
         return None
     return query_client(client_id) if _usable(client_id) else None
 

@@ -67,6 +67,8 @@ class FetchPolicy:
 
     allow_loopback: bool = False
     allowed_hosts: frozenset[str] = field(default_factory=frozenset)
+    #: The largest body read: a metadata document's by default.
+    max_bytes: int = MAX_BYTES
 
 
 @dataclass(frozen=True)
@@ -187,7 +189,7 @@ def fetch(url: str, policy: FetchPolicy) -> Fetched:
             continue  # another checked address of the same name may answer
         try:
             with sock:
-                return _fetch_over(sock, parsed, https, clock)
+                return _fetch_over(sock, parsed, https, clock, policy.max_bytes)
         except TimeoutError:
             raise FetchProblem("timeout") from None
         except (OSError, h11.ProtocolError, ValueError):
@@ -214,11 +216,11 @@ def _system_tls() -> ssl.SSLContext:
 
 
 def _fetch_over(
-    sock: socket.socket, parsed: ada_url.URL, https: bool, clock: _Clock
+    sock: socket.socket, parsed: ada_url.URL, https: bool, clock: _Clock, limit: int
 ) -> Fetched:
     """Speak TLS if asked (verified for the name, not the address), then HTTP."""
     if not https:
-        return _exchange(sock, parsed, clock)
+        return _exchange(sock, parsed, clock, limit)
     name = parsed.hostname.strip("[]")
     tls = (TLS_VERIFY or _system_tls()).wrap_socket(
         sock, server_hostname=name, do_handshake_on_connect=False
@@ -227,10 +229,12 @@ def _fetch_over(
         # Since Python 3.5 the timeout bounds the whole handshake, not each read.
         tls.settimeout(clock.left())
         tls.do_handshake()
-        return _exchange(tls, parsed, clock)
+        return _exchange(tls, parsed, clock, limit)
 
 
-def _exchange(sock: socket.socket, parsed: ada_url.URL, clock: _Clock) -> Fetched:
+def _exchange(
+    sock: socket.socket, parsed: ada_url.URL, clock: _Clock, limit: int
+) -> Fetched:
     """One GET over HTTP/1.1, reading at most the cap, within the clock."""
     http = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEADER_BYTES)
     request = h11.Request(
@@ -251,19 +255,21 @@ def _exchange(sock: socket.socket, parsed: ada_url.URL, clock: _Clock) -> Fetche
         response = _next_event(http, sock, clock)
     if not isinstance(response, h11.Response):
         raise FetchProblem("connect", host=parsed.hostname)
-    _check_head(response)
-    body = _read_body(http, sock, clock)
+    _check_head(response, limit)
+    body = _read_body(http, sock, clock, limit)
     return Fetched(body, _header(response, b"cache-control"))
 
 
-def _read_body(http: h11.Connection, sock: socket.socket, clock: _Clock) -> bytes:
+def _read_body(
+    http: h11.Connection, sock: socket.socket, clock: _Clock, limit: int
+) -> bytes:
     body = bytearray()
     while not isinstance(event := _next_event(http, sock, clock), h11.EndOfMessage):
         if not isinstance(event, h11.Data):
             raise h11.RemoteProtocolError("the answer ended early")
         body += event.data
-        if len(body) > MAX_BYTES:
-            raise FetchProblem("too_large", limit=MAX_BYTES)
+        if len(body) > limit:
+            raise FetchProblem("too_large", limit=limit)
     return bytes(body)
 
 
@@ -280,7 +286,7 @@ def _header(response: h11.Response, name: bytes) -> str:
     return b", ".join(values).decode("latin-1")
 
 
-def _check_head(response: h11.Response) -> None:
+def _check_head(response: h11.Response, limit: int) -> None:
     """Refuse a redirect, another status, compression or a declared excess."""
     if 300 <= response.status_code < 400:
         raise FetchProblem("redirect", status=response.status_code)
@@ -289,5 +295,5 @@ def _check_head(response: h11.Response) -> None:
     if _header(response, b"content-encoding").lower() not in ("", "identity"):
         raise FetchProblem("encoding")
     declared = _header(response, b"content-length")
-    if declared.isdigit() and int(declared) > MAX_BYTES:
-        raise FetchProblem("too_large", limit=MAX_BYTES)
+    if declared.isdigit() and int(declared) > limit:
+        raise FetchProblem("too_large", limit=limit)

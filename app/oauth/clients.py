@@ -11,19 +11,26 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from authlib.oauth2.rfc6749 import ClientMixin
-from sqlalchemy import bindparam, delete, exists, func, select
+from sqlalchemy import bindparam, delete, exists, func, select, update
 from sqlalchemy.dialects.postgresql import Insert, insert
 
 from ..config import current_settings
 from ..db import db, is_storable
-from ..denylist import evict, process_cache
+from ..denylist import deny_clients, evict, process_cache
 from ..models import Consent, OAuthClient, utcnow
 from . import client_metadata
-from .constants import DEFAULT_GRANT_TYPES, DEFAULT_RESPONSE_TYPES
+from .constants import (
+    CLIENT_CREDENTIALS,
+    DEFAULT_GRANT_TYPES,
+    DEFAULT_RESPONSE_TYPES,
+    JWT_BEARER,
+)
 from .redirect_uris import (
     browser_host,
     redirect_uri_matches,
@@ -68,6 +75,13 @@ class ClientRow:
     registered_from: str
     created_at: datetime | None = None
     last_authorized_at: datetime | None = None
+    jwks: dict | None = None
+    jwks_uri: str | None = None
+    service_resource: str | None = None
+    owner_id: uuid.UUID | None = None
+    acts_for_owner: bool = False
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
 
     def __post_init__(self) -> None:
         # The dataclasses documentation's way to set a frozen field once.
@@ -100,6 +114,16 @@ class Client(ClientMixin):
     @property
     def is_public(self) -> bool:
         return self.row.token_endpoint_auth_method == "none"
+
+    @property
+    def is_service(self) -> bool:
+        """A service client: client credentials only, for its one resource."""
+        return self.row.service_resource is not None
+
+    @property
+    def has_keys(self) -> bool:
+        """Whether it authenticates with ``private_key_jwt`` by keys of its own."""
+        return self.row.jwks is not None or self.row.jwks_uri is not None
 
     def get_client_id(self) -> str:
         return self.row.client_id
@@ -146,6 +170,15 @@ class Client(ClientMixin):
         return response_type in self.row.response_types
 
     def check_grant_type(self, grant_type: str) -> bool:
+        # A service client has client credentials and nothing else; no other
+        # client ever has them (open registration never grants them).
+        if self.is_service or grant_type == CLIENT_CREDENTIALS:
+            return self.is_service and grant_type == CLIENT_CREDENTIALS
+        # An identity assertion names the client it was issued to, and its
+        # issuer is one the operator trusts: that, not a registration field,
+        # is what lets a client use it (app/oauth/grants/identity_assertion.py).
+        if grant_type == JWT_BEARER:
+            return True
         # A client registered while REFRESH_TOKENS was on gets none once it is off.
         if grant_type == "refresh_token" and not current_settings().refresh_tokens:
             return False
@@ -186,6 +219,8 @@ def query_client(client_id: str | None) -> Client | None:
         if found is None:
             return None  # unknown ids are not remembered: anyone can send them
         row = ClientRow(**found._mapping)
+        if row.revoked_at is not None:
+            return None  # kept only as the record of its tokens' denial
         if cache is not None:
             cache.put(client_id, row)
     return Client(row)
@@ -225,6 +260,8 @@ def _approved_document_client(url: str) -> Client | None:
     """The row kept when a person approved the document client ``url``."""
     found = db.session.connection().execute(_CLIENT_ROW, {"client_id": url}).first()
     if found is None or found.registered_from != DOCUMENT_SOURCE:
+        return None
+    if found.revoked_at is not None:
         return None
     return Client(ClientRow(**found._mapping))
 
@@ -277,6 +314,9 @@ def prune_unused_clients(registered_before: datetime) -> int:
         .where(
             OAuthClient.created_at < registered_before,
             OAuthClient.last_authorized_at.is_(None),
+            # A service client never completes an authorization: it is made
+            # by a person or an operator, and lives until revoked.
+            OAuthClient.service_resource.is_(None),
             ~has_consent,
         )
         .returning(OAuthClient.client_id)
@@ -287,3 +327,26 @@ def prune_unused_clients(registered_before: datetime) -> int:
     evict(CLIENT_CACHE, client_ids)
     db.after_commit(lambda: evict(CLIENT_CACHE, client_ids))
     return len(deleted)
+
+
+def revoke_clients(*where: Any) -> list[str]:
+    """Revoke the live clients matching ``where`` and deny their tokens.
+
+    Their rows stay, with ``revoked_at``: the record the denial is rebuilt
+    from (app/denylist_record.py), and no lookup finds them any more.
+    """
+    revoked = list(
+        db.session.scalars(
+            update(OAuthClient)
+            .where(OAuthClient.revoked_at.is_(None), *where)
+            .values(revoked_at=utcnow())
+            .returning(OAuthClient.client_id)
+        )
+    )
+    if revoked:
+        # The denial is written before the commit (app/denylist.py); each
+        # process forgets the clients now, and again after the commit.
+        deny_clients(revoked)
+        evict(CLIENT_CACHE, revoked)
+        db.after_commit(lambda: evict(CLIENT_CACHE, revoked))
+    return revoked

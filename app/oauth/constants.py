@@ -35,8 +35,17 @@ JWKS_PATH = WELL_KNOWN_PREFIX + "/jwks.json"
 API_KEY_EXCHANGE_PATH = "/auth/token"
 API_KEYS_PATH = "/api-keys"
 
-#: Client authentication methods at the token endpoint (RFC 7591 §2, RFC 6749 §2.3).
-AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")
+#: Client authentication methods at the token endpoint (RFC 7591 §2, RFC 6749
+#: §2.3), ``private_key_jwt`` being RFC 7523 §2.2 (app/oauth/client_assertion.py).
+PRIVATE_KEY_JWT = "private_key_jwt"
+AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none", PRIVATE_KEY_JWT)
+#: Grants beyond the code and refresh: a service client's (RFC 6749 §4.4), and
+#: an identity assertion traded for a token (RFC 7523 §2.1, ID-JAG).
+CLIENT_CREDENTIALS = "client_credentials"
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+#: The identity assertion grant profile of the jwt-bearer grant, named in
+#: discovery (draft-ietf-oauth-identity-assertion-authz-grant §6).
+ID_JAG_PROFILE = "urn:ietf:params:oauth:grant-profile:id-jag"
 
 #: RFC 7591 §2: what a client registers when it names no grant or response type.
 DEFAULT_GRANT_TYPES = ("authorization_code",)

@@ -47,7 +47,9 @@ class ChainRotation:
 class Issuance:
     """One access token to issue, as its grant decided it."""
 
-    user_id: uuid.UUID
+    #: The person it is for; ``None`` for a service client acting for itself,
+    #: whose tokens' subject is its ``client_id``.
+    user_id: uuid.UUID | None
     #: ``None`` for a token exchanged from an API key, which has no client.
     client_id: str | None
     #: Its ``aud`` and lifetime.
@@ -72,8 +74,17 @@ class Issuance:
         kept = " ".join(s for s in self.scope.split() if s in known)
         object.__setattr__(self, "scope", kept)
 
+    @property
+    def subject(self) -> str:
+        """The token's ``sub``: the person's id, or a service client's own."""
+        if self.user_id is not None:
+            return str(self.user_id)
+        if self.client_id is None:
+            raise ValueError("a token is for a person or a client")
+        return self.client_id
+
     def get_user_id(self) -> str:
-        return str(self.user_id)
+        return self.subject
 
 
 def save_token(token: dict[str, Any], request: Any) -> None:
@@ -82,7 +93,11 @@ def save_token(token: dict[str, Any], request: Any) -> None:
     chain, plain = issuance.chain, issuance.refresh_token
     if chain is None or plain is None:
         return
-    if issuance.consent_id is None or issuance.client_id is None:
+    if (
+        issuance.consent_id is None
+        or issuance.client_id is None
+        or issuance.user_id is None
+    ):
         raise ValueError("a refresh chain belongs to a client's consent")
     lineage: dict[str, Any]
     if isinstance(chain, ChainStart):

@@ -14,13 +14,17 @@ from ..config_uris import split_resource_uri
 from .constants import (
     AUTH_METHODS,
     AUTHORIZATION_PATH,
+    ID_JAG_PROFILE,
     INTROSPECTION_PATH,
     JWKS_PATH,
+    JWT_BEARER,
+    PRIVATE_KEY_JWT,
     REGISTRATION_PATH,
     RESOURCE_METADATA_PATH,
     REVOCATION_PATH,
     TOKEN_PATH,
 )
+from .key_sets import ALGORITHMS
 from .resources import Resource, builtin_resource
 from .scopes import OFFLINE_ACCESS
 from .tokens import keys_of
@@ -51,12 +55,15 @@ def authorization_server_metadata(
         "grant_types_supported": list(server.grant_types),
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
+        # private_key_jwt (RFC 8414 §2): asymmetric algorithms only.
+        "token_endpoint_auth_signing_alg_values_supported": list(ALGORITHMS),
         # offline_access is accepted for clients that ask for it (docs/reference.md).
         "scopes_supported": [*scopes, OFFLINE_ACCESS],
         # RFC 9207: every authorization response carries ``iss``.
         "authorization_response_iss_parameter_supported": True,
         "revocation_endpoint": issuer + REVOCATION_PATH,
         "revocation_endpoint_auth_methods_supported": list(AUTH_METHODS),
+        "revocation_endpoint_auth_signing_alg_values_supported": list(ALGORITHMS),
         # RFC 9728 §4: the resources this server issues tokens for.
         "protected_resources": [resource.uri for resource in resources],
     }
@@ -68,9 +75,16 @@ def authorization_server_metadata(
         document["jwks_uri"] = issuer + JWKS_PATH
     if settings.resource_servers:
         document["introspection_endpoint"] = issuer + INTROSPECTION_PATH
+        # Resource servers with their secret; clients by signed assertion.
         document["introspection_endpoint_auth_methods_supported"] = [
-            "client_secret_basic"
+            "client_secret_basic",
+            PRIVATE_KEY_JWT,
         ]
+        document["introspection_endpoint_auth_signing_alg_values_supported"] = list(
+            ALGORITHMS
+        )
+    if JWT_BEARER in server.grant_types:
+        document["authorization_grant_profiles_supported"] = [ID_JAG_PROFILE]
     return document
 
 

@@ -55,3 +55,23 @@ class UnsupportedGrantType(UnsupportedGrantTypeError):
 
     def get_error_description(self) -> str:
         return self.description
+
+
+class BusyError(OAuth2Error):
+    """A key set cannot be fetched right now: too many fetches from this
+    address (429) or at once here (503). Retrying later succeeds."""
+
+    error = "temporarily_unavailable"
+    status_code = 503
+    description = "Too many key sets are being fetched; retry shortly."
+
+    def __init__(self, status: int, retry_after: int) -> None:
+        super().__init__()
+        self.status_code = status
+        if status == 429:
+            self.error = TooManyRequestsError.error
+            self.description = TooManyRequestsError.description
+        self.retry_after = retry_after
+
+    def get_headers(self) -> list[tuple[str, str]]:
+        return [*super().get_headers(), ("Retry-After", str(self.retry_after))]

@@ -30,16 +30,22 @@ from .clients import (
 )
 from .constants import (
     AUTH_METHODS,
+    CLIENT_CREDENTIALS,
     CONTINUING_GRANT_TYPES,
     DEFAULT_GRANT_TYPES,
     DEFAULT_RESPONSE_TYPES,
+    PRIVATE_KEY_JWT,
 )
+from .key_sets import KeySetProblem, check_key_set_url, parse_key_set
 from .metadata import authorization_server_metadata
 from .redirect_uris import redirect_uri_problem
 from .registration_caps import insert_within_caps
 from .resources import all_scopes, known_resources
 
 MAX_REDIRECT_URIS = 20
+MAX_JWKS_URI_LENGTH = 2048
+#: Methods with no secret: a public client's, and one that signs with its key.
+SECRETLESS_METHODS = frozenset({"none", PRIVATE_KEY_JWT})
 
 
 class _Payload(JsonPayload):
@@ -75,7 +81,12 @@ def _redirect_uris(data: dict[str, Any]) -> list[str]:
 
 
 def _grant_types(requested: list[str], offered: tuple[str, ...]) -> list[str]:
-    """The offered grant types requested, as long as one can begin a grant."""
+    """The offered grant types requested, as long as one can begin a grant.
+
+    Client credentials are never among them: only service clients have them,
+    made by a person or an operator (app/service_clients.py).
+    """
+    offered = tuple(value for value in offered if value != CLIENT_CREDENTIALS)
     kept = [value for value in offered if value in requested]
     beginning = [value for value in offered if value not in CONTINUING_GRANT_TYPES]
     if not any(value in beginning for value in kept):
@@ -105,6 +116,29 @@ def _auth_method(data: dict[str, Any]) -> str:
             + "."
         )
     return method
+
+
+def _keys(data: dict[str, Any], method: str) -> dict[str, Any]:
+    """A ``private_key_jwt`` client's keys: exactly one of ``jwks`` and
+    ``jwks_uri`` (RFC 7591 §2), public asymmetric keys only. Other clients'
+    keys are ignored, as any unknown field."""
+    if method != PRIVATE_KEY_JWT:
+        return {}
+    jwks, jwks_uri = data.get("jwks"), data.get("jwks_uri")
+    if (jwks is None) == (jwks_uri is None):
+        raise InvalidClientMetadataError(
+            "private_key_jwt needs exactly one of 'jwks' and 'jwks_uri'."
+        )
+    try:
+        if jwks is not None:
+            parse_key_set(jwks)
+        elif not isinstance(jwks_uri, str) or len(jwks_uri) > MAX_JWKS_URI_LENGTH:
+            raise KeySetProblem("'jwks_uri' must be a URL")
+        else:
+            check_key_set_url(jwks_uri)
+    except KeySetProblem as problem:
+        raise InvalidClientMetadataError(f"Unusable keys: {problem}.") from None
+    return {"jwks": jwks} if jwks is not None else {"jwks_uri": jwks_uri}
 
 
 def _scope(data: dict[str, Any]) -> str:
@@ -139,9 +173,11 @@ def clean_metadata(
     kept_grant_types = _grant_types(
         _string_list(data, "grant_types", list(DEFAULT_GRANT_TYPES)), grant_types
     )
+    method = _auth_method(data)
     return {
+        **_keys(data, method),
         "redirect_uris": _redirect_uris(data),
-        "token_endpoint_auth_method": _auth_method(data),
+        "token_endpoint_auth_method": method,
         "grant_types": kept_grant_types,
         "response_types": _response_types(
             _string_list(data, "response_types", list(DEFAULT_RESPONSE_TYPES)),
@@ -192,8 +228,8 @@ class RegistrationEndpoint(ClientRegistrationEndpoint):
 
     def create_registration_response(self, request: Any) -> tuple[int, dict, list]:
         status, body, headers = super().create_registration_response(request)
-        if body["token_endpoint_auth_method"] == "none":
-            body.pop("client_secret", None)  # public clients get no secret
+        if body["token_endpoint_auth_method"] in SECRETLESS_METHODS:
+            body.pop("client_secret", None)  # they prove themselves otherwise
         if not body.get("scope"):
             body.pop("scope", None)  # none registered: each resource's own
         return status, body, headers
@@ -203,11 +239,11 @@ class RegistrationEndpoint(ClientRegistrationEndpoint):
     ) -> Client:
         settings = current_settings()
         source = client_address()
-        public = client_metadata["token_endpoint_auth_method"] == "none"
+        secretless = client_metadata["token_endpoint_auth_method"] in SECRETLESS_METHODS
         values = {
             "client_id": client_info["client_id"],
             "client_secret_hash": None
-            if public
+            if secretless
             else hash_secret(client_info["client_secret"]),
             "client_name": client_metadata["client_name"],
             "redirect_uris": client_metadata["redirect_uris"],
@@ -218,6 +254,8 @@ class RegistrationEndpoint(ClientRegistrationEndpoint):
             "registered_from": source,
             "created_at": utcnow(),
             "last_authorized_at": None,
+            "jwks": client_metadata.get("jwks"),
+            "jwks_uri": client_metadata.get("jwks_uri"),
         }
         insert_within_caps(values, settings)
         return Client(ClientRow(**values))

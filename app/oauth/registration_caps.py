@@ -51,6 +51,8 @@ COLUMNS = (
     "registered_from",
     "created_at",
     "last_authorized_at",
+    "jwks",
+    "jwks_uri",
 )
 
 
@@ -82,11 +84,16 @@ def insert_within_caps(values: dict[str, Any], settings: Settings) -> None:
 
 
 def _registered_count(*where: Any) -> Any:
-    # Rows kept for metadata-document clients were not registered here.
+    # Rows kept for metadata-document clients were not registered here, nor
+    # were service clients (made by people and operators).
     return (
         select(func.count())
         .select_from(OAuthClient)
-        .where(OAuthClient.registered_from != DOCUMENT_SOURCE, *where)
+        .where(
+            OAuthClient.registered_from != DOCUMENT_SOURCE,
+            OAuthClient.service_resource.is_(None),
+            *where,
+        )
     )
 
 

@@ -51,9 +51,13 @@ from ..config import Settings
 from ..db import db
 from ..errors import challenge
 from . import client_auth
+from .client_assertion import PrivateKeyJWT
 from .clients import query_client
+from .constants import PRIVATE_KEY_JWT
 from .grants.authorization_code import AuthorizationCodeGrant
+from .grants.client_credentials import ClientCredentialsGrant
 from .grants.extensions import ResourceIndicator, S256CodeChallenge, SingleParameters
+from .grants.identity_assertion import IdentityAssertionGrant
 from .grants.refresh_token import RefreshTokenGrant
 from .issuance import save_token
 from .metadata import validate_metadata
@@ -242,6 +246,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     # After init_app, which installs Authlib's default (opaque token) generator.
     server.register_token_generator("default", AccessTokenGenerator(settings))
     client_auth.register(server)
+    server.register_client_auth_method(PRIVATE_KEY_JWT, PrivateKeyJWT())
     server.register_grant(
         AuthorizationCodeGrant,
         [
@@ -253,6 +258,8 @@ def init_app(app: Flask, settings: Settings) -> None:
     server.register_endpoint(RegistrationEndpoint)
     if settings.refresh_tokens:
         server.register_grant(RefreshTokenGrant)
+    server.register_grant(ClientCredentialsGrant)
+    server.register_grant(IdentityAssertionGrant)
     server.register_endpoint(RevocationEndpoint)
     if settings.resource_servers:
         server.register_endpoint(IntrospectionEndpoint)

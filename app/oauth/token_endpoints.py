@@ -4,7 +4,8 @@ Revocation accepts our two kinds of token: JWT access tokens (which have
 dots) and opaque refresh tokens (which have none). Ending either goes through
 the one denylist path (:mod:`app.denylist`, a refresh token's by withdrawing
 its consent: :func:`.consent.withdraw`).
-Introspection is for resource servers, which have access tokens only.
+Introspection is for resource servers, which have access tokens only, and
+for clients that sign assertions, about their own access tokens.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from ..config import current_settings
 from ..denylist import deny_token, is_denied
 from . import consent, refresh_liveness
 from .client_auth import parse_basic_authorization
-from .constants import AUTH_METHODS
+from .clients import Client
+from .constants import AUTH_METHODS, PRIVATE_KEY_JWT
 from .resources import default_resource, find_resource, registry
 from .tokens import InvalidAccessToken, audience_of, decode_access_token
 
@@ -162,7 +164,22 @@ def _bound_resources(uris: tuple[str, ...]) -> frozenset[str]:
 
 
 class IntrospectionEndpoint(BaseIntrospectionEndpoint):
-    def authenticate_endpoint_client(self, request: Any) -> ResourceServer:
+    def authenticate_endpoint_client(self, request: Any) -> ResourceServer | Client:
+        # A client signing an assertion introspects the tokens issued to it;
+        # a resource server, with its secret, the tokens meant for it.
+        if "client_assertion" in request.form:
+            if request.headers.get("Authorization") is not None:
+                raise InvalidRequestError("Use only one client authentication method.")
+            try:
+                client = self.server.authenticate_client(
+                    request, [PRIVATE_KEY_JWT], self.ENDPOINT_NAME
+                )
+            except InvalidClientError:
+                raise InvalidClientError(
+                    "Client authentication failed.", status_code=401
+                ) from None
+            request.client = client
+            return client
         server = authenticate_resource_server(request)
         request.client = server
         return server
@@ -177,6 +194,8 @@ class IntrospectionEndpoint(BaseIntrospectionEndpoint):
 
     def check_permission(self, token: Any, client: Any, request: Any) -> bool:
         # Only tokens meant for it (RFC 7662 §4); any other is "not active".
+        if isinstance(client, Client):
+            return token.check_client(client)
         return str(token.claims["aud"]) in client.resources
 
     def introspect_token(self, token: AccessTokenClaims) -> dict[str, Any]:

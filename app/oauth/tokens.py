@@ -72,7 +72,7 @@ def claims_of(issuance: Issuance, issuer: str, now: int) -> dict[str, Any]:
     """The claims of the token ``issuance`` describes (RFC 9068 §2.2)."""
     claims: dict[str, Any] = {
         "iss": issuer,
-        "sub": str(issuance.user_id),
+        "sub": issuance.subject,
         # RFC 8707: the resource the grant resolved.
         "aud": issuance.resource.uri,
         "iat": now,

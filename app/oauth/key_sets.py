@@ -1,0 +1,218 @@
+"""Public key sets that sign what others send us: clients' and identity issuers'.
+
+A client authenticating with ``private_key_jwt`` (RFC 7523 §2.2) and a
+trusted identity issuer signing identity assertions both publish JWK Sets
+(RFC 7517 §5). A set is taken only if every key in it is a public key of an
+asymmetric type, so no secret or HMAC key can ever verify a signature here
+(the algorithm-confusion attack), and signatures are checked only with the
+algorithms of :data:`ALGORITHMS`.
+
+A set given at a URL (``jwks_uri``) is fetched under the same rules as a
+client metadata document (:mod:`.client_metadata_fetch`: the address
+allow-list, one deadline, a size cap, no redirects) and kept in Redis as long
+as its ``Cache-Control`` asks, within the same bounds, so a fleet fetches
+once. A key id the kept set lacks means the keys rotated: the set is fetched
+again, at most once per :data:`REFETCH_SECONDS` per URL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from flask import current_app
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+
+from ..config import current_settings
+from ..rate_limits import client_address, spend
+from ..redis_store import get_redis
+from .client_metadata import (
+    BUSY_RETRY_SECONDS,
+    FAILURE_CACHE_SECONDS,
+    FETCH_RATE_KEY,
+    SLOTS,
+)
+from .client_metadata_fetch import FetchBusy, FetchPolicy, FetchProblem, check_url
+from .client_metadata_fetch import fetch as fetch_document
+from .client_metadata_parse import cache_seconds
+
+log = logging.getLogger(__name__)
+
+#: JWS algorithms accepted on assertions: asymmetric only (RFC 8725 §3.1),
+#: never ``none`` nor HMAC. Discovery metadata lists them.
+ALGORITHMS = (
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "EdDSA",
+)
+#: Key types and, for elliptic curves, the curves those algorithms use.
+_CURVES = {"EC": ("P-256", "P-384", "P-521"), "OKP": ("Ed25519", "Ed448")}
+#: Members only a private or secret key has (RFC 7518 §6.2.2, §6.3.2, §6.4).
+_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+#: RFC 7518 §3.3: RSA keys of at least 2048 bits.
+MIN_RSA_BITS = 2048
+#: Most keys a set may hold, and the largest set read or stored: real sets
+#: hold two or three keys, and a 4096-bit RSA key is under 1 KB.
+MAX_KEYS = 10
+MAX_SET_BYTES = 16 * 1024
+#: An unknown key id fetches the set again at most this often per URL.
+REFETCH_SECONDS = 30
+#: A failed fetch is answered from this marker until it expires.
+_FAILED = "!"
+
+
+class KeySetProblem(ValueError):
+    """A key set we will not use, or cannot get; the text says why, in one line."""
+
+
+class KeySetBusy(Exception):
+    """This request may not fetch now: too many fetches from its address
+    (429) or at once in this process (503). Says nothing about the set."""
+
+    def __init__(self, status: int = 503, retry_after: int = BUSY_RETRY_SECONDS):
+        super().__init__(status)
+        self.status = status
+        self.retry_after = retry_after
+
+
+def parse_key_set(data: Any) -> KeySet:
+    """A JWK Set of public asymmetric signing keys, or :class:`KeySetProblem`."""
+    if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
+        raise KeySetProblem("a JWK Set is an object with a 'keys' list")
+    keys = data["keys"]
+    if not 0 < len(keys) <= MAX_KEYS:
+        raise KeySetProblem(f"a JWK Set here holds 1 to {MAX_KEYS} keys")
+    for key in keys:
+        _check_public_key(key)
+    try:
+        key_set = KeySet.import_key_set({"keys": keys})
+    except (JoseError, ValueError, TypeError) as exc:
+        raise KeySetProblem("a key in the set cannot be read") from exc
+    for key in key_set.keys:
+        raw = key.raw_value
+        if isinstance(raw, RSAPublicKey) and raw.key_size < MIN_RSA_BITS:
+            raise KeySetProblem(f"RSA keys must have at least {MIN_RSA_BITS} bits")
+    return key_set
+
+
+def _check_public_key(key: Any) -> None:
+    if not isinstance(key, dict):
+        raise KeySetProblem("each key is a JSON object")
+    kty = key.get("kty")
+    if kty not in ("RSA", "EC", "OKP"):
+        raise KeySetProblem("only RSA, EC and OKP public keys are accepted")
+    if _PRIVATE_MEMBERS & key.keys():
+        raise KeySetProblem("the set holds a private key; publish public keys only")
+    if kty in _CURVES and key.get("crv") not in _CURVES[kty]:
+        raise KeySetProblem("an unsupported curve")
+    if key.get("use", "sig") != "sig":
+        raise KeySetProblem("a key whose 'use' is not 'sig'")
+    alg = key.get("alg")
+    if alg is not None and alg not in ALGORITHMS:
+        raise KeySetProblem("a key names an algorithm not accepted here")
+    kid = key.get("kid")
+    if kid is not None and not isinstance(kid, str):
+        raise KeySetProblem("a key id ('kid') is a string")
+
+
+def parse_key_set_text(text: str | bytes) -> KeySet:
+    """:func:`parse_key_set` of JSON text."""
+    if len(text) > MAX_SET_BYTES:
+        raise KeySetProblem(f"a JWK Set here is at most {MAX_SET_BYTES} bytes")
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise KeySetProblem("the JWK Set is not JSON") from exc
+    return parse_key_set(data)
+
+
+def fetch_policy() -> FetchPolicy:
+    """Where key sets may be fetched from: where metadata documents may."""
+    settings = current_settings()
+    return FetchPolicy(
+        settings.cimd_allow_loopback, settings.cimd_allowed_hosts, MAX_SET_BYTES
+    )
+
+
+def check_key_set_url(url: str) -> None:
+    """Refuse a ``jwks_uri`` that could never be fetched (:class:`KeySetProblem`)."""
+    try:
+        check_url(url, fetch_policy())
+    except FetchProblem as problem:
+        raise KeySetProblem(f"the key set URL is refused ({problem.code})") from None
+
+
+def has_key(key_set: KeySet, kid: str | None) -> bool:
+    """Whether ``key_set`` can answer for a signature naming ``kid``."""
+    if kid is None:
+        return True
+    return any(key.kid == kid for key in key_set.keys)
+
+
+def key_set_at(url: str, kid: str | None) -> KeySet:
+    """The key set published at ``url``, fresh enough to hold ``kid``.
+
+    Raises :class:`KeySetProblem` (it cannot be had or used) or
+    :class:`KeySetBusy`.
+    """
+    redis = get_redis()
+    digest = hashlib.sha256(url.encode()).hexdigest()
+    cache_key = "jwks:" + digest
+    cached = redis.get(cache_key)
+    if cached is not None and cached != _FAILED:
+        key_set = parse_key_set_text(cached)
+        if has_key(key_set, kid):
+            return key_set
+        # Rotated, perhaps: fetch again, but not on every unknown kid.
+        if not redis.set("jwks:refetch:" + digest, "1", nx=True, ex=REFETCH_SECONDS):
+            return key_set
+    elif cached == _FAILED:
+        raise KeySetProblem("the key set could not be fetched lately")
+    body, seconds = _fetch(url)
+    if body is None:
+        redis.set(cache_key, _FAILED, ex=FAILURE_CACHE_SECONDS)
+        raise KeySetProblem("the key set could not be fetched")
+    try:
+        key_set = parse_key_set_text(body)
+    except KeySetProblem:
+        redis.set(cache_key, _FAILED, ex=FAILURE_CACHE_SECONDS)
+        raise
+    redis.set(cache_key, body, ex=seconds)
+    return key_set
+
+
+def _fetch(url: str) -> tuple[str | None, int]:
+    """The set's text and how long to keep it; ``None`` when it failed.
+
+    Held to the limits of document fetches: so many per source address (the
+    same budget), so many at once per process.
+    """
+    limit = current_settings().cimd_fetch_rate_limit
+    retry_after = spend(limit, FETCH_RATE_KEY, client_address())
+    if retry_after is not None:
+        raise KeySetBusy(429, retry_after)
+    slots: threading.BoundedSemaphore = current_app.extensions[SLOTS]
+    if not slots.acquire(blocking=False):
+        raise KeySetBusy
+    try:
+        fetched = fetch_document(url, fetch_policy())
+        return fetched.body.decode("utf-8"), cache_seconds(fetched.cache_control)
+    except FetchBusy:
+        raise KeySetBusy from None
+    except (FetchProblem, UnicodeDecodeError) as problem:
+        log.warning("key set %s refused: %s", url, getattr(problem, "code", problem))
+        return None, FAILURE_CACHE_SECONDS
+    finally:
+        slots.release()

@@ -1,0 +1,308 @@
+"""Service clients: a CI job or an agent that gets tokens with no person present.
+
+A service client uses the client-credentials grant (RFC 6749 §4.4) and
+nothing else. It is made by a person on their account page or by an
+operator (``flask --app app clients create-service``), never by open
+registration; it is bound to one resource and a scope ceiling, and its
+tokens' subject is the person who made it or the client itself, as chosen
+when it was made. It authenticates with a secret (``client_secret_basic``)
+or, better, with assertions signed by its keys (``private_key_jwt``).
+
+Revoking one keeps its row with ``revoked_at``: the record from which the
+denial of its tokens is rebuilt (:mod:`app.denylist_record`). Disabling a
+person revokes every service client they made. Domain functions only
+flush: the caller opens the transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from flask_babel import gettext as _
+from sqlalchemy import func, or_, select, update
+
+from . import audit
+from .config import current_settings
+from .db import db, is_storable
+from .models import OAuthClient, User, utcnow
+from .oauth.clients import (
+    generate_client_id,
+    generate_client_secret,
+    hash_secret,
+    revoke_clients,
+)
+from .oauth.constants import CLIENT_CREDENTIALS, PRIVATE_KEY_JWT
+from .oauth.key_sets import (
+    MAX_SET_BYTES,
+    KeySetProblem,
+    check_key_set_url,
+    parse_key_set,
+)
+from .oauth.resources import Resource
+from .oauth.scopes import OFFLINE_ACCESS, scope_tokens
+
+#: ``registered_from`` of a service client: it was not registered from an
+#: address, so no per-address cap counts it (and pruning never takes it).
+SERVICE_SOURCE = "service-client"
+#: The width of ``oauth_clients.client_id``.
+MAX_CLIENT_ID_LENGTH = 128
+#: The longest name and ``jwks_uri`` kept.
+MAX_NAME_LENGTH = 100
+MAX_URI_LENGTH = 2048
+#: Live service clients one person may have.
+MAX_PER_PERSON = 20
+#: ``last_used_at`` is written at most this often per client.
+LAST_USED_PRECISION = timedelta(minutes=1)
+
+
+class ServiceClientProblem(ValueError):
+    """Why a service client cannot be made as asked; one line, shown as is."""
+
+
+class ServiceClientLimit(ServiceClientProblem):
+    """The person has as many live service clients as one may."""
+
+
+@dataclass(frozen=True)
+class NewServiceClient:
+    """What its maker is told, once."""
+
+    client_id: str
+    client_name: str
+    resource: str
+    scope: str
+    subject: str
+    method: str
+    #: Shown once and never again; ``None`` for a client with keys.
+    client_secret: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        answer: dict[str, Any] = {
+            "client_id": self.client_id,
+            "client_name": self.client_name,
+            "token_endpoint_auth_method": self.method,
+            "resource": self.resource,
+            "scope": self.scope,
+            "sub": self.subject,
+        }
+        if self.client_secret is not None:
+            answer["client_secret"] = self.client_secret
+        return answer
+
+
+@dataclass(frozen=True)
+class ServiceClientView:
+    """One service client, as the account page and the CLI list it."""
+
+    client_id: str
+    client_name: str
+    resource: str
+    scope: str
+    method: str
+    acts_for_owner: bool
+    owner_id: uuid.UUID | None
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+def ceiling(resource: Resource, scopes: str) -> str:
+    """The scope ceiling asked for, each one the resource's; empty: all of them."""
+    wanted = scope_tokens(scopes)
+    if not wanted:
+        return " ".join(resource.scope_names)
+    unknown = [s for s in wanted if s not in resource.scope_names]
+    if unknown or OFFLINE_ACCESS in wanted:
+        offered = ", ".join(resource.scope_names)
+        raise ServiceClientProblem(
+            _("The scopes must be among the server's: %(scopes)s.", scopes=offered)
+        )
+    return " ".join(s for s in resource.scope_names if s in wanted)
+
+
+def keys_from(jwks_text: str | None, jwks_uri: str | None) -> dict[str, Any]:
+    """The ``jwks`` or ``jwks_uri`` columns for keys given as text or a URL."""
+    jwks_text = (jwks_text or "").strip() or None
+    jwks_uri = (jwks_uri or "").strip() or None
+    if jwks_text is not None and jwks_uri is not None:
+        raise ServiceClientProblem(_("Give the keys inline or at a URL, not both."))
+    try:
+        if jwks_text is not None:
+            if len(jwks_text) > MAX_SET_BYTES:
+                raise KeySetProblem(f"a JWK Set here is at most {MAX_SET_BYTES} bytes")
+            try:
+                data = json.loads(jwks_text)
+            except (ValueError, RecursionError):
+                raise KeySetProblem("the JWK Set is not JSON") from None
+            parse_key_set(data)
+            return {"jwks": data, "jwks_uri": None}
+        if jwks_uri is not None:
+            if len(jwks_uri) > MAX_URI_LENGTH:
+                raise KeySetProblem("the key set URL is too long")
+            check_key_set_url(jwks_uri)
+            return {"jwks": None, "jwks_uri": jwks_uri}
+    except KeySetProblem as problem:
+        raise ServiceClientProblem(
+            _("The keys cannot be used: %(problem)s.", problem=problem)
+        ) from None
+    return {"jwks": None, "jwks_uri": None}
+
+
+def create(
+    name: str,
+    resource: Resource,
+    scopes: str,
+    keys: dict[str, Any],
+    owner: User | None = None,
+    acts_for_owner: bool = False,
+) -> NewServiceClient:
+    """Make a service client; ``keys`` from :func:`keys_from`."""
+    name = " ".join(name.split())
+    if not name or len(name) > MAX_NAME_LENGTH or not name.isprintable():
+        raise ServiceClientProblem(
+            _(
+                "A name is 1 to %(limit)d printable characters.",
+                limit=MAX_NAME_LENGTH,
+            )
+        )
+    if acts_for_owner and owner is None:
+        raise ServiceClientProblem(_("Only a person's client can act for them."))
+    scope = ceiling(resource, scopes)
+    if owner is not None and _live_count(owner.id) >= MAX_PER_PERSON:
+        raise ServiceClientLimit(
+            _(
+                "You have %(limit)d service clients; revoke one first.",
+                limit=MAX_PER_PERSON,
+            )
+        )
+    client_id = generate_client_id(current_settings().client_id_prefix)
+    with_keys = keys.get("jwks") is not None or keys.get("jwks_uri") is not None
+    secret = None if with_keys else generate_client_secret()
+    method = PRIVATE_KEY_JWT if with_keys else "client_secret_basic"
+    db.session.add(
+        OAuthClient(
+            client_id=client_id,
+            client_secret_hash=hash_secret(secret) if secret else None,
+            client_name=name,
+            redirect_uris=[],
+            grant_types=[CLIENT_CREDENTIALS],
+            response_types=[],
+            token_endpoint_auth_method=method,
+            scope=scope,
+            registered_from=SERVICE_SOURCE,
+            jwks=keys.get("jwks"),
+            jwks_uri=keys.get("jwks_uri"),
+            service_resource=resource.uri,
+            owner_id=owner.id if owner is not None else None,
+            acts_for_owner=acts_for_owner,
+            created_at=utcnow(),
+        )
+    )
+    db.session.flush()
+    subject = str(owner.id) if acts_for_owner and owner is not None else client_id
+    db.after_commit(
+        lambda: audit.record(
+            audit.SERVICE_CLIENT_CREATED,
+            client_id=client_id,
+            user_id=owner.id if owner is not None else None,
+            resource=resource.uri,
+            scope=scope,
+        )
+    )
+    return NewServiceClient(
+        client_id, name, resource.uri, scope, subject, method, secret
+    )
+
+
+def _live_count(owner_id: uuid.UUID) -> int:
+    # The person's row is locked first, so two forms at once cannot both
+    # pass the count.
+    db.session.execute(select(User.id).where(User.id == owner_id).with_for_update())
+    return (
+        db.session.scalar(
+            select(func.count())
+            .select_from(OAuthClient)
+            .where(
+                OAuthClient.owner_id == owner_id,
+                OAuthClient.service_resource.is_not(None),
+                OAuthClient.revoked_at.is_(None),
+            )
+        )
+        or 0
+    )
+
+
+def _views(*where: Any) -> list[ServiceClientView]:
+    rows = db.session.execute(
+        select(OAuthClient)
+        .where(
+            OAuthClient.service_resource.is_not(None),
+            OAuthClient.revoked_at.is_(None),
+            *where,
+        )
+        .order_by(OAuthClient.created_at)
+    ).scalars()
+    return [
+        ServiceClientView(
+            row.client_id,
+            row.client_name,
+            row.service_resource or "",
+            row.scope,
+            row.token_endpoint_auth_method,
+            row.acts_for_owner,
+            row.owner_id,
+            row.created_at,
+            row.last_used_at,
+        )
+        for row in rows
+    ]
+
+
+def list_for(owner_id: uuid.UUID) -> list[ServiceClientView]:
+    """The live service clients ``owner_id`` made."""
+    return _views(OAuthClient.owner_id == owner_id)
+
+
+def list_all() -> list[ServiceClientView]:
+    return _views()
+
+
+def revoke(client_id: str, owner_id: uuid.UUID | None = None) -> bool:
+    """Revoke a live service client (only ``owner_id``'s, when given) and end
+    its tokens; ``False`` when there is no such client."""
+    if len(client_id) > MAX_CLIENT_ID_LENGTH or not is_storable(client_id):
+        return False
+    where = [
+        OAuthClient.client_id == client_id,
+        OAuthClient.service_resource.is_not(None),
+        OAuthClient.revoked_at.is_(None),
+    ]
+    if owner_id is not None:
+        where.append(OAuthClient.owner_id == owner_id)
+    revoked = revoke_clients(*where)
+    if revoked:
+        db.after_commit(
+            lambda: audit.record(
+                audit.SERVICE_CLIENT_REVOKED, client_id=client_id, user_id=owner_id
+            )
+        )
+    return bool(revoked)
+
+
+def note_use(client_id: str) -> None:
+    """Remember that ``client_id`` obtained a token, to the minute."""
+    now = utcnow()
+    db.session.execute(
+        update(OAuthClient)
+        .where(
+            OAuthClient.client_id == client_id,
+            or_(
+                OAuthClient.last_used_at.is_(None),
+                OAuthClient.last_used_at < now - LAST_USED_PRECISION,
+            ),
+        )
+        .values(last_used_at=now)
+    )
