@@ -182,9 +182,10 @@ class EnterpriseIdp:
             protected, payload, signing_key, algorithms=[protected["alg"]]
         )
 
-    def unsigned(self, **claims: Any) -> str:
-        """``alg: none``, no signature: accepted by nothing sound."""
-        header = _present({"typ": ID_JAG_TYP, "alg": "none", "kid": self.kid})
+    def unsigned(self, alg: str = "none", **claims: Any) -> str:
+        """``alg: none`` (or ``alg`` as spelled), no signature: accepted by
+        nothing sound."""
+        header = _present({"typ": ID_JAG_TYP, "alg": alg, "kid": self.kid})
         return f"{b64json(header)}.{b64json(self.claims(**claims))}."
 
     def hs256_with_public_key(self, **claims: Any) -> str:

@@ -18,6 +18,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -367,6 +368,15 @@ def test_an_assertion_for_a_known_identity_gets_a_token_that_works(
     }
 
 
+def test_the_typ_may_be_spelled_as_a_full_media_type(
+    enterprise: Enterprise,
+) -> None:
+    # RFC 7515 §4.1.9: "application/" may be left out of ``typ``, or written.
+    spelled = enterprise.assertion(header={"typ": "application/oauth-id-jag+jwt"})
+
+    enterprise.token(spelled)
+
+
 def test_an_es256_identity_provider_is_as_good(
     enterprise: Enterprise, service: LiveServer
 ) -> None:
@@ -544,6 +554,12 @@ BAD_ASSERTIONS: dict[str, Callable[[Enterprise], str]] = {
     ),
     "client_id missing": lambda e: e.assertion(client_id=OMIT),
     "iss not the signer's": lambda e: e.assertion(iss="https://idp.example.com"),
+    "iss with a trailing slash": lambda e: e.assertion(iss=e.idp.issuer + "/"),
+    "alg NONE": lambda e: e.idp.unsigned(
+        "NONE", client_id=e.client["client_id"], sub=SUBJECT
+    ),
+    "exp a string": lambda e: e.assertion(exp=str(int(time.time()) + 300)),
+    "sub not a string": lambda e: e.assertion(sub=12345),
 }
 
 
@@ -614,6 +630,42 @@ def test_a_replayed_assertion_is_invalid_grant_and_audited(
     assert event["issuer"] == enterprise.idp.issuer
     assert event["client_id"] == enterprise.client["client_id"]
     assert assertion.split(".")[2] not in json.dumps(event)
+
+
+def test_racing_copies_of_one_assertion_get_one_token(
+    enterprise: Enterprise, audit_log: AuditLog
+) -> None:
+    assertion = enterprise.assertion()
+    client = enterprise.client
+    data = {"grant_type": JWT_BEARER, "assertion": assertion}
+
+    def present(_: int) -> requests.Response:
+        return requests.post(
+            enterprise.service.url + "/token",
+            data=data,
+            auth=(client["client_id"], client["client_secret"]),
+            timeout=30,
+        )
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(present, range(8)))
+
+    assert sorted(a.status_code for a in answers) == [200] + [400] * 7
+    for answer in answers:
+        if answer.status_code == 400:
+            assert answer.json()["error"] == "invalid_grant"
+    assert len(audit_log.events("assertion_replayed")) == 7
+
+
+def test_a_jti_is_one_issuers_own(
+    enterprise: Enterprise, other_idp: EnterpriseIdp
+) -> None:
+    # Two issuers may pick the same jti: neither is a replay of the other.
+    trust(enterprise.service, other_idp)
+    link_identity(enterprise.engine, enterprise.person["id"], other_idp.issuer, "o-1")
+
+    enterprise.token(enterprise.assertion(jti="shared"))
+    enterprise.token(enterprise.assertion(other_idp, sub="o-1", jti="shared"))
 
 
 def test_a_new_assertion_reusing_a_jti_is_a_replay(
@@ -811,15 +863,14 @@ def test_an_unknown_subject_without_an_email_is_invalid_grant(
     assert_error(response, 400, "invalid_grant")
 
 
+@pytest.mark.parametrize("email", ["bo@example.com", "Bo@Example.COM"])
 def test_a_verified_email_links_the_existing_account(
-    enterprise: Enterprise, engine: sqlalchemy.Engine
+    enterprise: Enterprise, engine: sqlalchemy.Engine, email: str
 ) -> None:
     bo = make_user(enterprise.service, "bo@example.com")
 
     answer = enterprise.token(
-        enterprise.assertion(
-            sub="employee-2", email="bo@example.com", email_verified=True
-        )
+        enterprise.assertion(sub="employee-2", email=email, email_verified=True)
     )
     # Linked: the identity alone finds the account from now on.
     again = enterprise.token(enterprise.assertion(sub="employee-2"))
@@ -853,6 +904,22 @@ def test_an_unverified_email_links_nothing(
         400,
         "invalid_grant",
     )
+
+
+def test_a_disabled_account_is_not_reached_by_its_email(
+    enterprise: Enterprise, engine: sqlalchemy.Engine
+) -> None:
+    make_user(enterprise.service, "bo@example.com")
+    disabled = cli(enterprise.service, "users", "disable", "bo@example.com")
+    assert disabled.exit_code == 0, disabled.output
+
+    response = enterprise.exchange(
+        enterprise.assertion(
+            sub="employee-2", email="bo@example.com", email_verified=True
+        )
+    )
+
+    assert_error(response, 400, "invalid_grant")
 
 
 def test_no_account_is_created_for_an_unknown_email(
