@@ -804,15 +804,23 @@ def test_a_public_client_needs_the_issuer_to_allow_it(
     assert "refresh_token" not in allowed.json()
 
 
-@pytest.mark.parametrize("wrong", ["secret", "client"])
+#: How a confidential (client_secret_basic) client may fail to authenticate.
+BAD_AUTHENTICATION: dict[str, dict[str, str]] = {
+    "a wrong secret": {"client_secret": "not-the-secret"},
+    "an unknown client": {"client_id": "no-such-client"},
+    # The assertion names the client: it must not stand in for the secret.
+    "no secret at all": {"token_endpoint_auth_method": "none"},
+    "another method than registered": {
+        "token_endpoint_auth_method": "client_secret_post"
+    },
+}
+
+
+@pytest.mark.parametrize("wrong", BAD_AUTHENTICATION)
 def test_bad_client_authentication_is_invalid_client(
     enterprise: Enterprise, wrong: str
 ) -> None:
-    client = dict(enterprise.client)
-    if wrong == "secret":
-        client["client_secret"] = "not-the-secret"
-    else:
-        client["client_id"] = "no-such-client"
+    client = {**enterprise.client, **BAD_AUTHENTICATION[wrong]}
 
     response = enterprise.exchange(enterprise.assertion(), client=client)
 
