@@ -103,14 +103,19 @@ def email_of(user_id: str) -> str | None:
 
 
 def whoami(claims: Claims, arguments: dict[str, Any]) -> dict[str, Any]:
-    """Describe the caller: account, email, client or API key, and scope."""
+    """Describe the caller: account and email (none for a service client
+    acting for itself), client or API key, and scope."""
     if arguments:
         raise ToolInputError("whoami takes no arguments.")
     sub = str(claims.get("sub"))
-    email = email_of(sub)
-    if email is None:
-        raise UnknownCaller
-    output: dict[str, Any] = {"sub": sub, "email": email}
+    output: dict[str, Any] = {"sub": sub}
+    # A service client acting for itself is its own subject: no person, no
+    # email (a person's subject is a UUID, never a client_id).
+    if sub != claims.get("client_id"):
+        email = email_of(sub)
+        if email is None:
+            raise UnknownCaller
+        output["email"] = email
     if claims.get("api_key_id"):
         output["api_key_id"] = str(claims["api_key_id"])
     else:
@@ -123,21 +128,25 @@ WHOAMI = Tool(
     name="whoami",
     title="Who am I",
     description=(
-        "Return the signed-in account behind this access token: user id (sub), "
-        "email, the OAuth client_id or API key id, and the granted scope."
+        "Return who is behind this access token: the subject (a user id, or a "
+        "service client's own id), a person's email, the OAuth client_id or API "
+        "key id, and the granted scope."
     ),
     scopes=("read",),
     input_schema={"type": "object", "properties": {}, "additionalProperties": False},
     output_schema={
         "type": "object",
         "properties": {
-            "sub": {"type": "string", "description": "The user id."},
+            "sub": {
+                "type": "string",
+                "description": "The user id, or a service client's own id.",
+            },
             "email": {"type": "string"},
             "client_id": {"type": "string"},
             "api_key_id": {"type": "string"},
             "scope": {"type": "string", "description": "Space-separated scopes."},
         },
-        "required": ["sub", "email", "scope"],
+        "required": ["sub", "scope"],
     },
     run=whoami,
 )
