@@ -24,6 +24,7 @@ from typing import Any
 
 from joserfc import jws
 from joserfc.jwk import ECKey, KeyParameters, RSAKey
+from joserfc.jws import JWSRegistry
 
 #: The ID-JAG's media type (header ``typ``).
 ID_JAG_TYP = "oauth-id-jag+jwt"
@@ -181,6 +182,18 @@ class EnterpriseIdp:
         return jws.serialize_compact(
             protected, payload, signing_key, algorithms=[protected["alg"]]
         )
+
+    def signed_as_given(
+        self, header: dict[str, Any], key: Key | None = None, **claims: Any
+    ) -> str:
+        """Signed with the header exactly as given, which no library would
+        write (an unknown ``crit`` extension): the signature computed here."""
+        signing_key = key or self.key
+        protected = self.header(signing_key, **header)
+        signing_input = f"{b64json(protected)}.{b64json(self.claims(**claims))}"
+        algorithm = JWSRegistry.algorithms[protected["alg"]]
+        signature = algorithm.sign(signing_input.encode(), signing_key)
+        return f"{signing_input}.{b64url(signature)}"
 
     def unsigned(self, alg: str = "none", **claims: Any) -> str:
         """``alg: none`` (or ``alg`` as spelled), no signature: accepted by

@@ -30,7 +30,7 @@ import requests
 import sqlalchemy
 from conftest import LiveServer, make_user
 from devservices import free_port
-from enterprise_idp import OMIT, EnterpriseIdp, b64json
+from enterprise_idp import OMIT, EnterpriseIdp, b64json, new_key
 from helpers import (
     ROOT,
     Browser,
@@ -558,6 +558,17 @@ BAD_ASSERTIONS: dict[str, Callable[[Enterprise], str]] = {
     "alg NONE": lambda e: e.idp.unsigned(
         "NONE", client_id=e.client["client_id"], sub=SUBJECT
     ),
+    "a foreign key and no kid": lambda e: e.idp.mint(
+        header={"kid": OMIT},
+        key=new_key(),
+        client_id=e.client["client_id"],
+        sub=SUBJECT,
+    ),
+    "an unknown critical header": lambda e: e.idp.signed_as_given(
+        {"crit": ["urn:example:policy"], "urn:example:policy": "strict"},
+        client_id=e.client["client_id"],
+        sub=SUBJECT,
+    ),
     "exp a string": lambda e: e.assertion(exp=str(int(time.time()) + 300)),
     "sub not a string": lambda e: e.assertion(sub=12345),
 }
@@ -595,6 +606,28 @@ def test_an_untrusted_issuer_is_invalid_grant(
     response = enterprise.exchange(enterprise.assertion(other_idp))
 
     assert_error(response, 400, "invalid_grant")
+
+
+@pytest.mark.parametrize("pointer", ["jku", "jwk", "x5u"])
+def test_keys_named_in_the_header_are_not_believed(
+    enterprise: Enterprise, other_idp: EnterpriseIdp, pointer: str
+) -> None:
+    # The attacker's own key, its JWKS served, pointed at from the header
+    # (RFC 8725 §3.10): only the jwks_uri the operator gave counts.
+    where = {
+        "jku": other_idp.jwks_uri,
+        "jwk": other_idp.key.as_dict(private=False),
+        "x5u": other_idp.url + "/cert.pem",
+    }[pointer]
+    forged = enterprise.assertion(
+        other_idp, iss=enterprise.idp.issuer, header={pointer: where}
+    )
+
+    response = enterprise.exchange(forged)
+
+    assert_error(response, 400, "invalid_grant")
+    assert other_idp.requests["/jwks"] == 0
+    enterprise.token()
 
 
 def test_a_trusted_issuer_cannot_speak_for_another(
