@@ -1019,6 +1019,28 @@ def test_a_rotated_key_is_picked_up_from_the_jwks(
         rotating.stop()
 
 
+def test_the_key_set_is_fetched_once_and_unknown_kids_cannot_force_fetches(
+    enterprise: Enterprise, service: LiveServer
+) -> None:
+    idp = EnterpriseIdp(audience=service.issuer, resource=service.issuer + "/mcp")
+    try:
+        trust(service, idp)
+        link_identity(enterprise.engine, enterprise.person["id"], idp.issuer, "k-1")
+        for _ in range(3):
+            enterprise.token(enterprise.assertion(idp, sub="k-1"))
+        assert idp.requests["/jwks"] == 1  # cached
+
+        # A flood of made-up kids: at most one refetch (once per 30 s a URL).
+        for number in range(5):
+            made_up = enterprise.assertion(idp, sub="k-1", header={"kid": f"x{number}"})
+            assert_error(enterprise.exchange(made_up), 400, "invalid_grant")
+
+        assert idp.requests["/jwks"] <= 2
+        enterprise.token(enterprise.assertion(idp, sub="k-1"))
+    finally:
+        idp.stop()
+
+
 def test_a_token_from_the_grant_is_a_bearer_at_mcp_only_for_its_resource(
     enterprise: Enterprise,
 ) -> None:
