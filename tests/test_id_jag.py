@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import httpx2
@@ -411,8 +411,11 @@ def test_a_client_secret_post_client_may_use_the_grant(
     )
 
 
+SecretMethod = Literal["client_secret_basic", "client_secret_post"]
+
+
 async def sdk_session(
-    enterprise: Enterprise, auth_method: str, calls: list[tuple[str, str]]
+    enterprise: Enterprise, auth_method: SecretMethod, calls: list[tuple[str, str]]
 ) -> dict[str, Any]:
     client = register_client(
         enterprise.browser, client_name="SDK", token_endpoint_auth_method=auth_method
@@ -433,7 +436,7 @@ async def sdk_session(
         client_secret=client["client_secret"],
         issuer=service.issuer,
         assertion_provider=assertion_provider,
-        token_endpoint_auth_method=auth_method,  # type: ignore[arg-type]
+        token_endpoint_auth_method=auth_method,
     )
     async with (
         httpx2.AsyncClient(auth=provider, timeout=30) as http,
@@ -448,7 +451,7 @@ async def sdk_session(
 
 @pytest.mark.parametrize("auth_method", ["client_secret_post", "client_secret_basic"])
 def test_the_mcp_sdk_identity_assertion_provider_calls_a_tool(
-    enterprise: Enterprise, auth_method: str
+    enterprise: Enterprise, auth_method: SecretMethod
 ) -> None:
     calls: list[tuple[str, str]] = []
 
