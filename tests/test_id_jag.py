@@ -377,6 +377,25 @@ def test_the_typ_may_be_spelled_as_a_full_media_type(
     enterprise.token(spelled)
 
 
+@pytest.mark.parametrize(
+    "times",
+    [
+        {"iat": 30, "exp": 330},  # the IdP's clock a little ahead of ours
+        {"iat": 0, "exp": 3500},  # nearly an hour to live
+        {"iat": -3000, "exp": 30},  # old, and about to expire
+    ],
+    ids=["iat within the skew", "exp within the hour", "old but live"],
+)
+def test_lifetimes_within_the_limits_are_accepted(
+    enterprise: Enterprise, times: dict[str, int]
+) -> None:
+    now = int(time.time())
+
+    enterprise.token(
+        enterprise.assertion(iat=now + times["iat"], exp=now + times["exp"])
+    )
+
+
 def test_an_es256_identity_provider_is_as_good(
     enterprise: Enterprise, service: LiveServer
 ) -> None:
