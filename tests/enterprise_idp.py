@@ -91,7 +91,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class EnterpriseIdp:
-    """An IdP at ``http://127.0.0.1:PORT`` (its issuer) with its JWKS at ``/jwks``.
+    """An IdP at ``http://127.0.0.1:PORT`` (its issuer, unless ``issuer`` names
+    another) with its JWKS at ``/jwks``.
 
     ``audience`` (the service's issuer), ``client_id`` and ``resource`` are the
     defaults of the assertions it mints; :meth:`mint` overrides any of them.
@@ -103,6 +104,7 @@ class EnterpriseIdp:
         audience: str = "",
         client_id: str = "",
         resource: str = "",
+        issuer: str | None = None,
     ) -> None:
         self.alg = alg
         self.key = new_key(alg)
@@ -115,14 +117,12 @@ class EnterpriseIdp:
         self.requests: Counter[str] = Counter()
         self.httpd = _Server(self)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        #: Its own URL, unless it plays an issuer elsewhere (its keys still here).
+        self.issuer = issuer or self.url
         self.thread = threading.Thread(
             target=self.httpd.serve_forever, args=(0.05,), daemon=True
         )
         self.thread.start()
-
-    @property
-    def issuer(self) -> str:
-        return self.url
 
     @property
     def jwks_uri(self) -> str:

@@ -516,11 +516,12 @@ def test_the_scope_granted_is_requested_and_asserted(
 def test_the_scope_stays_within_the_asserted_resources(
     enterprise: Enterprise,
 ) -> None:
-    register_resource(enterprise.service, TOOLS, scopes="read")
+    register_resource(enterprise.service, TOOLS, scopes="read", token_ttl=120)
 
     answer = enterprise.token(enterprise.assertion(resource=TOOLS, scope="read write"))
 
     assert answer["scope"] == "read"
+    assert answer["expires_in"] == 120  # the resource's token lifetime
     claims = claims_of(answer["access_token"])
     assert claims["aud"] == TOOLS and claims["scope"] == "read"
 
@@ -909,13 +910,16 @@ def test_a_service_client_cannot_use_the_grant(enterprise: Enterprise) -> None:
 
 
 def test_a_disabled_person_gets_nothing(enterprise: Enterprise) -> None:
-    enterprise.token()
+    earlier = enterprise.token()["access_token"]
+    assert whoami(enterprise.browser, earlier).status_code == 200
     disabled = cli(enterprise.service, "users", "disable", enterprise.person["email"])
     assert disabled.exit_code == 0, disabled.output
 
     response = enterprise.exchange(enterprise.assertion())
 
     assert_error(response, 400, "invalid_grant")
+    # And the token the grant gave before is cut off with the account.
+    assert whoami(enterprise.browser, earlier).status_code == 401
 
 
 def test_an_unknown_subject_without_an_email_is_invalid_grant(
@@ -998,6 +1002,37 @@ def test_no_account_is_created_for_an_unknown_email(
 
     assert_error(response, 400, "invalid_grant")
     assert (emails_of(engine), identities_of(engine)) == before
+
+
+def test_an_entra_email_never_links(
+    enterprise: Enterprise, engine: sqlalchemy.Engine, service: LiveServer
+) -> None:
+    # Entra's email claim is not verified by anyone: an issuer of Entra's
+    # (its keys served here) never reaches an account by it.
+    tenant = "9188040d-6c67-4c5b-b112-36a304b66dad"
+    entra = EnterpriseIdp(
+        audience=service.issuer,
+        resource=service.issuer + "/mcp",
+        issuer=f"https://login.microsoftonline.com/{tenant}/v2.0",
+    )
+    try:
+        trust(service, entra)
+        bo = make_user(service, "bo@example.com")
+        before = identities_of(engine)
+
+        response = enterprise.exchange(
+            enterprise.assertion(
+                entra, sub="bo-oid", email="bo@example.com", email_verified=True
+            )
+        )
+        assert_error(response, 400, "invalid_grant")
+        assert identities_of(engine) == before
+        # The same issuer's identity, once linked, is believed.
+        link_identity(engine, bo["id"], entra.issuer, "bo-oid")
+        answer = enterprise.token(enterprise.assertion(entra, sub="bo-oid"))
+        assert claims_of(answer["access_token"])["sub"] == bo["id"]
+    finally:
+        entra.stop()
 
 
 def test_an_identity_wins_over_an_email(
