@@ -184,13 +184,21 @@ class EnterpriseIdp:
         )
 
     def signed_as_given(
-        self, header: dict[str, Any], key: Key | None = None, **claims: Any
+        self,
+        header: dict[str, Any],
+        key: Key | None = None,
+        payload: bytes | None = None,
+        **claims: Any,
     ) -> str:
         """Signed with the header exactly as given, which no library would
-        write (an unknown ``crit`` extension): the signature computed here."""
+        write (an unknown ``crit`` extension), over ``payload`` if given (any
+        bytes), else the claims: the signature computed here."""
         signing_key = key or self.key
         protected = self.header(signing_key, **header)
-        signing_input = f"{b64json(protected)}.{b64json(self.claims(**claims))}"
+        body = (
+            b64url(payload) if payload is not None else b64json(self.claims(**claims))
+        )
+        signing_input = f"{b64json(protected)}.{body}"
         algorithm = JWSRegistry.algorithms[protected["alg"]]
         signature = algorithm.sign(signing_input.encode(), signing_key)
         return f"{signing_input}.{b64url(signature)}"

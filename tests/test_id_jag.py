@@ -592,6 +592,14 @@ BAD_ASSERTIONS: dict[str, Callable[[Enterprise], str]] = {
         client_id=e.client["client_id"],
         sub=SUBJECT,
     ),
+    "a payload nested too deep": lambda e: e.idp.signed_as_given(
+        {},
+        payload=b'{"sub": "employee-1", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+    ),
+    "a payload that is not JSON": lambda e: e.idp.signed_as_given(
+        {}, payload=b"\xff\xfenot json"
+    ),
+    "a NUL in sub": lambda e: e.assertion(sub="employee-1\x00"),
     "exp a string": lambda e: e.assertion(exp=str(int(time.time()) + 300)),
     "sub not a string": lambda e: e.assertion(sub=12345),
 }
@@ -722,6 +730,29 @@ def test_a_jti_is_one_issuers_own(
 
     enterprise.token(enterprise.assertion(jti="shared"))
     enterprise.token(enterprise.assertion(other_idp, sub="o-1", jti="shared"))
+
+
+def test_only_a_replay_is_audited_as_one(
+    enterprise: Enterprise, audit_log: AuditLog
+) -> None:
+    # First uses, good or refused for other reasons, are no replays.
+    enterprise.token(enterprise.assertion(jti="j" * 200))
+    enterprise.exchange(enterprise.assertion(sub="stranger"))
+    enterprise.exchange(enterprise.assertion(aud="https://as.example.com"))
+    enterprise.exchange(enterprise.assertion(exp=int(time.time()) - 30))
+
+    assert audit_log.events("assertion_replayed") == []
+
+
+def test_a_long_jti_used_once_is_no_replay(
+    enterprise: Enterprise, audit_log: AuditLog
+) -> None:
+    # Refusing a jti as too long to keep may be fair; recording the first use
+    # of one as a replay is not (an operator would look for an attacker).
+    response = enterprise.exchange(enterprise.assertion(jti="k" * 1000))
+
+    assert response.status_code in (200, 400), response.text
+    assert audit_log.events("assertion_replayed") == []
 
 
 def test_a_new_assertion_reusing_a_jti_is_a_replay(
@@ -987,6 +1018,22 @@ def test_a_disabled_account_is_not_reached_by_its_email(
     )
 
     assert_error(response, 400, "invalid_grant")
+
+
+def test_a_nul_in_a_verified_email_reaches_no_one(
+    enterprise: Enterprise, engine: sqlalchemy.Engine
+) -> None:
+    make_user(enterprise.service, "bo@example.com")
+    before = identities_of(engine)
+
+    response = enterprise.exchange(
+        enterprise.assertion(
+            sub="employee-2", email="bo@example.com\x00", email_verified=True
+        )
+    )
+
+    assert_error(response, 400, "invalid_grant")
+    assert identities_of(engine) == before
 
 
 def test_no_account_is_created_for_an_unknown_email(
