@@ -433,6 +433,28 @@ def test_a_client_secret_post_client_may_use_the_grant(
 SecretMethod = Literal["client_secret_basic", "client_secret_post"]
 
 
+@pytest.mark.parametrize(
+    "grant_types",
+    [[JWT_BEARER], ["authorization_code", "refresh_token"]],
+    ids=["registered for the grant alone", "registered for others"],
+)
+def test_any_registered_client_may_use_the_grant(
+    enterprise: Enterprise, grant_types: list[str]
+) -> None:
+    client = register_client(
+        enterprise.browser,
+        grant_types=grant_types,
+        token_endpoint_auth_method="client_secret_basic",
+    )
+
+    response = enterprise.exchange(
+        enterprise.assertion(client_id=client["client_id"]), client=client
+    )
+
+    assert response.status_code == 200, response.text
+    assert "refresh_token" not in response.json()
+
+
 async def sdk_session(
     enterprise: Enterprise, auth_method: SecretMethod, calls: list[tuple[str, str]]
 ) -> dict[str, Any]:
