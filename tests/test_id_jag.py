@@ -913,6 +913,28 @@ def test_a_public_client_needs_the_issuer_to_allow_it(
     assert "refresh_token" not in allowed.json()
 
 
+def test_public_clients_are_allowed_per_issuer_and_until_trusted_again(
+    enterprise: Enterprise, other_idp: EnterpriseIdp
+) -> None:
+    public = register_client(enterprise.browser, token_endpoint_auth_method="none")
+    trust(enterprise.service, enterprise.idp, "--allow-public-clients")
+    trust(enterprise.service, other_idp)
+    link_identity(enterprise.engine, enterprise.person["id"], other_idp.issuer, "o-1")
+
+    def present(idp: EnterpriseIdp, sub: str) -> requests.Response:
+        return enterprise.exchange(
+            enterprise.assertion(idp, client_id=public["client_id"], sub=sub),
+            client=public,
+        )
+
+    assert present(enterprise.idp, SUBJECT).status_code == 200
+    # Another issuer's assertions: that issuer did not allow public clients.
+    assert_error(present(other_idp, "o-1"), 400, "unauthorized_client")
+    # Trusted again without the option: the allowance is gone.
+    trust(enterprise.service, enterprise.idp)
+    assert_error(present(enterprise.idp, SUBJECT), 400, "unauthorized_client")
+
+
 #: How a confidential (client_secret_basic) client may fail to authenticate.
 BAD_AUTHENTICATION: dict[str, dict[str, str]] = {
     "a wrong secret": {"client_secret": "not-the-secret"},
