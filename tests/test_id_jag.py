@@ -29,7 +29,7 @@ import httpx2
 import pytest
 import requests
 import sqlalchemy
-from conftest import LiveServer, make_user
+from conftest import LiveServer
 from devservices import free_port
 from enterprise_idp import OMIT, EnterpriseIdp, b64json, new_key
 from helpers import (
@@ -126,6 +126,20 @@ def link_identity(
         )
 
 
+def add_person(engine: sqlalchemy.Engine, email: str) -> dict[str, str]:
+    """A person with an account and no password, as one who signs in only
+    through their company's identity provider."""
+    person_id = str(uuid.uuid4())
+    with engine.begin() as connection:
+        connection.execute(
+            sqlalchemy.text(
+                "INSERT INTO users (id, email, is_active) VALUES (:id, :email, true)"
+            ),
+            {"id": person_id, "email": email},
+        )
+    return {"id": person_id, "email": email}
+
+
 def identities_of(engine: sqlalchemy.Engine) -> set[tuple[str, str, str]]:
     with engine.connect() as connection:
         rows = connection.execute(
@@ -201,7 +215,7 @@ def enterprise(
     client = register_client(
         browser, client_name="Agent", token_endpoint_auth_method="client_secret_basic"
     )
-    person = make_user(service, "ada@example.com")
+    person = add_person(engine, "ada@example.com")
     link_identity(engine, person["id"], idp.issuer, SUBJECT)
     return Enterprise(service, idp, engine, browser, client, person)
 
@@ -642,7 +656,7 @@ def test_a_bad_assertion_is_invalid_grant(
 ) -> None:
     # The employee-2 of a tampered payload exists, so that only the signature
     # can refuse it.
-    other = make_user(enterprise.service, "bo@example.com")
+    other = add_person(engine, "bo@example.com")
     link_identity(engine, other["id"], enterprise.idp.issuer, "employee-2")
 
     response = enterprise.exchange(BAD_ASSERTIONS[case](enterprise))
@@ -824,7 +838,7 @@ def test_a_replay_at_another_instance_is_refused(
     (first, second), (_, second_log) = two_instances
     issuer = first  # both instances' ISSUER
     trust(service, idp)
-    person = make_user(service, "ada@example.com")
+    person = add_person(engine, "ada@example.com")
     link_identity(engine, person["id"], idp.issuer, SUBJECT)
     at_first = requests.Session()
     registered = at_first.post(
@@ -1013,7 +1027,7 @@ def test_an_unknown_subject_without_an_email_is_invalid_grant(
 def test_a_verified_email_links_the_existing_account(
     enterprise: Enterprise, engine: sqlalchemy.Engine, email: str
 ) -> None:
-    bo = make_user(enterprise.service, "bo@example.com")
+    bo = add_person(engine, "bo@example.com")
 
     answer = enterprise.token(
         enterprise.assertion(sub="employee-2", email=email, email_verified=True)
@@ -1033,7 +1047,7 @@ def test_a_verified_email_links_the_existing_account(
 def test_an_unverified_email_links_nothing(
     enterprise: Enterprise, engine: sqlalchemy.Engine, verified: Any
 ) -> None:
-    make_user(enterprise.service, "bo@example.com")
+    add_person(engine, "bo@example.com")
     before = identities_of(engine)
 
     response = enterprise.exchange(
@@ -1055,7 +1069,7 @@ def test_an_unverified_email_links_nothing(
 def test_a_disabled_account_is_not_reached_by_its_email(
     enterprise: Enterprise, engine: sqlalchemy.Engine
 ) -> None:
-    make_user(enterprise.service, "bo@example.com")
+    add_person(engine, "bo@example.com")
     disabled = cli(enterprise.service, "users", "disable", "bo@example.com")
     assert disabled.exit_code == 0, disabled.output
 
@@ -1071,7 +1085,7 @@ def test_a_disabled_account_is_not_reached_by_its_email(
 def test_a_nul_in_a_verified_email_reaches_no_one(
     enterprise: Enterprise, engine: sqlalchemy.Engine
 ) -> None:
-    make_user(enterprise.service, "bo@example.com")
+    add_person(engine, "bo@example.com")
     before = identities_of(engine)
 
     response = enterprise.exchange(
@@ -1112,7 +1126,7 @@ def test_an_entra_email_never_links(
     )
     try:
         trust(service, entra)
-        bo = make_user(service, "bo@example.com")
+        bo = add_person(engine, "bo@example.com")
         before = identities_of(engine)
 
         response = enterprise.exchange(
@@ -1134,7 +1148,7 @@ def test_an_identity_wins_over_an_email(
     enterprise: Enterprise, engine: sqlalchemy.Engine
 ) -> None:
     # SUBJECT is Ada's; an email naming Bo's account changes nothing.
-    make_user(enterprise.service, "bo@example.com")
+    add_person(engine, "bo@example.com")
 
     answer = enterprise.token(
         enterprise.assertion(email="bo@example.com", email_verified=True)
