@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Flask, request
+from flask import Flask, has_request_context, request
 from flask_babel import Babel
 
 #: The languages with a catalogue; the first is the fallback.
@@ -14,6 +14,9 @@ babel = Babel()
 
 
 def select_locale() -> str:
+    # Operator commands share messages with pages; they speak the fallback.
+    if not has_request_context():
+        return LANGUAGES[0]
     return request.accept_languages.best_match(LANGUAGES) or LANGUAGES[0]
 
 

@@ -12,10 +12,11 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from .db import db
+from .identity_providers import signs_in
 from .models import Identity, User, utcnow
 from .upstream_identity import UpstreamIdentity
 from .users import find_by_email
@@ -124,11 +125,16 @@ def remove(user: User, identity_id: uuid.UUID) -> bool:
     row = db.session.get(Identity, identity_id)
     if row is None or row.user_id != user.id:
         return False
-    others = db.session.scalar(
-        select(func.count())
-        .select_from(Identity)
-        .where(Identity.user_id == user.id, Identity.id != identity_id)
-    )
+    # Only identities of providers configured today are ways in.
+    others = [
+        issuer
+        for issuer in db.session.scalars(
+            select(Identity.issuer).where(
+                Identity.user_id == user.id, Identity.id != identity_id
+            )
+        )
+        if signs_in(issuer)
+    ]
     if not others and not user.password_hash:
         raise LastWayIn()
     db.session.delete(row)

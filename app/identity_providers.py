@@ -27,6 +27,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from authlib.integrations.base_client import OAuthError
@@ -43,6 +44,7 @@ from .upstream_identity import (
     UpstreamIdentity,
     accepts_discovered_issuer,
     from_id_token,
+    is_entra,
     token_issuer,
 )
 
@@ -109,6 +111,18 @@ def _client_options(provider: ProviderSettings) -> dict[str, Any]:
         "server_metadata_url": provider.discovery_url,
         "client_kwargs": client_kwargs,
     }
+
+
+def signs_in(issuer: str) -> bool:
+    """Whether an identity of ``issuer`` can sign in here today: a configured
+    provider's (for Entra ID, any tenant on its host). An identity linked by
+    an enterprise's identity assertion alone cannot."""
+    host = urlsplit(issuer).hostname
+    return any(
+        provider.issuer == issuer
+        or (is_entra(provider.issuer) and urlsplit(provider.issuer).hostname == host)
+        for provider in providers().values()
+    )
 
 
 def providers() -> Mapping[str, ProviderSettings]:

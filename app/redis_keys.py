@@ -180,8 +180,9 @@ ASSERTION_JTI = KeyFamily(
     "assertion:jti:{sha256 of the kind, issuer and jti}",
     "app.oauth.assertions",
     "until the assertion's `exp`, plus 60 s",
-    "an assertion presented before the loss and still unexpired (minutes) "
-    "could be presented once more",
+    "an assertion presented before the loss and still unexpired (minutes for "
+    "a client's, up to an hour for an identity assertion) could be presented "
+    "once more",
 )
 #: A fetched JWK Set (a client's ``jwks_uri``, a trusted issuer's keys).
 KEY_SET = KeyFamily(

@@ -118,7 +118,9 @@ def _caller() -> Caller:
     if (
         user is None
         or consent is None
-        or claims.get("consent_id", str(consent.id)) != str(consent.id)
+        # Only a token issued under that consent: one from an identity
+        # assertion or a service client has none, and manages no keys.
+        or claims.get("consent_id") != str(consent.id)
     ):
         deny_invalid_token()  # the account or the person's consent is gone
     return Caller(

@@ -50,6 +50,11 @@ def verify_signature(assertion: str, key_set: KeySet, kid: Any) -> dict[str, Any
     raise BadAssertion
 
 
+def is_usable_jti(jti: Any) -> bool:
+    """Whether ``jti`` can name an assertion here: a string of sane length."""
+    return isinstance(jti, str) and 0 < len(jti) <= MAX_JTI_LENGTH
+
+
 def spend_jti(kind: str, issuer: str, jti: Any, expires_at: Any) -> bool:
     """Spend ``jti`` of ``issuer``'s assertions of ``kind``; ``False`` if it
     was spent before (RFC 7523 §3, item 7).
@@ -57,7 +62,7 @@ def spend_jti(kind: str, issuer: str, jti: Any, expires_at: Any) -> bool:
     Kept in Redis until the assertion expires, plus the skew allowed, so a
     replay is refused on every instance for as long as it could be accepted.
     """
-    if not isinstance(jti, str) or not 0 < len(jti) <= MAX_JTI_LENGTH:
+    if not is_usable_jti(jti):
         return False
     ttl = int(expires_at) - int(time.time()) + LEEWAY
     if ttl <= 0:

@@ -25,8 +25,15 @@ from typing import Any
 from authlib.oauth2.rfc6749.errors import InvalidClientError
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 
+from .. import audit
 from ..config import current_settings
-from .assertions import LEEWAY, BadAssertion, spend_jti, verify_signature
+from .assertions import (
+    LEEWAY,
+    BadAssertion,
+    is_usable_jti,
+    spend_jti,
+    verify_signature,
+)
 from .client_auth import MAX_CREDENTIAL_LENGTH
 from .constants import PRIVATE_KEY_JWT, TOKEN_PATH
 from .key_sets import KeySetBusy, KeySetProblem, key_set_at, parse_key_set
@@ -99,8 +106,12 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
 
     def verify_claims(self, claims: Any) -> None:
         expires = claims.get("exp")
-        if not _is_number(expires) or expires > time.time() + MAX_LIFETIME:
+        # The signer's clock may run ahead of ours by the leeway.
+        horizon = time.time() + MAX_LIFETIME + LEEWAY
+        if not _is_number(expires) or expires > horizon:
             raise InvalidClientError(description="'exp' is missing or too far ahead.")
+        if not is_usable_jti(claims.get("jti")):
+            raise InvalidClientError(description="Invalid claim: 'jti'")
         super().verify_claims(claims)
 
     def get_audiences(self) -> list[str]:
@@ -108,7 +119,13 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         return [issuer, issuer + TOKEN_PATH]
 
     def validate_jti(self, claims: Any, jti: Any) -> bool:
-        return spend_jti("client", str(claims["iss"]), jti, claims["exp"])
+        # Called once the signature verified: a replay is the client's key
+        # at work twice, worth an audit event.
+        client_id = str(claims["iss"])
+        if spend_jti("client", client_id, jti, claims["exp"]):
+            return True
+        audit.record(audit.ASSERTION_REPLAYED, issuer=client_id, client_id=client_id)
+        return False
 
 
 def _is_number(value: Any) -> bool:
