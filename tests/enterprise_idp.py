@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from joserfc import jws
-from joserfc.jwk import ECKey, KeyParameters, RSAKey
+from joserfc.jwk import ECKey, KeyParameters, OctKey, RSAKey
 from joserfc.jws import JWSRegistry
 
 #: The ID-JAG's media type (header ``typ``).
@@ -33,6 +33,8 @@ ID_JAG_TYP = "oauth-id-jag+jwt"
 OMIT: Any = object()
 
 Key = RSAKey | ECKey
+#: What may sign an assertion here, a shared secret included (for attacks).
+AnyKey = RSAKey | ECKey | OctKey
 
 
 def new_key(alg: str = "RS256", kid: str | None = None) -> Key:
@@ -110,6 +112,9 @@ class EnterpriseIdp:
         self.key = new_key(alg)
         #: The keys the JWKS publishes (public halves only are served).
         self.published: list[Key] = [self.key]
+        #: Further JWKs served as given (a symmetric key an IdP should never
+        #: publish, for one).
+        self.extra_jwks: list[dict[str, Any]] = []
         self.audience = audience
         self.client_id = client_id
         self.resource = resource
@@ -133,7 +138,8 @@ class EnterpriseIdp:
         return str(self.key.kid)
 
     def jwks(self) -> dict[str, Any]:
-        return {"keys": [key.as_dict(private=False) for key in self.published]}
+        keys = [key.as_dict(private=False) for key in self.published]
+        return {"keys": keys + self.extra_jwks}
 
     def rotate(self, keep_old: bool = False) -> Key:
         """Sign with a new key (a new ``kid``) from now on; publish it, and the
@@ -160,7 +166,7 @@ class EnterpriseIdp:
         claims.update(overrides)
         return _present(claims)
 
-    def header(self, key: Key | None = None, **overrides: Any) -> dict[str, Any]:
+    def header(self, key: AnyKey | None = None, **overrides: Any) -> dict[str, Any]:
         key = key or self.key
         header = {"typ": ID_JAG_TYP, "alg": self.alg, "kid": key.kid}
         header.update(overrides)
@@ -169,7 +175,7 @@ class EnterpriseIdp:
     def mint(
         self,
         header: dict[str, Any] | None = None,
-        key: Key | None = None,
+        key: AnyKey | None = None,
         **claims: Any,
     ) -> str:
         """A signed ID-JAG: ``claims`` override the good claims, ``header`` the

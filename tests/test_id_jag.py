@@ -43,6 +43,7 @@ from helpers import (
     whoami,
     whoami_output,
 )
+from joserfc.jwk import OctKey
 from mcp import ClientSession
 from mcp.client.auth.extensions.identity_assertion import (
     IdentityAssertionOAuthProvider,
@@ -696,6 +697,26 @@ def test_keys_named_in_the_header_are_not_believed(
     assert_error(response, 400, "invalid_grant")
     assert sum(other_idp.requests.values()) == 0  # nothing fetched from there
     enterprise.token()
+
+
+def test_a_symmetric_key_in_the_issuers_key_set_signs_nothing(
+    enterprise: Enterprise, other_idp: EnterpriseIdp
+) -> None:
+    # A secret published by mistake is a secret everyone has: HS256 is never
+    # an assertion's algorithm, whatever key set offers a key for it.
+    trust(enterprise.service, other_idp)
+    link_identity(enterprise.engine, enterprise.person["id"], other_idp.issuer, "o-1")
+    secret = OctKey.generate_key(256, parameters={"kid": "shared-secret"})
+    other_idp.extra_jwks.append(secret.as_dict(private=True))
+
+    forged = other_idp.mint(
+        header={"alg": "HS256"},
+        key=secret,
+        client_id=enterprise.client["client_id"],
+        sub="o-1",
+    )
+
+    assert_error(enterprise.exchange(forged), 400, "invalid_grant")
 
 
 def test_a_trusted_issuer_cannot_speak_for_another(
