@@ -34,7 +34,7 @@ from .blueprints import (
 )
 from .config import settings_from_environment
 from .db import db
-from .oauth import client_metadata
+from .oauth import client_metadata, key_sets
 from .oauth import server as oauth_server
 from .surfaces import Surface
 from .templating import init_app as init_templating
@@ -60,6 +60,7 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     redis_store.init_app(app, settings.redis_client_url)
     oauth_server.init_app(app, settings)
     client_metadata.init_app(app)
+    key_sets.init_app(app)
     identity_providers.init_app(app, settings)
 
     for blueprint, surface in (

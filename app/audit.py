@@ -105,7 +105,11 @@ SERVICE_CLIENT_REVOKED = _event("service_client_revoked", "client_id", "user_id"
 #: A signed assertion presented again (RFC 7523 §3: each ``jti`` once).
 ASSERTION_REPLAYED = _event("assertion_replayed", "issuer", "client_id")
 IDENTITY_ISSUER_TRUSTED = _event(
-    "identity_issuer_trusted", "issuer", "jwks_uri", "allow_public_clients"
+    "identity_issuer_trusted",
+    "issuer",
+    "jwks_uri",
+    "allow_public_clients",
+    "email_domains",
 )
 IDENTITY_ISSUER_DISTRUSTED = _event("identity_issuer_distrusted", "issuer")
 

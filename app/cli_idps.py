@@ -24,11 +24,23 @@ idps_cli = AppGroup(
     is_flag=True,
     help="Let public clients present its assertions too.",
 )
-def trust_command(issuer: str, jwks_uri: str, allow_public_clients: bool) -> None:
+@click.option(
+    "--email-domain",
+    "email_domains",
+    multiple=True,
+    help="A person it names by a verified email of this domain may be an "
+    "existing account (repeatable; never for an issuer people sign in with).",
+)
+def trust_command(
+    issuer: str,
+    jwks_uri: str,
+    allow_public_clients: bool,
+    email_domains: tuple[str, ...],
+) -> None:
     """Trust ISSUER's identity assertions (again, with these settings)."""
     try:
         with db.transaction():
-            trusted_issuers.trust(issuer, jwks_uri, allow_public_clients)
+            trusted_issuers.trust(issuer, jwks_uri, allow_public_clients, email_domains)
     except trusted_issuers.IssuerProblem as problem:
         raise click.ClickException(str(problem)) from None
     click.echo(issuer)
@@ -48,6 +60,7 @@ def list_command(as_json: bool) -> None:
                         "issuer": t.issuer,
                         "jwks_uri": t.jwks_uri,
                         "allow_public_clients": t.allow_public_clients,
+                        "email_domains": list(t.email_domains),
                     }
                     for t in found
                 ],
@@ -57,7 +70,8 @@ def list_command(as_json: bool) -> None:
         return
     for t in found:
         public = "public clients allowed" if t.allow_public_clients else "confidential"
-        click.echo(f"{t.issuer}\t{t.jwks_uri}\t{public}")
+        domains = ",".join(t.email_domains) or "-"
+        click.echo(f"{t.issuer}\t{t.jwks_uri}\t{public}\t{domains}")
 
 
 @idps_cli.command("distrust")

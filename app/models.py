@@ -303,6 +303,25 @@ class TrustedIssuer(Timestamped, Base):
     allow_public_clients: Mapped[bool] = mapped_column(
         Boolean, default=False, server_default=text("false")
     )
+    #: Domains whose verified emails may name an existing account when the
+    #: assertion's (issuer, subject) is not yet anyone's identity; none: never.
+    email_domains: Mapped[list[str]] = mapped_column(
+        ARRAY(Text), default=list, server_default=text("'{}'")
+    )
+
+
+class SpentAssertion(Base):
+    """A signed assertion's ``jti``, spent: the record that outlives Redis.
+
+    Kept until the assertion expires, then pruned a few at a time by later
+    ones (app/oauth/assertions.py).
+    """
+
+    __tablename__ = "spent_assertions"
+
+    #: SHA-256 of the kind, the issuer and the ``jti``.
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
 
 
 class DeniedToken(Base):

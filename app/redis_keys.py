@@ -191,6 +191,13 @@ KEY_SET = KeyFamily(
     "the set's `Cache-Control: max-age` (bounded), 60 s for a failure",
     "the set is fetched again",
 )
+#: Held by the one instance fetching a key set.
+KEY_SET_LOCK = KeyFamily(
+    "jwks:lock:{sha256 of the URL}",
+    "app.oauth.key_sets",
+    "the fetch's deadline + 2 s, or until the fetch ends",
+    "another instance may fetch the same set at once",
+)
 #: At most one fetch per 30 s of a set for a key id it lacks (rotation).
 KEY_SET_REFETCH = KeyFamily(
     "jwks:refetch:{sha256 of the URL}",
@@ -250,6 +257,7 @@ FAMILIES: tuple[KeyFamily, ...] = (
     CIMD_DONE,
     ASSERTION_JTI,
     KEY_SET,
+    KEY_SET_LOCK,
     KEY_SET_REFETCH,
     RATE_LIMIT,
     RATE_LIMIT_ACCOUNT,

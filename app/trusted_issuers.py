@@ -37,6 +37,17 @@ class Trusted:
     issuer: str
     jwks_uri: str
     allow_public_clients: bool
+    #: Verified emails of these domains may name an existing account.
+    email_domains: tuple[str, ...] = ()
+
+
+def _view(row: TrustedIssuer) -> Trusted:
+    return Trusted(
+        row.issuer,
+        row.jwks_uri,
+        row.allow_public_clients,
+        tuple(row.email_domains or ()),
+    )
 
 
 def find(issuer: str) -> Trusted | None:
@@ -44,18 +55,21 @@ def find(issuer: str) -> Trusted | None:
     if len(issuer) > MAX_ISSUER_LENGTH or not is_storable(issuer):
         return None
     row = db.session.get(TrustedIssuer, issuer)
-    if row is None:
-        return None
-    return Trusted(row.issuer, row.jwks_uri, row.allow_public_clients)
+    return _view(row) if row is not None else None
 
 
 def list_all() -> list[Trusted]:
     rows = db.session.scalars(select(TrustedIssuer).order_by(TrustedIssuer.issuer))
-    return [Trusted(r.issuer, r.jwks_uri, r.allow_public_clients) for r in rows]
+    return [_view(row) for row in rows]
 
 
-def trust(issuer: str, jwks_uri: str, allow_public_clients: bool) -> Trusted:
-    """Trust ``issuer`` (again, with these keys and this choice)."""
+def trust(
+    issuer: str,
+    jwks_uri: str,
+    allow_public_clients: bool,
+    email_domains: tuple[str, ...] = (),
+) -> Trusted:
+    """Trust ``issuer`` (again, with these keys and these choices)."""
     if not issuer or len(issuer) > MAX_ISSUER_LENGTH or not is_storable(issuer):
         raise IssuerProblem("the issuer is a URL of at most 512 characters")
     _check_issuer(issuer)
@@ -65,7 +79,12 @@ def trust(issuer: str, jwks_uri: str, allow_public_clients: bool) -> Trusted:
         check_key_set_url(jwks_uri)
     except ValueError as problem:
         raise IssuerProblem(str(problem)) from None
-    values = {"jwks_uri": jwks_uri, "allow_public_clients": allow_public_clients}
+    domains = tuple(dict.fromkeys(_check_domain(d) for d in email_domains))
+    values = {
+        "jwks_uri": jwks_uri,
+        "allow_public_clients": allow_public_clients,
+        "email_domains": list(domains),
+    }
     db.session.execute(
         insert(TrustedIssuer)
         .values(issuer=issuer, created_at=utcnow(), **values)
@@ -77,9 +96,24 @@ def trust(issuer: str, jwks_uri: str, allow_public_clients: bool) -> Trusted:
             issuer=issuer,
             jwks_uri=jwks_uri,
             allow_public_clients=allow_public_clients,
+            email_domains=list(domains),
         )
     )
-    return Trusted(issuer, jwks_uri, allow_public_clients)
+    return Trusted(issuer, jwks_uri, allow_public_clients, domains)
+
+
+def _check_domain(domain: str) -> str:
+    """A DNS name in ASCII, lower-cased: an email's domain is compared so."""
+    name = domain.strip().lower()
+    labels = name.split(".")
+    if (
+        not name.isascii()
+        or len(name) > 253
+        or len(labels) < 2
+        or not all(label and label.replace("-", "").isalnum() for label in labels)
+    ):
+        raise IssuerProblem(f"{domain!r} is not a domain name")
+    return name
 
 
 def _check_issuer(issuer: str) -> None:

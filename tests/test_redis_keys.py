@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import json
 import re
+import secrets
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,11 +35,14 @@ from helpers import (
     until,
     whoami,
 )
+from joserfc import jwt
+from joserfc.jwk import ECKey
 from oidc_upstream import OidcProvider, provider_sign_in, start_at_provider
 
 from app import redis_keys
 from app.redis_keys import FAMILIES, KeyFamily
 
+CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "app"
 #: A literal shaped like a Redis key name: ``word:`` segments.
@@ -56,7 +62,11 @@ NOT_KEYS = {
 LIMITER_PREFIX = "LIMITS:LIMITER/"
 #: Families that live only while an instance holds them (a rebuild, a fetch):
 #: the flows below cannot leave them behind for the SCAN to see.
-MOMENTARY = {redis_keys.DENYLIST_REBUILDING, redis_keys.CIMD_LOCK}
+MOMENTARY = {
+    redis_keys.DENYLIST_REBUILDING,
+    redis_keys.CIMD_LOCK,
+    redis_keys.KEY_SET_LOCK,
+}
 LOW_LOGIN_LIMIT = "3 per minute"
 
 
@@ -167,6 +177,44 @@ def _spend_the_device_budget(browser: Browser, email: str) -> None:
     assert last.status_code == 429, last.text
 
 
+def _serve_a_service_client(live: LiveServer, documents: DocumentServer) -> None:
+    key = ECKey.generate_key("P-256", parameters={"kid": "one"})
+    documents.respond("/jwks.json", json.dumps({"keys": [key.as_dict(private=False)]}))
+    runner = live.app.test_cli_runner()
+    made = runner.invoke(
+        args=[
+            "clients",
+            "create-service",
+            "ci",
+            "--resource",
+            live.issuer + "/mcp",
+            "--jwks-uri",
+            documents.url("/jwks.json"),
+        ]
+    )
+    assert made.exit_code == 0, made.output
+    client_id = json.loads(made.stdout)["client_id"]
+    browser = live.browser()
+    for kid in ("one", "rotated"):
+        claims = {
+            "iss": client_id,
+            "sub": client_id,
+            "aud": live.issuer,
+            "exp": int(time.time()) + 60,
+            "jti": secrets.token_urlsafe(16),
+        }
+        assertion = jwt.encode({"alg": "ES256", "kid": kid}, claims, key)
+        form = {
+            "grant_type": "client_credentials",
+            "client_assertion_type": CLIENT_ASSERTION_TYPE,
+            "client_assertion": assertion,
+        }
+        answer = browser.post("/token", data=form)
+        assert answer.status_code == (200 if kid == "one" else 401), answer.text
+    revoked = runner.invoke(args=["clients", "revoke", client_id])
+    assert revoked.exit_code == 0, revoked.output
+
+
 def _run_the_flows(
     live: LiveServer, documents: DocumentServer, user: dict[str, str]
 ) -> None:
@@ -189,6 +237,10 @@ def _run_the_flows(
     url = documents.document("/client.json")
     metadata_client = {"client_id": url, "token_endpoint_auth_method": "none"}
     get_code(browser, {**metadata_client, "redirect_uris": [LOOPBACK_REDIRECT]}, user)
+    # A service client signing with a key at its URL: the set is kept, an
+    # unknown key id fetches it again, each assertion's jti is spent; then
+    # the client is revoked.
+    _serve_a_service_client(live, documents)
     # The operator disables an account.
     other = make_user(live, "mallory@example.com")
     disabled = live.app.test_cli_runner().invoke(

@@ -12,25 +12,34 @@ once across every instance (:func:`spend_jti`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
-from joserfc.jws import JWSRegistry
+from sqlalchemy import Table, bindparam, delete, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.sql.dml import ReturningInsert
 
+from ..db import db
+from ..denylist_record import PRUNE_BATCH
+from ..models import SpentAssertion
 from ..redis_store import get_redis
 from .key_sets import ALGORITHMS
+from .keys import TokenRegistry
 
 #: Seconds of clock skew allowed between us and a signer.
 LEEWAY = 60
 #: Longest ``jti`` kept: longer ones are refused, not hashed at any length.
 MAX_JTI_LENGTH = 256
 # Header parameters beyond the registered ones are ignored, not refused:
-# issuers add their own (``crit`` is still honoured).
-_REGISTRY = JWSRegistry(algorithms=list(ALGORITHMS), strict_check_header=False)
+# issuers add their own (``crit`` is still honoured). The tokens' registry
+# takes RFC 8037's "EdDSA" without joserfc's deprecation warning (app/oauth/keys.py).
+_REGISTRY = TokenRegistry(algorithms=list(ALGORITHMS), strict_check_header=False)
 
 
 class BadAssertion(Exception):
@@ -59,8 +68,11 @@ def spend_jti(kind: str, issuer: str, jti: Any, expires_at: Any) -> bool:
     """Spend ``jti`` of ``issuer``'s assertions of ``kind``; ``False`` if it
     was spent before (RFC 7523 §3, item 7).
 
-    Kept in Redis until the assertion expires, plus the skew allowed, so a
-    replay is refused on every instance for as long as it could be accepted.
+    Kept until the assertion expires, plus the skew allowed, so a replay is
+    refused on every instance for as long as it could be accepted: in Redis,
+    which answers first and alone for a replay it holds, and in Postgres (in
+    the request's transaction), which still holds it when Redis has lost its
+    data. Of two requests at once, the second waits on the first's row.
     """
     if not is_usable_jti(jti):
         return False
@@ -68,4 +80,35 @@ def spend_jti(kind: str, issuer: str, jti: Any, expires_at: Any) -> bool:
     if ttl <= 0:
         return False
     digest = hashlib.sha256(f"{kind}\n{issuer}\n{jti}".encode()).hexdigest()
-    return bool(get_redis().set(f"assertion:jti:{digest}", "1", nx=True, ex=ttl))
+    if not get_redis().set(f"assertion:jti:{digest}", "1", nx=True, ex=ttl):
+        return False
+    now = datetime.now(UTC)
+    spent = db.session.connection().execute(
+        _record_spent(),
+        {
+            "p_digest": digest,
+            "p_expires": now + timedelta(seconds=ttl),
+            "p_now": now,
+        },
+    )
+    return spent.first() is not None
+
+
+@functools.cache
+def _record_spent() -> ReturningInsert[Any]:
+    """Insert the spent ``jti`` unless it is there; prune a few expired ones."""
+    table = cast(Table, SpentAssertion.__table__)
+    stale = (
+        select(table.c.digest)
+        .where(table.c.expires_at < bindparam("p_now", type_=table.c.expires_at.type))
+        .limit(PRUNE_BATCH)
+        .with_for_update(skip_locked=True)
+    )
+    pruned = delete(table).where(table.c.digest.in_(stale)).cte("pruned")
+    return (
+        insert(table)
+        .values(digest=bindparam("p_digest"), expires_at=bindparam("p_expires"))
+        .on_conflict_do_nothing(index_elements=[table.c.digest])
+        .returning(table.c.digest)
+        .add_cte(pruned)
+    )

@@ -88,7 +88,7 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
             if client.row.jwks is not None:
                 key_set = parse_key_set(client.row.jwks)
             else:
-                key_set = key_set_at(client.row.jwks_uri, kid)
+                key_set = key_set_at(client.row.jwks_uri, kid, client.is_service)
             verified = verify_signature(assertion, key_set, kid)
         except KeySetBusy as busy:
             raise BusyError(busy.status, busy.retry_after) from None

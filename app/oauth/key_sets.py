@@ -17,25 +17,30 @@ again, at most once per :data:`REFETCH_SECONDS` per URL.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import logging
+import secrets
 import threading
+import time
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
-from flask import current_app
+from flask import Flask, current_app
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from ..config import current_settings
+from ..db import is_storable
 from ..rate_limits import client_address, spend
-from ..redis_store import get_redis
+from ..redis_store import get_redis, get_script
 from .client_metadata import (
     BUSY_RETRY_SECONDS,
     FAILURE_CACHE_SECONDS,
     FETCH_RATE_KEY,
-    SLOTS,
+    LOCK_SECONDS,
+    MAX_CONCURRENT_FETCHES,
 )
 from .client_metadata_fetch import FetchBusy, FetchPolicy, FetchProblem, check_url
 from .client_metadata_fetch import fetch as fetch_document
@@ -61,8 +66,13 @@ ALGORITHMS = (
 _CURVES = {"EC": ("P-256", "P-384", "P-521"), "OKP": ("Ed25519", "Ed448")}
 #: Members only a private or secret key has (RFC 7518 §6.2.2, §6.3.2, §6.4).
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
-#: RFC 7518 §3.3: RSA keys of at least 2048 bits.
+#: RFC 7518 §3.3: RSA keys of at least 2048 bits; the largest in common use,
+#: and the exponent nearly all keys have (a huge one makes checks costly).
 MIN_RSA_BITS = 2048
+MAX_RSA_BITS = 4096
+RSA_EXPONENT = 65537
+#: Longest base64url integer read: a 4096-bit modulus is 683 characters.
+MAX_INTEGER_CHARS = 700
 #: Most keys a set may hold, and the largest set read or stored: real sets
 #: hold two or three keys, and a 4096-bit RSA key is under 1 KB.
 MAX_KEYS = 10
@@ -71,6 +81,13 @@ MAX_SET_BYTES = 16 * 1024
 REFETCH_SECONDS = 30
 #: A failed fetch is answered from this marker until it expires.
 _FAILED = "!"
+#: How often a request waiting for another instance's fetch looks again.
+WAIT_STEP = 0.05
+_SLOTS = "key_set_fetch_slots"
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
 
 
 class KeySetProblem(ValueError):
@@ -91,20 +108,25 @@ def parse_key_set(data: Any) -> KeySet:
     """A JWK Set of public asymmetric signing keys, or :class:`KeySetProblem`."""
     if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
         raise KeySetProblem("a JWK Set is an object with a 'keys' list")
+    try:
+        # Stored as JSONB: no NaN, no NUL, no lone surrogate; and small.
+        text = json.dumps(data, allow_nan=False, ensure_ascii=False)
+    except (ValueError, TypeError, RecursionError):
+        raise KeySetProblem("the JWK Set is not plain JSON") from None
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_SET_BYTES:
+        raise KeySetProblem(f"a JWK Set here is at most {MAX_SET_BYTES} bytes")
+    # JSON writes a NUL as an escape, which Postgres's JSONB refuses too.
+    if not is_storable(text) or "\\u0000" in text:
+        raise KeySetProblem("the JWK Set holds characters that cannot be kept")
     keys = data["keys"]
     if not 0 < len(keys) <= MAX_KEYS:
         raise KeySetProblem(f"a JWK Set here holds 1 to {MAX_KEYS} keys")
     for key in keys:
         _check_public_key(key)
     try:
-        key_set = KeySet.import_key_set({"keys": keys})
+        return KeySet.import_key_set({"keys": keys})
     except (JoseError, ValueError, TypeError) as exc:
         raise KeySetProblem("a key in the set cannot be read") from exc
-    for key in key_set.keys:
-        raw = key.raw_value
-        if isinstance(raw, RSAPublicKey) and raw.key_size < MIN_RSA_BITS:
-            raise KeySetProblem(f"RSA keys must have at least {MIN_RSA_BITS} bits")
-    return key_set
 
 
 def _check_public_key(key: Any) -> None:
@@ -125,6 +147,32 @@ def _check_public_key(key: Any) -> None:
     kid = key.get("kid")
     if kid is not None and not isinstance(kid, str):
         raise KeySetProblem("a key id ('kid') is a string")
+    if kty == "RSA":
+        _check_rsa(key)
+
+
+def _check_rsa(key: dict) -> None:
+    """RFC 7518 §3.3: at least 2048 bits; and no more than 4096, with the
+    usual exponent, so that no key makes a signature costly to check
+    (checked before joserfc reads the key, which only warns of short ones)."""
+    modulus, exponent = _big_integer(key.get("n")), _big_integer(key.get("e"))
+    if modulus is None or exponent is None:
+        raise KeySetProblem("an RSA key needs 'n' and 'e'")
+    if not MIN_RSA_BITS <= modulus.bit_length() <= MAX_RSA_BITS:
+        raise KeySetProblem(f"RSA keys must have {MIN_RSA_BITS} to {MAX_RSA_BITS} bits")
+    if exponent != RSA_EXPONENT:
+        raise KeySetProblem(f"RSA keys must have the exponent {RSA_EXPONENT}")
+
+
+def _big_integer(value: Any) -> int | None:
+    """An unsigned integer in base64url (RFC 7518 §2, Base64urlUInt)."""
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_INTEGER_CHARS:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except (ValueError, binascii.Error):
+        return None
+    return int.from_bytes(raw, "big")
 
 
 def parse_key_set_text(text: str | bytes) -> KeySet:
@@ -161,39 +209,86 @@ def has_key(key_set: KeySet, kid: str | None) -> bool:
     return any(key.kid == kid for key in key_set.keys)
 
 
-def key_set_at(url: str, kid: str | None) -> KeySet:
+def init_app(app: Flask) -> None:
+    # Sets an operator or a signed-in person registered (trusted issuers',
+    # service clients') fetch in slots of their own, so clients from open
+    # registration with slow URLs cannot keep them waiting.
+    app.extensions[_SLOTS] = {
+        vetted: threading.BoundedSemaphore(MAX_CONCURRENT_FETCHES)
+        for vetted in (True, False)
+    }
+
+
+def key_set_at(url: str, kid: str | None, vetted: bool = False) -> KeySet:
     """The key set published at ``url``, fresh enough to hold ``kid``.
 
-    Raises :class:`KeySetProblem` (it cannot be had or used) or
-    :class:`KeySetBusy`.
+    ``vetted``: the URL was registered by an operator or a signed-in person,
+    not through open registration. One instance fetches a set at a time;
+    the others wait for what it finds. Raises :class:`KeySetProblem` (the
+    set cannot be had or used) or :class:`KeySetBusy`.
     """
     redis = get_redis()
     digest = hashlib.sha256(url.encode()).hexdigest()
     cache_key = "jwks:" + digest
     cached = redis.get(cache_key)
-    if cached is not None and cached != _FAILED:
+    if cached == _FAILED:
+        raise KeySetProblem("the key set could not be fetched lately")
+    if cached is not None:
         key_set = parse_key_set_text(cached)
         if has_key(key_set, kid):
             return key_set
         # Rotated, perhaps: fetch again, but not on every unknown kid.
         if not redis.set("jwks:refetch:" + digest, "1", nx=True, ex=REFETCH_SECONDS):
             return key_set
-    elif cached == _FAILED:
-        raise KeySetProblem("the key set could not be fetched lately")
-    body, seconds = _fetch(url)
-    if body is None:
-        redis.set(cache_key, _FAILED, ex=FAILURE_CACHE_SECONDS)
-        raise KeySetProblem("the key set could not be fetched")
+        return _fetch_once(url, digest, vetted, stale=key_set)
+    return _fetch_once(url, digest, vetted)
+
+
+def _fetch_once(
+    url: str, digest: str, vetted: bool, stale: KeySet | None = None
+) -> KeySet:
+    """Fetch under the URL's lock; without it, wait for the holder's result.
+
+    With a ``stale`` set (a refetch for an unknown key id) a failure keeps
+    it, and another instance's refetch is not waited for.
+    """
+    redis = get_redis()
+    cache_key, lock = "jwks:" + digest, "jwks:lock:" + digest
+    token = secrets.token_hex(16)
+    if not redis.set(lock, token, nx=True, ex=LOCK_SECONDS):
+        return stale if stale is not None else _wait_for(cache_key)
     try:
-        key_set = parse_key_set_text(body)
-    except KeySetProblem:
-        redis.set(cache_key, _FAILED, ex=FAILURE_CACHE_SECONDS)
-        raise
-    redis.set(cache_key, body, ex=seconds)
-    return key_set
+        body, seconds = _fetch(url, vetted)
+        try:
+            if body is None:
+                raise KeySetProblem("the key set could not be fetched")
+            key_set = parse_key_set_text(body)
+        except KeySetProblem:
+            if stale is not None:
+                return stale
+            redis.set(cache_key, _FAILED, ex=FAILURE_CACHE_SECONDS)
+            raise
+        redis.set(cache_key, body, ex=seconds)
+        return key_set
+    finally:
+        get_script(_RELEASE)(keys=[lock], args=[token])
 
 
-def _fetch(url: str) -> tuple[str | None, int]:
+def _wait_for(cache_key: str) -> KeySet:
+    """Poll for the holder's result, no longer than it may hold the lock."""
+    redis = get_redis()
+    end = time.monotonic() + LOCK_SECONDS
+    while time.monotonic() < end:
+        cached = redis.get(cache_key)
+        if cached == _FAILED:
+            raise KeySetProblem("the key set could not be fetched")
+        if cached is not None:
+            return parse_key_set_text(cached)
+        time.sleep(WAIT_STEP)
+    raise KeySetProblem("the key set could not be fetched in time")
+
+
+def _fetch(url: str, vetted: bool) -> tuple[str | None, int]:
     """The set's text and how long to keep it; ``None`` when it failed.
 
     Held to the limits of document fetches: so many per source address (the
@@ -203,7 +298,7 @@ def _fetch(url: str) -> tuple[str | None, int]:
     retry_after = spend(limit, FETCH_RATE_KEY, client_address())
     if retry_after is not None:
         raise KeySetBusy(429, retry_after)
-    slots: threading.BoundedSemaphore = current_app.extensions[SLOTS]
+    slots: threading.BoundedSemaphore = current_app.extensions[_SLOTS][vetted]
     if not slots.acquire(blocking=False):
         raise KeySetBusy
     try:

@@ -11,7 +11,9 @@ person or for itself. Any client may authenticate with a signed assertion
 (``private_key_jwt``) by one of its public keys, given inline (``jwks``) or
 at a URL (``jwks_uri``). Revoking a client keeps its row (``revoked_at``),
 the record its denial is rebuilt from. Trusted identity issuers sign the
-identity assertions of enterprise-managed authorization.
+identity assertions of enterprise-managed authorization. A spent assertion's
+``jti`` is kept until it expires, so a replay is refused even after Redis
+lost it.
 """
 
 import sqlalchemy as sa
@@ -80,6 +82,12 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column(
+            "email_domains",
+            postgresql.ARRAY(sa.Text()),
+            server_default="{}",
+            nullable=False,
+        ),
+        sa.Column(
             "created_at",
             sa.DateTime(timezone=True),
             server_default=sa.func.now(),
@@ -88,8 +96,19 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("issuer", name="pk_trusted_issuers"),
     )
 
+    op.create_table(
+        "spent_assertions",
+        sa.Column("digest", sa.String(64), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("digest", name="pk_spent_assertions"),
+    )
+    op.create_index(
+        op.f("ix_spent_assertions_expires_at"), "spent_assertions", ["expires_at"]
+    )
+
 
 def downgrade() -> None:
+    op.drop_table("spent_assertions")
     op.drop_table("trusted_issuers")
     op.drop_constraint(
         op.f("ck_oauth_clients_service_clients_have_a_resource"),

@@ -37,13 +37,14 @@ from authlib.oauth2.rfc7523 import JWTBearerGrant
 
 from ... import audit, trusted_issuers
 from ...config import current_settings
-from ...db import db, is_storable
-from ...identities import IdentityTaken, link, owner_of
+from ...db import is_storable
+from ...identities import owner_of
+from ...identity_providers import signs_in
 from ...models import User
-from ...rate_limits import client_address
 from ...upstream_identity import (
     MAX_SUBJECT_LENGTH,
     UpstreamIdentity,
+    email_domain,
     is_entra,
     verified_email,
 )
@@ -70,7 +71,7 @@ ID_JAG_TYPE = "oauth-id-jag+jwt"
 MAX_LIFETIME = 3600
 #: Longest assertion looked at.
 MAX_ASSERTION_LENGTH = 16384
-#: The ``provider`` an identity linked by an assertion is recorded under.
+#: The ``provider`` an assertion's identity is looked up as (the issuer decides).
 PROVIDER = "enterprise"
 
 
@@ -109,6 +110,7 @@ class IdentityAssertionGrant(JWTBearerGrant):
         trusted = self.resolve_issuer_client(unverified.get("iss"))
         if trusted is None:
             raise InvalidGrantError("The assertion's issuer is not trusted here.")
+        self.request.trusted_issuer = trusted
         if client.is_public and not trusted.allow_public_clients:
             raise UnauthorizedClientError(
                 "Public clients cannot present this issuer's assertions."
@@ -176,34 +178,34 @@ class IdentityAssertionGrant(JWTBearerGrant):
     def resolve_client_public_key(
         self, client: trusted_issuers.Trusted, kid: Any = None
     ) -> Any:
-        return key_set_at(client.jwks_uri, kid if isinstance(kid, str) else None)
+        # The operator registered the issuer's key set URL: a vetted one.
+        kid = kid if isinstance(kid, str) else None
+        return key_set_at(client.jwks_uri, kid, vetted=True)
 
     def authenticate_user(self, claims: Any) -> User | None:
-        """The person the (issuer, subject) identity is; failing that, an
-        existing account with the assertion's verified email, linked to it
-        (never for Entra, whose ``email`` is not believed). Never a new one."""
-        subject = claims["sub"]
+        """The person whose (issuer, subject) identity this is.
+
+        Failing that, an existing account with the assertion's verified
+        email, where the operator listed its domain for the issuer. That is
+        looked up afresh each time and never stored as an identity: a stored
+        one would sign in through the provider (if it is, or becomes, a
+        sign-in provider) without the proof a link needs. Never an issuer
+        people sign in with here (they link by signing in), never Entra
+        (whose ``email`` is not believed), never a new account.
+        """
+        issuer, subject = claims["iss"], claims["sub"]
         if len(subject) > MAX_SUBJECT_LENGTH or not is_storable(subject):
             return None
-        email = None
-        if not is_entra(claims["iss"]) and "tid" not in claims:
-            email = verified_email(claims.get("email"), claims.get("email_verified"))
         identity = UpstreamIdentity(
             provider=PROVIDER,
-            issuer=claims["iss"],
+            issuer=issuer,
             subject=subject,
-            email=email,
+            email=None,
             domains=frozenset(),
         )
         user = owner_of(identity)
-        if user is None and email is not None:
-            user = find_by_email(email)
-            if user is not None and user.is_active:
-                try:
-                    link(user.id, identity)
-                except IdentityTaken:
-                    return None
-                _linked(user)
+        if user is None:
+            user = _by_email(claims, self.request.trusted_issuer)
         return user if user is not None and user.is_active else None
 
     def create_token_response(self) -> tuple[int, Any, Any]:
@@ -248,12 +250,15 @@ def _replayed(issuer: str, client_id: str) -> None:
     audit.record(audit.ASSERTION_REPLAYED, issuer=issuer, client_id=client_id)
 
 
-def _linked(user: User) -> None:
-    # ``address`` is where the request came from, as for every event; the
-    # email never appears in clear (docs/audit.md).
-    user_id, address = user.id, client_address()
-    db.after_commit(
-        lambda: audit.record(
-            audit.IDENTITY_LINKED, user_id=user_id, address=address, provider=PROVIDER
-        )
-    )
+def _by_email(claims: Any, trusted: trusted_issuers.Trusted) -> User | None:
+    """The existing account the assertion's verified email names, if its
+    issuer may name people so (:meth:`IdentityAssertionGrant.authenticate_user`)."""
+    issuer = claims["iss"]
+    if not trusted.email_domains or "tid" in claims or is_entra(issuer):
+        return None
+    if signs_in(issuer):
+        return None
+    email = verified_email(claims.get("email"), claims.get("email_verified"))
+    if email is None or email_domain(email) not in trusted.email_domains:
+        return None
+    return find_by_email(email)
