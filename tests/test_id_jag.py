@@ -237,21 +237,36 @@ def test_trust_list_and_distrust_an_issuer(
     service: LiveServer, idp: EnterpriseIdp, other_idp: EnterpriseIdp
 ) -> None:
     trust(service, idp)
-    trust(service, other_idp, "--allow-public-clients")
+    trust(
+        service,
+        other_idp,
+        "--allow-public-clients",
+        *("--email-domain", "example.com", "--email-domain", "Corp.Example"),
+    )
 
     listed = cli(service, "idps", "list")
     assert listed.exit_code == 0, listed.output
     assert idp.issuer in listed.stdout and other_idp.issuer in listed.stdout
     as_json = cli(service, "idps", "list", "--json")
     assert as_json.exit_code == 0, as_json.output
-    text = json.dumps(json.loads(as_json.stdout))
-    for value in (idp.issuer, idp.jwks_uri, other_idp.issuer, other_idp.jwks_uri):
-        assert json.dumps(value) in text
+    assert {i["issuer"]: i for i in json.loads(as_json.stdout)} == {
+        idp.issuer: {
+            "issuer": idp.issuer,
+            "jwks_uri": idp.jwks_uri,
+            "allow_public_clients": False,
+            "email_domains": [],
+        },
+        other_idp.issuer: {
+            "issuer": other_idp.issuer,
+            "jwks_uri": other_idp.jwks_uri,
+            "allow_public_clients": True,
+            "email_domains": ["example.com", "corp.example"],
+        },
+    }
 
     distrust(service, other_idp)
     listed = cli(service, "idps", "list", "--json")
-    assert json.dumps(idp.issuer) in listed.stdout
-    assert json.dumps(other_idp.issuer) not in listed.stdout
+    assert [i["issuer"] for i in json.loads(listed.stdout)] == [idp.issuer]
 
 
 def test_trusting_again_replaces_the_jwks_uri(enterprise: Enterprise) -> None:
@@ -1044,61 +1059,105 @@ def test_an_unknown_subject_without_an_email_is_invalid_grant(
     assert_error(response, 400, "invalid_grant")
 
 
-@pytest.mark.parametrize("email", ["bo@example.com", "Bo@Example.COM"])
-def test_a_verified_email_links_the_existing_account(
-    enterprise: Enterprise, engine: sqlalchemy.Engine, email: str
-) -> None:
-    bo = add_person(engine, "bo@example.com")
+#: ``idps trust`` options letting verified emails of example.com name accounts.
+EXAMPLE_COM = ("--email-domain", "example.com")
 
-    answer = enterprise.token(
-        enterprise.assertion(sub="employee-2", email=email, email_verified=True)
-    )
-    # Linked: the identity alone finds the account from now on.
-    again = enterprise.token(enterprise.assertion(sub="employee-2"))
+
+def by_email(
+    enterprise: Enterprise,
+    email: str = "bo@example.com",
+    verified: Any = True,
+    idp: EnterpriseIdp | None = None,
+    **claims: Any,
+) -> str:
+    """An assertion for a subject nobody has, naming a person by email."""
+    claims.setdefault("sub", "employee-2")
+    return enterprise.assertion(idp, email=email, email_verified=verified, **claims)
+
+
+@pytest.mark.parametrize("email", ["bo@example.com", "Bo@Example.COM"])
+def test_a_verified_email_of_a_listed_domain_names_an_existing_account(
+    enterprise: Enterprise,
+    engine: sqlalchemy.Engine,
+    audit_log: AuditLog,
+    email: str,
+) -> None:
+    trust(enterprise.service, enterprise.idp, *EXAMPLE_COM)
+    bo = add_person(engine, "bo@example.com")
+    before = identities_of(engine)
+
+    answer = enterprise.token(by_email(enterprise, email))
+    again = enterprise.token(by_email(enterprise, email))
+    without_email = enterprise.exchange(enterprise.assertion(sub="employee-2"))
 
     for token in (answer, again):
         assert claims_of(token["access_token"])["sub"] == bo["id"]
-    assert (bo["id"], enterprise.idp.issuer, "employee-2") in identities_of(engine)
     assert whoami_output(enterprise.browser, again["access_token"])["email"] == (
         "bo@example.com"
     )
+    # Looked up afresh each time, never kept as an identity.
+    assert identities_of(engine) == before
+    assert audit_log.events("identity_linked") == []
+    assert_error(without_email, 400, "invalid_grant")
+
+
+@pytest.mark.parametrize(
+    "account, domains",
+    [
+        ("bo@example.com", []),
+        ("bo@example.com", ["other.example"]),
+        ("bo@evilexample.com", ["example.com"]),
+        ("bo@mail.example.com", ["example.com"]),
+        ("bo@example.com.evil.test", ["example.com"]),
+    ],
+    ids=[
+        "no domain listed",
+        "another domain listed",
+        "a longer name ending alike",
+        "a subdomain",
+        "the domain as a prefix",
+    ],
+)
+def test_a_verified_email_names_no_one_unless_its_domain_is_listed(
+    enterprise: Enterprise, engine: sqlalchemy.Engine, account: str, domains: list
+) -> None:
+    trust(
+        enterprise.service,
+        enterprise.idp,
+        *[option for domain in domains for option in ("--email-domain", domain)],
+    )
+    add_person(engine, account)
+
+    response = enterprise.exchange(by_email(enterprise, account))
+
+    assert_error(response, 400, "invalid_grant")
 
 
 @pytest.mark.parametrize("verified", [False, OMIT, "false", 1])
-def test_an_unverified_email_links_nothing(
+def test_an_unverified_email_names_no_one(
     enterprise: Enterprise, engine: sqlalchemy.Engine, verified: Any
 ) -> None:
+    trust(enterprise.service, enterprise.idp, *EXAMPLE_COM)
     add_person(engine, "bo@example.com")
     before = identities_of(engine)
 
-    response = enterprise.exchange(
-        enterprise.assertion(
-            sub="employee-2", email="bo@example.com", email_verified=verified
-        )
-    )
+    response = enterprise.exchange(by_email(enterprise, verified=verified))
 
     assert_error(response, 400, "invalid_grant")
     assert identities_of(engine) == before
-    # Nor did it link on the way: the identity alone still finds no one.
-    assert_error(
-        enterprise.exchange(enterprise.assertion(sub="employee-2")),
-        400,
-        "invalid_grant",
-    )
+    # The same email verified is enough: only the verification was missing.
+    enterprise.token(by_email(enterprise))
 
 
 def test_a_disabled_account_is_not_reached_by_its_email(
     enterprise: Enterprise, engine: sqlalchemy.Engine
 ) -> None:
+    trust(enterprise.service, enterprise.idp, *EXAMPLE_COM)
     add_person(engine, "bo@example.com")
     disabled = cli(enterprise.service, "users", "disable", "bo@example.com")
     assert disabled.exit_code == 0, disabled.output
 
-    response = enterprise.exchange(
-        enterprise.assertion(
-            sub="employee-2", email="bo@example.com", email_verified=True
-        )
-    )
+    response = enterprise.exchange(by_email(enterprise))
 
     assert_error(response, 400, "invalid_grant")
 
@@ -1106,39 +1165,33 @@ def test_a_disabled_account_is_not_reached_by_its_email(
 def test_a_nul_in_a_verified_email_reaches_no_one(
     enterprise: Enterprise, engine: sqlalchemy.Engine
 ) -> None:
+    trust(enterprise.service, enterprise.idp, *EXAMPLE_COM)
     add_person(engine, "bo@example.com")
-    before = identities_of(engine)
 
-    response = enterprise.exchange(
-        enterprise.assertion(
-            sub="employee-2", email="bo@example.com\x00", email_verified=True
-        )
-    )
+    response = enterprise.exchange(by_email(enterprise, "bo@example.com\x00"))
 
     assert_error(response, 400, "invalid_grant")
-    assert identities_of(engine) == before
 
 
 def test_no_account_is_created_for_an_unknown_email(
     enterprise: Enterprise, engine: sqlalchemy.Engine
 ) -> None:
+    trust(enterprise.service, enterprise.idp, *EXAMPLE_COM)
     before = emails_of(engine), identities_of(engine)
 
     response = enterprise.exchange(
-        enterprise.assertion(
-            sub="newcomer", email="newcomer@example.com", email_verified=True
-        )
+        by_email(enterprise, "newcomer@example.com", sub="newcomer")
     )
 
     assert_error(response, 400, "invalid_grant")
     assert (emails_of(engine), identities_of(engine)) == before
 
 
-def test_an_entra_email_never_links(
+def test_an_entra_email_never_names_anyone(
     enterprise: Enterprise, engine: sqlalchemy.Engine, service: LiveServer
 ) -> None:
     # Entra's email claim is not verified by anyone: an issuer of Entra's
-    # (its keys served here) never reaches an account by it.
+    # (its keys served here) never reaches an account by it, listed or not.
     tenant = "9188040d-6c67-4c5b-b112-36a304b66dad"
     entra = EnterpriseIdp(
         audience=service.issuer,
@@ -1146,18 +1199,12 @@ def test_an_entra_email_never_links(
         issuer=f"https://login.microsoftonline.com/{tenant}/v2.0",
     )
     try:
-        trust(service, entra)
+        trust(service, entra, *EXAMPLE_COM)
         bo = add_person(engine, "bo@example.com")
-        before = identities_of(engine)
 
-        response = enterprise.exchange(
-            enterprise.assertion(
-                entra, sub="bo-oid", email="bo@example.com", email_verified=True
-            )
-        )
+        response = enterprise.exchange(by_email(enterprise, idp=entra, sub="bo-oid"))
         assert_error(response, 400, "invalid_grant")
-        assert identities_of(engine) == before
-        # The same issuer's identity, once linked, is believed.
+        # The same issuer's identity, once someone's, is believed.
         link_identity(engine, bo["id"], entra.issuer, "bo-oid")
         answer = enterprise.token(enterprise.assertion(entra, sub="bo-oid"))
         assert claims_of(answer["access_token"])["sub"] == bo["id"]
@@ -1165,10 +1212,48 @@ def test_an_entra_email_never_links(
         entra.stop()
 
 
+def test_an_issuer_people_sign_in_with_never_names_anyone_by_email(
+    make_server: Callable[..., LiveServer],
+    idp: EnterpriseIdp,
+    engine: sqlalchemy.Engine,
+) -> None:
+    # The IdP is also a sign-in provider here: people link their identity
+    # by signing in, never through an assertion's email.
+    live = make_server(
+        **LOOPBACK_ON,
+        SIGN_IN_PROVIDERS="corp",
+        CORP_ISSUER=idp.issuer,
+        CORP_CLIENT_ID="mcp-auth",
+        CORP_CLIENT_SECRET="corp-secret",
+    )
+    trust(live, idp, *EXAMPLE_COM)
+    browser = live.browser()
+    client = register_client(browser, token_endpoint_auth_method="client_secret_basic")
+    bo = add_person(engine, "bo@example.com")
+    good = {
+        "aud": live.issuer,
+        "resource": live.issuer + "/mcp",
+        "client_id": client["client_id"],
+    }
+
+    def present(**claims: Any) -> requests.Response:
+        data = {"grant_type": JWT_BEARER, "assertion": idp.mint(**good, **claims)}
+        return token_request(browser, client, data)
+
+    refused = present(sub="bo-1", email="bo@example.com", email_verified=True)
+    link_identity(engine, bo["id"], idp.issuer, "bo-1")
+    by_identity = present(sub="bo-1")
+
+    assert_error(refused, 400, "invalid_grant")
+    assert by_identity.status_code == 200, by_identity.text
+    assert claims_of(by_identity.json()["access_token"])["sub"] == bo["id"]
+
+
 def test_an_identity_wins_over_an_email(
     enterprise: Enterprise, engine: sqlalchemy.Engine
 ) -> None:
     # SUBJECT is Ada's; an email naming Bo's account changes nothing.
+    trust(enterprise.service, enterprise.idp, *EXAMPLE_COM)
     add_person(engine, "bo@example.com")
 
     answer = enterprise.token(
