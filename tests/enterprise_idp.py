@@ -18,11 +18,14 @@ import json
 import secrets
 import threading
 import time
+import warnings
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric import rsa
 from joserfc import jws
+from joserfc.errors import SecurityWarning
 from joserfc.jwk import ECKey, KeyParameters, OctKey, RSAKey
 from joserfc.jws import JWSRegistry
 
@@ -37,15 +40,22 @@ Key = RSAKey | ECKey
 AnyKey = RSAKey | ECKey | OctKey
 
 
-def new_key(alg: str = "RS256", kid: str | None = None) -> Key:
-    """A fresh private key for ``alg`` (RS256 or ES256) named ``kid``."""
+def new_key(
+    alg: str = "RS256", kid: str | None = None, bits: int = 2048, exponent: int = 65537
+) -> Key:
+    """A fresh private key for ``alg`` (RS256 or ES256) named ``kid``; an RSA
+    key of ``bits`` with public ``exponent``."""
     parameters: KeyParameters = {
         "kid": kid or secrets.token_hex(8),
         "alg": alg,
         "use": "sig",
     }
     if alg.startswith(("RS", "PS")):
-        return RSAKey.generate_key(2048, parameters=parameters)
+        private = rsa.generate_private_key(exponent, bits)
+        with warnings.catch_warnings():
+            # joserfc warns of keys under 2048 bits: weak ones are made on purpose.
+            warnings.simplefilter("ignore", SecurityWarning)
+            return RSAKey.import_key(private, parameters=parameters)
     if alg == "ES256":
         return ECKey.generate_key("P-256", parameters=parameters)
     raise ValueError(f"no key for {alg}")
@@ -79,6 +89,8 @@ class _Handler(BaseHTTPRequestHandler):
         with idp.lock:
             idp.requests[self.path] += 1
             body = json.dumps(idp.jwks()).encode() if self.path == "/jwks" else None
+        if idp.delay:
+            time.sleep(idp.delay)  # a slow IdP: fetches overlap
         if body is None:
             self.send_error(404)
             return
@@ -115,6 +127,8 @@ class EnterpriseIdp:
         #: Further JWKs served as given (a symmetric key an IdP should never
         #: publish, for one).
         self.extra_jwks: list[dict[str, Any]] = []
+        #: Seconds the JWKS takes to answer.
+        self.delay = 0.0
         self.audience = audience
         self.client_id = client_id
         self.resource = resource
@@ -140,6 +154,12 @@ class EnterpriseIdp:
     def jwks(self) -> dict[str, Any]:
         keys = [key.as_dict(private=False) for key in self.published]
         return {"keys": keys + self.extra_jwks}
+
+    def use(self, key: Key) -> None:
+        """Sign with ``key`` from now on, and publish it alone."""
+        with self.lock:
+            self.key = key
+            self.published = [key]
 
     def rotate(self, keep_old: bool = False) -> Key:
         """Sign with a new key (a new ``kid``) from now on; publish it, and the

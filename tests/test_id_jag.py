@@ -842,6 +842,18 @@ def test_a_new_assertion_reusing_a_jti_is_a_replay(
     assert audit_log.one("assertion_replayed")["issuer"] == enterprise.idp.issuer
 
 
+def test_a_replay_is_refused_after_redis_lost_its_memory(
+    enterprise: Enterprise, redis_client: Any
+) -> None:
+    assertion = enterprise.assertion()
+    enterprise.token(assertion)
+
+    redis_client.flushdb()  # as a Redis restarted empty
+    replayed = enterprise.exchange(assertion)
+
+    assert_error(replayed, 400, "invalid_grant")
+
+
 @pytest.fixture
 def two_instances(
     base_env: dict[str, str], tmp_path: Path
@@ -1311,6 +1323,54 @@ def test_the_key_set_is_fetched_once_and_unknown_kids_cannot_force_fetches(
         enterprise.token(enterprise.assertion(idp, sub="k-1"))
     finally:
         idp.stop()
+
+
+@pytest.mark.parametrize(
+    "bits, exponent", [(1024, 65537), (2048, 3)], ids=["1024 bits", "exponent 3"]
+)
+def test_an_issuer_signing_with_a_weak_rsa_key_is_not_believed(
+    enterprise: Enterprise, service: LiveServer, bits: int, exponent: int
+) -> None:
+    weak = EnterpriseIdp(audience=service.issuer, resource=service.issuer + "/mcp")
+    try:
+        weak.use(new_key(bits=bits, exponent=exponent))
+        trust(service, weak)
+        link_identity(enterprise.engine, enterprise.person["id"], weak.issuer, "w-1")
+
+        refused = enterprise.exchange(enterprise.assertion(weak, sub="w-1"))
+
+        assert_error(refused, 400, "invalid_grant")
+        enterprise.token()  # the sound IdP's, in the same world
+    finally:
+        weak.stop()
+
+
+def test_first_uses_at_once_fetch_the_key_set_once(
+    enterprise: Enterprise, service: LiveServer
+) -> None:
+    slow = EnterpriseIdp(audience=service.issuer, resource=service.issuer + "/mcp")
+    slow.delay = 0.5
+    try:
+        trust(service, slow)
+        link_identity(enterprise.engine, enterprise.person["id"], slow.issuer, "s-1")
+        client = enterprise.client
+        assertions = [enterprise.assertion(slow, sub="s-1") for _ in range(6)]
+
+        def present(assertion: str) -> requests.Response:
+            return requests.post(
+                service.url + "/token",
+                data={"grant_type": JWT_BEARER, "assertion": assertion},
+                auth=(client["client_id"], client["client_secret"]),
+                timeout=30,
+            )
+
+        with ThreadPoolExecutor(6) as pool:
+            answers = list(pool.map(present, assertions))
+
+        assert [a.status_code for a in answers] == [200] * 6, [a.text for a in answers]
+        assert slow.requests["/jwks"] == 1
+    finally:
+        slow.stop()
 
 
 def test_a_token_from_the_grant_is_a_bearer_at_mcp_only_for_its_resource(
