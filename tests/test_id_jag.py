@@ -31,11 +31,15 @@ import requests
 import sqlalchemy
 from conftest import LiveServer
 from devservices import free_port
+from document_server import DocumentServer
 from enterprise_idp import OMIT, EnterpriseIdp, b64json, new_key
 from helpers import (
     ROOT,
     Browser,
+    authorize_params,
+    authorize_path,
     claims_of,
+    pkce_pair,
     register_client,
     register_resource,
     start_web,
@@ -43,6 +47,7 @@ from helpers import (
     whoami,
     whoami_output,
 )
+from joserfc import jwt
 from joserfc.jwk import OctKey
 from mcp import ClientSession
 from mcp.client.auth.extensions.identity_assertion import (
@@ -106,6 +111,7 @@ def trust(server: LiveServer, idp: EnterpriseIdp, *options: str) -> None:
 def distrust(server: LiveServer, idp: EnterpriseIdp) -> None:
     result = cli(server, "idps", "distrust", idp.issuer)
     assert result.exit_code == 0, (result.output, result.exception)
+    assert result.stdout.strip() == f"distrusted {idp.issuer}"
 
 
 def link_identity(
@@ -294,6 +300,33 @@ def assert_one_line_error(result: Any) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_distrusting_an_issuer_not_trusted_is_an_error(
+    service: LiveServer, idp: EnterpriseIdp
+) -> None:
+    assert_one_line_error(cli(service, "idps", "distrust", idp.issuer))
+
+
+@pytest.mark.parametrize(
+    "domain", ["@example.com", "exa mple.com", "bo@example.com", ""]
+)
+def test_a_bad_email_domain_is_refused_in_one_line(
+    service: LiveServer, idp: EnterpriseIdp, domain: str
+) -> None:
+    refused = cli(
+        service,
+        "idps",
+        "trust",
+        idp.issuer,
+        "--jwks-uri",
+        idp.jwks_uri,
+        "--email-domain",
+        domain,
+    )
+
+    assert_one_line_error(refused)
+    assert json.loads(cli(service, "idps", "list", "--json").stdout) == []
+
+
 def test_loopback_http_is_refused_without_the_setting(
     server: LiveServer, idp: EnterpriseIdp
 ) -> None:
@@ -399,13 +432,39 @@ def test_an_assertion_for_a_known_identity_gets_a_token_that_works(
     }
 
 
-def test_the_typ_may_be_spelled_as_a_full_media_type(
+@pytest.mark.parametrize(
+    "typ",
+    [
+        "application/oauth-id-jag+jwt",
+        "OAuth-ID-JAG+JWT",
+        "Application/OAUTH-ID-JAG+JWT",
+    ],
+)
+def test_the_typ_may_be_spelled_as_a_full_media_type_in_any_case(
+    enterprise: Enterprise, typ: str
+) -> None:
+    # RFC 7515 §4.1.9: "application/" may be left out of ``typ``, or written;
+    # media types are compared without regard to case (RFC 2045 §5.1).
+    enterprise.token(enterprise.assertion(header={"typ": typ}))
+
+
+def test_an_audience_list_holding_the_issuer_is_accepted(
     enterprise: Enterprise,
 ) -> None:
-    # RFC 7515 §4.1.9: "application/" may be left out of ``typ``, or written.
-    spelled = enterprise.assertion(header={"typ": "application/oauth-id-jag+jwt"})
+    issuer = enterprise.service.issuer
 
-    enterprise.token(spelled)
+    enterprise.token(enterprise.assertion(aud=[issuer]))
+    enterprise.token(enterprise.assertion(aud=["https://other.example.com", issuer]))
+
+
+def test_a_request_without_an_assertion_is_invalid_request(
+    enterprise: Enterprise,
+) -> None:
+    response = token_request(
+        enterprise.browser, enterprise.client, {"grant_type": JWT_BEARER}
+    )
+
+    assert_error(response, 400, "invalid_request")
 
 
 @pytest.mark.parametrize(
@@ -581,10 +640,10 @@ def test_the_scope_stays_within_the_asserted_resources(
 
 @pytest.mark.parametrize(
     "asserted, requested",
-    [("read", "write"), ("admin", None), ("read", "admin"), ("", "read")],
+    [("read", "write"), ("admin", None), ("read", "admin"), ("", "read"), (OMIT, None)],
 )
 def test_no_scope_in_common_is_invalid_scope(
-    enterprise: Enterprise, asserted: str, requested: str | None
+    enterprise: Enterprise, asserted: Any, requested: str | None
 ) -> None:
     params = {"scope": requested} if requested is not None else {}
 
@@ -609,6 +668,10 @@ BAD_ASSERTIONS: dict[str, Callable[[Enterprise], str]] = {
     "aud another server": lambda e: e.assertion(aud="https://as.example.com"),
     "aud the resource": lambda e: e.assertion(aud=e.service.issuer + "/mcp"),
     "aud missing": lambda e: e.assertion(aud=OMIT),
+    "aud the token endpoint": lambda e: e.assertion(aud=e.service.issuer + "/token"),
+    "aud a list without the issuer": lambda e: e.assertion(
+        aud=["https://as.example.com", e.service.issuer + "/token"]
+    ),
     "expired": lambda e: e.assertion(
         iat=int(time.time()) - 900, exp=int(time.time()) - 120
     ),
@@ -999,6 +1062,79 @@ def test_public_clients_are_allowed_per_issuer_and_until_trusted_again(
     # Trusted again without the option: the allowance is gone.
     trust(enterprise.service, enterprise.idp)
     assert_error(present(enterprise.idp, SUBJECT), 400, "unauthorized_client")
+
+
+def test_a_private_key_jwt_client_presents_an_assertion_with_its_own(
+    enterprise: Enterprise,
+) -> None:
+    key = new_key()
+    client = register_client(
+        enterprise.browser,
+        token_endpoint_auth_method="private_key_jwt",
+        jwks={"keys": [key.as_dict(private=False)]},
+    )
+    assert "client_secret" not in client
+    now = int(time.time())
+    client_assertion = jwt.encode(
+        {"alg": "RS256", "kid": key.kid},
+        {
+            "iss": client["client_id"],
+            "sub": client["client_id"],
+            "aud": enterprise.service.issuer + "/token",
+            "iat": now,
+            "exp": now + 60,
+            "jti": str(uuid.uuid4()),
+        },
+        key,
+    )
+    data = {
+        "grant_type": JWT_BEARER,
+        "assertion": enterprise.assertion(client_id=client["client_id"]),
+        "client_assertion_type": (
+            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+        ),
+        "client_assertion": client_assertion,
+    }
+
+    response = enterprise.browser.post("/token", data=data)
+    without_its_assertion = enterprise.exchange(
+        enterprise.assertion(client_id=client["client_id"]), client=client
+    )
+
+    assert response.status_code == 200, response.text
+    assert (
+        claims_of(response.json()["access_token"])["client_id"] == (client["client_id"])
+    )
+    assert_error(without_its_assertion, 401, "invalid_client")
+
+
+def test_a_metadata_document_client_is_public_for_the_grant(
+    enterprise: Enterprise, documents: DocumentServer
+) -> None:
+    url = documents.document("/agent.json", token_endpoint_auth_method="none")
+    client = {
+        "client_id": url,
+        "redirect_uris": ["http://127.0.0.1/callback"],
+        "token_endpoint_auth_method": "none",
+    }
+    # /token uses a document /authorize looked up (docs/reference.md).
+    _, challenge = pkce_pair()
+    looked_up = enterprise.browser.get(
+        authorize_path(authorize_params(client, challenge))
+    )
+    assert looked_up.status_code == 302, looked_up.text
+    assert documents.requests["/agent.json"] == 1
+
+    def present() -> requests.Response:
+        return enterprise.exchange(enterprise.assertion(client_id=url), client=client)
+
+    refused = present()
+    trust(enterprise.service, enterprise.idp, "--allow-public-clients")
+    allowed = present()
+
+    assert_error(refused, 400, "unauthorized_client")
+    assert allowed.status_code == 200, allowed.text
+    assert claims_of(allowed.json()["access_token"])["client_id"] == url
 
 
 #: How a confidential (client_secret_basic) client may fail to authenticate.
