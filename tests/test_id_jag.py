@@ -1360,6 +1360,20 @@ def test_an_entra_email_never_names_anyone(
         entra.stop()
 
 
+def test_an_assertion_with_a_tenant_claim_names_no_one_by_email(
+    enterprise: Enterprise, engine: sqlalchemy.Engine
+) -> None:
+    # Entra behind another host still says ``tid``: its email is not believed.
+    trust(enterprise.service, enterprise.idp, *EXAMPLE_COM)
+    add_person(engine, "bo@example.com")
+    tenant = "9188040d-6c67-4c5b-b112-36a304b66dad"
+
+    response = enterprise.exchange(by_email(enterprise, tid=tenant))
+
+    assert_error(response, 400, "invalid_grant")
+    enterprise.token(by_email(enterprise))  # the same without a tenant
+
+
 def test_an_issuer_people_sign_in_with_never_names_anyone_by_email(
     make_server: Callable[..., LiveServer],
     idp: EnterpriseIdp,
