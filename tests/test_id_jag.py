@@ -1158,6 +1158,7 @@ def test_bad_client_authentication_is_invalid_client(
     response = enterprise.exchange(enterprise.assertion(), client=client)
 
     assert_error(response, 401, "invalid_client")
+    assert response.headers["WWW-Authenticate"].startswith("Basic realm=")
 
 
 def test_a_service_client_cannot_use_the_grant(enterprise: Enterprise) -> None:
