@@ -728,8 +728,7 @@ def npm_package(package: str, home: Path) -> Path:
     return home / "node_modules"
 
 
-# --- Issue 22: service clients and private_key_jwt (tests/test_service_clients.py,
-# --- tests/test_service_client_sdks.py). Generic steps only; nothing above changed.
+# --- Signed assertions: keys, JWTs, forms (service clients, private_key_jwt) ---
 
 #: RFC 7523 §2.2's ``client_assertion_type``.
 JWT_BEARER_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -821,6 +820,3 @@ def run_command(server: Any, *args: str) -> Any:
     """``flask --app app ARGS`` run by Flask's CLI runner on the live ``server``'s
     app (its settings, this process); the click ``Result``."""
     return server.app.test_cli_runner().invoke(args=list(args))
-
-
-# --- End of issue 22 helpers.

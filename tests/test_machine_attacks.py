@@ -1,4 +1,4 @@
-"""An attacker's look at machines and enterprises (issue 22, CONTRACT §15).
+"""An attacker's look at machines and enterprises (docs/machines.md).
 
 Service clients (client credentials), ``private_key_jwt`` at every client
 endpoint and the ID-JAG jwt-bearer grant, driven over HTTP against real

@@ -63,7 +63,7 @@ from helpers import (
 GATEWAY_SECRET = "gateway-secret-of-some-length"
 GATEWAY = ("gateway", GATEWAY_SECRET)
 
-#: What the brief lets assertions be signed with.
+#: What assertions may be signed with (docs/machines.md).
 ASYMMETRIC_ALGS = {
     "RS256",
     "RS384",
