@@ -48,7 +48,7 @@ from helpers import (
     whoami_output,
 )
 from joserfc import jwt
-from joserfc.jwk import OctKey
+from joserfc.jwk import OctKey, RSAKey
 from mcp import ClientSession
 from mcp.client.auth.extensions.identity_assertion import (
     IdentityAssertionOAuthProvider,
@@ -794,6 +794,33 @@ def test_a_symmetric_key_in_the_issuers_key_set_signs_nothing(
         sub="o-1",
     )
 
+    assert_error(enterprise.exchange(forged), 400, "invalid_grant")
+
+
+def test_an_issuers_other_keys_are_left_out_of_its_set(
+    enterprise: Enterprise, other_idp: EnterpriseIdp
+) -> None:
+    # Published sets hold keys for other uses (Keycloak's has an encryption
+    # key beside its signing key); those are left out, and the signing key
+    # still verifies.
+    trust(enterprise.service, other_idp)
+    link_identity(enterprise.engine, enterprise.person["id"], other_idp.issuer, "o-2")
+    encryption = RSAKey.generate_key(2048, parameters={"kid": "enc"})
+    published = encryption.as_dict(private=False)
+    other_idp.extra_jwks.append({**published, "use": "enc", "alg": "RSA-OAEP"})
+    weak = {**RSAKey.generate_key(2048).as_dict(private=False), "kid": "weak"}
+    weak["e"] = "Aw"  # exponent 3: never believed
+    other_idp.extra_jwks.append(weak)
+
+    good = other_idp.mint(client_id=enterprise.client["client_id"], sub="o-2")
+    forged = other_idp.mint(
+        header={"kid": "enc"},
+        key=encryption,
+        client_id=enterprise.client["client_id"],
+        sub="o-2",
+    )
+
+    assert enterprise.exchange(good).status_code == 200
     assert_error(enterprise.exchange(forged), 400, "invalid_grant")
 
 

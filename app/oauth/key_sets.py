@@ -77,6 +77,10 @@ MAX_INTEGER_CHARS = 700
 #: hold two or three keys, and a 4096-bit RSA key is under 1 KB.
 MAX_KEYS = 10
 MAX_SET_BYTES = 16 * 1024
+#: The same for a set published at a URL, whose keys beyond ours (encryption
+#: keys, certificate chains: Entra ID's set is about 15 KB) are left out.
+MAX_PUBLISHED_KEYS = 32
+MAX_PUBLISHED_BYTES = 64 * 1024
 #: An unknown key id fetches the set again at most this often per URL.
 REFETCH_SECONDS = 30
 #: A failed fetch is answered from this marker until it expires.
@@ -104,8 +108,23 @@ class KeySetBusy(Exception):
         self.retry_after = retry_after
 
 
-def parse_key_set(data: Any) -> KeySet:
-    """A JWK Set of public asymmetric signing keys, or :class:`KeySetProblem`."""
+def parse_key_set(data: Any, published: bool = False) -> KeySet:
+    """A JWK Set of public asymmetric signing keys, or :class:`KeySetProblem`.
+
+    A set given to us (``jwks``) must hold only such keys, so its maker hears
+    of a mistake at once. A set ``published`` at a URL for many relying
+    parties (an identity provider's) may hold others beside them, encryption
+    keys say, or certificates: those are left out, and only a private key
+    refuses the whole set (it is no longer a secret).
+    """
+    limit, most = (
+        (MAX_PUBLISHED_BYTES, MAX_PUBLISHED_KEYS)
+        if published
+        else (
+            MAX_SET_BYTES,
+            MAX_KEYS,
+        )
+    )
     if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
         raise KeySetProblem("a JWK Set is an object with a 'keys' list")
     try:
@@ -113,20 +132,35 @@ def parse_key_set(data: Any) -> KeySet:
         text = json.dumps(data, allow_nan=False, ensure_ascii=False)
     except (ValueError, TypeError, RecursionError):
         raise KeySetProblem("the JWK Set is not plain JSON") from None
-    if len(text.encode("utf-8", "surrogatepass")) > MAX_SET_BYTES:
-        raise KeySetProblem(f"a JWK Set here is at most {MAX_SET_BYTES} bytes")
+    if len(text.encode("utf-8", "surrogatepass")) > limit:
+        raise KeySetProblem(f"a JWK Set here is at most {limit} bytes")
     # JSON writes a NUL as an escape, which Postgres's JSONB refuses too.
     if not is_storable(text) or "\\u0000" in text:
         raise KeySetProblem("the JWK Set holds characters that cannot be kept")
     keys = data["keys"]
-    if not 0 < len(keys) <= MAX_KEYS:
-        raise KeySetProblem(f"a JWK Set here holds 1 to {MAX_KEYS} keys")
+    if not 0 < len(keys) <= most:
+        raise KeySetProblem(f"a JWK Set here holds 1 to {most} keys")
+    if published:
+        keys = [key for key in keys if _usable(key)]
+        if not keys:
+            raise KeySetProblem("the JWK Set holds no key that signs as accepted here")
     for key in keys:
         _check_public_key(key)
     try:
         return KeySet.import_key_set({"keys": keys})
     except (JoseError, ValueError, TypeError) as exc:
         raise KeySetProblem("a key in the set cannot be read") from exc
+
+
+def _usable(key: Any) -> bool:
+    """Whether a published key is one to keep; a private one refuses all."""
+    if isinstance(key, dict) and _PRIVATE_MEMBERS & key.keys():
+        raise KeySetProblem("the set holds a private key; publish public keys only")
+    try:
+        _check_public_key(key)
+    except KeySetProblem:
+        return False
+    return True
 
 
 def _check_public_key(key: Any) -> None:
@@ -175,22 +209,22 @@ def _big_integer(value: Any) -> int | None:
     return int.from_bytes(raw, "big")
 
 
-def parse_key_set_text(text: str | bytes) -> KeySet:
+def parse_key_set_text(text: str | bytes, published: bool = False) -> KeySet:
     """:func:`parse_key_set` of JSON text."""
-    if len(text) > MAX_SET_BYTES:
-        raise KeySetProblem(f"a JWK Set here is at most {MAX_SET_BYTES} bytes")
+    if len(text) > (MAX_PUBLISHED_BYTES if published else MAX_SET_BYTES):
+        raise KeySetProblem("the JWK Set is too large")
     try:
         data = json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise KeySetProblem("the JWK Set is not JSON") from exc
-    return parse_key_set(data)
+    return parse_key_set(data, published)
 
 
 def fetch_policy() -> FetchPolicy:
     """Where key sets may be fetched from: where metadata documents may."""
     settings = current_settings()
     return FetchPolicy(
-        settings.cimd_allow_loopback, settings.cimd_allowed_hosts, MAX_SET_BYTES
+        settings.cimd_allow_loopback, settings.cimd_allowed_hosts, MAX_PUBLISHED_BYTES
     )
 
 
@@ -234,7 +268,7 @@ def key_set_at(url: str, kid: str | None, vetted: bool = False) -> KeySet:
     if cached == _FAILED:
         raise KeySetProblem("the key set could not be fetched lately")
     if cached is not None:
-        key_set = parse_key_set_text(cached)
+        key_set = parse_key_set_text(cached, published=True)
         if has_key(key_set, kid):
             return key_set
         # Rotated, perhaps: fetch again, but not on every unknown kid.
@@ -262,7 +296,7 @@ def _fetch_once(
         try:
             if body is None:
                 raise KeySetProblem("the key set could not be fetched")
-            key_set = parse_key_set_text(body)
+            key_set = parse_key_set_text(body, published=True)
         except KeySetProblem:
             if stale is not None:
                 return stale
@@ -283,7 +317,7 @@ def _wait_for(cache_key: str) -> KeySet:
         if cached == _FAILED:
             raise KeySetProblem("the key set could not be fetched")
         if cached is not None:
-            return parse_key_set_text(cached)
+            return parse_key_set_text(cached, published=True)
         time.sleep(WAIT_STEP)
     raise KeySetProblem("the key set could not be fetched in time")
 
