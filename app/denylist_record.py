@@ -67,22 +67,28 @@ class Marker:
     ttl: int
 
 
-@functools.cache
-def _record_token() -> Insert:
-    table = cast(Table, DeniedToken.__table__)
+def insert_expiring(table: Table, key: str) -> Insert:
+    """One statement inserting a row (``key`` = ``p_key``, ``expires_at`` =
+    ``p_expires``) unless its key is there, and deleting a few rows expired
+    before ``p_now``: such a table holds little beyond what is in force."""
     stale = (
-        select(table.c.jti)
+        select(table.c[key])
         .where(table.c.expires_at < bindparam("p_now", type_=table.c.expires_at.type))
         .limit(PRUNE_BATCH)
         .with_for_update(skip_locked=True)
     )
-    pruned = delete(table).where(table.c.jti.in_(stale)).cte("pruned")
+    pruned = delete(table).where(table.c[key].in_(stale)).cte("pruned")
     return (
         insert(table)
-        .values(jti=bindparam("p_jti"), expires_at=bindparam("p_expires"))
-        .on_conflict_do_nothing(index_elements=[table.c.jti])
+        .values({key: bindparam("p_key"), "expires_at": bindparam("p_expires")})
+        .on_conflict_do_nothing(index_elements=[table.c[key]])
         .add_cte(pruned)
     )
+
+
+@functools.cache
+def _record_token() -> Insert:
+    return insert_expiring(cast(Table, DeniedToken.__table__), "jti")
 
 
 def record_token(session: Session, jti: str, expires_at: datetime) -> None:
@@ -93,7 +99,7 @@ def record_token(session: Session, jti: str, expires_at: datetime) -> None:
     """
     session.connection().execute(
         _record_token(),
-        {"p_jti": jti, "p_expires": expires_at, "p_now": datetime.now(UTC)},
+        {"p_key": jti, "p_expires": expires_at, "p_now": datetime.now(UTC)},
     )
 
 

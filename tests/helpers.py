@@ -730,6 +730,23 @@ def npm_package(package: str, home: Path) -> Path:
 
 # --- Signed assertions: keys, JWTs, forms (service clients, private_key_jwt) ---
 
+#: What signed assertions may be signed with, and the metadata lists
+#: (docs/machines.md): asymmetric algorithms only.
+SIGNING_ALGORITHMS = frozenset(
+    {
+        "RS256",
+        "RS384",
+        "RS512",
+        "PS256",
+        "PS384",
+        "PS512",
+        "ES256",
+        "ES384",
+        "ES512",
+        "EdDSA",
+    }
+)
+
 #: RFC 7523 §2.2's ``client_assertion_type``.
 JWT_BEARER_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 

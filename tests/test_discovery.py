@@ -7,26 +7,13 @@ from typing import Any
 
 import pytest
 from conftest import LiveServer
-from helpers import Browser
+from helpers import SIGNING_ALGORITHMS, Browser
 
 PATH_ISSUER = "https://www.example.com/prod-api"
 
 AS_METADATA = "/.well-known/oauth-authorization-server"
 PR_METADATA = "/.well-known/oauth-protected-resource"
 AUTH_METHODS = {"client_secret_basic", "client_secret_post", "none", "private_key_jwt"}
-#: Signed client assertions: asymmetric algorithms only (RFC 8725 §3.1).
-SIGNING_ALGORITHMS = {
-    "RS256",
-    "RS384",
-    "RS512",
-    "PS256",
-    "PS384",
-    "PS512",
-    "ES256",
-    "ES384",
-    "ES512",
-    "EdDSA",
-}
 
 
 def assert_authorization_server_metadata(document: dict, issuer: str) -> None:

@@ -39,6 +39,7 @@ from document_server import DocumentServer
 from helpers import (
     MCP_HEADERS,
     ROOT,
+    SIGNING_ALGORITHMS,
     Browser,
     assertion_form,
     b64url,
@@ -62,20 +63,6 @@ from helpers import (
 
 GATEWAY_SECRET = "gateway-secret-of-some-length"
 GATEWAY = ("gateway", GATEWAY_SECRET)
-
-#: What assertions may be signed with (docs/machines.md).
-ASYMMETRIC_ALGS = {
-    "RS256",
-    "RS384",
-    "RS512",
-    "PS256",
-    "PS384",
-    "PS512",
-    "ES256",
-    "ES384",
-    "ES512",
-    "EdDSA",
-}
 
 
 # --- Servers, people, keys ------------------------------------------------------
@@ -1441,7 +1428,7 @@ def test_metadata_lists_the_methods_and_algorithms(browser: Browser) -> None:
         listed = document[f"{endpoint}_auth_methods_supported"]
         assert sorted(listed) == sorted(methods), endpoint
         algs = document[f"{endpoint}_auth_signing_alg_values_supported"]
-        assert sorted(algs) == sorted(ASYMMETRIC_ALGS), endpoint
+        assert sorted(algs) == sorted(SIGNING_ALGORITHMS), endpoint
     introspection = document["introspection_endpoint_auth_methods_supported"]
     assert sorted(introspection) == ["client_secret_basic", "private_key_jwt"]
     assert document["authorization_grant_profiles_supported"] == [

@@ -21,12 +21,11 @@ from typing import Any, cast
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
-from sqlalchemy import Table, bindparam, delete, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Table
 from sqlalchemy.sql.dml import ReturningInsert
 
 from ..db import db
-from ..denylist_record import PRUNE_BATCH
+from ..denylist_record import insert_expiring
 from ..models import SpentAssertion
 from ..redis_store import get_redis
 from .key_sets import ALGORITHMS
@@ -86,7 +85,7 @@ def spend_jti(kind: str, issuer: str, jti: Any, expires_at: Any) -> bool:
     spent = db.session.connection().execute(
         _record_spent(),
         {
-            "p_digest": digest,
+            "p_key": digest,
             "p_expires": now + timedelta(seconds=ttl),
             "p_now": now,
         },
@@ -98,17 +97,4 @@ def spend_jti(kind: str, issuer: str, jti: Any, expires_at: Any) -> bool:
 def _record_spent() -> ReturningInsert[Any]:
     """Insert the spent ``jti`` unless it is there; prune a few expired ones."""
     table = cast(Table, SpentAssertion.__table__)
-    stale = (
-        select(table.c.digest)
-        .where(table.c.expires_at < bindparam("p_now", type_=table.c.expires_at.type))
-        .limit(PRUNE_BATCH)
-        .with_for_update(skip_locked=True)
-    )
-    pruned = delete(table).where(table.c.digest.in_(stale)).cte("pruned")
-    return (
-        insert(table)
-        .values(digest=bindparam("p_digest"), expires_at=bindparam("p_expires"))
-        .on_conflict_do_nothing(index_elements=[table.c.digest])
-        .returning(table.c.digest)
-        .add_cte(pruned)
-    )
+    return insert_expiring(table, "digest").returning(table.c.digest)
