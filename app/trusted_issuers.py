@@ -23,9 +23,8 @@ from .models import TrustedIssuer, utcnow
 from .oauth.constants import LOOPBACK_BROWSER_HOSTS
 from .oauth.key_sets import check_key_set_url, fetch_policy
 
-#: The width of ``trusted_issuers.issuer`` and the longest key set URL.
+#: The width of ``trusted_issuers.issuer``.
 MAX_ISSUER_LENGTH = 512
-MAX_URI_LENGTH = 2048
 
 
 class IssuerProblem(ValueError):
@@ -73,8 +72,6 @@ def trust(
     if not issuer or len(issuer) > MAX_ISSUER_LENGTH or not is_storable(issuer):
         raise IssuerProblem("the issuer is a URL of at most 512 characters")
     _check_issuer(issuer)
-    if len(jwks_uri) > MAX_URI_LENGTH or not is_storable(jwks_uri):
-        raise IssuerProblem("the key set URL is too long")
     try:
         check_key_set_url(jwks_uri)
     except ValueError as problem:

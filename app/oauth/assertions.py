@@ -58,6 +58,11 @@ def verify_signature(assertion: str, key_set: KeySet, kid: Any) -> dict[str, Any
     raise BadAssertion
 
 
+def is_numeric_date(value: Any) -> bool:
+    """RFC 7519 §2: a number of seconds (a JSON boolean is not one)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def is_usable_jti(jti: Any) -> bool:
     """Whether ``jti`` can name an assertion here: a string of sane length."""
     return isinstance(jti, str) and 0 < len(jti) <= MAX_JTI_LENGTH

@@ -30,6 +30,7 @@ from ..config import current_settings
 from .assertions import (
     LEEWAY,
     BadAssertion,
+    is_numeric_date,
     is_usable_jti,
     spend_jti,
     verify_signature,
@@ -108,7 +109,7 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         expires = claims.get("exp")
         # The signer's clock may run ahead of ours by the leeway.
         horizon = time.time() + MAX_LIFETIME + LEEWAY
-        if not _is_number(expires) or expires > horizon:
+        if not is_numeric_date(expires) or expires > horizon:
             raise InvalidClientError(description="'exp' is missing or too far ahead.")
         if not is_usable_jti(claims.get("jti")):
             raise InvalidClientError(description="Invalid claim: 'jti'")
@@ -126,7 +127,3 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
             return True
         audit.record(audit.ASSERTION_REPLAYED, issuer=client_id, client_id=client_id)
         return False
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)

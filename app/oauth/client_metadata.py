@@ -59,7 +59,7 @@ MAX_CONCURRENT_FETCHES = 2
 BUSY_RETRY_SECONDS = LOCK_SECONDS
 #: The rate limit's key: fetch-triggering requests per source address.
 FETCH_RATE_KEY = "cimd-fetch"
-SLOTS = "cimd_fetch_slots"
+_SLOTS = "cimd_fetch_slots"
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
@@ -97,7 +97,7 @@ class Verdict:
 
 
 def init_app(app: Flask) -> None:
-    app.extensions[SLOTS] = threading.BoundedSemaphore(MAX_CONCURRENT_FETCHES)
+    app.extensions[_SLOTS] = threading.BoundedSemaphore(MAX_CONCURRENT_FETCHES)
 
 
 def is_document_url(client_id: str) -> bool:
@@ -173,7 +173,7 @@ def _fetch_once(url: str, policy: FetchPolicy, key: str) -> Verdict:
     retry_after = spend(limit, FETCH_RATE_KEY, client_address())
     if retry_after is not None:
         raise FetchRefused(429, retry_after)
-    slots: threading.BoundedSemaphore = current_app.extensions[SLOTS]
+    slots: threading.BoundedSemaphore = current_app.extensions[_SLOTS]
     if not slots.acquire(blocking=False):
         raise FetchRefused(503, BUSY_RETRY_SECONDS)
     try:

@@ -81,6 +81,8 @@ MAX_SET_BYTES = 16 * 1024
 #: keys, certificate chains: Entra ID's set is about 15 KB) are left out.
 MAX_PUBLISHED_KEYS = 32
 MAX_PUBLISHED_BYTES = 64 * 1024
+#: The longest key set URL kept.
+MAX_URL_LENGTH = 2048
 #: An unknown key id fetches the set again at most this often per URL.
 REFETCH_SECONDS = 30
 #: A failed fetch is answered from this marker until it expires.
@@ -228,8 +230,10 @@ def fetch_policy() -> FetchPolicy:
     )
 
 
-def check_key_set_url(url: str) -> None:
+def check_key_set_url(url: Any) -> None:
     """Refuse a ``jwks_uri`` that could never be fetched (:class:`KeySetProblem`)."""
+    if not isinstance(url, str) or not 0 < len(url) <= MAX_URL_LENGTH:
+        raise KeySetProblem(f"the key set URL is 1 to {MAX_URL_LENGTH} characters")
     try:
         check_url(url, fetch_policy())
     except FetchProblem as problem:

@@ -43,7 +43,6 @@ from .registration_caps import insert_within_caps
 from .resources import all_scopes, known_resources
 
 MAX_REDIRECT_URIS = 20
-MAX_JWKS_URI_LENGTH = 2048
 #: Methods with no secret: a public client's, and one that signs with its key.
 SECRETLESS_METHODS = frozenset({"none", PRIVATE_KEY_JWT})
 
@@ -132,8 +131,6 @@ def _keys(data: dict[str, Any], method: str) -> dict[str, Any]:
     try:
         if jwks is not None:
             parse_key_set(jwks)
-        elif not isinstance(jwks_uri, str) or len(jwks_uri) > MAX_JWKS_URI_LENGTH:
-            raise KeySetProblem("'jwks_uri' must be a URL")
         else:
             check_key_set_url(jwks_uri)
     except KeySetProblem as problem:

@@ -52,6 +52,7 @@ from ...users import find_by_email
 from ..assertions import (
     LEEWAY,
     BadAssertion,
+    is_numeric_date,
     is_usable_jti,
     spend_jti,
     verify_signature,
@@ -156,9 +157,9 @@ class IdentityAssertionGrant(JWTBearerGrant):
         now = time.time()
         # The issuer's clock may run ahead of ours by the leeway.
         horizon = now + MAX_LIFETIME + LEEWAY
-        if not _is_number(claims["exp"]) or claims["exp"] > horizon:
+        if not is_numeric_date(claims["exp"]) or claims["exp"] > horizon:
             raise InvalidGrantError("The assertion lives too long.")
-        if not _is_number(claims["iat"]) or claims["iat"] > now + LEEWAY:
+        if not is_numeric_date(claims["iat"]) or claims["iat"] > now + LEEWAY:
             raise InvalidGrantError("The assertion was issued in the future.")
         for name in ("sub", "jti", "client_id", "resource"):
             if not isinstance(claims[name], str) or not claims[name]:
@@ -215,10 +216,6 @@ class IdentityAssertionGrant(JWTBearerGrant):
         )
         self.save_token(token)
         return 200, token, self.TOKEN_RESPONSE_HEADER
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _asserted_resource(claimed: str, request: Any) -> Resource:
