@@ -318,6 +318,12 @@ class Settings:
     # Any whole number of seconds from 1, so tests and operators can watch expiry.
     access_token_ttl: int = setting(_int(1, 86400), 3600)
     auth_code_ttl: int = setting(_int(1, 600), 600)
+    #: Lifetime of a device flow's codes (RFC 8628 §3.2 ``expires_in``), seconds.
+    device_code_ttl: int = setting(_int(1, 1800), 600)
+    #: Device codes requested per address at ``/device_authorization``.
+    device_authorization_rate_limit: str = setting(_rate_limit, "30 per minute")
+    #: Wrong user codes entered at ``/device``, per address and per account.
+    user_code_rate_limit: str = setting(_rate_limit, "10 per 15 minutes")
     registration_rate_limit: str = setting(_rate_limit, "20 per hour")
     max_clients_per_address: int = setting(_int(1, 10**9), 100)
     max_clients: int = setting(_int(1, 10**9), 100000)

@@ -60,6 +60,21 @@ CODE_USED = KeyFamily(
     "a code replayed after the loss is refused as unknown, but the token it "
     "became is no longer revoked for the replay",
 )
+#: A device flow's request and the person's decision, by the SHA-256 of
+#: its device code (RFC 8628): polled, decided and taken atomically.
+DEVICE_CODE = KeyFamily(
+    "oauth:device:{sha256 of the device code}",
+    "app.oauth.device_codes",
+    "`DEVICE_CODE_TTL` + 600 s (answering `expired_token` after it expires)",
+    "devices waiting for a person start again at `/device_authorization`",
+)
+#: Which device request a user code names, by the SHA-256 of the code.
+DEVICE_USER_CODE = KeyFamily(
+    "oauth:device-user:{sha256 of the user code}",
+    "app.oauth.device_codes",
+    "`DEVICE_CODE_TTL`, or until the person approves or denies",
+    "codes not yet entered are unknown at `/device`; the device starts again",
+)
 #: An access token denied at ``/revoke`` or for a replayed code.
 DENIED_JTI = KeyFamily(
     "denied:jti:{jti}",
@@ -227,6 +242,19 @@ RATE_LIMIT_DEVICE = KeyFamily(
     "the limit's window",
     "the counts start again from zero",
 )
+#: Wrong user codes entered at ``/device``, per address and per account.
+RATE_LIMIT_USER_CODE = KeyFamily(
+    "LIMITS:LIMITER/user-code/{address}/{limit}",
+    "app.blueprints.device",
+    "the limit's window",
+    "the counts start again from zero",
+)
+RATE_LIMIT_USER_CODE_ACCOUNT = KeyFamily(
+    "LIMITS:LIMITER/user-code-account/{account id}/{limit}",
+    "app.blueprints.device",
+    "the limit's window",
+    "the counts start again from zero",
+)
 #: ``/authorize`` requests per address that made the service fetch a document.
 RATE_LIMIT_CIMD_FETCH = KeyFamily(
     "LIMITS:LIMITER/cimd-fetch/{address}/{limit}",
@@ -239,6 +267,8 @@ RATE_LIMIT_CIMD_FETCH = KeyFamily(
 FAMILIES: tuple[KeyFamily, ...] = (
     CODE,
     CODE_USED,
+    DEVICE_CODE,
+    DEVICE_USER_CODE,
     DENIED_JTI,
     DENIED_CONSENT,
     DENIED_API_KEY,
@@ -262,5 +292,7 @@ FAMILIES: tuple[KeyFamily, ...] = (
     RATE_LIMIT,
     RATE_LIMIT_ACCOUNT,
     RATE_LIMIT_DEVICE,
+    RATE_LIMIT_USER_CODE,
+    RATE_LIMIT_USER_CODE_ACCOUNT,
     RATE_LIMIT_CIMD_FETCH,
 )

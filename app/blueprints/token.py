@@ -5,8 +5,14 @@ from __future__ import annotations
 from flask import Blueprint, Response, abort
 
 from ..config import current_settings
-from ..oauth.constants import INTROSPECTION_PATH, REVOCATION_PATH, TOKEN_PATH
-from ..oauth.server import get_server
+from ..oauth.constants import (
+    DEVICE_AUTHORIZATION_PATH,
+    INTROSPECTION_PATH,
+    REVOCATION_PATH,
+    TOKEN_PATH,
+)
+from ..oauth.server import DEVICE_AUTHORIZATION, get_server
+from ..rate_limits import limit, setting
 
 bp = Blueprint("token", __name__)
 
@@ -34,3 +40,10 @@ def introspect() -> Response:
     if not current_settings().resource_servers:
         abort(404)
     return get_server().create_endpoint_response("introspection")
+
+
+@bp.post(DEVICE_AUTHORIZATION_PATH)
+@limit(setting("device_authorization_rate_limit"))
+def device_authorization() -> Response:
+    """RFC 8628 §3.1: a device asks for a device code and a user code."""
+    return get_server().create_endpoint_response(DEVICE_AUTHORIZATION)

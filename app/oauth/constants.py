@@ -22,6 +22,10 @@ REGISTRATION_PATH = "/register"
 REVOCATION_PATH = "/revoke"
 #: RFC 7662 token introspection (resource servers only).
 INTROSPECTION_PATH = "/introspect"
+#: RFC 8628 §3.1: where a device asks for its codes, and §3.3: the page
+#: where the person enters the user code.
+DEVICE_AUTHORIZATION_PATH = "/device_authorization"
+DEVICE_VERIFICATION_PATH = "/device"
 #: RFC 8615: where discovery documents live.
 WELL_KNOWN_PREFIX = "/.well-known"
 #: RFC 8414 §3, and its OpenID Connect Discovery twin.
@@ -46,6 +50,8 @@ JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 #: The identity assertion grant profile of the jwt-bearer grant, named in
 #: discovery (draft-ietf-oauth-identity-assertion-authz-grant §6).
 ID_JAG_PROFILE = "urn:ietf:params:oauth:grant-profile:id-jag"
+#: RFC 8628 §3.4: the device authorization grant.
+DEVICE_CODE = "urn:ietf:params:oauth:grant-type:device_code"
 
 #: RFC 7591 §2: what a client registers when it names no grant or response type.
 DEFAULT_GRANT_TYPES = ("authorization_code",)

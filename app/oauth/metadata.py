@@ -14,6 +14,8 @@ from ..config_uris import split_resource_uri
 from .constants import (
     AUTH_METHODS,
     AUTHORIZATION_PATH,
+    DEVICE_AUTHORIZATION_PATH,
+    DEVICE_CODE,
     ID_JAG_PROFILE,
     INTROSPECTION_PATH,
     JWKS_PATH,
@@ -83,6 +85,8 @@ def authorization_server_metadata(
         document["introspection_endpoint_auth_signing_alg_values_supported"] = list(
             ALGORITHMS
         )
+    if DEVICE_CODE in server.grant_types:
+        document["device_authorization_endpoint"] = issuer + DEVICE_AUTHORIZATION_PATH
     if JWT_BEARER in server.grant_types:
         document["authorization_grant_profiles_supported"] = [ID_JAG_PROFILE]
     return document

@@ -65,9 +65,14 @@ def _string_list(data: dict[str, Any], name: str, default: list[str]) -> list[st
     return value
 
 
-def _redirect_uris(data: dict[str, Any]) -> list[str]:
+def _redirect_uris(data: dict[str, Any], grant_types: list[str]) -> list[str]:
+    """RFC 7591 §2: redirect URIs, required of a client of a redirect-based
+    grant; a client of other grants only (a device's) may register none."""
     uris = data.get("redirect_uris")
-    if not isinstance(uris, list) or not uris:
+    redirected = "authorization_code" in grant_types
+    if uris is None and not redirected:
+        return []
+    if not isinstance(uris, list) or (redirected and not uris):
         raise InvalidRedirectURIError("'redirect_uris' must be a non-empty list.")
     if len(uris) > MAX_REDIRECT_URIS:
         raise InvalidRedirectURIError("Too many redirect URIs.")
@@ -173,7 +178,7 @@ def clean_metadata(
     method = _auth_method(data)
     return {
         **_keys(data, method),
-        "redirect_uris": _redirect_uris(data),
+        "redirect_uris": _redirect_uris(data, kept_grant_types),
         "token_endpoint_auth_method": method,
         "grant_types": kept_grant_types,
         "response_types": _response_types(

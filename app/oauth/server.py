@@ -26,7 +26,10 @@ Every remaining deviation from stock Authlib, and why:
 - the refresh grant (:mod:`.grants.refresh_token`) consumes its token
   atomically and keeps a grace window; revocation and introspection
   (:mod:`.token_endpoints`) accept post and none client authentication, and
-  introspection authenticates resource servers, not clients.
+  introspection authenticates resource servers, not clients;
+- the device grant (:mod:`.grants.device_code`) binds its codes to a
+  resource and scope checked as at the authorization endpoint, and answers
+  each poll from one atomic script (single use, ``slow_down``).
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ from .clients import query_client
 from .constants import PRIVATE_KEY_JWT
 from .grants.authorization_code import AuthorizationCodeGrant
 from .grants.client_credentials import ClientCredentialsGrant
+from .grants.device_code import DeviceAuthorization, DeviceGrant
 from .grants.extensions import ResourceIndicator, S256CodeChallenge, SingleParameters
 from .grants.identity_assertion import IdentityAssertionGrant
 from .grants.refresh_token import RefreshTokenGrant
@@ -121,6 +125,9 @@ def _unproxied() -> Any:
 
 REVOCATION = RevocationEndpoint.ENDPOINT_NAME
 INTROSPECTION = IntrospectionEndpoint.ENDPOINT_NAME
+DEVICE_AUTHORIZATION = DeviceAuthorization.ENDPOINT_NAME
+#: Endpoints at which a client authenticates, as at the token endpoint.
+CLIENT_ENDPOINTS = (REVOCATION, DEVICE_AUTHORIZATION)
 #: RFC 6749 §3.2: the token endpoint takes a form body.
 FORM_MIMETYPE = "application/x-www-form-urlencoded"
 #: RFC 8707 §2: the one token parameter that may appear more than once.
@@ -209,10 +216,10 @@ class AuthServer(AuthorizationServer):
             return super().create_token_response(request)
 
     def create_endpoint_response(self, name: str, request: Any = None) -> Response:
-        if name in (REVOCATION, INTROSPECTION):
+        if name in (*CLIENT_ENDPOINTS, INTROSPECTION):
             try:
                 check_form_request(flask_request)
-                if name == REVOCATION:
+                if name in CLIENT_ENDPOINTS:
                     client_auth.check_one_method(flask_request)
             except OAuth2Error as error:
                 return self.handle_error_response(None, error)
@@ -258,6 +265,8 @@ def init_app(app: Flask, settings: Settings) -> None:
     server.register_endpoint(RegistrationEndpoint)
     if settings.refresh_tokens:
         server.register_grant(RefreshTokenGrant)
+    server.register_grant(DeviceGrant)
+    server.register_endpoint(DeviceAuthorization)
     server.register_grant(ClientCredentialsGrant)
     server.register_grant(IdentityAssertionGrant)
     server.register_endpoint(RevocationEndpoint)

@@ -145,37 +145,58 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         """Nothing to do: consuming the code already deleted it."""
 
     def authenticate_user(self, authorization_code: AuthorizationCode) -> Issuance:
-        # One query: the person is enabled and the consent the code was issued
-        # under is still the live one (a withdrawn consent never comes back);
-        # it also records that the client has been used.
-        client: Client = self.request.client
         code = authorization_code
-        holder = consent.live_consent_holder(
-            code.user_id, code.consent_id, client.client_id
-        )
-        if holder is None:
-            raise InvalidGrantError("The authorization was revoked.")
-        # Approved again with fewer scopes since this code was issued: the
-        # token gets no scope the consent no longer has.
-        scope = " ".join(consent.narrow(code.scope.split(), holder.scope))
-        resource = find_resource(code.resource)
-        if resource is None:
-            raise InvalidGrantError("The resource is no longer served.")
-        requested = self.request.payload.datalist.get("resource", [])
-        if requested and resolve_resource(requested).uri != resource.uri:
-            raise InvalidTargetError()  # RFC 8707 §2.2: the code's resource only
-        refresh = client.check_grant_type("refresh_token")
-        ttl = timedelta(seconds=current_settings().refresh_token_ttl)
-        return Issuance(
-            user_id=holder.user_id,
-            client_id=client.client_id,
-            resource=resource,
-            scope=scope,
+        return consented_issuance(
+            self.request,
+            user_id=code.user_id,
+            consent_id=code.consent_id,
+            scope=code.scope,
+            resource_uri=code.resource,
             jti=code.token_jti,
-            consent_id=uuid.UUID(code.consent_id),
-            refresh_token=refresh_store.new_refresh_token() if refresh else None,
-            chain=ChainStart(expires_at=utcnow() + ttl) if refresh else None,
         )
+
+
+def consented_issuance(
+    request: Any,
+    *,
+    user_id: str,
+    consent_id: str,
+    scope: str,
+    resource_uri: str,
+    jti: str,
+) -> Issuance:
+    """The token a person's approval yields, once redeemed at ``/token``.
+
+    The code grant and the device grant alike: one query finds the person
+    enabled and the consent the approval was given under still the live one
+    (a withdrawn consent never comes back); it also records that the client
+    has been used. A refresh chain begins when the client registered the grant.
+    """
+    client: Client = request.client
+    holder = consent.live_consent_holder(user_id, consent_id, client.client_id)
+    if holder is None:
+        raise InvalidGrantError("The authorization was revoked.")
+    # Approved again with fewer scopes since: the token gets no scope the
+    # consent no longer has.
+    scope = " ".join(consent.narrow(scope.split(), holder.scope))
+    resource = find_resource(resource_uri)
+    if resource is None:
+        raise InvalidGrantError("The resource is no longer served.")
+    requested = request.payload.datalist.get("resource", [])
+    if requested and resolve_resource(requested).uri != resource.uri:
+        raise InvalidTargetError()  # RFC 8707 §2.2: the approval's resource only
+    refresh = client.check_grant_type("refresh_token")
+    ttl = timedelta(seconds=current_settings().refresh_token_ttl)
+    return Issuance(
+        user_id=holder.user_id,
+        client_id=client.client_id,
+        resource=resource,
+        scope=scope,
+        jti=jti,
+        consent_id=uuid.UUID(consent_id),
+        refresh_token=refresh_store.new_refresh_token() if refresh else None,
+        chain=ChainStart(expires_at=utcnow() + ttl) if refresh else None,
+    )
 
 
 def _end_replayed_grant(consumed: Consumed, client: Client) -> None:
