@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import ada_url
 from limits import parse_many
+from redis.connection import parse_url as parse_redis_url
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -84,6 +85,17 @@ def _redis_url(value: str) -> str:
         raise ValueError(f"ssl_cert_reqs must be one of {', '.join(REDIS_CERT_REQS)}")
     if "ssl_ca_certs" in options:
         _readable_file("ssl_ca_certs", options["ssl_ca_certs"])
+    # redis-py's own reading of the URL, so that what it would refuse at the
+    # first connection (a port or a timeout that is not a number) is named now.
+    try:
+        parsed = parse_redis_url(value)
+        _ = parts.port  # out of range: urllib raises
+    except (ValueError, TypeError) as exc:
+        raise ValueError(str(exc).rstrip(".")) from None
+    if parts.scheme == "unix" and not parsed.get("path"):
+        raise ValueError("a unix:// URL needs the socket's path")
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ValueError("names no host")
     return value
 
 
