@@ -7,10 +7,10 @@ from datetime import timedelta
 
 import click
 from flask import Flask
-from flask.cli import AppGroup
 from sqlalchemy import select
 
 from . import audit, migrate
+from .cli_group import OperatorGroup
 from .cli_idps import idps_cli
 from .cli_resources import resources_cli
 from .cli_services import COMMANDS as SERVICE_COMMANDS
@@ -23,9 +23,9 @@ from .oauth.clients import prune_unused_clients
 from .oauth.resources import builtin_resource
 from .users import UserError, create_user, disable_user, find_by_email
 
-users_cli = AppGroup("users", help="Manage people's accounts.")
-clients_cli = AppGroup("clients", help="Manage registered OAuth clients.")
-db_cli = AppGroup("db", help="Apply database migrations.")
+users_cli = OperatorGroup("users", help="Manage people's accounts.")
+clients_cli = OperatorGroup("clients", help="Manage registered OAuth clients.")
+db_cli = OperatorGroup("db", help="Apply database migrations.")
 
 
 @users_cli.command("create")

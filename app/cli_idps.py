@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 
 import click
-from flask.cli import AppGroup
 
 from . import trusted_issuers
+from .cli_group import OperatorGroup
 from .db import db
 
-idps_cli = AppGroup(
+idps_cli = OperatorGroup(
     "idps", help="Manage the identity issuers trusted for enterprise sign-in."
 )
 

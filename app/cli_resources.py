@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 
 import click
-from flask.cli import AppGroup
 from flask_babel import force_locale
 from sqlalchemy import select
 
 from . import resource_admin as admin
+from .cli_group import OperatorGroup
 from .config import current_settings
 from .db import db
 from .models import ResourceRow
@@ -18,7 +18,9 @@ from .oauth import consent
 from .oauth.metadata import protected_resource_metadata
 from .oauth.resources import Resource, load_registry
 
-resources_cli = AppGroup("resources", help="Manage the MCP servers tokens are for.")
+resources_cli = OperatorGroup(
+    "resources", help="Manage the MCP servers tokens are for."
+)
 
 _describe = click.option(
     "--describe",

@@ -100,3 +100,39 @@ def test_disabling_an_unknown_user_fails(flask_cli: Any) -> None:
     result = flask_cli("users", "disable", "nobody@example.com")
     assert result.returncode == 1
     assert "no user with email nobody@example.com" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "down"),
+    [
+        (("users", "list"), "DATABASE_URL"),
+        (("users", "create", "ada@example.com", "--password-stdin"), "DATABASE_URL"),
+        (("clients", "list-services"), "DATABASE_URL"),
+        (("users", "disable", "ada@example.com"), "REDIS_URL"),
+    ],
+)
+def test_a_backend_that_cannot_be_reached_is_one_line(
+    flask_cli: Any, args: tuple[str, ...], down: str, base_env: dict[str, str]
+) -> None:
+    if down == "REDIS_URL":
+        made = flask_cli(
+            "users", "create", args[-1], "--password-stdin", stdin="a long password\n"
+        )
+        assert made.returncode == 0, made.stderr
+    unreachable = {
+        "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none",
+        "REDIS_URL": "redis://127.0.0.1:1/0",
+    }
+    run = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", *args],
+        env={**os.environ, **base_env, down: unreachable[down]},
+        input="a long password\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 1
+    store = "Postgres" if down == "DATABASE_URL" else "Redis"
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, run.stderr
+    assert lines[0].startswith(f"Error: {store} is unreachable: "), run.stderr

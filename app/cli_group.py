@@ -1,0 +1,38 @@
+"""The operator commands' group: a backing store that cannot be reached is
+one line naming it, never a traceback.
+
+Every ``flask --app app`` group is an :class:`OperatorGroup`. A command that
+finds Postgres or Redis down (refused, unreachable, a certificate not
+trusted) ends with ``Error: Postgres is unreachable: <reason>`` and exit
+status 1, as click reports any error of the command line.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from flask.cli import AppGroup
+from redis.exceptions import RedisError
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+
+def reason(exc: BaseException) -> str:
+    """The first line of what the driver said, without the statement."""
+    cause = getattr(exc, "orig", None) or exc
+    lines = str(cause).strip().splitlines()
+    return lines[0] if lines else type(cause).__name__
+
+
+class OperatorGroup(AppGroup):
+    """Flask's command group, with backing-store failures as one line."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (OperationalError, InterfaceError) as exc:
+            raise click.ClickException(
+                f"Postgres is unreachable: {reason(exc)}"
+            ) from None
+        except RedisError as exc:
+            raise click.ClickException(f"Redis is unreachable: {reason(exc)}") from None
