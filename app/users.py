@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import uuid
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from .config import current_settings
@@ -14,7 +14,7 @@ from .db import db, is_storable
 from .denylist import deny_user_until_now
 from .models import OAuthClient, User, utcnow
 from .oauth.clients import revoke_clients
-from .passwords import hash_password, verify_password
+from .passwords import hash_password, needs_rehash, verify_password
 
 #: RFC 5321 limits a mailbox to 254 characters in practice.
 MAX_EMAIL_LENGTH = 254
@@ -97,7 +97,24 @@ def authenticate(user: User | None, password: str) -> User | None:
     if len(password) > MAX_PASSWORD_LENGTH:
         password = ""
     ok = verify_password(user.password_hash if user else None, password)
-    return user if ok and user is not None and user.is_active else None
+    if not (ok and user is not None and user.is_active):
+        return None
+    if user.password_hash and needs_rehash(user.password_hash):
+        _rehash(user, password)
+    return user
+
+
+def _rehash(user: User, password: str) -> None:
+    """Store the password again at today's cost; only if it did not change
+    meanwhile (a concurrent sign-in, or a new password)."""
+    old, new = user.password_hash, hash_password(password)
+    with db.transaction():
+        db.session.execute(
+            update(User)
+            .where(User.id == user.id, User.password_hash == old)
+            .values(password_hash=new)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def account_key(email: str, user: User | None) -> str:

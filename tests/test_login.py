@@ -429,3 +429,32 @@ def test_signing_out_ends_the_session_even_for_a_copied_cookie(
 
     assert copied.get("/account").status_code == 302
     assert not is_signed_in(copied)
+
+
+def test_passwords_are_hashed_at_owasp_cost_and_older_hashes_are_redone_at_sign_in(
+    browser: Browser, user: dict[str, str], engine: sqlalchemy.Engine
+) -> None:
+    from argon2 import PasswordHasher
+    from argon2.profiles import RFC_9106_LOW_MEMORY
+
+    def stored() -> str:
+        with engine.connect() as connection:
+            return connection.execute(
+                sqlalchemy.text("SELECT password_hash FROM users WHERE id = :id"),
+                {"id": user["id"]},
+            ).scalar_one()
+
+    # OWASP's minimum: 19 MiB, two passes, one lane.
+    assert stored().startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+    # A hash from before (argon2-cffi's default, 64 MiB) still lets them in,
+    # and is replaced by one at today's cost.
+    older = PasswordHasher.from_parameters(RFC_9106_LOW_MEMORY).hash(user["password"])
+    assert older.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
+    with engine.begin() as connection:
+        connection.execute(
+            sqlalchemy.text("UPDATE users SET password_hash = :h WHERE id = :id"),
+            {"h": older, "id": user["id"]},
+        )
+    assert browser.login(user["email"], user["password"]).status_code == 302
+    assert stored().startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+    assert browser.get("/account").status_code == 200
