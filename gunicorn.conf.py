@@ -22,6 +22,34 @@ keepalive = 5
 accesslog = None
 errorlog = "-"
 loglevel = "warning"
+# gunicorn's own records (a worker that failed to boot or timed out, a
+# signal) as JSON lines through the app's formatter, so that a log drain
+# reads one format. Merged by gunicorn over its defaults, key by key.
+logconfig_dict = {
+    "root": {"level": "WARNING", "handlers": ["json"]},
+    "loggers": {
+        "gunicorn.error": {
+            "level": "WARNING",
+            "handlers": ["json"],
+            "propagate": False,
+            "qualname": "gunicorn.error",
+        },
+        "gunicorn.access": {
+            "level": "WARNING",
+            "handlers": [],
+            "propagate": False,
+            "qualname": "gunicorn.access",
+        },
+    },
+    "handlers": {
+        "json": {
+            "class": "logging.StreamHandler",
+            "formatter": "json",
+            "stream": "ext://sys.stderr",
+        }
+    },
+    "formatters": {"json": {"()": "app.logs.JsonLineFormatter"}},
+}
 # Bounded request lines and headers; bodies are capped by the app (413).
 limit_request_line = 8190
 limit_request_fields = 100

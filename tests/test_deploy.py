@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -233,3 +234,23 @@ def test_app_json_runs_the_release_step_and_a_web_dyno() -> None:
     assert manifest["scripts"]["postdeploy"] == procfile()["release"]
     assert set(manifest["formation"]) == set(procfile()) - {"release"}
     assert manifest["formation"]["web"]["quantity"] >= 1
+
+
+def test_gunicorns_own_records_are_json_lines(base_env: dict[str, str]) -> None:
+    # A worker that cannot load the app: gunicorn's master says so, and stops.
+    web = procfile()["web"].replace("'app:create_app()'", "'app:no_such_factory()'")
+    assert "no_such_factory" in web
+    port = free_port()
+    env = {**os.environ, **base_env, "PORT": str(port), "WEB_CONCURRENCY": "1"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    run = subprocess.run(
+        shlex.split(web), env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode != 0
+    records = [
+        json.loads(line)
+        for line in (run.stdout + run.stderr).splitlines()
+        if "gunicorn" in line
+    ]
+    assert any(r["name"] == "gunicorn.error" for r in records), run.stderr
+    assert any("App failed to load" in r["message"] for r in records), run.stderr
