@@ -144,7 +144,9 @@ def test_grant_types_not_offered_are_dropped(browser: Browser) -> None:
         grant_types=[
             "authorization_code",
             "refresh_token",
-            "urn:ietf:params:oauth:grant-type:device_code",
+            "implicit",
+            "password",
+            "urn:ietf:params:oauth:grant-type:saml2-bearer",
         ],
     )
 

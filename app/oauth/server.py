@@ -142,7 +142,10 @@ def check_form_request(request: Any) -> None:
     """
     if request.args:
         raise InvalidRequestError("Send the parameters in the form body, not the URL.")
-    if request.mimetype != FORM_MIMETYPE:
+    # An empty body is an empty form: every parameter of some requests is
+    # optional (a device authorization request by a client using Basic).
+    empty = not request.mimetype and not request.content_length
+    if request.mimetype != FORM_MIMETYPE and not empty:
         raise InvalidRequestError(f"The body must be {FORM_MIMETYPE}.")
     for name, values in request.form.lists():
         if len(values) > 1 and name not in REPEATABLE_TOKEN_PARAMETERS:
