@@ -330,7 +330,7 @@ def test_failed_basic_authentication_names_the_scheme(
     [
         "password",
         "implicit",
-        "urn:ietf:params:oauth:grant-type:device_code",
+        "urn:ietf:params:oauth:grant-type:token-exchange",
         "AUTHORIZATION_CODE",
     ],
 )
