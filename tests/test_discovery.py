@@ -22,13 +22,14 @@ def assert_authorization_server_metadata(document: dict, issuer: str) -> None:
     assert document["token_endpoint"] == issuer + "/token"
     assert document["registration_endpoint"] == issuer + "/register"
     assert document["response_types_supported"] == ["code"]
-    assert "authorization_code" in document["grant_types_supported"]
-    assert set(document["grant_types_supported"]) <= {
+    assert document["grant_types_supported"] == [
         "authorization_code",
         "refresh_token",
+        "urn:ietf:params:oauth:grant-type:device_code",
         "client_credentials",
         "urn:ietf:params:oauth:grant-type:jwt-bearer",
-    }
+    ]
+    assert document["device_authorization_endpoint"] == issuer + "/device_authorization"
     assert document["authorization_grant_profiles_supported"] == [
         "urn:ietf:params:oauth:grant-profile:id-jag"
     ]

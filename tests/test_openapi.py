@@ -15,9 +15,10 @@ from typing import Any
 
 import openapi_spec_validator
 import requests
-from conftest import LiveServer
+from conftest import LiveServer, make_user
 from helpers import (
     Browser,
+    client_post,
     get_code,
     obtain_token,
     redeem,
@@ -35,6 +36,7 @@ REGISTRY: Registry = Registry().with_resource(
     BASE_URI, DRAFT202012.create_resource(DOCUMENT)
 )
 METHODS = ("get", "post", "put", "patch", "delete")
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
 
 def _pointer(*parts: str) -> str:
@@ -245,6 +247,68 @@ def test_token_answers_as_documented(browser: Browser, user: dict[str, str]) -> 
     )
     assert unsupported.status_code == 400
     assert error_of(unsupported) == "unsupported_grant_type"
+
+
+# --- POST /device_authorization and the device grant's polls -----------------
+
+
+def test_device_flow_answers_as_documented(
+    make_server: Callable[..., LiveServer],
+) -> None:
+    live = make_server(DEVICE_AUTHORIZATION_RATE_LIMIT="5 per minute")
+    browser = live.browser()
+    person = make_user(live, "device@example.com")
+    # A device-only client registers no redirect URI.
+    registered = check(
+        browser.post(
+            "/register",
+            json={
+                "grant_types": [DEVICE_GRANT, "refresh_token"],
+                "token_endpoint_auth_method": "none",
+            },
+        ),
+        "/register",
+        "post",
+    )
+    assert registered.status_code == 201, registered.text
+    device = registered.json()
+    assert (device["redirect_uris"], device["response_types"]) == ([], [])
+
+    def ask(client: dict[str, Any], **form: str) -> requests.Response:
+        answer = client_post(browser, "/device_authorization", client, form)
+        return check(answer, "/device_authorization", "post")
+
+    approved, denied = ask(device, scope="read"), ask(device)
+    assert approved.status_code == denied.status_code == 200, approved.text
+    wide = ask(device, scope="admin")
+    assert (wide.status_code, error_of(wide)) == (400, "invalid_scope")
+    unregistered = ask(register_client(browser), scope="read")
+    assert (unregistered.status_code, error_of(unregistered)) == (
+        400,
+        "unauthorized_client",
+    )
+    unknown = ask({"client_id": "nobody", "token_endpoint_auth_method": "none"})
+    assert (unknown.status_code, error_of(unknown)) == (401, "invalid_client")
+    limited = ask(device)
+    assert (limited.status_code, error_of(limited)) == (429, "too_many_requests")
+
+    def poll(codes: requests.Response) -> requests.Response:
+        form = {"grant_type": DEVICE_GRANT, "device_code": codes.json()["device_code"]}
+        return check(token_request(browser, device, form), "/token", "post")
+
+    assert error_of(poll(approved)) == "authorization_pending"
+    assert error_of(poll(approved)) == "slow_down"
+    browser.login(person["email"], person["password"])
+    for codes, decision in ((approved, "approve"), (denied, "deny")):
+        page = browser.get("/device", params={"user_code": codes.json()["user_code"]})
+        assert page.status_code == 200, page.text
+        data = {**browser.form(page), "decision": decision}
+        assert browser.post("/device", data=data).status_code == 200
+    issued = poll(approved)
+    assert issued.status_code == 200, issued.text
+    assert "refresh_token" in issued.json()
+    assert error_of(poll(approved)) == "invalid_grant"
+    assert error_of(poll(denied)) == "access_denied"
 
 
 # --- POST /auth/token and /api-keys --------------------------------------------

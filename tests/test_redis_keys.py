@@ -25,11 +25,13 @@ from helpers import (
     LOOPBACK_REDIRECT,
     Browser,
     bearer,
+    client_post,
     get_code,
     key_token,
     new_key,
     obtain_tokens,
     refresh,
+    register_client,
     revoke,
     revoke_from_account_page,
     until,
@@ -56,6 +58,7 @@ NOT_KEYS = {
     "read:user": "a GitHub scope",
     "user:email": "a GitHub scope",
     "urn:ietf:params:oauth:grant-type:jwt-bearer": "a grant type (RFC 7523)",
+    "urn:ietf:params:oauth:grant-type:device_code": "a grant type (RFC 8628)",
     "urn:ietf:params:oauth:grant-profile:id-jag": "a grant profile (ID-JAG)",
 }
 #: What the limits library puts before every key flask-limiter names.
@@ -237,6 +240,18 @@ def _run_the_flows(
     url = documents.document("/client.json")
     metadata_client = {"client_id": url, "token_endpoint_auth_method": "none"}
     get_code(browser, {**metadata_client, "redirect_uris": [LOOPBACK_REDIRECT]}, user)
+    # A device asks for codes and leaves them pending; the signed-in person
+    # types a wrong code once, which both budgets of wrong codes count.
+    device = register_client(
+        browser,
+        grant_types=["urn:ietf:params:oauth:grant-type:device_code"],
+        redirect_uris=[],
+        token_endpoint_auth_method="none",
+    )
+    asked = client_post(browser, "/device_authorization", device, {"scope": "read"})
+    assert asked.status_code == 200, asked.text
+    wrong = browser.get("/device", params={"user_code": "BBBB-BBBB"})
+    assert wrong.status_code == 400, wrong.text
     # A service client signing with a key at its URL: the set is kept, an
     # unknown key id fetches it again, each assertion's jti is spent; then
     # the client is revoked.

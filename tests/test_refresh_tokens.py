@@ -475,8 +475,12 @@ def test_refresh_tokens_off(make_server: Any, user: dict[str, str]) -> None:
     )
 
     assert "refresh_token" not in tokens
-    assert "refresh_token" not in metadata["grant_types_supported"]
-    assert metadata["grant_types_supported"][0] == "authorization_code"
+    assert metadata["grant_types_supported"] == [
+        "authorization_code",
+        "urn:ietf:params:oauth:grant-type:device_code",
+        "client_credentials",
+        "urn:ietf:params:oauth:grant-type:jwt-bearer",
+    ]
     assert response.status_code == 400
     assert response.json()["error"] == "unsupported_grant_type"
 

@@ -331,6 +331,7 @@ def test_failed_basic_authentication_names_the_scheme(
         "password",
         "implicit",
         "urn:ietf:params:oauth:grant-type:saml2-bearer",
+        "urn:ietf:params:oauth:grant-type:token-exchange",
         "AUTHORIZATION_CODE",
     ],
 )
