@@ -73,17 +73,6 @@ def spend(limit_value: str, *key: str) -> int | None:
     return max(1, math.ceil(reset_at - time.time()))
 
 
-def waiting(limit_value: str, *key: str) -> int | None:
-    """Whether one more event would exceed ``limit_value`` for ``key``,
-    counting nothing: ``None`` if not, else the seconds until it would not."""
-    strategy = current_app.extensions["rate_limits"].limiter
-    item = parse(limit_value)
-    if strategy.test(item, *key):
-        return None
-    reset_at = strategy.get_window_stats(item, *key).reset_time
-    return max(1, math.ceil(reset_at - time.time()))
-
-
 def _retry_after_only_when_limited(response: Response) -> Response:
     # The limiter stamps Retry-After on every limited answer; RFC 9110
     # §10.2.3 gives it meaning on a 3xx too (wait before following), so it

@@ -837,3 +837,18 @@ def run_command(server: Any, *args: str) -> Any:
     """``flask --app app ARGS`` run by Flask's CLI runner on the live ``server``'s
     app (its settings, this process); the click ``Result``."""
     return server.app.test_cli_runner().invoke(args=list(args))
+
+
+# --- Device flow -------------------------------------------------------------------
+
+
+def device_lookup(browser: Browser, user_code: str) -> Any:
+    """Open ``verification_uri_complete`` and confirm the code it fills in:
+    a GET never looks a code up; the form's POST does (the consent page, or
+    the refusal). A redirect (not signed in) is returned as it is."""
+    page = browser.get("/device", params={"user_code": user_code})
+    if page.status_code != 200:
+        return page
+    fields = select_one(page, "#device-code-form").select("input")
+    data = {attribute(f, "name"): attribute(f, "value", "") for f in fields}
+    return browser.post("/device", data=data)

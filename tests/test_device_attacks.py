@@ -1,8 +1,11 @@
 """Attacks on the device authorization grant (RFC 8628), over HTTP.
 
-Each test is one hole: a guessing budget outrun by codes in flight at once,
-a consent left behind by an approval the page called failed, and a device
-approval that makes a client's unseen redirect URI a place to send people.
+Each test is a hole an attacker's review found, now closed: a guessing
+budget outrun by codes in flight at once, a consent left behind by an
+approval the page called failed, a device approval that makes a client's
+unseen redirect URI a place to send people, a poll naming another resource
+that spent the approval, and links from other sites spending a person's
+guessing budget.
 Where a race decides the outcome, the moment it needs is widened in this
 process (the live server runs in it), so the outcome does not depend on luck.
 """
@@ -47,8 +50,13 @@ def start(browser: Browser, client: dict[str, Any]) -> dict[str, Any]:
 
 
 def enter(browser: requests.Session, url: str, user_code: str) -> requests.Response:
+    """Open the link the device shows and confirm the code it fills in."""
     query = urlencode({"user_code": user_code})
-    return browser.get(f"{url}/device?{query}", allow_redirects=False, timeout=30)
+    page = browser.get(f"{url}/device?{query}", allow_redirects=False, timeout=30)
+    assert page.status_code == 200, page.text[:500]
+    fields = select_one(page, "#device-code-form").select("input")
+    data = {attribute(f, "name"): attribute(f, "value", "") for f in fields}
+    return browser.post(f"{url}/device", data=data, allow_redirects=False, timeout=30)
 
 
 def consent_form(browser: Browser, user_code: str) -> dict[str, str]:
@@ -109,16 +117,16 @@ def test_a_person_told_their_approval_failed_is_left_no_consent(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Two people open the same code (one of them was sent it) and approve at
-    # once. The consent is written before the code is decided, so the one
-    # who loses is shown "This code is not valid" yet holds a live consent
+    # once. Were the consent written before the code is claimed, the one who
+    # loses would be shown "This code is not valid" yet hold a live consent
     # to the client: on the account page, trusted for redirects, and able to
-    # narrow or widen a consent they already had.
+    # narrow or widen a consent they already had. The claim is widened here.
     client = register_device_client(browser)
     flow = start(browser, client)
     people = [signed_in_as(server, person) for person in (user, other_user)]
     forms = [consent_form(person, flow["user_code"]) for person in people]
     decided: list[Any] = []
-    monkeypatch.setattr(device_codes, "decide", slowed(device_codes.decide, decided))
+    monkeypatch.setattr(device_codes, "claim", slowed(device_codes.claim, decided))
 
     def approve(index: int) -> requests.Response:
         return people[index].post(
@@ -174,3 +182,41 @@ def test_approving_a_device_makes_none_of_its_redirect_uris_trusted(
 
     assert not response.headers.get("Location", "").startswith(ELSEWHERE)
     assert response.status_code == 400
+
+
+def test_a_poll_for_another_resource_spends_nothing(
+    server: LiveServer, browser: Browser, signed_in: Browser
+) -> None:
+    # The code grant refuses another resource without spending the code;
+    # the device grant must too, or one bad poll loses the person's approval.
+    client = register_device_client(browser)
+    flow = start(browser, client)
+    approved = signed_in.post(
+        "/device",
+        data={**consent_form(signed_in, flow["user_code"]), "decision": "approve"},
+    )
+    select_one(approved, "#device-approved")
+    form = {"grant_type": DEVICE_GRANT, "device_code": flow["device_code"]}
+    elsewhere = client_post(
+        browser, "/token", client, {**form, "resource": "https://other.example/mcp"}
+    )
+    assert elsewhere.status_code == 400
+    assert elsewhere.json()["error"] == "invalid_target"
+    won = client_post(browser, "/token", client, form)
+    assert won.status_code == 200, won.text
+
+
+def test_links_from_elsewhere_spend_no_guessing_budget(
+    make_server: Callable[..., LiveServer], user: dict[str, str]
+) -> None:
+    # A site can send a signed-in person's browser to /device?user_code=...
+    # as often as it likes; were that a lookup, it would spend the person's
+    # budget and lock them out. A GET only fills the form in.
+    live = make_server(USER_CODE_RATE_LIMIT="2 per 15 minutes")
+    person = signed_in_as(live, user)
+    for _ in range(5):
+        page = person.get("/device", params={"user_code": "BBBB-BBBB"})
+        assert page.status_code == 200
+        assert attribute(select_one(page, "#user-code-input"), "value") == "BBBB-BBBB"
+    flow = start(person, register_device_client(person))
+    assert enter(person, live.url, flow["user_code"]).status_code == 200

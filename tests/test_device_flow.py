@@ -13,10 +13,10 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
+from urllib.parse import parse_qs, urljoin, urlsplit
 
 import pytest
 import requests
@@ -27,6 +27,7 @@ from helpers import (
     attribute,
     claims_of,
     client_post,
+    device_lookup,
     refresh,
     register_client,
     register_resource,
@@ -104,8 +105,8 @@ def device_key(device_code: str) -> str:
 
 
 def enter(browser: Browser, user_code: str) -> requests.Response:
-    """Open the link the device shows (or type the code into the address)."""
-    return browser.get("/device?" + urlencode({"user_code": user_code}))
+    """Open the link the device shows and confirm the code it fills in."""
+    return device_lookup(browser, user_code)
 
 
 def hidden_fields(page: requests.Response, form: str) -> dict[str, str]:
@@ -572,11 +573,25 @@ def test_the_code_is_entered_on_a_form_and_read_loosely(
         assert scopes_on(page) == ["read"]
 
 
-def test_the_consent_page_names_the_device_client_resource_and_scopes(
-    server: LiveServer, browser: Browser, signed_in: Browser, user: dict[str, str]
-) -> None:
+@pytest.fixture
+def tools(server: LiveServer) -> Iterator[str]:
+    """A registered MCP server beside /mcp, removed afterwards so that the
+    tests after this one see the registry as it was."""
     register_resource(server, TOOLS, name="GitHub", scopes="repo issues")
     assert until(lambda: TOOLS in protected_resources(server), 5)
+    yield TOOLS
+    removed = server.app.test_cli_runner().invoke(args=["resources", "remove", TOOLS])
+    assert removed.exit_code == 0, removed.output
+    assert until(lambda: TOOLS not in protected_resources(server), 5)
+
+
+def test_the_consent_page_names_the_device_client_resource_and_scopes(
+    server: LiveServer,
+    browser: Browser,
+    signed_in: Browser,
+    user: dict[str, str],
+    tools: str,
+) -> None:
     client = register_device_client(browser, grant_types=[DEVICE_GRANT])
     flow = start(browser, client, resource=TOOLS, scope="issues repo")
 
@@ -599,7 +614,9 @@ def test_the_consent_page_names_the_device_client_resource_and_scopes(
     buttons = {attribute(b, "value") for b in form.select("button[name=decision]")}
     assert buttons == {"approve", "deny"}
 
-    chinese = signed_in.get(page.url, headers={"Accept-Language": "zh"})
+    signed_in.headers["Accept-Language"] = "zh"
+    chinese = enter(signed_in, flow["user_code"])
+    del signed_in.headers["Accept-Language"]
     assert chinese.status_code == 200
     assert attribute(select_one(chinese, "html"), "lang") == "zh"
     notice = select_one(chinese, "#device-notice").get_text(strip=True)

@@ -158,6 +158,16 @@ async def mcp_whoami(url: str, access_token: str) -> dict[str, Any]:
         return whoami_of(await session.call_tool("whoami", {}))
 
 
+def confirm_prefilled_code(chromium: WebDriver, user_code: str) -> None:
+    """The link fills the code in; the person checks it and goes on (a GET
+    never looks a code up)."""
+    entry = wait_for(chromium, "form#device-code-form #user-code-input")
+    assert entry.get_attribute("value") == user_code
+    chromium.find_element(
+        By.CSS_SELECTOR, "form#device-code-form [type=submit]"
+    ).click()
+
+
 def sign_in_with_password(chromium: WebDriver, user: dict[str, str]) -> None:
     wait_for(chromium, "#password-sign-in")
     chromium.find_element(By.NAME, "email").send_keys(user["email"])
@@ -252,11 +262,12 @@ def test_a_person_signed_in_upstream_confirms_a_prefilled_code(
     fresh(chromium).get(complete)
     chromium.find_element(By.CSS_SELECTOR, "form.provider button").click()
     # The provider's own sign-in page, unless it remembers the person.
-    wait_for(chromium, f"input[name=login], {APPROVE}")
+    wait_for(chromium, "input[name=login], form#device-code-form")
     if chromium.find_elements(By.NAME, "login"):
         chromium.find_element(By.NAME, "login").send_keys("ada")
         chromium.find_element(By.NAME, "password").send_keys("any password")
         chromium.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    confirm_prefilled_code(chromium, grant["user_code"])
     wait_for(chromium, APPROVE)
     assert chromium.find_element(By.ID, "user-code").text == grant["user_code"]
     chromium.find_element(By.CSS_SELECTOR, APPROVE).click()
@@ -278,6 +289,7 @@ def test_the_device_consent_page_fits_a_phone(
 
     fresh(chromium, 375, 740).get(grant["verification_uri_complete"])
     sign_in_with_password(chromium, user)
+    confirm_prefilled_code(chromium, grant["user_code"])
     approve = wait_for(chromium, APPROVE)
 
     width = chromium.execute_script("return window.innerWidth")

@@ -19,6 +19,7 @@ from conftest import LiveServer, make_user
 from helpers import (
     Browser,
     client_post,
+    device_lookup,
     get_code,
     obtain_token,
     redeem,
@@ -300,7 +301,7 @@ def test_device_flow_answers_as_documented(
     assert error_of(poll(approved)) == "slow_down"
     browser.login(person["email"], person["password"])
     for codes, decision in ((approved, "approve"), (denied, "deny")):
-        page = browser.get("/device", params={"user_code": codes.json()["user_code"]})
+        page = device_lookup(browser, codes.json()["user_code"])
         assert page.status_code == 200, page.text
         data = {**browser.form(page), "decision": decision}
         assert browser.post("/device", data=data).status_code == 200

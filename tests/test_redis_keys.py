@@ -26,6 +26,7 @@ from helpers import (
     Browser,
     bearer,
     client_post,
+    device_lookup,
     get_code,
     key_token,
     new_key,
@@ -250,7 +251,7 @@ def _run_the_flows(
     )
     asked = client_post(browser, "/device_authorization", device, {"scope": "read"})
     assert asked.status_code == 200, asked.text
-    wrong = browser.get("/device", params={"user_code": "BBBB-BBBB"})
+    wrong = device_lookup(browser, "BBBB-BBBB")
     assert wrong.status_code == 400, wrong.text
     # A service client signing with a key at its URL: the set is kept, an
     # unknown key id fetches it again, each assertion's jti is spent; then

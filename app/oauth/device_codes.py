@@ -3,8 +3,9 @@
 A device code's record holds what the device asked for and, once the person
 acts at ``/device``, their decision. Each record is changed only by a Lua
 script, so every instance sees one truth: a poll too soon after the last
-one widens the interval for good (§3.5 ``slow_down``), one decision wins,
-and of concurrent polls after approval exactly one takes the grant. Times
+one widens the interval for good (§3.5 ``slow_down``), one person claims a
+code before anything is recorded for it and settles it once, and of
+concurrent polls after approval exactly one takes the grant. Times
 are Redis's own clock, the one every instance shares.
 
 Only digests are keys: the device code is a bearer secret, and a dump of
@@ -39,8 +40,10 @@ MAX_USER_CODE_INPUT = 64
 DEVICE_PREFIX = "oauth:device:"
 USER_CODE_PREFIX = "oauth:device-user:"
 
-#: KEYS[1] the device code's record; ARGV[1] the polling client. The answer's
-#: first element is a :class:`Poll` value; ``approved`` comes with the record.
+#: KEYS[1] the device code's record; ARGV[1] the polling client, ARGV[2]
+#: the interval's step, ARGV[3] the resource asked for ('' for none). The
+#: answer's first element is a :class:`Poll` value; ``approved`` comes with
+#: the record. Another resource than the code's spends nothing (RFC 8707).
 _POLL = """
 local value = redis.call('GET', KEYS[1])
 if not value then return {'unknown'} end
@@ -48,6 +51,7 @@ local ok, record = pcall(cjson.decode, value)
 if not ok or type(record) ~= 'table' or record['client_id'] ~= ARGV[1] then
   return {'unknown'}
 end
+if ARGV[3] ~= '' and record['resource'] ~= ARGV[3] then return {'other_resource'} end
 if record['status'] == 'used' then return {'used'} end
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
@@ -71,21 +75,37 @@ return {answer}
 """
 
 #: KEYS[1] the user code's index, KEYS[2] the device code's record; ARGV[1]
-#: the record's digest, ARGV[2] the decision's fields. Only a pending,
-#: unexpired code is decided, once; its user code is then forgotten.
-_DECIDE = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+#: the record's digest, ARGV[2] the person deciding. Only a pending,
+#: unexpired code is claimed, once; its user code is then forgotten. The
+#: claimed record, or nothing.
+_CLAIM = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
 local value = redis.call('GET', KEYS[2])
-if not value then return 0 end
+if not value then return false end
 local record = cjson.decode(value)
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 if record['status'] ~= 'pending' or now >= tonumber(record['expires_at']) then
+  return false
+end
+record['status'] = 'claimed'
+record['claimed_by'] = ARGV[2]
+redis.call('SET', KEYS[2], cjson.encode(record), 'KEEPTTL')
+redis.call('DEL', KEYS[1])
+return value
+"""
+
+#: KEYS[1] a claimed record; ARGV[1] its claimant, ARGV[2] the decision's
+#: fields. Only the claimant settles it, once.
+_SETTLE = """
+local value = redis.call('GET', KEYS[1])
+if not value then return 0 end
+local record = cjson.decode(value)
+if record['status'] ~= 'claimed' or record['claimed_by'] ~= ARGV[1] then
   return 0
 end
 for name, field in pairs(cjson.decode(ARGV[2])) do record[name] = field end
-redis.call('SET', KEYS[2], cjson.encode(record), 'KEEPTTL')
-redis.call('DEL', KEYS[1])
+redis.call('SET', KEYS[1], cjson.encode(record), 'KEEPTTL')
 return 1
 """
 
@@ -103,6 +123,8 @@ class Poll(Enum):
     SLOW_DOWN = "slow_down"
     #: Approved, and taken by this poll.
     APPROVED = "approved"
+    #: For another resource than the one asked for; nothing spent.
+    OTHER_RESOURCE = "other_resource"
 
 
 @dataclass(frozen=True)
@@ -204,34 +226,52 @@ def find(user_code: str) -> Pending | None:
     return Pending(user_code, DeviceRequest.from_record(value))
 
 
-def decide(
-    user_code: str,
-    *,
-    approved: bool,
-    user_id: str | None = None,
-    consent_id: str | None = None,
-    scope: str | None = None,
-    auth_time: int | None = None,
-) -> bool:
-    """Record the person's decision on a pending user code; ``False`` if it
-    was no longer pending (decided meanwhile, or expired)."""
+@dataclass(frozen=True)
+class Claim:
+    """A user code one person is deciding on; nobody else can any more."""
+
+    digest: str
+    user_id: str
+    request: DeviceRequest
+
+
+def claim(user_code: str, user_id: str) -> Claim | None:
+    """Take a pending, unexpired user code for ``user_id`` to decide on,
+    before anything is recorded; ``None`` if it was no longer pending
+    (decided or claimed meanwhile, or expired)."""
     redis = get_redis()
     index = USER_CODE_PREFIX + _digest(user_code)
     digest = redis.get(index)
     if digest is None:
-        return False
+        return None
+    claim_script = get_script(_CLAIM)
+    value = claim_script(keys=[index, DEVICE_PREFIX + digest], args=[digest, user_id])
+    if not value:
+        return None
+    return Claim(digest, user_id, DeviceRequest.from_record(value))
+
+
+def settle(
+    claimed: Claim,
+    *,
+    approved: bool,
+    consent_id: str | None = None,
+    scope: str | None = None,
+    auth_time: int | None = None,
+) -> bool:
+    """Record the claimant's decision; the device's next poll answers it."""
     fields: dict[str, object] = {"status": "denied"}
     if approved:
         fields = {
             "status": "approved",
-            "user_id": user_id,
+            "user_id": claimed.user_id,
             "consent_id": consent_id,
             "scope": scope,
             "auth_time": auth_time,
         }
-    decide_script = get_script(_DECIDE)
-    keys = [index, DEVICE_PREFIX + digest]
-    return bool(decide_script(keys=keys, args=[digest, json.dumps(fields)]))
+    settle_script = get_script(_SETTLE)
+    keys = [DEVICE_PREFIX + claimed.digest]
+    return bool(settle_script(keys=keys, args=[claimed.user_id, json.dumps(fields)]))
 
 
 @dataclass(frozen=True)
@@ -241,13 +281,14 @@ class PollResult:
     request: DeviceRequest | None = None
 
 
-def poll(device_code: str, client_id: str) -> PollResult:
-    """One poll of ``device_code`` by ``client_id`` (RFC 8628 §3.4)."""
+def poll(device_code: str, client_id: str, resource: str = "") -> PollResult:
+    """One poll of ``device_code`` by ``client_id`` (RFC 8628 §3.4), for
+    ``resource`` when the request names one."""
     if len(device_code) > 128:
         return PollResult(Poll.UNKNOWN)
     poll_script = get_script(_POLL)
     keys = [DEVICE_PREFIX + _digest(device_code)]
-    answer = poll_script(keys=keys, args=[client_id, SLOW_DOWN_STEP])
+    answer = poll_script(keys=keys, args=[client_id, SLOW_DOWN_STEP, resource])
     found = Poll(answer[0])
     if found is Poll.APPROVED:
         return PollResult(found, DeviceRequest.from_record(answer[1]))

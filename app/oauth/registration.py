@@ -67,12 +67,13 @@ def _string_list(data: dict[str, Any], name: str, default: list[str]) -> list[st
 
 def _redirect_uris(data: dict[str, Any], grant_types: list[str]) -> list[str]:
     """RFC 7591 §2: redirect URIs, required of a client of a redirect-based
-    grant; a client of other grants only (a device's) may register none."""
+    grant. A client of other grants only (a device's) has none: any it sends
+    are dropped, since nobody approving it ever sees them, and an approval
+    must not make one a place people are sent to."""
     uris = data.get("redirect_uris")
-    redirected = "authorization_code" in grant_types
-    if uris is None and not redirected:
+    if "authorization_code" not in grant_types:
         return []
-    if not isinstance(uris, list) or (redirected and not uris):
+    if not isinstance(uris, list) or not uris:
         raise InvalidRedirectURIError("'redirect_uris' must be a non-empty list.")
     if len(uris) > MAX_REDIRECT_URIS:
         raise InvalidRedirectURIError("Too many redirect URIs.")

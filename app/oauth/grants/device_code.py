@@ -41,6 +41,7 @@ from ..clients import Client
 from ..constants import AUTH_METHODS, DEVICE_CODE, DEVICE_VERIFICATION_PATH
 from ..device_codes import Poll
 from ..issuance import Issuance
+from ..oauth_errors import InvalidTargetError
 from ..resources import resolve_resource
 from ..tokens import new_jti
 from .authorization_code import consented_issuance
@@ -100,7 +101,11 @@ class DeviceGrant(DeviceCodeGrant):
         if not client.check_grant_type(self.GRANT_TYPE):
             raise UnauthorizedClientError("The client did not register this grant.")
         self.request.client = client
-        result = device_codes.poll(device_code, client.client_id)
+        # RFC 8707: a resource we do not serve is refused before the code is
+        # looked at; another of ours is refused by the poll, spending nothing.
+        values = self.request.payload.datalist.get("resource", [])
+        resource = resolve_resource(values).uri if values else ""
+        result = device_codes.poll(device_code, client.client_id, resource)
         approved = result.request
         if approved is None or result.found is not Poll.APPROVED:
             raise _POLL_ERRORS[result.found]()
@@ -136,4 +141,5 @@ _POLL_ERRORS: dict[Poll, Any] = {
     Poll.DENIED: AccessDeniedError,
     Poll.PENDING: AuthorizationPendingError,
     Poll.SLOW_DOWN: SlowDownError,
+    Poll.OTHER_RESOURCE: InvalidTargetError,
 }
