@@ -112,6 +112,10 @@ IDENTITY_ISSUER_TRUSTED = _event(
     "email_domains",
 )
 IDENTITY_ISSUER_DISTRUSTED = _event("identity_issuer_distrusted", "issuer")
+#: An operator published the next of the service's own signing keys.
+SIGNING_KEY_ROTATED = _event("signing_key_rotated", "kid", "algorithm")
+#: The service made its first signing key (no key configured).
+SIGNING_KEY_CREATED = _event("signing_key_created", "kid", "algorithm")
 
 
 def record(event: Event, **fields: Any) -> None:

@@ -9,9 +9,10 @@ import click
 from flask import Flask
 from sqlalchemy import select
 
-from . import audit, migrate
+from . import audit, migrate, signing_keys
 from .cli_group import OperatorGroup
 from .cli_idps import idps_cli
+from .cli_keys import keys_cli
 from .cli_resources import resources_cli
 from .cli_services import COMMANDS as SERVICE_COMMANDS
 from .config import current_settings
@@ -97,6 +98,17 @@ def upgrade_command(revision: str) -> None:
     settings = current_settings()
     builtin = builtin_resource(settings).uri
     migrate.upgrade(settings.database_url, revision, builtin_resource=builtin)
+    if settings.managed_keys and revision == "head":
+        # The first release makes the service's signing key; a later one
+        # seals again under SECRET_KEY what only a fallback opened.
+        try:
+            key = signing_keys.ensure(settings)
+            resealed = signing_keys.reseal(settings)
+        except signing_keys.KeyUnreadable as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"signing key {key.kid} ({key.algorithm})")
+        if resealed:
+            click.echo(f"sealed {resealed} signing key(s) under the current SECRET_KEY")
 
 
 @db_cli.command("downgrade")
@@ -109,7 +121,8 @@ def downgrade_command(revision: str) -> None:
 def init_app(app: Flask) -> None:
     for command in SERVICE_COMMANDS:
         clients_cli.add_command(command)
-    for group in (users_cli, clients_cli, db_cli, resources_cli, idps_cli):
+    groups = (users_cli, clients_cli, db_cli, resources_cli, idps_cli, keys_cli)
+    for group in groups:
         # Runs before each of the group's commands.
         group.callback = log_to_stderr
         app.cli.add_command(group)

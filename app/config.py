@@ -16,7 +16,7 @@ from redis.connection import parse_url as parse_redis_url
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from .config_keys import load_signing_key, load_verify_keys
+from .config_keys import GENERATED_ALGORITHMS, load_signing_key, load_verify_keys
 from .config_providers import (
     ProviderSettingError,
     ProviderSettings,
@@ -137,6 +137,22 @@ def _issuer(value: str) -> str:
 def _secret(value: str) -> str:
     if len(value) < MIN_SECRET_LENGTH:
         raise ValueError(f"must be at least {MIN_SECRET_LENGTH} characters")
+    return value
+
+
+def _secret_list(value: str) -> tuple[str, ...]:
+    """Secrets separated by commas or spaces (none of them holds either)."""
+    secrets = tuple(v for v in re.split(r"[,\s]+", value) if v)
+    if not secrets:
+        raise ValueError("names no secret")
+    for secret in secrets:
+        _secret(secret)
+    return secrets
+
+
+def _generated_algorithm(value: str) -> str:
+    if value not in GENERATED_ALGORITHMS:
+        raise ValueError(f"must be one of {', '.join(GENERATED_ALGORITHMS)}")
     return value
 
 
@@ -318,12 +334,17 @@ class Settings:
     redis_url: str = setting(_redis_url)
     secret_key: str = setting(_secret)
     issuer: str = setting(_issuer)
-    #: HS256 key; required only without ``jwt_signing_key`` (see ``load_settings``).
+    #: Earlier values of ``secret_key``, still accepted while it is rotated:
+    #: sessions signed and signing keys sealed under them stay readable.
+    secret_key_fallbacks: tuple[str, ...] = setting(_secret_list, (), secret=True)
+    #: HS256 key, set on purpose; unused when ``jwt_signing_key`` is set.
     jwt_secret: str | None = setting(_secret, None, secret=True)
-    #: PEM private key (EC P-256 or Ed25519) that signs tokens, ES256 or EdDSA.
+    #: PEM private key (RSA, EC P-256 or Ed25519): RS256, ES256 or EdDSA.
     jwt_signing_key: str | None = setting(_signing_key, None, secret=True)
     #: PEM keys of retired (or upcoming) signing keys, still published and accepted.
     jwt_verify_keys: str | None = setting(_verify_keys, None)
+    #: The algorithm of the keys the service makes itself (neither key set).
+    signing_key_algorithm: str = setting(_generated_algorithm, "RS256")
     port: int = setting(_int(1, 65535), 8000)
     web_concurrency: int = setting(_int(1, 256), 2)
     trusted_proxy_hops: int = setting(_int(0, 10), 0)
@@ -402,6 +423,12 @@ class Settings:
     password_sign_in: bool = setting(_switch, True)
 
     @property
+    def managed_keys(self) -> bool:
+        """Neither key is configured: the service makes and keeps its own
+        signing keys (app/signing_keys.py)."""
+        return not self.jwt_signing_key and not self.jwt_secret
+
+    @property
     def secure_cookies(self) -> bool:
         return self.issuer.startswith("https://")
 
@@ -439,13 +466,10 @@ def _read_providers(values: dict[str, Any], environ: Mapping[str, str]) -> None:
 
 
 def _check_token_keys(values: dict[str, Any]) -> None:
-    # docs/settings.md: HS256 under JWT_SECRET unless a signing key is configured.
-    if values.get("jwt_signing_key"):
-        return
-    if values.get("jwt_verify_keys"):
+    # docs/settings.md: JWT_SIGNING_KEY, else HS256 under JWT_SECRET, else
+    # keys the service makes itself.
+    if values.get("jwt_verify_keys") and not values.get("jwt_signing_key"):
         raise ConfigError("JWT_VERIFY_KEYS", "is set but JWT_SIGNING_KEY is not")
-    if not values.get("jwt_secret"):
-        raise ConfigError("JWT_SECRET", "is required when JWT_SIGNING_KEY is not set")
 
 
 def current_settings() -> Settings:

@@ -1,4 +1,5 @@
-"""Reading the key settings (``JWT_SIGNING_KEY``, ``JWT_VERIFY_KEYS``) from PEM.
+"""Reading the key settings (``JWT_SIGNING_KEY``, ``JWT_VERIFY_KEYS``) from PEM,
+and making the keys the service manages itself (app/signing_keys.py).
 
 A validation helper of :mod:`app.config`, which refuses at start-up a key that
 could not sign later; :mod:`app.oauth.keys` builds the key ring from what it
@@ -13,13 +14,22 @@ from typing import Any
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from joserfc.jwk import ECKey, Key, OKPKey
+from joserfc.jwk import ECKey, Key, OKPKey, RSAKey
 
 #: One PEM block (RFC 7468 §2); its label must match at both ends.
 PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----.*?-----END \1-----", re.S)
 
-#: The key types accepted (ES256 and EdDSA), as configuration errors name them.
-ACCEPTED = "an EC P-256 or Ed25519 key"
+#: The key types accepted (RS256, ES256 and EdDSA), as configuration errors name them.
+ACCEPTED = "an RSA, EC P-256 or Ed25519 key"
+#: NIST SP 800-131A: RSA keys shorter than this no longer sign.
+MIN_RSA_BITS = 2048
+#: The size of the RSA keys the service makes: what verifiers expect, and
+#: signing stays cheap (``make bench``).
+GENERATED_RSA_BITS = 2048
+#: What the service may make its own keys for (``SIGNING_KEY_ALGORITHM``).
+GENERATED_ALGORITHMS = ("RS256", "ES256", "EdDSA")
+#: Each accepted algorithm's joserfc key class.
+KEY_CLASSES: dict[str, type[Key]] = {"RS256": RSAKey, "ES256": ECKey, "EdDSA": OKPKey}
 
 
 def _normalise(text: str) -> str:
@@ -53,6 +63,13 @@ def algorithm_of(public_key: Any) -> str:
         return "ES256"
     if isinstance(public_key, ed25519.Ed25519PublicKey):
         return "EdDSA"
+    if isinstance(public_key, rsa.RSAPublicKey):
+        if public_key.key_size < MIN_RSA_BITS:
+            raise ValueError(
+                f"must be an RSA key of {MIN_RSA_BITS} bits or more,"
+                f" not {public_key.key_size}"
+            )
+        return "RS256"
     raise ValueError(f"must be {ACCEPTED}, not {_describe(public_key)}")
 
 
@@ -70,8 +87,7 @@ def _public_jwk(public_key: Any) -> tuple[str, Key]:
     pem = public_key.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    key: Key = ECKey.import_key(pem) if algorithm == "ES256" else OKPKey.import_key(pem)
-    return algorithm, key
+    return algorithm, KEY_CLASSES[algorithm].import_key(pem)
 
 
 def load_signing_key(text: str) -> tuple[str, Key, Key]:
@@ -81,8 +97,28 @@ def load_signing_key(text: str) -> tuple[str, Key, Key]:
         raise ValueError(f"must be one PEM private key, {ACCEPTED}")
     private = _load_private(blocks[0][1])
     algorithm, public = _public_jwk(private.public_key())
-    key_class = ECKey if algorithm == "ES256" else OKPKey
-    return algorithm, key_class.import_key(blocks[0][1]), public
+    return algorithm, KEY_CLASSES[algorithm].import_key(blocks[0][1]), public
+
+
+def generate_private_pem(algorithm: str) -> bytes:
+    """A new private key for ``algorithm`` (RS256, ES256 or EdDSA), as
+    unencrypted PKCS #8 PEM; sealed by the caller before it is stored."""
+    private: Any
+    if algorithm == "RS256":
+        private = rsa.generate_private_key(
+            public_exponent=65537, key_size=GENERATED_RSA_BITS
+        )
+    elif algorithm == "ES256":
+        private = ec.generate_private_key(ec.SECP256R1())
+    elif algorithm == "EdDSA":
+        private = ed25519.Ed25519PrivateKey.generate()
+    else:
+        raise ValueError(f"cannot make a key for {algorithm}")
+    return private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
 
 
 def load_verify_keys(text: str) -> list[tuple[str, Key]]:

@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -335,3 +336,26 @@ class DeniedToken(Base):
 
     jti: Mapped[str] = mapped_column(String(64), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class SigningKey(Base):
+    """A signing key the service made itself (app/signing_keys.py).
+
+    Published from its creation; signs from ``signs_from``, until a newer
+    key's ``signs_from``; published until ``published_until`` (``None``:
+    while it is the newest), when the last token it signed has expired.
+    """
+
+    __tablename__ = "signing_keys"
+
+    #: Its RFC 7638 thumbprint, the ``kid`` of every token it signs.
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    algorithm: Mapped[str] = mapped_column(String(16))
+    #: PKCS #8 PEM under AES-256-GCM, its key derived from ``SECRET_KEY``.
+    sealed_private_key: Mapped[bytes] = mapped_column(LargeBinary)
+    public_jwk: Mapped[dict] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    signs_from: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    published_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

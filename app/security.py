@@ -22,6 +22,8 @@ CONTENT_SECURITY_POLICY = (
 def init_app(app: Flask, settings: Settings) -> None:
     app.config.update(
         SECRET_KEY=settings.secret_key,
+        # Flask signs with SECRET_KEY and still reads these (its rotation list).
+        SECRET_KEY_FALLBACKS=list(settings.secret_key_fallbacks),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.secure_cookies,

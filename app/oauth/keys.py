@@ -1,9 +1,11 @@
 """The keys that sign and verify access tokens, and the public JWK Set (RFC 7517).
 
-With ``JWT_SIGNING_KEY`` set, tokens are signed with that EC P-256 (ES256) or
-Ed25519 (EdDSA) private key and name it by its RFC 7638 thumbprint in ``kid``;
-the keys in ``JWT_VERIFY_KEYS`` are published and accepted beside it. Without
-it, tokens are HS256 under ``JWT_SECRET``, which is never published.
+With ``JWT_SIGNING_KEY`` set, tokens are signed with that RSA (RS256), EC
+P-256 (ES256) or Ed25519 (EdDSA) private key and name it by its RFC 7638
+thumbprint in ``kid``; the keys in ``JWT_VERIFY_KEYS`` are published and
+accepted beside it. With ``JWT_SECRET`` instead, tokens are HS256 under it,
+and it is never published. With neither, the keys are those the service
+made itself (app/signing_keys.py), built into a ring by :func:`stored_key_ring`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from joserfc.errors import InvalidKeyIdError, InvalidKeyTypeError
 from joserfc.jwa import EdDSAAlgorithm, JWSAlgModel, JWSRegistry
 from joserfc.jwk import Key, OctKey
 
-from ..config_keys import load_signing_key, load_verify_keys
+from ..config_keys import KEY_CLASSES, load_signing_key, load_verify_keys
+from ..signing_keys import StoredKeys
 
 #: The algorithm of deployments without a signing key.
 HMAC_ALGORITHM = "HS256"
@@ -109,13 +112,34 @@ def key_ring(
         verifying.setdefault(
             other.thumbprint(), VerifyingKey(other.thumbprint(), other_algorithm, other)
         )
+    return _asymmetric_ring(current, private, verifying)
+
+
+def stored_key_ring(stored: StoredKeys) -> KeyRing:
+    """The ring of the keys the service made itself, as stored now."""
+    kid, algorithm, pem = stored.signing
+    _, private, public = load_signing_key(pem.decode())
+    verifying: dict[str | None, VerifyingKey] = {
+        stored_kid: VerifyingKey(
+            stored_kid, stored_algorithm, KEY_CLASSES[stored_algorithm].import_key(jwk)
+        )
+        for stored_kid, stored_algorithm, jwk in stored.published
+    }
+    current = VerifyingKey(kid, algorithm, public)
+    verifying.setdefault(kid, current)
+    return _asymmetric_ring(current, private, verifying)
+
+
+def _asymmetric_ring(
+    current: VerifyingKey, private: Key, verifying: dict[str | None, VerifyingKey]
+) -> KeyRing:
     algorithms = sorted({entry.algorithm for entry in verifying.values()})
     return KeyRing(
-        algorithm=algorithm,
+        algorithm=current.algorithm,
         kid=current.kid,
         signing_key=private,
         verifying=verifying,
-        signing_registry=TokenRegistry(algorithms=[algorithm]),
+        signing_registry=TokenRegistry(algorithms=[current.algorithm]),
         verifying_registry=TokenRegistry(algorithms=algorithms),
         jwks={"keys": [_published(entry) for entry in verifying.values()]},
     )

@@ -72,7 +72,7 @@ def authorization_server_metadata(
     if settings.client_metadata_documents:
         # draft-ietf-oauth-client-id-metadata-document §5.
         document["client_id_metadata_document_supported"] = True
-    if settings.jwt_signing_key:
+    if settings.jwt_signing_key or settings.managed_keys:
         # Only public keys can be published; an HS256 secret never is (RFC 7517).
         document["jwks_uri"] = issuer + JWKS_PATH
     if settings.resource_servers:

@@ -1,4 +1,4 @@
-"""Access tokens: JWTs (RFC 9068 profile), ES256/EdDSA or HS256 (see ``keys``).
+"""Access tokens: JWTs (RFC 9068 profile), RS256/ES256/EdDSA or HS256 (see ``keys``).
 
 Every token is one :class:`~.issuance.Issuance` signed: OAuth grants' through
 Authlib's token generator hook (:class:`AccessTokenGenerator`), API-key
@@ -24,8 +24,9 @@ from joserfc.jwt import JWTClaimsRegistry
 
 from ..config import Settings, current_settings
 from ..denylist import process_cache
+from ..signing_keys import cached_ring
 from .issuance import Issuance
-from .keys import KeyRing, key_ring
+from .keys import KeyRing, key_ring, stored_key_ring
 from .resources import Resource
 
 #: RFC 9068 §2.1: access tokens are typed, so an ID token cannot pass for one.
@@ -45,6 +46,8 @@ class InvalidAccessToken(Exception):
 
 def keys_of(settings: Settings) -> KeyRing:
     """The signing and verifying keys of ``settings``, imported once."""
+    if settings.managed_keys:
+        return cached_ring(settings, stored_key_ring)
     return key_ring(
         settings.jwt_secret, settings.jwt_signing_key, settings.jwt_verify_keys
     )
