@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flask import current_app
 from sqlalchemy import delete, select, text, update
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from . import audit
@@ -46,6 +47,7 @@ from .config_keys import generate_private_pem, load_signing_key
 from .db import db
 from .models import SigningKey, utcnow
 from .process_cache import ProcessCache
+from .surfaces import PUBLIC_MAX_AGE
 
 #: What the derived sealing key is for; a new purpose, a new key.
 _HKDF_INFO = b"signing-keys/aes-256-gcm/v1"
@@ -54,11 +56,10 @@ _ASSOCIATED_DATA = b"signing-key"
 _NONCE_BYTES = 12
 #: Seconds a process keeps the ring it built.
 RING_TTL = 60
-#: Seconds a JWK Set may be kept by those who fetch it (its ``max-age``).
-JWKS_MAX_AGE = 300
 #: From a rotation until the new key signs: every verifier's copy of the
-#: set, and every process's ring, has been refreshed by then.
-DEFAULT_SWITCH_AFTER = JWKS_MAX_AGE + RING_TTL + 60
+#: JWK Set (kept up to its ``max-age``), and every process's ring, has been
+#: refreshed by then.
+DEFAULT_SWITCH_AFTER = PUBLIC_MAX_AGE + RING_TTL + 60
 #: Beyond a token's ``exp``: clock skew allowed by verifiers.
 SKEW = 60
 #: The Postgres advisory lock held while keys are made or rotated.
@@ -221,13 +222,24 @@ def _cache() -> ProcessCache[str, Any]:
 
 
 def cached_ring(settings: Settings, build: Any) -> Any:
-    """This process's ring of the stored keys, built by ``build(StoredKeys)``."""
+    """This process's ring of the stored keys, built by ``build(StoredKeys)``.
+
+    While Postgres cannot be read, the ring read last goes on serving: the
+    keys change only by a rotation, which gives every process minutes.
+    """
     cache = _cache()
     ring = cache.get("ring")
     if ring is None:
-        stored = _read(settings)
+        try:
+            stored = _read(settings)
+        except (OperationalError, InterfaceError):
+            last = current_app.extensions.get("signing_key_ring_last")
+            if last is None:
+                raise
+            return last
         ring = build(stored)
         cache.put("ring", ring, until=stored.changes_at)
+        current_app.extensions["signing_key_ring_last"] = ring
     return ring
 
 

@@ -26,8 +26,11 @@ from .compat import confined_to
 _IMPLICIT_METHODS = frozenset({"HEAD", "OPTIONS"})
 #: Cache-Control of answers no cache may keep.
 _NEVER_STORED = "no-store"
-#: Cache-Control of public documents: they change only with a deploy.
-PUBLIC_CACHE = "public, max-age=300"
+#: Seconds a public document may be kept by whoever fetched it.
+PUBLIC_MAX_AGE = 300
+#: Cache-Control of public documents: they change only with a deploy (or a
+#: key rotation, which waits this long: app/signing_keys.py).
+PUBLIC_CACHE = f"public, max-age={PUBLIC_MAX_AGE}"
 
 View = TypeVar("View", bound=Callable)
 
