@@ -183,7 +183,8 @@ def rotate(
             return Rotation("pending", keys[-1], deleted)
         if keys and older_than is not None and keys[-1].signs_from > now - older_than:
             return Rotation("kept", keys[-1], deleted)
-        signs_from = now + timedelta(seconds=switch_after)
+        # The first key has no verifier to wait for: it signs at once.
+        signs_from = now + timedelta(seconds=switch_after if keys else 0)
         # Published until the last token the current key signs has expired.
         until = signs_from + timedelta(seconds=settings.access_token_ttl + SKEW)
         session.execute(
