@@ -16,12 +16,7 @@ from flask.cli import AppGroup
 from redis.exceptions import RedisError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-
-def reason(exc: BaseException) -> str:
-    """The first line of what the driver said, without the statement."""
-    cause = getattr(exc, "orig", None) or exc
-    lines = str(cause).strip().splitlines()
-    return lines[0] if lines else type(cause).__name__
+from .logs import reason
 
 
 class OperatorGroup(AppGroup):

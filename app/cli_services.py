@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 from flask.cli import with_appcontext
 
-from . import service_clients
+from . import audit, service_clients
 from .db import db
 from .oauth.resources import registry
 from .users import find_by_email
@@ -52,7 +52,13 @@ def create_service_command(
                 if owner is None or not owner.is_active:
                     raise click.ClickException(f"no enabled account is {for_email!r}")
             made = service_clients.create(
-                name, resource, scopes, keys, owner, acts_for_owner=owner is not None
+                name,
+                resource,
+                scopes,
+                keys,
+                owner,
+                acts_for_owner=owner is not None,
+                actor=audit.OPERATOR,
             )
     except service_clients.ServiceClientProblem as problem:
         raise click.ClickException(str(problem)) from None
@@ -79,7 +85,7 @@ def _read_key_file(path: Path) -> str:
 def revoke_command(client_id: str) -> None:
     """Revoke the service client CLIENT_ID and end its tokens."""
     with db.transaction():
-        revoked = service_clients.revoke(client_id)
+        revoked = service_clients.revoke(client_id, actor=audit.OPERATOR)
     if not revoked:
         raise click.ClickException(f"no live service client is {client_id!r}")
     click.echo(f"revoked {client_id}")

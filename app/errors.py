@@ -23,6 +23,7 @@ from werkzeug.http import parse_set_header
 from werkzeug.sansio.response import Response as BaseResponse
 
 from .db import db
+from .logs import reason
 from .surfaces import surface_of
 
 log = logging.getLogger(__name__)
@@ -136,7 +137,9 @@ def handle_http_exception(
 
 def handle_unavailable(exc: Exception) -> tuple[Response | str, int]:
     _rollback()
-    log.error("backing store unavailable: %s", type(exc).__name__)
+    # The driver's reason (refused, a certificate not trusted...), which the
+    # operator needs and the caller must not see.
+    log.error("backing store unavailable: %s: %s", type(exc).__name__, reason(exc))
     response, status = error_response(
         503,
         "temporarily_unavailable",

@@ -211,6 +211,33 @@ def log_to_stderr() -> None:
         _handler.setStream(sys.stderr)
 
 
+#: Where a driver's message may quote a password: a URI's ``user:password@``
+#: (libpq quotes the whole DATABASE_URL when it cannot parse it) and a
+#: ``password=`` option, quoted or not.
+_PASSWORD_IN_TEXT = re.compile(
+    r"(?P<uri>://[^\s/@:'\"]*:)[^\s@'\"]*(?=@)"
+    r"|(?P<option>\bpassword\s*=\s*)(?:'(?:[^'\\]|\\.)*'|[^\s&'\"]+)",
+    re.IGNORECASE,
+)
+
+
+def reason(exc: BaseException) -> str:
+    """Why a backing store failed, in one line for a log or a command's error:
+    the first line of what the driver said (SQLAlchemy's wrapper, with its
+    statement, and the rate limiter's are unwrapped), any password in it
+    replaced by ``[redacted]``; the driver's exception's name if it said
+    nothing."""
+    cause = getattr(exc, "orig", None) or getattr(exc, "storage_error", None) or exc
+    lines = str(cause).strip().splitlines()
+    if not lines:
+        return type(cause).__name__
+    return _PASSWORD_IN_TEXT.sub(_redacted, lines[0])
+
+
+def _redacted(match: re.Match[str]) -> str:
+    return (match.group("uri") or match.group("option")) + "[redacted]"
+
+
 class RequestLog:
     """WSGI middleware: a request id for every request, and one log line.
 

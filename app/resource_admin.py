@@ -179,7 +179,7 @@ def remove(uri: str) -> Removed:
         )
     ).all()
     for user_id, consent_id in live:
-        consent.withdraw(user_id, consent_id)
+        consent.withdraw(user_id, consent_id, audit.OPERATOR)
     # The keys made for it on account pages (a client's went with its consent).
     keys = revoke_all(ApiKey.resource == uri)
     db.after_commit(

@@ -148,8 +148,11 @@ def create(
     keys: dict[str, Any],
     owner: User | None = None,
     acts_for_owner: bool = False,
+    *,
+    actor: audit.Actor,
 ) -> NewServiceClient:
-    """Make a service client; ``keys`` from :func:`keys_from`."""
+    """Make a service client; ``keys`` from :func:`keys_from`. ``actor``:
+    the person on the account page, or an operator's command."""
     name = " ".join(name.split())
     if not name or len(name) > MAX_NAME_LENGTH or not name.isprintable():
         raise ServiceClientProblem(
@@ -196,6 +199,7 @@ def create(
     db.after_commit(
         lambda: audit.record(
             audit.SERVICE_CLIENT_CREATED,
+            actor,
             client_id=client_id,
             user_id=owner.id if owner is not None else None,
             resource=resource.uri,
@@ -260,9 +264,12 @@ def list_all() -> list[ServiceClientView]:
     return _views()
 
 
-def revoke(client_id: str, owner_id: uuid.UUID | None = None) -> bool:
+def revoke(
+    client_id: str, owner_id: uuid.UUID | None = None, *, actor: audit.Actor
+) -> bool:
     """Revoke a live service client (only ``owner_id``'s, when given) and end
-    its tokens; ``False`` when there is no such client."""
+    its tokens; ``False`` when there is no such client. ``actor``: that
+    person on the account page, or an operator's command."""
     if len(client_id) > MAX_CLIENT_ID_LENGTH or not is_storable(client_id):
         return False
     where = [
@@ -276,7 +283,10 @@ def revoke(client_id: str, owner_id: uuid.UUID | None = None) -> bool:
     if revoked:
         db.after_commit(
             lambda: audit.record(
-                audit.SERVICE_CLIENT_REVOKED, client_id=client_id, user_id=owner_id
+                audit.SERVICE_CLIENT_REVOKED,
+                actor,
+                client_id=client_id,
+                user_id=owner_id,
             )
         )
     return bool(revoked)

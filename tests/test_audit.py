@@ -1,4 +1,5 @@
-"""The audit trail: each event, driven over HTTP or the CLI, read back as JSON."""
+"""The audit trail: each event, driven over HTTP or the CLI, read back as JSON,
+with who acted: the person, the client, an operator or the service itself."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import hashlib
 import json
 import logging
 import os
+import re
 import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,11 +26,17 @@ from helpers import (
     consent,
     create_on_page,
     created_key,
+    csrf_token,
     get_code,
     new_key,
+    obtain_tokens,
     pkce_pair,
     redeem,
+    refresh,
     register_client,
+    register_resource,
+    revoke,
+    run_command,
 )
 
 from app import audit
@@ -52,7 +61,13 @@ class AuditLog(logging.Handler):
         [event] = self.events(name)
         assert event["message"] == "audit" and event["level"] == "INFO"
         assert event["name"] == "app.audit"
+        assert event["actor"] in ACTORS
         return event
+
+
+#: Who can act: a person (on a page, or by their bearer token), a client
+#: (authenticated at an endpoint), an operator (a command), the service.
+ACTORS = {"person", "client", "operator", "service"}
 
 
 @pytest.fixture
@@ -121,9 +136,11 @@ def test_sign_in_success_and_failure_name_the_account_by_its_id(
     assert event["method"] == "password"
     assert event["address"] == "127.0.0.1"
     assert event["request_id"] == request_id(response)
+    assert event["actor"] == "person"
     failed = audit_log.one("sign_in_failed")
     assert failed["account"] == account and "user_id" not in failed
     assert failed["method"] == "password"
+    assert failed["actor"] == "person"
 
 
 def test_sign_in_failure_for_an_unknown_email(
@@ -139,6 +156,7 @@ def test_sign_in_failure_for_an_unknown_email(
     event = audit_log.one("sign_in_failed")
     assert event == {
         **event,
+        "actor": "person",
         "account": digest(base_env, "nobody@example.com"),
         "address": "127.0.0.1",
         "method": "password",
@@ -166,6 +184,7 @@ def test_consent_given_and_denied(
     assert response.status_code == 302
 
     event = audit_log.one(name)
+    assert event["actor"] == "person"
     assert event["user_id"] == user["id"]
     assert event["client_id"] == client["client_id"]
     assert event["scope"] == "read"
@@ -185,11 +204,62 @@ def test_consent_revoked_on_the_account_page_names_the_keys_it_took_down(
     assert response.status_code == 302
 
     event = audit_log.one("consent_revoked")
+    assert event["actor"] == "person"
     assert event["user_id"] == user["id"]
     assert event["client_id"] == client["client_id"]
     assert event["consent_id"] == action.split("/")[-2]
     assert event["api_key_ids"] == [key["id"]]
     assert event["request_id"] == request_id(response)
+
+
+def test_a_refresh_token_revoked_by_its_client_ends_the_consent_as_the_client(
+    browser: Browser, user: dict, audit_log: AuditLog
+) -> None:
+    client, tokens = obtain_tokens(browser, user)
+    response = revoke(browser, client, {"token": tokens["refresh_token"]})
+    assert response.status_code == 200
+
+    # RFC 7009 §2.1: the whole consent ends, and the client did it, not the person.
+    event = audit_log.one("consent_revoked")
+    assert event["actor"] == "client"
+    assert event["user_id"] == user["id"]
+    assert event["client_id"] == client["client_id"]
+    assert event["request_id"] == request_id(response)
+
+
+def test_a_reused_refresh_token_ends_the_consent_as_the_service(
+    browser: Browser, user: dict, audit_log: AuditLog
+) -> None:
+    client, tokens = obtain_tokens(browser, user)
+    first = refresh(browser, client, tokens["refresh_token"]).json()
+    assert refresh(browser, client, first["refresh_token"]).status_code == 200
+    reuse = refresh(browser, client, tokens["refresh_token"])
+    assert reuse.status_code == 400
+
+    reused = audit_log.one("refresh_token_reused")
+    ended = audit_log.one("consent_revoked")
+    assert reused["actor"] == ended["actor"] == "service"
+    assert reused["consent_id"] == ended["consent_id"]
+    assert ended["user_id"] == user["id"]
+    assert ended["client_id"] == client["client_id"]
+    assert reused["request_id"] == ended["request_id"] == request_id(reuse)
+
+
+def test_a_removed_resource_ends_its_consents_as_the_operator(
+    server: Any, browser: Browser, user: dict, audit_log: AuditLog
+) -> None:
+    uri = register_resource(server, server.issuer + "/github", scopes="repo")
+    client = register_client(browser)
+    get_code(browser, client, user, resource=uri, scope="repo")
+
+    removed = run_command(server, "resources", "remove", uri)
+    assert removed.exit_code == 0, removed.output
+
+    assert audit_log.one("resource_removed")["actor"] == "operator"
+    event = audit_log.one("consent_revoked")
+    assert event["actor"] == "operator"
+    assert event["client_id"] == client["client_id"]
+    assert event["request_id"] is None
 
 
 def test_api_keys_made_and_revoked_by_a_client(
@@ -204,7 +274,9 @@ def test_api_keys_made_and_revoked_by_a_client(
     revoked = browser.delete(f"/api-keys/{key_id}", headers=bearer(token))
     assert revoked.status_code == 204
 
+    # With the person's bearer token: the person's act, through their client.
     expected = {
+        "actor": "person",
         "user_id": user["id"],
         "api_key_id": key_id,
         "client_id": client["client_id"],
@@ -227,7 +299,12 @@ def test_api_keys_made_and_revoked_on_the_account_page(
     assert revoked.status_code == 302
 
     key_id = action.split("/")[-2]
-    expected = {"user_id": user["id"], "api_key_id": key_id, "client_id": None}
+    expected = {
+        "actor": "person",
+        "user_id": user["id"],
+        "api_key_id": key_id,
+        "client_id": None,
+    }
     made = audit_log.one("api_key_created")
     assert made == {**made, **expected, "scopes": ["read", "write"]}
     assert made["request_id"] == request_id(created)
@@ -246,10 +323,31 @@ def test_a_replayed_code_names_the_token_it_revoked(
     assert replay.status_code == 400
 
     event = audit_log.one("authorization_code_replayed")
+    assert event["actor"] == "service"
     assert event["client_id"] == client["client_id"]
     assert event["user_id"] == user["id"]
     assert event["revoked_jti"] == jwt_claims(first.json()["access_token"])["jti"]
     assert event["request_id"] == request_id(replay)
+
+
+def test_a_replayed_code_ends_its_consent_as_the_service(
+    browser: Browser, user: dict, audit_log: AuditLog
+) -> None:
+    client = register_client(
+        browser, grant_types=["authorization_code", "refresh_token"]
+    )
+    code, verifier, _ = get_code(browser, client, user)
+    assert redeem(browser, client, code, verifier).status_code == 200
+    replay = redeem(browser, client, code, verifier)
+    assert replay.status_code == 400
+
+    # The chain the code began ends with its consent: the service's detection,
+    # not the person withdrawing it.
+    assert audit_log.one("authorization_code_replayed")["actor"] == "service"
+    event = audit_log.one("consent_revoked")
+    assert event["actor"] == "service"
+    assert event["user_id"] == user["id"]
+    assert event["client_id"] == client["client_id"]
 
 
 def test_disabling_a_user_is_on_stdout_despite_log_level_warning(
@@ -260,6 +358,7 @@ def test_disabling_a_user_is_on_stdout_despite_log_level_warning(
     # A command's log lines go to stderr; its stdout is its answer.
     [event] = [e for e in json_lines(result.stderr) if e.get("name") == "app.audit"]
     assert event["event"] == "user_disabled"
+    assert event["actor"] == "operator"
     assert event["user_id"] == user["id"]
     assert event["account"] == digest(base_env, user["email"])
     assert event["request_id"] is None  # no request: an operator's command
@@ -295,6 +394,41 @@ def test_no_audit_line_carries_a_secret(
     for line in audit_log.lines:
         for secret in secrets:
             assert secret not in line
+        assert json.loads(line)["actor"] in ACTORS
+
+
+def test_service_clients_made_and_revoked_by_a_person_or_an_operator(
+    server: Any, signed_in: Browser, user: dict, audit_log: AuditLog
+) -> None:
+    mcp = server.issuer + "/mcp"
+    data = {"name": "nightly", "resource": mcp, "scopes": "", "acts_for": "me"}
+    made = signed_in.post(
+        "/account/service-clients", data={**data, "csrf_token": csrf_token(signed_in)}
+    )
+    assert made.status_code == 201, made.text
+    [mine] = audit_log.events("service_client_created")
+    gone = signed_in.post(
+        f"/account/service-clients/{mine['client_id']}/revoke",
+        data={"csrf_token": csrf_token(signed_in)},
+    )
+    assert gone.status_code == 302
+    made_by_command = run_command(
+        server, "clients", "create-service", "ci", "--resource", mcp
+    )
+    assert made_by_command.exit_code == 0, made_by_command.output
+    theirs = json.loads(made_by_command.stdout)["client_id"]
+    revoked = run_command(server, "clients", "revoke", theirs)
+    assert revoked.exit_code == 0, revoked.output
+
+    created = {e["client_id"]: e for e in audit_log.events("service_client_created")}
+    ended = {e["client_id"]: e for e in audit_log.events("service_client_revoked")}
+    assert created[mine["client_id"]]["actor"] == "person"
+    assert created[mine["client_id"]]["user_id"] == user["id"]
+    assert ended[mine["client_id"]]["actor"] == "person"
+    assert ended[mine["client_id"]]["request_id"] == request_id(gone)
+    assert created[theirs]["actor"] == ended[theirs]["actor"] == "operator"
+    assert created[theirs]["user_id"] is None
+    assert ended[theirs]["request_id"] is None
 
 
 def test_undeclared_fields_are_refused_and_secret_shapes_redacted(
@@ -307,3 +441,33 @@ def test_undeclared_fields_are_refused_and_secret_shapes_redacted(
     event = audit_log.one("sign_in_failed")
     assert event["account"] == event["address"] == audit.REDACTED
     assert "lsk_abc" not in audit_log.lines[0]
+
+
+def test_the_actor_is_declared_with_the_event(app: Any, audit_log: AuditLog) -> None:
+    # One actor declared: written without being named.
+    with app.app_context():
+        audit.record(audit.USER_DISABLED, user_id="u", account="u")
+    assert audit_log.one("user_disabled")["actor"] == "operator"
+    # Several: the caller must say which, and only one of those.
+    with pytest.raises(TypeError, match="consent_revoked .*: no actor"):
+        audit.record(audit.CONSENT_REVOKED, user_id="u")
+    with pytest.raises(TypeError, match="service_client_revoked .*: not client"):
+        audit.record(audit.SERVICE_CLIENT_REVOKED, audit.CLIENT, client_id="c")
+    with pytest.raises(TypeError, match="refresh_token_reused .*: not operator"):
+        audit.record(audit.REFRESH_TOKEN_REUSED, audit.OPERATOR, client_id="c")
+
+
+def test_docs_list_every_event_with_its_actors_and_fields() -> None:
+    text = (Path(__file__).parent.parent / "docs" / "audit.md").read_text()
+    rows = {}
+    for line in text.splitlines():
+        if line.startswith("| `"):
+            name, _, actors, fields = line.strip("|").split(" | ")
+            rows[name.strip("` ")] = (actors, fields)
+    declared = [e for e in vars(audit).values() if isinstance(e, audit.Event)]
+    assert sorted(rows) == sorted(e.name for e in declared)
+    for event in declared:
+        actors, fields = rows[event.name]
+        named = set(re.findall(r"`([a-z_]+)`", actors)) & ACTORS
+        assert named == set(event.actors), event.name
+        assert event.fields <= set(re.findall(r"`([a-z_]+)`", fields)), event.name

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import devservices
+import pytest
 import requests
 from conftest import LiveServer
 from helpers import Browser
+from redis.exceptions import ConnectionError as RedisConnectionError
+from sqlalchemy.exc import OperationalError
+
+from app.logs import reason
 
 
 def closed_port() -> int:
@@ -64,6 +71,55 @@ def test_oauth_endpoints_answer_503_in_their_own_format_without_redis(
     assert response.status_code == 503
     assert response.json()["error"] == "temporarily_unavailable"
     assert "Traceback" not in response.text
+
+
+def test_a_503_logs_the_drivers_reason_in_one_line(
+    make_server: Callable[..., LiveServer],
+    doomed_redis: Any,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    live = make_server(REDIS_URL=doomed_redis.url)
+    doomed_redis.stop()
+    response = requests.post(
+        live.url + "/register",
+        json={"redirect_uris": ["http://127.0.0.1/cb"]},
+        headers={"X-Request-ID": "redis-down-1"},
+        timeout=30,
+    )
+    assert response.status_code == 503
+    assert "refused" not in response.text  # the reason is the operator's
+
+    records = [
+        json.loads(line)
+        for line in capfd.readouterr().out.splitlines()
+        if "redis-down-1" in line
+    ]
+    [logged] = [r for r in records if r["level"] == "ERROR"]
+    message = logged["message"]
+    assert message.startswith("backing store unavailable: "), message
+    # Not only the exception's type: what redis-py said, on one line.
+    port = urlsplit(doomed_redis.url).port
+    assert f"connecting to 127.0.0.1:{port}" in message, message
+    assert "Connection refused" in message, message
+    assert "\n" not in message and "Traceback" not in message
+
+
+@pytest.mark.parametrize(
+    "said",
+    [
+        # libpq quotes a DATABASE_URL it cannot parse, password and all.
+        'end of string reached when looking for matching "]" in IPv6 host'
+        ' address in URI: "postgresql://app:hunter2-pw@[::1/mcp"',
+        "invalid connection option in host=db password='hunter2-pw' port=x",
+        "Error connecting to rediss://:hunter2-pw@cache:6380/0\nsecond line",
+    ],
+)
+def test_a_logged_reason_never_carries_a_password(said: str) -> None:
+    said_by_psycopg = OperationalError("SELECT 1", {}, Exception(said))
+    for exc in (said_by_psycopg, RedisConnectionError(said)):
+        text = reason(exc)
+        assert "hunter2" not in text and "SELECT" not in text
+        assert "[redacted]" in text and "\n" not in text
 
 
 def test_pages_answer_503_as_html_without_postgres(

@@ -133,3 +133,19 @@ def test_advertised_only_when_configured(
     assert "introspection_endpoint" not in plain
     unset = browser.post("/introspect", data={"token": "x"}, auth=GATEWAY)
     assert unset.status_code == 404
+
+
+def test_switched_off_it_answers_json_saying_so(browser: Browser) -> None:
+    # No RESOURCE_SERVERS: the endpoint's own JSON, not Werkzeug's text about
+    # a mistyped URL, and the setting that turns it on.
+    response = browser.post("/introspect", data={"token": "x"}, auth=GATEWAY)
+
+    assert response.status_code == 404
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.json() == {
+        "error": "not_found",
+        "error_description": (
+            "Token introspection is off on this server: RESOURCE_SERVERS is not set."
+        ),
+    }

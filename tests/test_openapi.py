@@ -445,3 +445,8 @@ def test_introspect_answers_as_documented(
         browser.post("/introspect", data={"token": token}), "/introspect", "post"
     )
     assert (refused.status_code, error_of(refused)) == (401, "invalid_client")
+
+
+def test_introspect_switched_off_answers_as_documented(browser: Browser) -> None:
+    off = check(browser.post("/introspect", data={"token": "x"}), "/introspect", "post")
+    assert (off.status_code, error_of(off)) == (404, "not_found")

@@ -237,12 +237,16 @@ def test_an_untrusted_redis_certificate_fails_clearly(
         register = live.browser().post(
             "/register", json={"redirect_uris": ["http://127.0.0.1/cb"]}
         )
+        refused = capfd.readouterr().out
     finally:
         live.stop()
     assert "redis not ready" in logged
     assert "certificate verify failed" in logged
     assert register.status_code == 503
     assert register.json()["error"] == "temporarily_unavailable"
+    # The registration's log line says why, not only "ConnectionError".
+    [line] = [x for x in refused.splitlines() if "backing store unavailable" in x]
+    assert "certificate verify failed" in line
 
 
 def test_an_untrusted_postgres_certificate_fails_clearly(

@@ -153,7 +153,7 @@ def revoke_client(consent_id: str) -> Response:
     """Withdraw a client's authorization; its tokens stop working at once."""
     parsed = parse_id(consent_id)
     with db.transaction():
-        revoked = parsed is not None and withdraw(_signed_in().id, parsed)
+        revoked = parsed is not None and withdraw(_signed_in().id, parsed, audit.PERSON)
     if not revoked:
         abort(404, _("There is no such authorization."))
     return issuer_redirect(ACCOUNT_PATH)
@@ -200,6 +200,7 @@ def create_service_client() -> Response | tuple[str, int]:
                 keys,
                 owner=user,
                 acts_for_owner=form.get("acts_for") == "me",
+                actor=audit.PERSON,
             )
     except service_clients.ServiceClientLimit as exc:
         return _account_page(403, str(exc))
@@ -217,7 +218,9 @@ def create_service_client() -> Response | tuple[str, int]:
 def revoke_service_client(client_id: str) -> Response:
     """Revoke one of the person's service clients; its tokens stop at once."""
     with db.transaction():
-        revoked = service_clients.revoke(client_id, owner_id=_signed_in().id)
+        revoked = service_clients.revoke(
+            client_id, owner_id=_signed_in().id, actor=audit.PERSON
+        )
     if not revoked:
         abort(404, _("There is no such service client."))
     return issuer_redirect(ACCOUNT_PATH)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, abort
+from flask import Blueprint, Response
 
 from ..config import current_settings
+from ..errors import json_error
 from ..oauth.constants import (
     DEVICE_AUTHORIZATION_PATH,
     INTROSPECTION_PATH,
@@ -15,6 +16,11 @@ from ..oauth.server import DEVICE_AUTHORIZATION, get_server
 from ..rate_limits import limit, setting
 
 bp = Blueprint("token", __name__)
+
+#: What ``/introspect`` answers while no resource server may call it.
+INTROSPECTION_OFF = (
+    "Token introspection is off on this server: RESOURCE_SERVERS is not set."
+)
 
 
 @bp.post(TOKEN_PATH)
@@ -38,7 +44,9 @@ def revoke() -> Response:
 def introspect() -> Response:
     """RFC 7662 token introspection, for the configured resource servers only."""
     if not current_settings().resource_servers:
-        abort(404)
+        # Not Werkzeug's page about a mistyped URL: the caller is a resource
+        # server (or its operator) that must learn the endpoint is off here.
+        return json_error(404, "not_found", INTROSPECTION_OFF)
     return get_server().create_endpoint_response("introspection")
 
 

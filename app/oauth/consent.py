@@ -234,13 +234,15 @@ _KEEP_ONLY = text(
 )
 
 
-def withdraw(user_id: uuid.UUID, consent_id: uuid.UUID) -> bool:
+def withdraw(user_id: uuid.UUID, consent_id: uuid.UUID, actor: audit.Actor) -> bool:
     """End one of ``user_id``'s consents and everything issued under it.
 
     RFC 7009 §2.1 and RFC 9700 §4.14.2: the whole grant goes: its access
     tokens (the consent's id is denied), its refresh chains, and the API keys
     its client made, with the tokens exchanged from them. Denied before the
-    caller commits. Tell whether the consent was live.
+    caller commits. ``actor`` ended it: the person, the client (revoking a
+    refresh token), an operator or the service (a replay or a reuse). Tell
+    whether the consent was live.
     """
     client_id = db.session.scalar(
         update(Consent)
@@ -258,6 +260,7 @@ def withdraw(user_id: uuid.UUID, consent_id: uuid.UUID) -> bool:
         db.after_commit(
             lambda: audit.record(
                 audit.CONSENT_REVOKED,
+                actor,
                 user_id=user_id,
                 client_id=client_id,
                 consent_id=consent_id,

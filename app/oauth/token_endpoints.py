@@ -19,6 +19,7 @@ from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidRequestErro
 from authlib.oauth2.rfc7009 import RevocationEndpoint as BaseRevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint as BaseIntrospectionEndpoint
 
+from .. import audit
 from ..config import current_settings
 from ..denylist import deny_token, is_denied
 from . import consent, refresh_liveness
@@ -124,7 +125,7 @@ class RevocationEndpoint(BaseRevocationEndpoint):
         # today (which may share its consent, approved again since).
         if token.stored.revocable:
             record = token.stored.record
-            consent.withdraw(record.user_id, record.consent_id)
+            consent.withdraw(record.user_id, record.consent_id, audit.CLIENT)
 
     def create_endpoint_response(self, request: Any) -> tuple[int, str, list]:
         super().create_endpoint_response(request)

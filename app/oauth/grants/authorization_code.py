@@ -212,4 +212,4 @@ def _end_replayed_grant(consumed: Consumed, client: Client) -> None:
     )
     chain = refresh_store.chain_of_code(jti)
     if chain is not None:
-        consent.withdraw(*chain)
+        consent.withdraw(*chain, audit.SERVICE)

@@ -142,7 +142,7 @@ def _repeatable(found: Unconsumed) -> bool:
 
 def _end_reused_chain(record: RefreshRecord) -> None:
     """RFC 9700 §4.14.2: a rotated-out token used again ends the whole grant."""
-    consent.withdraw(record.user_id, record.consent_id)
+    consent.withdraw(record.user_id, record.consent_id, audit.SERVICE)
     db.after_commit(
         lambda: audit.record(
             audit.REFRESH_TOKEN_REUSED,
