@@ -148,8 +148,12 @@ def test_registration_shows_what_was_registered(
     client = register(browser, body)
 
     assert client["redirect_uris"] == body["redirect_uris"]
-    # Only what is offered: never device_code; refresh_token when asked for.
-    offered = ("authorization_code", "refresh_token")
+    # Only what is offered, as asked: VS Code's device grant is kept.
+    offered = (
+        "authorization_code",
+        "refresh_token",
+        "urn:ietf:params:oauth:grant-type:device_code",
+    )
     asked = body.get("grant_types", ["authorization_code"])
     expected = [grant for grant in offered if grant in asked]
     assert client["grant_types"] == expected
