@@ -1,24 +1,31 @@
-"""``make bench``: the app's speed against a bare Flask hello-world.
+"""``make bench``: the app against a bare Flask hello-world, and its memory.
 
 The goals are in the README, "Performance".
 
 Private Postgres (with ``pg_stat_statements``) and Redis as in ``make test``;
 the app and ``tools/bench_hello.py`` are served by the Procfile's ``web:``
-command. Each endpoint is timed with wrk right after hello-world is timed with
-the same request, so noise on this shared machine hits both; flows are driven
-by processes with keep-alive connections. What each endpoint costs in
-Postgres statements and Redis commands is counted by the servers, on a few
-requests sent one at a time, apart from the timed runs.
+command, the app twice: signing with HS256 (``JWT_SECRET``), and as a default
+deploy runs it, with the service's own RS256 key and two workers. The latter
+first has its memory read during bursts of concurrent sign-ins
+(``tools/bench_memory.py``), then serves the RS256 code exchange. Each endpoint
+is timed with wrk right after hello-world is timed with the same request, so
+noise on this shared machine hits both; flows are driven by processes with
+keep-alive connections. What each endpoint costs in Postgres statements and
+Redis commands is counted by the servers, on a few requests sent one at a
+time, apart from the timed runs.
 
 Environment: BENCH_SECONDS (4) and BENCH_WARMUP (1) per run, BENCH_ROUNDS
-(3) runs of each side, alternating, of which each keeps its best,
-BENCH_FLOW_PROCESSES (8), BENCH_COUNT_REQUESTS (20), BENCH_ONLY (words naming
-the rows to time, e.g. "healthz flow"; all by default), BENCH_JSON (a path to
-write the results to, for tests).
+(3) runs of each side, alternating, of which each keeps its best (and as many
+bursts of sign-ins), BENCH_FLOW_PROCESSES (8), BENCH_COUNT_REQUESTS (20),
+BENCH_ONLY (words naming the rows to time, e.g. "healthz flow"; "memory" for
+the sign-in bursts; all by default), BENCH_JSON (a path to write the results
+to, for tests).
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
 import os
 import secrets
@@ -33,6 +40,7 @@ from urllib.parse import quote, urlencode
 
 import bench_costs
 import bench_flows
+import bench_memory
 import bench_servers
 import devservices
 from bench_report import Row, as_json, print_report
@@ -51,13 +59,15 @@ MCP_BODY = (
     '"params":{"name":"whoami","arguments":{}}}'
 )
 
-#: Requests per second, and how many requests failed.
 #: Requests per second, failed requests, server CPU µs per request.
 Rate = tuple[float, int, float]
 #: Process group of the gunicorn serving each port (set once both serve).
 GROUPS: dict[int, int] = {}
 #: Saves that many fresh authorization codes and returns them.
 Mint = Callable[[int], list[str]]
+#: The rows of the two code exchanges, signed with HS256 and with RS256.
+TOKEN_HS256, TOKEN_RS256 = "POST /token (code, HS256)", "POST /token (code, RS256)"
+MEMORY = "memory"
 
 
 @dataclass(frozen=True)
@@ -70,6 +80,27 @@ class Endpoint:
     goal: float | None
 
 
+@dataclass(frozen=True)
+class Target:
+    """An endpoint of one of the app's servers, with what sending it needs."""
+
+    endpoint: Endpoint
+    port: int
+    client: bench_flows.Client
+    mint: Mint
+
+
+def token_endpoint(name: str, registered: dict, verifier: str) -> Endpoint:
+    """The code exchange of a client that went through consent."""
+    form = urlencode(bench_flows.token_form("{code}", verifier))
+    token_body = form.replace(quote("{code}"), "{code}")
+    token_headers = {
+        "Authorization": bench_flows.basic_auth(registered),
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+    return Endpoint(name, "POST", "/token", token_headers, token_body, None)
+
+
 def endpoints(registered: dict, verifier: str, token: str) -> list[Endpoint]:
     bearer = {"Authorization": f"Bearer {token}"}
     mcp_headers = {
@@ -78,19 +109,11 @@ def endpoints(registered: dict, verifier: str, token: str) -> list[Endpoint]:
         "Accept": "application/json, text/event-stream",
         "MCP-Protocol-Version": "2025-06-18",
     }
-    form = urlencode(bench_flows.token_form("{code}", verifier))
-    token_body = form.replace(quote("{code}"), "{code}")
-    token_headers = {
-        "Authorization": bench_flows.basic_auth(registered),
-        "Content-Type": "application/x-www-form-urlencoded",
-    }
     return [
         Endpoint("POST /mcp whoami", "POST", "/mcp", mcp_headers, MCP_BODY, 0.70),
         Endpoint("GET /auth/verify", "GET", "/auth/verify", bearer, None, 0.80),
         Endpoint("GET /healthz", "GET", "/healthz", {}, None, 0.90),
-        Endpoint(
-            "POST /token (code)", "POST", "/token", token_headers, token_body, None
-        ),
+        token_endpoint(TOKEN_HS256, registered, verifier),
     ]
 
 
@@ -239,31 +262,87 @@ def settle() -> None:
     time.sleep(min(1.0, SECONDS / 5))
 
 
-def measure(served: bench_servers.Served, tmp: Path) -> list[Row]:
-    GROUPS.update(served.groups)
-    urls = served.env
-    client = bench_flows.Client(served.app_port)
+def signed_with(token: str, algorithm: str) -> None:
+    """Stop unless the access token's header names ``algorithm``."""
+    header = token.split(".", 1)[0]
+    named = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
+    if named.get("alg") != algorithm:
+        raise SystemExit(f"expected {algorithm} access tokens, got {named}")
+
+
+def measure_memory(served: bench_servers.Served) -> bench_memory.Memory:
+    """The deployed app's memory during bursts of concurrent sign-ins."""
+    log(
+        f"reading memory during {bench_memory.SIGN_INS} concurrent sign-ins,"
+        f" {ROUNDS} bursts"
+    )
+    return bench_memory.measure(
+        served.groups[served.deployed_port],
+        served.deployed_port,
+        bench_servers.EMAIL,
+        served.password,
+        ROUNDS,
+        bench_servers.gunicorn_setting("threads"),
+    )
+
+
+def approved(
+    served: bench_servers.Served, port: int, env: dict[str, str]
+) -> tuple[bench_flows.Client, dict, str, str, contextlib.AbstractContextManager[Mint]]:
+    """Sign in at ``port``, run one flow; the client, the registered client,
+    its verifier, an access token, and a minter of its codes (to enter)."""
+    client = bench_flows.Client(port)
     bench_flows.sign_in(client, bench_servers.EMAIL, served.password)
     registered, verifier, token = bench_flows.flow(client)
-    challenge = bench_flows.challenge_of(verifier)
-
     minter = bench_servers.code_minter(
-        urls, registered["client_id"], served.user_id, challenge
+        env,
+        registered["client_id"],
+        served.user_id,
+        bench_flows.challenge_of(verifier),
     )
-    with minter as mint:
-        specs = [
-            endpoint
+    return client, registered, verifier, token, minter
+
+
+def measure(
+    served: bench_servers.Served, tmp: Path
+) -> tuple[list[Row], bench_memory.Memory | None]:
+    GROUPS.update(served.groups)
+    # Memory first, while the deployed app's workers have signed no one in.
+    memory = measure_memory(served) if selected(MEMORY) else None
+    client, registered, verifier, token, minter = approved(
+        served, served.app_port, served.env
+    )
+    signed_with(token, "HS256")
+    with contextlib.ExitStack() as stack:
+        mint = stack.enter_context(minter)
+        targets = [
+            Target(endpoint, served.app_port, client, mint)
             for endpoint in endpoints(registered, verifier, token)
-            if selected(endpoint.name)
         ]
-        return _measure(served, client, mint, specs, tmp)
+        if selected(TOKEN_RS256):
+            deployed = approved(served, served.deployed_port, served.deployed_env)
+            rs_client, rs_registered, rs_verifier, rs_token, rs_minter = deployed
+            signed_with(rs_token, "RS256")
+            # Beside the HS256 row, so that the signature's cost reads off.
+            targets.append(
+                Target(
+                    token_endpoint(TOKEN_RS256, rs_registered, rs_verifier),
+                    served.deployed_port,
+                    rs_client,
+                    stack.enter_context(rs_minter),
+                )
+            )
+        specs = [target for target in targets if selected(target.endpoint.name)]
+        rows = _measure(served, client, specs, tmp)
+    if memory is not None:
+        bench_memory.finish(memory, served.backend_ports())
+    return rows, memory
 
 
 def _measure(
     served: bench_servers.Served,
     client: bench_flows.Client,
-    mint: Mint,
-    specs: list[Endpoint],
+    specs: list[Target],
     tmp: Path,
 ) -> list[Row]:
     urls = served.env
@@ -271,12 +350,14 @@ def _measure(
     # requests in flight.
     log("counting statements and commands")
     costs = {}
-    for endpoint in specs:
-        codes = mint(2 * COUNT_REQUESTS) if consumes_codes(endpoint) else []
-        costs[endpoint.name] = count_costs(urls, sender(client, endpoint, codes))
+    for target in specs:
+        endpoint = target.endpoint
+        codes = target.mint(2 * COUNT_REQUESTS) if consumes_codes(endpoint) else []
+        costs[endpoint.name] = count_costs(urls, sender(target.client, endpoint, codes))
     flow_costs = count_costs(urls, lambda: bench_flows.flow(client))
     rows: list[Row] = []
-    for endpoint in specs:
+    for target in specs:
+        endpoint = target.endpoint
         log(f"timing {endpoint.name}")
         # Rounds alternate hello-world and the app, and each side keeps its
         # best round: on a shared machine, other work only ever slows a run
@@ -293,12 +374,10 @@ def _measure(
                 # The app cannot outrun hello-world; half as much again covers noise.
                 ceiling = 1.5 * max([hello_round, *(row.hello or 0 for row in rows)])
                 app_round, app_failed, cpu_round = timed_with_codes(
-                    served.app_port, endpoint, mint, ceiling, tmp
+                    target.port, endpoint, target.mint, ceiling, tmp
                 )
             else:
-                app_round, app_failed, cpu_round = timed(
-                    served.app_port, endpoint, [], tmp
-                )
+                app_round, app_failed, cpu_round = timed(target.port, endpoint, [], tmp)
             settle()
             hello, rps = max(hello, hello_round), max(rps, app_round)
             hello_cpu, cpu = min(hello_cpu, hello_cpu_round), min(cpu, cpu_round)
@@ -349,23 +428,27 @@ def main() -> int:
         tmp = Path(directory)
         tmp.chmod(0o755)
         started = time.monotonic()
-        log("starting Postgres, Redis, the app and hello-world")
+        log("starting Postgres, Redis, the app (twice) and hello-world")
         with (
             devservices.services(tmp, False, postgres_options=POSTGRES_OPTIONS) as urls,
             bench_servers.serve(urls, tmp) as served,
         ):
             try:
-                rows = measure(served, tmp)
+                rows, memory = measure(served, tmp)
             except Exception:
-                for name in ("app.log", "hello.log"):
+                for name in ("app.log", "hello.log", "deployed.log"):
                     sys.stderr.write((tmp / name).read_text()[-3000:])
                 raise
-        print_report(rows, SECONDS, ROUNDS, FLOW_PROCESSES, time.monotonic() - started)
+        took = time.monotonic() - started
+        print_report(rows, SECONDS, ROUNDS, FLOW_PROCESSES, took, memory)
     if os.environ.get("BENCH_JSON"):
-        Path(os.environ["BENCH_JSON"]).write_text(
-            json.dumps([as_json(row) for row in rows], indent=1)
-        )
-    return 0 if all(not row.failed and not row.error for row in rows) else 1
+        results = {
+            "rows": [as_json(row) for row in rows],
+            "memory": memory and bench_memory.as_json(memory),
+        }
+        Path(os.environ["BENCH_JSON"]).write_text(json.dumps(results, indent=1))
+    failed = any(row.failed or row.error for row in rows)
+    return 1 if failed or (memory and memory.error) else 0
 
 
 if __name__ == "__main__":

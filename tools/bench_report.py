@@ -1,4 +1,4 @@
-"""The table ``make bench`` prints, with the goals of README, "Performance"."""
+"""The tables ``make bench`` prints, with the goals of README, "Performance"."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench_costs import Costs, describe
+from bench_memory import DYNO_MIB, Memory, Process
 
 #: Flows per second a 2-core machine must reach (README, "Performance").
 FLOW_GOAL = 180
@@ -118,17 +119,115 @@ def _machine() -> str:
     return f"{os.cpu_count()} CPUs ({model}), {platform.system()} {platform.release()}"
 
 
-def print_report(
-    rows: list[Row], seconds: int, rounds: int, processes: int, took: float
-) -> None:
-    table = [HEADER, *(_cells(row) for row in rows)]
-    widths = [max(len(line[i]) for line in table) for i in range(len(HEADER))]
+def _table(header: tuple[str, ...], cells: list[tuple[str, ...]]) -> str:
+    table = [header, *cells]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
     lines = [
         " | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
         for line in table
     ]
     lines.insert(1, "-+-".join("-" * w for w in widths))
-    print("\n".join(lines))
+    return "\n".join(lines)
+
+
+MEMORY_HEADER = (
+    "process",
+    "at rest MiB (PSS)",
+    "peak MiB (PSS)",
+    "after MiB",
+    "at end MiB",
+    "PG conns",
+    "Redis conns",
+    "goal",
+)
+
+
+def _memory_cells(process: Process) -> tuple[str, ...]:
+    return (
+        process.name,
+        f"{process.rest_rss:.1f} ({process.rest_pss:.1f})",
+        f"{process.peak_rss:.1f} ({process.peak_pss:.1f})",
+        f"{process.after_rss:.1f}",
+        f"{process.end_rss:.1f}",
+        str(process.postgres),
+        str(process.redis),
+        "",
+    )
+
+
+def _memory_total(memory: Memory) -> tuple[str, ...]:
+    processes = memory.processes
+    rest = sum(p.rest_rss for p in processes)
+    rest_pss = sum(p.rest_pss for p in processes)
+    return (
+        f"master + {memory.workers} workers",
+        f"{rest:.1f} ({rest_pss:.1f})",
+        f"{memory.total_peak_rss:.1f} ({memory.total_peak_pss:.1f})",
+        f"{sum(p.after_rss for p in processes):.1f}",
+        f"{sum(p.end_rss for p in processes):.1f}",
+        str(sum(p.postgres for p in processes)),
+        str(sum(p.redis for p in processes)),
+        f"<= {DYNO_MIB} {_verdict(memory.fits)}",
+    )
+
+
+def print_memory(memory: Memory) -> None:
+    """The memory table: the gunicorn tree at rest and during sign-in bursts."""
+    from app.passwords import MEMORY_KIB, PARALLELISM, TIME_COST
+
+    cells = [_memory_cells(p) for p in memory.processes]
+    print(_table(MEMORY_HEADER, [*cells, _memory_total(memory)]))
+    workers = memory.worker_processes
+    if workers:
+        print(
+            f"\nWorker at rest {max(w.rest_rss for w in workers):.1f} MiB, at peak"
+            f" {max(w.peak_rss for w in workers):.1f} MiB; master"
+            f" {memory.master.rest_rss:.1f} MiB; master + {memory.workers} workers"
+            f" at peak {memory.total_peak_rss:.1f} MiB"
+            f" (<= {DYNO_MIB} MiB {_verdict(memory.fits)})."
+        )
+    print(
+        f"{memory.sign_ins} password sign-ins at once, {memory.bursts} bursts"
+        f" (argon2id m={MEMORY_KIB // 1024} MiB, t={TIME_COST}, p={PARALLELISM}),"
+        " against the app as deployed: the Procfile's web: command and"
+        f" gunicorn.conf.py, {memory.workers} workers x {memory.threads} threads,"
+        " the service's own RS256 key. At rest: each worker has served pages,"
+        " no sign-in. RSS counts the pages a worker shares with the master in"
+        " both; PSS splits them. Peak: each process's"
+        f" {memory.peak_source} during the bursts; the total adds them, as if"
+        " all peaked at once (its PSS: the largest sum sampled every 5 ms)."
+        " After: 1 s after the last burst. At end: when the bench is done"
+        " with that server (after its timed RS256 code exchanges, wrk -c32,"
+        " when they run); conns: its TCP connections to Postgres and Redis"
+        " open then."
+    )
+    if memory.error:
+        print(f"    FAILED: {memory.error}")
+
+
+def print_report(
+    rows: list[Row],
+    seconds: int,
+    rounds: int,
+    processes: int,
+    took: float,
+    memory: Memory | None = None,
+) -> None:
+    if rows:
+        _print_rows(rows, seconds, rounds, processes)
+    print(f"Machine: {_machine()}. Took {took:.0f} s.\n")
+    if memory is not None:
+        print_memory(memory)
+        print()
+    for row in rows:
+        print(f"{row.name}, per {'flow' if row.hello is None else 'request'}:")
+        print("\n".join(describe(row.costs)))
+        if row.failed or row.error:
+            print(f"    FAILED: {row.failed} failed requests {row.error}".rstrip())
+
+
+def _print_rows(rows: list[Row], seconds: int, rounds: int, processes: int) -> None:
+    print(_table(HEADER, [_cells(row) for row in rows]))
     print(
         f"\nBest of {rounds} runs of {seconds} s after a warm-up, hello-world and"
         f" the app alternating; wrk -t2 -c32; flows by {processes}"
@@ -138,9 +237,3 @@ def print_report(
         " transaction control (tx: BEGIN/COMMIT/ROLLBACK); a Redis script is one"
         " command, its inner commands are listed apart."
     )
-    print(f"Machine: {_machine()}. Took {took:.0f} s.\n")
-    for row in rows:
-        print(f"{row.name}, per {'flow' if row.hello is None else 'request'}:")
-        print("\n".join(describe(row.costs)))
-        if row.failed or row.error:
-            print(f"    FAILED: {row.failed} failed requests {row.error}".rstrip())
