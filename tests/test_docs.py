@@ -158,9 +158,6 @@ def test_the_readme_layout_names_nothing_that_is_gone() -> None:
 DOCUMENTS = (README, *sorted(DOCS.glob("*.md")))
 #: ``<!-- live: NAME -->`` and its kin, on the line before a block or table.
 MARKER = re.compile(r"^<!-- (live|live fields|live errors|not an answer): (.+) -->$")
-#: Unmarked blocks a document may have while its owner marks them (its audit
-#: log line); none may be added, and no other document may have one.
-UNMARKED = {"audit.md": 1}
 #: A table's separator line.
 TABLE_RULE = re.compile(r"^\|(\s*:?-+:?\s*\|)+$")
 #: What a route is written as: ``GET /token``.
@@ -286,11 +283,6 @@ def test_every_json_block_says_what_it_is() -> None:
     unsaid = [
         block for block in JSON_BLOCKS if block.kind not in ("live", "not an answer")
     ]
-    tolerated = {
-        name: [block for block in unsaid if block.path.name == name][:allowed]
-        for name, allowed in UNMARKED.items()
-    }
-    unsaid = [b for b in unsaid if b not in tolerated.get(b.path.name, [])]
     assert not unsaid, (
         "put <!-- live: NAME --> (an answer tests/docs_live.py asks for) or"
         " <!-- not an answer: why --> on the line before"
