@@ -264,12 +264,46 @@ class RequestLog:
             headers.append(("X-Request-ID", request_id))
             return start_response(status, headers, exc_info)
 
+        key = id(environ)
+        _in_flight[key] = (environ, request_id, started)
         try:
             return self.wsgi_app(environ, start)
         finally:
+            _in_flight.pop(key, None)
             if log.isEnabledFor(logging.INFO):
                 _log_request(environ, statuses, started, request_id)
             _request_id.reset(token)
+
+
+#: The requests this process is answering, by ``id(environ)``: the environ,
+#: the request id and the start (``perf_counter``), from the moment
+#: :class:`RequestLog` is called until the app hands back its answer. Read
+#: only by :func:`log_requests_in_flight`; one dictionary store and one
+#: removal per request, each atomic under the GIL.
+_in_flight: dict[int, tuple[dict[str, Any], str, float]] = {}
+
+
+def log_requests_in_flight(message: str) -> int:
+    """Log ``message`` at ERROR once per request still being answered, with
+    its method, path, request id, caller and time so far; return how many.
+
+    For a process about to end with requests unanswered (gunicorn.conf.py,
+    at the drain timeout of a graceful stop): each cut request leaves a line.
+    """
+    now = time.perf_counter()
+    running = _in_flight.copy().values()  # one C call: safe beside the threads
+    for environ, request_id, started in running:
+        log.error(
+            message,
+            extra={
+                "method": environ.get("REQUEST_METHOD"),
+                "path": _path(environ),
+                "duration_ms": round((now - started) * 1000, 2),
+                "remote_addr": environ.get("REMOTE_ADDR"),
+                "request_id": request_id,
+            },
+        )
+    return len(running)
 
 
 def _new_request_id() -> str:
@@ -280,18 +314,21 @@ def _new_request_id() -> str:
     return f"{random.getrandbits(128):032x}"
 
 
-def _log_request(
-    environ: dict[str, Any], statuses: list[str], started: float, request_id: str
-) -> None:
+def _path(environ: dict[str, Any]) -> str:
     # The path only: query strings carry codes, states and keys.
-    path = (
+    return (
         environ.get("PATH_INFO", "")
         .encode("latin-1", "replace")
         .decode("utf-8", "replace")
     )
+
+
+def _log_request(
+    environ: dict[str, Any], statuses: list[str], started: float, request_id: str
+) -> None:
     fields = {
         "method": environ.get("REQUEST_METHOD"),
-        "path": path,
+        "path": _path(environ),
         "status": int(statuses[-1][:3]) if statuses else None,
         "duration_ms": round((time.perf_counter() - started) * 1000, 2),
         "remote_addr": environ.get("REMOTE_ADDR"),

@@ -868,7 +868,8 @@ def check_demo_run(demo: Demo, process: subprocess.Popen, output: Path) -> None:
         document = requests.get(metadata_url, timeout=30).json()
         assert document["resource"] == resource
     keys = requests.get(demo.jwks_uri, timeout=30).json()["keys"]
-    assert [key["kty"] for key in keys] == ["EC"]
+    # `make run` signs as a default deploy does: a key the service made (RS256).
+    assert [(key["kty"], key["alg"]) for key in keys] == [("RSA", "RS256")]
 
     children = descendants(process.pid)
     commands = " ".join(children.values())

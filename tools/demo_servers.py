@@ -14,10 +14,13 @@ configuration), each a resource registered with the issuer (RFC 8707, RFC 9728):
 - **search** (``ISSUER/search/mcp``) is FastMCP. It verifies tokens itself:
   FastMCP's ``JWTVerifier`` reads the issuer's ``/.well-known/jwks.json`` and
   checks ``iss`` and ``aud`` (its own resource URI); its ``401`` names its
-  RFC 9728 document. Its tool: ``search`` (scope ``search``).
+  RFC 9728 document. Its tool: ``search`` (scope ``search``). The verifier
+  accepts one algorithm: RS256 unless ``--algorithm`` names another, since
+  that is what the issuer signs with when it makes its own key (``make run
+  DEMO=servers`` passes the ``alg`` of the issuer's published keys).
 
     python tools/demo_servers.py notes --issuer URL --port N
-    python tools/demo_servers.py search --issuer URL --port M [--algorithm ES256]
+    python tools/demo_servers.py search --issuer URL --port M [--algorithm RS256]
 
 Each command serves one server on 127.0.0.1 until stopped.
 """
@@ -278,7 +281,7 @@ def notes_app(issuer: str) -> ASGIApp:
     return ProxyIdentity(app, demo.metadata_url(demo.notes_resource))
 
 
-def search_app(issuer: str, algorithm: str = "ES256") -> ASGIApp:
+def search_app(issuer: str, algorithm: str = "RS256") -> ASGIApp:
     """Server B: FastMCP checking the issuer's tokens itself, with its JWKS."""
     from fastmcp import FastMCP
     from fastmcp.server.auth import RemoteAuthProvider
@@ -340,8 +343,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument(
         "--algorithm",
-        default="ES256",
-        help="the issuer's signing algorithm: ES256 (EC P-256) or EdDSA (Ed25519)",
+        default="RS256",
+        help="the issuer's signing algorithm, the alg of its published keys:"
+        " RS256 (the key it makes by default), ES256 or EdDSA",
     )
     args = parser.parse_args(argv)
     issuer = args.issuer.rstrip("/")

@@ -9,7 +9,9 @@ nginx, with two MCP servers behind it (tools/demo_servers.py) registered as
 resources of the issuer.
 ``python tools/devservices.py test [pytest args]`` starts throwaway servers on
 free ports and runs the test suite against them. Ctrl-C, SIGTERM or SIGHUP stops
-everything that was started.
+everything that was started. A run killed outright (SIGKILL) leaves its servers
+running: the next run in the same folder stops them, and clears pid files that
+name no server of that folder.
 """
 
 from __future__ import annotations
@@ -188,6 +190,108 @@ class Server:
                 self.process.wait()
 
 
+#: In a data folder: the run using it, as "PID START" (START: the process's
+#: start time, so that a pid used again by another process is no match).
+OWNER_FILE = "devservices.pid"
+#: The folders this process has claimed, and whether each was left by a
+#: run that was killed (:func:`_claim`).
+_claims: dict[Path, bool] = {}
+
+
+def _started_at(pid: int) -> str | None:
+    """When a running process started (``/proc/PID/stat`` field 22); None if
+    it is gone or a zombie."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] == "Z" else fields[19]
+
+
+def _claim(stack: contextlib.ExitStack, data_dir: Path) -> bool:
+    """Make ``data_dir`` this process's until ``stack`` closes; say whether the
+    run before us there was killed (its servers may still be running).
+
+    Refuses, in one line, a folder that another live run is using.
+    """
+    data_dir = data_dir.resolve()
+    if data_dir in _claims:
+        return _claims[data_dir]
+    owner = data_dir / OWNER_FILE
+    try:
+        pid, started = owner.read_text().split()
+    except (OSError, ValueError):
+        pid = started = ""
+    if pid and int(pid) != os.getpid() and _started_at(int(pid)) == started:
+        raise SystemExit(
+            f"{data_dir} is in use by another run (pid {pid}); stop it first"
+            f" (Ctrl-C there, or kill {pid})"
+        )
+    owner.write_text(f"{os.getpid()} {_started_at(os.getpid())}\n")
+    _claims[data_dir] = killed = bool(pid)
+
+    def release() -> None:
+        _claims.pop(data_dir, None)
+        owner.unlink(missing_ok=True)
+
+    stack.callback(release)
+    return killed
+
+
+def _clear_leftover(
+    pidfile: Path, program: str, directory: Path, stop: signal.Signals, killed: bool
+) -> None:
+    """Make sure no ``program`` serving ``directory`` is still running, as
+    ``pidfile`` says, before we start our own.
+
+    One left by a killed run is stopped with ``stop``; a pid file naming a
+    process that is gone, or is not such a server, is removed (a server
+    refuses to start beside one that names a live process, whoever it is).
+    Any other running server is refused in one line saying what to do.
+    """
+    try:
+        pid = int(pidfile.read_text().split()[0])
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError, IndexError):
+        pid = 0
+    if pid > 0 and _serves(pid, program, directory):
+        if not killed:
+            raise SystemExit(
+                f"{program} (pid {pid}) still serves {directory}, and no run owns"
+                f" it; stop it (kill -{stop.name[3:]} {pid}) and run again"
+            )
+        log(f"stopping the {program} (pid {pid}) a killed run left running")
+        os.kill(pid, stop)
+        deadline = time.monotonic() + 60
+        while _started_at(pid) is not None:
+            if time.monotonic() > deadline:
+                raise SystemExit(
+                    f"{program} (pid {pid}) did not stop; kill it and run again"
+                )
+            time.sleep(0.1)
+    if pidfile.exists():  # nothing of ours runs: a stale file
+        log(f"removing the stale {pidfile} (pid {pid} is no {program} of this folder)")
+        pidfile.unlink()
+
+
+def _serves(pid: int, program: str, directory: Path) -> bool:
+    """Whether process ``pid`` is ``program`` working in ``directory``."""
+    try:
+        name = Path(f"/proc/{pid}/comm").read_text().strip()
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return False
+    if name != program or _started_at(pid) is None:
+        return False
+    try:  # postgres and redis-server work in their folder
+        if Path(os.readlink(f"/proc/{pid}/cwd")) == directory.resolve():
+            return True
+    except OSError:
+        pass
+    return str(directory.resolve()).encode() in command  # -D DIR, nginx's -p DIR
+
+
 def start_postgres(
     data_dir: Path,
     durable: bool,
@@ -342,6 +446,9 @@ def start_redis(data_dir: Path, durable: bool, tls: TlsFiles | None = None) -> S
         "no",
         "--daemonize",
         "no",
+        # So that a run after a killed one finds this server (_clear_leftover).
+        "--pidfile",
+        str(data_dir / "redis.pid"),
     ]
     with open(data_dir / "redis.log", "ab") as server_log:
         process = subprocess.Popen(
@@ -374,44 +481,64 @@ def services(
                 data_dir = Path(tmp)
                 data_dir.chmod(0o711)
             log(f"the postgres account cannot reach the data folder; using {data_dir}")
-        postgres = start_postgres(data_dir / "postgres", durable, tls, postgres_options)
+        killed = _claim(stack, data_dir)
+        pg_dir, redis_dir = data_dir / "postgres", data_dir / "redis"
+        # SIGINT: Postgres's fast shutdown; SIGTERM: Redis saves, then exits.
+        pg_lock = pg_dir / "postmaster.pid"
+        _clear_leftover(pg_lock, "postgres", pg_dir, signal.SIGINT, killed)
+        redis_pid = redis_dir / "redis.pid"
+        _clear_leftover(redis_pid, "redis-server", redis_dir, signal.SIGTERM, killed)
+        postgres = start_postgres(pg_dir, durable, tls, postgres_options)
         stack.callback(postgres.stop)
-        redis = start_redis(data_dir / "redis", durable, tls)
+        redis = start_redis(redis_dir, durable, tls)
         stack.callback(redis.stop)
         yield {"DATABASE_URL": postgres.url, "REDIS_URL": redis.url}
 
 
-def _dev_secrets(data_dir: Path) -> dict[str, str]:
-    """Keep development secrets stable across runs, so sessions survive restarts."""
-    path = data_dir / "secrets.env"
-    if not path.exists():
-        path.write_text(
-            f"SECRET_KEY={secrets.token_urlsafe(48)}\nJWT_SECRET={secrets.token_urlsafe(48)}\n"
-        )
-        path.chmod(0o600)
-    pairs = (
-        line.split("=", 1) for line in path.read_text().splitlines() if "=" in line
-    )
-    return {key: value for key, value in pairs}
+#: In the data folder: what ``make run`` keeps between runs (0600).
+SECRETS_FILE = "secrets.env"
+DEMO_EMAIL = "demo@example.com"
 
 
-def _dev_signing_key(data_dir: Path) -> str:
-    """An EC P-256 key kept in the dev data dir, so tokens survive restarts."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
+@dataclass(frozen=True)
+class DevSecrets:
+    """The secrets file: ``SECRET_KEY``, so that sign-ins survive restarts,
+    and the demo user's password, printed on every run."""
 
-    path = data_dir / "jwt-signing-key.pem"
-    if not path.exists():
-        pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        # Created 0600 from the start: a private key is never world-readable.
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(pem)
-    return path.read_text()
+    path: Path
+    secret_key: str
+    demo_password: str
+
+
+def _dev_secrets(data_dir: Path) -> DevSecrets:
+    """Read the secrets file, adding what it lacks; readable by its owner only.
+
+    A ``JWT_SECRET`` an earlier version kept there is dropped: ``make run``
+    lets the service make and manage its own signing key, as a default
+    deploy does (README, "Signing keys").
+    """
+    path = data_dir / SECRETS_FILE
+    kept: dict[str, str] = {}
+    if path.exists():
+        lines = path.read_text().splitlines()
+        kept = dict(line.split("=", 1) for line in lines if "=" in line)
+    values = {key: value for key, value in kept.items() if key != "JWT_SECRET"}
+    values.setdefault("SECRET_KEY", secrets.token_urlsafe(48))
+    values.setdefault("DEMO_PASSWORD", secrets.token_urlsafe(12))
+    if values != kept:
+        _write_private(path, "".join(f"{k}={v}\n" for k, v in values.items()))
+    path.chmod(0o600)  # a file of an earlier version too
+    return DevSecrets(path, values["SECRET_KEY"], values["DEMO_PASSWORD"])
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text``, readable by its owner only from the start."""
+    temporary = path.with_name(path.name + ".new")
+    temporary.unlink(missing_ok=True)
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(text)
+    os.replace(temporary, path)
 
 
 def _flask(
@@ -422,23 +549,52 @@ def _flask(
     )
 
 
-def _create_demo_user(env: dict[str, str]) -> None:
-    email = "demo@example.com"
-    password = secrets.token_urlsafe(12)
-    result = _flask(
-        env,
-        "users",
-        "create",
-        email,
-        "--password-stdin",
-        input=password + "\n",
+def _ensure_demo_user(env: dict[str, str], kept: DevSecrets) -> None:
+    """Make the demo user with the kept password, or give it that password
+    back; print both, on every run."""
+    result = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "demo-user", DEMO_EMAIL],
+        env=env,
+        input=kept.demo_password + "\n",
         text=True,
         capture_output=True,
     )
-    if result.returncode == 0:
-        print(f"\n  demo user: {email}\n  password:  {password}\n", flush=True)
-    elif "already exists" not in result.stderr:
-        raise SystemExit(result.stderr.strip())
+    if result.returncode != 0:
+        raise SystemExit(result.stderr.strip() or "could not make the demo user")
+    if result.stdout.strip() == "reset":
+        # Made by an older `make run`, which printed its password only once.
+        log("the demo user had a password that was never kept; it has the kept one now")
+    print(
+        f"\n  demo user: {DEMO_EMAIL}\n  password:  {kept.demo_password}"
+        f"\n  (kept in {kept.path})\n",
+        flush=True,
+    )
+
+
+def demo_user(email: str, password: str) -> str:
+    """With the app's settings: make the account ``email`` with ``password``,
+    or give it that password if it has another; ``created``, ``reset`` or
+    ``kept``. Run as ``devservices.py demo-user EMAIL`` (password on stdin),
+    in a process of its own, since the app reads its settings at import."""
+    from app import create_app
+    from app.db import db
+    from app.logs import log_to_stderr
+    from app.passwords import hash_password, verify_password
+    from app.users import create_user, find_by_email
+
+    app = create_app()
+    log_to_stderr()  # stdout is the answer
+    with app.app_context():
+        user = find_by_email(email)
+        if user is None:
+            with db.transaction():
+                create_user(email, password)
+            return "created"
+        if verify_password(user.password_hash, password):
+            return "kept"
+        with db.transaction():
+            user.password_hash = hash_password(password)
+        return "reset"
 
 
 #: What ``run --demo`` can start besides the app.
@@ -447,10 +603,11 @@ DEMOS = ("servers",)
 
 def run(data_dir: Path = DEV_DATA, demo: str | None = None) -> int:
     data_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **_dev_secrets(data_dir)}
-    if not env.get("JWT_SIGNING_KEY"):
-        # The asymmetric set-up by default: /.well-known/jwks.json is live.
-        env["JWT_SIGNING_KEY"] = _dev_signing_key(data_dir)
+    kept = _dev_secrets(data_dir)
+    # No JWT_SIGNING_KEY or JWT_SECRET of ours: the service makes its own
+    # signing key (RS256) at `db upgrade` and publishes it, as a default
+    # deploy does. One set in the environment still wins, as it does there.
+    env = {**os.environ, "SECRET_KEY": kept.secret_key}
     env.setdefault("PORT", "8000")
     env.setdefault("ISSUER", f"http://127.0.0.1:{env['PORT']}")
     # Lets a metadata document served on this machine stand for a client.
@@ -462,7 +619,7 @@ def run(data_dir: Path = DEV_DATA, demo: str | None = None) -> int:
                 env[name] = env.get(name) or url
         if _flask(env, "db", "upgrade").returncode != 0:
             return 1
-        _create_demo_user(env)
+        _ensure_demo_user(env, kept)
         if demo == "servers":
             return _run_servers_demo(env, data_dir, stack)
         log(f"serving on {env['ISSUER']} (Ctrl-C stops everything)")
@@ -487,13 +644,31 @@ def _start_gunicorn(env: dict[str, str], port: int) -> subprocess.Popen:
     )
 
 
-def _signing_algorithm(pem: str) -> str:
-    """The JWS algorithm the app signs with under this key (app/oauth/keys.py)."""
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+def _signing_algorithm(env: dict[str, str], app_url: str) -> str:
+    """The JWS algorithm the app signs with: the ``alg`` of the keys it
+    publishes (RS256 for the key the service makes unless told otherwise)."""
+    import json
+    from datetime import UTC, datetime
+    from urllib.request import urlopen
 
-    key = load_pem_private_key(pem.encode(), password=None)
-    return "ES256" if isinstance(key, ec.EllipticCurvePrivateKey) else "EdDSA"
+    with urlopen(f"{app_url}/.well-known/jwks.json", timeout=30) as answer:
+        algorithms = {key["alg"] for key in json.load(answer)["keys"]}
+    if len(algorithms) == 1:
+        return algorithms.pop()
+    if not algorithms:
+        raise SystemExit("DEMO=servers needs a published signing key; unset JWT_SECRET")
+    # A rotation to another SIGNING_KEY_ALGORITHM is under way: the key
+    # signing now says which (the search server's verifier takes one).
+    listed = _flask(env, "keys", "list", "--json", capture_output=True, text=True)
+    if listed.returncode != 0:
+        raise SystemExit(listed.stderr.strip())
+    now = datetime.now(UTC)
+    signing = [
+        key
+        for key in json.loads(listed.stdout)
+        if datetime.fromisoformat(key["signs_from"]) <= now
+    ]
+    return str(signing[-1]["algorithm"])
 
 
 def register_demo_resources(
@@ -531,16 +706,20 @@ def _run_servers_demo(
     if public.scheme != "http" or public.hostname != "127.0.0.1" or public.path:
         raise SystemExit("DEMO=servers serves http://127.0.0.1:$PORT; unset ISSUER")
     demo = Demo(env["ISSUER"])
+    killed = _claim(stack, data_dir)  # nginx on PORT: one run at a time
     # The app is behind nginx: one proxy hop, whose X-Forwarded-* it believes.
     # nginx is the one proxy, and its check location sets the resource headers.
     env = {**env, "TRUSTED_PROXY_HOPS": "1", "VERIFY_RESOURCE_HEADERS": "on"}
     register_demo_resources(env, demo.registrations())
+    app_port = free_port()
+    server = _start_gunicorn(env, app_port)
+    stack.callback(_terminate, server)
+    wait_for_port(app_port, server, "gunicorn")
+    # The search server checks tokens with the key set: the same algorithm.
+    algorithm = _signing_algorithm(env, f"http://127.0.0.1:{app_port}")
     script = str(ROOT / "tools" / "demo_servers.py")
     upstreams: dict[str, str] = {}
-    for name, extra in (
-        ("notes", []),
-        ("search", ["--algorithm", _signing_algorithm(env["JWT_SIGNING_KEY"])]),
-    ):
+    for name, extra in (("notes", []), ("search", ["--algorithm", algorithm])):
         port = free_port()
         process = subprocess.Popen(
             [sys.executable, script, name, "--issuer", demo.issuer]
@@ -550,13 +729,11 @@ def _run_servers_demo(
         stack.callback(_terminate, process)
         wait_for_port(port, process, f"the {name} server")
         upstreams[name] = f"http://127.0.0.1:{port}"
-    app_port = free_port()
-    server = _start_gunicorn(env, app_port)
-    stack.callback(_terminate, server)
-    wait_for_port(app_port, server, "gunicorn")
     nginx_dir = data_dir / "nginx"
     nginx_dir.mkdir(exist_ok=True)
     nginx_dir.chmod(0o755)  # its workers run as nobody when we are root
+    # SIGQUIT: nginx's graceful shutdown.
+    _clear_leftover(nginx_dir / "nginx.pid", "nginx", nginx_dir, signal.SIGQUIT, killed)
     site = demo_nginx.site_config(
         listen=f"127.0.0.1:{env['PORT']}",
         server_name="127.0.0.1",
@@ -573,7 +750,7 @@ def _run_servers_demo(
     print(
         "\n  Two MCP servers behind one issuer; give an MCP client either URL:\n"
         f"    {demo.notes_url}    (notes: nginx asks /auth/verify)\n"
-        f"    {demo.search_url}   (search: checks tokens with the JWKS)\n"
+        f"    {demo.search_url}   (search: checks tokens with the JWKS, {algorithm})\n"
         f"  the issuer's own MCP endpoint: {demo.issuer}/mcp\n"
         f"  your connected applications:  {demo.issuer}/account\n",
         flush=True,
@@ -631,6 +808,9 @@ def _run_options(args: list[str]) -> tuple[Path, str | None]:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["demo-user"] and len(argv) == 2:  # run's own (_ensure_demo_user)
+        print(demo_user(argv[1], sys.stdin.readline().rstrip("\n")))
+        return 0
     if not argv or argv[0] not in ("run", "test"):
         print(__doc__, file=sys.stderr)
         return 2
