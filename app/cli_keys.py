@@ -42,13 +42,13 @@ def _describe(key: SigningKey) -> dict[str, str | None]:
 @keys_cli.command("rotate")
 @click.option(
     "--older-than-days",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=3650),
     default=None,
     help="Only if the key signing now is older than this (for a daily schedule).",
 )
 @click.option(
     "--switch-after",
-    type=click.IntRange(min=0),
+    type=click.IntRange(min=0, max=7 * 86400),
     default=signing_keys.DEFAULT_SWITCH_AFTER,
     show_default=True,
     help="Seconds until the new key signs; verifiers fetch it meanwhile.",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import os.path
 import re
 from collections.abc import Callable, Mapping
@@ -59,6 +60,10 @@ def _database_url(value: str) -> str:
         raise ValueError("not a database URL") from None
     if url.get_backend_name() != "postgresql":
         raise ValueError("must be a postgresql:// URL")
+    if "@" in (url.host or ""):
+        # A password's own '@' left as it is: the rest would be read as the
+        # host, and quoted (password and all) in every connection error.
+        raise ValueError("has an '@' after the password: write it as %40")
     if url.drivername in ("postgresql", "postgresql+psycopg2"):
         url = url.set(drivername="postgresql+psycopg")
     # The query goes to libpq as is (sslmode, sslrootcert, ...): check it now.
@@ -70,6 +75,10 @@ def _database_url(value: str) -> str:
         if name in options and options[name] != "system":
             _readable_file(name, options[name])
     return url.render_as_string(hide_password=False)
+
+
+#: redis-py's URL options that are a socket's timeout, in seconds above 0.
+REDIS_SECONDS_OPTIONS = ("socket_timeout", "socket_connect_timeout")
 
 
 def _redis_url(value: str) -> str:
@@ -86,12 +95,29 @@ def _redis_url(value: str) -> str:
     if "ssl_ca_certs" in options:
         _readable_file("ssl_ca_certs", options["ssl_ca_certs"])
     # redis-py's own reading of the URL, so that what it would refuse at the
-    # first connection (a port or a timeout that is not a number) is named now.
+    # first connection is named now; never in urllib's or redis-py's words,
+    # which quote the part they could not read (a password, when it holds a
+    # '/', '?' or '#').
+    try:
+        _ = parts.port
+    except ValueError:
+        raise ValueError(
+            "has no port number where one belongs: write a '/', '?', '#' or '@'"
+            " in the password as %2F, %3F, %23 or %40"
+        ) from None
     try:
         parsed = parse_redis_url(value)
-        _ = parts.port  # out of range: urllib raises
-    except (ValueError, TypeError) as exc:
-        raise ValueError(str(exc).rstrip(".")) from None
+    except (ValueError, TypeError):
+        raise ValueError(
+            "has an option that is not a number where one belongs"
+        ) from None
+    for name in REDIS_SECONDS_OPTIONS:
+        if name in parsed and not 0 < parsed[name] < math.inf:
+            raise ValueError(f"{name} must be a number of seconds above 0")
+    if not 0 <= parsed.get("health_check_interval", 0) < math.inf:
+        raise ValueError("health_check_interval must be a number of seconds")
+    if str(parsed.get("protocol", 2)) not in ("2", "3"):
+        raise ValueError("protocol must be 2 or 3")
     if parts.scheme == "unix" and not parsed.get("path"):
         raise ValueError("a unix:// URL needs the socket's path")
     if parts.scheme != "unix" and not parts.hostname:

@@ -25,7 +25,10 @@ whatever becomes of the request.
 
 from __future__ import annotations
 
+import logging
+import math
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -48,6 +51,8 @@ from .db import db
 from .models import SigningKey, utcnow
 from .process_cache import ProcessCache
 from .surfaces import PUBLIC_MAX_AGE
+
+log = logging.getLogger(__name__)
 
 #: What the derived sealing key is for; a new purpose, a new key.
 _HKDF_INFO = b"signing-keys/aes-256-gcm/v1"
@@ -75,21 +80,27 @@ def _sealing_key(secret: str) -> bytes:
     return hkdf.derive(secret.encode())
 
 
-def seal(private_pem: bytes, secret: str) -> bytes:
-    """The PEM encrypted under ``secret``: nonce, then ciphertext and tag."""
+def _bound(kid: str, algorithm: str) -> bytes:
+    return b"\x00".join((_ASSOCIATED_DATA, kid.encode(), algorithm.encode()))
+
+
+def seal(private_pem: bytes, secret: str, kid: str, algorithm: str) -> bytes:
+    """The PEM encrypted under ``secret`` for key ``kid``: nonce, then
+    ciphertext and tag."""
     nonce = os.urandom(_NONCE_BYTES)
-    sealed = AESGCM(_sealing_key(secret)).encrypt(nonce, private_pem, _ASSOCIATED_DATA)
-    return nonce + sealed
+    box = AESGCM(_sealing_key(secret))
+    return nonce + box.encrypt(nonce, private_pem, _bound(kid, algorithm))
 
 
-def unseal(sealed: bytes, settings: Settings) -> tuple[bytes, bool]:
-    """The PEM, and whether it was sealed under the current ``SECRET_KEY``."""
+def unseal(key: SigningKey, settings: Settings) -> tuple[bytes, bool]:
+    """The key's PEM, and whether it was sealed under the current ``SECRET_KEY``."""
+    sealed = key.sealed_private_key
     nonce, body = sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:]
-    for index, secret in enumerate(
-        (settings.secret_key, *settings.secret_key_fallbacks)
-    ):
+    bound = _bound(key.kid, key.algorithm)
+    secrets = (settings.secret_key, *settings.secret_key_fallbacks)
+    for index, secret in enumerate(secrets):
         try:
-            pem = AESGCM(_sealing_key(secret)).decrypt(nonce, body, _ASSOCIATED_DATA)
+            pem = AESGCM(_sealing_key(secret)).decrypt(nonce, body, bound)
         except InvalidTag:
             continue
         return pem, index == 0
@@ -102,10 +113,11 @@ def unseal(sealed: bytes, settings: Settings) -> tuple[bytes, bool]:
 def _new_key(algorithm: str, secret: str, signs_from: datetime) -> SigningKey:
     pem = generate_private_pem(algorithm)
     _, _, public = load_signing_key(pem.decode())
+    kid = public.thumbprint()
     return SigningKey(
-        kid=public.thumbprint(),
+        kid=kid,
         algorithm=algorithm,
-        sealed_private_key=seal(pem, secret),
+        sealed_private_key=seal(pem, secret, kid, algorithm),
         public_jwk=public.as_dict(private=False),
         signs_from=signs_from,
     )
@@ -146,9 +158,11 @@ def reseal(settings: Settings) -> int:
     count = 0
     with _transaction() as session:
         for key in session.scalars(select(SigningKey)):
-            pem, current = unseal(key.sealed_private_key, settings)
+            pem, current = unseal(key, settings)
             if not current:
-                key.sealed_private_key = seal(pem, settings.secret_key)
+                key.sealed_private_key = seal(
+                    pem, settings.secret_key, key.kid, key.algorithm
+                )
                 count += 1
     return count
 
@@ -244,25 +258,69 @@ def cached_ring(settings: Settings, build: Any) -> Any:
     return ring
 
 
+#: Fewest seconds between two early re-reads of the ring (a token naming a
+#: key this process does not know).
+REREAD_EVERY = 5
+
+
+def reread_ring() -> bool:
+    """Forget this process's ring, unless it did so within
+    :data:`REREAD_EVERY` seconds; tell whether it did."""
+    now = time.monotonic()
+    last = current_app.extensions.get("signing_key_reread", -math.inf)
+    if now - last < REREAD_EVERY:
+        return False
+    current_app.extensions["signing_key_reread"] = now
+    _cache().evict("ring")
+    return True
+
+
 def _read(settings: Settings) -> StoredKeys:
     now = utcnow()
     rows = _published(now)
     if not rows:
         ensure(settings)
+        now = utcnow()  # the key made just now already signs
         rows = _published(now)
+    # Each public key is derived from its private key, never read from the
+    # row: a row can publish only a key sealed under SECRET_KEY for its kid.
+    opened = {row.kid: _opened(row, settings) for row in rows}
+    rows = [row for row in rows if opened[row.kid] is not None]
+    if not rows:
+        raise KeyUnreadable(
+            "no stored signing key opens under SECRET_KEY or SECRET_KEY_FALLBACKS"
+            " as what its row says"
+        )
     live = [row for row in rows if row.signs_from <= now] or rows[:1]
     signer = max(live, key=lambda row: row.signs_from)
-    pem, _ = unseal(signer.sealed_private_key, settings)
     moments = [row.signs_from for row in rows if row.signs_from > now]
     moments += [row.published_until for row in rows if row.published_until]
     changes_at = min(
         [now.timestamp() + RING_TTL, *(moment.timestamp() for moment in moments)]
     )
+    signer_pem, _ = opened[signer.kid] or (b"", {})
     return StoredKeys(
-        signing=(signer.kid, signer.algorithm, pem),
-        published=tuple((row.kid, row.algorithm, row.public_jwk) for row in rows),
+        signing=(signer.kid, signer.algorithm, signer_pem),
+        published=tuple(
+            (row.kid, row.algorithm, (opened[row.kid] or (b"", {}))[1]) for row in rows
+        ),
         changes_at=changes_at,
     )
+
+
+def _opened(row: SigningKey, settings: Settings) -> tuple[bytes, dict[str, Any]] | None:
+    """A row's private PEM and the public JWK derived from it; ``None`` (and
+    an error logged) when the key is not what its row says it is."""
+    try:
+        pem, _ = unseal(row, settings)
+    except KeyUnreadable:
+        log.error("signing key %s does not open under SECRET_KEY; not used", row.kid)
+        return None
+    algorithm, _, public = load_signing_key(pem.decode())
+    if public.thumbprint() != row.kid or algorithm != row.algorithm:
+        log.error("signing key %s is not what its row says; not used", row.kid)
+        return None
+    return pem, public.as_dict(private=False)
 
 
 def _published(now: datetime) -> list[SigningKey]:

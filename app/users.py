@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 import uuid
 
-from sqlalchemy import select, update
+from flask import current_app
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .config import current_settings
@@ -14,7 +16,14 @@ from .db import db, is_storable
 from .denylist import deny_user_until_now
 from .models import OAuthClient, User, utcnow
 from .oauth.clients import revoke_clients
-from .passwords import hash_password, needs_rehash, verify_password
+from .passwords import (
+    CURRENT_PREFIX,
+    hash_password,
+    needs_rehash,
+    spend_the_other_cost,
+    verify_password,
+)
+from .process_cache import ProcessCache
 
 #: RFC 5321 limits a mailbox to 254 characters in practice.
 MAX_EMAIL_LENGTH = 254
@@ -98,10 +107,31 @@ def authenticate(user: User | None, password: str) -> User | None:
         password = ""
     ok = verify_password(user.password_hash if user else None, password)
     if not (ok and user is not None and user.is_active):
+        if _older_hashes_remain():
+            spend_the_other_cost(user.password_hash if user else None, password)
         return None
     if user.password_hash and needs_rehash(user.password_hash):
         _rehash(user, password)
     return user
+
+
+#: Seconds a process trusts what it found about older hashes.
+OLDER_HASHES_CHECKED_EVERY = 600
+
+
+def _older_hashes_remain() -> bool:
+    """Whether any account still has a hash of an older cost; asked of
+    Postgres at most every :data:`OLDER_HASHES_CHECKED_EVERY` seconds."""
+    cache = current_app.extensions.setdefault("older_hashes", ProcessCache(1))
+    found = cache.get("remain")
+    if found is None:
+        older = select(User.id).where(
+            User.password_hash.is_not(None),
+            func.starts_with(User.password_hash, CURRENT_PREFIX).is_(False),
+        )
+        found = bool(db.session.scalar(select(older.exists())))
+        cache.put("remain", found, until=time.time() + OLDER_HASHES_CHECKED_EVERY)
+    return found
 
 
 def _rehash(user: User, password: str) -> None:

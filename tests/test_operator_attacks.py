@@ -21,6 +21,7 @@ import sqlalchemy
 from helpers import (
     ROOT,
     Browser,
+    claims_for,
     claims_of,
     obtain_token,
     run_command,
@@ -54,7 +55,7 @@ def _forged(server: Any, token: str, **changes: Any) -> str:
     with server.app.app_context():
         row = db.session.get(SigningKey, _kid(token))
         assert row is not None
-        pem, _ = unseal(row.sealed_private_key, settings)
+        pem, _ = unseal(row, settings)
     header = {"alg": "RS256", "typ": "at+jwt", "kid": row.kid}
     return jwt.encode(header, {**claims_of(token), **changes}, RSAKey.import_key(pem))
 
@@ -102,11 +103,20 @@ def test_a_key_switched_in_at_once_is_accepted_by_every_process_at_once(
     rotated = run_command(first, "keys", "rotate", "--switch-after", "0")
     assert rotated.exit_code == 0, rotated.output
 
-    second = make_server(JWT_SECRET="")  # a worker whose ring came later
-    new = obtain_token(second.browser(), user)
+    # Another worker of the same deployment (the same issuer), whose ring
+    # came later, signs with the new key.
+    second = make_server(JWT_SECRET="", ISSUER=first.issuer)
+    new = _signed_by(second, claims_for(first, user))
     assert _kid(new) != _kid(old)
-    assert whoami(second.browser(), new).status_code == 200
     assert whoami(first.browser(), new).status_code == 200
+
+
+def _signed_by(server: Any, claims: dict[str, Any]) -> str:
+    """A token as ``server``'s own process signs it now."""
+    from app.oauth.tokens import sign_claims
+
+    with server.app.app_context():
+        return sign_claims(claims, server.app.config["SETTINGS"])
 
 
 # --- Sign-in timing -----------------------------------------------------------------
@@ -193,3 +203,29 @@ def test_a_redis_timeout_no_socket_takes_is_refused_at_start(
         settings_from_environment(
             {**base_env, "REDIS_URL": f"redis://h:6379/0?{option}"}
         )
+
+
+def test_a_row_publishes_only_the_key_sealed_for_it(
+    make_server: Callable[..., Any], user: dict[str, str], engine: sqlalchemy.Engine
+) -> None:
+    """Someone able to write rows cannot publish a key of their own: a
+    row's public key is derived from the private key sealed for its kid,
+    and a sealed key moved to another row does not open."""
+    live = make_server(JWT_SECRET="")
+    token = obtain_token(live.browser(), user)
+    with engine.begin() as connection:
+        connection.execute(
+            sqlalchemy.text(
+                "INSERT INTO signing_keys (kid, algorithm, sealed_private_key,"
+                " public_jwk, signs_from) SELECT 'planted', algorithm,"
+                " sealed_private_key, public_jwk, now() - interval '1 second'"
+                " FROM signing_keys"
+            )
+        )
+    live.app.extensions["signing_key_ring"].evict("ring")
+    kids = [
+        key["kid"]
+        for key in live.browser().get("/.well-known/jwks.json").json()["keys"]
+    ]
+    assert kids == [_kid(token)]
+    assert whoami(live.browser(), token).status_code == 200

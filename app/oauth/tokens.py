@@ -24,7 +24,7 @@ from joserfc.jwt import JWTClaimsRegistry
 
 from ..config import Settings, current_settings
 from ..denylist import process_cache
-from ..signing_keys import cached_ring
+from ..signing_keys import cached_ring, reread_ring
 from .issuance import Issuance
 from .keys import KeyRing, key_ring, stored_key_ring
 from .resources import Resource
@@ -113,9 +113,11 @@ VERIFIED_TOKENS_KEPT = 4096
 
 @dataclass(frozen=True)
 class VerifiedClaims:
-    """The claims of a token whose signature and claims verified."""
+    """The claims of a token whose signature and claims verified, and the
+    ``kid`` of the key that verified it."""
 
     claims: Mapping[str, Any]
+    kid: str | None
 
 
 def decode_access_token(token: str, resource: Resource) -> dict[str, Any]:
@@ -129,33 +131,57 @@ def decode_access_token(token: str, resource: Resource) -> dict[str, Any]:
     cache = process_cache(VERIFIED_CACHE, VERIFIED_TOKENS_KEPT)
     cache_key = (token, settings.issuer, audience)
     known = cache.get(cache_key) if cache is not None else None
-    if known is not None:
+    keys = keys_of(settings)
+    # Only while the key that verified it is still published: a key taken
+    # out ends what it verified here too.
+    if known is not None and known.kid in keys.verifying:
         return dict(known.claims)
-    claims = _verify(token, settings, keys_of(settings), audience)
+    try:
+        claims, kid = _verify(token, settings, keys, audience)
+    except InvalidAccessToken:
+        # A key published since this process read its ring (a rotation that
+        # switched at once): read the ring again, at most every few seconds.
+        if not (settings.managed_keys and _kid_of(token) not in keys.verifying):
+            raise
+        if not reread_ring():
+            raise
+        claims, kid = _verify(token, settings, keys_of(settings), audience)
     if cache is not None:
         # RFC 7519 §4.1.4: not on or after exp; verified above with no leeway.
-        frozen = VerifiedClaims(MappingProxyType(dict(claims)))
+        frozen = VerifiedClaims(MappingProxyType(dict(claims)), kid)
         cache.put(cache_key, frozen, until=claims["exp"])
     return claims
+
+
+def _kid_of(token: str) -> Any:
+    """The ``kid`` a token's header names, unverified (``None``: none)."""
+    header = _unverified(token, 0)
+    return header.get("kid") if header is not None else None
 
 
 def audience_of(token: str) -> str | None:
     """The ``aud`` a token claims, unverified: only to choose the resource to
     verify it for (:func:`decode_access_token` then checks everything)."""
+    claims = _unverified(token, 1)
+    audience = claims.get("aud") if claims is not None else None
+    return audience if isinstance(audience, str) else None
+
+
+def _unverified(token: str, part: int) -> dict[str, Any] | None:
+    """A JWT's header (0) or claims (1) as written, before any check."""
     try:
-        payload = token.split(".")[1]
-        claims = json.loads(
-            base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+        segment = token.split(".")[part]
+        value = json.loads(
+            base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
         )
     except (IndexError, ValueError, TypeError, UnicodeDecodeError, RecursionError):
         return None
-    audience = claims.get("aud") if isinstance(claims, dict) else None
-    return audience if isinstance(audience, str) else None
+    return value if isinstance(value, dict) else None
 
 
 def _verify(
     token: str, settings: Settings, keys: KeyRing, audience: str
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], str | None]:
     try:
         decoded = jwt.decode(
             token,
@@ -178,7 +204,7 @@ def _verify(
     claims = decoded.claims
     if not isinstance(claims.get("scope", ""), str):
         raise InvalidAccessToken
-    return claims
+    return claims, decoded.header.get("kid")
 
 
 class AccessTokenGenerator:
