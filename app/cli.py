@@ -1,4 +1,5 @@
-"""Operator commands: ``flask --app app users|clients|db|resources|idps ...``."""
+"""Operator commands: ``flask --app app users|clients|db|resources|idps ...``
+and ``flask --app app prune``."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ from datetime import timedelta
 
 import click
 from flask import Flask
+from flask.cli import with_appcontext
 from sqlalchemy import select
 
 from . import audit, migrate, signing_keys
-from .cli_group import OperatorGroup
+from . import prune as prune_rows
+from .cli_group import OperatorCommand, OperatorGroup
 from .cli_idps import idps_cli
 from .cli_keys import keys_cli
 from .cli_resources import resources_cli
@@ -19,8 +22,7 @@ from .config import current_settings
 from .db import db
 from .denylist import deny_user_until_now
 from .logs import log_to_stderr
-from .models import User, utcnow
-from .oauth.clients import prune_unused_clients
+from .models import User
 from .oauth.resources import builtin_resource
 from .users import UserError, create_user, disable_user, find_by_email
 
@@ -76,19 +78,48 @@ def digest_command(email: str) -> None:
     click.echo(audit.account_of(email))
 
 
-@clients_cli.command("prune")
+@click.command("prune", cls=OperatorCommand)
 @click.option(
     "--older-than-days",
     type=click.IntRange(min=1),
-    default=7,
+    default=prune_rows.DEFAULT_OLDER_THAN_DAYS,
     show_default=True,
-    help="Only clients registered longer ago than this.",
+    help="Keep what ended (or was registered and never used) more recently.",
 )
-def prune_clients_command(older_than_days: int) -> None:
-    """Delete clients that never completed an authorization."""
-    with db.transaction():
-        count = prune_unused_clients(utcnow() - timedelta(days=older_than_days))
-    click.echo(f"pruned {count} client(s)")
+@click.option(
+    "--unused-days",
+    type=click.IntRange(min=1),
+    default=prune_rows.DEFAULT_UNUSED_DAYS,
+    show_default=True,
+    help="Clients last authorized longer ago, with no live consent, go.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1, max=100_000),
+    default=prune_rows.DEFAULT_BATCH_SIZE,
+    show_default=True,
+    help="Rows deleted per transaction.",
+)
+@click.option("--dry-run", is_flag=True, help="Only count what would be deleted.")
+@with_appcontext
+def prune_command(
+    older_than_days: int, unused_days: int, batch_size: int, dry_run: bool
+) -> None:
+    """Delete the dead rows of every kind (docs/reference.md, "What prune deletes")."""
+    log_to_stderr()
+    h = prune_rows.horizons(
+        timedelta(days=older_than_days), timedelta(days=unused_days)
+    )
+    for kind in prune_rows.KINDS:
+        if dry_run:
+            with db.transaction():
+                click.echo(f"would prune {prune_rows.count(kind, h)} {kind.name}")
+            continue
+        total = batches = 0
+        for deleted in prune_rows.prune(kind, h, batch_size):
+            total += deleted
+            batches += 1
+        click.echo(f"pruned {total} {kind.name} in {batches} batch(es)")
 
 
 @db_cli.command("upgrade")
@@ -126,3 +157,4 @@ def init_app(app: Flask) -> None:
         # Runs before each of the group's commands.
         group.callback = log_to_stderr
         app.cli.add_command(group)
+    app.cli.add_command(prune_command)

@@ -117,12 +117,9 @@ def process_cache(name: str, size: int) -> ProcessCache[Any, Any] | None:
 
 
 def evict(name: str, entries: list[str]) -> None:
-    """Drop ``entries`` from every process's cache ``name`` (one round trip)."""
+    """Drop ``entries`` from every process's cache ``name``: one message."""
     if entries:
-        pipeline = get_redis().pipeline(transaction=False)
-        for entry in entries:
-            pipeline.publish(CHANNEL, eviction(name, entry))
-        pipeline.execute()
+        get_redis().publish(CHANNEL, eviction(name, entries))
 
 
 def _view() -> DenylistView:

@@ -76,9 +76,12 @@ def announcement(key: str, value: str, ttl: int) -> str:
     return f"{ttl} {key} {value}"
 
 
-def eviction(cache: str, entry: str) -> str:
-    """The message that removes ``entry`` from every process's cache ``cache``."""
-    return announcement(EVICT_PREFIX + cache, entry, 0)
+def eviction(cache: str, entries: list[str]) -> str:
+    """The one message that removes ``entries`` from every process's cache
+    ``cache``: one a line (no entry holds a line break)."""
+    if any("\n" in entry for entry in entries):
+        raise ValueError("an evicted entry holds a line break")
+    return announcement(EVICT_PREFIX + cache, "\n".join(entries), 0)
 
 
 class _Idle(Exception):
@@ -244,7 +247,8 @@ class DenylistView:
             if key.startswith(EVICT_PREFIX):
                 cache = self._caches.get(key[len(EVICT_PREFIX) :])
                 if cache is not None:
-                    cache.evict(value)
+                    for entry in value.split("\n"):
+                        cache.evict(entry)
                 return
             expires = time.monotonic() + min(int(ttl), self._max_ttl)
             self._markers[key] = (value, expires)

@@ -121,7 +121,8 @@ class OAuthClient(Timestamped, Base):
     scope: Mapped[str] = mapped_column(String(200))
     #: Source address of the registration, for the per-address cap.
     registered_from: Mapped[str] = mapped_column(String(64), index=True)
-    #: Set when a code is first redeemed; NULL marks a client that can be pruned.
+    #: When a code was last redeemed (to the day); NULL: never, a client
+    #: that can be pruned (app/prune.py).
     last_authorized_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     #: Public keys for ``private_key_jwt`` (RFC 7591 §2): a JWK Set, or where
     #: one is published. At most one of the two.
@@ -262,6 +263,15 @@ class RefreshToken(Base):
     """
 
     __tablename__ = "refresh_tokens"
+    __table_args__ = (
+        # A chain's head: the one token of it not rotated (app/prune.py).
+        Index(
+            "ix_refresh_tokens_chain_heads",
+            "consent_id",
+            "chain_expires_at",
+            postgresql_where=text("rotated_at IS NULL"),
+        ),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     #: SHA-256 of the token; the token itself is never stored.

@@ -341,9 +341,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def prune(base_env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    """Run the operator command as an operator would, with the server's settings."""
+    """Run ``flask --app app prune`` as an operator would, with the settings."""
     return subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "app", "clients", "prune", *args],
+        [sys.executable, "-m", "flask", "--app", "app", "prune", *args],
         cwd=ROOT,
         env={**os.environ, **base_env},
         capture_output=True,

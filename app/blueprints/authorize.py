@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 from authlib.oauth2 import OAuth2Error
-from authlib.oauth2.rfc6749.errors import InvalidRequestError
+from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidRequestError
 from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
 from flask import Blueprint, Response, abort, render_template
 from flask import request as flask_request
@@ -17,6 +17,7 @@ from ..models import User
 from ..oauth.client_metadata import FetchRefused, look_up, problem_text
 from ..oauth.clients import Client, document_client_row
 from ..oauth.consent import (
+    ClientGone,
     ConsentedUser,
     approve,
     covers,
@@ -190,7 +191,7 @@ def _resource(grant: AuthorizationCodeGrant) -> Resource:
     return resolve_resource(grant.request.payload.datalist.get("resource", []))
 
 
-def _decide(grant: AuthorizationCodeGrant, user_id: str) -> Response:
+def _decide(grant: AuthorizationCodeGrant, user_id: str) -> Response | tuple[str, int]:
     server = get_server()
     decision = flask_request.form.get("decision")
     if decision not in ("approve", "deny"):
@@ -206,7 +207,10 @@ def _decide(grant: AuthorizationCodeGrant, user_id: str) -> Response:
     # One statement: the account must be enabled, and a metadata-document
     # client's row is kept with it.
     client_row = document_client_row(grant.client)
-    consent_id = approve(user_id, client_id, scope, resource, client_row)
+    try:
+        consent_id = approve(user_id, client_id, scope, resource, client_row)
+    except ClientGone:
+        return _error_page(InvalidClientError())  # pruned meanwhile
     if consent_id is None:
         return login_redirect()  # the account was disabled meanwhile
     approved = ConsentedUser(uuid.UUID(user_id), consent_id)

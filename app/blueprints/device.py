@@ -24,7 +24,7 @@ from ..config import current_settings
 from ..db import db
 from ..oauth import device_codes
 from ..oauth.clients import Client, document_client_row, query_client
-from ..oauth.consent import approve, deny, signed_in_consent
+from ..oauth.consent import ClientGone, approve, deny, signed_in_consent
 from ..oauth.constants import DEVICE_VERIFICATION_PATH
 from ..oauth.device_codes import (
     Claim,
@@ -150,13 +150,17 @@ def _approve(
     scope = " ".join(_scopes(claimed.request, resource))
     # One statement: the account must be enabled, and a metadata-document
     # client's row is kept with it.
-    consent_id = approve(
-        signed_in.user_id,
-        client.client_id,
-        scope,
-        resource.uri,
-        document_client_row(client),
-    )
+    try:
+        consent_id = approve(
+            signed_in.user_id,
+            client.client_id,
+            scope,
+            resource.uri,
+            document_client_row(client),
+        )
+    except ClientGone:  # pruned meanwhile: the device is refused
+        device_codes.settle(claimed, approved=False)
+        return render_template("device/done.html", approved=False), 400
     if consent_id is None:
         device_codes.settle(claimed, approved=False)
         return login_redirect()  # the account was disabled meanwhile

@@ -1,4 +1,4 @@
-"""Registered clients: lookup, secrets, pruning.
+"""Registered clients: lookup, secrets, revocation.
 
 Every client lookup goes through :func:`query_client`: a registered client
 comes from its row, a ``client_id`` that is a URL from the verdict on the
@@ -17,13 +17,13 @@ from datetime import datetime
 from typing import Any
 
 from authlib.oauth2.rfc6749 import ClientMixin
-from sqlalchemy import bindparam, delete, exists, func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import Insert, insert
 
 from ..config import current_settings
 from ..db import db, is_storable
 from ..denylist import deny_clients, evict, process_cache
-from ..models import Consent, OAuthClient, utcnow
+from ..models import OAuthClient, utcnow
 from . import client_metadata
 from .constants import (
     CLIENT_CREDENTIALS,
@@ -207,10 +207,12 @@ def query_client(client_id: str | None) -> Client | None:
     if len(client_id) > 128:
         return None
     # A registration never changes, so each process keeps what it read;
-    # pruning evicts it everywhere (see prune_unused_clients).
+    # pruning evicts it everywhere once committed (app/prune.py): a row read
+    # before that commit and put after the eviction is dropped (``since``).
     cache = process_cache(CLIENT_CACHE, CLIENT_CACHE_SIZE)
     row = cache.get(client_id) if cache is not None else None
     if row is None:
+        since = cache.generation if cache is not None else None
         found = (
             db.session.connection()
             .execute(_CLIENT_ROW, {"client_id": client_id})
@@ -222,7 +224,7 @@ def query_client(client_id: str | None) -> Client | None:
         if row.revoked_at is not None:
             return None  # kept only as the record of its tokens' denial
         if cache is not None:
-            cache.put(client_id, row)
+            cache.put(client_id, row, since=since)
     return Client(row)
 
 
@@ -304,29 +306,6 @@ def count_clients(registered_from: str | None = None) -> int:
     if registered_from is not None:
         query = query.where(OAuthClient.registered_from == registered_from)
     return db.session.scalar(query) or 0
-
-
-def prune_unused_clients(registered_before: datetime) -> int:
-    """Delete clients registered before a time that never completed an authorization."""
-    has_consent = exists().where(Consent.client_id == OAuthClient.client_id)
-    deleted = db.session.scalars(
-        delete(OAuthClient)
-        .where(
-            OAuthClient.created_at < registered_before,
-            OAuthClient.last_authorized_at.is_(None),
-            # A service client never completes an authorization: it is made
-            # by a person or an operator, and lives until revoked.
-            OAuthClient.service_resource.is_(None),
-            ~has_consent,
-        )
-        .returning(OAuthClient.client_id)
-    ).all()
-    # Evict now and again after the commit: a process that reads the row
-    # between the two still loses it.
-    client_ids = list(deleted)
-    evict(CLIENT_CACHE, client_ids)
-    db.after_commit(lambda: evict(CLIENT_CACHE, client_ids))
-    return len(deleted)
 
 
 def revoke_clients(*where: Any) -> list[str]:

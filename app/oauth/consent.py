@@ -16,11 +16,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
+from psycopg import errors as pg_errors
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import Insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
 from .. import audit
@@ -106,6 +108,11 @@ def signed_in_consent(
     return person, Approval(found.consent_id, found.scope, found.approved_at)
 
 
+class ClientGone(Exception):
+    """The client was pruned while the person approved it (app/prune.py):
+    nothing was recorded, and it is answered as an unknown client."""
+
+
 def approve(
     user_id: str,
     client_id: str,
@@ -123,7 +130,8 @@ def approve(
     Otherwise a new consent begins. ``None``, with nothing recorded, if the
     account is gone or disabled. ``client_row`` (the client's own row, for a
     metadata-document client) is written by the same statement, so the
-    approval needs no transaction.
+    approval needs no transaction. :class:`ClientGone` if the client was
+    pruned meanwhile.
     """
     key = _uuid(user_id)
     if key is None:
@@ -140,7 +148,12 @@ def approve(
         "p_now": utcnow(),
     }
     # An upsert with RETURNING yields the row it inserted or updated, if any.
-    consent_id = statements.run(statement, parameters).scalar()
+    try:
+        consent_id = statements.run(statement, parameters).scalar()
+    except IntegrityError as exc:
+        if isinstance(exc.orig, pg_errors.ForeignKeyViolation):
+            raise ClientGone(client_id) from None
+        raise
     if consent_id is not None:
         audit.record(
             audit.CONSENT_GRANTED,
@@ -188,18 +201,20 @@ def live_consent_holder(
 ) -> LiveConsent | None:
     """The enabled person whose consent ``consent_id`` is still live.
 
-    One query, run when a code is redeemed. The same statement records, once,
-    that ``client_id`` has been used (``last_authorized_at``, which spares it
-    from pruning): the one place that fact is written.
+    One query, run when a code is redeemed. The same statement records that
+    ``client_id`` has been used (``last_authorized_at``, to the day, which
+    spares it from pruning): the one place that fact is written.
     """
     user_key, consent_key = _uuid(user_id), _uuid(consent_id)
     if user_key is None or consent_key is None:
         return None
+    now = utcnow()
     parameters = {
         "p_user": user_key,
         "p_consent": consent_key,
         "p_client": client_id,
-        "p_now": utcnow(),
+        "p_now": now,
+        "p_day_ago": now - timedelta(days=1),
     }
     row = statements.run(statements.holder_marking_client(), parameters).first()
     if row is None:

@@ -19,6 +19,7 @@ from sqlalchemy import (
     case,
     exists,
     func,
+    or_,
     select,
     text,
     update,
@@ -122,14 +123,17 @@ def _live_holder() -> tuple[Any, ...]:
 @functools.cache
 def holder_marking_client() -> Select:
     """The enabled person ``p_user`` whose consent ``p_consent`` is live, with
-    the consent's scope today; the same statement records, once, that client
-    ``p_client`` has been used."""
+    the consent's scope today; the same statement records that client
+    ``p_client`` has been used, at most once a day (``p_day_ago``)."""
     holder = select(Consent.id).join(User, Consent.user_id == User.id)
     mark = (
         update(cast(Table, OAuthClient.__table__))
         .where(
             OAuthClient.client_id == bindparam("p_client"),
-            OAuthClient.last_authorized_at.is_(None),
+            or_(
+                OAuthClient.last_authorized_at.is_(None),
+                OAuthClient.last_authorized_at < bindparam("p_day_ago"),
+            ),
             exists(holder.where(*_live_holder())),
         )
         .values(last_authorized_at=bindparam("p_now"))
