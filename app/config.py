@@ -384,8 +384,12 @@ class Settings:
     #: Wrong user codes entered at ``/device``, per address and per account.
     user_code_rate_limit: str = setting(_rate_limit, "10 per 15 minutes")
     registration_rate_limit: str = setting(_rate_limit, "20 per hour")
+    #: Clients registered from one address within the window; beyond: 403.
     max_clients_per_address: int = setting(_int(1, 10**9), 100)
+    #: Clients registered from all addresses within the window (a flood guard).
     max_clients: int = setting(_int(1, 10**9), 100000)
+    #: The window both caps count registrations in, seconds (a day).
+    registration_cap_window: int = setting(_int(60, 366 * 86400), 86400)
     login_rate_limit: str = setting(_rate_limit, "10 per minute")
     client_id_prefix: str = setting(_client_id_prefix, "lessie")
     api_key_rate_limit: str = setting(_rate_limit, "60 per minute")

@@ -95,9 +95,35 @@ class Identity(Timestamped, Base):
     owner: Mapped[User] = relationship(lazy="raise")
 
 
+#: ``registered_from`` of the row kept for a metadata-document client, so that
+#: grants can refer to it. It was not registered from any address, so no
+#: registration cap counts it; its document, never the row, says what it may do.
+DOCUMENT_SOURCE = "client-id-metadata-document"
+
+#: The clients registered through ``POST /register``: not the rows kept for
+#: metadata-document clients, nor service clients (made by people and
+#: operators). SQL with the marker as a literal, the predicate of the indexes
+#: the registration caps count in (app/oauth/registration_caps.py): Postgres
+#: proves a query's literal predicate implies an index's, never a bound
+#: parameter's under a generic plan.
+REGISTERED_HERE = f"registered_from <> '{DOCUMENT_SOURCE}' AND service_resource IS NULL"
+
+
 class OAuthClient(Timestamped, Base):
     __tablename__ = "oauth_clients"
     __table_args__ = (
+        # The registration caps' windows: per address, and from all addresses.
+        Index(
+            "ix_oauth_clients_registered_from_created_at",
+            "registered_from",
+            "created_at",
+            postgresql_where=text(REGISTERED_HERE),
+        ),
+        Index(
+            "ix_oauth_clients_registered_created_at",
+            "created_at",
+            postgresql_where=text(REGISTERED_HERE),
+        ),
         Index(
             "ix_oauth_clients_revoked_at",
             "revoked_at",
@@ -120,7 +146,7 @@ class OAuthClient(Timestamped, Base):
     token_endpoint_auth_method: Mapped[str] = mapped_column(String(32))
     scope: Mapped[str] = mapped_column(String(200))
     #: Source address of the registration, for the per-address cap.
-    registered_from: Mapped[str] = mapped_column(String(64), index=True)
+    registered_from: Mapped[str] = mapped_column(String(64))
     #: When a code was last redeemed (to the day); NULL: never, a client
     #: that can be pruned (app/prune.py).
     last_authorized_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

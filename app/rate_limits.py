@@ -7,21 +7,31 @@ the tests) never share a storage backend.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import logging
 import math
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limiter
 from limits import parse
+from limits.errors import StorageError
+from redis.exceptions import RedisError
 
 from .compat import confined_to
 from .config import current_settings
+from .logs import reason
 from .redis_store import redis_options
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+log = logging.getLogger(__name__)
+
+#: Redis failing, as the limiter reports it.
+UNAVAILABLE_STORES = (RedisError, StorageError)
 
 
 def client_address() -> str:
@@ -73,14 +83,63 @@ def spend(limit_value: str, *key: str) -> int | None:
     return max(1, math.ceil(reset_at - time.time()))
 
 
-def _retry_after_only_when_limited(response: Response) -> Response:
-    # The limiter stamps Retry-After on every limited answer; RFC 9110
-    # §10.2.3 gives it meaning on a 3xx too (wait before following), so it
-    # stays only where it is true: the 429 (RFC 6585 §4). X-RateLimit-* stay.
-    # ``in`` first: Headers.pop of a missing name builds an exception per call.
-    if response.status_code != 429 and "Retry-After" in response.headers:
-        del response.headers["Retry-After"]
-    return response
+def _figures(limiter: Limiter) -> dict[str, str] | None:
+    """The headers of the request's most relevant limit, read from Redis now."""
+    current = limiter.current_limit
+    if current is None:
+        return None
+    return {
+        "X-RateLimit-Limit": str(current.limit.amount),
+        "X-RateLimit-Remaining": str(current.remaining),
+        "X-RateLimit-Reset": str(current.reset_at),  # the same window, read once
+    }
+
+
+def _figures_read_first(view: F, limiter: Limiter) -> F:
+    """Run ``view`` once the figures of its ``X-RateLimit-*`` headers are read.
+
+    Flask-Limiter reads them from Redis after the view, when a view's
+    transaction has already committed (a client registered): Redis failing
+    there turned a done deed into a 500 whose answer nobody received. Read
+    here, once every limit is counted and before the view runs, a failure
+    is a 503 before anything changed, and nothing after the view needs
+    Redis. It is the same one command, only earlier.
+    """
+
+    @functools.wraps(view)
+    def read_then_run(*args: Any, **kwargs: Any) -> Any:
+        g.rate_limit_figures = _figures(limiter)
+        return view(*args, **kwargs)
+
+    return read_then_run  # type: ignore[return-value]
+
+
+def _headers(limiter: Limiter) -> Callable[[Response], Response]:
+    def add_headers(response: Response) -> Response:
+        figures = g.get("rate_limit_figures")
+        if figures is None and response.status_code == 429:
+            # Refused before the view: the limit just counted, which Redis
+            # answered a moment ago. Should it fail now, the 429 goes
+            # out without figures; nothing was done that needs reporting.
+            try:
+                figures = _figures(limiter)
+            except UNAVAILABLE_STORES as exc:
+                log.warning("rate-limit figures unavailable: %s", reason(exc))
+        if figures is None:
+            return response
+        response.headers.update(figures)
+        # RFC 9110 §10.2.3 gives Retry-After meaning on a 3xx too (wait before
+        # following), so it goes only where it is true: the 429 (RFC 6585 §4),
+        # the later of the view's own (:func:`spend`) and the limit's reset.
+        if response.status_code == 429:
+            wait = int(figures["X-RateLimit-Reset"]) - time.time()
+            own = response.headers.get("Retry-After", "")
+            if own.isdigit():
+                wait = max(wait, int(own))
+            response.headers["Retry-After"] = str(max(1, int(wait)))
+        return response
+
+    return add_headers
 
 
 def init_app(app: Flask, redis_url: str) -> Limiter:
@@ -92,22 +151,25 @@ def init_app(app: Flask, redis_url: str) -> Limiter:
     # The limiter's hooks (headers after, context reset on teardown) act only
     # on limited views: they run for the blueprints that have some.
     with confined_to(app, sorted(limited)):
-        # Registered before the limiter's own hook, so it runs after it.
-        app.after_request(_retry_after_only_when_limited)
         limiter = Limiter(
             client_address,
             app=app,
             storage_uri=redis_url,
             storage_options=redis_options(),
             strategy="moving-window",
-            headers_enabled=True,
+            # Written by :func:`_headers` from figures read before the view.
+            headers_enabled=False,
             key_prefix="rl",
         )
+        app.after_request(_headers(limiter))
         # Every limit is on a view, and a limited view checks its own limits
         # when called; the limiter's before_request hook finds no
         # application-wide limits (a few microseconds, on limited views only).
     for endpoint, view in list(app.view_functions.items()):
-        wrapped: Any = view
+        if not getattr(view, "rate_limits", ()):
+            continue
+        # Innermost, so it runs once every limit of the view is counted.
+        wrapped: Any = _figures_read_first(view, limiter)
         for limit_value, kwargs in getattr(view, "rate_limits", ()):
             wrapped = limiter.limit(limit_value, **kwargs)(wrapped)
         app.view_functions[endpoint] = wrapped

@@ -20,6 +20,7 @@ from authlib.oauth2.rfc6749 import ClientMixin
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import Insert, insert
 
+from .. import models
 from ..config import current_settings
 from ..db import db, is_storable
 from ..denylist import deny_clients, evict, process_cache
@@ -37,10 +38,9 @@ from .redirect_uris import (
     registered_scheme_allowed,
 )
 
-#: ``registered_from`` of the row kept for a metadata-document client, so that
-#: grants can refer to it. It was not registered from any address, so no
-#: per-address cap counts it; its document, never the row, says what it may do.
-DOCUMENT_SOURCE = "client-id-metadata-document"
+#: ``registered_from`` of the row kept for a metadata-document client
+#: (app/models.py).
+DOCUMENT_SOURCE = models.DOCUMENT_SOURCE
 
 
 def hash_secret(secret: str) -> str:

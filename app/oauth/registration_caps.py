@@ -1,42 +1,46 @@
-"""The caps on open registration (docs/settings.md): per source address, and in all.
+"""The caps on open registration (docs/settings.md): clients registered within
+``REGISTRATION_CAP_WINDOW``, per source address and from all addresses.
 
 A registration from an address holds that address's advisory lock for the
 rest of its transaction, so the per-address cap cannot be raced past; the
 client is then inserted by one statement that adds nothing if either cap is
 reached.
+
+Each cap counts only the window, through an index that holds nothing else
+(migration 0012): the per-address count reads at most
+``MAX_CLIENTS_PER_ADDRESS`` entries of ``(registered_from, created_at)``, the
+total at most ``MAX_CLIENTS`` entries of ``created_at``; neither reads a
+table row, nor more of the index than the window, however many clients the
+table holds. Clients registered before the window never count: an address
+whose clients were all used, or a deployment a million clients strong, is
+refused only while registrations arrive faster than the caps allow.
 """
 
 from __future__ import annotations
 
 import functools
+from datetime import timedelta
 from typing import Any, cast
 
 from sqlalchemy import (
-    BigInteger,
     Table,
+    and_,
     bindparam,
-    column,
     func,
     insert,
-    or_,
+    literal_column,
     select,
     text,
 )
 
 from ..config import Settings
 from ..db import db
-from ..models import OAuthClient
-from .clients import DOCUMENT_SOURCE
+from ..models import REGISTERED_HERE, OAuthClient
 from .oauth_errors import ClientLimitExceededError
 
 #: Namespace of the advisory locks that serialise registrations from one
 #: address, so the per-address cap cannot be raced past.
 REGISTRATION_LOCK_ID = 7591
-#: Below the total cap by more than this (or a tenth of it), Postgres's own
-#: running row count is trusted instead of counting every client; it lags
-#: commits by about a second, far less than this many registrations.
-EXACT_COUNT_MARGIN = 1000
-
 
 #: Every column of a registered client's row, as :func:`insert_within_caps` takes it.
 COLUMNS = (
@@ -55,7 +59,6 @@ COLUMNS = (
     "jwks_uri",
 )
 
-
 _LOCK = text("SELECT pg_advisory_xact_lock(:ns, hashtext(:source))")
 
 
@@ -72,28 +75,40 @@ def insert_within_caps(values: dict[str, Any], settings: Settings) -> None:
     # Both on the session's connection, skipping the ORM's per-statement work.
     connection = db.session.connection()
     connection.execute(_LOCK, {"ns": REGISTRATION_LOCK_ID, "source": source})
-    cap = settings.max_clients
+    window = timedelta(seconds=settings.registration_cap_window)
     parameters = {
         **values,
+        "since": values["created_at"] - window,
         "per_address": settings.max_clients_per_address,
-        "cap": cap,
-        "trusted_below": cap - max(cap // 10, EXACT_COUNT_MARGIN),
+        "cap": settings.max_clients,
     }
     if connection.execute(_insert_statement(), parameters).scalar() is None:
-        raise _cap_error(source, settings.max_clients_per_address)
+        raise _cap_error(parameters)
 
 
-def _registered_count(*where: Any) -> Any:
-    # Rows kept for metadata-document clients were not registered here, nor
-    # were service clients (made by people and operators).
-    return (
-        select(func.count())
-        .select_from(OAuthClient)
+def _registered_since(*where: Any, up_to: str) -> Any:
+    """How many clients were registered here since ``:since``, counting no
+    further than the bound parameter ``up_to`` (the cap: reaching it is all
+    the caller asks)."""
+    columns = OAuthClient.__table__.c
+    window = (
+        select(literal_column("1"))
+        .select_from(OAuthClient.__table__)
         .where(
-            OAuthClient.registered_from != DOCUMENT_SOURCE,
-            OAuthClient.service_resource.is_(None),
+            text(REGISTERED_HERE),
+            columns.created_at >= bindparam("since"),
             *where,
         )
+        .limit(bindparam(up_to))
+        .subquery()
+    )
+    return select(func.count()).select_from(window).scalar_subquery()
+
+
+def _from_source() -> Any:
+    columns = OAuthClient.__table__.c
+    return _registered_since(
+        columns.registered_from == bindparam("registered_from"), up_to="per_address"
     )
 
 
@@ -101,29 +116,18 @@ def _registered_count(*where: Any) -> Any:
 def _insert_statement() -> Any:
     """One INSERT of the client that adds nothing if either cap is reached.
 
-    Built once, with a parameter per column and cap. The total is counted
-    only when Postgres's own running row count is within a margin of the
-    cap. That count lags commits by about a second, far less than
-    :data:`EXACT_COUNT_MARGIN` registrations; registrations from different
-    addresses are not serialised, so together they may overshoot the total
-    cap by a few, which it tolerates.
+    Built once, with a parameter per column and cap. Registrations from
+    different addresses are not serialised, so together they may overshoot
+    the total cap by a few, which a flood guard tolerates.
     """
     columns = OAuthClient.__table__.c
-    estimate = text(
-        "SELECT n_live_tup FROM pg_stat_user_tables"
-        " WHERE relid = 'oauth_clients'::regclass"
-    ).columns(column("n_live_tup", BigInteger))
-    from_source = _registered_count(
-        OAuthClient.registered_from == bindparam("registered_from")
-    )
     room = select(
         *(bindparam(name, type_=columns[name].type) for name in COLUMNS)
     ).where(
-        from_source.scalar_subquery() < bindparam("per_address"),
-        or_(
-            estimate.scalar_subquery() < bindparam("trusted_below"),
-            _registered_count().scalar_subquery() < bindparam("cap"),
-        ),
+        and_(
+            _from_source() < bindparam("per_address"),
+            _registered_since(up_to="cap") < bindparam("cap"),
+        )
     )
     # The table, not the mapped class: with parameters, an ORM insert would
     # be a bulk insert keyed by attribute.
@@ -134,10 +138,16 @@ def _insert_statement() -> Any:
     )
 
 
-def _cap_error(source: str, per_address: int) -> ClientLimitExceededError:
+@functools.cache
+def _source_count() -> Any:
+    return select(_from_source())
+
+
+def _cap_error(parameters: dict[str, Any]) -> ClientLimitExceededError:
     """Which cap refused the registration (the per-address one is checked first)."""
-    count = _registered_count(OAuthClient.registered_from == source)
-    if (db.session.scalar(count) or 0) >= per_address:
+    count = db.session.connection().execute(_source_count(), parameters).scalar()
+    if (count or 0) >= parameters["per_address"]:
         message = "Too many clients registered from this address."
         return ClientLimitExceededError(message)
-    return ClientLimitExceededError("The server holds too many clients.")
+    message = "Too many clients were registered lately; try again later."
+    return ClientLimitExceededError(message)
