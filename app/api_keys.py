@@ -35,6 +35,7 @@ from .db import db
 from .denylist import deny_api_keys
 from .models import ApiKey, Consent, User, utcnow
 from .oauth.resources import Resource
+from .pagination import Page, paginate
 
 #: Marks our keys so that secret scanners can recognise a leaked one.
 KEY_PREFIX = "lsk_"
@@ -280,6 +281,19 @@ def list_api_keys(
     if consent_id is None:
         query = query.options(joinedload(ApiKey.consent).joinedload(Consent.client))
     return list(db.session.scalars(query.order_by(ApiKey.created_at.desc())))
+
+
+def api_keys_page(owner_id: uuid.UUID, number: int) -> Page[ApiKey]:
+    """Page ``number`` of the owner's live keys, as :func:`list_api_keys`
+    lists them without a consent."""
+    where = _visible(owner_id, None)
+    rows = (
+        select(ApiKey)
+        .where(*where)
+        .options(joinedload(ApiKey.consent).joinedload(Consent.client))
+        .order_by(ApiKey.created_at.desc(), ApiKey.id)
+    )
+    return paginate(rows, where, number)
 
 
 def revoke(

@@ -286,6 +286,10 @@ class RefreshToken(Base):
     names it as ``parent_id``. The successor also keeps its own plaintext
     sealed with a key derived from the parent token, so that during the grace
     window only a holder of the parent can be handed the same successor.
+
+    Ending a chain (withdrawing its consent) marks only its head, the token
+    not rotated out, ``revoked_at``: the consent's own ``revoked_at`` is what
+    refuses every token of it, rotated out or not.
     """
 
     __tablename__ = "refresh_tokens"
@@ -297,13 +301,24 @@ class RefreshToken(Base):
             "chain_expires_at",
             postgresql_where=text("rotated_at IS NULL"),
         ),
+        # A consent's tokens by rotation: its newest rotation (the account
+        # page's "last refreshed", one row per consent) and its heads (those
+        # not rotated out, which ending a chain marks), without reading the
+        # rest of its chain. It also serves deleting a consent's tokens.
+        Index("ix_refresh_tokens_consent_id_rotated_at", "consent_id", "rotated_at"),
+        # Only a chain's first token has a code's jti: the rest are not indexed.
+        Index(
+            "ix_refresh_tokens_code_jti",
+            "code_jti",
+            postgresql_where=text("code_jti IS NOT NULL"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     #: SHA-256 of the token; the token itself is never stored.
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     consent_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("consents.id", ondelete="CASCADE"), index=True
+        ForeignKey("consents.id", ondelete="CASCADE")
     )
     client_id: Mapped[str] = mapped_column(String(128))
     user_id: Mapped[uuid.UUID] = mapped_column()
@@ -316,7 +331,7 @@ class RefreshToken(Base):
     )
     #: On a chain's first token: the ``jti`` its code chose, so that a replayed
     #: code can find the chain it produced (RFC 6749 §4.1.2).
-    code_jti: Mapped[str | None] = mapped_column(String(64), index=True)
+    code_jti: Mapped[str | None] = mapped_column(String(64))
     #: This token's plaintext, sealed for the holder of the parent token.
     sealed: Mapped[str | None] = mapped_column(Text)
     issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

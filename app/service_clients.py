@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -43,6 +43,7 @@ from .oauth.key_sets import (
 )
 from .oauth.resources import Resource
 from .oauth.scopes import OFFLINE_ACCESS, scope_tokens
+from .pagination import Page, paginate
 
 #: ``registered_from`` of a service client: it was not registered from an
 #: address, so no per-address cap counts it (and pruning never takes it).
@@ -229,35 +230,45 @@ def _live_count(owner_id: uuid.UUID) -> int:
     )
 
 
-def _views(*where: Any) -> list[ServiceClientView]:
-    rows = db.session.execute(
-        select(OAuthClient)
-        .where(
-            OAuthClient.service_resource.is_not(None),
-            OAuthClient.revoked_at.is_(None),
-            *where,
-        )
-        .order_by(OAuthClient.created_at)
-    ).scalars()
+def _live(*where: Any) -> list[Any]:
     return [
-        ServiceClientView(
-            row.client_id,
-            row.client_name,
-            row.service_resource or "",
-            row.scope,
-            row.token_endpoint_auth_method,
-            row.acts_for_owner,
-            row.owner_id,
-            row.created_at,
-            row.last_used_at,
-        )
-        for row in rows
+        OAuthClient.service_resource.is_not(None),
+        OAuthClient.revoked_at.is_(None),
+        *where,
     ]
 
 
-def list_for(owner_id: uuid.UUID) -> list[ServiceClientView]:
-    """The live service clients ``owner_id`` made."""
-    return _views(OAuthClient.owner_id == owner_id)
+def _view(row: OAuthClient) -> ServiceClientView:
+    return ServiceClientView(
+        row.client_id,
+        row.client_name,
+        row.service_resource or "",
+        row.scope,
+        row.token_endpoint_auth_method,
+        row.acts_for_owner,
+        row.owner_id,
+        row.created_at,
+        row.last_used_at,
+    )
+
+
+def _views(*where: Any) -> list[ServiceClientView]:
+    rows = db.session.execute(
+        select(OAuthClient).where(*_live(*where)).order_by(OAuthClient.created_at)
+    ).scalars()
+    return [_view(row) for row in rows]
+
+
+def page_for(owner_id: uuid.UUID, number: int) -> Page[ServiceClientView]:
+    """Page ``number`` of the live service clients ``owner_id`` made, oldest first."""
+    where = _live(OAuthClient.owner_id == owner_id)
+    rows = (
+        select(OAuthClient)
+        .where(*where)
+        .order_by(OAuthClient.created_at, OAuthClient.client_id)
+    )
+    found = paginate(rows, where, number)
+    return replace(found, items=[_view(row) for row in found.items])
 
 
 def list_all() -> list[ServiceClientView]:

@@ -248,3 +248,109 @@ def test_the_api_token_does_not_open_the_page(browser: Browser, user: dict) -> N
     browser.cookies.clear()
     response = browser.get("/account", headers=bearer(token))
     assert response.status_code == 302
+
+
+def _consents(server: Any, user: dict, count: int) -> None:
+    """``count`` live consents of ``user``, to clients "App 01" (the newest)
+    to "App nn", each approved a minute before the one named before it."""
+    from datetime import timedelta
+
+    from app.db import db
+    from app.models import Consent, OAuthClient, utcnow
+    from app.oauth.resources import default_resource
+
+    with server.app.app_context():
+        now, resource = utcnow(), default_resource().uri
+        for n in range(1, count + 1):
+            client_id = f"paged-{n:02d}"
+            db.session.add(
+                OAuthClient(
+                    client_id=client_id,
+                    client_secret_hash=None,
+                    client_name=f"App {n:02d}",
+                    redirect_uris=["http://127.0.0.1/cb"],
+                    grant_types=["authorization_code"],
+                    response_types=["code"],
+                    token_endpoint_auth_method="none",
+                    scope="read",
+                    registered_from="127.0.0.1",
+                )
+            )
+            db.session.flush()
+            db.session.add(
+                Consent(
+                    user_id=uuid.UUID(user["id"]),
+                    client_id=client_id,
+                    scope="read",
+                    resource=resource,
+                    approved_at=now - timedelta(minutes=n),
+                )
+            )
+        db.session.commit()
+
+
+def _apps_shown(page: Any) -> list[str]:
+    return re.findall(r"App \d\d", select_one(page, "section#consents").get_text())
+
+
+def _pager(page: Any) -> Any:
+    return select_one(page, 'nav.pager[data-list="apps_page"]')
+
+
+def test_authorized_applications_come_twenty_to_a_page(
+    server: Any, signed_in: Browser, user: dict
+) -> None:
+    _consents(server, user, 45)
+
+    first = signed_in.get("/account")
+    assert _apps_shown(first) == [f"App {n:02d}" for n in range(1, 21)]
+    assert "Page 1 of 3" in _pager(first).get_text()
+    assert _pager(first).select_one("a[rel=prev]") is None
+    assert len(soup(first).select("form[action*='/account/consents/']")) == 20
+
+    second = signed_in.get(attribute(select_one(first, "a[rel=next]"), "href"))
+    assert second.url.startswith(f"{server.url}/account?apps_page=2")
+    assert "Page 2 of 3" in _pager(second).get_text()
+    assert _apps_shown(second) == [f"App {n:02d}" for n in range(21, 41)]
+
+    third = signed_in.get(attribute(select_one(second, "a[rel=next]"), "href"))
+    assert "Page 3 of 3" in _pager(third).get_text()
+    assert _apps_shown(third) == [f"App {n:02d}" for n in range(41, 46)]
+    assert _pager(third).select_one("a[rel=next]") is None
+    back = signed_in.get(attribute(select_one(third, "a[rel=prev]"), "href"))
+    assert _apps_shown(back) == _apps_shown(second)
+
+    # Past the end, or not a number: the last page, and the first.
+    assert _apps_shown(signed_in.get("/account?apps_page=9")) == _apps_shown(third)
+    assert _apps_shown(signed_in.get("/account?apps_page=-1")) == _apps_shown(first)
+
+
+def test_revoking_from_page_two_comes_back_to_page_two(
+    server: Any, signed_in: Browser, user: dict
+) -> None:
+    _consents(server, user, 45)
+    page = signed_in.get("/account?apps_page=2")
+    [row] = [r for r in soup(page).select("tr") if "App 25" in r.get_text()]
+    form = row.select_one("form")
+    assert form is not None
+    fields = {
+        attribute(field, "name"): attribute(field, "value")
+        for field in form.select("input[type=hidden]")
+    }
+    assert fields["apps_page"] == "2"
+
+    revoked = signed_in.post(attribute(form, "action"), data=fields)
+
+    assert revoked.status_code == 302
+    assert revoked.headers["Location"] == f"{server.issuer}/account?apps_page=2"
+    after = signed_in.get(revoked.headers["Location"])
+    assert "Page 2 of 3" in _pager(after).get_text()
+    expected = [n for n in range(21, 42) if n != 25]
+    assert _apps_shown(after) == [f"App {n:02d}" for n in expected]
+
+
+def test_a_short_list_has_no_pages(server: Any, signed_in: Browser, user: dict) -> None:
+    _consents(server, user, 20)
+    page = signed_in.get("/account")
+    assert len(_apps_shown(page)) == 20
+    assert not soup(page).select("nav.pager")

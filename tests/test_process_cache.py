@@ -61,3 +61,29 @@ def test_a_cached_client_row_is_frozen(
         with pytest.raises(dataclasses.FrozenInstanceError):
             cached.client_name = "changed"  # type: ignore[misc]
         assert isinstance(cached.redirect_uris, tuple)
+
+
+def test_a_full_client_cache_still_takes_new_clients(
+    server: Any, browser: Any, user: dict[str, str]
+) -> None:
+    """A full cache makes room (its oldest quarter goes): it never stops adding."""
+    client = register_client(browser)
+    get_code(browser, client, user)
+    wait_for_current_view(server)
+
+    with server.app.test_request_context("/"):
+        view = server.app.extensions["denylist_view"]
+        cache = view.cache(CLIENT_CACHE, CLIENT_CACHE_SIZE)
+        assert cache is not None
+        cache.clear()
+        for n in range(CLIENT_CACHE_SIZE):
+            cache.put(f"filler-{n}", "row")
+        assert len(cache) == CLIENT_CACHE_SIZE
+
+        found = query_client(client["client_id"])
+
+        assert found is not None
+        assert cache.get(client["client_id"]) is found.row
+        assert len(cache) == CLIENT_CACHE_SIZE - CLIENT_CACHE_SIZE // 4 + 1
+        assert cache.get("filler-0") is None
+        assert cache.get(f"filler-{CLIENT_CACHE_SIZE - 1}") == "row"

@@ -11,6 +11,7 @@ import sqlalchemy
 from helpers import (
     Browser,
     claims_of,
+    client_post,
     get_code,
     obtain_tokens,
     redeem,
@@ -428,6 +429,82 @@ def test_revoking_on_the_account_page_ends_the_chain(
 
     assert_invalid_grant(refresh(browser, client, rotated["refresh_token"]))
     assert whoami(browser, rotated["access_token"]).status_code == 401
+
+
+def test_ending_a_long_chain_writes_only_its_head(
+    server: Any, browser: Browser, user: dict[str, str], engine: sqlalchemy.Engine
+) -> None:
+    client, tokens = obtain_tokens(browser, user)
+    chain = [tokens["refresh_token"]]
+    for _ in range(30):
+        response = refresh(browser, client, chain[-1])
+        assert response.status_code == 200, response.text
+        chain.append(response.json()["refresh_token"])
+    written: list[tuple[str, int]] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("UPDATE refresh_tokens"):
+            written.append((statement, cursor.rowcount))
+
+    db_engine = server.app.extensions["db"].engine
+    sqlalchemy.event.listen(db_engine, "after_cursor_execute", count)
+    try:
+        revoke_from_account_page(browser, client["client_id"])
+    finally:
+        sqlalchemy.event.remove(db_engine, "after_cursor_execute", count)
+
+    # One UPDATE, of the one token not rotated out; the 30 before it untouched.
+    assert [rows for _, rows in written] == [1], written
+    with engine.connect() as connection:
+        marked, rows = connection.execute(
+            sqlalchemy.text(
+                "SELECT count(*) FILTER (WHERE revoked_at IS NOT NULL), count(*)"
+                " FROM refresh_tokens"
+            )
+        ).one()
+    assert (marked, rows) == (1, 31)
+    # Every token of the ended chain is refused: the head, a token rotated out
+    # just before it (in the grace window), and the first.
+    for token in (chain[-1], chain[-2], chain[0]):
+        assert_invalid_grant(refresh(browser, client, token))
+    # Nothing was rotated or ended by those attempts.
+    with engine.connect() as connection:
+        assert (
+            connection.execute(
+                sqlalchemy.text(
+                    "SELECT count(*) FROM refresh_tokens"
+                    " WHERE rotated_at IS NULL AND revoked_at IS NOT NULL"
+                )
+            ).scalar()
+            == 1
+        )
+
+
+def test_reuse_after_a_chain_ended_is_refused_and_ends_nothing_else(
+    make_server: Any, user: dict[str, str]
+) -> None:
+    live = make_server(REFRESH_GRACE_SECONDS="0")
+    browser = live.browser()
+    client, tokens = obtain_tokens(browser, user)
+    rotated = refresh(browser, client, tokens["refresh_token"]).json()
+    newest = refresh(browser, client, rotated["refresh_token"]).json()
+    # Reuse of a rotated-out token ends the chain (only its head is written).
+    assert_invalid_grant(refresh(browser, client, tokens["refresh_token"]))
+    assert_invalid_grant(refresh(browser, client, newest["refresh_token"]))
+    # The person approves the application again: a new consent, a new chain.
+    code, verifier, _ = get_code(browser, client, user)
+    today = redeem(browser, client, code, verifier).json()
+
+    # The old chain's tokens, rotated out or its head, stay refused, and
+    # presenting them (again) ends nothing approved since.
+    for token in (rotated["refresh_token"], tokens["refresh_token"]):
+        assert_invalid_grant(refresh(browser, client, token))
+    revoked = client_post(
+        browser, "/revoke", client, {"token": newest["refresh_token"]}
+    )
+    assert revoked.status_code == 200
+    assert whoami(browser, today["access_token"]).status_code == 200
+    assert refresh(browser, client, today["refresh_token"]).status_code == 200
 
 
 def test_disabling_the_person_ends_their_chains(

@@ -4,6 +4,7 @@ service clients and ways to sign in."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from urllib.parse import urlencode
 
 from flask import Blueprint, Response, abort, make_response, render_template, request
 from flask_babel import gettext as _
@@ -14,9 +15,9 @@ from ..api_keys import (
     MAX_NAME_LENGTH,
     ApiKeyError,
     KeyLimitReached,
+    api_keys_page,
     create_api_key,
     is_expired,
-    list_api_keys,
     parse_id,
     revoke,
     validate_new_key,
@@ -25,15 +26,24 @@ from ..db import db
 from ..identities import LastWayIn, list_identities, remove
 from ..identity_providers import providers
 from ..models import User, utcnow
-from ..oauth.consent import list_consents, withdraw
+from ..oauth.consent import consents_page, withdraw
 from ..oauth.refresh_store import last_refreshed
 from ..oauth.resources import Resource, known_resources, mcp_resource, registry
+from ..pagination import page_number
 from ..signin import current_user, issuer_redirect, login_required
+from ..templating import public_url
 
 bp = Blueprint("account", __name__)
 
 #: Where every action on the page returns to (POST-redirect-GET).
 ACCOUNT_PATH = "/account"
+
+#: The page shown of each list, by its query (and form) parameter: a revoke
+#: form carries them, so that its redirect comes back to the pages it was on.
+KEYS_PAGE = "keys_page"
+APPS_PAGE = "apps_page"
+SERVICES_PAGE = "services_page"
+PAGE_PARAMETERS = (KEYS_PAGE, APPS_PAGE, SERVICES_PAGE)
 
 
 @bp.app_template_filter("utc")
@@ -50,20 +60,41 @@ def _signed_in() -> User:
     return user
 
 
+def _pages_asked() -> dict[str, int]:
+    """The page of each list a request asks for (a GET's query, a form's fields)."""
+    values = request.form if request.method == "POST" else request.args
+    return {name: page_number(values, name) for name in PAGE_PARAMETERS}
+
+
+def _back_to_pages() -> Response:
+    """Back to the account page, on the pages of its lists the form was sent from."""
+    pages = {name: n for name, n in _pages_asked().items() if n > 1}
+    return issuer_redirect(ACCOUNT_PATH + (f"?{urlencode(pages)}" if pages else ""))
+
+
 def _account_page(status: int = 200, error: str | None = None) -> tuple[str, int]:
     user = _signed_in()
-    consents = list_consents(user.id)
+    asked = _pages_asked()
+    keys = api_keys_page(user.id, asked[KEYS_PAGE])
+    consents = consents_page(user.id, asked[APPS_PAGE])
+    services = service_clients.page_for(user.id, asked[SERVICES_PAGE])
+    # The pages shown (one past the end shows the last), for links and forms.
+    pages = {KEYS_PAGE: keys.number, APPS_PAGE: consents.number}
+    pages[SERVICES_PAGE] = services.number
     resources = known_resources()
     page = render_template(
         "account/index.html",
         user=user,
-        keys=list_api_keys(user.id),
-        servers=_by_server(consents, resources),
+        keys=keys,
+        consents=consents,
+        servers=_by_server(consents.items, resources),
         resources=resources,
         resource_names={resource.uri: resource.name for resource in resources},
-        refreshed=last_refreshed([consent.id for consent in consents]),
+        refreshed=last_refreshed([consent.id for consent in consents.items]),
         identities=list_identities(user.id),
-        services=service_clients.list_for(user.id),
+        services=services,
+        pages=pages,
+        page_url=_page_url(pages),
         provider_labels={p.issuer: p.label for p in providers().values()},
         providers=list(providers().values()),
         is_expired=is_expired,
@@ -74,6 +105,14 @@ def _account_page(status: int = 200, error: str | None = None) -> tuple[str, int
         form=request.form if request.method == "POST" else None,
     )
     return page, status
+
+
+def _page_url(pages: dict[str, int]) -> object:
+    def url(name: str, number: int) -> str:
+        wanted = {**pages, name: number}
+        return public_url("account.index", **{k: n for k, n in wanted.items() if n > 1})
+
+    return url
 
 
 def _by_server(consents: list, resources: tuple[Resource, ...]) -> list[tuple]:
@@ -144,7 +183,7 @@ def revoke_key(key_id: str) -> Response:
         revoked = parsed is not None and revoke(_signed_in().id, parsed)
     if not revoked:
         abort(404, _("There is no such API key."))
-    return issuer_redirect(ACCOUNT_PATH)
+    return _back_to_pages()
 
 
 @bp.post(f"{ACCOUNT_PATH}/consents/<consent_id>/revoke")
@@ -156,7 +195,7 @@ def revoke_client(consent_id: str) -> Response:
         revoked = parsed is not None and withdraw(_signed_in().id, parsed, audit.PERSON)
     if not revoked:
         abort(404, _("There is no such authorization."))
-    return issuer_redirect(ACCOUNT_PATH)
+    return _back_to_pages()
 
 
 @bp.post(f"{ACCOUNT_PATH}/identities/<identity_id>/remove")
@@ -175,7 +214,7 @@ def remove_identity(identity_id: str) -> Response | tuple[str, int]:
     if not removed:
         abort(404, _("There is no such way to sign in."))
     audit.record(audit.IDENTITY_REMOVED, user_id=user.id, identity_id=parsed)
-    return issuer_redirect(ACCOUNT_PATH)
+    return _back_to_pages()
 
 
 @bp.post(f"{ACCOUNT_PATH}/service-clients")
@@ -223,4 +262,4 @@ def revoke_service_client(client_id: str) -> Response:
         )
     if not revoked:
         abort(404, _("There is no such service client."))
-    return issuer_redirect(ACCOUNT_PATH)
+    return _back_to_pages()

@@ -30,6 +30,7 @@ from ..api_keys import revoke_all
 from ..db import db
 from ..denylist import deny_consent
 from ..models import ApiKey, Consent, RefreshToken, utcnow
+from ..pagination import Page, paginate
 from . import consent_statements as statements
 from .scopes import within
 
@@ -222,16 +223,17 @@ def live_consent_holder(
     return LiveConsent(row.id, row.scope)
 
 
-def list_consents(user_id: uuid.UUID) -> list[Consent]:
-    """The person's live consents with their clients, newest first."""
-    return list(
-        db.session.scalars(
-            select(Consent)
-            .options(joinedload(Consent.client))
-            .where(Consent.user_id == user_id, Consent.revoked_at.is_(None))
-            .order_by(Consent.approved_at.desc())
-        )
+def consents_page(user_id: uuid.UUID, number: int) -> Page[Consent]:
+    """Page ``number`` of the person's live consents with their clients,
+    newest first."""
+    where = [Consent.user_id == user_id, Consent.revoked_at.is_(None)]
+    rows = (
+        select(Consent)
+        .options(joinedload(Consent.client))
+        .where(*where)
+        .order_by(Consent.approved_at.desc(), Consent.id)
     )
+    return paginate(rows, where, number)
 
 
 def keep_only(resource: str, scopes: list[str]) -> None:
@@ -282,16 +284,25 @@ def withdraw(user_id: uuid.UUID, consent_id: uuid.UUID, actor: audit.Actor) -> b
                 api_key_ids=key_ids,
             )
         )
-    _end_chains(consent_id)
+        _end_chains(consent_id)
     return client_id is not None
 
 
 def _end_chains(consent_id: uuid.UUID) -> None:
-    """Mark every refresh token issued under a consent revoked."""
+    """Mark the heads of a withdrawn consent's chains revoked.
+
+    Only the heads, the tokens not rotated out (one per chain), are written,
+    found by ``ix_refresh_tokens_consent_id_rotated_at`` without reading the
+    rest of the chain. Every token of the chain is refused from now on by
+    the consent's own ``revoked_at``, which each use, reuse check and
+    revocation reads (:mod:`.refresh_store`, :mod:`.refresh_liveness`): a
+    rotated-out token presented later finds no live chain, and ends nothing.
+    """
     db.session.execute(
         update(RefreshToken)
         .where(
             RefreshToken.consent_id == consent_id,
+            RefreshToken.rotated_at.is_(None),
             RefreshToken.revoked_at.is_(None),
         )
         .values(revoked_at=func.now())

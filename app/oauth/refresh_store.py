@@ -251,22 +251,28 @@ def chain_of_code(code_jti: str) -> tuple[uuid.UUID, uuid.UUID] | None:
 
 
 def last_refreshed(consent_ids: list[uuid.UUID]) -> dict[uuid.UUID, datetime]:
-    """When each consent's chain was last used, for the account page."""
+    """When each consent's chain was last used, for the account page.
+
+    One row read per consent (its newest rotation, from the end of
+    ``ix_refresh_tokens_consent_id_rotated_at``), however long its chains.
+    """
     if not consent_ids:
         return {}
-    rows = db.session.execute(
-        select(
-            RefreshToken.consent_id,
-            func.max(RefreshToken.rotated_at).label("last_rotated_at"),
-        )
+    newest = (
+        select(RefreshToken.rotated_at)
         .where(
-            RefreshToken.consent_id.in_(consent_ids),
+            RefreshToken.consent_id == Consent.id,
             RefreshToken.rotated_at.is_not(None),
         )
-        .group_by(RefreshToken.consent_id)
+        .order_by(RefreshToken.rotated_at.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    rows = db.session.execute(
+        select(Consent.id, newest.label("last_rotated_at")).where(
+            Consent.id.in_(consent_ids)
+        )
     )
     return {
-        row.consent_id: row.last_rotated_at
-        for row in rows
-        if row.last_rotated_at is not None
+        row.id: row.last_rotated_at for row in rows if row.last_rotated_at is not None
     }
