@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -23,6 +25,7 @@ from werkzeug.serving import make_server as make_wsgi_server
 
 from app import create_app
 from app.config import settings_from_environment
+from app.logs import JsonLinesHandler
 from app.migrate import upgrade
 from app.models import Base
 
@@ -89,6 +92,21 @@ def clean_state(engine: sqlalchemy.Engine, redis_client: Any) -> None:
     with engine.begin() as connection:
         connection.execute(sqlalchemy.text(f"TRUNCATE {', '.join(TABLES)} CASCADE"))
     redis_client.flushdb()
+
+
+@pytest.fixture(autouse=True)
+def app_logs_outlive_captures() -> Iterator[None]:
+    """Leave the app's log handler on a stream that is still open.
+
+    An app made during a test with ``capfd``/``capsys`` logs to that fixture's
+    stream, closed when the test ends; the next command run in this process
+    (``log_to_stderr`` flushes the old stream) would fail on it. Which test
+    comes next depends on the order, which pytest-xdist reshuffles.
+    """
+    yield
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, JsonLinesHandler) and handler.stream.closed:
+            handler.stream = sys.stdout
 
 
 class LiveServer:
