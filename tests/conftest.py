@@ -35,9 +35,16 @@ TABLES = tuple(table.name for table in Base.metadata.sorted_tables)
 
 @pytest.fixture(scope="session")
 def service_urls() -> Iterator[dict[str, str]]:
-    """URLs of the test Postgres and Redis; started here unless `make test` did."""
-    database_url = os.environ.get("TEST_DATABASE_URL")
-    redis_url = os.environ.get("TEST_REDIS_URL")
+    """URLs of the test Postgres and Redis; started here unless `make test` did.
+
+    Each pytest-xdist worker (``gw0``...) has servers of its own, which `make
+    test` passes as ``TEST_DATABASE_URL_GW0``...: every test empties the tables
+    and Redis, so workers must never share them.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    suffix = f"_{worker.upper()}" if worker else ""
+    database_url = os.environ.get(f"TEST_DATABASE_URL{suffix}")
+    redis_url = os.environ.get(f"TEST_REDIS_URL{suffix}")
     if database_url and redis_url:
         yield {"DATABASE_URL": database_url, "REDIS_URL": redis_url}
         return
