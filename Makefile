@@ -33,6 +33,9 @@ lock: $(INSTALLED)
 run: $(INSTALLED)
 	$(BIN)/python tools/devservices.py run $(if $(DEMO),--demo $(DEMO))
 
+# The whole suite runs on pytest-xdist, one worker per CPU, each worker with a
+# Postgres and a Redis of its own; named test files run in one process
+# (`make test PYTEST_ARGS=tests/test_token.py`); `-n N` in PYTEST_ARGS decides.
 test: $(INSTALLED)
 	$(BIN)/python tools/devservices.py test $(PYTEST_ARGS)
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -23,6 +25,7 @@ from werkzeug.serving import make_server as make_wsgi_server
 
 from app import create_app
 from app.config import settings_from_environment
+from app.logs import JsonLinesHandler
 from app.migrate import upgrade
 from app.models import Base
 
@@ -32,9 +35,16 @@ TABLES = tuple(table.name for table in Base.metadata.sorted_tables)
 
 @pytest.fixture(scope="session")
 def service_urls() -> Iterator[dict[str, str]]:
-    """URLs of the test Postgres and Redis; started here unless `make test` did."""
-    database_url = os.environ.get("TEST_DATABASE_URL")
-    redis_url = os.environ.get("TEST_REDIS_URL")
+    """URLs of the test Postgres and Redis; started here unless `make test` did.
+
+    Each pytest-xdist worker (``gw0``...) has servers of its own, which `make
+    test` passes as ``TEST_DATABASE_URL_GW0``...: every test empties the tables
+    and Redis, so workers must never share them.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    suffix = f"_{worker.upper()}" if worker else ""
+    database_url = os.environ.get(f"TEST_DATABASE_URL{suffix}")
+    redis_url = os.environ.get(f"TEST_REDIS_URL{suffix}")
     if database_url and redis_url:
         yield {"DATABASE_URL": database_url, "REDIS_URL": redis_url}
         return
@@ -89,6 +99,21 @@ def clean_state(engine: sqlalchemy.Engine, redis_client: Any) -> None:
     with engine.begin() as connection:
         connection.execute(sqlalchemy.text(f"TRUNCATE {', '.join(TABLES)} CASCADE"))
     redis_client.flushdb()
+
+
+@pytest.fixture(autouse=True)
+def app_logs_outlive_captures() -> Iterator[None]:
+    """Leave the app's log handler on a stream that is still open.
+
+    An app made during a test with ``capfd``/``capsys`` logs to that fixture's
+    stream, closed when the test ends; the next command run in this process
+    (``log_to_stderr`` flushes the old stream) would fail on it. Which test
+    comes next depends on the order, which pytest-xdist reshuffles.
+    """
+    yield
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, JsonLinesHandler) and handler.stream.closed:
+            handler.stream = sys.stdout
 
 
 class LiveServer:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import http.server
 import json
@@ -718,13 +719,18 @@ def npm_package(package: str, home: Path) -> Path:
     marker = home / ".installed"
     if not marker.exists() or marker.read_text() != package:
         home.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            ["npm", "install", "--prefix", str(home), "--no-save"]
-            + ["--no-audit", "--no-fund", "--loglevel=error", package],
-            check=True,
-            timeout=300,
-        )
-        marker.write_text(package)
+        # pytest-xdist workers may get here at once: one installs, the others
+        # wait for it and then find the marker (npm into one folder twice races).
+        with (home / ".install.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not marker.exists() or marker.read_text() != package:
+                subprocess.run(
+                    ["npm", "install", "--prefix", str(home), "--no-save"]
+                    + ["--no-audit", "--no-fund", "--loglevel=error", package],
+                    check=True,
+                    timeout=300,
+                )
+                marker.write_text(package)
     return home / "node_modules"
 
 

@@ -8,10 +8,11 @@ reach that folder, the data lives in a stable per-folder one under /var/tmp.
 nginx, with two MCP servers behind it (tools/demo_servers.py) registered as
 resources of the issuer.
 ``python tools/devservices.py test [pytest args]`` starts throwaway servers on
-free ports and runs the test suite against them. Ctrl-C, SIGTERM or SIGHUP stops
-everything that was started. A run killed outright (SIGKILL) leaves its servers
-running: the next run in the same folder stops them, and clears pid files that
-name no server of that folder.
+free ports and runs the test suite against them, spread over the CPUs by
+pytest-xdist with a Postgres and a Redis for each worker (see ``xdist_workers``).
+Ctrl-C, SIGTERM or SIGHUP stops everything that was started. A run killed
+outright (SIGKILL) leaves its servers running: the next run in the same folder
+stops them, and clears pid files that name no server of that folder.
 """
 
 from __future__ import annotations
@@ -777,15 +778,91 @@ def _raise_stop(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
+def cpu_count() -> int:
+    """The CPUs we may use: our affinity, capped by a cgroup v2 quota (a
+    container's ``--cpus``), which ``os.cpu_count`` knows nothing of."""
+    count = len(os.sched_getaffinity(0))
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            count = min(count, max(1, -(-int(quota) // int(period))))
+    return count
+
+
+def _names_tests(pytest_args: list[str]) -> bool:
+    """Whether the arguments name test files or tests (``tests/x.py::test_y``);
+    a folder (``tests``) is not a few tests."""
+    return any(
+        not arg.startswith("-") and (ROOT / arg.split("::", 1)[0]).is_file()
+        for arg in pytest_args
+    )
+
+
+def xdist_workers(pytest_args: list[str]) -> tuple[int, list[str]]:
+    """How many pytest-xdist workers to run, and pytest's arguments to say so.
+
+    Nothing asked: one worker per CPU for the whole suite, and none when the
+    arguments name test files (starting workers and their servers costs more
+    than a file or a test takes). ``-n N`` / ``-n auto`` in the arguments
+    decide instead (``-n 0`` or ``-p no:xdist``: none). 0 means no xdist.
+    Workers take whole modules (``--dist loadscope``), so that a module's
+    fixtures (a buildpack build, TLS servers, an nginx) are made once, unless
+    the arguments choose a ``--dist``.
+    """
+    args = list(pytest_args)
+    if "no:xdist" in args or "-pno:xdist" in args:
+        return 0, args
+    workers: int | None = None
+    index = 0
+    while index < len(args):
+        arg, at, prefix = args[index], None, ""
+        if arg in ("-n", "--numprocesses"):
+            at = index + 1
+        elif arg.startswith("--numprocesses="):
+            at, prefix = index, "--numprocesses="
+        elif arg.startswith("-n") and len(arg) > 2:
+            at, prefix = index, "-n"
+        if at is not None and at < len(args):
+            value = args[at].removeprefix(prefix)
+            if value in ("auto", "logical"):
+                # Resolved here, where each worker's servers are started.
+                value = str(cpu_count())
+                args[at] = prefix + value
+            if not value.isdigit():
+                raise SystemExit(f"-n takes a number, auto or logical, not {value!r}")
+            workers = int(value)
+            index = at
+        index += 1
+    if workers is None:
+        workers = 0 if _names_tests(args) else cpu_count()
+        if workers < 2:
+            return 0, args
+        args = ["-n", str(workers), *args]
+    if workers and not any(a == "--dist" or a.startswith("--dist=") for a in args):
+        args += ["--dist", "loadscope"]
+    return workers, args
+
+
 def test(pytest_args: list[str]) -> int:
-    with tempfile.TemporaryDirectory(prefix="mcp-auth-test-") as tmp:
-        data_dir = Path(tmp)
-        data_dir.chmod(0o755)
-        with services(data_dir, durable=False) as urls:
-            env = {**os.environ, **{f"TEST_{k}": v for k, v in urls.items()}}
-            return subprocess.run(
-                [sys.executable, "-m", "pytest", *pytest_args], env=env, cwd=ROOT
-            ).returncode
+    """Run pytest against throwaway servers: one Postgres and one Redis, or a
+    pair for each xdist worker (``TEST_DATABASE_URL_GW0``...), so that workers
+    never empty each other's tables or keys (tests/conftest.py picks its own)."""
+    workers, pytest_args = xdist_workers(pytest_args)
+    env = dict(os.environ)
+    with contextlib.ExitStack() as stack:
+        for worker in [f"_GW{n}" for n in range(workers)] or [""]:
+            tmp = stack.enter_context(
+                tempfile.TemporaryDirectory(prefix="mcp-auth-test-")
+            )
+            data_dir = Path(tmp)
+            data_dir.chmod(0o755)
+            urls = stack.enter_context(services(data_dir, durable=False))
+            env.update({f"TEST_{k}{worker}": v for k, v in urls.items()})
+        if workers:
+            log(f"{workers} pytest-xdist workers, each with its own Postgres and Redis")
+        return subprocess.run(
+            [sys.executable, "-m", "pytest", *pytest_args], env=env, cwd=ROOT
+        ).returncode
 
 
 def _run_options(args: list[str]) -> tuple[Path, str | None]:
