@@ -81,14 +81,14 @@ def digest_command(email: str) -> None:
 @click.command("prune", cls=OperatorCommand)
 @click.option(
     "--older-than-days",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=36500),
     default=prune_rows.DEFAULT_OLDER_THAN_DAYS,
     show_default=True,
     help="Keep what ended (or was registered and never used) more recently.",
 )
 @click.option(
     "--unused-days",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=36500),
     default=prune_rows.DEFAULT_UNUSED_DAYS,
     show_default=True,
     help="Clients last authorized longer ago, with no live consent, go.",
