@@ -142,15 +142,35 @@ def _headers(limiter: Limiter) -> Callable[[Response], Response]:
     return add_headers
 
 
+def _only_for(endpoints: frozenset[str]) -> Callable[[Callable], Callable]:
+    """Wrap a request hook so that it runs for ``endpoints`` only."""
+
+    def wrap(hook: Callable) -> Callable:
+        @functools.wraps(hook)
+        def hook_if_limited(*args: Any) -> Any:
+            if request.endpoint in endpoints:
+                return hook(*args)
+            # An after-request hook hands the response on; the others'
+            # return values are ignored unless they answer (never None).
+            return args[0] if args and isinstance(args[0], Response) else None
+
+        return hook_if_limited
+
+    return wrap
+
+
 def init_app(app: Flask, redis_url: str) -> Limiter:
-    limited = {
-        endpoint.rpartition(".")[0]
+    limited_views = frozenset(
+        endpoint
         for endpoint, view in app.view_functions.items()
         if getattr(view, "rate_limits", ())
-    }
-    # The limiter's hooks (headers after, context reset on teardown) act only
-    # on limited views: they run for the blueprints that have some.
-    with confined_to(app, sorted(limited)):
+    )
+    limited = sorted({endpoint.rpartition(".")[0] for endpoint in limited_views})
+    # The limiter's hooks (its check before, context reset on teardown) act
+    # only on limited views: they run for the blueprints that have some, and
+    # there only for those views (``/token`` shares a blueprint with the
+    # limited ``/device_authorization``).
+    with confined_to(app, limited, _only_for(limited_views), limited):
         limiter = Limiter(
             client_address,
             app=app,
