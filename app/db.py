@@ -130,7 +130,10 @@ class FlaskDatabase:
             session.rollback()
             g.pop("db_after_commit", None)
             raise
-        session.commit()
+        # A block that sent no statement has no transaction to commit
+        # (a client-credentials grant, a token's liveness read from memory).
+        if session.in_transaction():
+            session.commit()
         for callback in g.pop("db_after_commit", ()):
             callback()
 
