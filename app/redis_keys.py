@@ -16,7 +16,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_PART = re.compile(r"\{[^}]*\}")
+#: A variable part: braces with no brace inside.
+_PART = re.compile(r"\{[^{}]*\}")
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class KeyFamily:
     @property
     def prefix(self) -> str:
         """The fixed start of every name in the family."""
-        return self.name.split("{", 1)[0]
+        return _PART.split(self.name, maxsplit=1)[0]
 
     @property
     def glob(self) -> str:
