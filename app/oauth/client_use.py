@@ -8,7 +8,9 @@ a statement the grant runs anyway, so the hot path gains no round trip:
 
 - a redeemed code, and a device approval taken by its poll: in the
   statement that finds the consent's holder
-  (:func:`.consent_statements.holder_marking_client`).
+  (:func:`.consent_statements.holder_marking_client`);
+- an identity assertion (ID-JAG): in the statement that spends its ``jti``
+  (:func:`.assertions.spend_jti`), once every check of the assertion passed.
 
 A refresh writes nothing: a chain lives only under a live consent, and a
 client with a live consent is never pruned as unused. Service clients are
