@@ -12,14 +12,17 @@ is timed with wrk right after hello-world is timed with the same request, so
 noise on this shared machine hits both; flows are driven by processes with
 keep-alive connections. What each endpoint costs in Postgres statements and
 Redis commands is counted by the servers, on a few requests sent one at a
-time, apart from the timed runs.
+time, apart from the timed runs. The rows, and what each request consumes
+(codes, refresh tokens, device codes, identity assertions), are set up by
+``tools/bench_targets.py``; wrk (``tools/bench_wrk.lua``) tells what every
+answer was, so a failed request can be explained.
 
 Environment: BENCH_SECONDS (4) and BENCH_WARMUP (1) per run, BENCH_ROUNDS
 (3) runs of each side, alternating, of which each keeps its best (and as many
 bursts of sign-ins), BENCH_FLOW_PROCESSES (8), BENCH_COUNT_REQUESTS (20),
-BENCH_ONLY (words naming the rows to time, e.g. "healthz flow"; "memory" for
-the sign-in bursts; all by default), BENCH_JSON (a path to write the results
-to, for tests).
+BENCH_ONLY (words naming the rows to time, in any letter case, e.g.
+"healthz flow refresh"; "memory" for the sign-in bursts; all by default),
+BENCH_JSON (a path to write the results to, for tests).
 """
 
 from __future__ import annotations
