@@ -74,6 +74,7 @@ def as_json(row: Row) -> dict[str, Any]:
         "statements": dict(costs.statements),
         "commands": dict(costs.commands),
         "script_commands": dict(costs.script_commands),
+        "background_commands": dict(costs.background),
     }
 
 
