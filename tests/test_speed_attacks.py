@@ -1,0 +1,157 @@
+"""An attacker's look at this round's speed changes.
+
+Refresh statements built once with parameters, client credentials answered
+from the in-memory denylist, ``last_used_at`` noted once a minute per
+process, ``db.transaction()`` opening no session for a block that uses
+none, and the limiter's hooks confined to limited views with most limits
+counted by two counters. A test here either shows a hole (it failed until
+the app was fixed) or pins down a refusal that matters.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import requests
+import sqlalchemy
+from conftest import LiveServer, make_user
+from helpers import Browser, csrf_token, select_one, until
+
+from app.db import db
+from app.denylist_record import user_key
+from app.models import User
+from app.users import disable_user
+
+# --- a disabled person's service clients ---------------------------------------------
+
+
+def _token_for(server: LiveServer, service: dict[str, str]) -> requests.Response:
+    return requests.post(
+        server.url + "/token",
+        data={"grant_type": "client_credentials"},
+        auth=(service["client_id"], service["client_secret"]),
+        timeout=30,
+    )
+
+
+def _waiting_on_a_lock(engine: sqlalchemy.Engine) -> bool:
+    with engine.connect() as connection:
+        waiting = connection.execute(
+            sqlalchemy.text(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+            )
+        ).scalar()
+    return bool(waiting)
+
+
+def _live_clients_of_disabled_people(engine: sqlalchemy.Engine) -> list[str]:
+    with engine.connect() as connection:
+        return list(
+            connection.execute(
+                sqlalchemy.text(
+                    "SELECT c.client_id FROM oauth_clients c"
+                    " JOIN users u ON u.id = c.owner_id"
+                    " WHERE c.revoked_at IS NULL AND NOT u.is_active"
+                )
+            ).scalars()
+        )
+
+
+def _create_while_disabling(
+    server: LiveServer, engine: sqlalchemy.Engine, person: dict, create: Callable
+) -> Any:
+    """Run ``create`` (which reads the person as enabled first) while the
+    person is being disabled: it reads them before the disabling commits and
+    reaches the person's row while the disabling holds it."""
+    made: dict[str, Any] = {}
+
+    def run() -> None:
+        made["result"] = create()
+
+    with server.app.app_context(), db.transaction():
+        user = db.session.get(User, person["id"])
+        assert user is not None
+        disable_user(user)  # the person's row is locked until the commit
+        racer = threading.Thread(target=run)
+        racer.start()
+        # The maker read the person as enabled (the disabling is not
+        # committed) and now waits for the row the disabling holds.
+        assert until(lambda: _waiting_on_a_lock(engine), 10)
+    racer.join(30)
+    assert not racer.is_alive()
+    return made["result"]
+
+
+def _after_the_marker_is_gone(
+    server: LiveServer,
+    make_server: Callable[..., LiveServer],
+    redis_client: Any,
+    person: dict,
+) -> LiveServer:
+    """Another instance of ``server``, as it is once the person's denial
+    marker has expired (``ACCESS_TOKEN_TTL`` + 60 s after the disabling):
+    every process has forgotten it by then."""
+    redis_client.delete(user_key(person["id"]))
+    return make_server(ISSUER=server.url)
+
+
+def test_a_service_client_made_on_the_page_while_its_person_is_disabled_gets_no_token(
+    server: LiveServer,
+    make_server: Callable[..., LiveServer],
+    engine: sqlalchemy.Engine,
+    redis_client: Any,
+) -> None:
+    person = make_user(server, "racer@example.com")
+    browser = Browser(server)
+    assert browser.login(person["email"], person["password"]).status_code == 302
+    form = {
+        "csrf_token": csrf_token(browser),
+        "name": "ci",
+        "resource": server.issuer + "/mcp",
+        "scopes": "",
+        "acts_for": "me",
+    }
+
+    def create() -> requests.Response:
+        return browser.post("/account/service-clients", data=form)
+
+    response = _create_while_disabling(server, engine, person, create)
+    assert response.status_code in (201, 302, 400, 403), response.status_code
+    if response.status_code == 201:
+        # Made after all: then it must be dead like the person's others.
+        client_id = select_one(response, "#service-client-id").get_text(strip=True)
+        secret = select_one(response, "#service-client-secret").get_text(strip=True)
+        service = {"client_id": client_id, "client_secret": secret}
+        later = _after_the_marker_is_gone(server, make_server, redis_client, person)
+        answer = _token_for(later, service)
+        assert answer.status_code in (400, 401), (answer.status_code, answer.text)
+    assert _live_clients_of_disabled_people(engine) == []
+
+
+def test_a_service_client_made_by_the_operator_while_its_person_is_disabled_is_refused(
+    server: LiveServer,
+    make_server: Callable[..., LiveServer],
+    engine: sqlalchemy.Engine,
+    redis_client: Any,
+) -> None:
+    person = make_user(server, "racer@example.com")
+    runner = server.app.test_cli_runner()
+    args = [
+        "clients",
+        "create-service",
+        "svc-" + secrets.token_hex(3),
+        "--resource",
+        server.issuer + "/mcp",
+        "--for",
+        person["email"],
+    ]
+
+    result = _create_while_disabling(
+        server, engine, person, lambda: runner.invoke(args=args)
+    )
+    assert result.exit_code != 0, result.output
+    assert _live_clients_of_disabled_people(engine) == []
