@@ -12,17 +12,24 @@ from __future__ import annotations
 
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import requests
 import sqlalchemy
 from conftest import LiveServer, make_user
-from helpers import Browser, csrf_token, select_one, until
+from helpers import Browser, csrf_token, select_one, until, wait_for_current_view
+from redis.exceptions import ConnectionError as RedisConnectionError
+from test_machine_attacks import create_service
 
+from app import process_cache as process_cache_module
 from app.db import db
-from app.denylist_record import user_key
+from app.denylist import process_cache
+from app.denylist_record import client_key, user_key
 from app.models import User
+from app.oauth.clients import CLIENT_CACHE, CLIENT_CACHE_SIZE
 from app.users import disable_user
 
 # --- a disabled person's service clients ---------------------------------------------
@@ -155,3 +162,72 @@ def test_a_service_client_made_by_the_operator_while_its_person_is_disabled_is_r
     )
     assert result.exit_code != 0, result.output
     assert _live_clients_of_disabled_people(engine) == []
+
+
+def test_a_client_row_read_during_the_disabling_dies_though_its_last_eviction_is_lost(
+    make_server: Callable[..., LiveServer],
+    redis_client: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A busy instance reads a service client's row again just after the
+    disabling announced its eviction and before it committed, and the
+    announcement after the commit never leaves the disabling process (its
+    network to Redis fails there, while the instance's stays up). The
+    instance must not then hand the disabled person's client tokens once the
+    denial markers expire: with no Postgres read per request, only the row's
+    own lifetime in the cache can end it."""
+    from app.oauth import clients
+
+    one = make_server()
+    two = make_server(ISSUER=one.url)
+    person = make_user(one, "busy@example.com")
+    service = create_service(one, "--for", person["email"])
+    assert _token_for(two, service).status_code == 200
+    wait_for_current_view(two)
+    assert _token_for(two, service).status_code == 200  # and its row kept
+
+    def cached() -> Any:
+        with two.app.app_context():
+            cache = process_cache(CLIENT_CACHE, CLIENT_CACHE_SIZE)
+            return cache.get(service["client_id"]) if cache is not None else None
+
+    assert cached() is not None
+
+    def lost(*_: Any) -> None:
+        raise RedisConnectionError("the network to Redis failed")
+
+    with (
+        pytest.raises(RedisConnectionError),
+        one.app.app_context(),
+        db.transaction(),
+    ):
+        user = db.session.get(User, person["id"])
+        assert user is not None
+        disable_user(user)  # revoked, denied and evicted, not yet committed
+        assert until(lambda: cached() is None, 5)
+        # Read again meanwhile (as not revoked) and kept; refused all the
+        # same, by the person's marker.
+        refused = _token_for(two, service)
+        assert refused.status_code == 400, refused.text
+        assert cached() is not None
+        monkeypatch.setattr(clients, "evict", lost)  # the one after the commit
+
+    # ACCESS_TOKEN_TTL + 60 s later: every denial marker has expired.
+    view = two.app.extensions["denylist_view"]
+    for key in (user_key(person["id"]), client_key(service["client_id"])):
+        redis_client.delete(key)
+        view._markers.pop(key, None)
+    real_time = time.time
+    monkeypatch.setattr(process_cache_module, "time", _Later(real_time() + 3660))
+    answer = _token_for(two, service)
+    assert answer.status_code in (400, 401), (answer.status_code, answer.text)
+
+
+class _Later:
+    """``time`` as a process cache reads it, at a later moment."""
+
+    def __init__(self, moment: float) -> None:
+        self.moment = moment
+
+    def time(self) -> float:
+        return self.moment
