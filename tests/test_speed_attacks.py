@@ -231,3 +231,75 @@ class _Later:
 
     def time(self) -> float:
         return self.moment
+
+
+def test_without_redis_a_persons_client_is_503_and_one_for_itself_still_served(
+    make_server: Callable[..., LiveServer], doomed_redis: Any
+) -> None:
+    """Whether a person is disabled is asked of the denylist now: with Redis
+    gone (and the copy no longer current) that is a 503, never a 500 and
+    never a token; a client acting for itself needs no such answer."""
+    live = make_server(REDIS_URL=doomed_redis.url)
+    person = make_user(live, "owner@example.com")
+    theirs = create_service(live, "--for", person["email"])
+    its_own = create_service(live)
+    assert _token_for(live, theirs).status_code == 200
+    assert _token_for(live, its_own).status_code == 200
+
+    doomed_redis.stop()
+    view = live.app.extensions["denylist_view"]
+    assert until(lambda: not view.is_current(), 5)
+    answer = _token_for(live, theirs)
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["error"] == "temporarily_unavailable"
+    assert _token_for(live, its_own).status_code == 200
+
+
+# --- db.transaction(): commits only what began, still commits all of it --------------
+
+
+def _emails(engine: sqlalchemy.Engine) -> set[str]:
+    with engine.connect() as connection:
+        return set(
+            connection.execute(sqlalchemy.text("SELECT email FROM users")).scalars()
+        )
+
+
+def test_a_block_that_only_adds_commits_what_it_added(
+    server: LiveServer, engine: sqlalchemy.Engine
+) -> None:
+    """No statement is sent before the commit's flush: the session has begun
+    all the same, so the block commits."""
+    with server.app.test_request_context("/"), db.transaction():
+        db.session.add(User(email="added@example.com"))
+    assert "added@example.com" in _emails(engine)
+
+
+def test_a_change_to_a_row_read_in_an_earlier_block_is_committed(
+    server: LiveServer, engine: sqlalchemy.Engine
+) -> None:
+    """Rows outlive their commit (``expire_on_commit=False``): changing one in
+    a later block, with no statement of its own, still commits."""
+    with server.app.test_request_context("/"):
+        with db.transaction():
+            user = User(email="before@example.com")
+            db.session.add(user)
+        with db.transaction():
+            user.email = "after@example.com"
+    assert _emails(engine) == {"after@example.com"}
+
+
+def test_what_a_block_said_after_its_commit_is_unsaid_when_it_raises(
+    server: LiveServer, engine: sqlalchemy.Engine
+) -> None:
+    said: list[str] = []
+    with server.app.test_request_context("/"):
+        with pytest.raises(RuntimeError), db.transaction():
+            db.session.add(User(email="never@example.com"))
+            db.session.flush()
+            db.after_commit(lambda: said.append("never"))
+            raise RuntimeError("the block fails after its write")
+        with db.transaction():
+            db.after_commit(lambda: said.append("later"))
+    assert said == ["later"]
+    assert _emails(engine) == set()
