@@ -24,11 +24,13 @@ or clearing meanwhile is dropped.
 
 Each cache says, where it is used, how its data may change and which of
 these rules keeps it true: a client's registration changes only by being
-pruned (announced), the registry only by the ``resources`` commands
-(announced), a verified token never changes (it expires), an email
-may change (it expires after minutes). Values are frozen (frozen
-dataclasses, strings, tuples): every request of the process shares them, so
-none may change one; a new value is put in its place.
+pruned or, for a service client, revoked (announced; a service client's
+row also expires after 30 seconds, app/oauth/clients.py), the registry
+only by the ``resources`` commands (announced), a verified token never
+changes (it expires), an email may change (it expires after minutes).
+Values are frozen (frozen dataclasses, strings, tuples): every request of
+the process shares them, so none may change one; a new value is put in its
+place.
 """
 
 from __future__ import annotations

@@ -167,7 +167,7 @@ def create(
     if acts_for_owner and owner is None:
         raise ServiceClientProblem(_("Only a person's client can act for them."))
     scope = ceiling(resource, scopes)
-    if owner is not None and _live_count(owner.id) >= MAX_PER_PERSON:
+    if owner is not None and _live_count(_lock_enabled(owner.id)) >= MAX_PER_PERSON:
         raise ServiceClientLimit(
             _(
                 "You have %(limit)d service clients; revoke one first.",
@@ -214,10 +214,28 @@ def create(
     )
 
 
+def _lock_enabled(owner_id: uuid.UUID) -> uuid.UUID:
+    """Lock the person's row; refuse a person disabled by now.
+
+    The lock orders this against :func:`app.users.disable_user`, which
+    updates the same row before it revokes the person's clients: made first,
+    the client is revoked with the others; disabled first, the person is
+    seen disabled here, however enabled they were when the caller read them
+    (a page's signed-in person, the operator's ``--for``). So no live
+    service client ever has a disabled person, which the client-credentials
+    grant relies on (it asks the denylist, which remembers a disabled person
+    only for the longest token lifetime). It also keeps two forms sent at
+    once from both passing the count.
+    """
+    enabled = db.session.scalar(
+        select(User.is_active).where(User.id == owner_id).with_for_update()
+    )
+    if not enabled:
+        raise ServiceClientProblem(_("This account is disabled."))
+    return owner_id
+
+
 def _live_count(owner_id: uuid.UUID) -> int:
-    # The person's row is locked first, so two forms at once cannot both
-    # pass the count.
-    db.session.execute(select(User.id).where(User.id == owner_id).with_for_update())
     return (
         db.session.scalar(
             select(func.count())

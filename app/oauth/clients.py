@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,7 +25,7 @@ from sqlalchemy.dialects.postgresql import Insert, insert
 from .. import models
 from ..config import current_settings
 from ..db import db, is_storable
-from ..denylist import deny_clients, evict, process_cache
+from ..denylist import MARKER_MARGIN, deny_clients, evict, process_cache
 from ..models import OAuthClient, utcnow
 from . import client_metadata
 from .constants import (
@@ -188,6 +190,9 @@ class Client(ClientMixin):
 #: The name of the per-process cache of registered clients, and its bound.
 CLIENT_CACHE = "clients"
 CLIENT_CACHE_SIZE = 10_000
+#: Seconds a process keeps a service client's row: well within the margin
+#: its denial marker outlives the longest token (see :func:`query_client`).
+SERVICE_ROW_SECONDS = MARKER_MARGIN // 2
 
 
 #: Built once and run on the session's connection: constructing the select
@@ -209,6 +214,15 @@ def query_client(client_id: str | None) -> Client | None:
     # A registration never changes, so each process keeps what it read;
     # pruning evicts it everywhere once committed (app/prune.py): a row read
     # before that commit and put after the eviction is dropped (``since``).
+    # A service client's revocation (its own, or its person's disabling) is
+    # announced before its commit and again after; a row read between the
+    # two is dropped only by the second. Should that one be lost (the
+    # revoking process cut off from Redis after its commit), the row would
+    # be served for good, and its tokens outlive their denial, since client
+    # credentials read nothing from Postgres. So a process keeps a service
+    # client's row for SERVICE_ROW_SECONDS only: its tokens then expire
+    # before the markers (ACCESS_TOKEN_TTL + MARKER_MARGIN) that deny them.
+    # One primary-key read per client and process every 30 seconds.
     cache = process_cache(CLIENT_CACHE, CLIENT_CACHE_SIZE)
     row = cache.get(client_id) if cache is not None else None
     if row is None:
@@ -224,7 +238,10 @@ def query_client(client_id: str | None) -> Client | None:
         if row.revoked_at is not None:
             return None  # kept only as the record of its tokens' denial
         if cache is not None:
-            cache.put(client_id, row, since=since)
+            until = math.inf
+            if row.service_resource is not None:
+                until = time.time() + SERVICE_ROW_SECONDS
+            cache.put(client_id, row, until=until, since=since)
     return Client(row)
 
 

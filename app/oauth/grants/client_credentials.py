@@ -83,4 +83,7 @@ def _is_active(user_id: Any) -> bool:
     # transaction, revokes their service clients, which evicts them from
     # every process's client cache: the marker covers the person until no
     # cache can still hold their clients, so no Postgres read is needed.
+    # No client can be made for them afterwards, even by a form read while
+    # they were enabled (app.service_clients._lock_enabled): past the
+    # marker, a live service client's person is enabled.
     return not is_user_denied(str(user_id))
