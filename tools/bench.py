@@ -19,7 +19,9 @@ Environment: BENCH_SECONDS (4) and BENCH_WARMUP (1) per run, BENCH_ROUNDS
 bursts of sign-ins), BENCH_FLOW_PROCESSES (8), BENCH_COUNT_REQUESTS (20),
 BENCH_ONLY (words naming the rows to time, e.g. "healthz flow"; "memory" for
 the sign-in bursts; all by default), BENCH_JSON (a path to write the results
-to, for tests).
+to, for tests), BENCH_SCALE (``large``, ``medium``: the database filled first,
+every counted statement's plan checked, housekeeping explained and pruned;
+tools/bench_scale.py).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from urllib.parse import quote, urlencode
 import bench_costs
 import bench_flows
 import bench_memory
+import bench_scale
 import bench_servers
 import devservices
 from bench_report import Row, as_json, print_report
@@ -58,6 +61,9 @@ MCP_BODY = (
     '{"jsonrpc":"2.0","id":1,"method":"tools/call",'
     '"params":{"name":"whoami","arguments":{}}}'
 )
+
+#: What BENCH_SCALE adds: a filled database, plans, housekeeping (or nothing).
+SCALE = bench_scale.Run.from_environment()
 
 #: Requests per second, failed requests, server CPU µs per request.
 Rate = tuple[float, int, float]
@@ -252,9 +258,10 @@ def log(message: str) -> None:
 def count_costs(urls: dict[str, str], send: Callable[[], object]) -> bench_costs.Costs:
     for _ in range(COUNT_REQUESTS):
         send()  # warms the worker's connection pools
-    return bench_costs.measure(
-        urls["DATABASE_URL"], urls["REDIS_URL"], send, COUNT_REQUESTS
-    )
+    with SCALE.explaining():
+        return bench_costs.measure(
+            urls["DATABASE_URL"], urls["REDIS_URL"], send, COUNT_REQUESTS
+        )
 
 
 def settle() -> None:
@@ -307,6 +314,7 @@ def measure(
     served: bench_servers.Served, tmp: Path
 ) -> tuple[list[Row], bench_memory.Memory | None]:
     GROUPS.update(served.groups)
+    SCALE.prepare(served.env, log)
     # Memory first, while the deployed app's workers have signed no one in.
     memory = measure_memory(served) if selected(MEMORY) else None
     client, registered, verifier, token, minter = approved(
@@ -334,6 +342,7 @@ def measure(
             )
         specs = [target for target in targets if selected(target.endpoint.name)]
         rows = _measure(served, client, specs, tmp)
+    SCALE.finish(tmp, log)
     if memory is not None:
         bench_memory.finish(memory, served.backend_ports())
     return rows, memory
@@ -430,7 +439,9 @@ def main() -> int:
         started = time.monotonic()
         log("starting Postgres, Redis, the app (twice) and hello-world")
         with (
-            devservices.services(tmp, False, postgres_options=POSTGRES_OPTIONS) as urls,
+            devservices.services(
+                tmp, False, postgres_options=POSTGRES_OPTIONS + SCALE.postgres_options
+            ) as urls,
             bench_servers.serve(urls, tmp) as served,
         ):
             try:
@@ -441,13 +452,15 @@ def main() -> int:
                 raise
         took = time.monotonic() - started
         print_report(rows, SECONDS, ROUNDS, FLOW_PROCESSES, took, memory)
+        scanned = SCALE.report()
     if os.environ.get("BENCH_JSON"):
         results = {
             "rows": [as_json(row) for row in rows],
             "memory": memory and bench_memory.as_json(memory),
+            "scale": SCALE.as_json(),
         }
         Path(os.environ["BENCH_JSON"]).write_text(json.dumps(results, indent=1))
-    failed = any(row.failed or row.error for row in rows)
+    failed = any(row.failed or row.error for row in rows) or scanned
     return 1 if failed or (memory and memory.error) else 0
 
 
