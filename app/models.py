@@ -229,6 +229,15 @@ class Consent(Timestamped, Base):
             "revoked_at",
             postgresql_where=text("revoked_at IS NOT NULL"),
         ),
+        # A person's live consents in the account page's order (newest first):
+        # a page reads its own rows, not all of the person's.
+        Index(
+            "ix_consents_user_id_live_approved_at",
+            "user_id",
+            text("approved_at DESC"),
+            "id",
+            postgresql_where=text("revoked_at IS NULL"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
