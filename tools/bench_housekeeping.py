@@ -3,17 +3,19 @@
 Once the timed rows are done, against the filled database: the account page
 of a person with 500 consents, 50 keys and 5 service clients (its first and
 last pages); registration's cap counts from an address that registered
-thousands of clients; ending a consent whose chain is 1,200 tokens long;
-the denylist's rebuild from Postgres; one batch of ``prune`` of each kind;
+thousands of clients; ending a consent whose chain is 1,200 tokens long,
+and reuse detection walking that chain from its first token; the
+denylist's rebuild from Postgres; one batch of ``prune`` of each kind;
 ``flask --app app prune --dry-run``. Each runs with ``auto_explain`` on for
 its session only (``EXPLAIN (ANALYZE, BUFFERS)`` of every statement, nested
 ones too), in a transaction rolled back, so the next sees the same rows.
 Then ``flask --app app prune`` runs once for real: its time and the CLI
-process's peak memory (``VmHWM``, from ``wait4``'s ``ru_maxrss``).
+process's peak memory (its own ``VmHWM``, read as it exits).
 
-The sections a request reaches in a deployment (the account page,
+The sections any request reaches in a deployment (the account page,
 registration, ending a chain) fail the bench if they scan a big table; the
-others (the CLI's and the rebuild's) are reported.
+others (a replay's walk, the rebuild after Redis lost its data, the CLI's)
+are reported.
 """
 
 from __future__ import annotations
@@ -182,6 +184,15 @@ def _end_long_chain(marks: Landmarks) -> str:
     return f"withdrew the consent of a {marks.long_chain}-token chain: {ended}"
 
 
+def _reuse_walk(marks: Landmarks) -> str:
+    from app.config import current_settings
+    from app.oauth.refresh_liveness import chain_head_is_live
+
+    first = uuid.UUID(marks.long_chain_first_id)
+    live = chain_head_is_live(first, current_settings().refresh_token_idle_ttl)
+    return f"from the first of {marks.long_chain} tokens to a live head: {live}"
+
+
 def _denylist_rebuild(marks: Landmarks) -> str:
     from app.config import current_settings
     from app.db import db
@@ -212,6 +223,8 @@ SECTIONS: tuple[tuple[str, bool, Callable[[Landmarks], str]], ...] = (
     ("account page of a person with 500 consents", True, _account_page),
     ("registration from an address of thousands", True, _registration),
     ("ending a long refresh chain", True, _end_long_chain),
+    # Only when a rotated-out token comes back: a replay, a rare request.
+    ("reuse detection walking a long chain", False, _reuse_walk),
     ("denylist rebuild from Postgres", False, _denylist_rebuild),
     ("prune: one batch of each kind", False, _prune_batches),
 )
@@ -222,25 +235,42 @@ def _cli_env(env: dict[str, str], **extra: str) -> dict[str, str]:
     return {**base, **env, **extra}
 
 
+#: Runs ``flask --app app ARGS`` and, as it exits, writes its own ``VmHWM``
+#: to the file named first. Read by the process itself: ``wait4``'s
+#: ``ru_maxrss`` would also count the memory of the bench process it was
+#: forked from, before its ``exec``.
+_PEAK_WRAPPER = """
+import atexit, sys
+report = sys.argv[1]
+def peak():
+    with open("/proc/self/status") as status, open(report, "w") as out:
+        out.write(next(line for line in status if line.startswith("VmHWM:")))
+atexit.register(peak)
+sys.argv = ["flask", "--app", "app", *sys.argv[2:]]
+from flask.cli import main
+main()
+"""
+
+
 def _flask(
     env: dict[str, str], args: list[str], directory: Path
 ) -> tuple[float, int, int, str]:
     """Run ``flask --app app ARGS``; its time, peak RSS (KiB), status, output."""
-    out = directory / "cli.out"
+    out, peak = directory / "cli.out", directory / "cli.peak"
+    peak.unlink(missing_ok=True)
     started = time.monotonic()
     with open(out, "wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "flask", "--app", "app", *args],
+        status = subprocess.run(
+            [sys.executable, "-c", _PEAK_WRAPPER, str(peak), *args],
             env=env,
             stdout=sink,
             stderr=subprocess.STDOUT,
             cwd=Path(__file__).resolve().parent.parent,
-        )
-        # wait4, not wait: its resource usage is the process's own peak.
-        _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
+            check=False,
+        ).returncode
     took = time.monotonic() - started
-    return took, usage.ru_maxrss, process.returncode, out.read_text()
+    kib = int(peak.read_text().split()[1]) if peak.exists() else 0
+    return took, kib, status, out.read_text()
 
 
 def _options(settings: dict[str, str]) -> str:
