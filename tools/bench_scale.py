@@ -89,6 +89,8 @@ class Scale:
     #: Chains of ``long_chain`` tokens, rotated every 30 minutes, still live.
     long_chains: int
     long_chain: int
+    #: The longest of the other chains (the tail of their lengths).
+    tail_chain: int = 400
 
 
 LARGE = Scale(
@@ -156,6 +158,7 @@ TINY = Scale(
     heavy_services=2,
     long_chains=1,
     long_chain=60,
+    tail_chain=40,
 )
 SCALES = {scale.name: scale for scale in (LARGE, MEDIUM, TINY)}
 
@@ -190,6 +193,8 @@ def check(scale: Scale) -> None:
         problems.append("the long chains need a heavy user's consent each")
     if scale.long_chain > CHAIN_DAYS * 48 - 48:
         problems.append("a long chain outlasts its 30 days at 30 minutes a rotation")
+    if not 36 < scale.tail_chain < min(scale.long_chain, CHAIN_DAYS * 24 - 24):
+        problems.append("the tail of chains reaches the long ones, or 30 days hourly")
     if problems:
         raise ValueError(f"scale {scale.name}: " + "; ".join(problems))
 
@@ -219,20 +224,24 @@ class Landmarks:
     heavy_user_id: str
     long_chain_consent_id: str
     long_chain: int
+    #: Its first token, from which reuse detection walks to the head.
+    long_chain_first_id: str
     #: The address that registered the most clients.
     heavy_address: str
 
 
 def landmarks(database_url: str) -> Landmarks:
-    """Find them in a filled database: the live chain that has lasted
-    longest, its person (at these scales, one with a full account page),
-    and the address of the most registrations."""
+    """Find them in a filled database: the longest live chain, its person
+    (at these scales, one with a full account page), and the address of
+    the most registrations."""
     with psycopg.connect(psycopg_url(database_url)) as conn:
         chain = conn.execute(
-            "SELECT consent_id, user_id, chain_expires_at FROM refresh_tokens"
-            " WHERE rotated_at IS NULL AND revoked_at IS NULL"
-            " AND chain_expires_at > now()"
-            " ORDER BY issued_at - chain_expires_at DESC LIMIT 1"
+            "SELECT consent_id, min(user_id::text), chain_expires_at"
+            " FROM refresh_tokens"
+            " WHERE chain_expires_at > now() AND (consent_id, chain_expires_at) IN ("
+            "  SELECT consent_id, chain_expires_at FROM refresh_tokens"
+            "  WHERE rotated_at IS NULL AND revoked_at IS NULL)"
+            " GROUP BY consent_id, chain_expires_at ORDER BY count(*) DESC LIMIT 1"
         ).fetchone()
         address = conn.execute(
             "SELECT registered_from FROM oauth_clients"
@@ -241,14 +250,13 @@ def landmarks(database_url: str) -> Landmarks:
         ).fetchone()
         if chain is None or address is None:
             raise SystemExit("the database holds no live refresh chain, or no client")
-        length = conn.execute(
-            "SELECT count(*) FROM refresh_tokens"
-            " WHERE consent_id = %s AND chain_expires_at = %s",
+        first = conn.execute(
+            "SELECT count(*), min(id::text) FILTER (WHERE parent_id IS NULL)"
+            " FROM refresh_tokens WHERE consent_id = %s AND chain_expires_at = %s",
             (chain[0], chain[2]),
         ).fetchone()
-    return Landmarks(
-        str(chain[1]), str(chain[0]), length[0] if length else 0, address[0]
-    )
+    assert first is not None
+    return Landmarks(str(chain[1]), str(chain[0]), first[0], first[1], address[0])
 
 
 def _literal(value: str) -> str:
@@ -407,15 +415,18 @@ def statements(
                      THEN interval '60 days' * power(r_jitter, 3)
                    ELSE interval '60 days' * r_jitter END,
           chains = CASE WHEN m < {s.long_chains} AND newest THEN 1
-                        WHEN r_chains < 0.05 THEN 2
-                        WHEN r_chains < 0.35 THEN 1 ELSE 0 END;
+                        WHEN r_chains < 0.15 THEN 2
+                        WHEN r_chains < 0.85 THEN 1 ELSE 0 END;
         ANALYZE plan_consents
         """,
     )
     # Chains of a consent: the newest one's head just before ``slot_end``,
     # an earlier one's a month before. Lengths: mostly short (a session
     # refreshed a few times), a long tail; rotated hourly (the long ones
-    # every 30 minutes). Trimmed to the count wanted, the long ones kept.
+    # every 30 minutes). About three times the tokens wanted are drawn, and
+    # chains kept in a random order (the long ones first) until the count
+    # is reached: about a third of the consents keep one, and the last chain
+    # kept is cut to fit (or, should a small scale draw too few, made up).
     yield (
         "plan of the refresh chains",
         f"""
@@ -426,19 +437,22 @@ def statements(
                       WHEN r < 0.45 THEN 1
                       WHEN r < 0.75 THEN 2 + floor(random() * 3)::int
                       WHEN r < 0.92 THEN 5 + floor(random() * 8)::int
-                      WHEN r < 0.995 THEN 13 + floor(random() * 36)::int
-                      ELSE 49 + floor(random() * 352)::int END AS wanted,
+                      WHEN r < 0.995 THEN 13 + floor(random() * 24)::int
+                      ELSE 37 + floor(random() * {s.tail_chain - 36})::int
+                 END AS wanted,
                  random() AS r_order
           FROM plan_consents AS p
           CROSS JOIN LATERAL generate_series(0, p.chains - 1) AS j
           CROSS JOIN LATERAL (SELECT random() + j * 0 AS r) AS draw
         ), ordered AS (
           SELECT *, sum(wanted) OVER (ORDER BY long DESC, r_order
-                                      ROWS UNBOUNDED PRECEDING) - wanted AS before
+                                      ROWS UNBOUNDED PRECEDING) - wanted AS before,
+                 row_number() OVER (ORDER BY long, r_order DESC) = 1 AS last
           FROM chains
         )
         SELECT row_number() OVER () AS c, i, j, long,
-               least(wanted, {s.refresh_tokens} - before)::int AS len,
+               CASE WHEN last THEN {s.refresh_tokens} - before
+                    ELSE least(wanted, {s.refresh_tokens} - before) END::int AS len,
                CASE WHEN long THEN interval '30 minutes' ELSE interval '1 hour' END
                  AS step,
                slot_end - interval '31 days' * j
@@ -913,6 +927,7 @@ class Run:
         self.filled: Filled | None = None
         self.capture: Any = None
         self.rows: dict[str, int] = {}
+        self.unread: list[tuple[str, int]] = []
         self.housekeeping: Any = None
 
     @classmethod
@@ -954,6 +969,9 @@ class Run:
         # What a plan is judged against: the tables as the requests find them.
         self.rows = bench_plans.table_rows(env["DATABASE_URL"])
         _forget_resources(env)
+        # From here, index use is the requests' (see :func:`unread_indexes`).
+        with psycopg.connect(psycopg_url(env["DATABASE_URL"])) as conn:
+            conn.execute("SELECT pg_stat_reset()")
 
     def explaining(self) -> contextlib.AbstractContextManager[None]:
         """Every statement's plan logged, for the duration of the block."""
@@ -967,6 +985,7 @@ class Run:
             return
         import bench_housekeeping
 
+        self.unread = unread_indexes(self.env["DATABASE_URL"])
         log("explaining housekeeping and account statements, then pruning")
         marks = landmarks(self.env["DATABASE_URL"])
         self.housekeeping = bench_housekeeping.run(self.env, marks, directory)
@@ -982,6 +1001,8 @@ class Run:
         lines = ["", *describe(self.filled), ""]
         plan_lines, scans = bench_plans.describe(self.capture.plans, self.rows)
         lines += ["plans of the statements counted (auto_explain):", *plan_lines]
+        unread = ", ".join(f"{name} ({_mb(size)})" for name, size in self.unread)
+        lines.append(f"indexes no request of the run read: {unread or 'none'}")
         failed = bool(scans) or not self.capture.plans
         if self.housekeeping is not None:
             lines += ["", *bench_housekeeping.describe(self.housekeeping)]
@@ -999,8 +1020,23 @@ class Run:
             "vacuum_seconds": self.filled.vacuum_seconds,
             "tables": [asdict(table) for table in self.filled.tables],
             "plans": len(self.capture.plans),
+            "unread_indexes": dict(self.unread),
             "prune": asdict(prune) if prune is not None else None,
         }
+
+
+def unread_indexes(database_url: str) -> list[tuple[str, int]]:
+    """The indexes of the big tables not read since the statistics were
+    reset (after the fill), with their sizes: dead weight, if the run's
+    requests are all the deployment's."""
+    with psycopg.connect(psycopg_url(database_url)) as conn:
+        rows = conn.execute(
+            "SELECT indexrelname, pg_relation_size(indexrelid)"
+            " FROM pg_stat_user_indexes WHERE idx_scan = 0 AND relname = ANY(%s)"
+            " ORDER BY 2 DESC",
+            (list(BULK_TABLES) + ["users"],),
+        ).fetchall()
+    return [(str(name), int(size)) for name, size in rows]
 
 
 def _forget_resources(env: dict[str, str]) -> None:
