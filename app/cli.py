@@ -91,7 +91,7 @@ def digest_command(email: str) -> None:
     type=click.IntRange(min=1, max=36500),
     default=prune_rows.DEFAULT_UNUSED_DAYS,
     show_default=True,
-    help="Clients last authorized longer ago, with no live consent, go.",
+    help="Clients last used longer ago, with no live consent, go.",
 )
 @click.option(
     "--batch-size",

@@ -8,6 +8,7 @@ reads. Imports nothing from app/.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -90,8 +91,15 @@ def _public_jwk(public_key: Any) -> tuple[str, Key]:
     return algorithm, KEY_CLASSES[algorithm].import_key(pem)
 
 
+@functools.lru_cache(maxsize=32)
 def load_signing_key(text: str) -> tuple[str, Key, Key]:
-    """Read ``JWT_SIGNING_KEY``: ``(algorithm, private key, public key)``."""
+    """Read ``JWT_SIGNING_KEY``: ``(algorithm, private key, public key)``.
+
+    Remembered by text: loading an RSA key checks it, 70 to 100 ms of CPU
+    each time, and the service's own keys are read again with every key
+    ring a process builds (at least once a minute, app/signing_keys.py).
+    The keys are only read from, never changed.
+    """
     blocks = pem_blocks(text)
     if len(blocks) != 1 or "PRIVATE KEY" not in blocks[0][0]:
         raise ValueError(f"must be one PEM private key, {ACCEPTED}")

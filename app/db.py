@@ -112,25 +112,31 @@ class FlaskDatabase:
         return current_app.extensions["db"].engine
 
     @contextmanager
-    def transaction(self) -> Iterator[Session]:
-        """Commit what the block wrote, or roll all of it back if the block raises.
+    def transaction(self) -> Iterator[None]:
+        """Commit what the block wrote (through :attr:`session`), or roll all
+        of it back if the block raises.
 
         Refused after :meth:`autocommit`: each statement has committed on its
-        own by then, so there is nothing the block could roll back.
+        own by then, so there is nothing the block could roll back. A block
+        that never touches the session costs none: many token requests are
+        answered from memory (a client-credentials grant, an introspection).
         """
         if g.get("db_autocommit"):
             raise RuntimeError(
                 "db.transaction() after db.autocommit() in the same request: "
                 "its statements would commit one by one, not all or nothing"
             )
-        session = self.session
         try:
-            yield session
+            yield
         except BaseException:
-            session.rollback()
+            session = g.get("db_session")
+            if session is not None:
+                session.rollback()
             g.pop("db_after_commit", None)
             raise
-        session.commit()
+        session = g.get("db_session")
+        if session is not None and session.in_transaction():
+            session.commit()
         for callback in g.pop("db_after_commit", ()):
             callback()
 

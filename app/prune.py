@@ -16,10 +16,12 @@ clients) is kept at least for the denylist's window, whatever
 - API keys revoked, or expired, ``older_than`` ago;
 - consents withdrawn ``older_than`` ago (with the keys and chains still
   bound to them, which are dead too);
-- clients: registered ``older_than`` ago and never authorized, with no
-  consent (as the former ``clients prune`` did); authorized last ``unused_for`` ago with
-  no live consent and none withdrawn within the window; revoked
-  ``older_than`` ago. A service client is never pruned as unused;
+- clients: registered ``older_than`` ago and never used, with no consent
+  (as the former ``clients prune`` did); used last ``unused_for`` ago
+  (``last_authorized_at``: a code redeemed, a device approval taken, an
+  identity assertion exchanged; app/oauth/client_use.py) with no live
+  consent and none withdrawn within the window; revoked ``older_than`` ago.
+  A service client is never pruned as unused;
 - denied tokens and spent assertions past their expiry.
 
 Work goes in batches of ``batch_size`` rows, each its own short
@@ -84,9 +86,9 @@ class Horizons:
     ended: datetime
     #: A chain whose newest unrotated token was issued before this is idle.
     idle: datetime
-    #: Registered before this and never authorized.
+    #: Registered before this and never used.
     registered: datetime
-    #: Last authorized before this, for a client with no live consent.
+    #: Last used before this, for a client with no live consent.
     unused: datetime
     #: Withdrawn after this: still read by the denylist rebuild.
     denial_window: datetime

@@ -3,6 +3,19 @@
 Views are marked with :func:`limit`; :func:`init_app` wraps the marked views with
 this app's own :class:`~flask_limiter.Limiter`, so two apps in one process (as in
 the tests) never share a storage backend.
+
+Each limit is counted by one of two of the ``limits`` library's strategies
+(:class:`Strategies`). Most by two counters per key (``sliding-window-counter``):
+a key costs the same whatever the limit's count, and the count is
+approximate. The budgets that bound guessing (a password at ``/login``, a
+user code at ``/device``) are marked ``exact`` and counted in a moving window:
+never more than the count in any window, for a list of up to the count's
+timestamps per key. The counters' approximation takes the previous window's
+requests as spread evenly over it: requests bunched at its end let up to
+twice the count less one through in some span of one window (at the limit's
+own rate, never as a burst), and never more than one count beyond the exact
+total over any span. Fine for a registration or fetch budget; a guessing
+budget must mean what it says.
 """
 
 from __future__ import annotations
@@ -17,8 +30,14 @@ from typing import Any, TypeVar
 
 from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limiter
-from limits import parse
+from limits import RateLimitItem, WindowStats, parse
 from limits.errors import StorageError
+from limits.storage import Storage
+from limits.strategies import (
+    MovingWindowRateLimiter,
+    RateLimiter,
+    SlidingWindowCounterRateLimiter,
+)
 from redis.exceptions import RedisError
 
 from .compat import confined_to
@@ -58,24 +77,78 @@ def setting(name: str) -> Callable[[], str]:
     return lambda: getattr(current_settings(), name)
 
 
-def limit(limit_value: str | Callable[[], str], **kwargs: Any) -> Callable[[F], F]:
-    """Mark a view to be rate limited; arguments are those of ``Limiter.limit``."""
+def limit(
+    limit_value: str | Callable[[], str], *, exact: bool = False, **kwargs: Any
+) -> Callable[[F], F]:
+    """Mark a view to be rate limited; arguments are those of ``Limiter.limit``.
+
+    ``exact``: counted in a moving window (a budget that bounds guessing);
+    a view's limits are all exact or none.
+    """
 
     def mark(view: F) -> F:
-        view.__dict__.setdefault("rate_limits", []).append((limit_value, kwargs))
+        view.__dict__.setdefault("rate_limits", []).append((limit_value, exact, kwargs))
         return view
 
     return mark
 
 
-def spend(limit_value: str, *key: str) -> int | None:
+class Strategies(RateLimiter):
+    """The strategy of each limit, on one storage: the moving window for the
+    limits of the views in ``exact_scopes``, two counters for the others."""
+
+    def __init__(self, storage: Storage, exact_scopes: frozenset[str]) -> None:
+        super().__init__(storage)
+        self.exact = MovingWindowRateLimiter(storage)
+        self.counted = SlidingWindowCounterRateLimiter(storage)
+        self.exact_scopes = exact_scopes
+
+    def of(self, identifiers: tuple[str, ...]) -> RateLimiter:
+        # flask-limiter names a view's limits by its prefix, key and endpoint.
+        exact = not self.exact_scopes.isdisjoint(identifiers)
+        return self.exact if exact else self.counted
+
+    def hit(self, item: RateLimitItem, *identifiers: str, cost: int = 1) -> bool:
+        return self.of(identifiers).hit(item, *identifiers, cost=cost)
+
+    def test(self, item: RateLimitItem, *identifiers: str, cost: int = 1) -> bool:
+        return self.of(identifiers).test(item, *identifiers, cost=cost)
+
+    def get_window_stats(self, item: RateLimitItem, *identifiers: str) -> WindowStats:
+        return self.of(identifiers).get_window_stats(item, *identifiers)
+
+    def clear(self, item: RateLimitItem, *identifiers: str) -> None:
+        self.of(identifiers).clear(item, *identifiers)
+
+
+class _Limiter(Limiter):
+    """flask-limiter counting with :class:`Strategies`.
+
+    ``Limiter.limiter`` is the documented strategy every count and window
+    read goes through; one strategy for a whole limiter is all it offers.
+    Its own in-memory fallback is not used here (Redis failing is a 503).
+    ``tests/test_rate_limits.py`` checks in Redis which keys each counts.
+    """
+
+    def __init__(self, *args: Any, exact_scopes: frozenset[str], **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.strategies = Strategies(self.storage, exact_scopes)
+
+    @property
+    def limiter(self) -> Strategies:
+        return self.strategies
+
+
+def spend(limit_value: str, *key: str, exact: bool = False) -> int | None:
     """Count one event against ``limit_value`` for ``key``, outside any view.
 
     For limits that only some requests spend, decided inside the view (a
     fetch that the cache spares). ``None`` while within the limit; otherwise
-    the seconds until one more would be, for ``Retry-After``.
+    the seconds until one more would be, for ``Retry-After``. ``exact``: as
+    for :func:`limit`.
     """
-    strategy = current_app.extensions["rate_limits"].limiter
+    strategies: Strategies = current_app.extensions["rate_limits"].strategies
+    strategy = strategies.exact if exact else strategies.counted
     item = parse(limit_value)
     if strategy.hit(item, *key):
         return None
@@ -142,21 +215,55 @@ def _headers(limiter: Limiter) -> Callable[[Response], Response]:
     return add_headers
 
 
+def _only_for(endpoints: frozenset[str]) -> Callable[[Callable], Callable]:
+    """Wrap a request hook so that it runs for ``endpoints`` only."""
+
+    def wrap(hook: Callable) -> Callable:
+        @functools.wraps(hook)
+        def hook_if_limited(*args: Any) -> Any:
+            if request.endpoint in endpoints:
+                return hook(*args)
+            # An after-request hook hands the response on; the others'
+            # return values are ignored unless they answer (never None).
+            return args[0] if args and isinstance(args[0], Response) else None
+
+        return hook_if_limited
+
+    return wrap
+
+
+def _exact_scopes(app: Flask) -> frozenset[str]:
+    """The endpoints whose limits are exact."""
+    scopes = set()
+    for endpoint, view in app.view_functions.items():
+        marks = {exact for _, exact, _ in getattr(view, "rate_limits", ())}
+        if len(marks) > 1:
+            raise ValueError(f"{endpoint}: its limits are all exact or none")
+        if True in marks:
+            scopes.add(endpoint)
+    return frozenset(scopes)
+
+
 def init_app(app: Flask, redis_url: str) -> Limiter:
-    limited = {
-        endpoint.rpartition(".")[0]
+    limited_views = frozenset(
+        endpoint
         for endpoint, view in app.view_functions.items()
         if getattr(view, "rate_limits", ())
-    }
-    # The limiter's hooks (headers after, context reset on teardown) act only
-    # on limited views: they run for the blueprints that have some.
-    with confined_to(app, sorted(limited)):
-        limiter = Limiter(
+    )
+    limited = sorted({endpoint.rpartition(".")[0] for endpoint in limited_views})
+    # The limiter's hooks (its check before, context reset on teardown) act
+    # only on limited views: they run for the blueprints that have some, and
+    # there only for those views (``/token`` shares a blueprint with the
+    # limited ``/device_authorization``).
+    with confined_to(app, limited, _only_for(limited_views), limited):
+        limiter = _Limiter(
             client_address,
             app=app,
             storage_uri=redis_url,
             storage_options=redis_options(),
-            strategy="moving-window",
+            # Checks the storage offers it; :class:`Strategies` decides.
+            strategy="sliding-window-counter",
+            exact_scopes=_exact_scopes(app),
             # Written by :func:`_headers` from figures read before the view.
             headers_enabled=False,
             key_prefix="rl",
@@ -170,7 +277,7 @@ def init_app(app: Flask, redis_url: str) -> Limiter:
             continue
         # Innermost, so it runs once every limit of the view is counted.
         wrapped: Any = _figures_read_first(view, limiter)
-        for limit_value, kwargs in getattr(view, "rate_limits", ()):
+        for limit_value, _, kwargs in getattr(view, "rate_limits", ()):
             wrapped = limiter.limit(limit_value, **kwargs)(wrapped)
         app.view_functions[endpoint] = wrapped
     app.extensions["rate_limits"] = limiter

@@ -8,7 +8,10 @@ written by its owner; ``docs/reference.md`` ("Redis keys") is checked against
 it too. A new key family is declared here first.
 
 Names use ``{...}`` for the variable parts; :attr:`KeyFamily.glob` is the
-``SCAN`` pattern that finds a family's keys.
+``SCAN`` pattern that finds a family's keys. Braces around other variable
+parts are the name's own: the rate limiter's counters keep their name in a
+Redis Cluster hash tag (``LIMITS:{...}``), so that both counters of a limit
+live on one node.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_PART = re.compile(r"\{[^}]*\}")
+#: A variable part: braces with no brace inside.
+_PART = re.compile(r"\{[^{}]*\}")
 
 
 @dataclass(frozen=True)
@@ -37,12 +41,25 @@ class KeyFamily:
     @property
     def prefix(self) -> str:
         """The fixed start of every name in the family."""
-        return self.name.split("{", 1)[0]
+        return _PART.split(self.name, maxsplit=1)[0]
 
     @property
     def glob(self) -> str:
         """The family as a ``SCAN MATCH`` / :func:`fnmatch.fnmatchcase` pattern."""
         return _PART.sub("*", self.name)
+
+
+#: A limit counted by two counters (``{window}`` empty: the current window's,
+#: from its first count; ``/-1``: the previous window's).
+COUNTERS_LIFETIME = (
+    "two of the limit's windows after its last count, at most (`{window}` "
+    "empty: the current window's count; `/-1`: the previous window's)"
+)
+#: A limit counted exactly: a list of up to the limit's count of timestamps.
+WINDOW_LIFETIME = (
+    "the limit's window after its last count (a list of up to the limit's "
+    "count of timestamps)"
+)
 
 
 #: Authorization codes, by the SHA-256 of the code (RFC 6749 §4.1.2: one use).
@@ -220,11 +237,21 @@ KEY_SET_REFETCH = KeyFamily(
     "30 s",
     "one extra fetch of the set",
 )
-#: flask-limiter's moving windows, per caller address (``key_prefix="rl"``).
+#: Most limits: two counters per limit and caller address (``key_prefix="rl"``),
+#: the current window's and, named with ``/-1``, the previous one's
+#: (app.rate_limits, ``sliding-window-counter``).
 RATE_LIMIT = KeyFamily(
-    "LIMITS:LIMITER/rl/{address}/{endpoint}/{limit}",
+    "LIMITS:{LIMITER/rl/{address}/{endpoint}/{limit}}{window}",
     "app.rate_limits",
-    "the limit's window",
+    COUNTERS_LIFETIME,
+    "the counts start again from zero",
+)
+#: Sign-in attempts per address at ``/login``: exact, a moving window (a list
+#: of up to the limit's count of timestamps), as are the two families below.
+RATE_LIMIT_SIGN_IN = KeyFamily(
+    "LIMITS:LIMITER/rl/{address}/auth.login/{limit}",
+    "app.rate_limits",
+    WINDOW_LIFETIME,
     "the counts start again from zero",
 )
 #: Sign-in attempts per account: its id, or for an email with no account a
@@ -232,34 +259,35 @@ RATE_LIMIT = KeyFamily(
 RATE_LIMIT_ACCOUNT = KeyFamily(
     "LIMITS:LIMITER/rl/login-account:{account id or email digest}/{endpoint}/{limit}",
     "app.blueprints.auth",
-    "the limit's window",
+    WINDOW_LIFETIME,
     "the counts start again from zero",
 )
 #: Sign-in attempts per known browser (device cookie), by the nonce's digest.
 RATE_LIMIT_DEVICE = KeyFamily(
     "LIMITS:LIMITER/rl/login-device:{device digest}/{endpoint}/{limit}",
     "app.blueprints.auth",
-    "the limit's window",
+    WINDOW_LIFETIME,
     "the counts start again from zero",
 )
-#: Wrong user codes entered at ``/device``, per address and per account.
+#: Codes looked up at ``/device``, per address and per account: exact.
 RATE_LIMIT_USER_CODE = KeyFamily(
     "LIMITS:LIMITER/user-code/{address}/{limit}",
     "app.blueprints.device",
-    "the limit's window",
+    WINDOW_LIFETIME,
     "the counts start again from zero",
 )
 RATE_LIMIT_USER_CODE_ACCOUNT = KeyFamily(
     "LIMITS:LIMITER/user-code-account/{account id}/{limit}",
     "app.blueprints.device",
-    "the limit's window",
+    WINDOW_LIFETIME,
     "the counts start again from zero",
 )
-#: ``/authorize`` requests per address that made the service fetch a document.
+#: ``/authorize`` requests per address that made the service fetch a document
+#: (and key-set fetches): two counters, as :data:`RATE_LIMIT`.
 RATE_LIMIT_CIMD_FETCH = KeyFamily(
-    "LIMITS:LIMITER/cimd-fetch/{address}/{limit}",
+    "LIMITS:{LIMITER/cimd-fetch/{address}/{limit}}{window}",
     "app.oauth.client_metadata",
-    "the limit's window",
+    COUNTERS_LIFETIME,
     "the counts start again from zero",
 )
 
@@ -290,6 +318,7 @@ FAMILIES: tuple[KeyFamily, ...] = (
     KEY_SET_LOCK,
     KEY_SET_REFETCH,
     RATE_LIMIT,
+    RATE_LIMIT_SIGN_IN,
     RATE_LIMIT_ACCOUNT,
     RATE_LIMIT_DEVICE,
     RATE_LIMIT_USER_CODE,

@@ -16,14 +16,16 @@ flush: the caller opens the transaction.
 
 from __future__ import annotations
 
+import functools
 import json
+import time
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from flask_babel import gettext as _
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import Table, bindparam, func, or_, select, update
 
 from . import audit
 from .config import current_settings
@@ -304,16 +306,43 @@ def revoke(
 
 
 def note_use(client_id: str) -> None:
-    """Remember that ``client_id`` obtained a token, to the minute."""
-    now = utcnow()
-    db.session.execute(
-        update(OAuthClient)
+    """Remember that ``client_id`` obtained a token, to the minute.
+
+    Each process skips the statement for a client it noted within the
+    minute: a client asking many times a minute then costs Postgres
+    nothing, and ``last_used_at`` is still never more than a minute behind.
+    """
+    noted = _noted_at.get(client_id)
+    moment = time.monotonic()
+    if noted is not None and moment - noted < LAST_USED_PRECISION.total_seconds():
+        return
+    db.session.connection().execute(
+        _noting_use(), {"p_client": client_id, "p_now": utcnow()}
+    )
+    if len(_noted_at) >= MAX_NOTED:
+        _noted_at.clear()
+    _noted_at[client_id] = moment
+
+
+#: When this process last noted each client's use (``time.monotonic``).
+_noted_at: dict[str, float] = {}
+#: Clients remembered at most; past it, the memory starts again.
+MAX_NOTED = 10_000
+
+
+@functools.cache
+def _noting_use() -> Any:
+    columns = OAuthClient.__table__.c
+    return (
+        update(cast(Table, OAuthClient.__table__))
         .where(
-            OAuthClient.client_id == client_id,
+            columns.client_id == bindparam("p_client"),
             or_(
-                OAuthClient.last_used_at.is_(None),
-                OAuthClient.last_used_at < now - LAST_USED_PRECISION,
+                columns.last_used_at.is_(None),
+                columns.last_used_at
+                < bindparam("p_now", type_=columns.last_used_at.type)
+                - LAST_USED_PRECISION,
             ),
         )
-        .values(last_used_at=now)
+        .values(last_used_at=bindparam("p_now"))
     )

@@ -27,5 +27,5 @@ def test_autocommit_after_a_statement_is_refused_loudly(app: Any) -> None:
 
 def test_a_transaction_still_commits_without_autocommit(app: Any) -> None:
     with app.test_request_context("/"):
-        with db.transaction() as session:
-            assert session.execute(sqlalchemy.text("SELECT 1")).scalar_one() == 1
+        with db.transaction():
+            assert db.session.execute(sqlalchemy.text("SELECT 1")).scalar_one() == 1

@@ -62,8 +62,9 @@ NOT_KEYS = {
     "urn:ietf:params:oauth:grant-type:device_code": "a grant type (RFC 8628)",
     "urn:ietf:params:oauth:grant-profile:id-jag": "a grant profile (ID-JAG)",
 }
-#: What the limits library puts before every key flask-limiter names.
-LIMITER_PREFIX = "LIMITS:LIMITER/"
+#: What the limits library puts before every key flask-limiter names: a
+#: moving window's, and a pair of counters' (in a hash tag).
+LIMITER_PREFIXES = ("LIMITS:LIMITER/", "LIMITS:{LIMITER/")
 #: Families that live only while an instance holds them (a rebuild, a fetch):
 #: the flows below cannot leave them behind for the SCAN to see.
 MOMENTARY = {
@@ -91,10 +92,11 @@ def _source_of(module: str) -> str:
 
 def _spelling(family: KeyFamily) -> str:
     """What the owner writes: the prefix, or its own part of a limiter key."""
-    if not family.prefix.startswith(LIMITER_PREFIX):
-        return family.prefix
-    # ``rl/login-account:`` -> ``login-account:``; ``rl/`` -> ``rl``.
-    return family.prefix.removeprefix(LIMITER_PREFIX).rstrip("/").rsplit("/")[-1]
+    for limiter in LIMITER_PREFIXES:
+        if family.prefix.startswith(limiter):
+            # ``rl/login-account:`` -> ``login-account:``; ``rl/`` -> ``rl``.
+            return family.prefix.removeprefix(limiter).rstrip("/").rsplit("/")[-1]
+    return family.prefix
 
 
 def _family_of(name: str, kind: str = "key") -> KeyFamily | None:

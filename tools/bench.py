@@ -12,21 +12,23 @@ is timed with wrk right after hello-world is timed with the same request, so
 noise on this shared machine hits both; flows are driven by processes with
 keep-alive connections. What each endpoint costs in Postgres statements and
 Redis commands is counted by the servers, on a few requests sent one at a
-time, apart from the timed runs.
+time, apart from the timed runs. The rows, and what each request consumes
+(codes, refresh tokens, device codes, identity assertions), are set up by
+``tools/bench_targets.py``; wrk (``tools/bench_wrk.lua``) tells what every
+answer was, so a failed request can be explained.
 
 Environment: BENCH_SECONDS (4) and BENCH_WARMUP (1) per run, BENCH_ROUNDS
 (3) runs of each side, alternating, of which each keeps its best (and as many
 bursts of sign-ins), BENCH_FLOW_PROCESSES (8), BENCH_COUNT_REQUESTS (20),
-BENCH_ONLY (words naming the rows to time, e.g. "healthz flow"; "memory" for
-the sign-in bursts; all by default), BENCH_JSON (a path to write the results
-to, for tests), BENCH_SCALE (``large``, ``medium``: the database filled first,
-every counted statement's plan checked, housekeeping explained and pruned;
-tools/bench_scale.py).
+BENCH_ONLY (words naming the rows to time, in any letter case, e.g.
+"healthz flow refresh"; "memory" for the sign-in bursts; all by default),
+BENCH_JSON (a path to write the results to, for tests), BENCH_SCALE
+(``large``, ``medium``: the database filled first, every counted statement's
+plan checked, housekeeping explained and pruned; tools/bench_scale.py).
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import os
@@ -35,10 +37,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from urllib.parse import quote, urlencode
 
 import bench_costs
 import bench_flows
@@ -47,86 +49,56 @@ import bench_scale
 import bench_servers
 import devservices
 from bench_report import Row, as_json, print_report
+from bench_targets import Endpoint, Mint, Target, selected, targets
 
 TOOLS = Path(__file__).resolve().parent
 SECONDS = int(os.environ.get("BENCH_SECONDS", "4"))
 WARMUP = int(os.environ.get("BENCH_WARMUP", "1"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
-ONLY = os.environ.get("BENCH_ONLY", "").split()
 FLOW_PROCESSES = int(os.environ.get("BENCH_FLOW_PROCESSES", "8"))
 COUNT_REQUESTS = int(os.environ.get("BENCH_COUNT_REQUESTS", "20"))
-WRK_CONNECTIONS, WRK_THREADS = 32, 2
+WRK_CONNECTIONS, WRK_THREADS, WRK_TIMEOUT = 32, 2, 10
 POSTGRES_OPTIONS = ("-c", "shared_preload_libraries=pg_stat_statements")
-MCP_BODY = (
-    '{"jsonrpc":"2.0","id":1,"method":"tools/call",'
-    '"params":{"name":"whoami","arguments":{}}}'
-)
 
 #: What BENCH_SCALE adds: a filled database, plans, housekeeping (or nothing).
 SCALE = bench_scale.Run.from_environment()
 
-#: Requests per second, failed requests, server CPU µs per request.
-Rate = tuple[float, int, float]
 #: Process group of the gunicorn serving each port (set once both serve).
 GROUPS: dict[int, int] = {}
-#: Saves that many fresh authorization codes and returns them.
-Mint = Callable[[int], list[str]]
-#: The rows of the two code exchanges, signed with HS256 and with RS256.
-TOKEN_HS256, TOKEN_RS256 = "POST /token (code, HS256)", "POST /token (code, RS256)"
 MEMORY = "memory"
 
 
-@dataclass(frozen=True)
-class Endpoint:
-    name: str
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: str | None
-    goal: float | None
+@dataclass
+class Run:
+    """One wrk run: its rate, what the server answered, its CPU per request."""
 
-
-@dataclass(frozen=True)
-class Target:
-    """An endpoint of one of the app's servers, with what sending it needs."""
-
-    endpoint: Endpoint
-    port: int
-    client: bench_flows.Client
-    mint: Mint
-
-
-def token_endpoint(name: str, registered: dict, verifier: str) -> Endpoint:
-    """The code exchange of a client that went through consent."""
-    form = urlencode(bench_flows.token_form("{code}", verifier))
-    token_body = form.replace(quote("{code}"), "{code}")
-    token_headers = {
-        "Authorization": bench_flows.basic_auth(registered),
-        "Content-Type": "application/x-www-form-urlencoded",
-    }
-    return Endpoint(name, "POST", "/token", token_headers, token_body, None)
-
-
-def endpoints(registered: dict, verifier: str, token: str) -> list[Endpoint]:
-    bearer = {"Authorization": f"Bearer {token}"}
-    mcp_headers = {
-        **bearer,
-        "Content-Type": "application/json",
-        "Accept": "application/json, text/event-stream",
-        "MCP-Protocol-Version": "2025-06-18",
-    }
-    return [
-        Endpoint("POST /mcp whoami", "POST", "/mcp", mcp_headers, MCP_BODY, 0.70),
-        Endpoint("GET /auth/verify", "GET", "/auth/verify", bearer, None, 0.80),
-        Endpoint("GET /healthz", "GET", "/healthz", {}, None, 0.90),
-        token_endpoint(TOKEN_HS256, registered, verifier),
-    ]
+    rate: float
+    #: Requests not answered ``expected`` (socket errors included), or, if
+    #: more, codes sent more than once: a repeat is a request the row does
+    #: not mean to time, even answered ``expected`` (a refresh token's grace).
+    failed: int
+    cpu_us: float
+    #: Answers by status.
+    answers: Counter[str]
+    #: Codes sent again after the list ran out.
+    repeats: int
+    #: Connections that failed to connect, read, write or answer in time.
+    socket_errors: int
+    #: The first answer other than ``expected``: status and start of its body.
+    first_failure: str
 
 
 def wrk(
-    port: int, endpoint: Endpoint, seconds: int, codes: list[str], tmp: Path
-) -> Rate:
-    """Run wrk; return requests per second and the count of failed requests."""
+    port: int,
+    endpoint: Endpoint,
+    seconds: int,
+    codes: list[str],
+    tmp: Path,
+    expected: int | None = None,
+) -> Run:
+    """Run wrk; ``expected`` is the status a working server answers (by
+    default the endpoint's own)."""
+    expected = endpoint.status if expected is None else expected
     body_file, codes_file = "-", "-"
     if endpoint.body is not None:
         body_file = str(tmp / "body")
@@ -135,19 +107,40 @@ def wrk(
         codes_file = str(tmp / "codes")
         Path(codes_file).write_text("\n".join(codes) + "\n")
     command = [devservices.find_wrk(), f"-t{WRK_THREADS}", f"-c{WRK_CONNECTIONS}"]
-    command += [f"-d{seconds}s", "-s", str(TOOLS / "bench_wrk.lua")]
+    # wrk gives up on an answer after 2 s by default and counts a timeout; a
+    # slow page (the account page on a busy machine) is slow, not failing.
+    command += [f"-d{seconds}s", f"--timeout={WRK_TIMEOUT}s"]
+    command += ["-s", str(TOOLS / "bench_wrk.lua")]
     for name, value in endpoint.headers.items():
         command += ["-H", f"{name}: {value}"]
     command += [f"http://127.0.0.1:{port}{endpoint.path}", "--", endpoint.method]
-    command += [body_file, codes_file, str(WRK_THREADS)]
+    command += [body_file, codes_file, str(WRK_THREADS), str(expected)]
     cpu_before = group_cpu(GROUPS.get(port))
     output = subprocess.run(command, capture_output=True, text=True, check=True)
     cpu = group_cpu(GROUPS.get(port)) - cpu_before
     line = next(x for x in output.stdout.splitlines() if x.startswith("BENCH "))
     result = json.loads(line.removeprefix("BENCH "))
-    failed = sum(result[k] for k in ("status", "connect", "read", "write", "timeout"))
+    answers = Counter({str(k): int(v) for k, v in result["statuses"].items()})
+    kinds = ("connect", "read", "write", "timeout")
+    sockets = sum(result[k] for k in kinds)
+    unexpected = sum(answers.values()) - answers[str(expected)]
+    told = []
+    if result["first_status"]:
+        told.append(f"{result['first_status']} {result['first_body']}".strip())
+    if sockets:
+        errors = ", ".join(f"{result[k]} {k}" for k in kinds if result[k])
+        told.append(f"socket errors: {errors}")
+    first = "; ".join(told)
     requests = max(result["requests"], 1)
-    return requests / (result["duration_us"] / 1e6), failed, cpu / requests * 1e6
+    return Run(
+        rate=requests / (result["duration_us"] / 1e6),
+        failed=max(unexpected + sockets, result["repeats"]),
+        cpu_us=cpu / requests * 1e6,
+        answers=answers,
+        repeats=result["repeats"],
+        socket_errors=sockets,
+        first_failure=first,
+    )
 
 
 def group_cpu(group: int | None) -> float:
@@ -170,23 +163,24 @@ def group_cpu(group: int | None) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def _hello_round(served: bench_servers.Served, endpoint: Endpoint, tmp: Path) -> Rate:
-    # hello-world gets codes too, so that wrk does the same work for both.
+def _hello_round(served: bench_servers.Served, endpoint: Endpoint, tmp: Path) -> Run:
+    # hello-world gets codes too, so that wrk does the same work for both;
+    # it answers 200 to everything.
     fake = [secrets.token_urlsafe(32) for _ in range(1000)]
-    return timed(served.hello_port, endpoint, fake, tmp)
-
-
-def selected(name: str) -> bool:
-    """Whether ``BENCH_ONLY`` (words, any of which names a row) keeps this row."""
-    return not ONLY or any(word in name for word in ONLY)
+    if WARMUP:
+        wrk(served.hello_port, endpoint, WARMUP, fake, tmp, expected=200)
+    run = wrk(served.hello_port, endpoint, SECONDS, fake, tmp, expected=200)
+    # Its codes repeat on purpose: nothing consumes them.
+    unexpected = sum(run.answers.values()) - run.answers["200"]
+    return replace(run, failed=unexpected + run.socket_errors, repeats=0)
 
 
 def consumes_codes(endpoint: Endpoint) -> bool:
     return "{code}" in (endpoint.body or "")
 
 
-def timed(port: int, endpoint: Endpoint, codes: list[str], tmp: Path) -> Rate:
-    """Warm up, then time; return requests per second and failed requests."""
+def timed(port: int, endpoint: Endpoint, codes: list[str], tmp: Path) -> Run:
+    """Warm up, then time."""
     if WARMUP:
         wrk(port, endpoint, WARMUP, codes, tmp)
     return wrk(port, endpoint, SECONDS, codes, tmp)
@@ -194,18 +188,32 @@ def timed(port: int, endpoint: Endpoint, codes: list[str], tmp: Path) -> Rate:
 
 def timed_with_codes(
     port: int, endpoint: Endpoint, mint: Mint, ceiling: float, tmp: Path
-) -> Rate:
-    """Like :func:`timed`, with fresh codes enough for the rate the warm-up saw.
+) -> Run:
+    """Like :func:`timed`, with a fresh code for every request.
 
-    The warm-up may run out of codes (its answers are not counted); its rate
-    then includes the quick refusals, which only makes the estimate larger.
+    The warm-up's codes may run out (its answers are not counted; its rate
+    then includes quick refusals, which only makes the estimate larger). The
+    timed run gets codes for twice the warm-up's rate; but a warm-up can be
+    slow for reasons of its own (the app as deployed, idle for a minute,
+    first rebuilds its signing key ring), so a timed run that sent any code
+    twice is run again with codes for ``ceiling``: a repeat is answered as a
+    used code, a refresh token's grace or reuse, not the request the row
+    times.
     """
     rate = ceiling
     if WARMUP:
         warm_codes = mint(min(int(ceiling * WARMUP), 2000) + 100)
-        warm_rate, _, _ = wrk(port, endpoint, WARMUP, warm_codes, tmp)
-        rate = min(ceiling, 2 * warm_rate)
-    return wrk(port, endpoint, SECONDS, mint(int(rate * SECONDS) + 200), tmp)
+        warm = wrk(port, endpoint, WARMUP, warm_codes, tmp)
+        rate = min(ceiling, 2 * warm.rate)
+    run = wrk(port, endpoint, SECONDS, mint(int(rate * SECONDS) + 200), tmp)
+    if run.repeats and rate < ceiling:
+        log(
+            f"  {run.repeats} codes ran out at {run.rate:.0f}/s (minted for"
+            f" {rate:.0f}/s); again with codes for {ceiling:.0f}/s"
+        )
+        settle()
+        run = wrk(port, endpoint, SECONDS, mint(int(ceiling * SECONDS) + 200), tmp)
+    return run
 
 
 def sender(
@@ -224,8 +232,8 @@ def sender(
             None if body is None else body.encode(),
             endpoint.headers,
         )
-        bench_flows.expect(status, 200, endpoint.name, data)
-        if endpoint.path == "/mcp" and b'"result"' not in data:
+        bench_flows.expect(status, endpoint.status, endpoint.name, data)
+        if endpoint.holds not in data:
             raise bench_flows.FlowError(f"{endpoint.name}: {data[:200]!r}")
 
     return send
@@ -269,14 +277,6 @@ def settle() -> None:
     time.sleep(min(1.0, SECONDS / 5))
 
 
-def signed_with(token: str, algorithm: str) -> None:
-    """Stop unless the access token's header names ``algorithm``."""
-    header = token.split(".", 1)[0]
-    named = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
-    if named.get("alg") != algorithm:
-        raise SystemExit(f"expected {algorithm} access tokens, got {named}")
-
-
 def measure_memory(served: bench_servers.Served) -> bench_memory.Memory:
     """The deployed app's memory during bursts of concurrent sign-ins."""
     log(
@@ -293,23 +293,6 @@ def measure_memory(served: bench_servers.Served) -> bench_memory.Memory:
     )
 
 
-def approved(
-    served: bench_servers.Served, port: int, env: dict[str, str]
-) -> tuple[bench_flows.Client, dict, str, str, contextlib.AbstractContextManager[Mint]]:
-    """Sign in at ``port``, run one flow; the client, the registered client,
-    its verifier, an access token, and a minter of its codes (to enter)."""
-    client = bench_flows.Client(port)
-    bench_flows.sign_in(client, bench_servers.EMAIL, served.password)
-    registered, verifier, token = bench_flows.flow(client)
-    minter = bench_servers.code_minter(
-        env,
-        registered["client_id"],
-        served.user_id,
-        bench_flows.challenge_of(verifier),
-    )
-    return client, registered, verifier, token, minter
-
-
 def measure(
     served: bench_servers.Served, tmp: Path
 ) -> tuple[list[Row], bench_memory.Memory | None]:
@@ -317,31 +300,9 @@ def measure(
     SCALE.prepare(served.env, log)
     # Memory first, while the deployed app's workers have signed no one in.
     memory = measure_memory(served) if selected(MEMORY) else None
-    client, registered, verifier, token, minter = approved(
-        served, served.app_port, served.env
-    )
-    signed_with(token, "HS256")
     with contextlib.ExitStack() as stack:
-        mint = stack.enter_context(minter)
-        targets = [
-            Target(endpoint, served.app_port, client, mint)
-            for endpoint in endpoints(registered, verifier, token)
-        ]
-        if selected(TOKEN_RS256):
-            deployed = approved(served, served.deployed_port, served.deployed_env)
-            rs_client, rs_registered, rs_verifier, rs_token, rs_minter = deployed
-            signed_with(rs_token, "RS256")
-            # Beside the HS256 row, so that the signature's cost reads off.
-            targets.append(
-                Target(
-                    token_endpoint(TOKEN_RS256, rs_registered, rs_verifier),
-                    served.deployed_port,
-                    rs_client,
-                    stack.enter_context(rs_minter),
-                )
-            )
-        specs = [target for target in targets if selected(target.endpoint.name)]
-        rows = _measure(served, client, specs, tmp)
+        specs, person = targets(served, stack)
+        rows = _measure(served, person.client, specs, tmp)
     SCALE.finish(tmp, log)
     if memory is not None:
         bench_memory.finish(memory, served.backend_ports())
@@ -361,7 +322,7 @@ def _measure(
     costs = {}
     for target in specs:
         endpoint = target.endpoint
-        codes = target.mint(2 * COUNT_REQUESTS) if consumes_codes(endpoint) else []
+        codes = target.mint(2 * COUNT_REQUESTS) if target.mint else []
         costs[endpoint.name] = count_costs(urls, sender(target.client, endpoint, codes))
     flow_costs = count_costs(urls, lambda: bench_flows.flow(client))
     rows: list[Row] = []
@@ -373,24 +334,32 @@ def _measure(
         # down, and alternating exposes both sides to the same stretches.
         hello = rps = 0.0
         failed = 0
+        answers: Counter[str] = Counter()
+        first_failure = ""
         hello_cpu = cpu = float("inf")
         for _ in range(ROUNDS):
-            hello_round, hello_failed, hello_cpu_round = _hello_round(
-                served, endpoint, tmp
+            hello_run = _hello_round(served, endpoint, tmp)
+            settle()
+            if target.mint is not None:
+                # The app cannot outrun hello-world; half as much again covers noise.
+                ceiling = 1.5 * max([hello_run.rate, *(row.hello or 0 for row in rows)])
+                run = timed_with_codes(target.port, endpoint, target.mint, ceiling, tmp)
+            else:
+                run = timed(target.port, endpoint, [], tmp)
+            log(
+                f"  {run.rate:.0f}/s (hello {hello_run.rate:.0f}/s), answers"
+                f" {dict(run.answers)}, {run.repeats} codes repeated"
+                + (f", first failure: {run.first_failure}" if run.failed else "")
             )
             settle()
-            if consumes_codes(endpoint):
-                # The app cannot outrun hello-world; half as much again covers noise.
-                ceiling = 1.5 * max([hello_round, *(row.hello or 0 for row in rows)])
-                app_round, app_failed, cpu_round = timed_with_codes(
-                    target.port, endpoint, target.mint, ceiling, tmp
-                )
-            else:
-                app_round, app_failed, cpu_round = timed(target.port, endpoint, [], tmp)
-            settle()
-            hello, rps = max(hello, hello_round), max(rps, app_round)
-            hello_cpu, cpu = min(hello_cpu, hello_cpu_round), min(cpu, cpu_round)
-            failed += hello_failed + app_failed
+            hello, rps = max(hello, hello_run.rate), max(rps, run.rate)
+            hello_cpu, cpu = min(hello_cpu, hello_run.cpu_us), min(cpu, run.cpu_us)
+            failed += hello_run.failed + run.failed
+            if run.failed:
+                answers.update(run.answers)
+                first_failure = first_failure or run.first_failure
+            if hello_run.failed and not first_failure:
+                first_failure = f"hello-world: {hello_run.first_failure}"
         rows.append(
             Row(
                 endpoint.name,
@@ -400,6 +369,9 @@ def _measure(
                 costs[endpoint.name],
                 failed,
                 cpu_us=(cpu, hello_cpu),
+                min_rate=endpoint.min_rate,
+                answers=dict(answers),
+                first_failure=first_failure,
             )
         )
     if not selected("flow"):

@@ -3,7 +3,10 @@
 The servers count, not the app: ``pg_stat_statements`` (the benchmark's
 Postgres preloads it) records every statement, and Redis ``MONITOR`` streams
 every command, marking those a Lua script runs, so that a script counts as
-one round trip and its inner commands are listed beside it.
+one round trip and its inner commands are listed beside it. The pings each
+process's denylist view sends on its subscription every 0.1 s
+(:mod:`app.denylist_view`) are no request's: they are listed apart, and
+not counted.
 """
 
 from __future__ import annotations
@@ -18,12 +21,16 @@ import psycopg
 import redis
 from sqlalchemy.engine import make_url
 
+from app.denylist_view import PONG_PREFIX
+
 #: Statements that only open or close a transaction, listed apart.
 TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
 #: Redis ends the monitored block with this; it is not counted.
 _SENTINEL = "bench-costs-end"
 #: The app may still be closing its transaction once the client has the answer.
 _SETTLE_SECONDS = 0.3
+#: How MONITOR shows a denylist view's own ping (its payload's prefix).
+_VIEW_PING = "ping " + PONG_PREFIX
 
 _STATEMENTS = """
 SELECT query, calls FROM pg_stat_statements
@@ -39,6 +46,8 @@ class Costs:
     statements: Counter[str] = field(default_factory=Counter)
     commands: Counter[str] = field(default_factory=Counter)
     script_commands: Counter[str] = field(default_factory=Counter)
+    #: Commands no request sent (the denylist views' pings), not counted.
+    background: Counter[str] = field(default_factory=Counter)
 
     def per_request(self, count: int) -> float:
         return count / self.requests
@@ -76,6 +85,7 @@ class _Monitor(threading.Thread):
         self.monitor.__enter__()  # MONITOR is on once this returns
         self.commands: Counter[str] = Counter()
         self.script_commands: Counter[str] = Counter()
+        self.background: Counter[str] = Counter()
 
     def run(self) -> None:
         for event in self.monitor.listen():
@@ -83,7 +93,9 @@ class _Monitor(threading.Thread):
             if command == f"ECHO {_SENTINEL}":
                 break
             name = command.split(" ", 1)[0].lower()
-            if event.get("client_type") == "lua":
+            if command.lower().startswith(_VIEW_PING):
+                self.background[name] += 1
+            elif event.get("client_type") == "lua":
                 self.script_commands[name] += 1
             else:
                 self.commands[name] += 1
@@ -113,6 +125,7 @@ def measure(
         costs.statements[" ".join(query.split())] += calls
     costs.commands = monitor.commands
     costs.script_commands = monitor.script_commands
+    costs.background = monitor.background
     return costs
 
 
@@ -129,5 +142,10 @@ def describe(costs: Costs) -> list[str]:
     lines += [
         f"    redis {costs.per_request(count):5.2f}  {name} (inside a script)"
         for name, count in costs.script_commands.most_common()
+    ]
+    lines += [
+        f"    redis {costs.per_request(count):5.2f}  {name} (the denylist views'"
+        " own, not counted)"
+        for name, count in costs.background.most_common()
     ]
     return lines or ["    (none)"]

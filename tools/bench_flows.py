@@ -92,8 +92,15 @@ def challenge_of(verifier: str) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
-def register(client: Client) -> dict:
-    body = json.dumps({"redirect_uris": [REDIRECT_URI], "client_name": "bench"})
+def register(client: Client, metadata: dict[str, Any] | None = None) -> dict:
+    """Register a client (RFC 7591); ``metadata`` adds to or replaces the
+    bench's own (a code-grant client with a secret, ``client_secret_basic``)."""
+    fields = {
+        "redirect_uris": [REDIRECT_URI],
+        "client_name": "bench",
+        **(metadata or {}),
+    }
+    body = json.dumps(fields)
     headers = {"Content-Type": "application/json"}
     status, _, data = client.request("POST", "/register", body.encode(), headers)
     expect(status, 201, "POST /register", data)
@@ -145,9 +152,12 @@ def redeem(client: Client, registered: dict, code: str, verifier: str) -> str:
     return json.loads(data)["access_token"]
 
 
-def flow(client: Client) -> tuple[dict, str, str]:
-    """Register, approve and redeem; return the client, verifier and access token."""
-    registered = register(client)
+def flow(
+    client: Client, metadata: dict[str, Any] | None = None
+) -> tuple[dict, str, str]:
+    """Register (with ``metadata``, see :func:`register`), approve and redeem;
+    return the client, verifier and access token."""
+    registered = register(client, metadata)
     verifier = secrets.token_urlsafe(48)
     code = approve(client, registered["client_id"], challenge_of(verifier))
     return registered, verifier, redeem(client, registered, code, verifier)

@@ -281,13 +281,13 @@ def run(
     env: dict[str, str], marks: Landmarks, directory: Path, prune: bool = True
 ) -> Housekeeping:
     """Explain each section against the filled database, then prune it."""
-    from bench_servers import _app
+    from bench_servers import app_for
 
     database_url = env["DATABASE_URL"]
     sections = []
     with psycopg.connect(bench_plans.maintenance_url(database_url)) as conn:
         offset = bench_plans.log_size(conn)
-    with _app(env) as app, app.app_context():
+    with app_for(env) as app, app.app_context():
         for index, (title, gate, work) in enumerate(SECTIONS):
             section = Section(title, gate)
             application = f"{APPLICATION}-{index}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bench_costs import Costs, describe
@@ -14,6 +14,8 @@ from bench_memory import DYNO_MIB, Memory, Process
 FLOW_GOAL = 180
 #: Most Postgres statements and Redis commands a code exchange may cost.
 TOKEN_STATEMENTS, TOKEN_COMMANDS = 3, 2
+#: The rows of code exchanges start so.
+CODE_EXCHANGE = "POST /token (code"
 HEADER = (
     "endpoint",
     "req/s",
@@ -39,6 +41,12 @@ class Row:
     error: str = ""
     #: Server CPU µs per request, the app's and hello-world's (best rounds).
     cpu_us: tuple[float, float] | None = None
+    #: The goal in requests per second, whatever hello-world does.
+    min_rate: float | None = None
+    #: Answers by status of the app's runs that had failures.
+    answers: dict[str, int] = field(default_factory=dict)
+    #: The first answer other than the one a working server gives.
+    first_failure: str = ""
 
     @property
     def statements(self) -> float:
@@ -59,10 +67,14 @@ def as_json(row: Row) -> dict[str, Any]:
         "failed": row.failed,
         "error": row.error,
         "cpu_us": row.cpu_us,
+        "min_rate": row.min_rate,
+        "answers": row.answers,
+        "first_failure": row.first_failure,
         "requests_counted": costs.requests,
         "statements": dict(costs.statements),
         "commands": dict(costs.commands),
         "script_commands": dict(costs.script_commands),
+        "background_commands": dict(costs.background),
     }
 
 
@@ -73,9 +85,11 @@ def _verdict(met: bool) -> str:
 def _goal(row: Row) -> str:
     if row.hello is None:
         return f">= {FLOW_GOAL}/s {_verdict(row.rate >= FLOW_GOAL)}"
+    if row.min_rate is not None:
+        return f">= {row.min_rate:.0f}/s {_verdict(row.rate >= row.min_rate)}"
     if row.goal is not None:
         return f">= {row.goal:.2f} {_verdict(row.rate / row.hello >= row.goal)}"
-    if row.name.startswith("POST /token"):
+    if row.name.startswith(CODE_EXCHANGE):
         met = row.statements <= TOKEN_STATEMENTS and row.commands <= TOKEN_COMMANDS
         return f"<= {TOKEN_STATEMENTS} PG, {TOKEN_COMMANDS} Redis {_verdict(met)}"
     return "-"
@@ -224,6 +238,11 @@ def print_report(
         print("\n".join(describe(row.costs)))
         if row.failed or row.error:
             print(f"    FAILED: {row.failed} failed requests {row.error}".rstrip())
+        if row.answers:
+            answers = ", ".join(f"{n} x {s}" for s, n in sorted(row.answers.items()))
+            print(f"    answers in the failing runs: {answers}")
+        if row.first_failure:
+            print(f"    first unexpected answer: {row.first_failure}")
 
 
 def _print_rows(rows: list[Row], seconds: int, rounds: int, processes: int) -> None:

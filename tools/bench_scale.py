@@ -1042,12 +1042,12 @@ def unread_indexes(database_url: str) -> list[tuple[str, int]]:
 def _forget_resources(env: dict[str, str]) -> None:
     """Tell the app's processes the registry changed (the fill added
     resources), as ``flask --app app resources add`` would."""
-    from bench_servers import _app
+    from bench_servers import app_for
 
     from app.denylist import evict
     from app.oauth.resources import REGISTRY_CACHE, REGISTRY_KEY
 
-    with _app(env) as app, app.app_context():
+    with app_for(env) as app, app.app_context():
         evict(REGISTRY_CACHE, [REGISTRY_KEY])
 
 

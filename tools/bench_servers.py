@@ -34,6 +34,8 @@ HELLO_MODULE = "tools.bench_hello:create_app()"
 EMAIL = "bench@example.com"
 #: Workers of the deployed app, whose memory the bench reads (README's dyno).
 DEPLOYED_WORKERS = 2
+#: The resource server that introspects tokens (``RESOURCE_SERVERS``).
+RESOURCE_SERVER = "bench-resource"
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,11 @@ class Served:
     #: The app as deployed: its own RS256 key, ``DEPLOYED_WORKERS`` workers.
     deployed_port: int
     deployed_env: dict[str, str]
+
+    @property
+    def introspection_secret(self) -> str:
+        """The secret :data:`RESOURCE_SERVER` introspects with."""
+        return self.env["RESOURCE_SERVERS"].partition(":")[2]
 
     def backend_ports(self) -> dict[str, int]:
         """The TCP ports of Postgres and Redis."""
@@ -92,16 +99,22 @@ def web_command(app_module: str) -> list[str]:
 
 
 def app_env(urls: dict[str, str], port: int) -> dict[str, str]:
-    """Settings for the bench: limits that a load of sign-ups would trip, lifted."""
+    """Settings for the bench: limits that a load of sign-ups would trip,
+    lifted (every request comes from 127.0.0.1); a resource server that may
+    introspect; key sets and identity issuers on loopback (the bench serves
+    an issuer's JWK Set itself)."""
     return {
         **urls,
         "SECRET_KEY": secrets.token_urlsafe(32),
         "JWT_SECRET": secrets.token_urlsafe(32),
         "ISSUER": f"http://127.0.0.1:{port}",
         "REGISTRATION_RATE_LIMIT": "1000000 per second",
+        "DEVICE_AUTHORIZATION_RATE_LIMIT": "1000000 per second",
         "LOGIN_RATE_LIMIT": "1000000 per second",
         "MAX_CLIENTS_PER_ADDRESS": "1000000000",
         "MAX_CLIENTS": "1000000000",
+        "RESOURCE_SERVERS": f"{RESOURCE_SERVER}:{secrets.token_urlsafe(24)}",
+        "CIMD_ALLOW_LOOPBACK": "on",
     }
 
 
@@ -153,16 +166,16 @@ def prepare_database(env: dict[str, str], deployed: dict[str, str]) -> tuple[str
     from app.users import create_user
 
     upgrade(env["DATABASE_URL"])
-    with _app(deployed) as app, app.app_context():
+    with app_for(deployed) as app, app.app_context():
         signing_keys.ensure(current_settings())
     password = secrets.token_urlsafe(12)
-    with _app(env) as app, app.app_context(), db.transaction():
+    with app_for(env) as app, app.app_context(), db.transaction():
         user = create_user(EMAIL, password)
     return password, str(user.id)
 
 
 @contextlib.contextmanager
-def _app(env: dict[str, str]) -> Iterator[Any]:
+def app_for(env: dict[str, str]) -> Iterator[Any]:
     """The app made from ``env``, its connections closed at the end."""
     from app import create_app
     from app.logs import log_to_stderr
@@ -225,7 +238,7 @@ def code_minter(
 
     # Each call enters its own app's context: minters for both apps can be
     # open at once.
-    with _app(env) as app:
+    with app_for(env) as app:
         yield mint
 
 

@@ -138,14 +138,18 @@ def _asking_client(target: str) -> str | None:
 # A browser holding a device cookie for the account spends its own budget;
 # every other attempt spends the address's and the account's, so guessing from
 # any number of addresses stays bounded without locking the owner out.
+# Each budget bounds guessing, so it is exact: a moving window, never more
+# than the count in any window (app/rate_limits.py).
 @limit(
     setting("login_rate_limit"),
+    exact=True,
     methods=["POST"],
     exempt_when=_is_trusted,
     error_message=_shared_budget_message,
 )
 @limit(
     setting("login_rate_limit"),
+    exact=True,
     methods=["POST"],
     key_func=_account_key,
     exempt_when=_is_trusted,
@@ -153,6 +157,7 @@ def _asking_client(target: str) -> str | None:
 )
 @limit(
     setting("login_rate_limit"),
+    exact=True,
     methods=["POST"],
     key_func=_device_key,
     exempt_when=_is_untrusted,

@@ -78,10 +78,12 @@ def device() -> Page:
 
 
 def _look_up(signed_in: SignIn, typed: str) -> Page:
-    # Counted first, so that codes sent at once cannot outrun the count.
+    # Counted first, so that codes sent at once cannot outrun the count; and
+    # exactly, as the budget bounds guessing (app/rate_limits.py).
     limit = current_settings().user_code_rate_limit
     budgets = ((ADDRESS_BUDGET, client_address()), (ACCOUNT_BUDGET, signed_in.user_id))
-    waits = [wait for wait in (spend(limit, *b) for b in budgets) if wait is not None]
+    spent = (spend(limit, *budget, exact=True) for budget in budgets)
+    waits = [wait for wait in spent if wait is not None]
     if waits:
         return _too_many(max(waits))
     code = normalize_user_code(typed)

@@ -28,6 +28,7 @@ from ..db import db
 from ..denylist_record import insert_expiring
 from ..models import SpentAssertion
 from ..redis_store import get_redis
+from . import client_use
 from .key_sets import ALGORITHMS
 from .keys import TokenRegistry
 
@@ -68,7 +69,9 @@ def is_usable_jti(jti: Any) -> bool:
     return isinstance(jti, str) and 0 < len(jti) <= MAX_JTI_LENGTH
 
 
-def spend_jti(kind: str, issuer: str, jti: Any, expires_at: Any) -> bool:
+def spend_jti(
+    kind: str, issuer: str, jti: Any, expires_at: Any, used_by: str | None = None
+) -> bool:
     """Spend ``jti`` of ``issuer``'s assertions of ``kind``; ``False`` if it
     was spent before (RFC 7523 §3, item 7).
 
@@ -77,6 +80,9 @@ def spend_jti(kind: str, issuer: str, jti: Any, expires_at: Any) -> bool:
     which answers first and alone for a replay it holds, and in Postgres (in
     the request's transaction), which still holds it when Redis has lost its
     data. Of two requests at once, the second waits on the first's row.
+
+    ``used_by``: the client the assertion is a grant for, which the same
+    statement records as used (:mod:`.client_use`).
     """
     if not is_usable_jti(jti):
         return False
@@ -87,14 +93,16 @@ def spend_jti(kind: str, issuer: str, jti: Any, expires_at: Any) -> bool:
     if not get_redis().set(f"assertion:jti:{digest}", "1", nx=True, ex=ttl):
         return False
     now = datetime.now(UTC)
-    spent = db.session.connection().execute(
-        _record_spent(),
-        {
-            "p_key": digest,
-            "p_expires": now + timedelta(seconds=ttl),
-            "p_now": now,
-        },
-    )
+    parameters = {
+        "p_key": digest,
+        "p_expires": now + timedelta(seconds=ttl),
+        "p_now": now,
+    }
+    statement = _record_spent()
+    if used_by is not None:
+        statement = _record_spent_marking()
+        parameters.update(client_use.parameters(used_by, now))
+    spent = db.session.connection().execute(statement, parameters)
     return spent.first() is not None
 
 
@@ -103,3 +111,9 @@ def _record_spent() -> ReturningInsert[Any]:
     """Insert the spent ``jti`` unless it is there; prune a few expired ones."""
     table = cast(Table, SpentAssertion.__table__)
     return insert_expiring(table, "digest").returning(table.c.digest)
+
+
+@functools.cache
+def _record_spent_marking() -> ReturningInsert[Any]:
+    """:func:`_record_spent`, also marking client ``p_client`` used."""
+    return _record_spent().add_cte(client_use.mark())

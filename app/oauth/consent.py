@@ -16,7 +16,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from psycopg import errors as pg_errors
@@ -31,6 +31,7 @@ from ..db import db
 from ..denylist import deny_consent
 from ..models import ApiKey, Consent, RefreshToken, utcnow
 from ..pagination import Page, paginate
+from . import client_use
 from . import consent_statements as statements
 from .scopes import within
 
@@ -202,20 +203,17 @@ def live_consent_holder(
 ) -> LiveConsent | None:
     """The enabled person whose consent ``consent_id`` is still live.
 
-    One query, run when a code is redeemed. The same statement records that
-    ``client_id`` has been used (``last_authorized_at``, to the day, which
-    spares it from pruning): the one place that fact is written.
+    One query, run when a code is redeemed or a device approval is taken.
+    The same statement records that ``client_id`` has been used, which
+    spares it from pruning (:mod:`.client_use`).
     """
     user_key, consent_key = _uuid(user_id), _uuid(consent_id)
     if user_key is None or consent_key is None:
         return None
-    now = utcnow()
     parameters = {
         "p_user": user_key,
         "p_consent": consent_key,
-        "p_client": client_id,
-        "p_now": now,
-        "p_day_ago": now - timedelta(days=1),
+        **client_use.parameters(client_id, utcnow()),
     }
     row = statements.run(statements.holder_marking_client(), parameters).first()
     if row is None:

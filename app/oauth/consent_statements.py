@@ -19,17 +19,16 @@ from sqlalchemy import (
     case,
     exists,
     func,
-    or_,
     select,
     text,
-    update,
 )
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.sql.dml import ReturningInsert
 
 from ..db import db
-from ..models import Consent, OAuthClient, User
+from ..models import Consent, User
+from . import client_use
 
 
 def run(statement: Any, parameters: dict[str, Any]) -> CursorResult[Any]:
@@ -124,23 +123,11 @@ def _live_holder() -> tuple[Any, ...]:
 def holder_marking_client() -> Select:
     """The enabled person ``p_user`` whose consent ``p_consent`` is live, with
     the consent's scope today; the same statement records that client
-    ``p_client`` has been used, at most once a day (``p_day_ago``)."""
+    ``p_client`` has been used (:func:`.client_use.mark`), if the consent is."""
     holder = select(Consent.id).join(User, Consent.user_id == User.id)
-    mark = (
-        update(cast(Table, OAuthClient.__table__))
-        .where(
-            OAuthClient.client_id == bindparam("p_client"),
-            or_(
-                OAuthClient.last_authorized_at.is_(None),
-                OAuthClient.last_authorized_at < bindparam("p_day_ago"),
-            ),
-            exists(holder.where(*_live_holder())),
-        )
-        .values(last_authorized_at=bindparam("p_now"))
-    )
     return (
         select(User.id, Consent.scope)
         .join(Consent, Consent.user_id == User.id)
         .where(*_live_holder())
-        .add_cte(mark.cte("mark_client"))
+        .add_cte(client_use.mark(exists(holder.where(*_live_holder()))))
     )

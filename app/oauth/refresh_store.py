@@ -12,14 +12,15 @@ These functions only flush; the caller owns the transaction (:mod:`app.db`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Text, cast, func, select, update
+from sqlalchemy import Interval, Table, Text, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.orm import aliased
 
@@ -75,20 +76,21 @@ class RefreshRecord:
         return f"{self.scope} {OFFLINE_ACCESS}"
 
 
-def _live_chain(token_hash: str, client_id: str, idle_ttl: int | None) -> list[Any]:
-    """Conditions under which a token's chain is still usable."""
+def _live_chain(idle: bool) -> list[Any]:
+    """Conditions under which token ``p_hash`` of ``p_client`` has a usable
+    chain; with ``idle``, also used within ``p_idle`` (an interval)."""
     now = func.now()
-    idle = (
-        [RefreshToken.issued_at > now - timedelta(seconds=idle_ttl)]
-        if idle_ttl is not None
+    idle_condition = (
+        [RefreshToken.issued_at > now - bindparam("p_idle", type_=Interval)]
+        if idle
         else []
     )
     return [
-        RefreshToken.token_hash == token_hash,
-        RefreshToken.client_id == client_id,
+        RefreshToken.token_hash == bindparam("p_hash"),
+        RefreshToken.client_id == bindparam("p_client"),
         RefreshToken.revoked_at.is_(None),
         RefreshToken.chain_expires_at > now,
-        *idle,
+        *idle_condition,
         Consent.id == RefreshToken.consent_id,
         Consent.revoked_at.is_(None),
         User.id == RefreshToken.user_id,
@@ -124,9 +126,34 @@ def record_of(row: Any) -> RefreshRecord:
     )
 
 
-def _scopes_cover(column: Any, requested: list[str]) -> Any:
+def _scopes_cover(column: Any) -> Any:
+    """SQL: ``column``'s space-separated scopes include all of ``p_requested``."""
     as_array = func.string_to_array(column, " ", type_=ARRAY(Text))
-    return as_array.contains(cast(requested, ARRAY(Text)))
+    return as_array.contains(bindparam("p_requested", type_=ARRAY(Text)))
+
+
+def _run(statement: Any, parameters: dict[str, Any]) -> Any:
+    # On the session's connection: the statements below are built once with
+    # parameters, so each use skips SQLAlchemy's construction and the ORM's
+    # per-statement work, which cost more CPU than Postgres spends on them.
+    return db.session.connection().execute(statement, parameters)
+
+
+@functools.cache
+def _consuming(by_resource: bool, by_scope: bool) -> Any:
+    """The conditional UPDATE of :func:`consume`, in each of its shapes."""
+    table = cast(Table, RefreshToken.__table__)
+    conditions: list[Any] = [RefreshToken.rotated_at.is_(None)]
+    if by_resource:
+        conditions.append(RefreshToken.resource == bindparam("p_resource"))
+    if by_scope:
+        conditions += [_scopes_cover(RefreshToken.scope), _scopes_cover(Consent.scope)]
+    return (
+        update(table)
+        .where(*conditions, *_live_chain(idle=True))
+        .values(rotated_at=func.now(), last_used_at=func.now())
+        .returning(*RECORD_COLUMNS)
+    )
 
 
 def consume(
@@ -143,21 +170,17 @@ def consume(
     others wait on the row lock and then see it rotated). A request it would
     refuse leaves the token untouched (RFC 6749 §5.2).
     """
-    conditions: list[Any] = [RefreshToken.rotated_at.is_(None)]
+    parameters: dict[str, Any] = {
+        "p_hash": hash_token(token),
+        "p_client": client_id,
+        "p_idle": timedelta(seconds=idle_ttl),
+    }
     if resource is not None:
-        conditions.append(RefreshToken.resource == resource)
+        parameters["p_resource"] = resource
     if requested:
-        conditions += [
-            _scopes_cover(RefreshToken.scope, requested),
-            _scopes_cover(Consent.scope, requested),
-        ]
-    row = db.session.execute(
-        update(RefreshToken)
-        .where(*conditions, *_live_chain(hash_token(token), client_id, idle_ttl))
-        .values(rotated_at=func.now(), last_used_at=func.now())
-        .returning(*RECORD_COLUMNS)
-        .execution_options(synchronize_session=False)
-    ).first()
+        parameters["p_requested"] = list(requested)
+    statement = _consuming(resource is not None, bool(requested))
+    row = _run(statement, parameters).first()
     return record_of(row) if row is not None else None
 
 
@@ -175,22 +198,33 @@ class Unconsumed:
     successor_used: bool
 
 
-def find_unconsumed(token: str, client_id: str, idle_ttl: int) -> Unconsumed | None:
-    """``token`` of a live chain of ``client_id``, with its successor, if any."""
+@functools.cache
+def _finding_unconsumed() -> Any:
     child = aliased(RefreshToken)
     now = func.now()
-    row = db.session.execute(
+    idle_since = now - bindparam("p_idle", type_=Interval)
+    return (
         select(
             *RECORD_COLUMNS,
-            (RefreshToken.issued_at <= now - timedelta(seconds=idle_ttl)).label("idle"),
+            (RefreshToken.issued_at <= idle_since).label("idle"),
             func.extract("epoch", now - RefreshToken.rotated_at).label("since"),
             child.sealed.label("successor_sealed"),
             child.rotated_at.is_not(None).label("successor_used"),
         )
         .outerjoin(child, child.parent_id == RefreshToken.id)
         # Once rotated, idle time counts from the successor's issue.
-        .where(*_live_chain(hash_token(token), client_id, None))
-    ).first()
+        .where(*_live_chain(idle=False))
+    )
+
+
+def find_unconsumed(token: str, client_id: str, idle_ttl: int) -> Unconsumed | None:
+    """``token`` of a live chain of ``client_id``, with its successor, if any."""
+    parameters = {
+        "p_hash": hash_token(token),
+        "p_client": client_id,
+        "p_idle": timedelta(seconds=idle_ttl),
+    }
+    row = _run(_finding_unconsumed(), parameters).first()
     if row is None:
         return None
     since = row.since
@@ -222,22 +256,44 @@ def issue(
     ``answer`` (this token and the access token issued with it) is sealed
     for the grace window.
     """
-    db.session.execute(
-        insert(RefreshToken).values(
-            id=uuid.uuid4(),
-            token_hash=hash_token(token),
-            consent_id=consent_id,
-            client_id=client_id,
-            user_id=user_id,
-            scope=scope,
-            resource=resource,
-            parent_id=parent[0] if parent else None,
-            sealed=seal(answer, parent[1]) if parent and answer else None,
-            code_jti=code_jti,
-            issued_at=func.now(),
-            chain_expires_at=chain_expires_at,
-        )
+    _run(
+        _inserting(),
+        {
+            "id": uuid.uuid4(),
+            "token_hash": hash_token(token),
+            "consent_id": consent_id,
+            "client_id": client_id,
+            "user_id": user_id,
+            "scope": scope,
+            "resource": resource,
+            "parent_id": parent[0] if parent else None,
+            "sealed": seal(answer, parent[1]) if parent and answer else None,
+            "code_jti": code_jti,
+            "chain_expires_at": chain_expires_at,
+        },
     )
+
+
+@functools.cache
+def _inserting() -> Any:
+    """One token's row; every column a parameter of its own name but
+    ``issued_at``, Postgres's ``now()``."""
+    table = cast(Table, RefreshToken.__table__)
+    names = (
+        "id",
+        "token_hash",
+        "consent_id",
+        "client_id",
+        "user_id",
+        "scope",
+        "resource",
+        "parent_id",
+        "sealed",
+        "code_jti",
+        "chain_expires_at",
+    )
+    values = {name: bindparam(name, type_=table.c[name].type) for name in names}
+    return insert(table).values(**values, issued_at=func.now())
 
 
 def chain_of_code(code_jti: str) -> tuple[uuid.UUID, uuid.UUID] | None:

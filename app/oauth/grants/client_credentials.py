@@ -16,10 +16,8 @@ from typing import Any
 
 from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc6749.errors import InvalidScopeError, UnauthorizedClientError
-from sqlalchemy import select
 
-from ...db import db
-from ...models import User
+from ...denylist import is_user_denied
 from ...service_clients import note_use
 from ..clients import Client
 from ..constants import AUTH_METHODS
@@ -80,4 +78,9 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
 
 
 def _is_active(user_id: Any) -> bool:
-    return bool(db.session.scalar(select(User.is_active).where(User.id == user_id)))
+    # Disabling a person denies their tokens (a marker every process holds
+    # in memory for the longest token lifetime) and, in the same
+    # transaction, revokes their service clients, which evicts them from
+    # every process's client cache: the marker covers the person until no
+    # cache can still hold their clients, so no Postgres read is needed.
+    return not is_user_denied(str(user_id))

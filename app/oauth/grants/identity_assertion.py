@@ -132,7 +132,12 @@ class IdentityAssertionGrant(JWTBearerGrant):
         scope = _granted_scope(
             self.request.payload.scope, claims.get("scope"), resource
         )
-        if not spend_jti("id-jag", trusted.issuer, claims["jti"], claims["exp"]):
+        # Every check passed: spending the jti also records that the client
+        # is in use, which keeps it from being pruned (it has no consent).
+        spent = spend_jti(
+            "id-jag", trusted.issuer, claims["jti"], claims["exp"], client.client_id
+        )
+        if not spent:
             _replayed(trusted.issuer, client.client_id)
             raise InvalidGrantError("The assertion was used before.")
         user = self.authenticate_user(claims)
