@@ -927,6 +927,7 @@ class Run:
         self.filled: Filled | None = None
         self.capture: Any = None
         self.rows: dict[str, int] = {}
+        self.marks: Landmarks | None = None
         self.unread: list[tuple[str, int]] = []
         self.housekeeping: Any = None
 
@@ -966,6 +967,8 @@ class Run:
             log=lambda message: log(f"  {message}"),
         )
         log(f"filled in {self.filled.fill_seconds:.0f} s")
+        # Found now: the bench's own person and chains would outgrow them.
+        self.marks = landmarks(env["DATABASE_URL"])
         # What a plan is judged against: the tables as the requests find them.
         self.rows = bench_plans.table_rows(env["DATABASE_URL"])
         _forget_resources(env)
@@ -987,8 +990,8 @@ class Run:
 
         self.unread = unread_indexes(self.env["DATABASE_URL"])
         log("explaining housekeeping and account statements, then pruning")
-        marks = landmarks(self.env["DATABASE_URL"])
-        self.housekeeping = bench_housekeeping.run(self.env, marks, directory)
+        assert self.marks is not None
+        self.housekeeping = bench_housekeeping.run(self.env, self.marks, directory)
 
     def report(self) -> bool:
         """Print the fill, the plans and the housekeeping; whether any
