@@ -58,6 +58,8 @@ clean:
 
 # README, "Performance": the app's requests per second against a bare Flask hello-world,
 # and the Postgres statements and Redis commands each endpoint costs.
+# `make bench BENCH_SCALE=large` first fills the database as a large deployment
+# looks (tools/bench_scale.py) and checks every counted statement's plan.
 .PHONY: bench
 bench: $(INSTALLED)
-	$(BIN)/python tools/bench.py
+	$(if $(BENCH_SCALE),BENCH_SCALE='$(BENCH_SCALE)' )$(BIN)/python tools/bench.py

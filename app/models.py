@@ -51,6 +51,14 @@ class Timestamped:
 
 class User(Timestamped, Base):
     __tablename__ = "users"
+    __table_args__ = (
+        # The people cut off lately, for the denylist rebuild (few rows).
+        Index(
+            "ix_users_tokens_cut_off_at",
+            "tokens_cut_off_at",
+            postgresql_where=text("tokens_cut_off_at IS NOT NULL"),
+        ),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     #: Stored lower-cased, which makes the unique constraint case-insensitive.
@@ -214,6 +222,22 @@ class Consent(Timestamped, Base):
             "resource",
             postgresql_where=text("revoked_at IS NULL"),
         ),
+        # The consents withdrawn lately, for the denylist rebuild, and the
+        # long withdrawn, for prune.
+        Index(
+            "ix_consents_revoked_at",
+            "revoked_at",
+            postgresql_where=text("revoked_at IS NOT NULL"),
+        ),
+        # A person's live consents in the account page's order (newest first):
+        # a page reads its own rows, not all of the person's.
+        Index(
+            "ix_consents_user_id_live_approved_at",
+            "user_id",
+            text("approved_at DESC"),
+            "id",
+            postgresql_where=text("revoked_at IS NULL"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
@@ -248,6 +272,12 @@ class ApiKey(Timestamped, Base):
             "ix_api_keys_resource_live",
             "resource",
             postgresql_where=text("revoked_at IS NULL"),
+        ),
+        # The keys revoked lately, for the denylist rebuild.
+        Index(
+            "ix_api_keys_revoked_at",
+            "revoked_at",
+            postgresql_where=text("revoked_at IS NOT NULL"),
         ),
         CheckConstraint(
             "consent_id IS NULL OR expires_at IS NOT NULL", name="client_keys_expire"
@@ -294,11 +324,13 @@ class RefreshToken(Base):
 
     __tablename__ = "refresh_tokens"
     __table_args__ = (
-        # A chain's head: the one token of it not rotated (app/prune.py).
+        # Chains' heads (the one token of each not rotated) by when they
+        # were issued, with the chain each ends: prune reads the live ones
+        # (issued within the idle lifetime) without the table (app/prune.py).
         Index(
-            "ix_refresh_tokens_chain_heads",
-            "consent_id",
-            "chain_expires_at",
+            "ix_refresh_tokens_live_heads",
+            "issued_at",
+            postgresql_include=["consent_id", "chain_expires_at"],
             postgresql_where=text("rotated_at IS NULL"),
         ),
         # A consent's tokens by rotation: its newest rotation (the account

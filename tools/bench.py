@@ -22,7 +22,9 @@ Environment: BENCH_SECONDS (4) and BENCH_WARMUP (1) per run, BENCH_ROUNDS
 bursts of sign-ins), BENCH_FLOW_PROCESSES (8), BENCH_COUNT_REQUESTS (20),
 BENCH_ONLY (words naming the rows to time, in any letter case, e.g.
 "healthz flow refresh"; "memory" for the sign-in bursts; all by default),
-BENCH_JSON (a path to write the results to, for tests).
+BENCH_JSON (a path to write the results to, for tests), BENCH_SCALE
+(``large``, ``medium``: the database filled first, every counted statement's
+plan checked, housekeeping explained and pruned; tools/bench_scale.py).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from pathlib import Path
 import bench_costs
 import bench_flows
 import bench_memory
+import bench_scale
 import bench_servers
 import devservices
 from bench_report import Row, as_json, print_report
@@ -56,6 +59,9 @@ FLOW_PROCESSES = int(os.environ.get("BENCH_FLOW_PROCESSES", "8"))
 COUNT_REQUESTS = int(os.environ.get("BENCH_COUNT_REQUESTS", "20"))
 WRK_CONNECTIONS, WRK_THREADS, WRK_TIMEOUT = 32, 2, 10
 POSTGRES_OPTIONS = ("-c", "shared_preload_libraries=pg_stat_statements")
+
+#: What BENCH_SCALE adds: a filled database, plans, housekeeping (or nothing).
+SCALE = bench_scale.Run.from_environment()
 
 #: Process group of the gunicorn serving each port (set once both serve).
 GROUPS: dict[int, int] = {}
@@ -260,9 +266,10 @@ def log(message: str) -> None:
 def count_costs(urls: dict[str, str], send: Callable[[], object]) -> bench_costs.Costs:
     for _ in range(COUNT_REQUESTS):
         send()  # warms the worker's connection pools
-    return bench_costs.measure(
-        urls["DATABASE_URL"], urls["REDIS_URL"], send, COUNT_REQUESTS
-    )
+    with SCALE.explaining():
+        return bench_costs.measure(
+            urls["DATABASE_URL"], urls["REDIS_URL"], send, COUNT_REQUESTS
+        )
 
 
 def settle() -> None:
@@ -290,11 +297,13 @@ def measure(
     served: bench_servers.Served, tmp: Path
 ) -> tuple[list[Row], bench_memory.Memory | None]:
     GROUPS.update(served.groups)
+    SCALE.prepare(served.env, log)
     # Memory first, while the deployed app's workers have signed no one in.
     memory = measure_memory(served) if selected(MEMORY) else None
     with contextlib.ExitStack() as stack:
         specs, person = targets(served, stack)
         rows = _measure(served, person.client, specs, tmp)
+    SCALE.finish(tmp, log)
     if memory is not None:
         bench_memory.finish(memory, served.backend_ports())
     return rows, memory
@@ -402,7 +411,9 @@ def main() -> int:
         started = time.monotonic()
         log("starting Postgres, Redis, the app (twice) and hello-world")
         with (
-            devservices.services(tmp, False, postgres_options=POSTGRES_OPTIONS) as urls,
+            devservices.services(
+                tmp, False, postgres_options=POSTGRES_OPTIONS + SCALE.postgres_options
+            ) as urls,
             bench_servers.serve(urls, tmp) as served,
         ):
             try:
@@ -413,13 +424,15 @@ def main() -> int:
                 raise
         took = time.monotonic() - started
         print_report(rows, SECONDS, ROUNDS, FLOW_PROCESSES, took, memory)
+        scanned = SCALE.report()
     if os.environ.get("BENCH_JSON"):
         results = {
             "rows": [as_json(row) for row in rows],
             "memory": memory and bench_memory.as_json(memory),
+            "scale": SCALE.as_json(),
         }
         Path(os.environ["BENCH_JSON"]).write_text(json.dumps(results, indent=1))
-    failed = any(row.failed or row.error for row in rows)
+    failed = any(row.failed or row.error for row in rows) or scanned
     return 1 if failed or (memory and memory.error) else 0
 
 
