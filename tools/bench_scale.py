@@ -46,9 +46,11 @@ DOCUMENT_SOURCE = "client-id-metadata-document"
 SERVICE_SOURCE = "service-client"
 CLIENT_ID_PREFIX = "lessie"
 API_KEY_PREFIX = "lsk_"
-#: ``refresh_seal.seal`` of an HS256 rotation: base64url of nonce, JSON
-#: (refresh token, access token, scope, expiry) and tag.
-SEALED_LENGTH = 650
+#: The length of ``refresh_seal.seal``'s text for a rotation signed with
+#: HS256, as the bench's app signs: base64url of a 12-byte nonce, the JSON
+#: (refresh token, a 485-character access token, scope, expiry) and the
+#: 16-byte tag. (RS256 with a ``kid``, a default deploy's, is about 1,340.)
+SEALED_LENGTH = 852
 #: REFRESH_TOKEN_TTL's default: a chain ends 30 days after its first token.
 CHAIN_DAYS = 30
 #: Registered resources besides the built-in ``/mcp`` (a team's MCP servers).
