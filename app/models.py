@@ -110,8 +110,8 @@ DOCUMENT_SOURCE = "client-id-metadata-document"
 
 #: The clients registered through ``POST /register``: not the rows kept for
 #: metadata-document clients, nor service clients (made by people and
-#: operators). SQL with the marker as a literal, the predicate of the indexes
-#: the registration caps count in (app/oauth/registration_caps.py): Postgres
+#: operators). SQL with the marker as a literal, the predicate of the index
+#: the per-address registration cap counts in (app/oauth/registration_caps.py): Postgres
 #: proves a query's literal predicate implies an index's, never a bound
 #: parameter's under a generic plan.
 REGISTERED_HERE = f"registered_from <> '{DOCUMENT_SOURCE}' AND service_resource IS NULL"
@@ -120,15 +120,10 @@ REGISTERED_HERE = f"registered_from <> '{DOCUMENT_SOURCE}' AND service_resource 
 class OAuthClient(Timestamped, Base):
     __tablename__ = "oauth_clients"
     __table_args__ = (
-        # The registration caps' windows: per address, and from all addresses.
+        # The per-address registration cap's window.
         Index(
             "ix_oauth_clients_registered_from_created_at",
             "registered_from",
-            "created_at",
-            postgresql_where=text(REGISTERED_HERE),
-        ),
-        Index(
-            "ix_oauth_clients_registered_created_at",
             "created_at",
             postgresql_where=text(REGISTERED_HERE),
         ),
@@ -406,6 +401,24 @@ class SpentAssertion(Base):
     #: SHA-256 of the kind, the issuer and the ``jti``.
     digest: Mapped[str] = mapped_column(String(64), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class RegistrationCount(Base):
+    """How many clients were registered through ``POST /register`` in one
+    step of the registration cap's window (app/oauth/registration_caps.py).
+
+    ``MAX_CLIENTS`` sums the steps within ``REGISTRATION_CAP_WINDOW``: a
+    handful of rows, however many clients the window saw. Pruned once past
+    ``expires_at`` (the window after the step ends).
+    """
+
+    __tablename__ = "registration_counts"
+
+    starts_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), primary_key=True
+    )
+    registrations: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class DeniedToken(Base):

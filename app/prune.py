@@ -22,7 +22,8 @@ clients) is kept at least for the denylist's window, whatever
   identity assertion exchanged; app/oauth/client_use.py) with no live
   consent and none withdrawn within the window; revoked ``older_than`` ago.
   A service client is never pruned as unused;
-- denied tokens and spent assertions past their expiry.
+- denied tokens, spent assertions and the registration cap's counts past
+  their expiry.
 
 Work goes in batches of ``batch_size`` rows, each its own short
 transaction, walking each table's key in order (keyset), so that memory is
@@ -67,6 +68,7 @@ from .models import (
     DeniedToken,
     OAuthClient,
     RefreshToken,
+    RegistrationCount,
     SpentAssertion,
     utcnow,
 )
@@ -188,6 +190,11 @@ KINDS = (
     Kind("clients", OAuthClient.client_id, _dead_client, lock_then_delete=True),
     Kind("denied tokens", DeniedToken.jti, _expired(DeniedToken)),
     Kind("spent assertions", SpentAssertion.digest, _expired(SpentAssertion)),
+    Kind(
+        "registration counts",
+        RegistrationCount.starts_at,
+        _expired(RegistrationCount),
+    ),
 )
 
 

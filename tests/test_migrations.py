@@ -61,7 +61,7 @@ def test_upgrade_downgrade_upgrade(
 
     flask_db(base_env, empty_database, "upgrade")
     assert tables(empty_database) == expected
-    assert current_heads(empty_database) == {"0014"}
+    assert current_heads(empty_database) == {"0015"}
 
     flask_db(base_env, empty_database, "downgrade", "base")
     assert tables(empty_database) == set()

@@ -107,7 +107,7 @@ def pruned(base_env: dict[str, str], *args: str) -> dict[str, str]:
     result = prune(base_env, *args)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert len(lines) == 6, lines
+    assert len(lines) == len(KIND_NAMES), lines
     return {kind: line for line in lines for kind in KIND_NAMES if kind in line}
 
 
@@ -118,6 +118,7 @@ KIND_NAMES = (
     "clients",
     "denied tokens",
     "spent assertions",
+    "registration counts",
 )
 
 
@@ -416,6 +417,26 @@ def test_expired_denials_and_assertions_go_in_batches(
     assert lines["spent assertions"] == "pruned 7 spent assertions in 4 batch(es)"
     assert ids(engine, "denied_tokens", "jti") == {"kept"}
     assert ids(engine, "spent_assertions", "digest") == {"kept"}
+
+
+def test_the_registration_caps_past_steps_go(
+    engine: sqlalchemy.Engine, base_env: dict[str, str]
+) -> None:
+    """A step of the total cap's window goes once the window has passed it;
+    the steps the cap still sums stay."""
+    for days, expires in ((3, 2), (2, 1 / 24), (1, -1 / 24), (0, -1)):
+        run_sql(
+            engine,
+            "INSERT INTO registration_counts (starts_at, registrations, expires_at)"
+            " VALUES (:s, 5, :e)",
+            s=ago(days),
+            e=ago(expires),
+        )
+
+    lines = pruned(base_env)
+
+    assert lines["registration counts"] == "pruned 2 registration counts in 1 batch(es)"
+    assert count_rows(engine, "registration_counts") == 2
 
 
 def test_keys_ordered_by_id_go_in_batches_of_the_size_given(

@@ -104,15 +104,29 @@ def test_redis_down_before_the_registration_is_a_503_and_no_client(
 
 
 def backdate(engine: sqlalchemy.Engine, seconds: int) -> None:
-    """Move every client's registration ``seconds`` into the past."""
+    """Move every client's registration, and every step of the total's
+    count, ``seconds`` into the past."""
     with engine.begin() as connection:
-        connection.execute(
+        for table, column in (
+            ("oauth_clients", "created_at"),
+            ("registration_counts", "starts_at"),
+        ):
+            connection.execute(
+                sqlalchemy.text(
+                    f"UPDATE {table}"
+                    f" SET {column} = {column} - make_interval(secs => :seconds)"
+                ),
+                {"seconds": seconds},
+            )
+
+
+def counted(engine: sqlalchemy.Engine) -> int:
+    with engine.connect() as connection:
+        return connection.execute(
             sqlalchemy.text(
-                "UPDATE oauth_clients"
-                " SET created_at = created_at - make_interval(secs => :seconds)"
-            ),
-            {"seconds": seconds},
-        )
+                "SELECT coalesce(sum(registrations), 0) FROM registration_counts"
+            )
+        ).scalar_one()
 
 
 def assert_capped(response: requests.Response) -> None:
@@ -149,10 +163,29 @@ def test_the_total_cap_counts_registrations_within_the_window(
     assert_capped(refused)
     assert "address" not in refused.json()["error_description"]
 
+    # Refused registrations are not counted.
+    assert counted(engine) == 2
+
     backdate(engine, 601)
     assert register_from(live, "203.0.113.3").status_code == 201
     assert register_from(live, "203.0.113.4").status_code == 201
     assert_capped(register_from(live, "203.0.113.5"))
+    assert counted(engine) == 4
+
+
+def test_the_total_counts_registrations_not_clients_still_held(
+    make_server: Callable[..., LiveServer], engine: sqlalchemy.Engine
+) -> None:
+    """A client deleted within the window (pruned, or by its person) was
+    still registered: the flood guard counts registrations, so deleting what
+    a flood made does not let it register again within the window."""
+    live = make_server(MAX_CLIENTS="2", TRUSTED_PROXY_HOPS="1")
+    assert register_from(live, "203.0.113.1").status_code == 201
+    assert register_from(live, "203.0.113.2").status_code == 201
+    with engine.begin() as connection:
+        connection.execute(sqlalchemy.text("DELETE FROM oauth_clients"))
+
+    assert_capped(register_from(live, "203.0.113.3"))
 
 
 # --- Neither count scans, however many clients there are ----------------------
@@ -174,8 +207,9 @@ def plan_nodes(plan: dict) -> list[dict]:
 def test_the_caps_are_counted_from_their_indexes_at_scale(
     engine: sqlalchemy.Engine, plan_cache_mode: str
 ) -> None:
-    """EXPLAIN the registration's INSERT over 200,000 clients: both counts
-    read only the window, from their indexes; no table is scanned. Checked for
+    """EXPLAIN the registration's INSERT over 200,000 clients and a year of
+    the total's steps: both counts read only the window, from their indexes;
+    no table is scanned. Checked for
     the plan built for the values (the first executions) and for the
     generic plan psycopg's prepared statement may settle on."""
     from datetime import UTC, datetime, timedelta
@@ -200,6 +234,8 @@ def test_the_caps_are_counted_from_their_indexes_at_scale(
             "jwks": None,
             "jwks_uri": None,
             "since": now - timedelta(days=1),
+            "step_starts_at": now,
+            "step_expires_at": now + timedelta(days=1),
             "per_address": 100,
             "cap": 100_000,
         }
@@ -223,6 +259,15 @@ def test_the_caps_are_counted_from_their_indexes_at_scale(
             ),
             {"busy": BUSY, "rows": ROWS},
         )
+        # The total's count: a year of hourly steps.
+        connection.execute(
+            sqlalchemy.text(
+                "INSERT INTO registration_counts (starts_at, registrations, expires_at)"
+                " SELECT date_trunc('hour', now()) - n * interval '1 hour', 25,"
+                "  date_trunc('hour', now()) - n * interval '1 hour' + interval '1 day'"
+                " FROM generate_series(0, 8759) AS n"
+            )
+        )
     try:
         # As autovacuum leaves a table: statistics, and the visibility map
         # that lets a count read the index alone.
@@ -230,6 +275,7 @@ def test_the_caps_are_counted_from_their_indexes_at_scale(
             isolation_level="AUTOCOMMIT"
         ) as connection:
             connection.exec_driver_sql("VACUUM ANALYZE oauth_clients")
+            connection.exec_driver_sql("VACUUM ANALYZE registration_counts")
         with engine.connect() as connection, connection.begin() as transaction:
             connection.exec_driver_sql(f"SET LOCAL plan_cache_mode = {plan_cache_mode}")
             [[explained]] = connection.exec_driver_sql(
@@ -239,23 +285,31 @@ def test_the_caps_are_counted_from_their_indexes_at_scale(
     finally:
         with engine.begin() as connection:
             connection.exec_driver_sql("TRUNCATE oauth_clients CASCADE")
+            connection.exec_driver_sql("TRUNCATE registration_counts")
 
     nodes = plan_nodes(explained[0]["Plan"])
-    scans = [node for node in nodes if "Scan" in node["Node Type"]]
-    # No table is scanned: each count reads its window from its index
-    # (index-only once autovacuum has passed; a bitmap of the window's
-    # entries while the visibility map lags, as it may here).
+    # What the statement reads of its own WITH is not a table.
+    scans = [
+        node
+        for node in nodes
+        if "Scan" in node["Node Type"] and node["Node Type"] != "CTE Scan"
+    ]
+    # No table is scanned: the per-address count reads its window from its
+    # index (index-only once autovacuum has passed; a bitmap of the window's
+    # entries while the visibility map lags, as it may here), the total the
+    # window's steps by their key.
     assert {node["Node Type"] for node in scans} <= {
         "Index Only Scan",
+        "Index Scan",
         "Bitmap Index Scan",
         "Bitmap Heap Scan",
     }, explained
     assert {node["Index Name"] for node in scans if "Index Name" in node} == {
         "ix_oauth_clients_registered_from_created_at",
-        "ix_oauth_clients_registered_created_at",
+        "pk_registration_counts",
     }, explained
     for node in scans:
         bound = node.get("Index Cond", node.get("Recheck Cond", ""))
-        assert "created_at >=" in bound, explained
-    # Each count stops at its cap.
-    assert sum(node["Node Type"] == "Limit" for node in nodes) == 2
+        assert "created_at >=" in bound or "starts_at >" in bound, explained
+    # The per-address count stops at its cap.
+    assert sum(node["Node Type"] == "Limit" for node in nodes) == 1

@@ -595,6 +595,19 @@ def statements(
         ) AS clients
         """,
     )
+    # The total registration cap's count of them, as migration 0015 carries
+    # a deployment's over: hourly steps of the last year.
+    yield (
+        "registration counts",
+        f"""
+        INSERT INTO registration_counts (starts_at, registrations, expires_at)
+        SELECT date_trunc('hour', created_at), count(*),
+               date_trunc('hour', created_at) + interval '1 hour' + interval '366 days'
+        FROM oauth_clients
+        WHERE created_at > {now_sql} - interval '366 days'
+        GROUP BY 1
+        """,
+    )
     yield (
         "metadata-document clients",
         f"""

@@ -4,22 +4,26 @@
 A registration from an address holds that address's advisory lock for the
 rest of its transaction, so the per-address cap cannot be raced past; the
 client is then inserted by one statement that adds nothing if either cap is
-reached.
+reached, and counts what it adds.
 
-Each cap counts only the window, through an index that holds nothing else
-(migration 0012): the per-address count reads at most
-``MAX_CLIENTS_PER_ADDRESS`` entries of ``(registered_from, created_at)``, the
-total at most ``MAX_CLIENTS`` entries of ``created_at``; neither reads a
-table row, nor more of the index than the window, however many clients the
-table holds. Clients registered before the window never count: an address
-whose clients were all used, or a deployment a million clients strong, is
-refused only while registrations arrive faster than the caps allow.
+Neither cap reads more than a bounded handful, however many clients the
+table or the window holds. The per-address count reads at most
+``MAX_CLIENTS_PER_ADDRESS`` entries of an index of ``(registered_from,
+created_at)`` that holds nothing else (migration 0012). The total is kept
+as it grows, in ``registration_counts``: one row per step of the window (a
+24th of it), incremented by the statement that inserts the client and so
+committed or rolled back with it; the cap sums the window's couple of dozen
+rows. A registration stops counting between 23/24 of the window and the
+whole window after it, as its step leaves. Clients registered before the
+window never count: an address whose clients were all used, or a deployment
+a million clients strong, is refused only while registrations arrive faster
+than the caps allow.
 """
 
 from __future__ import annotations
 
 import functools
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -32,10 +36,11 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.dialects import postgresql
 
 from ..config import Settings
 from ..db import db
-from ..models import REGISTERED_HERE, OAuthClient
+from ..models import REGISTERED_HERE, OAuthClient, RegistrationCount
 from .oauth_errors import ClientLimitExceededError
 
 #: Namespace of the advisory locks that serialise registrations from one
@@ -76,20 +81,34 @@ def insert_within_caps(values: dict[str, Any], settings: Settings) -> None:
     connection = db.session.connection()
     connection.execute(_LOCK, {"ns": REGISTRATION_LOCK_ID, "source": source})
     window = timedelta(seconds=settings.registration_cap_window)
+    step_starts_at, step_expires_at = _step(values["created_at"], window)
     parameters = {
         **values,
         "since": values["created_at"] - window,
         "per_address": settings.max_clients_per_address,
         "cap": settings.max_clients,
+        "step_starts_at": step_starts_at,
+        "step_expires_at": step_expires_at,
     }
     if connection.execute(_insert_statement(), parameters).scalar() is None:
         raise _cap_error(parameters)
 
 
-def _registered_since(*where: Any, up_to: str) -> Any:
-    """How many clients were registered here since ``:since``, counting no
-    further than the bound parameter ``up_to`` (the cap: reaching it is all
-    the caller asks)."""
+#: The total is counted in this many steps of the window.
+STEPS_PER_WINDOW = 24
+
+
+def _step(at: datetime, window: timedelta) -> tuple[datetime, datetime]:
+    """The start of the step of the window that ``at`` falls in, and when its
+    row may be pruned: once the whole window has passed after the step."""
+    step = max(int(window.total_seconds()) // STEPS_PER_WINDOW, 1)
+    starts_at = datetime.fromtimestamp(int(at.timestamp()) // step * step, UTC)
+    return starts_at, starts_at + timedelta(seconds=step) + window
+
+
+def _from_source() -> Any:
+    """How many clients this address registered since ``:since``, counting
+    no further than ``:per_address`` (reaching it is all the caller asks)."""
     columns = OAuthClient.__table__.c
     window = (
         select(literal_column("1"))
@@ -97,28 +116,34 @@ def _registered_since(*where: Any, up_to: str) -> Any:
         .where(
             text(REGISTERED_HERE),
             columns.created_at >= bindparam("since"),
-            *where,
+            columns.registered_from == bindparam("registered_from"),
         )
-        .limit(bindparam(up_to))
+        .limit(bindparam("per_address"))
         .subquery()
     )
     return select(func.count()).select_from(window).scalar_subquery()
 
 
-def _from_source() -> Any:
-    columns = OAuthClient.__table__.c
-    return _registered_since(
-        columns.registered_from == bindparam("registered_from"), up_to="per_address"
+def _in_all() -> Any:
+    """How many clients were registered from all addresses in the steps
+    that started after ``:since``."""
+    counts = RegistrationCount.__table__.c
+    return (
+        select(func.coalesce(func.sum(counts.registrations), 0))
+        .where(counts.starts_at > bindparam("since"))
+        .scalar_subquery()
     )
 
 
 @functools.cache
 def _insert_statement() -> Any:
-    """One INSERT of the client that adds nothing if either cap is reached.
+    """One statement that inserts the client and counts it in its step, or
+    does neither if either cap is reached.
 
     Built once, with a parameter per column and cap. Registrations from
     different addresses are not serialised, so together they may overshoot
-    the total cap by a few, which a flood guard tolerates.
+    the total cap by a few, which a flood guard tolerates; they meet only on
+    their step's row, from the increment to the commit.
     """
     columns = OAuthClient.__table__.c
     room = select(
@@ -126,16 +151,35 @@ def _insert_statement() -> Any:
     ).where(
         and_(
             _from_source() < bindparam("per_address"),
-            _registered_since(up_to="cap") < bindparam("cap"),
+            _in_all() < bindparam("cap"),
         )
     )
     # The table, not the mapped class: with parameters, an ORM insert would
     # be a bulk insert keyed by attribute.
-    return (
+    added = (
         insert(cast(Table, OAuthClient.__table__))
         .from_select(list(COLUMNS), room, include_defaults=False)
         .returning(columns.client_id)
+        .cte("added")
     )
+    counts = cast(Table, RegistrationCount.__table__)
+    counted = (
+        postgresql.insert(counts)
+        .from_select(
+            ["starts_at", "registrations", "expires_at"],
+            select(
+                bindparam("step_starts_at", type_=counts.c.starts_at.type),
+                literal_column("1"),
+                bindparam("step_expires_at", type_=counts.c.expires_at.type),
+            ).select_from(added),
+        )
+        .on_conflict_do_update(
+            index_elements=[counts.c.starts_at],
+            set_={"registrations": counts.c.registrations + literal_column("1")},
+        )
+    )
+    # A data-modifying WITH runs to completion though nothing reads it.
+    return select(added.c.client_id).add_cte(counted.cte("counted"))
 
 
 @functools.cache
