@@ -337,6 +337,12 @@ def note_use(client_id: str) -> None:
     db.session.connection().execute(
         _noting_use(), {"p_client": client_id, "p_now": utcnow()}
     )
+    # Only once it is stored: a transaction that fails leaves the next
+    # request to write it.
+    db.after_commit(lambda: _noted(client_id, moment))
+
+
+def _noted(client_id: str, moment: float) -> None:
     if len(_noted_at) >= MAX_NOTED:
         _noted_at.clear()
     _noted_at[client_id] = moment

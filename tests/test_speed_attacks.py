@@ -309,3 +309,55 @@ def test_what_a_block_said_after_its_commit_is_unsaid_when_it_raises(
             db.after_commit(lambda: said.append("later"))
     assert said == ["later"]
     assert _emails(engine) == set()
+
+
+# --- last_used_at, noted at most once a minute per process --------------------
+
+
+def _last_used(engine: sqlalchemy.Engine, client_id: str) -> Any:
+    with engine.connect() as connection:
+        return connection.execute(
+            sqlalchemy.text(
+                "SELECT last_used_at FROM oauth_clients WHERE client_id = :id"
+            ),
+            {"id": client_id},
+        ).scalar_one()
+
+
+def _forget_use(engine: sqlalchemy.Engine, client_id: str) -> None:
+    with engine.begin() as connection:
+        connection.execute(
+            sqlalchemy.text(
+                "UPDATE oauth_clients SET last_used_at = NULL WHERE client_id = :id"
+            ),
+            {"id": client_id},
+        )
+
+
+def test_a_use_is_remembered_only_once_it_is_stored(
+    server: LiveServer, engine: sqlalchemy.Engine
+) -> None:
+    """Within the minute a process writes ``last_used_at`` once; but a
+    noting whose transaction rolled back is not remembered, so the next
+    token writes it."""
+    from app import service_clients
+
+    service = create_service(server)
+    client_id = service["client_id"]
+    assert _token_for(server, service).status_code == 200
+    assert _last_used(engine, client_id) is not None
+
+    # Noted within the minute: the next token costs Postgres nothing.
+    _forget_use(engine, client_id)
+    assert _token_for(server, service).status_code == 200
+    assert _last_used(engine, client_id) is None
+
+    service_clients._noted_at.clear()
+    with server.app.test_request_context("/"):
+        with pytest.raises(RuntimeError), db.transaction():
+            service_clients.note_use(client_id)
+            raise RuntimeError("the transaction fails after the noting")
+    assert _last_used(engine, client_id) is None
+
+    assert _token_for(server, service).status_code == 200
+    assert _last_used(engine, client_id) is not None
