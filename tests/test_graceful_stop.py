@@ -84,7 +84,9 @@ def test_sigterm_refuses_new_connections_and_finishes_the_requests_in_flight(
             # waits for the drain (gunicorn.conf.py, _close_listeners_once_stopping).
             late.close()
             raise AssertionError("a new connection during the drain was not refused")
-        assert time.monotonic() - started < 1
+        # Refused at once, not left in the backlog until the connect's 5 s
+        # timeout (a loaded machine may take a while to answer at all).
+        assert time.monotonic() - started < 4
         sock.sendall(SLOW_BODY[len(SLOW_BODY) // 2 :])
         status, answer = read_response(sock)
         sock.close()
@@ -113,7 +115,9 @@ def test_a_request_still_running_at_the_drain_timeout_is_logged_as_cut(
 
         assert web.wait(timeout=30) == 0, log.read_text()
         took = time.monotonic() - stopped
-        assert 2 < took < 4, took
+        # Cut at the 3 s drain timeout: not before, and long before the
+        # worker timeout's SIGKILL (30 s), whatever the machine's load.
+        assert 2 < took < 15, took
         sock.settimeout(5)
         try:
             assert sock.recv(65536) == b""  # cut: no answer
