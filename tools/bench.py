@@ -58,7 +58,7 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 FLOW_PROCESSES = int(os.environ.get("BENCH_FLOW_PROCESSES", "8"))
 COUNT_REQUESTS = int(os.environ.get("BENCH_COUNT_REQUESTS", "20"))
 WRK_CONNECTIONS, WRK_THREADS, WRK_TIMEOUT = 32, 2, 10
-#: A cache that holds the large database's hot indexes (about 0.8 GB of them
+#: A cache that holds the large database's indexes (about 0.7 GB of them
 #: at BENCH_SCALE=large), as the memory of a managed plan sized for 3 GB of
 #: data does; Postgres's own default (128 MB) is a tenth of it.
 POSTGRES_OPTIONS = (
