@@ -215,3 +215,22 @@ def test_the_request_line_is_the_encoders_text(
     # The time is taken for each; the rest must match byte for byte.
     assert text.partition(", ")[2] == expected.partition(", ")[2]
     assert text.endswith("}\n") and text.count("\n") == 1
+
+
+def test_security_headers_follow_the_answers_own_and_keep_any_it_set() -> None:
+    from app.security import SECURITY_HEADERS, add_security_headers
+
+    plain = [("Content-Type", "application/json"), ("X-Request-ID", "r1")]
+    add_security_headers(plain)
+    assert plain == [
+        ("Content-Type", "application/json"),
+        ("X-Request-ID", "r1"),
+        *SECURITY_HEADERS,
+    ]
+
+    # An answer that set one itself keeps it, and gets the others in order.
+    own = [("content-security-policy", "default-src 'self'")]
+    add_security_headers(own)
+    assert own == [("content-security-policy", "default-src 'self'")] + [
+        header for header in SECURITY_HEADERS if header[0] != "Content-Security-Policy"
+    ]
