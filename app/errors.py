@@ -32,40 +32,34 @@ log = logging.getLogger(__name__)
 MAX_CONTENT_LENGTH = 64 * 1024
 
 
-class ChunkedBodyLimit:
+def bound_chunked_body(environ: dict[str, Any], limit: int) -> None:
     """Give a chunked request body a length, so the one size rule applies.
 
     Without a Content-Length, werkzeug reads a streamed body up to
     ``MAX_CONTENT_LENGTH`` and silently stops there: the view sees a cut-off
-    body. This buffers at most one byte more than the limit and states the
+    body. This buffers at most one byte more than ``limit`` and states the
     length, so an oversized body meets the same ``413`` as any other.
     """
+    coding = environ.get("HTTP_TRANSFER_ENCODING")
+    chunked = coding is not None and "chunked" in parse_set_header(coding)
+    if chunked and not environ.get("CONTENT_LENGTH"):
+        body = _read_at_most(environ["wsgi.input"], limit + 1)
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        # The body is de-chunked now; werkzeug ignores a Content-Length
+        # that comes with Transfer-Encoding: chunked.
+        del environ["HTTP_TRANSFER_ENCODING"]
+        environ.pop("wsgi.input_terminated", None)
 
-    def __init__(self, wsgi_app: Any, limit: int) -> None:
-        self.wsgi_app = wsgi_app
-        self.limit = limit
 
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        coding = environ.get("HTTP_TRANSFER_ENCODING")
-        chunked = coding is not None and "chunked" in parse_set_header(coding)
-        if chunked and not environ.get("CONTENT_LENGTH"):
-            body = self._read(environ["wsgi.input"])
-            environ["wsgi.input"] = io.BytesIO(body)
-            environ["CONTENT_LENGTH"] = str(len(body))
-            # The body is de-chunked now; werkzeug ignores a Content-Length
-            # that comes with Transfer-Encoding: chunked.
-            del environ["HTTP_TRANSFER_ENCODING"]
-            environ.pop("wsgi.input_terminated", None)
-        return self.wsgi_app(environ, start_response)
-
-    def _read(self, stream: Any) -> bytes:
-        body = bytearray()
-        while len(body) <= self.limit:
-            chunk = stream.read(self.limit + 1 - len(body))
-            if not chunk:
-                break
-            body.extend(chunk)
-        return bytes(body)
+def _read_at_most(stream: Any, most: int) -> bytes:
+    body = bytearray()
+    while len(body) < most:
+        chunk = stream.read(most - len(body))
+        if not chunk:
+            break
+        body.extend(chunk)
+    return bytes(body)
 
 
 def wants_html() -> bool:

@@ -5,9 +5,6 @@ CSRF, CORS and caching depend on the kind of surface: see ``surfaces``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 from flask import Flask
 
 from .config import Settings
@@ -34,30 +31,30 @@ def init_app(app: Flask, settings: Settings) -> None:
     )
 
 
-class SecurityHeaders:
-    """WSGI middleware: the headers every answer carries, unless it set its own.
+#: The headers every answer carries, unless it set its own.
+SECURITY_HEADERS = (
+    ("X-Frame-Options", "DENY"),
+    ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+)
+_SECURITY_HEADER_NAMES = frozenset(name.lower() for name, _ in SECURITY_HEADERS)
 
-    Below Flask, on the plain header list: a few microseconds per request,
-    where four ``Headers.setdefault`` calls in an ``after_request`` hook
-    cost several times that on every route.
+
+def add_security_headers(headers: list[tuple[str, str]]) -> None:
+    """Add :data:`SECURITY_HEADERS` to a WSGI header list, but any it has.
+
+    Below Flask (``app/middleware.py``), on the plain header list: a few
+    microseconds per request, where four ``Headers.setdefault`` calls in an
+    ``after_request`` hook cost several times that on every route.
     """
-
-    HEADERS = (
-        ("X-Frame-Options", "DENY"),
-        ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
-        ("X-Content-Type-Options", "nosniff"),
-        ("Referrer-Policy", "no-referrer"),
-    )
-
-    def __init__(self, wsgi_app: Callable[..., Any]) -> None:
-        self.wsgi_app = wsgi_app
-
-    def __call__(self, environ: dict[str, Any], start_response: Callable) -> Any:
-        def start(status: str, headers: list, exc_info: Any = None) -> Any:
+    for name, _ in headers:
+        if name.lower() in _SECURITY_HEADER_NAMES:  # the answer set one itself
             present = {name.lower() for name, _ in headers}
             headers.extend(
-                header for header in self.HEADERS if header[0].lower() not in present
+                header
+                for header in SECURITY_HEADERS
+                if header[0].lower() not in present
             )
-            return start_response(status, headers, exc_info)
-
-        return self.wsgi_app(environ, start)
+            return
+    headers.extend(SECURITY_HEADERS)

@@ -206,8 +206,14 @@ def _hook_cache_control(blueprint: Blueprint, surface: Surface) -> None:
 def _cache_control(value: str) -> Callable[[Response], Response]:
     def cache_control(response: Response) -> Response:
         """Give an answer its surface's ``Cache-Control`` unless it set one."""
-        if "Cache-Control" not in response.headers:
-            response.headers["Cache-Control"] = value
+        # What ``"Cache-Control" not in headers`` and ``headers[...] = value``
+        # do, without the KeyError werkzeug raises and catches inside ``in``
+        # for an absent header (so on every answer that leaves it to us).
+        headers = response.headers
+        for name, _ in headers:
+            if name.lower() == "cache-control":
+                return response
+        headers.add("Cache-Control", value)
         return response
 
     return cache_control

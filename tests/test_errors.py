@@ -172,3 +172,65 @@ def test_request_lines_are_held_briefly_and_never_after_other_records() -> None:
         assert "/second" in stream.getvalue()
     finally:
         logger.removeHandler(handler)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "duration_ms", "remote_addr", "request_id"),
+    [
+        ("GET", "/healthz", 200, 0.12, "127.0.0.1", "0123456789abcdef" * 2),
+        ("POST", "/mcp", 413, 1234.5, None, "abc-123.def"),
+        (None, '/caf\u00e9/"quoted"\\\n\t\u2603', None, 0.0, "::1", "trace:me_42"),
+        ("DELETE", "", 503, 1e16, "10.0.0.1", "x" * 128),
+    ],
+)
+def test_the_request_line_is_the_encoders_text(
+    method: str | None,
+    path: str,
+    status: int | None,
+    duration_ms: float,
+    remote_addr: str | None,
+    request_id: str,
+) -> None:
+    # write_request spells the request line out; it must stay the text the
+    # JSON encoder makes of the same fields (write_request_line).
+    import io
+
+    from app.logs import JsonLinesHandler
+
+    spelled, encoded = JsonLinesHandler(io.StringIO()), JsonLinesHandler(io.StringIO())
+    spelled.write_request(method, path, status, duration_ms, remote_addr, request_id)
+    encoded.write_request_line(
+        {
+            "method": method,
+            "path": path,
+            "status": status,
+            "duration_ms": duration_ms,
+            "remote_addr": remote_addr,
+            "request_id": request_id,
+        }
+    )
+    spelled.flush()
+    encoded.flush()
+    text, expected = spelled.stream.getvalue(), encoded.stream.getvalue()
+    # The time is taken for each; the rest must match byte for byte.
+    assert text.partition(", ")[2] == expected.partition(", ")[2]
+    assert text.endswith("}\n") and text.count("\n") == 1
+
+
+def test_security_headers_follow_the_answers_own_and_keep_any_it_set() -> None:
+    from app.security import SECURITY_HEADERS, add_security_headers
+
+    plain = [("Content-Type", "application/json"), ("X-Request-ID", "r1")]
+    add_security_headers(plain)
+    assert plain == [
+        ("Content-Type", "application/json"),
+        ("X-Request-ID", "r1"),
+        *SECURITY_HEADERS,
+    ]
+
+    # An answer that set one itself keeps it, and gets the others in order.
+    own = [("content-security-policy", "default-src 'self'")]
+    add_security_headers(own)
+    assert own == [("content-security-policy", "default-src 'self'")] + [
+        header for header in SECURITY_HEADERS if header[0] != "Content-Security-Policy"
+    ]

@@ -536,3 +536,53 @@ def test_any_origin_passes_when_none_are_configured(browser: Any, token: str) ->
     response = rpc(browser, token, "ping", headers={"Origin": "https://evil.example"})
 
     assert result_of(response) == {}
+
+
+# A server that ends the input stream itself (gunicorn sets
+# wsgi.input_terminated) has the body read by its length: the same answers.
+
+
+def terminated_post(app: Any, token: str, body: bytes) -> Any:
+    return app.test_client().post(
+        "/mcp",
+        data=body,
+        headers={
+            "Authorization": f"Bearer {token}",
+            "Accept": "application/json, text/event-stream",
+            "Content-Type": "application/json",
+        },
+        environ_base={"wsgi.input_terminated": True},
+    )
+
+
+def test_a_body_the_server_terminates_is_read_by_its_length(
+    app: Any, token: str
+) -> None:
+    body = json.dumps({"jsonrpc": "2.0", "id": 7, "method": "ping"}).encode()
+
+    response = terminated_post(app, token, body)
+
+    assert response.status_code == 200, response.text
+    assert response.get_json() == {"jsonrpc": "2.0", "id": 7, "result": {}}
+
+
+def test_a_terminated_body_too_large_is_refused_in_json_rpc(
+    app: Any, token: str
+) -> None:
+    message = {"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {}}
+    message["params"] = {"padding": "x" * 70_000}
+
+    response = terminated_post(app, token, json.dumps(message).encode())
+
+    assert response.status_code == 413
+    body = response.get_json()
+    assert body["id"] is None and body["error"]["code"] == -32600, body
+
+
+def test_a_terminated_body_that_is_not_json_is_a_parse_error(
+    app: Any, token: str
+) -> None:
+    response = terminated_post(app, token, b"{not json")
+
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == -32700

@@ -35,6 +35,9 @@ from ..surfaces import same_origin_only
 bp = Blueprint("mcp_endpoint", __name__)
 
 PROTOCOL_VERSION_HEADER = "MCP-Protocol-Version"
+#: Where WSGI puts it. The views read headers from the environ, as
+#: werkzeug's ``request.headers`` does, without its per-call key mangling.
+PROTOCOL_VERSION_ENVIRON = "HTTP_MCP_PROTOCOL_VERSION"
 
 
 #: MCP answers are plain JSON-RPC: lists, dicts, strings and numbers only.
@@ -64,7 +67,7 @@ def check_origin() -> Response | None:
     stop DNS rebinding; one that is present and not allowed gets a 403,
     before anything else is looked at. No ``Origin``: not a browser page.
     """
-    origin = request.headers.get("Origin")
+    origin = request.environ.get("HTTP_ORIGIN")
     if origin is None:
         return None
     allowed = current_settings().allowed_origins
@@ -76,14 +79,14 @@ def check_origin() -> Response | None:
     )
 
 
-def _check_transport() -> Response | None:
+def _check_transport(environ: dict[str, Any]) -> Response | None:
     """Refuse requests the transport rules out before reading the body."""
-    accept = request.headers.get("Accept")
+    accept = environ.get("HTTP_ACCEPT")
     if accept and not _accepts_json(accept):
         return _refuse(
             406, RpcError(INVALID_REQUEST, "Not Acceptable: accept application/json.")
         )
-    if not _is_json(request.environ.get("CONTENT_TYPE", "")):
+    if not _is_json(environ.get("CONTENT_TYPE", "")):
         return _refuse(
             415,
             RpcError(INVALID_REQUEST, "Unsupported Media Type: send application/json."),
@@ -110,10 +113,12 @@ def _accepts_json(accept: str) -> bool:
     return bool(request.accept_mimetypes["application/json"])
 
 
-def _check_protocol_version(message: jsonrpc.Message) -> Response | None:
+def _check_protocol_version(
+    message: jsonrpc.Message, environ: dict[str, Any]
+) -> Response | None:
     # MCP basic/transports §Protocol Version Header: an unsupported value is a
     # 400. ``initialize`` is exempt: it negotiates the version in its body.
-    requested = request.headers.get(PROTOCOL_VERSION_HEADER)
+    requested = environ.get(PROTOCOL_VERSION_ENVIRON)
     if requested is None or message.method == "initialize":
         return None
     if requested in protocol.SUPPORTED_VERSIONS:
@@ -133,16 +138,17 @@ def _check_protocol_version(message: jsonrpc.Message) -> Response | None:
 @require_token(mcp_resource)
 def endpoint() -> Response:
     """Answer one JSON-RPC message from an authenticated MCP client."""
-    refused = _check_transport()
+    environ = request.environ
+    refused = _check_transport(environ)
     if refused is not None:
         return refused
     try:
-        message = jsonrpc.parse(jsonrpc.decode(request.get_data(cache=False)))
+        message = jsonrpc.parse(jsonrpc.decode(_body(environ)))
     except RequestEntityTooLarge:
         return _refuse(413, RpcError(INVALID_REQUEST, "The body is too large."))
     except RpcError as exc:
         return _refuse(400, exc)
-    refused = _check_protocol_version(message)
+    refused = _check_protocol_version(message, environ)
     if refused is not None:
         return refused
     try:
@@ -155,6 +161,31 @@ def endpoint() -> Response:
     if answer is None:
         return _reply(None, 202)
     return _reply(answer)
+
+
+def _body(environ: dict[str, Any]) -> bytes:
+    """The body, as ``request.get_data(cache=False)`` reads it.
+
+    When the server ends the input stream at the body's end itself
+    (``wsgi.input_terminated``, as gunicorn does) and states its length,
+    the body is that many bytes, after the same size check werkzeug makes
+    (413 above ``MAX_CONTENT_LENGTH``): werkzeug's ``LimitedStream``
+    wrapper, which guards streams that do not end, costs several times the
+    read. Anything else (no length, a streamed body) is werkzeug's to read.
+    """
+    length = environ.get("CONTENT_LENGTH")
+    if (
+        "wsgi.input_terminated" not in environ
+        or "HTTP_TRANSFER_ENCODING" in environ
+        or not length
+        or not (length.isascii() and length.isdigit())
+    ):
+        return request.get_data(cache=False)
+    limit = request.max_content_length
+    if limit is not None and int(length) > limit:
+        raise RequestEntityTooLarge()
+    body: bytes = environ["wsgi.input"].read(int(length))
+    return body
 
 
 # Routed only to say 405 (no stream, no session): a browser is not invited to
