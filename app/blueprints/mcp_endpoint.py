@@ -175,7 +175,7 @@ def _body(environ: dict[str, Any]) -> bytes:
     """
     length = environ.get("CONTENT_LENGTH")
     if (
-        "wsgi.input_terminated" not in environ
+        not environ.get("wsgi.input_terminated")
         or "HTTP_TRANSFER_ENCODING" in environ
         or not length
         or not (length.isascii() and length.isdigit())
