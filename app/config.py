@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
 import ada_url
+from flask import current_app
 from limits import parse_many
 from redis.connection import parse_url as parse_redis_url
 from sqlalchemy.engine import URL, make_url
@@ -504,8 +505,6 @@ def _check_token_keys(values: dict[str, Any]) -> None:
 
 def current_settings() -> Settings:
     """The settings of the app handling the current request or command."""
-    from flask import current_app
-
     return current_app.config["SETTINGS"]
 
 
