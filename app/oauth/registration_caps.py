@@ -163,20 +163,24 @@ def _insert_statement() -> Any:
         .cte("added")
     )
     counts = cast(Table, RegistrationCount.__table__)
-    counted = (
-        postgresql.insert(counts)
-        .from_select(
-            ["starts_at", "registrations", "expires_at"],
-            select(
-                bindparam("step_starts_at", type_=counts.c.starts_at.type),
-                literal_column("1"),
-                bindparam("step_expires_at", type_=counts.c.expires_at.type),
-            ).select_from(added),
-        )
-        .on_conflict_do_update(
-            index_elements=[counts.c.starts_at],
-            set_={"registrations": counts.c.registrations + literal_column("1")},
-        )
+    counting = postgresql.insert(counts).from_select(
+        ["starts_at", "registrations", "expires_at"],
+        select(
+            bindparam("step_starts_at", type_=counts.c.starts_at.type),
+            literal_column("1"),
+            bindparam("step_expires_at", type_=counts.c.expires_at.type),
+        ).select_from(added),
+    )
+    counted = counting.on_conflict_do_update(
+        index_elements=[counts.c.starts_at],
+        set_={
+            "registrations": counts.c.registrations + literal_column("1"),
+            # A row begun under a shorter window (before a deploy changed
+            # it, or by migration 0015) is kept as long as the longer needs.
+            "expires_at": func.greatest(
+                counts.c.expires_at, counting.excluded.expires_at
+            ),
+        },
     )
     # A data-modifying WITH runs to completion though nothing reads it.
     return select(added.c.client_id).add_cte(counted.cte("counted"))
