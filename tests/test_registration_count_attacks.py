@@ -507,3 +507,95 @@ def test_the_generic_plan_reads_only_the_window_from_the_indexes(
         "ix_oauth_clients_registered_from_created_at",
         "pk_registration_counts",
     }, explained
+
+
+# --- A registration stalled after its increment --------------------------------
+
+
+def _stall_one_registration(
+    live: LiveServer, engine: sqlalchemy.Engine, monkeypatch: pytest.MonkeyPatch
+) -> tuple[requests.Response, float, requests.Response]:
+    """Register from 203.0.113.1, whose process stalls 20 s between the
+    inserting statement and the commit, then from 203.0.113.2: the second's
+    answer, how long it took, and the stalled one's answer."""
+    from app.oauth import registration, registration_caps
+
+    monkeypatch.setattr(registration_caps, "IDLE_IN_REGISTRATION", "2s")
+    insert = registration.insert_within_caps
+
+    def insert_then_stall(values: dict[str, Any], settings: Any) -> None:
+        insert(values, settings)
+        if values["registered_from"] == "203.0.113.1":
+            time.sleep(STALL)
+
+    monkeypatch.setattr(registration, "insert_within_caps", insert_then_stall)
+    stalled: list[requests.Response] = []
+    thread = threading.Thread(
+        target=lambda: stalled.append(register_from(live, "203.0.113.1"))
+    )
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not _holding_the_count(engine) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    started = time.monotonic()
+    answer = register_from(live, "203.0.113.2")
+    waited = time.monotonic() - started
+    thread.join(STALL + 10)
+    [late] = stalled
+    return answer, waited, late
+
+
+#: How long the stalled registration's process stalls, in seconds.
+STALL = 20.0
+
+
+def _holding_the_count(engine: sqlalchemy.Engine) -> bool:
+    """Another session has written ``registration_counts`` and not ended."""
+    return bool(
+        scalar(
+            engine,
+            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
+            " WHERE c.relname = 'registration_counts' AND l.pid <> pg_backend_pid()"
+            "  AND l.mode = 'RowExclusiveLock' AND l.granted",
+        )
+    )
+
+
+def test_a_registration_stalled_after_its_count_does_not_hold_up_everyone(
+    make_server: Callable[..., LiveServer],
+    engine: sqlalchemy.Engine,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Registrations from every address meet on their step's row, from the
+    increment to the commit. One whose process stalls in between (paused,
+    or cut off from Postgres, which then waits hours for a COMMIT, until
+    keepalives give up) must not keep every other registration waiting:
+    Postgres ends its session once idle that long, which stores neither
+    its client nor its count, and the others go through."""
+    live = make_server(TRUSTED_PROXY_HOPS="1")
+    answer, waited, late = _stall_one_registration(live, engine, monkeypatch)
+
+    assert answer.status_code == 201, answer.text
+    assert waited < STALL / 2, waited
+    assert late.status_code >= 500, late.text
+    assert counted(engine) == clients(engine) == 1
+    # The pool dropped the ended session: the next registration is served.
+    assert register_from(live, "203.0.113.3").status_code == 201
+    assert counted(engine) == clients(engine) == 2
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="app/errors.py answers IdleInTransactionSessionTimeout (SQLSTATE"
+    " 25P03, an InternalError) with a 500: outside this branch's files",
+)
+def test_the_stalled_registration_is_answered_as_unavailable(
+    make_server: Callable[..., LiveServer],
+    engine: sqlalchemy.Engine,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    live = make_server(TRUSTED_PROXY_HOPS="1")
+    _, _, late = _stall_one_registration(live, engine, monkeypatch)
+    assert late.status_code == 503, late.text
+    assert late.json()["error"] == "temporarily_unavailable"
