@@ -23,7 +23,8 @@ clients) is kept at least for the denylist's window, whatever
   consent and none withdrawn within the window; revoked ``older_than`` ago.
   A service client is never pruned as unused;
 - denied tokens, spent assertions and the registration cap's counts past
-  their expiry.
+  their expiry; a count's step also once ``REGISTRATION_CAP_WINDOW`` as
+  set now has left it (a deploy may have lengthened the window).
 
 Work goes in batches of ``batch_size`` rows, each its own short
 transaction, walking each table's key in order (keyset), so that memory is
@@ -94,6 +95,8 @@ class Horizons:
     unused: datetime
     #: Withdrawn after this: still read by the denylist rebuild.
     denial_window: datetime
+    #: A step of the registration count started after this is still summed.
+    registration_window: datetime
     now: datetime
 
 
@@ -109,6 +112,7 @@ def horizons(older_than: timedelta, unused_for: timedelta) -> Horizons:
         registered=now - older_than,
         unused=now - max(unused_for, older_than, window),
         denial_window=now - window,
+        registration_window=now - timedelta(seconds=settings.registration_cap_window),
         now=now,
     )
 
@@ -181,6 +185,16 @@ def _expired(model: Any) -> Callable[[Horizons], ColumnElement[bool]]:
     return lambda h: model.expires_at < h.now
 
 
+def _dead_count(h: Horizons) -> ColumnElement[bool]:
+    # Past its expiry, and left by the window as it is set now: a step
+    # counted under a shorter window before a deploy lengthened it still
+    # counts (app/oauth/registration_caps.py sums the steps started within it).
+    return and_(
+        RegistrationCount.expires_at < h.now,
+        RegistrationCount.starts_at <= h.registration_window,
+    )
+
+
 #: In this order: a chain or key goes before the consent it is bound to, so
 #: deleting a consent cascades to little; a consent before its client.
 KINDS = (
@@ -190,11 +204,7 @@ KINDS = (
     Kind("clients", OAuthClient.client_id, _dead_client, lock_then_delete=True),
     Kind("denied tokens", DeniedToken.jti, _expired(DeniedToken)),
     Kind("spent assertions", SpentAssertion.digest, _expired(SpentAssertion)),
-    Kind(
-        "registration counts",
-        RegistrationCount.starts_at,
-        _expired(RegistrationCount),
-    ),
+    Kind("registration counts", RegistrationCount.starts_at, _dead_count),
 )
 
 

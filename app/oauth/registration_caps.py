@@ -64,7 +64,21 @@ COLUMNS = (
     "jwks_uri",
 )
 
-_LOCK = text("SELECT pg_advisory_xact_lock(:ns, hashtext(:source))")
+#: How long Postgres lets a registration's transaction sit idle before it
+#: ends the session (rolling it back). Between its statements there is only
+#: Python work of a few milliseconds; but from the count's increment to the
+#: commit it holds its step's row, on which registrations from every address
+#: wait, so a process that stalls there (paused, or cut off from Postgres,
+#: which would wait for its COMMIT until keepalives give up) must not hold
+#: them all. The stalled request then fails, its client and count rolled back.
+IDLE_IN_REGISTRATION = "5s"
+
+# The limit in the lock's statement: no round trip of its own. Local to the
+# transaction, so the pooled connection goes back as it was.
+_LOCK = text(
+    "SELECT set_config('idle_in_transaction_session_timeout', :idle, true),"
+    " pg_advisory_xact_lock(:ns, hashtext(:source))"
+)
 
 
 def insert_within_caps(values: dict[str, Any], settings: Settings) -> None:
@@ -79,7 +93,10 @@ def insert_within_caps(values: dict[str, Any], settings: Settings) -> None:
     # after the lock and counts every client the previous holder added.
     # Both on the session's connection, skipping the ORM's per-statement work.
     connection = db.session.connection()
-    connection.execute(_LOCK, {"ns": REGISTRATION_LOCK_ID, "source": source})
+    connection.execute(
+        _LOCK,
+        {"idle": IDLE_IN_REGISTRATION, "ns": REGISTRATION_LOCK_ID, "source": source},
+    )
     window = timedelta(seconds=settings.registration_cap_window)
     step_starts_at, step_expires_at = _step(values["created_at"], window)
     parameters = {
@@ -163,20 +180,24 @@ def _insert_statement() -> Any:
         .cte("added")
     )
     counts = cast(Table, RegistrationCount.__table__)
-    counted = (
-        postgresql.insert(counts)
-        .from_select(
-            ["starts_at", "registrations", "expires_at"],
-            select(
-                bindparam("step_starts_at", type_=counts.c.starts_at.type),
-                literal_column("1"),
-                bindparam("step_expires_at", type_=counts.c.expires_at.type),
-            ).select_from(added),
-        )
-        .on_conflict_do_update(
-            index_elements=[counts.c.starts_at],
-            set_={"registrations": counts.c.registrations + literal_column("1")},
-        )
+    counting = postgresql.insert(counts).from_select(
+        ["starts_at", "registrations", "expires_at"],
+        select(
+            bindparam("step_starts_at", type_=counts.c.starts_at.type),
+            literal_column("1"),
+            bindparam("step_expires_at", type_=counts.c.expires_at.type),
+        ).select_from(added),
+    )
+    counted = counting.on_conflict_do_update(
+        index_elements=[counts.c.starts_at],
+        set_={
+            "registrations": counts.c.registrations + literal_column("1"),
+            # A row begun under a shorter window (before a deploy changed
+            # it, or by migration 0015) is kept as long as the longer needs.
+            "expires_at": func.greatest(
+                counts.c.expires_at, counting.excluded.expires_at
+            ),
+        },
     )
     # A data-modifying WITH runs to completion though nothing reads it.
     return select(added.c.client_id).add_cte(counted.cte("counted"))
