@@ -6,6 +6,7 @@ import io
 import logging
 from typing import Any
 
+import psycopg.errors
 from flask import Flask, Response, jsonify, render_template, request
 from flask.json.provider import DefaultJSONProvider
 from flask_babel import gettext as _
@@ -13,6 +14,7 @@ from limits.errors import StorageError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import (
     DataError,
+    DBAPIError,
     InterfaceError,
     OperationalError,
     SQLAlchemyError,
@@ -173,9 +175,18 @@ def _dispatch(exc: Exception) -> BaseResponse | tuple[Response | str, int]:
         # input, not a fault of ours; the views screen what they can first.
         _rollback()
         return error_response(400, "invalid_request", _("The request is malformed."))
-    if isinstance(exc, UNAVAILABLE):
+    if isinstance(exc, UNAVAILABLE) or _session_ended(exc):
         return handle_unavailable(exc)
     return handle_unexpected(exc)
+
+
+def _session_ended(exc: Exception) -> bool:
+    """Postgres ended a session left idle in its transaction (a registration
+    stalled past its limit, app/oauth/registration_caps.py): reported as an
+    internal error, but the request met an outage, not a bug."""
+    return isinstance(exc, DBAPIError) and isinstance(
+        exc.orig, psycopg.errors.IdleInTransactionSessionTimeout
+    )
 
 
 class SafeJSONProvider(DefaultJSONProvider):

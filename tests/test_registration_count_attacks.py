@@ -585,11 +585,6 @@ def test_a_registration_stalled_after_its_count_does_not_hold_up_everyone(
     assert counted(engine) == clients(engine) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app/errors.py answers IdleInTransactionSessionTimeout (SQLSTATE"
-    " 25P03, an InternalError) with a 500: outside this branch's files",
-)
 def test_the_stalled_registration_is_answered_as_unavailable(
     make_server: Callable[..., LiveServer],
     engine: sqlalchemy.Engine,
