@@ -13,7 +13,12 @@ that inserts the client; the cap sums the window's rows, a couple of dozen
 whatever the traffic. The index then has no reader and goes.
 
 The last year's registrations are carried over in hourly steps, so that an
-upgrade does not reopen a window that was full.
+upgrade does not reopen a window that was full (for a window shorter than a
+day, the hour the upgrade falls in counts coarsely until it leaves).
+Instances still running the previous release while a deploy rolls out
+count the total without the index (slower registrations, for those
+minutes) and add nothing to the count (a flood guard that lags by those
+minutes' registrations).
 """
 
 import sqlalchemy as sa
