@@ -23,13 +23,14 @@ from __future__ import annotations
 import select
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 from flask import Flask, current_app, g
 from sqlalchemy import CursorResult, Dialect, Engine, create_engine, event
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
 
 #: Seconds to wait for Postgres before a request gives up with a 503.
 CONNECT_TIMEOUT = 5
@@ -113,7 +114,7 @@ class Prepared:
         the construct holds, such as a separator)."""
         found = self._compiled.get(dialect)
         if found is None:
-            compiled = self.statement.compile(dialect=dialect)
+            compiled = cast(SQLCompiler, self.statement.compile(dialect=dialect))
             fixed = {
                 key: value
                 for key, value in compiled.params.items()
