@@ -101,8 +101,8 @@ class Prepared:
 
     Only for statements whose values need no SQLAlchemy processing either
     way (psycopg adapts them: str, int, bool, UUID, datetime, timedelta,
-    lists of str); ``tests/test_db.py`` checks each one reads and writes the
-    same as the construct does.
+    lists of str): ``tests/test_db.py`` checks that no prepared statement's
+    parameter or result column has a type SQLAlchemy would process.
     """
 
     def __init__(self, statement: ClauseElement) -> None:
