@@ -1,12 +1,14 @@
 """Template helpers: every URL a page prints is built from ``ISSUER``; each
-page's messages come from the request's catalogue, found once."""
+render finds its catalogue once."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, g, request, url_for
+from flask import Flask, request, url_for
 from flask_babel import get_locale, get_translations
+from jinja2 import pass_context
+from jinja2.runtime import Context
 
 from .config import current_settings
 
@@ -20,28 +22,31 @@ def public_url(endpoint: str, **values: Any) -> str:
     return current_settings().issuer + path
 
 
-def page_translations() -> Any:
-    """The catalogue of this request's locale, as Flask-Babel's ``_`` uses.
+def _catalogue(context: Context) -> Any:
+    """The catalogue of one render, as Flask-Babel's ``_`` uses.
 
-    Flask-Babel finds it anew for every message a template translates
-    (about 14 µs each, a dozen or more a page). The locale is still asked
-    each time, so a different one (``force_locale``, ``refresh``) gets its own.
+    Flask-Babel finds it anew for every message a template translates (about
+    14 µs each: context, locale, its string form, a cache lookup; a page has
+    a dozen or more). A render is in one locale, so it is found once, kept on
+    the render's own context, which Jinja passes with each message.
     """
-    locale = get_locale()
-    found = g.get("page_translations")
-    if found is None or found[0] is not locale:
-        found = g.page_translations = (locale, get_translations())
-    return found[1]
+    found = getattr(context, "page_catalogue", None)
+    if found is None:
+        found = get_translations()
+        context.page_catalogue = found  # type: ignore[attr-defined]
+    return found
 
 
 def init_app(app: Flask) -> None:
     app.jinja_env.globals.update(public_url=public_url, get_locale=get_locale)
     # As Flask-Babel installs them (newstyle: autoescaped, %-formatted),
-    # with the catalogue found once per request.
+    # with the catalogue found once per render.
     app.jinja_env.install_gettext_callables(  # type: ignore[attr-defined]
-        gettext=lambda s: page_translations().ugettext(s),
-        ngettext=lambda s, p, n: page_translations().ungettext(s, p, n),
+        gettext=pass_context(lambda ctx, s: _catalogue(ctx).ugettext(s)),
+        ngettext=pass_context(lambda ctx, s, p, n: _catalogue(ctx).ungettext(s, p, n)),
         newstyle=True,
-        pgettext=lambda c, s: page_translations().upgettext(c, s),
-        npgettext=lambda c, s, p, n: page_translations().unpgettext(c, s, p, n),
+        pgettext=pass_context(lambda ctx, c, s: _catalogue(ctx).upgettext(c, s)),
+        npgettext=pass_context(
+            lambda ctx, c, s, p, n: _catalogue(ctx).unpgettext(c, s, p, n)
+        ),
     )
