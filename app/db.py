@@ -23,12 +23,14 @@ from __future__ import annotations
 import select
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 from flask import Flask, current_app, g
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import CursorResult, Dialect, Engine, create_engine, event
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
 
 #: Seconds to wait for Postgres before a request gives up with a 503.
 CONNECT_TIMEOUT = 5
@@ -86,6 +88,42 @@ def is_storable(text: str) -> bool:
     return "\x00" not in text and not any("\ud800" <= c <= "\udfff" for c in text)
 
 
+class Prepared:
+    """A hot statement built once with parameters, and compiled once.
+
+    Executing a construct makes SQLAlchemy derive its cache key (a walk of
+    the whole statement), fetch the compiled form and process every
+    parameter, on every call; for the short statements of the token and
+    consent paths that costs more CPU than Postgres spends on them. This
+    keeps the SQL SQLAlchemy compiles for the construct, with its bind casts,
+    and runs it as driver SQL: still through the engine, so its events,
+    error wrapping and disconnect handling apply as to any statement.
+
+    Only for statements whose values need no SQLAlchemy processing either
+    way (psycopg adapts them: str, int, bool, UUID, datetime, timedelta,
+    lists of str): ``tests/test_db.py`` checks that no prepared statement's
+    parameter or result column has a type SQLAlchemy would process.
+    """
+
+    def __init__(self, statement: ClauseElement) -> None:
+        self.statement = statement
+        self._compiled: dict[Dialect, tuple[str, dict[str, Any]]] = {}
+
+    def compiled(self, dialect: Dialect) -> tuple[str, dict[str, Any]]:
+        """The SQL for ``dialect``, and the values it binds itself (literals
+        the construct holds, such as a separator)."""
+        found = self._compiled.get(dialect)
+        if found is None:
+            compiled = cast(SQLCompiler, self.statement.compile(dialect=dialect))
+            fixed = {
+                key: value
+                for key, value in compiled.params.items()
+                if not compiled.binds[key].required
+            }
+            found = self._compiled[dialect] = (compiled.string, fixed)
+        return found
+
+
 class Database:
     """One app's engine and the factory of its sessions."""
 
@@ -106,6 +144,12 @@ class FlaskDatabase:
         if "db_session" not in g:
             g.db_session = current_app.extensions["db"].sessionmaker()
         return g.db_session
+
+    def run(self, statement: Prepared, parameters: dict[str, Any]) -> CursorResult[Any]:
+        """Execute ``statement`` on the session's connection, in its transaction."""
+        connection = self.session.connection()
+        sql, fixed = statement.compiled(connection.dialect)
+        return connection.exec_driver_sql(sql, {**fixed, **parameters})
 
     @property
     def engine(self) -> Engine:

@@ -101,7 +101,9 @@ def signed_in_consent(
     if key is None:
         return None
     parameters = {"p_user": key, "p_client": client_id, "p_resource": resource}
-    found = statements.run(statements.person_with_consent(), parameters).first()
+    found = statements.run(
+        statements.prepared(statements.person_with_consent), parameters
+    ).first()
     if found is None:
         return None
     person = Person(found.person_id, found.email)
@@ -138,9 +140,10 @@ def approve(
     key = _uuid(user_id)
     if key is None:
         return None
-    statement: Any = statements.approval()
+    statement: Any = statements.prepared(statements.approval)
     if client_row is not None:
-        statement = statement.add_cte(client_row.cte("client_row"))
+        # Built per request: a construct, compiled as it runs.
+        statement = statements.approval().add_cte(client_row.cte("client_row"))
     parameters = {
         "p_id": uuid.uuid4(),
         "p_user": key,
@@ -215,7 +218,9 @@ def live_consent_holder(
         "p_consent": consent_key,
         **client_use.parameters(client_id, utcnow()),
     }
-    row = statements.run(statements.holder_marking_client(), parameters).first()
+    row = statements.run(
+        statements.prepared(statements.holder_marking_client), parameters
+    ).first()
     if row is None:
         return None
     return LiveConsent(row.id, row.scope)

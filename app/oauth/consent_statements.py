@@ -3,12 +3,14 @@
 Building SQLAlchemy constructs costs more CPU than Postgres spends running
 them. They select columns, not entities, and run on the session's
 connection: the ORM's per-statement and per-row work would cost more than
-the rest of the query.
+the rest of the query. Those used as they are run compiled once
+(:class:`app.db.Prepared`).
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -26,13 +28,21 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.sql.dml import ReturningInsert
 
-from ..db import db
+from ..db import Prepared, db
 from ..models import Consent, User
 from . import client_use
 
 
 def run(statement: Any, parameters: dict[str, Any]) -> CursorResult[Any]:
+    if isinstance(statement, Prepared):
+        return db.run(statement, parameters)
     return db.session.connection().execute(statement, parameters)
+
+
+@functools.cache
+def prepared(build: Callable[[], Any]) -> Prepared:
+    """The statement ``build`` makes, compiled once."""
+    return Prepared(build())
 
 
 @functools.cache

@@ -24,7 +24,7 @@ from sqlalchemy import Interval, Table, Text, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.orm import aliased
 
-from ..db import db
+from ..db import Prepared, db
 from ..models import Consent, RefreshToken, User
 from .consent import narrow
 from .refresh_seal import RotationAnswer, seal
@@ -132,15 +132,16 @@ def _scopes_cover(column: Any) -> Any:
     return as_array.contains(bindparam("p_requested", type_=ARRAY(Text)))
 
 
-def _run(statement: Any, parameters: dict[str, Any]) -> Any:
-    # On the session's connection: the statements below are built once with
-    # parameters, so each use skips SQLAlchemy's construction and the ORM's
-    # per-statement work, which cost more CPU than Postgres spends on them.
-    return db.session.connection().execute(statement, parameters)
+def _run(statement: Prepared, parameters: dict[str, Any]) -> Any:
+    # On the session's connection: the statements below are built and
+    # compiled once with parameters, so each use skips SQLAlchemy's
+    # construction, compilation and the ORM's per-statement work, which cost
+    # more CPU than Postgres spends on them.
+    return db.run(statement, parameters)
 
 
 @functools.cache
-def _consuming(by_resource: bool, by_scope: bool) -> Any:
+def _consuming(by_resource: bool, by_scope: bool) -> Prepared:
     """The conditional UPDATE of :func:`consume`, in each of its shapes."""
     table = cast(Table, RefreshToken.__table__)
     conditions: list[Any] = [RefreshToken.rotated_at.is_(None)]
@@ -148,7 +149,7 @@ def _consuming(by_resource: bool, by_scope: bool) -> Any:
         conditions.append(RefreshToken.resource == bindparam("p_resource"))
     if by_scope:
         conditions += [_scopes_cover(RefreshToken.scope), _scopes_cover(Consent.scope)]
-    return (
+    return Prepared(
         update(table)
         .where(*conditions, *_live_chain(idle=True))
         .values(rotated_at=func.now(), last_used_at=func.now())
@@ -199,11 +200,11 @@ class Unconsumed:
 
 
 @functools.cache
-def _finding_unconsumed() -> Any:
+def _finding_unconsumed() -> Prepared:
     child = aliased(RefreshToken)
     now = func.now()
     idle_since = now - bindparam("p_idle", type_=Interval)
-    return (
+    statement = (
         select(
             *RECORD_COLUMNS,
             (RefreshToken.issued_at <= idle_since).label("idle"),
@@ -215,6 +216,7 @@ def _finding_unconsumed() -> Any:
         # Once rotated, idle time counts from the successor's issue.
         .where(*_live_chain(idle=False))
     )
+    return Prepared(statement)
 
 
 def find_unconsumed(token: str, client_id: str, idle_ttl: int) -> Unconsumed | None:
@@ -275,7 +277,7 @@ def issue(
 
 
 @functools.cache
-def _inserting() -> Any:
+def _inserting() -> Prepared:
     """One token's row; every column a parameter of its own name but
     ``issued_at``, Postgres's ``now()``."""
     table = cast(Table, RefreshToken.__table__)
@@ -293,7 +295,7 @@ def _inserting() -> Any:
         "chain_expires_at",
     )
     values = {name: bindparam(name, type_=table.c[name].type) for name in names}
-    return insert(table).values(**values, issued_at=func.now())
+    return Prepared(insert(table).values(**values, issued_at=func.now()))
 
 
 def chain_of_code(code_jti: str) -> tuple[uuid.UUID, uuid.UUID] | None:
