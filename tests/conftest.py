@@ -78,7 +78,11 @@ def base_env(service_urls: dict[str, str]) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def engine(base_env: dict[str, str]) -> Iterator[sqlalchemy.Engine]:
-    engine = sqlalchemy.create_engine(settings_from_environment(base_env).database_url)
+    # Pinged on checkout: tests that cut Postgres's sessions
+    # (pg_terminate_backend) may cut the ones pooled here too.
+    engine = sqlalchemy.create_engine(
+        settings_from_environment(base_env).database_url, pool_pre_ping=True
+    )
     yield engine
     engine.dispose()
 
