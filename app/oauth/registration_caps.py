@@ -135,6 +135,10 @@ def _from_source() -> Any:
             columns.created_at >= bindparam("since"),
             columns.registered_from == bindparam("registered_from"),
         )
+        # In the index's order: a scan of the table would have to sort what
+        # it found, so the planner never trades the index for one that stops
+        # at the limit (it would read the whole heap: the window is its end).
+        .order_by(columns.created_at)
         .limit(bindparam("per_address"))
         .subquery()
     )
