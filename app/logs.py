@@ -85,7 +85,7 @@ class JsonLinesHandler(logging.StreamHandler):
 
     The request line is written for every request, and a LogRecord's
     making, filtering and formatting cost several times the line itself;
-    :meth:`write_request_line` writes the same JSON shape (what
+    :meth:`write_request` writes the same JSON shape (what
     :class:`JsonLineFormatter` would make of ``log.info("request",
     extra=fields)``) under the handler's lock, so lines never interleave.
 
@@ -108,16 +108,6 @@ class JsonLinesHandler(logging.StreamHandler):
         self._pending = threading.Event()
         self._flusher_pid = 0
 
-    def write_request_line(self, fields: dict[str, Any]) -> None:
-        line = {
-            "time": self.formatter.time_text(time.time()),
-            "level": "INFO",
-            "name": log.name,
-            "message": "request",
-            **fields,
-        }
-        self._hold(_ENCODER.encode(line) + self.terminator)
-
     def write_request(
         self,
         method: str | None,
@@ -127,10 +117,9 @@ class JsonLinesHandler(logging.StreamHandler):
         remote_addr: str | None,
         request_id: str,
     ) -> None:
-        """:meth:`write_request_line` for the request line's own fields, in
-        its order: the same text, spelled out rather than through the
-        encoder, which sets up its C encoder again for each dictionary
-        (about half the line's cost). Strings still go through the
+        """The request line, its fields in this order: spelled out rather
+        than through the encoder, which sets up its C encoder again for each
+        dictionary (about half the line's cost). Strings still go through the
         encoder's escaping; the rest are numbers or ``null``."""
         self._hold(
             f'{{"time": "{self.formatter.time_text(time.time())}", '
