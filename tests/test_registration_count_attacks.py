@@ -18,6 +18,7 @@ import sqlalchemy
 from conftest import LiveServer
 from helpers import LOOPBACK_REDIRECT, prune
 from test_migrations import empty_database, flask_db  # noqa: F401  (a fixture)
+from test_registration_caps import explained_values, filled_at_scale, plan_nodes
 
 
 def register_from(live: Any, forwarded_for: str) -> requests.Response:
@@ -395,10 +396,6 @@ def test_migration_0015_carries_the_window_over_and_reverts(
 # --- The plan psycopg's prepared statement settles on -------------------------
 
 
-def _nodes(plan: dict) -> list[dict]:
-    return [plan, *(node for child in plan.get("Plans", ()) for node in _nodes(child))]
-
-
 def test_the_generic_plan_reads_only_the_window_from_the_indexes(
     engine: sqlalchemy.Engine,
 ) -> None:
@@ -413,27 +410,7 @@ def test_the_generic_plan_reads_only_the_window_from_the_indexes(
 
     from app.oauth.registration_caps import _insert_statement
 
-    now = datetime.now(UTC)
-    values = {
-        "client_id": "lessie-explained",
-        "client_secret_hash": None,
-        "client_name": "Explained",
-        "redirect_uris": [LOOPBACK_REDIRECT],
-        "grant_types": ["authorization_code"],
-        "response_types": ["code"],
-        "token_endpoint_auth_method": "none",
-        "scope": "",
-        "registered_from": "198.51.100.7",
-        "created_at": now,
-        "last_authorized_at": None,
-        "jwks": None,
-        "jwks_uri": None,
-        "since": now - timedelta(days=1),
-        "step_starts_at": now,
-        "step_expires_at": now + timedelta(days=1),
-        "per_address": 100,
-        "cap": 100_000,
-    }
+    values = explained_values()
     statement = _insert_statement().compile(dialect=engine.dialect)
     parameters = statement.construct_params(values)
     names: list[str] = []
@@ -444,35 +421,7 @@ def test_the_generic_plan_reads_only_the_window_from_the_indexes(
         return f"${names.index(match.group(1)) + 1}"
 
     prepared = re.sub(r"%\((\w+)\)s", numbered, str(statement))
-    with engine.begin() as connection:
-        connection.execute(
-            sqlalchemy.text(
-                "INSERT INTO oauth_clients (client_id, client_secret_hash,"
-                " client_name, redirect_uris, grant_types, response_types,"
-                " token_endpoint_auth_method, scope, registered_from, created_at)"
-                " SELECT 'lessie-' || n, NULL, 'Filler', ARRAY['http://127.0.0.1/cb'],"
-                " ARRAY['authorization_code'], ARRAY['code'], 'none', '',"
-                " CASE WHEN n % 10 = 0 THEN '198.51.100.7'"
-                "  ELSE '10.' || (n / 65536) || '.' || (n / 256 % 256) || '.'"
-                "   || (n % 256) END,"
-                " now() - (n % 365) * interval '1 day' - (n % 86400) * interval '1 s'"
-                " FROM generate_series(1, 50000) AS n"
-            )
-        )
-        connection.execute(
-            sqlalchemy.text(
-                "INSERT INTO registration_counts (starts_at, registrations, expires_at)"
-                " SELECT date_trunc('hour', now()) - n * interval '1 hour', 25,"
-                "  date_trunc('hour', now()) - n * interval '1 hour' + interval '1 day'"
-                " FROM generate_series(0, 8759) AS n"
-            )
-        )
-    try:
-        with engine.connect().execution_options(
-            isolation_level="AUTOCOMMIT"
-        ) as connection:
-            connection.exec_driver_sql("VACUUM ANALYZE oauth_clients")
-            connection.exec_driver_sql("VACUUM ANALYZE registration_counts")
+    with filled_at_scale(engine, rows=50_000):
         with engine.connect() as connection, connection.begin() as transaction:
             connection.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
             connection.exec_driver_sql("PREPARE registering AS " + prepared)
@@ -489,12 +438,8 @@ def test_the_generic_plan_reads_only_the_window_from_the_indexes(
             # A prepared statement outlives the transaction, not the session.
             connection.exec_driver_sql("DEALLOCATE registering")
             transaction.rollback()
-    finally:
-        with engine.begin() as connection:
-            connection.exec_driver_sql("TRUNCATE oauth_clients CASCADE")
-            connection.exec_driver_sql("TRUNCATE registration_counts")
 
-    nodes = _nodes(explained[0]["Plan"])
+    nodes = plan_nodes(explained[0]["Plan"])
     # Generic: the bounds are parameters, not the values.
     scans = [
         n for n in nodes if "Scan" in n["Node Type"] and "CTE" not in n["Node Type"]
