@@ -20,7 +20,7 @@ def register_from(live: Any, forwarded_for: str | None = None) -> requests.Respo
         live.url + "/register",
         json={"redirect_uris": [LOOPBACK_REDIRECT]},
         headers=headers,
-        timeout=30,
+        timeout=60,
     )
 
 
@@ -105,20 +105,25 @@ def test_redis_down_before_the_registration_is_a_503_and_no_client(
 
 
 def backdate(engine: sqlalchemy.Engine, seconds: int) -> None:
-    """Move every client's registration, and every step of the total's
-    count, ``seconds`` into the past."""
+    """Move every registration, and every step of the total's count with
+    when it may be pruned, ``seconds`` into the past: as if that much time
+    passed."""
     with engine.begin() as connection:
-        for table, column in (
-            ("oauth_clients", "created_at"),
-            ("registration_counts", "starts_at"),
-        ):
-            connection.execute(
-                sqlalchemy.text(
-                    f"UPDATE {table}"
-                    f" SET {column} = {column} - make_interval(secs => :seconds)"
-                ),
-                {"seconds": seconds},
-            )
+        connection.execute(
+            sqlalchemy.text(
+                "UPDATE oauth_clients"
+                " SET created_at = created_at - make_interval(secs => :s)"
+            ),
+            {"s": seconds},
+        )
+        connection.execute(
+            sqlalchemy.text(
+                "UPDATE registration_counts"
+                " SET starts_at = starts_at - make_interval(secs => :s),"
+                "  expires_at = expires_at - make_interval(secs => :s)"
+            ),
+            {"s": seconds},
+        )
 
 
 def counted(engine: sqlalchemy.Engine) -> int:

@@ -16,18 +16,17 @@ import pytest
 import requests
 import sqlalchemy
 from conftest import LiveServer
-from helpers import LOOPBACK_REDIRECT, prune
+from helpers import prune
 from test_migrations import empty_database, flask_db  # noqa: F401  (a fixture)
-from test_registration_caps import explained_values, filled_at_scale, plan_nodes
-
-
-def register_from(live: Any, forwarded_for: str) -> requests.Response:
-    return requests.post(
-        live.url + "/register",
-        json={"redirect_uris": [LOOPBACK_REDIRECT]},
-        headers={"X-Forwarded-For": forwarded_for},
-        timeout=60,
-    )
+from test_registration_caps import (
+    assert_capped,
+    counted,
+    explained_values,
+    filled_at_scale,
+    plan_nodes,
+    register_from,
+)
+from test_registration_caps import backdate as pass_time
 
 
 def scalar(engine: sqlalchemy.Engine, sql: str, **params: Any) -> Any:
@@ -35,40 +34,8 @@ def scalar(engine: sqlalchemy.Engine, sql: str, **params: Any) -> Any:
         return connection.execute(sqlalchemy.text(sql), params).scalar_one()
 
 
-def counted(engine: sqlalchemy.Engine) -> int:
-    return scalar(
-        engine, "SELECT coalesce(sum(registrations), 0) FROM registration_counts"
-    )
-
-
 def clients(engine: sqlalchemy.Engine) -> int:
     return scalar(engine, "SELECT count(*) FROM oauth_clients")
-
-
-def assert_capped(response: requests.Response) -> None:
-    assert response.status_code == 403, response.text
-    assert response.json()["error"] == "client_limit_exceeded"
-
-
-def pass_time(engine: sqlalchemy.Engine, seconds: int) -> None:
-    """Move every registration, and every step of the count with when it
-    may be pruned, ``seconds`` into the past: as if that much time passed."""
-    with engine.begin() as connection:
-        connection.execute(
-            sqlalchemy.text(
-                "UPDATE oauth_clients"
-                " SET created_at = created_at - make_interval(secs => :s)"
-            ),
-            {"s": seconds},
-        )
-        connection.execute(
-            sqlalchemy.text(
-                "UPDATE registration_counts"
-                " SET starts_at = starts_at - make_interval(secs => :s),"
-                "  expires_at = expires_at - make_interval(secs => :s)"
-            ),
-            {"s": seconds},
-        )
 
 
 # --- Many addresses at once ---------------------------------------------------
