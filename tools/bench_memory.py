@@ -130,22 +130,16 @@ def children(master: int) -> list[int]:
     return sorted(found)
 
 
-def socket_inodes(pid: int) -> set[str]:
-    """The inodes of the sockets ``pid`` holds open."""
+def connections(pid: int, port: int) -> int:
+    """Established TCP connections of ``pid`` to ``port`` on this host."""
     inodes = set()
     for fd in Path(f"/proc/{pid}/fd").iterdir():
         try:
             target = os.readlink(fd)
         except OSError:
-            continue  # closed meanwhile
+            continue
         if target.startswith("socket:["):
             inodes.add(target[8:-1])
-    return inodes
-
-
-def connections(pid: int, port: int) -> int:
-    """Established TCP connections of ``pid`` to ``port`` on this host."""
-    inodes = socket_inodes(pid)
     count = 0
     for table in ("tcp", "tcp6"):
         path = Path(f"/proc/{pid}/net/{table}")
