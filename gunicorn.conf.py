@@ -4,7 +4,6 @@ import gc
 import logging
 import os
 import signal
-import socket
 import threading
 from typing import Any
 
@@ -21,13 +20,6 @@ workers = _settings.web_concurrency
 # and psycopg and redis-py block a gevent hub unless patched.
 worker_class = "gthread"
 threads = 4
-# Each worker listens on a socket of its own and the kernel deals new
-# connections among them. On one shared socket every idle worker races to
-# accept, and the first awake took a whole burst of new connections (wrk's
-# 32, or a router's pool) about one run in ten: the other worker then sat
-# idle while they stayed open, at half the instance's capacity. on_starting
-# below keeps a port that is already taken a clear failure.
-reuse_port = True
 timeout = 30
 # Every deploy sends SIGTERM, then SIGKILL some 30 s later (Heroku, Render,
 # Kubernetes' default). gunicorn stops accepting at once and each worker closes
@@ -75,34 +67,6 @@ limit_request_fields = 100
 forwarded_allow_ips = "*" if _settings.trusted_proxy_hops else "127.0.0.1"
 
 
-def on_starting(server: Any) -> None:
-    """Stop in the master, with one line, if something already listens on
-    the port.
-
-    With ``reuse_port`` the master binds nothing and each worker binds its
-    own socket with ``SO_REUSEPORT``: a second copy of the service on the
-    same port would quietly take half its connections, and a program
-    listening without the option would make every worker fail and be
-    started again, endlessly.
-    """
-    for address in server.cfg.address:
-        if isinstance(address, tuple):
-            _fail_if_taken(address[0], address[1])
-
-
-def _fail_if_taken(host: str, port: int) -> None:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        # As gunicorn binds: connections of an earlier run still in
-        # TIME_WAIT do not count, a socket listening on the port does.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            message = f"cannot listen on {host}:{port}: {exc.strerror}"
-            raise SystemExit(message) from None
-
-
 def post_worker_init(worker: Any) -> None:
     """Keep the cyclic garbage collector off what the loaded app will keep;
     set up the worker's part of a graceful stop.
@@ -122,16 +86,17 @@ def worker_int(worker: Any) -> None:
 
 
 def _close_listeners_once_stopping(worker: Any) -> None:
-    """Close the worker's listening sockets as soon as it stops.
+    """Close the worker's copy of the listening sockets as soon as it stops.
 
-    Each worker listens on its own socket (``reuse_port``), and the kernel
-    keeps dealing it new connections until it is closed. A gthread worker
-    closes it only after its drain, so a new connection would wait up to
-    graceful_timeout and then be reset. Closed here right after the worker
-    stops accepting, the socket is gone: the kernel deals new connections to
-    the sockets still open (the new workers' during a HUP reload), and once
-    every worker of a stopping instance has closed its own, a new connection
-    is refused at once.
+    The listening socket is shared by the master and every worker (each
+    holds a copy since the fork), and it keeps accepting connections into
+    the kernel's backlog until the last copy is closed. On SIGTERM the
+    master closes its copy at once, but a gthread worker closes its own only
+    after its drain, so a new connection would wait up to graceful_timeout
+    and then be reset. Closed here right after the worker stops accepting,
+    the socket is gone and a new connection is refused at once. A HUP
+    reload also sends its old workers SIGTERM: the master's copy then stays
+    open, for the new workers.
 
     The one place that leans on gunicorn's internals, not its documented
     hooks (gunicorn 27, gthread worker): ``ThreadWorker.run`` calls
